@@ -1,0 +1,113 @@
+//! The JSON shape of `/config`: the Snapshot as a user reads it.
+
+use serde::Serialize;
+
+use crate::problem::Problem;
+use crate::snapshot::{
+    Action, IgnoredIngress, PathType, Snapshot, Timeouts, UpstreamProtocol, UpstreamTarget,
+};
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigView<'a> {
+    generation: u64,
+    routes: Vec<RouteView<'a>>,
+    tls: Vec<TlsView>,
+    problems: &'a [Problem],
+    ignored_ingresses: &'a [IgnoredIngress],
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RouteView<'a> {
+    name: &'a str,
+    ingress: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path_type: Option<PathType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    default_backend: bool,
+    https_redirect: bool,
+    timeouts_ms: Timeouts,
+    backend: BackendView<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase", tag = "type")]
+enum BackendView<'a> {
+    Service {
+        upstream: &'a str,
+        protocol: UpstreamProtocol,
+        target: &'a UpstreamTarget,
+    },
+    FixedResponse {
+        status: u16,
+    },
+    Unavailable {
+        reason: &'a str,
+    },
+}
+
+#[derive(Serialize)]
+struct TlsView {
+    host: String,
+    secret: String,
+}
+
+impl<'a> ConfigView<'a> {
+    pub fn new(snapshot: &'a Snapshot) -> Self {
+        let mut routes: Vec<RouteView<'a>> = snapshot
+            .router
+            .routes()
+            .map(|route| RouteView {
+                name: &route.name,
+                ingress: route.ingress.to_string(),
+                host: route.host.as_deref(),
+                path_type: route.path.as_ref().map(|(t, _)| *t),
+                path: route.path.as_ref().map(|(_, p)| p.as_str()),
+                default_backend: route.path.is_none(),
+                https_redirect: route.https_redirect,
+                timeouts_ms: route.timeouts,
+                backend: match &route.action {
+                    Action::Proxy(group) => BackendView::Service {
+                        upstream: &group.name,
+                        protocol: group.protocol,
+                        target: &group.target,
+                    },
+                    Action::Respond(answer) => BackendView::FixedResponse {
+                        status: answer.status,
+                    },
+                    Action::Unavailable(reason) => BackendView::Unavailable { reason },
+                },
+            })
+            .collect();
+        routes.sort_by(|a, b| a.name.cmp(b.name));
+        let mut tls: Vec<TlsView> = snapshot
+            .tls
+            .exact
+            .iter()
+            .map(|(h, c)| (h.clone(), c))
+            .chain(
+                snapshot
+                    .tls
+                    .wildcard
+                    .iter()
+                    .map(|(h, c)| (format!("*.{h}"), c)),
+            )
+            .map(|(host, cert)| TlsView {
+                host,
+                secret: cert.secret.to_string(),
+            })
+            .collect();
+        tls.sort_by(|a, b| a.host.cmp(&b.host));
+        ConfigView {
+            generation: snapshot.generation,
+            routes,
+            tls,
+            problems: &snapshot.problems,
+            ignored_ingresses: &snapshot.ignored,
+        }
+    }
+}

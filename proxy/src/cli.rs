@@ -1,0 +1,85 @@
+//! The command line: `gantry run`, `gantry validate`, `gantry version`. Every flag of `run` can
+//! also be set by a `GANTRY_*` environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::parse_duration;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gantry",
+    about = "A Kubernetes cluster's whole edge in one binary",
+    version
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic as the resources in a folder say, reloading when they change.
+    Run(RunArgs),
+    /// Check every resource in a folder without serving; exit 1 if there is any problem.
+    Validate(ValidateArgs),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Folder of Kubernetes resource files (YAML or JSON, read recursively).
+    #[arg(long, env = "GANTRY_CONFIG", value_name = "DIR")]
+    pub config: PathBuf,
+    /// Address of the plain-HTTP listener.
+    #[arg(long, env = "GANTRY_HTTP_ADDR", default_value = "0.0.0.0:80")]
+    pub http_addr: SocketAddr,
+    /// Address of the HTTPS listener.
+    #[arg(long, env = "GANTRY_HTTPS_ADDR", default_value = "0.0.0.0:443")]
+    pub https_addr: SocketAddr,
+    /// Address of the admin listener (health, readiness, metrics, configuration view).
+    #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
+    pub admin_addr: SocketAddr,
+    /// Folder for state kept across restarts (the default certificate, later issued
+    /// certificates and DNS serials).
+    #[arg(long, env = "GANTRY_STATE_DIR", default_value = "/var/lib/gantry")]
+    pub state_dir: PathBuf,
+    /// Worker threads serving traffic (default: one per CPU).
+    #[arg(long, env = "GANTRY_THREADS")]
+    pub threads: Option<usize>,
+    /// Longest wait, on SIGTERM, for open requests to finish before exiting.
+    #[arg(long, env = "GANTRY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+    /// Write one access log line per request.
+    #[arg(long, env = "GANTRY_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
+    pub access_log: bool,
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Folder of Kubernetes resource files.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(long, env = "GANTRY_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+    /// Log filter, as tracing's EnvFilter reads it (e.g. `info`, `gantry=debug`).
+    #[arg(long, env = "GANTRY_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}

@@ -1,0 +1,67 @@
+//! The `gantry.dev/*` annotations an Ingress may carry, parsed and checked.
+
+use std::collections::BTreeMap;
+
+use crate::duration::parse_duration;
+use crate::snapshot::Timeouts;
+
+const PREFIX: &str = "gantry.dev/";
+/// `"false"` turns off the HTTP -> HTTPS redirect for the Ingress's TLS hosts.
+pub const SSL_REDIRECT: &str = "gantry.dev/ssl-redirect";
+/// Time limit for connecting to an upstream, e.g. `2s`.
+pub const CONNECT_TIMEOUT: &str = "gantry.dev/upstream-connect-timeout";
+/// Time limit for each read from an upstream, e.g. `60s`.
+pub const READ_TIMEOUT: &str = "gantry.dev/upstream-read-timeout";
+
+const KNOWN: [&str; 3] = [SSL_REDIRECT, CONNECT_TIMEOUT, READ_TIMEOUT];
+
+/// What an Ingress's annotations ask for.
+#[derive(Debug)]
+pub struct IngressSettings {
+    pub ssl_redirect: bool,
+    pub timeouts: Timeouts,
+}
+
+/// Parses the annotations; problems come back as (field, reason), and a bad value leaves the
+/// default in place.
+pub fn ingress_settings(
+    annotations: Option<&BTreeMap<String, String>>,
+) -> (IngressSettings, Vec<(String, String)>) {
+    let mut settings = IngressSettings {
+        ssl_redirect: true,
+        timeouts: Timeouts::default(),
+    };
+    let mut problems = Vec::new();
+    for (key, value) in annotations.into_iter().flatten() {
+        if !key.starts_with(PREFIX) {
+            continue;
+        }
+        let field = format!("metadata.annotations[{key}]");
+        let result = match key.as_str() {
+            SSL_REDIRECT => match value.as_str() {
+                "true" | "false" => {
+                    settings.ssl_redirect = value == "true";
+                    Ok(())
+                }
+                _ => Err(format!("{value:?} is not \"true\" or \"false\"")),
+            },
+            CONNECT_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.connect = d),
+            READ_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.read = d),
+            _ => Err(format!(
+                "unknown annotation; Gantry knows {}",
+                KNOWN.join(", ")
+            )),
+        };
+        if let Err(reason) = result {
+            problems.push((field, reason));
+        }
+    }
+    (settings, problems)
+}
+
+fn positive_duration(value: &str) -> Result<std::time::Duration, String> {
+    match parse_duration(value)? {
+        d if d.is_zero() => Err("must be more than zero".into()),
+        d => Ok(d),
+    }
+}

@@ -1,0 +1,92 @@
+//! TLS Secrets (`kubernetes.io/tls`) turned into certificates rustls can serve.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+
+/// Why a Secret cannot serve: the field at fault and the reason.
+#[derive(Clone, Debug)]
+pub struct SecretError {
+    pub field: String,
+    pub reason: String,
+}
+
+fn error(field: &str, reason: impl Into<String>) -> SecretError {
+    SecretError {
+        field: field.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// A value of `data` or `stringData` (which wins, as the API server merges them).
+fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<(&'a [u8], &'static str)> {
+    if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
+        return Some((v.as_bytes(), "stringData"));
+    }
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|v| (v.0.as_slice(), "data"))
+}
+
+/// The certificate chain and key of a TLS Secret, checked to belong together.
+pub fn certified_key(secret: &Secret) -> Result<Arc<CertifiedKey>, SecretError> {
+    let secret_type = secret.type_.as_deref().unwrap_or("Opaque");
+    if secret_type != TLS_SECRET_TYPE {
+        return Err(error(
+            "type",
+            format!("is {secret_type}, not {TLS_SECRET_TYPE}"),
+        ));
+    }
+    let (cert_pem, cert_from) =
+        secret_value(secret, "tls.crt").ok_or_else(|| error("data[tls.crt]", "missing"))?;
+    let (key_pem, key_from) =
+        secret_value(secret, "tls.key").ok_or_else(|| error("data[tls.key]", "missing"))?;
+    let cert_field = format!("{cert_from}[tls.crt]");
+    let key_field = format!("{key_from}[tls.key]");
+
+    certified_key_from_pem(cert_pem, key_pem).map_err(|e| match e {
+        PemError::Certificate(reason) => error(&cert_field, reason),
+        PemError::Key(reason) => error(&key_field, reason),
+    })
+}
+
+/// Which half of a PEM pair is at fault, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("private key: {0}")]
+    Key(String),
+}
+
+/// A PEM certificate chain and PEM private key, checked to belong together.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, PemError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::Certificate(format!("is not PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(PemError::Certificate(
+            "holds no PEM CERTIFICATE block".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| PemError::Key(format!("holds no usable PEM private key: {e}")))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            PemError::Key("does not match the certificate in tls.crt".into())
+        }
+        other => PemError::Key(format!("cannot be used: {other}")),
+    })?;
+    Ok(Arc::new(certified))
+}

@@ -1,0 +1,165 @@
+//! `compile`: the store turned into a [`Snapshot`]. Pure: no I/O, no clock, no globals; the same
+//! store always gives the same Snapshot. All validation happens here, and every problem names its
+//! resource and field. What fails validation is left out (as small a part as possible: one path,
+//! one TLS entry) and everything else applies.
+
+mod annotations;
+mod backend;
+pub mod certs;
+pub mod class;
+mod names;
+mod routes;
+mod tls;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::Ingress;
+
+use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
+use crate::problem::Problem;
+use crate::snapshot::{IgnoredIngress, Snapshot, TlsTable};
+use backend::Backends;
+use certs::SecretError;
+use routes::RouteTable;
+
+pub use class::CONTROLLER;
+
+/// Compiles the store into a Snapshot (with generation 0: the caller numbers it).
+pub fn compile(store: &Store) -> Snapshot {
+    let mut compiler = Compiler {
+        store,
+        problems: store.problems.clone(),
+        backends: Backends::new(store),
+        secrets: HashMap::new(),
+        tls: TlsTable::default(),
+        tls_hosts: HashMap::new(),
+        routes: RouteTable::default(),
+    };
+    compiler.check_secrets();
+    compiler.check_fixed_responses();
+
+    let classes = class::Classes::new(store);
+    let mut ignored = Vec::new();
+    let mut ours = Vec::new();
+    for (key, stored) in oldest_first(store) {
+        match classes.claim(&stored.object) {
+            Ok(()) => ours.push(IngressCtx::new(key, stored)),
+            Err(reason) => ignored.push(IgnoredIngress::new(key, reason)),
+        }
+    }
+    for ingress in &ours {
+        compiler.add_tls(ingress);
+    }
+    for ingress in &ours {
+        compiler.add_routes(ingress);
+    }
+
+    let mut problems = compiler.problems;
+    problems.sort();
+    problems.dedup();
+    Snapshot {
+        generation: 0,
+        router: compiler.routes.into_router(),
+        tls: compiler.tls,
+        problems,
+        ignored,
+    }
+}
+
+/// Ingresses in the order that settles conflicts: oldest `creationTimestamp` first (those
+/// without one last), then by namespace and name.
+fn oldest_first(store: &Store) -> Vec<(&NamespacedName, &Stored<Ingress>)> {
+    let mut ingresses: Vec<_> = store.ingresses.iter().collect();
+    ingresses.sort_by(|(a_key, a), (b_key, b)| {
+        let a_time = a.object.metadata.creation_timestamp.as_ref();
+        let b_time = b.object.metadata.creation_timestamp.as_ref();
+        (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
+    });
+    ingresses
+}
+
+struct Compiler<'a> {
+    store: &'a Store,
+    problems: Vec<Problem>,
+    backends: Backends<'a>,
+    /// TLS Secrets already turned into certificates, or why they could not be.
+    secrets: HashMap<NamespacedName, Result<Arc<rustls::sign::CertifiedKey>, SecretError>>,
+    tls: TlsTable,
+    /// Every host named in a `spec.tls` (with or without a usable certificate) -> the Ingress
+    /// that named it first.
+    tls_hosts: HashMap<String, NamespacedName>,
+    routes: RouteTable,
+}
+
+/// One of Gantry's Ingresses being compiled.
+struct IngressCtx<'s> {
+    key: &'s NamespacedName,
+    stored: &'s Stored<Ingress>,
+    reference: ObjectRef,
+}
+
+impl<'s> IngressCtx<'s> {
+    fn new(key: &'s NamespacedName, stored: &'s Stored<Ingress>) -> Self {
+        IngressCtx {
+            key,
+            stored,
+            reference: ObjectRef {
+                kind: Kind::Ingress,
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+            },
+        }
+    }
+
+    fn problem(&self, field: impl Into<String>, reason: impl Into<String>) -> Problem {
+        Problem::field(
+            self.stored.file.clone(),
+            self.reference.clone(),
+            field,
+            reason,
+        )
+    }
+}
+
+impl Compiler<'_> {
+    /// Every TLS Secret is checked, used or not, so that a broken one shows before it is needed.
+    fn check_secrets(&mut self) {
+        for (key, stored) in &self.store.secrets {
+            if stored.object.type_.as_deref() != Some(certs::TLS_SECRET_TYPE) {
+                continue;
+            }
+            let result = certs::certified_key(&stored.object);
+            if let Err(error) = &result {
+                self.problems.push(Problem::field(
+                    stored.file.clone(),
+                    object_ref(Kind::Secret, key),
+                    &error.field,
+                    &error.reason,
+                ));
+            }
+            self.secrets.insert(key.clone(), result);
+        }
+    }
+
+    fn check_fixed_responses(&mut self) {
+        for (key, stored) in &self.store.fixed_responses {
+            if let Err((field, reason)) = backend::fixed_answer(&stored.object) {
+                self.problems.push(Problem::field(
+                    stored.file.clone(),
+                    object_ref(Kind::FixedResponse, key),
+                    field,
+                    reason,
+                ));
+            }
+        }
+    }
+}
+
+fn object_ref(kind: Kind, key: &NamespacedName) -> ObjectRef {
+    ObjectRef {
+        kind,
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+    }
+}

@@ -1,0 +1,299 @@
+//! The routing pass over Gantry's Ingresses: rules and paths -> routes, merged across Ingresses
+//! by host, with conflicts won by the older Ingress.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, OnceLock};
+
+use k8s_openapi::api::networking::v1::IngressBackend;
+
+use super::annotations::{IngressSettings, ingress_settings};
+use super::backend::Resolved;
+use super::{Compiler, IngressCtx, names};
+use crate::snapshot::{Action, HostRoutes, PathType, Route, Router};
+
+/// Routes by host as they are added, turned into a [`Router`] at the end.
+#[derive(Default)]
+pub(super) struct RouteTable {
+    hosts: HashMap<HostKey, HostRoutes>,
+    default_backend: Option<Arc<Route>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum HostKey {
+    Exact(String),
+    /// The part after `*.`.
+    Wildcard(String),
+    Any,
+}
+
+impl HostKey {
+    fn of(host: Option<&str>) -> HostKey {
+        match host {
+            None => HostKey::Any,
+            Some(h) => match h.strip_prefix("*.") {
+                Some(parent) => HostKey::Wildcard(parent.to_owned()),
+                None => HostKey::Exact(h.to_owned()),
+            },
+        }
+    }
+}
+
+impl RouteTable {
+    /// Adds a route unless its host, path type and path are taken; then returns the holder.
+    fn insert(&mut self, route: Arc<Route>) -> Result<(), Arc<Route>> {
+        let Some((path_type, path)) = &route.path else {
+            return Ok(());
+        };
+        let host = self
+            .hosts
+            .entry(HostKey::of(route.host.as_deref()))
+            .or_default();
+        let (table, key) = match path_type {
+            PathType::Exact => (&mut host.exact, path.clone()),
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                (&mut host.prefix, names::prefix_key(path))
+            }
+        };
+        match table.entry(key) {
+            Entry::Occupied(taken) => Err(taken.get().clone()),
+            Entry::Vacant(slot) => {
+                slot.insert(route);
+                Ok(())
+            }
+        }
+    }
+
+    pub(super) fn into_router(self) -> Router {
+        let mut router = Router {
+            default_backend: self.default_backend,
+            ..Router::default()
+        };
+        for (key, routes) in self.hosts {
+            match key {
+                HostKey::Exact(h) => {
+                    router.exact_hosts.insert(h, routes);
+                }
+                HostKey::Wildcard(h) => {
+                    router.wildcard_hosts.insert(h, routes);
+                }
+                HostKey::Any => router.any_host = routes,
+            }
+        }
+        router
+    }
+}
+
+impl Compiler<'_> {
+    pub(super) fn add_routes(&mut self, ingress: &IngressCtx<'_>) {
+        let object = &ingress.stored.object;
+        let (settings, annotation_problems) =
+            ingress_settings(object.metadata.annotations.as_ref());
+        for (field, reason) in annotation_problems {
+            self.problems.push(ingress.problem(field, reason));
+        }
+        let Some(spec) = object.spec.as_ref() else {
+            self.problems.push(ingress.problem("spec", "required"));
+            return;
+        };
+
+        let default_action = spec
+            .default_backend
+            .as_ref()
+            .and_then(|b| self.backend_action(ingress, "spec.defaultBackend", b));
+        if let Some(action) = &default_action {
+            let route = self.route(ingress, &settings, None, None, action.clone());
+            match &self.routes.default_backend {
+                Some(taken) => self.problems.push(ingress.problem(
+                    "spec.defaultBackend",
+                    format!(
+                        "the default backend is already set by Ingress {} (older); this one is ignored",
+                        taken.ingress
+                    ),
+                )),
+                None => self.routes.default_backend = Some(route),
+            }
+        }
+
+        for (i, rule) in spec.rules.iter().flatten().enumerate() {
+            let rule_field = format!("spec.rules[{i}]");
+            let host = rule.host.as_deref().filter(|h| !h.is_empty());
+            if let Some(host) = host
+                && let Err(reason) = names::check_host(host)
+            {
+                self.problems
+                    .push(ingress.problem(format!("{rule_field}.host"), reason));
+                continue;
+            }
+            let Some(http) = &rule.http else {
+                // A host with no paths sends everything to the Ingress's default backend.
+                if let (Some(host), Some(action)) = (host, &default_action) {
+                    let path = Some((PathType::Prefix, "/".to_owned()));
+                    let route = self.route(ingress, &settings, Some(host), path, action.clone());
+                    self.insert(ingress, &rule_field, route);
+                }
+                continue;
+            };
+            for (j, path) in http.paths.iter().enumerate() {
+                let field = format!("{rule_field}.http.paths[{j}]");
+                let Some((path_type, path_value)) = self.check_path(
+                    ingress,
+                    &field,
+                    path.path_type.as_str(),
+                    path.path.as_deref(),
+                ) else {
+                    continue;
+                };
+                let Some(action) =
+                    self.backend_action(ingress, &format!("{field}.backend"), &path.backend)
+                else {
+                    continue;
+                };
+                let route = self.route(
+                    ingress,
+                    &settings,
+                    host,
+                    Some((path_type, path_value)),
+                    action,
+                );
+                self.insert(ingress, &field, route);
+            }
+        }
+    }
+
+    /// Checks a path and its type; `None` (with the problem recorded) leaves the path out.
+    fn check_path(
+        &mut self,
+        ingress: &IngressCtx<'_>,
+        field: &str,
+        path_type: &str,
+        path: Option<&str>,
+    ) -> Option<(PathType, String)> {
+        let path_type = match path_type {
+            "Exact" => PathType::Exact,
+            "Prefix" => PathType::Prefix,
+            "ImplementationSpecific" => PathType::ImplementationSpecific,
+            "" => {
+                self.problems.push(ingress.problem(
+                    format!("{field}.pathType"),
+                    "required: Exact, Prefix or ImplementationSpecific",
+                ));
+                return None;
+            }
+            other => {
+                self.problems.push(ingress.problem(
+                    format!("{field}.pathType"),
+                    format!("{other:?} is not Exact, Prefix or ImplementationSpecific"),
+                ));
+                return None;
+            }
+        };
+        let path = match (path.filter(|p| !p.is_empty()), path_type) {
+            (Some(p), _) => p,
+            (None, PathType::ImplementationSpecific) => "/",
+            (None, _) => {
+                self.problems.push(ingress.problem(
+                    format!("{field}.path"),
+                    format!("required for pathType {path_type:?}"),
+                ));
+                return None;
+            }
+        };
+        let checked = match path_type {
+            PathType::ImplementationSpecific if !path.starts_with('/') => Err(format!(
+                "{path:?}: Gantry matches ImplementationSpecific as Prefix, so the path must start with '/' (regular expressions are not supported)"
+            )),
+            _ => names::check_path(path),
+        };
+        if let Err(reason) = checked {
+            self.problems
+                .push(ingress.problem(format!("{field}.path"), reason));
+            return None;
+        }
+        Some((path_type, path.to_owned()))
+    }
+
+    /// The action of a backend; `None` (with the problem recorded) when it is malformed.
+    fn backend_action(
+        &mut self,
+        ingress: &IngressCtx<'_>,
+        field: &str,
+        backend: &IngressBackend,
+    ) -> Option<Action> {
+        let join = |sub: &str| {
+            if sub.is_empty() {
+                field.to_owned()
+            } else {
+                format!("{field}.{sub}")
+            }
+        };
+        match self.backends.resolve(&ingress.key.namespace, backend) {
+            Resolved::Ok(action) => Some(action),
+            Resolved::Unavailable {
+                action,
+                field: sub,
+                reason,
+            } => {
+                self.problems.push(ingress.problem(
+                    join(&sub),
+                    format!("{reason}; the route answers 503 until it is fixed"),
+                ));
+                Some(action)
+            }
+            Resolved::Invalid { field: sub, reason } => {
+                self.problems.push(ingress.problem(join(&sub), reason));
+                None
+            }
+        }
+    }
+
+    fn route(
+        &self,
+        ingress: &IngressCtx<'_>,
+        settings: &IngressSettings,
+        host: Option<&str>,
+        path: Option<(PathType, String)>,
+        action: Action,
+    ) -> Arc<Route> {
+        let name = match &path {
+            Some((_, p)) => format!("{}:{}{p}", ingress.key, host.unwrap_or("*")),
+            None => format!("{}:defaultBackend", ingress.key),
+        };
+        let https_redirect = settings.ssl_redirect && host.is_some_and(|h| self.host_has_tls(h));
+        Arc::new(Route {
+            name: Arc::from(name.as_str()),
+            ingress: ingress.key.clone(),
+            host: host.map(str::to_owned),
+            path,
+            action,
+            https_redirect,
+            timeouts: settings.timeouts,
+            metrics: OnceLock::new(),
+        })
+    }
+
+    fn insert(&mut self, ingress: &IngressCtx<'_>, field: &str, route: Arc<Route>) {
+        if let Err(taken) = self.routes.insert(route.clone()) {
+            let (path_type, path) = route.path.as_ref().map_or(("", ""), |(t, p)| {
+                (
+                    match t {
+                        PathType::Exact => "Exact",
+                        PathType::Prefix => "Prefix",
+                        PathType::ImplementationSpecific => "ImplementationSpecific",
+                    },
+                    p.as_str(),
+                )
+            });
+            let host = route.host.as_deref().unwrap_or("(any host)");
+            let holder = if taken.ingress == *ingress.key {
+                "an earlier path of this Ingress".to_owned()
+            } else {
+                format!("Ingress {} (older)", taken.ingress)
+            };
+            self.problems.push(ingress.problem(
+                field,
+                format!("{path_type} {path} on host {host} is already routed by {holder}; this path is ignored"),
+            ));
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The TLS pass over Gantry's Ingresses: `spec.tls` entries -> certificates by host, and the set
+//! of hosts that have TLS (which get the HTTP -> HTTPS redirect).
+
+use std::collections::hash_map::Entry;
+use std::sync::Arc;
+
+use super::{Compiler, IngressCtx, certs, names};
+use crate::config::NamespacedName;
+use crate::snapshot::TlsCertificate;
+
+impl Compiler<'_> {
+    pub(super) fn add_tls(&mut self, ingress: &IngressCtx<'_>) {
+        let Some(spec) = ingress.stored.object.spec.as_ref() else {
+            return;
+        };
+        for (i, entry) in spec.tls.iter().flatten().enumerate() {
+            let field = format!("spec.tls[{i}]");
+            // An entry naming no hosts covers every host of the Ingress's rules.
+            let hosts: Vec<(String, String)> = match entry.hosts.as_deref() {
+                Some(hosts) if !hosts.is_empty() => hosts
+                    .iter()
+                    .enumerate()
+                    .map(|(k, h)| (format!("{field}.hosts[{k}]"), h.clone()))
+                    .collect(),
+                _ => spec
+                    .rules
+                    .iter()
+                    .flatten()
+                    .filter_map(|r| r.host.clone())
+                    .filter(|h| !h.is_empty())
+                    .map(|h| (format!("{field}.hosts"), h))
+                    .collect(),
+            };
+            let certificate = match entry.secret_name.as_deref().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(secret) => {
+                    let key = NamespacedName::new(&ingress.key.namespace, secret);
+                    match self.certificate(&key) {
+                        Ok(cert) => Some(Arc::new(TlsCertificate {
+                            secret: key,
+                            key: cert,
+                        })),
+                        Err(reason) => {
+                            self.problems.push(ingress.problem(
+                                format!("{field}.secretName"),
+                                format!("{reason}; its hosts get the default certificate"),
+                            ));
+                            None
+                        }
+                    }
+                }
+            };
+            for (host_field, host) in hosts {
+                if let Err(reason) = names::check_host(&host) {
+                    self.problems.push(ingress.problem(host_field, reason));
+                    continue;
+                }
+                self.tls_hosts
+                    .entry(host.clone())
+                    .or_insert_with(|| ingress.key.clone());
+                let Some(certificate) = &certificate else {
+                    continue;
+                };
+                let table = match host.strip_prefix("*.") {
+                    Some(parent) => self.tls.wildcard.entry(parent.to_owned()),
+                    None => self.tls.exact.entry(host.clone()),
+                };
+                match table {
+                    Entry::Vacant(slot) => {
+                        slot.insert(certificate.clone());
+                    }
+                    Entry::Occupied(taken) if taken.get().secret == certificate.secret => {}
+                    Entry::Occupied(taken) => {
+                        self.problems.push(ingress.problem(
+                            host_field,
+                            format!(
+                                "host {host} already has the certificate of Secret {} from an older Ingress; this entry is ignored for it",
+                                taken.get().secret
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The certificate of a Secret, or why there is none.
+    fn certificate(
+        &mut self,
+        key: &NamespacedName,
+    ) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+        if let Some(result) = self.secrets.get(key) {
+            return result
+                .clone()
+                .map_err(|e| format!("Secret {key} is not usable: {}: {}", e.field, e.reason));
+        }
+        match self.store.secrets.get(key) {
+            None => Err(format!("Secret {key} not found")),
+            Some(stored) => certs::certified_key(&stored.object)
+                .map_err(|e| format!("Secret {key} is not usable: {}: {}", e.field, e.reason)),
+        }
+    }
+
+    /// Whether a route host has TLS: named in some `spec.tls`, exactly or by a wildcard.
+    pub(super) fn host_has_tls(&self, host: &str) -> bool {
+        if self.tls_hosts.contains_key(host) {
+            return true;
+        }
+        match host.split_once('.') {
+            Some((first, parent)) if first != "*" => {
+                self.tls_hosts.contains_key(&format!("*.{parent}"))
+            }
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The folder source: every `*.yaml`, `*.yml` and `*.json` file under a directory, read as
+//! `kubectl apply --recursive -f DIR` would (multi-document files and `kind: List` included).
+//!
+//! A file that stops parsing keeps its last good contents, and an object that stops fitting its
+//! schema keeps its last good version, so a typo never takes down what was serving. Entries whose
+//! names start with `.` are skipped: editors' swap files, and the `..data` links of a mounted
+//! ConfigMap (whose visible files are followed instead).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::info;
+use walkdir::WalkDir;
+
+use super::object::{Object, ObjectRef, Parsed, parse_object};
+use super::store::Store;
+use crate::problem::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FolderError {
+    #[error("configuration folder {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration folder {}: not a directory", path.display())]
+    NotADirectory { path: PathBuf },
+}
+
+/// A folder of resource files and what was last read from each.
+#[derive(Debug)]
+pub struct FolderSource {
+    root: PathBuf,
+    files: BTreeMap<PathBuf, LoadedFile>,
+    /// Problems walking the folder itself (unreadable directories, link loops).
+    walk_problems: Vec<Problem>,
+}
+
+#[derive(Debug)]
+struct LoadedFile {
+    path: Arc<Path>,
+    contents: Vec<u8>,
+    objects: Vec<(ObjectRef, Object)>,
+    problems: Vec<Problem>,
+}
+
+impl FolderSource {
+    /// Opens a folder and reads everything in it.
+    pub fn open(root: &Path) -> Result<Self, FolderError> {
+        let metadata = std::fs::metadata(root).map_err(|source| FolderError::Unreadable {
+            path: root.to_owned(),
+            source,
+        })?;
+        if !metadata.is_dir() {
+            return Err(FolderError::NotADirectory {
+                path: root.to_owned(),
+            });
+        }
+        let mut source = FolderSource {
+            root: root.to_owned(),
+            files: BTreeMap::new(),
+            walk_problems: Vec::new(),
+        };
+        source.rescan();
+        Ok(source)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Reads the folder again, parsing only files whose contents changed. Returns whether
+    /// anything changed.
+    pub fn rescan(&mut self) -> bool {
+        let mut previous = std::mem::take(&mut self.files);
+        let mut walk_problems = Vec::new();
+        let mut changed = false;
+        let walker = WalkDir::new(&self.root)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter()
+            .filter_entry(|e| e.depth() == 0 || !e.file_name().to_string_lossy().starts_with('.'));
+        for entry in walker {
+            let entry = match entry {
+                Ok(entry) => entry,
+                Err(error) => {
+                    let path = error.path().map(Arc::from);
+                    walk_problems.push(Problem::file(path, format!("cannot be read: {error}")));
+                    continue;
+                }
+            };
+            if !entry.file_type().is_file() || !is_config_file(entry.path()) {
+                continue;
+            }
+            let path = entry.into_path();
+            let old = previous.remove(&path);
+            let loaded = match std::fs::read(&path) {
+                Ok(bytes) => match old {
+                    Some(old) if old.contents == bytes => old,
+                    old => {
+                        changed = true;
+                        parse_file(Arc::from(path.as_path()), bytes, old)
+                    }
+                },
+                Err(error) => {
+                    changed = true;
+                    let reason = format!("cannot be read: {error}");
+                    keep_previous(Arc::from(path.as_path()), Vec::new(), old, reason)
+                }
+            };
+            self.files.insert(path, loaded);
+        }
+        changed |= !previous.is_empty() || walk_problems != self.walk_problems;
+        self.walk_problems = walk_problems;
+        changed
+    }
+
+    /// Everything read, as a store. Of two objects with the same kind, namespace and name, the
+    /// one in the file that sorts first wins and the other is reported.
+    pub fn store(&self) -> Store {
+        let mut store = Store::default();
+        let mut first_seen: HashMap<&ObjectRef, &Arc<Path>> = HashMap::new();
+        store.problems.extend(self.walk_problems.iter().cloned());
+        for file in self.files.values() {
+            for (reference, object) in &file.objects {
+                if store.insert(reference, object.clone(), Some(file.path.clone())) {
+                    first_seen.insert(reference, &file.path);
+                } else {
+                    let first = first_seen
+                        .get(reference)
+                        .map_or_else(String::new, |p| format!(" in {}", p.display()));
+                    store.problems.push(Problem::field(
+                        Some(file.path.clone()),
+                        reference.clone(),
+                        "metadata.name",
+                        format!("{reference} is already defined{first}; this copy is ignored"),
+                    ));
+                }
+            }
+            store.problems.extend(file.problems.iter().cloned());
+        }
+        store
+    }
+}
+
+fn is_config_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json")
+    )
+}
+
+/// Parses one file. `previous` is what the file held before, kept where the new contents fail.
+fn parse_file(path: Arc<Path>, contents: Vec<u8>, previous: Option<LoadedFile>) -> LoadedFile {
+    let documents = match std::str::from_utf8(&contents) {
+        Err(error) => Err(format!("is not UTF-8 text: {error}")),
+        Ok(text) => parse_documents(&path, text),
+    };
+    let documents = match documents {
+        Ok(documents) => documents,
+        Err(reason) => return keep_previous(path, contents, previous, reason),
+    };
+
+    let mut parser = FileParser {
+        path,
+        previous,
+        objects: Vec::new(),
+        problems: Vec::new(),
+    };
+    for (index, document) in documents.into_iter().enumerate() {
+        let position = format!("document {}", index + 1);
+        match document {
+            Value::Null => {}
+            Value::Object(_) if is_list(&document) => {
+                if let Some(Value::Array(items)) = document.get("items") {
+                    for (item_index, item) in items.iter().enumerate() {
+                        parser.add(item.clone(), format!("{position} item {}", item_index + 1));
+                    }
+                }
+            }
+            Value::Object(_) => parser.add(document, position),
+            _ => parser.problems.push(Problem::file(
+                Some(parser.path.clone()),
+                format!("{position}: not an object"),
+            )),
+        }
+    }
+    LoadedFile {
+        path: parser.path,
+        contents,
+        objects: parser.objects,
+        problems: parser.problems,
+    }
+}
+
+/// The objects and problems of one file being parsed.
+struct FileParser {
+    path: Arc<Path>,
+    previous: Option<LoadedFile>,
+    objects: Vec<(ObjectRef, Object)>,
+    problems: Vec<Problem>,
+}
+
+impl FileParser {
+    fn add(&mut self, value: Value, position: String) {
+        let path = &self.path;
+        match parse_object(value) {
+            Parsed::Object {
+                reference,
+                object,
+                unknown_fields,
+            } => {
+                for field in unknown_fields {
+                    self.problems.push(Problem::field(
+                        Some(path.clone()),
+                        reference.clone(),
+                        field,
+                        format!("unknown field (not part of the {} schema)", reference.kind),
+                    ));
+                }
+                self.objects.push((reference, object));
+            }
+            Parsed::Skipped { api_version, kind } => {
+                info!(file = %path.display(), "{position}: skipping {api_version} {kind}: not a kind Gantry reads");
+            }
+            Parsed::Invalid {
+                reference: Some(reference),
+                field,
+                reason,
+            } => {
+                let last_good = self
+                    .previous
+                    .as_ref()
+                    .and_then(|p| p.objects.iter().find(|(r, _)| *r == reference));
+                let reason = match last_good {
+                    Some((_, object)) => {
+                        self.objects.push((reference.clone(), object.clone()));
+                        format!("{reason}; keeping its last good version")
+                    }
+                    None => reason,
+                };
+                self.problems
+                    .push(Problem::field(Some(path.clone()), reference, field, reason));
+            }
+            Parsed::Invalid {
+                reference: None,
+                field,
+                reason,
+            } => {
+                let at = if field.is_empty() {
+                    String::new()
+                } else {
+                    format!(" {field}")
+                };
+                self.problems.push(Problem::file(
+                    Some(path.clone()),
+                    format!("{position}{at}: {reason}"),
+                ));
+            }
+        }
+    }
+}
+
+/// A `kind: List` (or `FooList`) document, as kubectl accepts.
+fn is_list(document: &Value) -> bool {
+    let kind = document.get("kind").and_then(Value::as_str).unwrap_or("");
+    kind.ends_with("List") && document.get("items").is_some_and(Value::is_array)
+}
+
+/// A file that cannot be used keeps what it held before, and says so.
+fn keep_previous(
+    path: Arc<Path>,
+    contents: Vec<u8>,
+    previous: Option<LoadedFile>,
+    reason: String,
+) -> LoadedFile {
+    let (objects, reason) = match previous {
+        Some(previous) if !previous.objects.is_empty() => (
+            previous.objects,
+            format!("{reason}; keeping its last good contents"),
+        ),
+        _ => (Vec::new(), reason),
+    };
+    LoadedFile {
+        problems: vec![Problem::file(Some(path.clone()), reason)],
+        path,
+        contents,
+        objects,
+    }
+}
+
+/// Splits a file into its documents, as JSON values.
+fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
+    if path.extension().is_some_and(|e| e == "json") {
+        return serde_json::Deserializer::from_str(text)
+            .into_iter::<Value>()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| format!("does not parse as JSON: {error}"));
+    }
+    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options())
+        .map_err(|error| format!("does not parse as YAML: {}", first_line(&error.to_string())))
+}
+
+/// The parser's limits guard against hostile documents; a configuration folder may hold many
+/// thousands of objects in one file, so they are set well above what such a file needs.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 1_000_000;
+    budget.max_events = 100_000_000;
+    budget.max_nodes = 50_000_000;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text).trim_end_matches(':')
+}

@@ -1,0 +1,10 @@
+//! Configuration input: the resource types Gantry reads, the sources that read them, and the
+//! store they fill.
+
+pub mod crd;
+pub mod folder;
+pub mod object;
+pub mod store;
+
+pub use object::{DEFAULT_NAMESPACE, Kind, Object, ObjectRef};
+pub use store::{NamespacedName, Store, Stored};

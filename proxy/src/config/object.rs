@@ -1,0 +1,241 @@
+//! The Kubernetes objects Gantry reads, and how one is recognised and parsed from its JSON form.
+
+use std::fmt;
+use std::sync::Arc;
+
+use k8s_openapi::Resource;
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::crd::FixedResponse;
+
+/// Namespace given to namespaced objects that name none, as kubectl does.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// The kinds Gantry reads. Everything else is skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum Kind {
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Endpoints,
+    Secret,
+    FixedResponse,
+}
+
+impl Kind {
+    const ALL: [Kind; 7] = [
+        Kind::Ingress,
+        Kind::IngressClass,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Endpoints,
+        Kind::Secret,
+        Kind::FixedResponse,
+    ];
+
+    /// The kind for an `apiVersion` and `kind` pair, if Gantry reads it.
+    pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.api_version() == api_version && k.name() == kind)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ingress => Ingress::KIND,
+            Kind::IngressClass => IngressClass::KIND,
+            Kind::Service => Service::KIND,
+            Kind::EndpointSlice => EndpointSlice::KIND,
+            Kind::Endpoints => Endpoints::KIND,
+            Kind::Secret => Secret::KIND,
+            Kind::FixedResponse => "FixedResponse",
+        }
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Ingress => Ingress::API_VERSION,
+            Kind::IngressClass => IngressClass::API_VERSION,
+            Kind::Service => Service::API_VERSION,
+            Kind::EndpointSlice => EndpointSlice::API_VERSION,
+            Kind::Endpoints => Endpoints::API_VERSION,
+            Kind::Secret => Secret::API_VERSION,
+            Kind::FixedResponse => "gantry.dev/v1alpha1",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::IngressClass)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Which object: its kind, namespace (empty for cluster-scoped kinds) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{} {}", self.kind, self.name)
+        } else {
+            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// One parsed object of a kind Gantry reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Endpoints(Arc<Endpoints>),
+    Secret(Arc<Secret>),
+    FixedResponse(Arc<FixedResponse>),
+}
+
+/// What became of one document.
+#[derive(Debug)]
+pub enum Parsed {
+    /// A kind Gantry reads, parsed. `unknown_fields` lists fields the schema does not have
+    /// (most often a typo, which kubectl's strict validation would refuse too).
+    Object {
+        reference: ObjectRef,
+        object: Object,
+        unknown_fields: Vec<String>,
+    },
+    /// A kind Gantry does not read.
+    Skipped { api_version: String, kind: String },
+    /// A kind Gantry reads, but the document does not fit its schema. `reference` is known
+    /// whenever the document names itself, so that its last good version can stand in.
+    Invalid {
+        reference: Option<ObjectRef>,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Recognises and parses one document (already turned into JSON).
+pub fn parse_object(mut value: Value) -> Parsed {
+    let api_version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let kind_name = value.get("kind").and_then(Value::as_str).unwrap_or("");
+    if api_version.is_empty() || kind_name.is_empty() {
+        return Parsed::Invalid {
+            reference: None,
+            field: String::new(),
+            reason: "a document without apiVersion and kind".to_owned(),
+        };
+    }
+    let Some(kind) = Kind::from_type(api_version, kind_name) else {
+        return Parsed::Skipped {
+            api_version: api_version.to_owned(),
+            kind: kind_name.to_owned(),
+        };
+    };
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    if name.is_empty() {
+        return Parsed::Invalid {
+            reference: None,
+            field: "metadata.name".to_owned(),
+            reason: format!("{kind} without a name"),
+        };
+    }
+    let namespace = if kind.namespaced() {
+        default_namespace(&mut value)
+    } else {
+        String::new()
+    };
+    let reference = ObjectRef {
+        kind,
+        namespace,
+        name,
+    };
+    let mut unknown_fields = Vec::new();
+    let object = match kind {
+        Kind::Ingress => typed(value, &mut unknown_fields).map(Object::Ingress),
+        Kind::IngressClass => typed(value, &mut unknown_fields).map(Object::IngressClass),
+        Kind::Service => typed(value, &mut unknown_fields).map(Object::Service),
+        Kind::EndpointSlice => typed(value, &mut unknown_fields).map(Object::EndpointSlice),
+        Kind::Endpoints => typed(value, &mut unknown_fields).map(Object::Endpoints),
+        Kind::Secret => typed(value, &mut unknown_fields).map(Object::Secret),
+        Kind::FixedResponse => typed(value, &mut unknown_fields).map(Object::FixedResponse),
+    };
+    match object {
+        Ok(object) => Parsed::Object {
+            reference,
+            object,
+            unknown_fields,
+        },
+        Err((field, reason)) => Parsed::Invalid {
+            reference: Some(reference),
+            field,
+            reason,
+        },
+    }
+}
+
+/// Fills in `metadata.namespace` when it is missing and returns it.
+fn default_namespace(value: &mut Value) -> String {
+    let existing = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty());
+    if let Some(ns) = existing {
+        return ns.to_owned();
+    }
+    if let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+        metadata.insert(
+            "namespace".to_owned(),
+            Value::String(DEFAULT_NAMESPACE.to_owned()),
+        );
+    }
+    DEFAULT_NAMESPACE.to_owned()
+}
+
+/// Deserializes into `K`, recording the path of the field at fault and of unknown fields.
+fn typed<K>(value: Value, unknown_fields: &mut Vec<String>) -> Result<Arc<K>, (String, String)>
+where
+    K: serde::de::DeserializeOwned,
+{
+    let mut track = serde_path_to_error::Track::new();
+    let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
+    let result = serde_ignored::deserialize(deserializer, |path| {
+        let path = path.to_string();
+        // Types derived by kube's CustomResource leave the type fields to the API machinery.
+        if path != "apiVersion" && path != "kind" {
+            unknown_fields.push(path);
+        }
+    });
+    match result {
+        Ok(object) => Ok(Arc::new(object)),
+        Err(error) => {
+            let path = track.path().to_string();
+            let field = if path == "." { String::new() } else { path };
+            Err((field, error.to_string()))
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! The store: every object Gantry has read, by kind, from whichever source filled it.
+//!
+//! Sources (the folder today, the Kubernetes API later) only fill a [`Store`]; `compile` reads it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+
+use super::crd::FixedResponse;
+use super::object::{Object, ObjectRef};
+use crate::problem::Problem;
+
+/// An object and where it came from.
+#[derive(Debug)]
+pub struct Stored<K> {
+    pub object: Arc<K>,
+    /// The file it was read from, in folder mode.
+    pub file: Option<Arc<Path>>,
+}
+
+impl<K> Clone for Stored<K> {
+    fn clone(&self) -> Self {
+        Stored {
+            object: self.object.clone(),
+            file: self.file.clone(),
+        }
+    }
+}
+
+/// `namespace/name` of a namespaced object; ordered so that iteration is deterministic.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamespacedName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl NamespacedName {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        NamespacedName {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for NamespacedName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Every object read, by kind.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub ingresses: BTreeMap<NamespacedName, Stored<Ingress>>,
+    /// Cluster-scoped: by name.
+    pub ingress_classes: BTreeMap<String, Stored<IngressClass>>,
+    pub services: BTreeMap<NamespacedName, Stored<Service>>,
+    pub endpoint_slices: BTreeMap<NamespacedName, Stored<EndpointSlice>>,
+    pub endpoints: BTreeMap<NamespacedName, Stored<Endpoints>>,
+    pub secrets: BTreeMap<NamespacedName, Stored<Secret>>,
+    pub fixed_responses: BTreeMap<NamespacedName, Stored<FixedResponse>>,
+    /// Problems the source found while reading (files that do not parse, duplicates...).
+    pub problems: Vec<Problem>,
+}
+
+impl Store {
+    /// Adds an object. Returns `false`, leaving the store as it was, when an object of the same
+    /// kind, namespace and name is already there.
+    pub fn insert(
+        &mut self,
+        reference: &ObjectRef,
+        object: Object,
+        file: Option<Arc<Path>>,
+    ) -> bool {
+        fn put<K>(
+            map: &mut BTreeMap<NamespacedName, Stored<K>>,
+            reference: &ObjectRef,
+            object: Arc<K>,
+            file: Option<Arc<Path>>,
+        ) -> bool {
+            let key = NamespacedName::new(&reference.namespace, &reference.name);
+            if map.contains_key(&key) {
+                return false;
+            }
+            map.insert(key, Stored { object, file });
+            true
+        }
+        match object {
+            Object::Ingress(o) => put(&mut self.ingresses, reference, o, file),
+            Object::Service(o) => put(&mut self.services, reference, o, file),
+            Object::EndpointSlice(o) => put(&mut self.endpoint_slices, reference, o, file),
+            Object::Endpoints(o) => put(&mut self.endpoints, reference, o, file),
+            Object::Secret(o) => put(&mut self.secrets, reference, o, file),
+            Object::FixedResponse(o) => put(&mut self.fixed_responses, reference, o, file),
+            Object::IngressClass(o) => {
+                if self.ingress_classes.contains_key(&reference.name) {
+                    return false;
+                }
+                self.ingress_classes
+                    .insert(reference.name.clone(), Stored { object: o, file });
+                true
+            }
+        }
+    }
+}

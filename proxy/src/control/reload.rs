@@ -1,0 +1,171 @@
+//! Hot reload: the configuration folder is watched, and on every change (debounced) it is read
+//! again, compiled, and the new Snapshot swapped in atomically. Requests already running keep the
+//! Snapshot they started with. Problems are logged when they appear and when they are resolved.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use notify::{EventKind, RecursiveMode, Watcher};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tracing::{error, info, warn};
+
+use crate::admin::Readiness;
+use crate::compile::compile;
+use crate::config::folder::FolderSource;
+use crate::metrics::Metrics;
+use crate::snapshot::{Snapshot, SnapshotHandle};
+
+/// A burst of changes (an editor's save, `cp -r`) is read once it has been quiet this long...
+const QUIET: Duration = Duration::from_millis(100);
+/// ...or once it has lasted this long, so that a steady stream of writes cannot starve reloads.
+const MAX_DELAY: Duration = Duration::from_millis(500);
+/// The folder is also read on this period, in case the file system's notifications miss a change
+/// (network file systems, exhausted inotify watches).
+const RESCAN_PERIOD: Duration = Duration::from_secs(10);
+
+pub struct ConfigReloader {
+    source: Arc<Mutex<FolderSource>>,
+    snapshots: SnapshotHandle,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+}
+
+impl ConfigReloader {
+    pub fn new(
+        source: FolderSource,
+        snapshots: SnapshotHandle,
+        metrics: Arc<Metrics>,
+        ready: Readiness,
+    ) -> Self {
+        ConfigReloader {
+            source: Arc::new(Mutex::new(source)),
+            snapshots,
+            metrics,
+            ready,
+        }
+    }
+
+    /// Reads the folder again and installs a new Snapshot if anything changed.
+    async fn reload(&self) {
+        let source = self.source.clone();
+        let compiled = tokio::task::spawn_blocking(move || {
+            let mut source = source
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            source.rescan().then(|| compile(&source.store()))
+        })
+        .await;
+        match compiled {
+            Ok(Some(snapshot)) => install(&self.snapshots, &self.metrics, snapshot),
+            Ok(None) => {}
+            Err(e) => error!("configuration reload failed: {e}"),
+        }
+    }
+}
+
+/// Numbers a new Snapshot, swaps it in, and reports what changed.
+pub fn install(snapshots: &SnapshotHandle, metrics: &Metrics, mut snapshot: Snapshot) {
+    let old = snapshots.load_full();
+    snapshot.generation = old.generation + 1;
+
+    let old_problems: HashSet<_> = old.problems.iter().collect();
+    let new_problems: HashSet<_> = snapshot.problems.iter().collect();
+    for problem in snapshot
+        .problems
+        .iter()
+        .filter(|p| !old_problems.contains(p))
+    {
+        warn!("configuration problem: {problem}");
+    }
+    for problem in old.problems.iter().filter(|p| !new_problems.contains(p)) {
+        info!("configuration problem resolved: {problem}");
+    }
+    let new_routes: HashSet<&str> = snapshot.router.routes().map(|r| &*r.name).collect();
+    for gone in old
+        .router
+        .routes()
+        .filter(|r| !new_routes.contains(&*r.name))
+    {
+        metrics.forget_route(&gone.name);
+    }
+
+    let result = if snapshot.problems.is_empty() {
+        "success"
+    } else {
+        "failure"
+    };
+    metrics.config_reloads.with_label_values(&[result]).inc();
+    metrics
+        .config_problems
+        .set(i64::try_from(snapshot.problems.len()).unwrap_or(i64::MAX));
+    metrics
+        .config_generation
+        .set(i64::try_from(snapshot.generation).unwrap_or(i64::MAX));
+    info!(
+        generation = snapshot.generation,
+        routes = new_routes.len(),
+        problems = snapshot.problems.len(),
+        "configuration installed"
+    );
+    snapshots.store(Arc::new(snapshot));
+}
+
+#[async_trait]
+impl BackgroundService for ConfigReloader {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        self.ready.store(true, std::sync::atomic::Ordering::Release);
+        let root = match self.source.lock() {
+            Ok(source) => source.root().to_owned(),
+            Err(poisoned) => poisoned.into_inner().root().to_owned(),
+        };
+        let (changes, mut changed) = mpsc::unbounded_channel::<()>();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let relevant = match &event {
+                Ok(event) => !matches!(event.kind, EventKind::Access(_)),
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = changes.send(());
+            }
+        });
+        // Kept alive for as long as the loop runs; dropping it stops the notifications.
+        let _watcher = match watcher {
+            Ok(mut watcher) => match watcher.watch(&root, RecursiveMode::Recursive) {
+                Ok(()) => Some(watcher),
+                Err(e) => {
+                    warn!(dir = %root.display(), "cannot watch the configuration folder ({e}); reading it every {RESCAN_PERIOD:?} instead");
+                    None
+                }
+            },
+            Err(e) => {
+                warn!(
+                    "no file watcher ({e}); reading the configuration folder every {RESCAN_PERIOD:?} instead"
+                );
+                None
+            }
+        };
+        let mut rescan = tokio::time::interval(RESCAN_PERIOD);
+        rescan.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = rescan.tick() => self.reload().await,
+                Some(()) = changed.recv() => {
+                    let deadline = Instant::now() + MAX_DELAY;
+                    while Instant::now() < deadline {
+                        match timeout(QUIET, changed.recv()).await {
+                            Ok(Some(())) => continue,
+                            _ => break,
+                        }
+                    }
+                    self.reload().await;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Certificate choice during the TLS handshake: by SNI from the current Snapshot, else Gantry's
+//! default certificate. Reading the Snapshot on every handshake is what makes a changed Secret
+//! apply to the next connection without a restart.
+
+use std::sync::Arc;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+
+use crate::snapshot::SnapshotHandle;
+
+#[derive(Debug)]
+pub struct SniResolver {
+    snapshots: SnapshotHandle,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    pub fn new(snapshots: SnapshotHandle, default: Arc<CertifiedKey>) -> Self {
+        SniResolver { snapshots, default }
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.trim_end_matches('.');
+        let snapshot = self.snapshots.load();
+        let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            snapshot.tls.lookup(&name.to_ascii_lowercase()).cloned()
+        } else {
+            snapshot.tls.lookup(name).cloned()
+        };
+        Some(found.map_or_else(|| self.default.clone(), |c| c.key.clone()))
+    }
+}

@@ -1,0 +1,170 @@
+//! Header work on the request path: the request's host, the forwarding headers an upstream
+//! expects, request ids, and hop-by-hop fields removed from responses (RFC 9110 section 7.6.1).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::header::{CONNECTION, HOST, HeaderName, HeaderValue, UPGRADE};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// The host a request is for, as routing compares it: from the absolute URI or `:authority` when
+/// there is one, else the `Host` header; lower case, without port or trailing dot.
+pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
+    let raw = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
+        .unwrap_or("");
+    let host = strip_port(raw);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        // An IPv6 literal: "[::1]:8080".
+        return rest.split_once(']').map_or(authority, |(ip, _)| ip);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Sets X-Forwarded-For (appending the client to what earlier proxies said), -Proto and -Host.
+pub fn add_forwarding_headers(
+    upstream: &mut RequestHeader,
+    client: Option<IpAddr>,
+    original_host: Option<&HeaderValue>,
+    tls: bool,
+) -> pingora::Result<()> {
+    if let Some(ip) = client {
+        let mut chain = String::new();
+        for earlier in upstream.headers.get_all(&X_FORWARDED_FOR) {
+            if let Ok(earlier) = earlier.to_str() {
+                chain.push_str(earlier);
+                chain.push_str(", ");
+            }
+        }
+        chain.push_str(&ip.to_string());
+        upstream.insert_header(X_FORWARDED_FOR, chain)?;
+    }
+    upstream.insert_header(X_FORWARDED_PROTO, if tls { "https" } else { "http" })?;
+    if let Some(host) = original_host {
+        upstream.insert_header(X_FORWARDED_HOST, host.clone())?;
+    }
+    Ok(())
+}
+
+/// Removes the hop-by-hop fields of an upstream response: those the `Connection` field names,
+/// and the standard ones. A 101 keeps `Connection` and `Upgrade`, which the upgrade needs.
+pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
+    let upgrading = resp.status.as_u16() == 101;
+    if !upgrading {
+        let named: Vec<HeaderName> = resp
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            resp.remove_header(&name);
+        }
+        resp.remove_header(&CONNECTION);
+        resp.remove_header(&UPGRADE);
+    }
+    resp.remove_header("keep-alive");
+    resp.remove_header("proxy-connection");
+}
+
+/// Request ids: unique per process run without a random draw per request (a random prefix
+/// chosen at start, then a counter), 32 hex digits like a UUID without dashes.
+#[derive(Debug)]
+pub struct RequestIds {
+    prefix: u64,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    pub fn new(prefix: u64) -> Self {
+        RequestIds {
+            prefix,
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    pub fn next(&self) -> HeaderValue {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{:016x}{n:016x}", self.prefix);
+        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    }
+}
+
+/// An id a client sent is kept when it looks like one (short, visible ASCII), so that a trace
+/// started before Gantry continues through it.
+pub fn acceptable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_of(uri: &str, host: Option<&str>) -> String {
+        let mut req = RequestHeader::build("GET", uri.as_bytes(), None).unwrap();
+        if let Some(h) = host {
+            req.insert_header(HOST, h).unwrap();
+        }
+        request_host(&req).into_owned()
+    }
+
+    #[test]
+    fn host_is_normalised() {
+        assert_eq!(host_of("/", Some("Example.COM:8080")), "example.com");
+        assert_eq!(host_of("/", Some("example.com.")), "example.com");
+        assert_eq!(host_of("/", Some("[::1]:80")), "::1");
+        assert_eq!(
+            host_of("http://a.example.com/x", Some("b.example.com")),
+            "a.example.com"
+        );
+        assert_eq!(host_of("/", None), "");
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_client() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.insert_header(X_FORWARDED_FOR, "10.0.0.1").unwrap();
+        add_forwarding_headers(&mut req, Some("192.0.2.7".parse().unwrap()), None, true).unwrap();
+        assert_eq!(req.headers[&X_FORWARDED_FOR], "10.0.0.1, 192.0.2.7");
+        assert_eq!(req.headers[&X_FORWARDED_PROTO], "https");
+    }
+
+    #[test]
+    fn connection_named_fields_are_removed() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header(CONNECTION, "x-secret, close").unwrap();
+        resp.insert_header("x-secret", "1").unwrap();
+        resp.insert_header("keep-alive", "timeout=5").unwrap();
+        resp.insert_header("x-kept", "1").unwrap();
+        strip_response_hop_by_hop(&mut resp);
+        assert!(resp.headers.get("x-secret").is_none());
+        assert!(resp.headers.get("keep-alive").is_none());
+        assert!(resp.headers.get(CONNECTION).is_none());
+        assert!(resp.headers.get("x-kept").is_some());
+    }
+}

@@ -1,0 +1,481 @@
+//! The proxy itself: Pingora's [`ProxyHttp`] phases, each reading the Snapshot loaded when the
+//! request arrived. `request_filter` routes and answers what Gantry answers itself (redirects,
+//! fixed responses, 404, 503); `upstream_peer` picks an endpoint; the filters around them set
+//! the forwarding headers; `logging` writes the access log and the metrics.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderValue;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::{HttpPeer, ProxyHttp, Session};
+use pingora::proxy::FailToProxy;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use tracing::{info, warn};
+
+use super::headers::{self, X_REQUEST_ID};
+use crate::metrics::Metrics;
+use crate::snapshot::{
+    Action, FixedAnswer, Route, SnapshotHandle, UpstreamProtocol, UpstreamTarget,
+};
+
+/// How long an idle upstream connection stays in the pool.
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Concurrent streams on one HTTP/2 upstream connection.
+const UPSTREAM_H2_STREAMS: usize = 100;
+/// Most endpoints one request is tried against when connecting fails.
+const MAX_CONNECT_ATTEMPTS: usize = 3;
+
+/// What the proxy shares across listeners.
+#[derive(Clone, Debug)]
+pub struct Shared {
+    pub snapshots: SnapshotHandle,
+    pub metrics: Arc<Metrics>,
+    pub request_ids: Arc<headers::RequestIds>,
+    pub access_log: bool,
+}
+
+/// The proxy of one listener.
+#[derive(Debug)]
+pub struct EdgeProxy {
+    shared: Shared,
+    /// Whether this listener terminates TLS.
+    tls: bool,
+    /// Port of the HTTPS listener, for redirects (left out of the URL when 443).
+    https_port: u16,
+}
+
+impl EdgeProxy {
+    pub fn new(shared: Shared, tls: bool, https_port: u16) -> Self {
+        EdgeProxy {
+            shared,
+            tls,
+            https_port,
+        }
+    }
+}
+
+/// Per-request state.
+pub struct RequestCtx {
+    start: Instant,
+    route: Option<Arc<Route>>,
+    request_id: Option<HeaderValue>,
+    attempts: usize,
+    upstream: Option<String>,
+    /// Why Gantry answered itself with an error, for the access log.
+    note: Option<Arc<str>>,
+}
+
+#[async_trait]
+impl ProxyHttp for EdgeProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            route: None,
+            request_id: None,
+            attempts: 0,
+            upstream: None,
+            note: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let req = session.req_header();
+        ctx.request_id = Some(match req.headers.get(&X_REQUEST_ID) {
+            Some(id) if headers::acceptable_request_id(id) => id.clone(),
+            _ => self.shared.request_ids.next(),
+        });
+        let snapshot = self.shared.snapshots.load();
+        let route = {
+            let host = headers::request_host(req);
+            snapshot.router.route(&host, req.uri.path()).cloned()
+        };
+        let Some(route) = route else {
+            respond(
+                session,
+                ctx,
+                404,
+                "text/plain; charset=utf-8",
+                "no route for this host and path\n",
+            )
+            .await?;
+            return Ok(true);
+        };
+        ctx.route = Some(route.clone());
+
+        if route.https_redirect && !self.tls {
+            let location = self.https_location(session.req_header());
+            let mut resp = ResponseHeader::build(308, Some(3))?;
+            resp.insert_header(LOCATION, location)?;
+            resp.insert_header(CONTENT_LENGTH, "0")?;
+            self.finish_own_response(session, ctx, resp, Bytes::new())
+                .await?;
+            return Ok(true);
+        }
+        match &route.action {
+            Action::Proxy(_) => Ok(false),
+            Action::Respond(answer) => {
+                self.fixed(session, ctx, answer).await?;
+                Ok(true)
+            }
+            Action::Unavailable(reason) => {
+                ctx.note = Some(reason.clone());
+                respond(
+                    session,
+                    ctx,
+                    503,
+                    "text/plain; charset=utf-8",
+                    "backend unavailable\n",
+                )
+                .await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let Some(route) = ctx.route.clone() else {
+            return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
+        };
+        let Action::Proxy(group) = &route.action else {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                "upstream_peer for a route that does not proxy",
+            );
+        };
+        ctx.attempts += 1;
+        let addr = match &group.target {
+            UpstreamTarget::Endpoints(_) => match group.next_endpoint() {
+                Some(addr) => addr,
+                None => {
+                    ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
+                    return Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint");
+                }
+            },
+            UpstreamTarget::ExternalName { host, port } => {
+                let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(|e| {
+                        Error::because(ErrorType::ConnectError, format!("resolving {host}"), e)
+                            .into_up()
+                    })?;
+                match addrs.next() {
+                    Some(addr) => addr,
+                    None => {
+                        return Err(Error::explain(
+                            ErrorType::ConnectError,
+                            format!("{host} has no address"),
+                        )
+                        .into_up());
+                    }
+                }
+            }
+        };
+        ctx.upstream = Some(addr.to_string());
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        let options = &mut peer.options;
+        options.connection_timeout = Some(route.timeouts.connect);
+        options.read_timeout = Some(route.timeouts.read);
+        options.write_timeout = Some(route.timeouts.read);
+        options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
+        if group.protocol == UpstreamProtocol::H2c {
+            options.set_http_version(2, 2);
+            options.max_h2_streams = UPSTREAM_H2_STREAMS;
+        }
+        Ok(Box::new(peer))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        self.count_upstream_error(ctx, &e);
+        // Another endpoint may be up: try it, a few at most.
+        let endpoints = ctx.route.as_ref().map_or(0, |r| match &r.action {
+            Action::Proxy(group) => group.endpoint_count(),
+            _ => 0,
+        });
+        if ctx.attempts < endpoints.min(MAX_CONNECT_ATTEMPTS) {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let downstream = session.req_header();
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let host = downstream
+            .headers
+            .get(http::header::HOST)
+            .cloned()
+            .or_else(|| {
+                downstream
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+        // gRPC needs "te: trailers", which the hop-by-hop rules strip; HTTP/2 allows that value.
+        let wants_trailers = downstream
+            .headers
+            .get(http::header::TE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
+        headers::add_forwarding_headers(upstream, client, host.as_ref(), self.tls)?;
+        if let Some(id) = &ctx.request_id {
+            upstream.insert_header(X_REQUEST_ID, id.clone())?;
+        }
+        let h2c = ctx.route.as_ref().is_some_and(
+            |r| matches!(&r.action, Action::Proxy(g) if g.protocol == UpstreamProtocol::H2c),
+        );
+        if wants_trailers && h2c {
+            upstream.insert_header(http::header::TE, "trailers")?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        headers::strip_response_hop_by_hop(upstream_response);
+        if let Some(id) = &ctx.request_id {
+            upstream_response.insert_header(X_REQUEST_ID, id.clone())?;
+        }
+        Ok(())
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("upstream {}", peer._address));
+        // A pooled connection the upstream had already closed is worth one more try, for
+        // requests that may be repeated.
+        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
+        {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        if !e.retry() {
+            self.count_upstream_error(ctx, &e);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if e.esource() == &ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        // A response already under way cannot be replaced; the connection is just closed.
+        let started = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational() || r.status == 101);
+        if code > 0 && !started {
+            let body = match code {
+                502 => "bad gateway: the upstream failed\n",
+                503 => "service unavailable\n",
+                504 => "gateway timeout: the upstream did not answer in time\n",
+                400 => "bad request\n",
+                _ => "error\n",
+            };
+            let _ = respond(session, ctx, code, "text/plain; charset=utf-8", body).await;
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // Every failed request is in the access log, with its error.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let elapsed = ctx.start.elapsed();
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let metrics = &self.shared.metrics;
+        match &ctx.route {
+            Some(route) => route
+                .metrics
+                .get_or_init(|| metrics.route(&route.name))
+                .observe(status, elapsed),
+            None => metrics.unmatched().observe(status, elapsed),
+        }
+        if !self.shared.access_log {
+            return;
+        }
+        let req = session.req_header();
+        let host = headers::request_host(req);
+        let route = ctx.route.as_ref().map_or("", |r| &r.name);
+        let client = session
+            .client_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        let request_id = ctx
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let upstream = ctx.upstream.as_deref().unwrap_or("");
+        let note = ctx.note.as_deref().unwrap_or("");
+        let error = e.map(|e| e.to_string()).unwrap_or_default();
+        info!(
+            target: "gantry::access",
+            client = %client,
+            method = %req.method,
+            host = %host,
+            path = %req.uri.path_and_query().map_or("", |p| p.as_str()),
+            version = ?req.version,
+            tls = self.tls,
+            status,
+            duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            bytes_sent = session.body_bytes_sent(),
+            route,
+            upstream,
+            request_id,
+            note,
+            error = %error,
+            "request"
+        );
+    }
+}
+
+impl EdgeProxy {
+    fn https_location(&self, req: &RequestHeader) -> String {
+        let host = headers::request_host(req);
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        if self.https_port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{}{path}", self.https_port)
+        }
+    }
+
+    async fn fixed(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        answer: &FixedAnswer,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+        for (name, value) in &answer.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header(CONTENT_LENGTH, answer.body.len())?;
+        self.finish_own_response(session, ctx, resp, answer.body.clone())
+            .await
+    }
+
+    async fn finish_own_response(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        mut resp: ResponseHeader,
+        body: Bytes,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(X_REQUEST_ID, id.clone())?;
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        let end = body.is_empty() || head_only;
+        session.write_response_header(Box::new(resp), end).await?;
+        if !end {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
+        let kind = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                "timeout"
+            }
+            ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+                "connect"
+            }
+            _ => "other",
+        };
+        let route = ctx.route.as_ref().map_or("", |r| &r.name);
+        self.shared
+            .metrics
+            .upstream_errors
+            .with_label_values(&[route, kind])
+            .inc();
+        warn!(route, upstream = ctx.upstream.as_deref().unwrap_or(""), error = %e, "upstream {kind} error");
+    }
+}
+
+/// Answers with a short body of Gantry's own.
+async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    content_type: &'static str,
+    body: &'static str,
+) -> Result<()> {
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(CONTENT_TYPE, content_type)?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session
+            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .await?;
+    }
+    Ok(())
+}

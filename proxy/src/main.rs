@@ -1,0 +1,51 @@
+//! The `gantry` binary: parses the command line and hands over to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gantry::cli::{Cli, Command, LogArgs, LogFormat};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Version => {
+            println!("gantry {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Validate(args) => {
+            let quiet = LogArgs {
+                log_format: LogFormat::Text,
+                log: "warn".to_owned(),
+            };
+            let _ = gantry::logging::init(&quiet);
+            match gantry::validate::validate(&args.dir, &mut std::io::stdout()) {
+                Ok(0) => {
+                    eprintln!("{}: no problems", args.dir.display());
+                    ExitCode::SUCCESS
+                }
+                Ok(n) => {
+                    eprintln!("{}: {n} problem(s)", args.dir.display());
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("gantry validate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run(args) => {
+            if let Err(e) = gantry::logging::init(&args.log) {
+                eprintln!("gantry: {e}");
+                return ExitCode::from(2);
+            }
+            match gantry::run::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("gantry: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}

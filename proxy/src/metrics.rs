@@ -1,0 +1,162 @@
+//! Prometheus metrics for the whole process: one registry, and per-route handles that the data
+//! plane looks up once per route instead of hashing label values on every request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
+
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+/// The label given to requests that matched no route.
+const UNMATCHED: &str = "";
+
+/// Every metric Gantry exports.
+#[derive(Debug)]
+pub struct Metrics {
+    pub registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    unmatched: RouteMetrics,
+    /// Upstream failures by route and kind (`connect`, `timeout`, `other`).
+    pub upstream_errors: IntCounterVec,
+    /// Configuration reloads by result (`success`: every file parsed; `failure`: some did not).
+    pub config_reloads: IntCounterVec,
+    /// Problems in the configuration now serving.
+    pub config_problems: IntGauge,
+    /// Generation of the Snapshot now serving.
+    pub config_generation: IntGauge,
+    /// Open client connections by listener (`http`, `https`).
+    pub open_connections: IntGaugeVec,
+}
+
+/// Handles for one route's request metrics.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    by_class: [IntCounter; 6],
+    duration: Histogram,
+}
+
+impl RouteMetrics {
+    /// Counts one request: its status (0 when no response was sent) and how long it took.
+    pub fn observe(&self, status: u16, elapsed: Duration) {
+        let class = match status {
+            100..=599 => usize::from(status / 100 - 1),
+            _ => 5,
+        };
+        self.by_class[class].inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Arc<Self>, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "gantry_http_requests_total",
+                "HTTP requests by route and status class",
+            ),
+            &["route", "status_class"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "gantry_http_request_duration_seconds",
+                "Time from the request's arrival to the end of its response, by route",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0, 30.0, 60.0,
+            ]),
+            &["route"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "gantry_upstream_errors_total",
+                "Failed upstream attempts by route and kind",
+            ),
+            &["route", "kind"],
+        )?;
+        let config_reloads = IntCounterVec::new(
+            Opts::new(
+                "gantry_config_reloads_total",
+                "Configuration reloads by result",
+            ),
+            &["result"],
+        )?;
+        let config_problems = IntGauge::new(
+            "gantry_config_problems",
+            "Problems in the configuration now serving",
+        )?;
+        let config_generation = IntGauge::new(
+            "gantry_config_generation",
+            "Generation of the configuration now serving",
+        )?;
+        let open_connections = IntGaugeVec::new(
+            Opts::new(
+                "gantry_open_connections",
+                "Open client connections by listener",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_problems.clone()))?;
+        registry.register(Box::new(config_generation.clone()))?;
+        registry.register(Box::new(open_connections.clone()))?;
+        let unmatched = route_metrics(&requests, &duration, UNMATCHED);
+        Ok(Arc::new(Metrics {
+            registry,
+            requests,
+            duration,
+            unmatched,
+            upstream_errors,
+            config_reloads,
+            config_problems,
+            config_generation,
+            open_connections,
+        }))
+    }
+
+    /// Handles for a route's metrics.
+    pub fn route(&self, route: &str) -> RouteMetrics {
+        route_metrics(&self.requests, &self.duration, route)
+    }
+
+    /// Handles for requests that matched no route.
+    pub fn unmatched(&self) -> &RouteMetrics {
+        &self.unmatched
+    }
+
+    /// Drops the series of routes that no longer exist, so that a long run of configuration
+    /// changes does not grow the registry without bound.
+    pub fn forget_route(&self, route: &str) {
+        for class in STATUS_CLASSES {
+            let _ = self.requests.remove_label_values(&[route, class]);
+        }
+        let _ = self.duration.remove_label_values(&[route]);
+        for kind in ["connect", "timeout", "other"] {
+            let _ = self.upstream_errors.remove_label_values(&[route, kind]);
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let encoder = prometheus::TextEncoder::new();
+        encoder
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_else(|e| format!("# metrics could not be encoded: {e}\n"))
+    }
+}
+
+fn route_metrics(requests: &IntCounterVec, duration: &HistogramVec, route: &str) -> RouteMetrics {
+    RouteMetrics {
+        by_class: STATUS_CLASSES.map(|class| requests.with_label_values(&[route, class])),
+        duration: duration.with_label_values(&[route]),
+    }
+}

@@ -1,0 +1,159 @@
+//! `gantry run`: reads the folder, compiles the first Snapshot, and starts the Pingora server
+//! with the HTTP, HTTPS and admin listeners, the reloader and the drain watcher.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use arc_swap::ArcSwap;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::Server;
+use pingora::server::configuration::ServerConf;
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+use tracing::info;
+
+use crate::admin::AdminApp;
+use crate::cli::RunArgs;
+use crate::compile::compile;
+use crate::config::folder::{FolderError, FolderSource};
+use crate::control::drain::Drain;
+use crate::control::reload::{ConfigReloader, install};
+use crate::dataplane::{self, Shared, headers::RequestIds};
+use crate::default_cert::{self, DefaultCertError};
+use crate::metrics::Metrics;
+use crate::snapshot::Snapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    #[error("state dir {}: {source}", path.display())]
+    StateDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    DefaultCert(#[from] DefaultCertError),
+    #[error("cannot listen on {addr} ({flag}): {source}")]
+    Listen {
+        addr: SocketAddr,
+        flag: &'static str,
+        source: std::io::Error,
+    },
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server setup: {0}")]
+    Server(#[from] Box<pingora::Error>),
+}
+
+/// Runs until SIGTERM (drain, then exit 0) or SIGINT (immediate exit).
+pub fn run(args: RunArgs) -> Result<(), RunError> {
+    // Pingora and rustls need one process-wide crypto provider; the first install wins.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    std::fs::create_dir_all(&args.state_dir).map_err(|source| RunError::StateDir {
+        path: args.state_dir.clone(),
+        source,
+    })?;
+    let default_cert = default_cert::load_or_create(&args.state_dir)?;
+    // Pingora cannot report a failed bind except by panicking inside its runtime, so each
+    // address is tried first, while a clear error can still be given.
+    for (addr, flag) in [
+        (args.http_addr, "--http-addr"),
+        (args.https_addr, "--https-addr"),
+        (args.admin_addr, "--admin-addr"),
+    ] {
+        TcpListener::bind(addr).map_err(|source| RunError::Listen { addr, flag, source })?;
+    }
+
+    let source = FolderSource::open(&args.config)?;
+    let metrics = Metrics::new()?;
+    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    install(&snapshots, &metrics, compile(&source.store()));
+    let ready = Arc::new(AtomicBool::new(false));
+
+    let threads = args
+        .threads
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1);
+    let mut conf = ServerConf {
+        threads,
+        // Pingora sleeps this long after SIGTERM before it stops; the drain watcher exits as
+        // soon as the connections are done, so this is only the backstop.
+        grace_period_seconds: Some(args.drain_timeout.as_secs() + 5),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    conf.upstream_keepalive_pool_size = 1024;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let conf = server.configuration.clone();
+
+    let shared = Shared {
+        snapshots: snapshots.clone(),
+        metrics: metrics.clone(),
+        request_ids: Arc::new(RequestIds::new(rand_prefix())),
+        access_log: args.access_log,
+    };
+    let https_port = args.https_addr.port();
+    server.add_service(dataplane::http_service(
+        &conf,
+        &shared,
+        &args.http_addr.to_string(),
+        https_port,
+    ));
+    server.add_service(dataplane::https_service(
+        &conf,
+        &shared,
+        &args.https_addr.to_string(),
+        https_port,
+        default_cert,
+    )?);
+
+    let admin = AdminApp {
+        snapshots: snapshots.clone(),
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let mut admin = Service::new("gantry admin".to_owned(), HttpServer::new_app(admin));
+    admin.add_tcp(&args.admin_addr.to_string());
+    admin.threads = Some(1);
+    server.add_service(admin);
+
+    server.add_service(background_service(
+        "gantry config reloader",
+        ConfigReloader::new(source, snapshots, metrics.clone(), ready),
+    ));
+    server.add_service(background_service(
+        "gantry drain",
+        Drain {
+            open_connections: metrics.open_connections.clone(),
+            timeout: args.drain_timeout,
+        },
+    ));
+
+    info!(
+        http = %args.http_addr,
+        https = %args.https_addr,
+        admin = %args.admin_addr,
+        config = %args.config.display(),
+        threads,
+        "gantry {} starting",
+        env!("CARGO_PKG_VERSION")
+    );
+    server.run_forever()
+}
+
+/// A prefix for request ids that differs between runs.
+fn rand_prefix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}

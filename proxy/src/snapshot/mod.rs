@@ -1,0 +1,51 @@
+//! The Snapshot: the compiled, immutable form of the whole configuration. The data plane loads
+//! the current one once per request through an atomic pointer; a new one never disturbs requests
+//! already running on the old.
+
+pub mod router;
+pub mod tls;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use serde::Serialize;
+
+pub use router::{Action, FixedAnswer, HostRoutes, PathType, Route, Router, Timeouts};
+pub use tls::{TlsCertificate, TlsTable};
+pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};
+
+use crate::config::NamespacedName;
+use crate::problem::Problem;
+
+/// Everything the data plane needs, compiled from one state of the store.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Counts the Snapshots served since start; 0 until one is installed.
+    pub generation: u64,
+    pub router: Router,
+    pub tls: TlsTable,
+    /// Everything found wrong, each naming its resource and field.
+    pub problems: Vec<Problem>,
+    /// Ingresses left to other controllers, and why.
+    pub ignored: Vec<IgnoredIngress>,
+}
+
+/// An Ingress that is not Gantry's to serve.
+#[derive(Clone, Debug, Serialize)]
+pub struct IgnoredIngress {
+    pub ingress: String,
+    pub reason: String,
+}
+
+impl IgnoredIngress {
+    pub fn new(ingress: &NamespacedName, reason: String) -> Self {
+        IgnoredIngress {
+            ingress: ingress.to_string(),
+            reason,
+        }
+    }
+}
+
+/// The current Snapshot, shared by everything that reads it.
+pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;

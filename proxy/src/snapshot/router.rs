@@ -1,0 +1,267 @@
+//! Request routing as the Ingress API defines it: hosts (exact, `*.` wildcard of one label, or
+//! any), then paths (Exact, or Prefix matched element by element), longest match first.
+//!
+//! A request is tried against the most specific host first and falls through to less specific
+//! ones when no path there matches: exact host, then wildcard host, then rules without a host,
+//! then the default backend. Within one host an Exact match always wins, because it covers the
+//! whole path and no Prefix can be longer; among Prefixes the longest wins.
+
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde::Serialize;
+
+use super::upstream::UpstreamGroup;
+use crate::config::NamespacedName;
+use crate::metrics::RouteMetrics;
+
+/// All routes, by host.
+#[derive(Debug, Default)]
+pub struct Router {
+    pub exact_hosts: HashMap<String, HostRoutes>,
+    /// Keyed by the part after `*.`: `*.example.com` is stored as `example.com`.
+    pub wildcard_hosts: HashMap<String, HostRoutes>,
+    pub any_host: HostRoutes,
+    pub default_backend: Option<Arc<Route>>,
+}
+
+impl Router {
+    /// The route for a request. `host` must be lower case, without port or trailing dot.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        if let Some(route) = self.exact_hosts.get(host).and_then(|h| h.lookup(path)) {
+            return Some(route);
+        }
+        if let Some((first, parent)) = host.split_once('.')
+            && !first.is_empty()
+            && let Some(route) = self.wildcard_hosts.get(parent).and_then(|h| h.lookup(path))
+        {
+            return Some(route);
+        }
+        self.any_host.lookup(path).or(self.default_backend.as_ref())
+    }
+
+    /// Every route, for display.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<Route>> {
+        self.exact_hosts
+            .values()
+            .chain(self.wildcard_hosts.values())
+            .chain(std::iter::once(&self.any_host))
+            .flat_map(|h| h.exact.values().chain(h.prefix.values()))
+            .chain(self.default_backend.iter())
+    }
+}
+
+/// The paths of one host.
+#[derive(Debug, Default)]
+pub struct HostRoutes {
+    pub exact: HashMap<String, Arc<Route>>,
+    /// Keyed by the prefix without its trailing `/` (the root prefix is `/`).
+    pub prefix: HashMap<String, Arc<Route>>,
+}
+
+impl HostRoutes {
+    pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
+        if let Some(route) = self.exact.get(path) {
+            return Some(route);
+        }
+        if self.prefix.is_empty() {
+            return None;
+        }
+        // Try the whole path, then each shorter run of elements, ending with the root.
+        let mut candidate = path.trim_end_matches('/');
+        loop {
+            if candidate.is_empty() {
+                return self.prefix.get("/");
+            }
+            if let Some(route) = self.prefix.get(candidate) {
+                return Some(route);
+            }
+            match candidate.rfind('/') {
+                Some(end) => candidate = &candidate[..end],
+                None => return self.prefix.get("/"),
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefix.is_empty()
+    }
+}
+
+/// How a path is matched, from the Ingress's `pathType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum PathType {
+    Exact,
+    Prefix,
+    /// Gantry matches it as Prefix.
+    ImplementationSpecific,
+}
+
+/// One routing rule's outcome.
+#[derive(Debug)]
+pub struct Route {
+    /// `namespace/ingress:host/path`, the name used in logs and metrics.
+    pub name: Arc<str>,
+    pub ingress: NamespacedName,
+    /// `None` for rules without a host and for the default backend.
+    pub host: Option<String>,
+    /// `None` for the default backend.
+    pub path: Option<(PathType, String)>,
+    pub action: Action,
+    /// Answer plain-HTTP requests with a redirect to HTTPS.
+    pub https_redirect: bool,
+    pub timeouts: Timeouts,
+    /// Metric handles, looked up once per route rather than once per request.
+    pub metrics: OnceLock<RouteMetrics>,
+}
+
+/// What a matched route does.
+#[derive(Clone, Debug)]
+pub enum Action {
+    Proxy(Arc<UpstreamGroup>),
+    Respond(Arc<FixedAnswer>),
+    /// The backend cannot be used (a missing Service, say): answer 503 with the reason logged.
+    Unavailable(Arc<str>),
+}
+
+/// A response Gantry gives itself (from a FixedResponse).
+#[derive(Debug)]
+pub struct FixedAnswer {
+    pub status: u16,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    pub body: Bytes,
+}
+
+/// Upstream time limits of a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Timeouts {
+    #[serde(with = "millis")]
+    pub connect: Duration,
+    /// Longest wait for each read from the upstream (the response head, then each body chunk).
+    #[serde(with = "millis")]
+    pub read: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+        }
+    }
+}
+
+mod millis {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(name: &str) -> Arc<Route> {
+        Arc::new(Route {
+            name: Arc::from(name),
+            ingress: NamespacedName::new("default", "test"),
+            host: None,
+            path: None,
+            action: Action::Unavailable(Arc::from("test")),
+            https_redirect: false,
+            timeouts: Timeouts::default(),
+            metrics: OnceLock::new(),
+        })
+    }
+
+    fn host(exact: &[&str], prefix: &[&str]) -> HostRoutes {
+        HostRoutes {
+            exact: exact
+                .iter()
+                .map(|p| (p.to_string(), route(&format!("exact {p}"))))
+                .collect(),
+            prefix: prefix
+                .iter()
+                .map(|p| (p.to_string(), route(&format!("prefix {p}"))))
+                .collect(),
+        }
+    }
+
+    fn matched(h: &HostRoutes, path: &str) -> Option<String> {
+        h.lookup(path).map(|r| r.name.to_string())
+    }
+
+    #[test]
+    fn prefix_matches_element_by_element() {
+        let h = host(&[], &["/foo/bar"]);
+        assert_eq!(matched(&h, "/foo/bar").as_deref(), Some("prefix /foo/bar"));
+        assert_eq!(matched(&h, "/foo/bar/").as_deref(), Some("prefix /foo/bar"));
+        assert_eq!(
+            matched(&h, "/foo/bar/baz").as_deref(),
+            Some("prefix /foo/bar")
+        );
+        assert_eq!(matched(&h, "/foo/barbaz"), None);
+        assert_eq!(matched(&h, "/foo"), None);
+    }
+
+    #[test]
+    fn root_prefix_matches_everything() {
+        let h = host(&[], &["/"]);
+        for path in ["/", "/a", "/a/b/", "//"] {
+            assert_eq!(matched(&h, path).as_deref(), Some("prefix /"), "{path}");
+        }
+    }
+
+    #[test]
+    fn longest_prefix_wins_and_exact_beats_prefix() {
+        let h = host(&["/foo"], &["/", "/foo", "/foo/bar"]);
+        assert_eq!(matched(&h, "/foo").as_deref(), Some("exact /foo"));
+        assert_eq!(matched(&h, "/foo/").as_deref(), Some("prefix /foo"));
+        assert_eq!(
+            matched(&h, "/foo/bar/x").as_deref(),
+            Some("prefix /foo/bar")
+        );
+        assert_eq!(matched(&h, "/other").as_deref(), Some("prefix /"));
+    }
+
+    #[test]
+    fn exact_is_whole_path_and_case_sensitive() {
+        let h = host(&["/foo"], &[]);
+        assert_eq!(matched(&h, "/foo").as_deref(), Some("exact /foo"));
+        assert_eq!(matched(&h, "/foo/"), None);
+        assert_eq!(matched(&h, "/FOO"), None);
+    }
+
+    #[test]
+    fn wildcard_host_is_exactly_one_label() {
+        let mut router = Router::default();
+        router
+            .wildcard_hosts
+            .insert("foo.com".into(), host(&[], &["/"]));
+        assert!(router.route("bar.foo.com", "/").is_some());
+        assert!(router.route("foo.com", "/").is_none());
+        assert!(router.route("baz.bar.foo.com", "/").is_none());
+        assert!(router.route(".foo.com", "/").is_none());
+    }
+
+    #[test]
+    fn falls_through_from_host_to_any_host_to_default() {
+        let mut router = Router {
+            any_host: host(&[], &["/any"]),
+            default_backend: Some(route("default")),
+            ..Router::default()
+        };
+        router
+            .exact_hosts
+            .insert("a.com".into(), host(&[], &["/a"]));
+        let name = |h: &str, p: &str| router.route(h, p).map(|r| r.name.to_string());
+        assert_eq!(name("a.com", "/a/x").as_deref(), Some("prefix /a"));
+        assert_eq!(name("a.com", "/any").as_deref(), Some("prefix /any"));
+        assert_eq!(name("a.com", "/none").as_deref(), Some("default"));
+    }
+}

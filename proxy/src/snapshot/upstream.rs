@@ -1,0 +1,97 @@
+//! Upstream groups: where a route's requests go (the ready endpoints of a Service port, or an
+//! ExternalName) and how they are spread over them (round robin).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+
+/// The endpoints of one Service port.
+#[derive(Debug)]
+pub struct UpstreamGroup {
+    /// `namespace/service:port`.
+    pub name: String,
+    pub target: UpstreamTarget,
+    pub protocol: UpstreamProtocol,
+    next: AtomicUsize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum UpstreamTarget {
+    /// Ready endpoint addresses, resolved from EndpointSlices (or Endpoints).
+    Endpoints(Vec<SocketAddr>),
+    /// An ExternalName Service: a DNS name resolved when a connection is made.
+    ExternalName { host: String, port: u16 },
+}
+
+/// The protocol spoken to the upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum UpstreamProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge over plain TCP (Service `appProtocol` `kubernetes.io/h2c` or
+    /// `grpc`).
+    H2c,
+}
+
+impl UpstreamGroup {
+    pub fn new(name: String, target: UpstreamTarget, protocol: UpstreamProtocol) -> Self {
+        UpstreamGroup {
+            name,
+            target,
+            protocol,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next endpoint in round-robin order, or `None` when there is no ready endpoint (or the
+    /// target is an ExternalName).
+    pub fn next_endpoint(&self) -> Option<SocketAddr> {
+        match &self.target {
+            UpstreamTarget::Endpoints(addrs) if !addrs.is_empty() => {
+                let i = self.next.fetch_add(1, Ordering::Relaxed);
+                Some(addrs[i % addrs.len()])
+            }
+            _ => None,
+        }
+    }
+
+    /// How many distinct upstreams a request may be tried against.
+    pub fn endpoint_count(&self) -> usize {
+        match &self.target {
+            UpstreamTarget::Endpoints(addrs) => addrs.len(),
+            UpstreamTarget::ExternalName { .. } => 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_robin_visits_every_endpoint_in_turn() {
+        let addrs: Vec<SocketAddr> = ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let group = UpstreamGroup::new(
+            "default/svc:80".into(),
+            UpstreamTarget::Endpoints(addrs.clone()),
+            UpstreamProtocol::Http1,
+        );
+        let picked: Vec<_> = (0..6).map(|_| group.next_endpoint().unwrap()).collect();
+        assert_eq!(picked[..3], addrs[..]);
+        assert_eq!(picked[3..], addrs[..]);
+    }
+
+    #[test]
+    fn no_endpoint_when_none_is_ready() {
+        let group = UpstreamGroup::new(
+            "default/svc:80".into(),
+            UpstreamTarget::Endpoints(vec![]),
+            UpstreamProtocol::Http1,
+        );
+        assert_eq!(group.next_endpoint(), None);
+    }
+}
