@@ -13,13 +13,15 @@ pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for
 pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// The host a request is for, as routing compares it: from the absolute URI or `:authority` when
-/// there is one, else the `Host` header; lower case, without port or trailing dot.
+/// The host a request is for, as routing compares it: from the absolute-form target or
+/// `:authority` when there is one (RFC 9112 section 3.2.2), else the `Host` header; lower case,
+/// without port or trailing dot.
 pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
     let raw = req
         .uri
         .authority()
         .map(|a| a.as_str())
+        .or_else(|| absolute_form_authority(req.raw_path()))
         .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
     let host = strip_port(raw);
@@ -30,6 +32,18 @@ pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(host)
     }
+}
+
+/// The authority of an HTTP/1 absolute-form target (`GET http://host/path`), which Pingora keeps
+/// only in the raw target.
+fn absolute_form_authority(target: &[u8]) -> Option<&str> {
+    let target = std::str::from_utf8(target).ok()?;
+    let (scheme, rest) = target.split_once("://")?;
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return None;
+    }
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    Some(&rest[..end])
 }
 
 fn strip_port(authority: &str) -> &str {
