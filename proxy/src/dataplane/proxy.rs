@@ -118,6 +118,18 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         match &route.action {
+            Action::Proxy(group) if group.endpoint_count() == 0 => {
+                ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
+                respond(
+                    session,
+                    ctx,
+                    503,
+                    "text/plain; charset=utf-8",
+                    "service unavailable: no ready endpoint\n",
+                )
+                .await?;
+                Ok(true)
+            }
             Action::Proxy(_) => Ok(false),
             Action::Respond(answer) => {
                 self.fixed(session, ctx, answer).await?;
@@ -319,6 +331,9 @@ impl ProxyHttp for EdgeProxy {
             .response_written()
             .is_some_and(|r| !r.status.is_informational() || r.status == 101);
         if code > 0 && !started {
+            // Pingora does not reuse a client connection after a failed proxy attempt; say so,
+            // or a keep-alive client would send its next request into a closing socket.
+            session.set_keepalive(None);
             let body = match code {
                 502 => "bad gateway: the upstream failed\n",
                 503 => "service unavailable\n",

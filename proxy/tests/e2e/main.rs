@@ -1,0 +1,6 @@
+//! End-to-end tests: the real `gantry` binary on loopback ports, driven by real clients
+//! (HTTP/1.1, HTTP/2, WebSocket, gRPC, raw TLS) against real upstreams the tests start.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod routing;
+mod support;

@@ -1,0 +1,166 @@
+//! A configuration folder for one test, and YAML for the resources tests use most.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+pub struct ConfigDir {
+    dir: tempfile::TempDir,
+}
+
+impl ConfigDir {
+    pub fn new() -> Self {
+        ConfigDir {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a file the way an editor or `kubectl cp` would leave it: complete, then renamed
+    /// into place, so that the watcher never reads half of it.
+    pub fn write(&self, name: &str, contents: &str) {
+        let path = self.dir.path().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).unwrap();
+        }
+        let tmp = self
+            .dir
+            .path()
+            .join(format!(".{}.tmp", name.replace('/', "_")));
+        std::fs::write(&tmp, contents).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
+    pub fn remove(&self, name: &str) {
+        std::fs::remove_file(self.dir.path().join(name)).unwrap();
+    }
+}
+
+/// The IngressClass of Gantry, marked default.
+pub const GANTRY_CLASS: &str = "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: gantry
+  annotations:
+    ingressclass.kubernetes.io/is-default-class: \"true\"
+spec:
+  controller: gantry.dev/ingress-controller
+";
+
+/// A selector-less Service `name` with one port (`port_name`, number 80) and one EndpointSlice
+/// per endpoint `(address, ready)`.
+pub fn service(
+    namespace: &str,
+    name: &str,
+    port_name: &str,
+    app_protocol: Option<&str>,
+    endpoints: &[(SocketAddr, bool)],
+) -> String {
+    let app_protocol = app_protocol
+        .map(|p| format!("\n      appProtocol: {p}"))
+        .unwrap_or_default();
+    let mut yaml = format!(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  ports:
+    - name: {port_name}
+      port: 80{app_protocol}
+"
+    );
+    for (i, (addr, ready)) in endpoints.iter().enumerate() {
+        let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+        yaml.push_str(&format!(
+            "---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{i}
+  namespace: {namespace}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: {family}
+ports:
+  - name: {port_name}
+    port: {port}
+endpoints:
+  - addresses: [\"{ip}\"]
+    conditions:
+      ready: {ready}
+",
+            port = addr.port(),
+            ip = addr.ip(),
+        ));
+    }
+    yaml
+}
+
+/// An Ingress with one rule: `host` (or none) and `(path, pathType, service, port name)` paths.
+pub fn ingress(
+    namespace: &str,
+    name: &str,
+    host: Option<&str>,
+    paths: &[(&str, &str, &str, &str)],
+) -> String {
+    let rule = match host {
+        Some(host) => format!("    - host: \"{host}\"\n      http:\n"),
+        None => "    - http:\n".to_owned(),
+    };
+    let mut yaml = format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  rules:
+{rule}        paths:
+"
+    );
+    for (path, path_type, service, port) in paths {
+        yaml.push_str(&format!(
+            "          - path: {path}
+            pathType: {path_type}
+            backend:
+              service:
+                name: {service}
+                port:
+                  name: {port}
+"
+        ));
+    }
+    yaml
+}
+
+/// A FixedResponse answering `body` with 200.
+pub fn fixed(namespace: &str, name: &str, body: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: FixedResponse
+metadata:
+  name: {name}
+  namespace: {namespace}
+spec:
+  body: \"{body}\"
+"
+    )
+}
+
+/// A path whose backend is the FixedResponse of the same name, for routing tests.
+pub fn fixed_path(path: &str, path_type: &str, response: &str) -> String {
+    format!(
+        "          - path: {path}
+            pathType: {path_type}
+            backend:
+              resource:
+                apiGroup: gantry.dev
+                kind: FixedResponse
+                name: {response}
+"
+    )
+}

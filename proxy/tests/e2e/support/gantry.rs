@@ -1,0 +1,243 @@
+//! The real `gantry` binary, started on free loopback ports with its own state dir, and the
+//! ways a test talks to it and waits on it.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::wait_until;
+
+pub struct Gantry {
+    child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    pub state: tempfile::TempDir,
+    log: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+/// How a test wants Gantry started.
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra arguments after `run`.
+    pub args: Vec<&'a str>,
+    /// Environment variables to set; with `flags_from_env`, the addresses and config are given
+    /// this way too instead of as flags.
+    pub env: Vec<(&'a str, String)>,
+    pub flags_from_env: bool,
+}
+
+/// Free loopback ports, by binding port 0 and letting go. Gantry is retried on fresh ports in
+/// the rare case another process takes one in between.
+fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let listeners: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+        .collect();
+    std::array::from_fn(|i| listeners[i].local_addr().unwrap())
+}
+
+impl Gantry {
+    pub async fn start(config: &Path) -> Gantry {
+        Self::start_with(config, Options::default()).await
+    }
+
+    pub async fn start_with(config: &Path, options: Options<'_>) -> Gantry {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let [http, https, admin] = free_ports::<3>();
+            let state = tempfile::tempdir().unwrap();
+            let log_dir = tempfile::tempdir().unwrap();
+            let log = log_dir.path().join("gantry.log");
+            let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
+            command.arg("run");
+            let settings = [
+                ("--config", "GANTRY_CONFIG", config.display().to_string()),
+                ("--http-addr", "GANTRY_HTTP_ADDR", http.to_string()),
+                ("--https-addr", "GANTRY_HTTPS_ADDR", https.to_string()),
+                ("--admin-addr", "GANTRY_ADMIN_ADDR", admin.to_string()),
+                (
+                    "--state-dir",
+                    "GANTRY_STATE_DIR",
+                    state.path().display().to_string(),
+                ),
+                ("--threads", "GANTRY_THREADS", "2".to_owned()),
+            ];
+            for (flag, env, value) in settings {
+                if options.flags_from_env {
+                    command.env(env, value);
+                } else {
+                    command.arg(flag).arg(value);
+                }
+            }
+            command.args(&options.args);
+            for (key, value) in &options.env {
+                command.env(key, value);
+            }
+            let log_file = std::fs::File::create(&log).unwrap();
+            command
+                .env("GANTRY_LOG", "info,pingora_core=warn,pingora_proxy=warn")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().unwrap())
+                .stderr(log_file);
+            let child = command.spawn().expect("start gantry");
+            let mut gantry = Gantry {
+                child,
+                http,
+                https,
+                admin,
+                state,
+                log,
+                _log_dir: log_dir,
+            };
+            match gantry.wait_ready().await {
+                Ok(()) => return gantry,
+                Err(log) if log.contains("cannot listen") => last_log = log,
+                Err(log) => panic!("gantry did not become ready:\n{log}"),
+            }
+        }
+        panic!("gantry could not get free ports:\n{last_log}");
+    }
+
+    /// Waits until `/readyz` answers 200 and the HTTP and HTTPS ports accept connections.
+    async fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let client = super::clients::http1();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("gantry exited with {status}:\n{}", self.log()));
+            }
+            let ready = client
+                .get(format!("http://{}/readyz", self.admin))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready
+                && tokio::net::TcpStream::connect(self.http).await.is_ok()
+                && super::clients::tls_handshake(self.https, "ready.invalid")
+                    .await
+                    .is_ok()
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not ready after 60 s:\n{}", self.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// A URL on the plain-HTTP listener.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Everything Gantry has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `/config` as JSON.
+    pub async fn config(&self) -> serde_json::Value {
+        super::clients::http1()
+            .get(self.admin_url("/config"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        super::clients::http1()
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn generation(&self) -> u64 {
+        self.config().await["generation"].as_u64().unwrap()
+    }
+
+    /// Waits for the next configuration to be installed after `generation`.
+    pub async fn wait_generation_after(&self, generation: u64) {
+        wait_until("a new configuration generation", || async {
+            self.generation().await > generation
+        })
+        .await;
+    }
+
+    /// The problems now reported, one line each as `gantry validate` prints them.
+    pub async fn problems(&self) -> Vec<String> {
+        let config = self.config().await;
+        config["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                let mut line = String::new();
+                if let Some(file) = p["file"].as_str() {
+                    line.push_str(&format!("{file}: "));
+                }
+                if let Some(kind) = p["kind"].as_str() {
+                    let ns = p["namespace"].as_str().unwrap_or("");
+                    let name = p["name"].as_str().unwrap();
+                    if ns.is_empty() {
+                        line.push_str(&format!("{kind} {name}: "));
+                    } else {
+                        line.push_str(&format!("{kind} {ns}/{name}: "));
+                    }
+                }
+                if let Some(field) = p["field"].as_str() {
+                    line.push_str(&format!("{field}: "));
+                }
+                line.push_str(p["reason"].as_str().unwrap());
+                line
+            })
+            .collect()
+    }
+
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
+
+    pub fn sigterm(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
+    }
+
+    /// Waits for the process to exit, at most `limit`.
+    pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gantry still running after {limit:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gantry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- gantry log ----\n{}", self.log());
+        }
+    }
+}

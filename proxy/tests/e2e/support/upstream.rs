@@ -1,0 +1,196 @@
+//! Upstreams the tests start on loopback: an HTTP echo server (HTTP/1.1 and h2c) that reports
+//! what reached it, and a WebSocket echo server.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Counters an upstream keeps of what reached it.
+#[derive(Default)]
+pub struct Seen {
+    pub connections: AtomicUsize,
+    pub requests: AtomicUsize,
+    pub in_flight: AtomicUsize,
+}
+
+/// A server on a loopback port, stopped when dropped.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    pub seen: Arc<Seen>,
+    task: JoinHandle<()>,
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr, name: &str, seen: Arc<Seen>, task: JoinHandle<()>) -> Self {
+        Upstream {
+            addr,
+            name: name.to_owned(),
+            seen,
+            task,
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An HTTP server answering every request with JSON describing it:
+/// `{"server", "method", "path", "version", "headers": {name: [values]}, "body", "connection"}`.
+/// `/slow/MS` waits MS milliseconds first; `/status/CODE` answers CODE; `/hop` answers with
+/// hop-by-hop fields that a proxy must remove.
+pub async fn echo(name: &str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let server_name = name.to_owned();
+    let task_seen = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let connection = task_seen.connections.fetch_add(1, Ordering::SeqCst) + 1;
+            let seen = task_seen.clone();
+            let name = server_name.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let seen = seen.clone();
+                    let name = name.clone();
+                    async move { Ok::<_, Infallible>(answer(req, &name, connection, &seen).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream {
+        addr,
+        name: name.to_owned(),
+        seen,
+        task,
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    name: &str,
+    connection: usize,
+    seen: &Seen,
+) -> Response<Full<Bytes>> {
+    seen.requests.fetch_add(1, Ordering::SeqCst);
+    seen.in_flight.fetch_add(1, Ordering::SeqCst);
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|ms| ms.parse().ok()) {
+        // The upstream is slow on purpose: this is the behaviour under test, not synchronisation.
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, value) in &parts.headers {
+        headers
+            .entry(key.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let status = path
+        .strip_prefix("/status/")
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(200);
+    let report = json!({
+        "server": name,
+        "method": parts.method.as_str(),
+        "path": path,
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+        "connection": connection,
+    });
+    let mut response = Response::builder()
+        .status(status)
+        .header("content-type", "application/json");
+    if path == "/hop" {
+        response = response
+            .header("connection", "x-upstream-secret")
+            .header("x-upstream-secret", "1")
+            .header("keep-alive", "timeout=5");
+    }
+    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+        .body(Full::new(Bytes::from(report.to_string())))
+        .unwrap()
+}
+
+/// A WebSocket server echoing every text message back as `NAME: MESSAGE`.
+pub async fn websocket(name: &str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Seen::default());
+    let task_seen = seen.clone();
+    let server_name = name.to_owned();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            task_seen.connections.fetch_add(1, Ordering::SeqCst);
+            let name = server_name.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(message)) = ws.next().await {
+                    match message {
+                        Message::Text(text) => {
+                            let reply = format!("{name}: {text}");
+                            if ws.send(Message::text(reply)).await.is_err() {
+                                return;
+                            }
+                        }
+                        Message::Close(_) => return,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    Upstream {
+        addr,
+        name: name.to_owned(),
+        seen,
+        task,
+    }
+}
+
+/// A loopback address where nothing listens (a stopped upstream).
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
