@@ -2,5 +2,6 @@
 //! (HTTP/1.1, HTTP/2, WebSocket, gRPC, raw TLS) against real upstreams the tests start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod protocols;
 mod routing;
 mod support;

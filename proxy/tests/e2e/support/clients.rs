@@ -10,7 +10,7 @@ use tokio::net::TcpStream;
 use super::pki::TestCa;
 
 /// rustls needs one crypto provider for the process before any client is built.
-fn crypto() {
+pub fn crypto() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -22,16 +22,6 @@ pub fn http1() -> reqwest::Client {
     crypto();
     reqwest::Client::builder()
         .http1_only()
-        .no_proxy()
-        .build()
-        .unwrap()
-}
-
-/// HTTP/2 with prior knowledge over plain TCP (h2c).
-pub fn h2c() -> reqwest::Client {
-    crypto();
-    reqwest::Client::builder()
-        .http2_prior_knowledge()
         .no_proxy()
         .build()
         .unwrap()
