@@ -252,7 +252,7 @@ impl FileParser {
                 let at = if field.is_empty() {
                     String::new()
                 } else {
-                    format!(" {field}")
+                    format!(": {field}")
                 };
                 self.problems.push(Problem::file(
                     Some(path.clone()),
@@ -299,8 +299,14 @@ fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("does not parse as JSON: {error}"));
     }
-    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options())
-        .map_err(|error| format!("does not parse as YAML: {}", first_line(&error.to_string())))
+    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|error| {
+        let message = error.to_string();
+        let message = first_line(&message);
+        format!(
+            "does not parse as YAML: {}",
+            message.strip_prefix("error: ").unwrap_or(message)
+        )
+    })
 }
 
 /// The parser's limits guard against hostile documents; a configuration folder may hold many

@@ -224,7 +224,7 @@ where
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(value, &mut track);
     let result = serde_ignored::deserialize(deserializer, |path| {
-        let path = path.to_string();
+        let path = field_path(&path);
         // Types derived by kube's CustomResource leave the type fields to the API machinery.
         if path != "apiVersion" && path != "kind" {
             unknown_fields.push(path);
@@ -237,5 +237,21 @@ where
             let field = if path == "." { String::new() } else { path };
             Err((field, error.to_string()))
         }
+    }
+}
+
+/// A field path as kubectl writes it: `spec.rules[1].http.paths[5].pathtype`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", field_path(parent)),
+        Path::Map { parent, key } => match field_path(parent) {
+            parent if parent.is_empty() => key.clone(),
+            parent => format!("{parent}.{key}"),
+        },
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }

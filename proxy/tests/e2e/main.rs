@@ -2,6 +2,11 @@
 //! (HTTP/1.1, HTTP/2, WebSocket, gRPC, raw TLS) against real upstreams the tests start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod lifecycle;
 mod protocols;
+mod quickstart;
+mod reload;
 mod routing;
 mod support;
+mod tls;
+mod validate;

@@ -115,7 +115,7 @@ pub async fn server(name: &str) -> Upstream {
             });
         }
     });
-    Upstream::new(addr, name, seen, task)
+    Upstream::new(addr, seen, task)
 }
 
 /// A channel to `addr` over h2c, with `:authority` set to `host`.

@@ -30,19 +30,13 @@ pub struct Seen {
 /// A server on a loopback port, stopped when dropped.
 pub struct Upstream {
     pub addr: SocketAddr,
-    pub name: String,
     pub seen: Arc<Seen>,
     task: JoinHandle<()>,
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr, name: &str, seen: Arc<Seen>, task: JoinHandle<()>) -> Self {
-        Upstream {
-            addr,
-            name: name.to_owned(),
-            seen,
-            task,
-        }
+    pub fn new(addr: SocketAddr, seen: Arc<Seen>, task: JoinHandle<()>) -> Self {
+        Upstream { addr, seen, task }
     }
 }
 
@@ -82,12 +76,7 @@ pub async fn echo(name: &str) -> Upstream {
             });
         }
     });
-    Upstream {
-        addr,
-        name: name.to_owned(),
-        seen,
-        task,
-    }
+    Upstream::new(addr, seen, task)
 }
 
 async fn answer(
@@ -181,12 +170,7 @@ pub async fn websocket(name: &str) -> Upstream {
             });
         }
     });
-    Upstream {
-        addr,
-        name: name.to_owned(),
-        seen,
-        task,
-    }
+    Upstream::new(addr, seen, task)
 }
 
 /// A loopback address where nothing listens (a stopped upstream).

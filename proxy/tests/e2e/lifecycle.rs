@@ -1,0 +1,238 @@
+//! The process as an operator sees it: draining on SIGTERM, the admin endpoints, flags given as
+//! environment variables, the access log, `gantry version`.
+
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::config::{GANTRY_CLASS, ingress, service};
+use crate::support::gantry::Options;
+use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
+
+fn echo_config(echo: std::net::SocketAddr, host: &str) -> ConfigDir {
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "svc.yaml",
+        &service("default", "echo", "http", None, &[(echo, true)]),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress(
+            "default",
+            "echo",
+            Some(host),
+            &[("/", "Prefix", "echo", "http")],
+        ),
+    );
+    config
+}
+
+#[tokio::test]
+async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
+    let echo = upstream::echo("echo").await;
+    let config = echo_config(echo.addr, "drain.test");
+    let mut gantry = Gantry::start(config.path()).await;
+    let in_flight = tokio::spawn({
+        let request = clients::http1()
+            .get(gantry.url("/slow/1500"))
+            .header("host", "drain.test");
+        async move {
+            let response = request.send().await?;
+            let status = response.status();
+            response.text().await.map(|body| (status, body))
+        }
+    });
+    wait_until("the slow request to reach the upstream", || async {
+        echo.seen.in_flight.load(Ordering::SeqCst) == 1
+    })
+    .await;
+
+    gantry.sigterm();
+    // New connections are refused once the listeners close...
+    wait_until("the listener to close", || async {
+        tokio::net::TcpStream::connect(gantry.http).await.is_err()
+    })
+    .await;
+    // ...while the request already in flight completes...
+    let (status, body) = in_flight.await.unwrap().unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("/slow/1500"));
+    // ...and then the process exits 0, well before its drain timeout (30 s).
+    let exit = gantry.wait_exit(Duration::from_secs(20)).await;
+    assert!(exit.success(), "exit status {exit}:\n{}", gantry.log());
+    assert!(gantry.log().contains("drained; exiting"));
+}
+
+#[tokio::test]
+async fn admin_endpoints_report_health_readiness_metrics_and_configuration() {
+    let echo = upstream::echo("echo").await;
+    let config = echo_config(echo.addr, "admin.test");
+    config.write(
+        "down.yaml",
+        &service(
+            "default",
+            "down",
+            "http",
+            None,
+            &[(upstream::closed_port(), true)],
+        ),
+    );
+    config.write(
+        "down-ingress.yaml",
+        &ingress(
+            "default",
+            "down",
+            Some("down.test"),
+            &[("/", "Prefix", "down", "http")],
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+    for path in ["/healthz", "/readyz"] {
+        let response = client.get(gantry.admin_url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    for (host, path) in [
+        ("admin.test", "/"),
+        ("admin.test", "/status/404"),
+        ("nowhere.test", "/"),
+        ("down.test", "/"),
+    ] {
+        client
+            .get(gantry.url(path))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    let metrics = gantry.metrics().await;
+    let route = "route=\"default/echo:admin.test/\"";
+    for expected in [
+        format!("gantry_http_requests_total{{{route},status_class=\"2xx\"}} 1"),
+        format!("gantry_http_requests_total{{{route},status_class=\"4xx\"}} 1"),
+        "gantry_http_requests_total{route=\"\",status_class=\"4xx\"} 1".to_owned(),
+        "gantry_http_requests_total{route=\"default/down:down.test/\",status_class=\"5xx\"} 1"
+            .to_owned(),
+        format!("gantry_http_request_duration_seconds_count{{{route}}} 2"),
+        "gantry_upstream_errors_total{kind=\"connect\",route=\"default/down:down.test/\"} 1"
+            .to_owned(),
+        "gantry_config_reloads_total{result=\"success\"} 1".to_owned(),
+        "gantry_config_problems 0".to_owned(),
+        "gantry_open_connections{listener=\"http\"}".to_owned(),
+    ] {
+        assert!(
+            metrics.contains(&expected),
+            "missing {expected:?} in:\n{metrics}"
+        );
+    }
+    assert!(metrics.contains("gantry_http_request_duration_seconds_bucket{route=\"default/echo:admin.test/\",le=\"0.005\"}"));
+
+    let config: Value = gantry.config().await;
+    let route = config["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "default/echo:admin.test/")
+        .unwrap();
+    assert_eq!(route["host"], "admin.test");
+    assert_eq!(route["pathType"], "Prefix");
+    assert_eq!(route["backend"]["type"], "service");
+    assert_eq!(route["backend"]["upstream"], "default/echo:http");
+    assert_eq!(
+        route["backend"]["target"]["endpoints"][0],
+        echo.addr.to_string()
+    );
+    assert!(config["problems"].as_array().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn every_flag_can_be_given_as_an_environment_variable() {
+    let echo = upstream::echo("echo").await;
+    let config = echo_config(echo.addr, "env.test");
+    let gantry = Gantry::start_with(
+        config.path(),
+        Options {
+            flags_from_env: true,
+            env: vec![
+                ("GANTRY_ACCESS_LOG", "false".to_owned()),
+                ("GANTRY_LOG_FORMAT", "json".to_owned()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let response = clients::http1()
+        .get(gantry.url("/"))
+        .header("host", "env.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // JSON logs, and no access log line since GANTRY_ACCESS_LOG=false.
+    let log = gantry.log();
+    assert!(
+        log.lines()
+            .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+        "{log}"
+    );
+    assert!(!log.contains("gantry::access"), "{log}");
+}
+
+#[tokio::test]
+async fn the_access_log_has_one_structured_line_per_request() {
+    let echo = upstream::echo("echo").await;
+    let config = echo_config(echo.addr, "log.test");
+    let gantry = Gantry::start_with(
+        config.path(),
+        Options {
+            args: vec!["--log-format", "json"],
+            ..Options::default()
+        },
+    )
+    .await;
+    let response = clients::http1()
+        .get(gantry.url("/logged?x=1"))
+        .header("host", "log.test")
+        .header("x-request-id", "log-test-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut line = None;
+    wait_until("the access log line", || {
+        line = gantry
+            .log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|l| l["request_id"] == "log-test-1");
+        let found = line.is_some();
+        async move { found }
+    })
+    .await;
+    let line = line.unwrap();
+    assert_eq!(line["target"], "gantry::access");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["host"], "log.test");
+    assert_eq!(line["path"], "/logged?x=1");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["route"], "default/echo:log.test/");
+    assert_eq!(line["upstream"], echo.addr.to_string());
+    assert!(line["duration_us"].is_u64());
+}
+
+#[test]
+fn version_prints_the_version() {
+    let output = Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .arg("version")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("gantry {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -1,0 +1,163 @@
+//! TLS termination: the certificate chosen by SNI (exact and wildcard), the default certificate
+//! for other names, a Secret change applied to new connections without a restart, and the
+//! HTTP -> HTTPS redirect.
+
+use crate::support::config::{GANTRY_CLASS, fixed, fixed_path};
+use crate::support::pki::{TestCa, pem_to_der, tls_secret};
+use crate::support::{ConfigDir, Gantry, clients, wait_until};
+
+/// An Ingress with TLS for `hosts` (Secret `secret`) routing `/` of each to a FixedResponse.
+fn tls_ingress(name: &str, hosts: &[&str], secret: &str, annotations: &str) -> String {
+    let rules: String = hosts
+        .iter()
+        .map(|h| {
+            format!(
+                "    - host: \"{h}\"\n      http:\n        paths:\n{}",
+                fixed_path("/", "Prefix", "hello")
+            )
+        })
+        .collect();
+    let host_list = hosts
+        .iter()
+        .map(|h| format!("\"{h}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default{annotations}
+spec:
+  tls:
+    - hosts: [{host_list}]
+      secretName: {secret}
+  rules:
+{rules}"
+    )
+}
+
+#[tokio::test]
+async fn sni_selects_the_certificate_and_a_changed_secret_applies_without_restart() {
+    let ca = TestCa::new();
+    let exact = ca.leaf(&["a.tls.test"]);
+    let wildcard = ca.leaf(&["*.wild.tls.test"]);
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("hello.yaml", &fixed("default", "hello", "hello over tls"));
+    config.write("a-secret.yaml", &tls_secret("default", "a-tls", &exact));
+    config.write(
+        "wild-secret.yaml",
+        &tls_secret("default", "wild-tls", &wildcard),
+    );
+    config.write("a.yaml", &tls_ingress("a", &["a.tls.test"], "a-tls", ""));
+    config.write(
+        "wild.yaml",
+        &tls_ingress("wild", &["*.wild.tls.test"], "wild-tls", ""),
+    );
+    let gantry = Gantry::start(config.path()).await;
+
+    assert_eq!(
+        clients::presented_certificate(gantry.https, "a.tls.test").await,
+        exact.der()
+    );
+    assert_eq!(
+        clients::presented_certificate(gantry.https, "x.wild.tls.test").await,
+        wildcard.der()
+    );
+    assert_eq!(
+        clients::presented_certificate(gantry.https, "A.TLS.TEST").await,
+        exact.der()
+    );
+    let default =
+        std::fs::read_to_string(gantry.state.path().join("default-certificate/tls.crt")).unwrap();
+    for other in ["unknown.test", "y.x.wild.tls.test"] {
+        assert_eq!(
+            clients::presented_certificate(gantry.https, other).await,
+            pem_to_der(&default),
+            "{other} gets the default certificate"
+        );
+    }
+
+    // A real HTTPS request, verified against the CA.
+    let client = clients::https(&ca, &["a.tls.test"], gantry.https);
+    let url = format!("https://a.tls.test:{}/", gantry.https.port());
+    let response = client.get(&url).send().await.unwrap();
+    assert_eq!(response.text().await.unwrap(), "hello over tls");
+
+    // The Secret changes: the next connections get the new certificate, no restart.
+    let renewed = ca.leaf(&["a.tls.test"]);
+    config.write("a-secret.yaml", &tls_secret("default", "a-tls", &renewed));
+    wait_until("the renewed certificate to be served", || async {
+        clients::presented_certificate(gantry.https, "a.tls.test").await == renewed.der()
+    })
+    .await;
+    let fresh = clients::https(&ca, &["a.tls.test"], gantry.https);
+    assert_eq!(fresh.get(&url).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn plain_http_redirects_to_https_for_tls_hosts_unless_turned_off() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["secure.test", "open.test"]);
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("hello.yaml", &fixed("default", "hello", "hello"));
+    config.write("secret.yaml", &tls_secret("default", "both-tls", &leaf));
+    config.write(
+        "secure.yaml",
+        &tls_ingress("secure", &["secure.test"], "both-tls", ""),
+    );
+    config.write(
+        "open.yaml",
+        &tls_ingress(
+            "open",
+            &["open.test"],
+            "both-tls",
+            "\n  annotations:\n    gantry.dev/ssl-redirect: \"false\"",
+        ),
+    );
+    config.write(
+        "plain.yaml",
+        &format!(
+            "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: plain
+  namespace: default
+spec:
+  rules:
+    - host: plain.test
+      http:
+        paths:
+{}",
+            fixed_path("/", "Prefix", "hello")
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    clients::crypto();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let get = |host: &'static str| {
+        let request = client
+            .get(gantry.url("/some/path?q=1"))
+            .header("host", host);
+        async move { request.send().await.unwrap() }
+    };
+
+    let response = get("secure.test").await;
+    assert_eq!(response.status(), 308);
+    assert_eq!(
+        response.headers()["location"],
+        format!("https://secure.test:{}/some/path?q=1", gantry.https.port()).as_str()
+    );
+    assert_eq!(
+        get("open.test").await.status(),
+        200,
+        "redirect turned off by annotation"
+    );
+    assert_eq!(get("plain.test").await.status(), 200, "no TLS, no redirect");
+}
