@@ -3,6 +3,7 @@
 //! fixed responses, 404, 503); `upstream_peer` picks an endpoint; the filters around them set
 //! the forwarding headers; `logging` writes the access log and the metrics.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -64,6 +65,8 @@ pub struct RequestCtx {
     route: Option<Arc<Route>>,
     request_id: Option<HeaderValue>,
     attempts: usize,
+    /// Addresses of an ExternalName, resolved once per request and tried in turn.
+    resolved: Vec<SocketAddr>,
     upstream: Option<String>,
     /// Why Gantry answered itself with an error, for the access log.
     note: Option<Arc<str>>,
@@ -79,6 +82,7 @@ impl ProxyHttp for EdgeProxy {
             route: None,
             request_id: None,
             attempts: 0,
+            resolved: Vec::new(),
             upstream: None,
             note: None,
         }
@@ -174,14 +178,20 @@ impl ProxyHttp for EdgeProxy {
                 }
             },
             UpstreamTarget::ExternalName { host, port } => {
-                let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
-                    .await
-                    .map_err(|e| {
-                        Error::because(ErrorType::ConnectError, format!("resolving {host}"), e)
-                            .into_up()
-                    })?;
-                match addrs.next() {
-                    Some(addr) => addr,
+                if ctx.resolved.is_empty() {
+                    ctx.resolved = tokio::net::lookup_host((host.as_str(), *port))
+                        .await
+                        .map_err(|e| {
+                            Error::because(ErrorType::ConnectError, format!("resolving {host}"), e)
+                                .into_up()
+                        })?
+                        .collect();
+                }
+                match ctx
+                    .resolved
+                    .get((ctx.attempts - 1) % ctx.resolved.len().max(1))
+                {
+                    Some(addr) => *addr,
                     None => {
                         return Err(Error::explain(
                             ErrorType::ConnectError,
@@ -216,7 +226,10 @@ impl ProxyHttp for EdgeProxy {
         self.count_upstream_error(ctx, &e);
         // Another endpoint may be up: try it, a few at most.
         let endpoints = ctx.route.as_ref().map_or(0, |r| match &r.action {
-            Action::Proxy(group) => group.endpoint_count(),
+            Action::Proxy(group) => match group.target {
+                UpstreamTarget::ExternalName { .. } => ctx.resolved.len(),
+                UpstreamTarget::Endpoints(_) => group.endpoint_count(),
+            },
             _ => 0,
         });
         if ctx.attempts < endpoints.min(MAX_CONNECT_ATTEMPTS) {

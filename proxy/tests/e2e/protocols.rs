@@ -302,6 +302,17 @@ async fn upstream_failures_answer_502_503_and_504() {
         &service("default", "slow", "http", None, &[(slow.addr, true)]),
     );
     config.write("none.yaml", &service("default", "none", "http", None, &[]));
+    let half = upstream::echo("half").await;
+    config.write(
+        "half.yaml",
+        &service(
+            "default",
+            "half",
+            "http",
+            None,
+            &[(upstream::closed_port(), true), (half.addr, true)],
+        ),
+    );
     config.write(
         "ingress.yaml",
         &ingress(
@@ -312,6 +323,7 @@ async fn upstream_failures_answer_502_503_and_504() {
                 ("/down", "Prefix", "down", "http"),
                 ("/slow", "Prefix", "slow", "http"),
                 ("/none", "Prefix", "none", "http"),
+                ("/half", "Prefix", "half", "http"),
             ],
         )
         .replace(
@@ -347,4 +359,11 @@ async fn upstream_failures_answer_502_503_and_504() {
         "the same upstream, fast enough"
     );
     assert_eq!(status("/none").await, 503, "no ready endpoint");
+    for _ in 0..4 {
+        assert_eq!(
+            status("/half").await,
+            200,
+            "a refused connection is retried on the next endpoint"
+        );
+    }
 }

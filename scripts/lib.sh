@@ -1,0 +1,23 @@
+# Shared by the scripts in this folder: install what is missing, saying so.
+
+# needs COMMAND PACKAGE: installs the Debian PACKAGE when COMMAND is not on the PATH.
+needs() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "==> $1 is missing: installing the Debian package $2"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if [ -z "${APT_UPDATED:-}" ]; then
+        $sudo apt-get update -qq
+        APT_UPDATED=1
+    fi
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$2" >/dev/null
+}
+
+# The build needs a Rust toolchain and, for Pingora's zlib-ng, cmake.
+needs_build_tools() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        echo "==> cargo is missing: install Rust from https://rustup.rs first" >&2
+        exit 1
+    fi
+    needs cmake cmake
+}
