@@ -1,7 +1,7 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/config` (a JSON
 //! view of the routes now serving and of the problems found). Read only.
 
-mod config_view;
+pub(crate) mod config_view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

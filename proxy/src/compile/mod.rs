@@ -163,3 +163,29 @@ fn object_ref(kind: Kind, key: &NamespacedName) -> ObjectRef {
         name: key.name.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::compile;
+    use crate::admin::config_view::ConfigView;
+    use crate::config::folder::FolderSource;
+
+    /// The quick start compiled, as `/config` shows it, must stay what
+    /// `tests/fixtures/quickstart.config.json` holds: a change to routing shows up here as a diff.
+    #[test]
+    fn the_quickstart_compiles_to_its_golden_configuration() {
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let source = FolderSource::open(&manifest.join("../examples/quickstart")).unwrap();
+        let snapshot = compile(&source.store());
+        let actual = serde_json::to_string_pretty(&ConfigView::new(&snapshot)).unwrap() + "\n";
+        let golden = manifest.join("tests/fixtures/quickstart.config.json");
+        let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+        assert!(
+            actual == expected,
+            "{} differs; the compiled configuration is now:\n{actual}",
+            golden.display()
+        );
+    }
+}

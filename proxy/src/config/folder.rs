@@ -324,3 +324,93 @@ fn yaml_options() -> serde_saphyr::Options {
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text).trim_end_matches(':')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NamespacedName;
+
+    fn write(dir: &Path, name: &str, contents: &str) {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+
+    const SERVICE_AND_INGRESS: &str = "apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+# an empty document is fine
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, namespace: shop}
+spec: {defaultBackend: {service: {name: web, port: {number: 80}}}}
+";
+
+    const LIST: &str = "apiVersion: v1
+kind: List
+items:
+  - apiVersion: v1
+    kind: Secret
+    metadata: {name: tls}
+    type: kubernetes.io/tls
+    data: {tls.crt: aGVsbG8=, tls.key: aGVsbG8=}
+  - apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: skipped}
+";
+
+    #[test]
+    fn reads_every_config_file_recursively_as_kubectl_would() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", SERVICE_AND_INGRESS);
+        write(dir.path(), "deeper/still/list.yml", LIST);
+        write(
+            dir.path(),
+            "class.json",
+            r#"{"apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+                "metadata": {"name": "gantry"}, "spec": {"controller": "gantry.dev/ingress-controller"}}"#,
+        );
+        write(dir.path(), ".hidden.yaml", "not: [even, valid");
+        write(dir.path(), "notes.txt", "not read");
+        write(dir.path(), "..data/a.yaml", SERVICE_AND_INGRESS);
+
+        let store = FolderSource::open(dir.path()).unwrap().store();
+        assert!(store.problems.is_empty(), "{:?}", store.problems);
+        assert_eq!(
+            store.services.keys().collect::<Vec<_>>(),
+            [&NamespacedName::new("default", "web")],
+            "a missing namespace is default"
+        );
+        assert_eq!(
+            store.ingresses.keys().collect::<Vec<_>>(),
+            [&NamespacedName::new("shop", "web")]
+        );
+        let secret = &store.secrets[&NamespacedName::new("default", "tls")].object;
+        assert_eq!(secret.data.as_ref().unwrap()["tls.crt"].0, b"hello", "data is base64");
+        assert!(store.ingress_classes.contains_key("gantry"));
+        assert!(store.endpoints.is_empty() && store.fixed_responses.is_empty());
+    }
+
+    #[test]
+    fn rescan_reparses_only_what_changed_and_forgets_removed_files() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", SERVICE_AND_INGRESS);
+        let mut source = FolderSource::open(dir.path()).unwrap();
+        assert!(!source.rescan(), "nothing changed");
+        write(dir.path(), "b.yaml", LIST);
+        assert!(source.rescan());
+        assert_eq!(source.store().secrets.len(), 1);
+        std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
+        assert!(source.rescan());
+        assert!(source.store().secrets.is_empty());
+    }
+
+    #[test]
+    fn a_missing_folder_is_an_error() {
+        let error = FolderSource::open(Path::new("/no/such/folder")).unwrap_err();
+        assert!(error.to_string().starts_with("configuration folder /no/such/folder"));
+    }
+}

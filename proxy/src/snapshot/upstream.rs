@@ -27,6 +27,7 @@ pub enum UpstreamTarget {
 
 /// The protocol spoken to the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 with prior knowledge over plain TCP (Service `appProtocol` `kubernetes.io/h2c` or

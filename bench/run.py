@@ -1,0 +1,471 @@
+#!/usr/bin/env python3
+"""Gantry against nginx and HAProxy, in one run on this machine.
+
+Run: ./bench/run.py            (all of it, ~6 minutes)
+     ./bench/run.py --rounds 1 --duration 5   (a quick look)
+     ./bench/run.py --only scale              (just the 10,000-Ingress scale run)
+
+One upstream (nginx, one worker, answering a small fixed body) and, in front of it, three proxies
+with one worker each and equivalent settings (upstream keep-alive, X-Forwarded-* and a request id
+added, no access log, TLS with the same ECDSA P-256 certificate, HTTP/2 on TLS):
+nginx, HAProxy and Gantry. With two cores, the proxy under test is pinned to CPU 0 and the load
+generator and upstream to CPU 1.
+
+Each round runs every proxy through the same three loads, in an order that rotates from round to
+round:
+  - wrk: HTTP/1.1 keep-alive, 50 connections (requests/s, p99 latency, RSS afterwards);
+  - h2load: HTTP/2 over TLS, 50 connections x 10 streams (requests/s, mean latency);
+  - h2load with one request per connection and as many connections as requests: new TLS
+    handshakes per second (no session can be resumed: each client connects once).
+Medians over the rounds are printed with the ratios Gantry/nginx and Gantry/HAProxy.
+
+The scale run starts Gantry on a small folder, writes 10,000 Ingresses (one host and two paths
+each, one file each) and measures the time from the first write to the last new route answering,
+and Gantry's RSS then.
+
+Needs (installed when missing): nginx, haproxy, wrk, h2load (nghttp2-client), openssl, curl.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_PORT = 18000
+PORTS = {  # proxy: (http, https)
+    "nginx": (18081, 18441),
+    "haproxy": (18082, 18442),
+    "gantry": (18083, 18443),
+}
+GANTRY_ADMIN = 18903
+HOST = "bench.test"
+BODY = "hello from the upstream: a small fixed body, the same for every request.\n"
+PROXY_CPU = "0"
+LOAD_CPU = "1"
+
+
+def say(text):
+    print(f"==> {text}", flush=True)
+
+
+def ensure_tools():
+    wanted = {"nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk",
+              "h2load": "nghttp2-client", "openssl": "openssl", "curl": "curl",
+              "taskset": "util-linux", "cmake": "cmake"}
+    missing = sorted({pkg for cmd, pkg in wanted.items() if shutil.which(cmd) is None})
+    if missing:
+        say(f"installing {' '.join(missing)}")
+        sudo = [] if os.geteuid() == 0 else ["sudo"]
+        subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True)
+        subprocess.run(sudo + ["apt-get", "install", "-y", "-qq"] + missing, check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def build_gantry():
+    say("building gantry (release)")
+    subprocess.run(["cargo", "build", "--release", "-p", "gantry"], cwd=ROOT, check=True)
+    return ROOT / "target/release/gantry"
+
+
+def wait_http(url, host=HOST, deadline=30.0, insecure=False):
+    end = time.time() + deadline
+    while time.time() < end:
+        cmd = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-H", f"Host: {host}", url]
+        if insecure:
+            cmd.insert(1, "-k")
+        code = subprocess.run(cmd, capture_output=True, text=True).stdout
+        if code == "200":
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"{url} did not answer 200 within {deadline}s")
+
+
+def rss_kib(pid):
+    """RSS of a process and its children (nginx's master and worker), in KiB."""
+    total = 0
+    pids = [str(pid)]
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for p in pids + children:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+class Setup:
+    def __init__(self, work, gantry_bin):
+        self.work = work
+        self.gantry_bin = gantry_bin
+        self.procs = {}
+        self.cert = work / "bench.crt"
+        self.key = work / "bench.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:P-256", "-nodes", "-days", "30", "-subj", f"/CN={HOST}",
+                        "-addext", f"subjectAltName=DNS:{HOST}", "-keyout", str(self.key),
+                        "-out", str(self.cert)], check=True, capture_output=True)
+        (work / "bench.pem").write_text(self.cert.read_text() + self.key.read_text())
+
+    def start(self, name, cmd, cpu):
+        log = open(self.work / f"{name}.log", "w")
+        proc = subprocess.Popen(["taskset", "-c", cpu] + cmd, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        self.procs[name] = proc
+        return proc
+
+    def stop_all(self):
+        for proc in self.procs.values():
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for proc in self.procs.values():
+            proc.wait()
+
+    def nginx_conf(self, name, body):
+        conf = self.work / f"{name}.conf"
+        conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {self.work}/{name}.pid;
+error_log {self.work}/{name}.error.log warn;
+worker_rlimit_nofile 20000;
+events {{ worker_connections 15000; multi_accept on; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  keepalive_timeout 65;
+  client_body_temp_path {self.work}/{name}-body;
+  proxy_temp_path {self.work}/{name}-proxy;
+  fastcgi_temp_path {self.work}/{name}-fastcgi;
+  uwsgi_temp_path {self.work}/{name}-uwsgi;
+  scgi_temp_path {self.work}/{name}-scgi;
+  {body}
+}}
+""")
+        return ["nginx", "-c", str(conf), "-p", str(self.work)]
+
+    def start_upstream(self):
+        body = BODY.replace('"', '\\"').replace("\n", "\\n")
+        cmd = self.nginx_conf("upstream", f"""
+  server {{
+    listen 127.0.0.1:{UPSTREAM_PORT} backlog=4096;
+    default_type text/plain;
+    location / {{ return 200 "{body}"; }}
+  }}""")
+        self.start("upstream", cmd, LOAD_CPU)
+        wait_http(f"http://127.0.0.1:{UPSTREAM_PORT}/")
+
+    def start_nginx(self):
+        http, https = PORTS["nginx"]
+        cmd = self.nginx_conf("nginx", f"""
+  upstream up {{ server 127.0.0.1:{UPSTREAM_PORT}; keepalive 128; }}
+  server {{
+    listen 127.0.0.1:{http} backlog=4096;
+    listen 127.0.0.1:{https} ssl http2 backlog=4096;
+    ssl_certificate {self.cert};
+    ssl_certificate_key {self.key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    http2_max_concurrent_streams 128;
+    location / {{
+      proxy_pass http://up;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Request-Id $request_id;
+    }}
+  }}""")
+        return self.start("nginx", cmd, PROXY_CPU)
+
+    def start_haproxy(self):
+        http, https = PORTS["haproxy"]
+        conf = self.work / "haproxy.cfg"
+        conf.write_text(f"""
+global
+  nbthread 1
+  maxconn 9900
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:{http} backlog 4096
+  bind 127.0.0.1:{https} ssl crt {self.work}/bench.pem alpn h2,http/1.1 backlog 4096
+  option forwardfor
+  http-request set-header X-Forwarded-Proto https if {{ ssl_fc }}
+  http-request set-header X-Forwarded-Proto http if !{{ ssl_fc }}
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  unique-id-format %{{+X}}o\\ %ci:%cp_%fi:%fp_%Ts_%rt:%pid
+  http-request set-header X-Request-Id %[unique-id]
+  default_backend be
+backend be
+  server up 127.0.0.1:{UPSTREAM_PORT}
+""")
+        return self.start("haproxy", ["haproxy", "-f", str(conf), "-db"], PROXY_CPU)
+
+    def gantry_config(self, folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        indent = lambda pem: "".join(f"    {line}\n" for line in pem.read_text().splitlines())
+        (folder / "bench.yaml").write_text(f"""apiVersion: v1
+kind: Service
+metadata: {{name: up, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: up-1
+  namespace: bench
+  labels: {{kubernetes.io/service-name: up}}
+addressType: IPv4
+ports: [{{name: http, port: {UPSTREAM_PORT}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: bench-tls, namespace: bench}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{indent(self.cert)}  tls.key: |
+{indent(self.key)}---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: bench
+  namespace: bench
+  annotations: {{gantry.dev/ssl-redirect: "false"}}
+spec:
+  tls: [{{hosts: [{HOST}], secretName: bench-tls}}]
+  rules:
+    - host: {HOST}
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
+""")
+
+    def start_gantry(self, folder, state):
+        http, https = PORTS["gantry"]
+        cmd = [str(self.gantry_bin), "run", "--config", str(folder),
+               "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
+               "--admin-addr", f"127.0.0.1:{GANTRY_ADMIN}", "--state-dir", str(state),
+               "--threads", "1", "--access-log", "false", "--log", "warn"]
+        return self.start("gantry", cmd, PROXY_CPU)
+
+
+def run_load(cmd):
+    out = subprocess.run(["taskset", "-c", LOAD_CPU] + cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stdout}\n{out.stderr}")
+    return out.stdout
+
+
+def to_ms(value, unit):
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def wrk(port, duration):
+    out = run_load(["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-H", f"Host: {HOST}",
+                    f"http://127.0.0.1:{port}/"])
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise SystemExit(f"wrk saw {errors.group(1)} error responses:\n{out}")
+    return rps, to_ms(p99.group(1), p99.group(2))
+
+
+def h2load_h2(port, duration):
+    out = run_load(["h2load", "-t1", "-c50", "-m10", "-D", str(duration), "--warm-up-time=1",
+                    "-H", f":authority: {HOST}", f"https://127.0.0.1:{port}/"])
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    failed = int(re.search(r"(\d+) failed", out).group(1))
+    if failed:
+        raise SystemExit(f"h2load saw {failed} failed requests:\n{out}")
+    return rps, to_ms(mean.group(1), mean.group(2))
+
+
+def handshakes(port, connections):
+    out = run_load(["h2load", "-t1", f"-c{connections}", f"-n{connections}",
+                    "-H", f":authority: {HOST}", f"https://127.0.0.1:{port}/"])
+    rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out).group(1))
+    succeeded = int(re.search(r"(\d+) succeeded", out).group(1))
+    if succeeded != connections:
+        raise SystemExit(f"only {succeeded} of {connections} TLS connections succeeded:\n{out}")
+    return rps
+
+
+def comparison(args, setup):
+    setup.start_upstream()
+    gantry_folder = setup.work / "gantry-config"
+    setup.gantry_config(gantry_folder)
+    starters = {
+        "nginx": setup.start_nginx,
+        "haproxy": setup.start_haproxy,
+        "gantry": lambda: setup.start_gantry(gantry_folder, setup.work / "gantry-state"),
+    }
+    pids = {}
+    for name, start in starters.items():
+        pids[name] = start().pid
+        http, https = PORTS[name]
+        wait_http(f"http://127.0.0.1:{http}/")
+        wait_http(f"https://127.0.0.1:{https}/", insecure=True)
+
+    names = list(PORTS)
+    results = {name: {"h1_rps": [], "h1_p99": [], "h2_rps": [], "h2_mean": [], "tls": [], "rss": []}
+               for name in names}
+    for round_index in range(args.rounds):
+        order = names[round_index % 3:] + names[:round_index % 3]
+        say(f"round {round_index + 1} of {args.rounds}: {', '.join(order)}")
+        for name in order:
+            http, https = PORTS[name]
+            rps, p99 = wrk(http, args.duration)
+            rss = rss_kib(pids[name])
+            h2_rps, h2_mean = h2load_h2(https, args.duration)
+            tls = handshakes(https, args.handshakes)
+            r = results[name]
+            r["h1_rps"].append(rps)
+            r["h1_p99"].append(p99)
+            r["rss"].append(rss / 1024)
+            r["h2_rps"].append(h2_rps)
+            r["h2_mean"].append(h2_mean)
+            r["tls"].append(tls)
+            print(f"    {name:8} h1 {rps:9.0f} req/s p99 {p99:6.2f} ms | h2 {h2_rps:9.0f} req/s "
+                  f"mean {h2_mean:6.2f} ms | new TLS {tls:7.0f}/s | RSS {rss / 1024:6.1f} MiB",
+                  flush=True)
+    return results
+
+
+def report(results, rounds):
+    med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
+    rows = [
+        ("HTTP/1.1 keep-alive req/s (wrk, 50 conns)", "h1_rps", "{:.0f}"),
+        ("HTTP/1.1 p99 latency ms", "h1_p99", "{:.2f}"),
+        ("HTTP/2 over TLS req/s (h2load, 50x10)", "h2_rps", "{:.0f}"),
+        ("HTTP/2 mean latency ms", "h2_mean", "{:.2f}"),
+        ("new TLS handshakes/s", "tls", "{:.0f}"),
+        ("RSS after the HTTP/1.1 load MiB", "rss", "{:.1f}"),
+    ]
+    lines = [f"Medians of {rounds} alternating rounds; proxies on CPU {PROXY_CPU}, "
+             f"load and upstream on CPU {LOAD_CPU}.", ""]
+    header = f"{'':44} {'nginx':>10} {'HAProxy':>10} {'Gantry':>10} {'G/nginx':>8} {'G/HAProxy':>9}"
+    lines.append(header)
+    for title, key, fmt in rows:
+        n, h, g = med["nginx"][key], med["haproxy"][key], med["gantry"][key]
+        lines.append(f"{title:44} {fmt.format(n):>10} {fmt.format(h):>10} {fmt.format(g):>10} "
+                     f"{g / n:>8.2f} {g / h:>9.2f}")
+    return "\n".join(lines)
+
+
+def scale(args, setup):
+    say(f"scale run: {args.ingresses} Ingresses written into a running Gantry's folder")
+    folder = setup.work / "scale-config"
+    setup.gantry_config(folder)
+    proc = setup.start_gantry(folder, setup.work / "scale-state")
+    if "upstream" not in setup.procs:
+        setup.start_upstream()
+    http, _ = PORTS["gantry"]
+    wait_http(f"http://127.0.0.1:{http}/")
+    rss_before = rss_kib(proc.pid) / 1024
+    template = """apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app-{i}
+  namespace: bench
+spec:
+  rules:
+    - host: app-{i}.scale.test
+      http:
+        paths:
+          - {{path: /api, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
+          - {{path: /static, pathType: Prefix, backend: {{service: {{name: up, port: {{number: 80}}}}}}}}
+"""
+    scale_dir = folder / "scale"
+    scale_dir.mkdir()
+    start = time.time()
+    for i in range(args.ingresses):
+        (scale_dir / f"app-{i}.yaml").write_text(template.format(i=i))
+    written = time.time()
+    last = args.ingresses - 1
+    wait_http(f"http://127.0.0.1:{http}/static/x", host=f"app-{last}.scale.test", deadline=120)
+    served = time.time()
+    wait_http(f"http://127.0.0.1:{http}/api", host="app-0.scale.test")
+    rss_after = rss_kib(proc.pid) / 1024
+    config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{GANTRY_ADMIN}/config").read())
+    routes = len(config["routes"])
+    lines = [
+        f"Scale run: {args.ingresses} Ingresses (one host, two paths each), one file each,",
+        f"written into the watched folder of a running Gantry (1 worker thread).",
+        f"  writing the files took           {written - start:6.2f} s",
+        f"  first write -> last route served {served - start:6.2f} s",
+        f"  last write -> last route served  {served - written:6.2f} s",
+        f"  RSS before {rss_before:.1f} MiB, after {rss_after:.1f} MiB; {routes} routes serving",
+    ]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    del setup.procs["gantry"]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk/h2load run")
+    parser.add_argument("--handshakes", type=int, default=1000,
+                        help="TLS connections per handshake measurement")
+    parser.add_argument("--ingresses", type=int, default=10000)
+    parser.add_argument("--only", choices=["compare", "scale"])
+    parser.add_argument("--no-build", action="store_true",
+                        help="use target/release/gantry as it is")
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("needs two CPUs: one for the proxy, one for the load and the upstream")
+
+    ensure_tools()
+    gantry_bin = ROOT / "target/release/gantry" if args.no_build else build_gantry()
+    # Thousands of connections at once: raise the open-files limit as far as allowed.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    out = []
+    with tempfile.TemporaryDirectory(prefix="gantry-bench-") as tmp:
+        setup = Setup(Path(tmp), gantry_bin)
+        try:
+            if args.only != "scale":
+                out.append(report(comparison(args, setup), args.rounds))
+            if args.only != "compare":
+                out.append(scale(args, setup))
+        finally:
+            setup.stop_all()
+    text = "\n\n".join(out)
+    print("\n" + text)
+    results = ROOT / "target/bench-results.txt"
+    results.parent.mkdir(exist_ok=True)
+    results.write_text(text + "\n")
+    say(f"also written to {results}")
+
+
+if __name__ == "__main__":
+    main()
