@@ -106,6 +106,27 @@ def rss_kib(pid):
     return total
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a process and its children (nginx's master and worker)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for p in [str(pid)] + children:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except FileNotFoundError:
+            pass
+    return total / ticks
+
+
+def measured(pid, load):
+    """Runs `load` and returns (its result, wall seconds, the proxy's CPU seconds)."""
+    cpu, wall = cpu_seconds(pid), time.time()
+    result = load()
+    return result, time.time() - wall, cpu_seconds(pid) - cpu
+
+
 class Setup:
     def __init__(self, work, gantry_bin):
         self.work = work
@@ -126,13 +147,15 @@ class Setup:
         self.procs[name] = proc
         return proc
 
-    def stop_all(self):
-        for proc in self.procs.values():
+    def stop(self, *names):
+        for name in names or list(self.procs):
+            proc = self.procs.pop(name, None)
+            if proc is None:
+                continue
             try:
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        for proc in self.procs.values():
             proc.wait()
 
     def nginx_conf(self, name, body):
@@ -335,27 +358,38 @@ def comparison(args, setup):
         wait_http(f"https://127.0.0.1:{https}/", insecure=True)
 
     names = list(PORTS)
-    results = {name: {"h1_rps": [], "h1_p99": [], "h2_rps": [], "h2_mean": [], "tls": [], "rss": []}
-               for name in names}
+    keys = ["h1_rps", "h1_p99", "h1_cpu", "h1_per_cpu", "h2_rps", "h2_mean", "h2_cpu",
+            "h2_per_cpu", "tls", "tls_cpu", "tls_per_cpu", "rss"]
+    results = {name: {k: [] for k in keys} for name in names}
     for round_index in range(args.rounds):
         order = names[round_index % 3:] + names[:round_index % 3]
         say(f"round {round_index + 1} of {args.rounds}: {', '.join(order)}")
         for name in order:
             http, https = PORTS[name]
-            rps, p99 = wrk(http, args.duration)
-            rss = rss_kib(pids[name])
-            h2_rps, h2_mean = h2load_h2(https, args.duration)
-            tls = handshakes(https, args.handshakes)
+            pid = pids[name]
+            (rps, p99), wall, cpu = measured(pid, lambda: wrk(http, args.duration))
+            rss = rss_kib(pid)
+            (h2_rps, h2_mean), h2_wall, h2_cpu = measured(pid, lambda: h2load_h2(https, args.duration))
+            tls, tls_wall, tls_cpu = measured(pid, lambda: handshakes(https, args.handshakes))
             r = results[name]
             r["h1_rps"].append(rps)
             r["h1_p99"].append(p99)
+            r["h1_cpu"].append(100 * cpu / wall)
+            r["h1_per_cpu"].append(rps * wall / cpu)
             r["rss"].append(rss / 1024)
             r["h2_rps"].append(h2_rps)
             r["h2_mean"].append(h2_mean)
+            r["h2_cpu"].append(100 * h2_cpu / h2_wall)
+            # h2load's rate excludes its warm-up second; per CPU-second uses the run's requests.
+            r["h2_per_cpu"].append(h2_rps * args.duration / h2_cpu)
             r["tls"].append(tls)
-            print(f"    {name:8} h1 {rps:9.0f} req/s p99 {p99:6.2f} ms | h2 {h2_rps:9.0f} req/s "
-                  f"mean {h2_mean:6.2f} ms | new TLS {tls:7.0f}/s | RSS {rss / 1024:6.1f} MiB",
+            r["tls_cpu"].append(100 * tls_cpu / tls_wall)
+            r["tls_per_cpu"].append(args.handshakes / tls_cpu)
+            print(f"    {name:8} h1 {rps:8.0f}/s p99 {p99:5.2f} ms cpu {100 * cpu / wall:3.0f}% | "
+                  f"h2 {h2_rps:8.0f}/s mean {h2_mean:6.2f} ms cpu {100 * h2_cpu / h2_wall:3.0f}% | "
+                  f"TLS {tls:6.0f}/s cpu {100 * tls_cpu / tls_wall:3.0f}% | RSS {rss / 1024:5.1f} MiB",
                   flush=True)
+    setup.stop("nginx", "haproxy", "gantry")
     return results
 
 
@@ -363,14 +397,21 @@ def report(results, rounds):
     med = {name: {k: statistics.median(v) for k, v in r.items()} for name, r in results.items()}
     rows = [
         ("HTTP/1.1 keep-alive req/s (wrk, 50 conns)", "h1_rps", "{:.0f}"),
-        ("HTTP/1.1 p99 latency ms", "h1_p99", "{:.2f}"),
+        ("  p99 latency ms", "h1_p99", "{:.2f}"),
+        ("  proxy CPU %", "h1_cpu", "{:.0f}"),
+        ("  requests per proxy CPU-second", "h1_per_cpu", "{:.0f}"),
         ("HTTP/2 over TLS req/s (h2load, 50x10)", "h2_rps", "{:.0f}"),
-        ("HTTP/2 mean latency ms", "h2_mean", "{:.2f}"),
-        ("new TLS handshakes/s", "tls", "{:.0f}"),
+        ("  mean latency ms", "h2_mean", "{:.2f}"),
+        ("  proxy CPU %", "h2_cpu", "{:.0f}"),
+        ("  requests per proxy CPU-second", "h2_per_cpu", "{:.0f}"),
+        ("new TLS connections/s (1 request each)", "tls", "{:.0f}"),
+        ("  proxy CPU %", "tls_cpu", "{:.0f}"),
+        ("  handshakes per proxy CPU-second", "tls_per_cpu", "{:.0f}"),
         ("RSS after the HTTP/1.1 load MiB", "rss", "{:.1f}"),
     ]
     lines = [f"Medians of {rounds} alternating rounds; proxies on CPU {PROXY_CPU}, "
-             f"load and upstream on CPU {LOAD_CPU}.", ""]
+             f"load and upstream on CPU {LOAD_CPU}. Where the proxy's CPU is below 100%, the",
+             "load side was the limit and 'per proxy CPU-second' is the fairer comparison.", ""]
     header = f"{'':44} {'nginx':>10} {'HAProxy':>10} {'Gantry':>10} {'G/nginx':>8} {'G/HAProxy':>9}"
     lines.append(header)
     for title, key, fmt in rows:
@@ -424,9 +465,7 @@ spec:
         f"  last write -> last route served  {served - written:6.2f} s",
         f"  RSS before {rss_before:.1f} MiB, after {rss_after:.1f} MiB; {routes} routes serving",
     ]
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    del setup.procs["gantry"]
+    setup.stop("gantry")
     return "\n".join(lines)
 
 
@@ -458,7 +497,7 @@ def main():
             if args.only != "compare":
                 out.append(scale(args, setup))
         finally:
-            setup.stop_all()
+            setup.stop()
     text = "\n\n".join(out)
     print("\n" + text)
     results = ROOT / "target/bench-results.txt"

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Configuration reloads by result (`success`: every file parsed; `failure`: some did not).
     pub config_reloads: IntCounterVec,
+    /// Time from noticing a change to the new configuration serving.
+    pub config_reload_duration: Histogram,
     /// Problems in the configuration now serving.
     pub config_problems: IntGauge,
     /// Generation of the Snapshot now serving.
@@ -87,6 +89,15 @@ impl Metrics {
             ),
             &["result"],
         )?;
+        let config_reload_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "gantry_config_reload_duration_seconds",
+                "Time to read the changed configuration, compile it and install it",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )?;
         let config_problems = IntGauge::new(
             "gantry_config_problems",
             "Problems in the configuration now serving",
@@ -106,6 +117,7 @@ impl Metrics {
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(config_reloads.clone()))?;
+        registry.register(Box::new(config_reload_duration.clone()))?;
         registry.register(Box::new(config_problems.clone()))?;
         registry.register(Box::new(config_generation.clone()))?;
         registry.register(Box::new(open_connections.clone()))?;
@@ -117,6 +129,7 @@ impl Metrics {
             unmatched,
             upstream_errors,
             config_reloads,
+            config_reload_duration,
             config_problems,
             config_generation,
             open_connections,

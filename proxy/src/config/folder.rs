@@ -77,6 +77,7 @@ impl FolderSource {
         let mut previous = std::mem::take(&mut self.files);
         let mut walk_problems = Vec::new();
         let mut changed = false;
+        let mut to_parse = Vec::new();
         let walker = WalkDir::new(&self.root)
             .follow_links(true)
             .sort_by_file_name()
@@ -96,21 +97,24 @@ impl FolderSource {
             }
             let path = entry.into_path();
             let old = previous.remove(&path);
-            let loaded = match std::fs::read(&path) {
+            match std::fs::read(&path) {
                 Ok(bytes) => match old {
-                    Some(old) if old.contents == bytes => old,
-                    old => {
-                        changed = true;
-                        parse_file(Arc::from(path.as_path()), bytes, old)
+                    Some(old) if old.contents == bytes => {
+                        self.files.insert(path, old);
                     }
+                    old => to_parse.push((path, bytes, old)),
                 },
                 Err(error) => {
                     changed = true;
                     let reason = format!("cannot be read: {error}");
-                    keep_previous(Arc::from(path.as_path()), Vec::new(), old, reason)
+                    let kept = keep_previous(Arc::from(path.as_path()), Vec::new(), old, reason);
+                    self.files.insert(path, kept);
                 }
-            };
-            self.files.insert(path, loaded);
+            }
+        }
+        changed |= !to_parse.is_empty();
+        for loaded in parse_all(to_parse) {
+            self.files.insert(loaded.path.to_path_buf(), loaded);
         }
         changed |= !previous.is_empty() || walk_problems != self.walk_problems;
         self.walk_problems = walk_problems;
@@ -143,6 +147,39 @@ impl FolderSource {
         }
         store
     }
+}
+
+/// Files below this many are parsed on the calling thread: a thread costs more than they do.
+const FILES_PER_THREAD: usize = 64;
+
+/// Parses changed files, spread over the CPUs when there are many (a whole folder at start, or
+/// thousands of files written at once): files are independent, and parsing is most of a reload.
+fn parse_all(work: Vec<(PathBuf, Vec<u8>, Option<LoadedFile>)>) -> Vec<LoadedFile> {
+    let parse = |(path, bytes, old): (PathBuf, Vec<u8>, Option<LoadedFile>)| {
+        parse_file(Arc::from(path.as_path()), bytes, old)
+    };
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpus.min(work.len() / FILES_PER_THREAD).max(1);
+    if threads == 1 {
+        return work.into_iter().map(parse).collect();
+    }
+    let mut shares: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
+    for (i, item) in work.into_iter().enumerate() {
+        shares[i % threads].push(item);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = shares
+            .into_iter()
+            .map(|share| scope.spawn(move || share.into_iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    })
 }
 
 fn is_config_file(path: &Path) -> bool {
@@ -389,7 +426,11 @@ items:
             [&NamespacedName::new("shop", "web")]
         );
         let secret = &store.secrets[&NamespacedName::new("default", "tls")].object;
-        assert_eq!(secret.data.as_ref().unwrap()["tls.crt"].0, b"hello", "data is base64");
+        assert_eq!(
+            secret.data.as_ref().unwrap()["tls.crt"].0,
+            b"hello",
+            "data is base64"
+        );
         assert!(store.ingress_classes.contains_key("gantry"));
         assert!(store.endpoints.is_empty() && store.fixed_responses.is_empty());
     }
@@ -411,6 +452,10 @@ items:
     #[test]
     fn a_missing_folder_is_an_error() {
         let error = FolderSource::open(Path::new("/no/such/folder")).unwrap_err();
-        assert!(error.to_string().starts_with("configuration folder /no/such/folder"));
+        assert!(
+            error
+                .to_string()
+                .starts_with("configuration folder /no/such/folder")
+        );
     }
 }

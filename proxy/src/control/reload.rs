@@ -53,17 +53,33 @@ impl ConfigReloader {
     /// Reads the folder again and installs a new Snapshot if anything changed.
     async fn reload(&self) {
         let source = self.source.clone();
-        let compiled = tokio::task::spawn_blocking(move || {
+        let snapshots = self.snapshots.clone();
+        let metrics = self.metrics.clone();
+        let reloaded = tokio::task::spawn_blocking(move || {
+            let start = std::time::Instant::now();
             let mut source = source
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            source.rescan().then(|| compile(&source.store()))
+            if !source.rescan() {
+                return;
+            }
+            let read = start.elapsed();
+            let snapshot = compile(&source.store());
+            drop(source);
+            let compiled = start.elapsed();
+            install(&snapshots, &metrics, snapshot);
+            let total = start.elapsed();
+            metrics.config_reload_duration.observe(total.as_secs_f64());
+            info!(
+                read_ms = read.as_millis(),
+                compile_ms = (compiled - read).as_millis(),
+                install_ms = (total - compiled).as_millis(),
+                "configuration reloaded"
+            );
         })
         .await;
-        match compiled {
-            Ok(Some(snapshot)) => install(&self.snapshots, &self.metrics, snapshot),
-            Ok(None) => {}
-            Err(e) => error!("configuration reload failed: {e}"),
+        if let Err(e) = reloaded {
+            error!("configuration reload failed: {e}");
         }
     }
 }

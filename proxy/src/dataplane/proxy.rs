@@ -67,7 +67,7 @@ pub struct RequestCtx {
     attempts: usize,
     /// Addresses of an ExternalName, resolved once per request and tried in turn.
     resolved: Vec<SocketAddr>,
-    upstream: Option<String>,
+    upstream: Option<SocketAddr>,
     /// Why Gantry answered itself with an error, for the access log.
     note: Option<Arc<str>>,
 }
@@ -202,7 +202,7 @@ impl ProxyHttp for EdgeProxy {
                 }
             }
         };
-        ctx.upstream = Some(addr.to_string());
+        ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let options = &mut peer.options;
         options.connection_timeout = Some(route.timeouts.connect);
@@ -393,7 +393,7 @@ impl ProxyHttp for EdgeProxy {
             .as_ref()
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let upstream = ctx.upstream.as_deref().unwrap_or("");
+        let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
         let note = ctx.note.as_deref().unwrap_or("");
         let error = e.map(|e| e.to_string()).unwrap_or_default();
         info!(
@@ -478,7 +478,8 @@ impl EdgeProxy {
             .upstream_errors
             .with_label_values(&[route, kind])
             .inc();
-        warn!(route, upstream = ctx.upstream.as_deref().unwrap_or(""), error = %e, "upstream {kind} error");
+        let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
+        warn!(route, upstream, error = %e, "upstream {kind} error");
     }
 }
 
