@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::info;
 use walkdir::WalkDir;
@@ -336,30 +337,13 @@ fn parse_documents(path: &Path, text: &str) -> Result<Vec<Value>, String> {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|error| format!("does not parse as JSON: {error}"));
     }
-    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options()).map_err(|error| {
-        let message = error.to_string();
-        let message = first_line(&message);
-        format!(
-            "does not parse as YAML: {}",
-            message.strip_prefix("error: ").unwrap_or(message)
-        )
-    })
-}
-
-/// The parser's limits guard against hostile documents; a configuration folder may hold many
-/// thousands of objects in one file, so they are set well above what such a file needs.
-fn yaml_options() -> serde_saphyr::Options {
-    let mut budget = serde_saphyr::Budget::default();
-    budget.max_documents = 1_000_000;
-    budget.max_events = 100_000_000;
-    budget.max_nodes = 50_000_000;
-    let mut options = serde_saphyr::Options::default();
-    options.budget = Some(budget);
-    options
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text).trim_end_matches(':')
+    let mut documents = Vec::new();
+    for document in yaml_serde::Deserializer::from_str(text) {
+        let value = Value::deserialize(document)
+            .map_err(|error| format!("does not parse as YAML: {error}"))?;
+        documents.push(value);
+    }
+    Ok(documents)
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ async fn quickstart_answers_as_the_readme_says() {
 
     // The certificate served for www.example.test is the one in the example's Secret.
     let secret: serde_json::Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(example.join("www-tls.yaml")).unwrap())
+        yaml_serde::from_str(&std::fs::read_to_string(example.join("www-tls.yaml")).unwrap())
             .unwrap();
     let certificate = secret["stringData"]["tls.crt"].as_str().unwrap();
     assert_eq!(
