@@ -434,36 +434,51 @@ def scale(args, setup):
     template = """apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
-  name: app-{i}
+  name: app-{i}-{set}
   namespace: bench
 spec:
   rules:
-    - host: app-{i}.scale.test
+    - host: app-{i}.{set}.scale.test
       http:
         paths:
           - {{path: /api, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
           - {{path: /static, pathType: Prefix, backend: {{service: {{name: up, port: {{number: 80}}}}}}}}
 """
-    scale_dir = folder / "scale"
-    scale_dir.mkdir()
+    # 1. One file at a time into the watched folder, as a script or `kubectl cp` would.
+    one_by_one = folder / "one-by-one"
+    one_by_one.mkdir()
     start = time.time()
     for i in range(args.ingresses):
-        (scale_dir / f"app-{i}.yaml").write_text(template.format(i=i))
+        (one_by_one / f"app-{i}.yaml").write_text(template.format(i=i, set="a"))
     written = time.time()
-    last = args.ingresses - 1
-    wait_http(f"http://127.0.0.1:{http}/static/x", host=f"app-{last}.scale.test", deadline=120)
+    wait_http(f"http://127.0.0.1:{http}/static/x", host=f"app-{args.ingresses - 1}.a.scale.test",
+              deadline=120)
     served = time.time()
-    wait_http(f"http://127.0.0.1:{http}/api", host="app-0.scale.test")
+    wait_http(f"http://127.0.0.1:{http}/api", host="app-0.a.scale.test")
+    rss_one = rss_kib(proc.pid) / 1024
+
+    # 2. All files prepared aside and moved in with one rename, as a ConfigMap volume changes.
+    staging = setup.work / "staging"
+    staging.mkdir()
+    for i in range(args.ingresses):
+        (staging / f"app-{i}.yaml").write_text(template.format(i=i, set="b"))
+    moved = time.time()
+    staging.rename(folder / "moved-in")
+    wait_http(f"http://127.0.0.1:{http}/static/x", host=f"app-{args.ingresses - 1}.b.scale.test",
+              deadline=120)
+    moved_served = time.time()
     rss_after = rss_kib(proc.pid) / 1024
     config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{GANTRY_ADMIN}/config").read())
     routes = len(config["routes"])
+    n = args.ingresses
     lines = [
-        f"Scale run: {args.ingresses} Ingresses (one host, two paths each), one file each,",
-        f"written into the watched folder of a running Gantry (1 worker thread).",
-        f"  writing the files took           {written - start:6.2f} s",
-        f"  first write -> last route served {served - start:6.2f} s",
-        f"  last write -> last route served  {served - written:6.2f} s",
-        f"  RSS before {rss_before:.1f} MiB, after {rss_after:.1f} MiB; {routes} routes serving",
+        f"Scale run: {n} Ingresses (one host, two paths each, one file each) added to the watched",
+        "folder of a running Gantry (1 worker thread), twice:",
+        f"  1. written one by one:    writing took {written - start:5.2f} s; last route served "
+        f"{served - written:5.2f} s after the last write ({served - start:5.2f} s after the first)",
+        f"  2. moved in at once:      last route served {moved_served - moved:5.2f} s after the rename",
+        f"  RSS: {rss_before:.1f} MiB before, {rss_one:.1f} MiB with {n} Ingresses, "
+        f"{rss_after:.1f} MiB with {2 * n}; {routes} routes serving",
     ]
     setup.stop("gantry")
     return "\n".join(lines)

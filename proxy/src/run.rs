@@ -96,18 +96,15 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         request_ids: Arc::new(RequestIds::new(rand_prefix())),
         access_log: args.access_log,
     };
-    let https_port = args.https_addr.port();
-    server.add_service(dataplane::http_service(
+    let listeners = dataplane::Listeners {
+        http: &args.http_addr.to_string(),
+        https: &args.https_addr.to_string(),
+        https_port: args.https_addr.port(),
+    };
+    server.add_service(dataplane::proxy_service(
         &conf,
         &shared,
-        &args.http_addr.to_string(),
-        https_port,
-    ));
-    server.add_service(dataplane::https_service(
-        &conf,
-        &shared,
-        &args.https_addr.to_string(),
-        https_port,
+        &listeners,
         default_cert,
     )?);
 

@@ -1,4 +1,5 @@
-//! Counting open client connections, for `/metrics` and for draining on shutdown.
+//! Counting open client connections by listener (`http`, `https`), for `/metrics` and for
+//! draining on shutdown.
 //!
 //! Pingora has no per-connection hook in `ProxyHttp`, so the listener's app is wrapped: one call
 //! of `process_new` is one connection, from accept to close (HTTP/1 keep-alive and HTTP/2
@@ -10,18 +11,20 @@ use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use prometheus::IntGauge;
+use prometheus::{IntGauge, IntGaugeVec};
 
 pub struct CountedApp<A> {
     inner: Arc<A>,
-    open: IntGauge,
+    http: IntGauge,
+    https: IntGauge,
 }
 
 impl<A> CountedApp<A> {
-    pub fn new(inner: A, open: IntGauge) -> Self {
+    pub fn new(inner: A, open: IntGaugeVec) -> Self {
         CountedApp {
             inner: Arc::new(inner),
-            open,
+            http: open.with_label_values(&["http"]),
+            https: open.with_label_values(&["https"]),
         }
     }
 }
@@ -42,8 +45,14 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedApp<A> {
         session: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        self.open.inc();
-        let _guard = OpenGuard(&self.open);
+        // TLS is already established here: Pingora's listener does the handshake first.
+        let open = if session.get_ssl_digest().is_some() {
+            &self.https
+        } else {
+            &self.http
+        };
+        open.inc();
+        let _guard = OpenGuard(open);
         let mut next = self.inner.process_new(session, shutdown).await;
         while let Some(stream) = next {
             next = self.inner.process_new(stream, shutdown).await;

@@ -39,24 +39,26 @@ pub struct Shared {
     pub access_log: bool,
 }
 
-/// The proxy of one listener.
+/// The proxy, for both listeners.
 #[derive(Debug)]
 pub struct EdgeProxy {
     shared: Shared,
-    /// Whether this listener terminates TLS.
-    tls: bool,
     /// Port of the HTTPS listener, for redirects (left out of the URL when 443).
     https_port: u16,
 }
 
 impl EdgeProxy {
-    pub fn new(shared: Shared, tls: bool, https_port: u16) -> Self {
-        EdgeProxy {
-            shared,
-            tls,
-            https_port,
-        }
+    pub fn new(shared: Shared, https_port: u16) -> Self {
+        EdgeProxy { shared, https_port }
     }
+}
+
+/// Whether the client connection is TLS.
+fn is_tls(session: &Session) -> bool {
+    session
+        .as_downstream()
+        .digest()
+        .is_some_and(|d| d.ssl_digest.is_some())
 }
 
 /// Per-request state.
@@ -112,7 +114,7 @@ impl ProxyHttp for EdgeProxy {
         };
         ctx.route = Some(route.clone());
 
-        if route.https_redirect && !self.tls {
+        if route.https_redirect && !is_tls(session) {
             let location = self.https_location(session.req_header());
             let mut resp = ResponseHeader::build(308, Some(3))?;
             resp.insert_header(LOCATION, location)?;
@@ -268,7 +270,7 @@ impl ProxyHttp for EdgeProxy {
                 v.split(',')
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
-        headers::add_forwarding_headers(upstream, client, host.as_ref(), self.tls)?;
+        headers::add_forwarding_headers(upstream, client, host.as_ref(), is_tls(session))?;
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
@@ -403,7 +405,7 @@ impl ProxyHttp for EdgeProxy {
             host = %host,
             path = %req.uri.path_and_query().map_or("", |p| p.as_str()),
             version = ?req.version,
-            tls = self.tls,
+            tls = is_tls(session),
             status,
             duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
             bytes_sent = session.body_bytes_sent(),
