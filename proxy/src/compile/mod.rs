@@ -11,7 +11,7 @@ mod names;
 mod routes;
 mod tls;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -33,7 +33,7 @@ pub fn compile(store: &Store) -> Snapshot {
         backends: Backends::new(store),
         secrets: HashMap::new(),
         tls: TlsTable::default(),
-        tls_hosts: HashMap::new(),
+        tls_hosts: HashSet::new(),
         routes: RouteTable::default(),
     };
     compiler.check_secrets();
@@ -86,9 +86,8 @@ struct Compiler<'a> {
     /// TLS Secrets already turned into certificates, or why they could not be.
     secrets: HashMap<NamespacedName, Result<Arc<rustls::sign::CertifiedKey>, SecretError>>,
     tls: TlsTable,
-    /// Every host named in a `spec.tls` (with or without a usable certificate) -> the Ingress
-    /// that named it first.
-    tls_hosts: HashMap<String, NamespacedName>,
+    /// Every host named in a `spec.tls`, with or without a usable certificate.
+    tls_hosts: HashSet<String>,
     routes: RouteTable,
 }
 

@@ -55,9 +55,7 @@ impl Compiler<'_> {
                     self.problems.push(ingress.problem(host_field, reason));
                     continue;
                 }
-                self.tls_hosts
-                    .entry(host.clone())
-                    .or_insert_with(|| ingress.key.clone());
+                self.tls_hosts.insert(host.clone());
                 let Some(certificate) = &certificate else {
                     continue;
                 };
@@ -103,12 +101,12 @@ impl Compiler<'_> {
 
     /// Whether a route host has TLS: named in some `spec.tls`, exactly or by a wildcard.
     pub(super) fn host_has_tls(&self, host: &str) -> bool {
-        if self.tls_hosts.contains_key(host) {
+        if self.tls_hosts.contains(host) {
             return true;
         }
         match host.split_once('.') {
             Some((first, parent)) if first != "*" => {
-                self.tls_hosts.contains_key(&format!("*.{parent}"))
+                self.tls_hosts.contains(&format!("*.{parent}"))
             }
             _ => false,
         }

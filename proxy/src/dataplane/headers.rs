@@ -105,6 +105,56 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     resp.remove_header("proxy-connection");
 }
 
+/// A WebSocket opening handshake (RFC 6455 section 4.1): an HTTP/1.1 GET asking to upgrade to
+/// `websocket`.
+pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
+    let has_token = |name: HeaderName, token: &str| {
+        req.headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    req.method == http::Method::GET
+        && req.version == http::Version::HTTP_11
+        && has_token(UPGRADE, "websocket")
+        && has_token(CONNECTION, "upgrade")
+}
+
+/// Turns the client's WebSocket handshake into the upstream's: hop-by-hop fields removed (those
+/// the `Connection` field names too), then `Connection: Upgrade` and `Upgrade: websocket` set.
+pub fn websocket_upstream_request(req: &mut RequestHeader) -> pingora::Result<()> {
+    let named: Vec<HeaderName> = req
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter(|t| !t.trim().eq_ignore_ascii_case("upgrade"))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if name != HOST {
+            req.remove_header(&name);
+        }
+    }
+    for hop in [
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "http2-settings",
+    ] {
+        req.remove_header(hop);
+    }
+    req.insert_header(CONNECTION, "Upgrade")?;
+    req.insert_header(UPGRADE, "websocket")?;
+    Ok(())
+}
+
 /// Request ids: unique per process run without a random draw per request (a random prefix
 /// chosen at start, then a counter), 32 hex digits like a UUID without dashes.
 #[derive(Debug)]

@@ -5,6 +5,7 @@ mod cert_resolver;
 mod connections;
 pub mod headers;
 mod proxy;
+mod websocket;
 
 use std::sync::Arc;
 

@@ -18,9 +18,10 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use tracing::{info, warn};
 
 use super::headers::{self, X_REQUEST_ID};
+use super::websocket;
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    Action, FixedAnswer, Route, SnapshotHandle, UpstreamProtocol, UpstreamTarget,
+    Action, FixedAnswer, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol, UpstreamTarget,
 };
 
 /// How long an idle upstream connection stays in the pool.
@@ -65,7 +66,7 @@ fn is_tls(session: &Session) -> bool {
 pub struct RequestCtx {
     start: Instant,
     route: Option<Arc<Route>>,
-    request_id: Option<HeaderValue>,
+    pub(super) request_id: Option<HeaderValue>,
     attempts: usize,
     /// Addresses of an ExternalName, resolved once per request and tried in turn.
     resolved: Vec<SocketAddr>,
@@ -124,6 +125,13 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         match &route.action {
+            Action::Proxy(group)
+                if group.endpoint_count() > 0
+                    && headers::is_websocket_upgrade(session.req_header()) =>
+            {
+                self.websocket(session, ctx, group.clone(), &route).await?;
+                Ok(true)
+            }
             Action::Proxy(group) if group.endpoint_count() == 0 => {
                 ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
                 respond(
@@ -170,40 +178,7 @@ impl ProxyHttp for EdgeProxy {
                 "upstream_peer for a route that does not proxy",
             );
         };
-        ctx.attempts += 1;
-        let addr = match &group.target {
-            UpstreamTarget::Endpoints(_) => match group.next_endpoint() {
-                Some(addr) => addr,
-                None => {
-                    ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
-                    return Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint");
-                }
-            },
-            UpstreamTarget::ExternalName { host, port } => {
-                if ctx.resolved.is_empty() {
-                    ctx.resolved = tokio::net::lookup_host((host.as_str(), *port))
-                        .await
-                        .map_err(|e| {
-                            Error::because(ErrorType::ConnectError, format!("resolving {host}"), e)
-                                .into_up()
-                        })?
-                        .collect();
-                }
-                match ctx
-                    .resolved
-                    .get((ctx.attempts - 1) % ctx.resolved.len().max(1))
-                {
-                    Some(addr) => *addr,
-                    None => {
-                        return Err(Error::explain(
-                            ErrorType::ConnectError,
-                            format!("{host} has no address"),
-                        )
-                        .into_up());
-                    }
-                }
-            }
-        };
+        let addr = next_endpoint(group, ctx).await?;
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let options = &mut peer.options;
@@ -464,6 +439,55 @@ impl EdgeProxy {
         Ok(())
     }
 
+    /// Proxies a WebSocket handshake and, once upgraded, the connection (see `websocket`).
+    async fn websocket(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        group: Arc<UpstreamGroup>,
+        route: &Route,
+    ) -> Result<()> {
+        let attempts = group.endpoint_count().min(MAX_CONNECT_ATTEMPTS);
+        let tls = is_tls(session);
+        match websocket::open(session, ctx, &group, route, attempts, tls).await {
+            Err(websocket::OpenError::Connect(e) | websocket::OpenError::Handshake(e)) => {
+                self.count_upstream_error(ctx, &e);
+                ctx.note = Some(websocket::note(&e));
+                let (code, body) = match e.etype() {
+                    ErrorType::HTTPStatus(503) => (503, "service unavailable\n"),
+                    ErrorType::ConnectTimedout | ErrorType::ReadTimedout => (
+                        504,
+                        "gateway timeout: the upstream did not answer in time\n",
+                    ),
+                    _ => (502, "bad gateway: the upstream failed\n"),
+                };
+                session.set_keepalive(None);
+                respond(session, ctx, code, "text/plain; charset=utf-8", body).await
+            }
+            Ok((mut upstream, mut response)) => {
+                headers::strip_response_hop_by_hop(&mut response);
+                if let Some(id) = &ctx.request_id {
+                    response.insert_header(X_REQUEST_ID, id.clone())?;
+                }
+                let upgraded = response.status.as_u16() == 101;
+                session
+                    .write_response_header(Box::new(response), false)
+                    .await?;
+                let result = if upgraded {
+                    websocket::relay(session, &mut upstream).await
+                } else {
+                    websocket::forward_refusal(session, &mut upstream).await
+                };
+                // Either side closing, or the upstream going quiet past the read timeout, ends
+                // the connection; the reason goes to the access log.
+                if let Err(e) = result {
+                    ctx.note = Some(websocket::note(&e));
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn count_upstream_error(&self, ctx: &RequestCtx, e: &Error) {
         let kind = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
@@ -483,6 +507,50 @@ impl EdgeProxy {
         let upstream = ctx.upstream.map(|a| a.to_string()).unwrap_or_default();
         warn!(route, upstream, error = %e, "upstream {kind} error");
     }
+}
+
+/// The endpoint for the next attempt: round robin over a Service's ready endpoints, or the next
+/// address of an ExternalName (resolved once per request).
+pub(super) async fn next_endpoint(
+    group: &UpstreamGroup,
+    ctx: &mut RequestCtx,
+) -> Result<SocketAddr> {
+    ctx.attempts += 1;
+    let addr = match &group.target {
+        UpstreamTarget::Endpoints(_) => match group.next_endpoint() {
+            Some(addr) => addr,
+            None => {
+                ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
+                return Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint");
+            }
+        },
+        UpstreamTarget::ExternalName { host, port } => {
+            if ctx.resolved.is_empty() {
+                ctx.resolved = tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(|e| {
+                        Error::because(ErrorType::ConnectError, format!("resolving {host}"), e)
+                            .into_up()
+                    })?
+                    .collect();
+            }
+            match ctx
+                .resolved
+                .get((ctx.attempts - 1) % ctx.resolved.len().max(1))
+            {
+                Some(addr) => *addr,
+                None => {
+                    return Err(Error::explain(
+                        ErrorType::ConnectError,
+                        format!("{host} has no address"),
+                    )
+                    .into_up());
+                }
+            }
+        }
+    };
+    ctx.upstream = Some(addr);
+    Ok(addr)
 }
 
 /// Answers with a short body of Gantry's own.

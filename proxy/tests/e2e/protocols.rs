@@ -367,3 +367,48 @@ async fn upstream_failures_answer_502_503_and_504() {
         );
     }
 }
+
+/// Pingora 0.9.1 can end an upgraded connection right after its 101 when the 101 is read before
+/// the handshake request's own (empty) body has gone through its pipe (cloudflare/pingora#946).
+/// An upstream that answers at once makes that ordering likely on every connection.
+#[tokio::test]
+async fn a_websocket_stays_open_when_the_upstream_answers_at_once() {
+    let ws = upstream::eager_websocket("eager").await;
+    let (_config, gantry) = in_front_of(ws.addr, "eager.test").await;
+    for round in 0..20 {
+        let mut request = format!("ws://{}/", gantry.http)
+            .into_client_request()
+            .unwrap();
+        let headers = request.headers_mut();
+        headers.insert("host", "eager.test".parse().unwrap());
+        headers.insert(
+            "sec-websocket-key",
+            upstream::WEBSOCKET_KEY.parse().unwrap(),
+        );
+        let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+        assert_eq!(response.status(), 101);
+        socket.send(Message::text("ping")).await.unwrap();
+        let reply = socket.next().await.unwrap();
+        assert!(
+            matches!(&reply, Ok(Message::Text(t)) if t.as_str() == "eager: ping"),
+            "connection {round}: {reply:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_to_a_stopped_upstream_gets_502() {
+    let (_config, gantry) = in_front_of(upstream::closed_port(), "down.test").await;
+    let mut request = format!("ws://{}/", gantry.http)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("host", "down.test".parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 502)
+        }
+        other => panic!("expected a 502, got {other:?}"),
+    }
+}

@@ -139,6 +139,59 @@ async fn answer(
 
 /// A WebSocket server echoing every text message back as `NAME: MESSAGE`.
 pub async fn websocket(name: &str) -> Upstream {
+    serve(name, |stream, name| async move {
+        if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
+            echo_messages(ws, &name).await;
+        }
+    })
+    .await
+}
+
+/// The key every test client sends in its WebSocket handshake, so that an upstream can answer
+/// before reading the request.
+pub const WEBSOCKET_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+/// A WebSocket echo server that writes its 101 the moment it accepts a connection, before the
+/// request has arrived (for clients sending [`WEBSOCKET_KEY`]): a proxy always finds the upgrade
+/// already waiting when it looks for the response.
+pub async fn eager_websocket(name: &str) -> Upstream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    serve(name, |mut stream, name| async move {
+        let accept =
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(WEBSOCKET_KEY.as_bytes());
+        let head = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        if stream.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        // Then read the request head, whatever it says, up to its blank line.
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => request.push(byte[0]),
+                _ => return,
+            }
+        }
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            stream,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            None,
+        )
+        .await;
+        echo_messages(ws, &name).await;
+    })
+    .await
+}
+
+/// Accepts connections on a loopback port, handing each to `handle` with the server's name.
+async fn serve<F, Fut>(name: &str, handle: F) -> Upstream
+where
+    F: Fn(tokio::net::TcpStream, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
@@ -150,27 +203,27 @@ pub async fn websocket(name: &str) -> Upstream {
                 continue;
             };
             task_seen.connections.fetch_add(1, Ordering::SeqCst);
-            let name = server_name.clone();
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(message)) = ws.next().await {
-                    match message {
-                        Message::Text(text) => {
-                            let reply = format!("{name}: {text}");
-                            if ws.send(Message::text(reply)).await.is_err() {
-                                return;
-                            }
-                        }
-                        Message::Close(_) => return,
-                        _ => {}
-                    }
-                }
-            });
+            tokio::spawn(handle(stream, server_name.clone()));
         }
     });
     Upstream::new(addr, seen, task)
+}
+
+/// Echoes text messages back as `NAME: MESSAGE` until the peer closes.
+async fn echo_messages<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, name: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    while let Some(Ok(message)) = ws.next().await {
+        let reply = match message {
+            Message::Text(text) => Message::text(format!("{name}: {text}")),
+            Message::Close(_) => return,
+            _ => continue,
+        };
+        if ws.send(reply).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// A loopback address where nothing listens (a stopped upstream).

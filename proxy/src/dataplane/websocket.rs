@@ -1,0 +1,145 @@
+//! WebSocket upgrades, proxied by Gantry itself rather than by Pingora's duplex loop.
+//!
+//! Pingora 0.9.1 can tear an upgraded HTTP/1 connection down right after a successful 101: the
+//! handshake request's own empty body ends in its pipe before the upgrade, and when the 101
+//! happens to be read first, that stale end is taken for the end of the tunnel
+//! (cloudflare/pingora#946, unreleased fixes in #947 and #1016). Under load this closes a fresh
+//! WebSocket at random. Here the handshake goes through Pingora's HTTP/1 client session, and the
+//! tunnel is a loop that ends only when one side of the upgraded connection does.
+
+use std::sync::Arc;
+
+use pingora::http::ResponseHeader;
+use pingora::prelude::Session;
+use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
+use pingora::{Error, ErrorType, Result};
+use tokio::net::TcpStream;
+
+use super::headers;
+use super::proxy::{RequestCtx, next_endpoint};
+use crate::snapshot::{Route, UpstreamGroup};
+
+/// Why the tunnel could not be opened, for the caller to answer and count.
+pub enum OpenError {
+    /// No endpoint could be connected to; the error of the last attempt.
+    Connect(Box<Error>),
+    /// The handshake with the upstream failed.
+    Handshake(Box<Error>),
+}
+
+/// Connects to the next endpoint that accepts, trying at most `attempts`.
+async fn connect(
+    group: &UpstreamGroup,
+    route: &Route,
+    ctx: &mut RequestCtx,
+    attempts: usize,
+) -> Result<TcpStream, Box<Error>> {
+    let mut last = None;
+    for _ in 0..attempts.max(1) {
+        let addr = next_endpoint(group, ctx).await?;
+        match tokio::time::timeout(route.timeouts.connect, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(e)) => {
+                last = Some(
+                    Error::because(
+                        ErrorType::ConnectRefused,
+                        format!("connecting to {addr}"),
+                        e,
+                    )
+                    .into_up(),
+                );
+            }
+            Err(_) => {
+                last = Some(
+                    Error::explain(ErrorType::ConnectTimedout, format!("connecting to {addr}"))
+                        .into_up(),
+                );
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::explain(ErrorType::ConnectError, "no endpoint to try")))
+}
+
+/// Opens the upstream connection and performs the handshake; returns the upstream session and
+/// its response head (101 or a refusal).
+pub async fn open(
+    session: &Session,
+    ctx: &mut RequestCtx,
+    group: &UpstreamGroup,
+    route: &Route,
+    attempts: usize,
+    tls: bool,
+) -> Result<(UpstreamSession, ResponseHeader), OpenError> {
+    let stream = connect(group, route, ctx, attempts)
+        .await
+        .map_err(OpenError::Connect)?;
+    let mut upstream = UpstreamSession::new(Box::new(
+        pingora::protocols::l4::stream::Stream::from(stream),
+    ));
+    upstream.read_timeout = Some(route.timeouts.read);
+    upstream.write_timeout = Some(route.timeouts.read);
+
+    let downstream = session.req_header();
+    let mut request = downstream.clone();
+    let handshake = async {
+        headers::websocket_upstream_request(&mut request)?;
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let host = downstream.headers.get(http::header::HOST).cloned();
+        headers::add_forwarding_headers(&mut request, client, host.as_ref(), tls)?;
+        if let Some(id) = &ctx.request_id {
+            request.insert_header(headers::X_REQUEST_ID, id.clone())?;
+        }
+        upstream.write_request_header(Box::new(request)).await?;
+        upstream.read_response().await?;
+        let response = upstream
+            .resp_header()
+            .cloned()
+            .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "no response head"))?;
+        Ok::<_, Box<Error>>(response)
+    };
+    match handshake.await {
+        Ok(response) => Ok((upstream, response)),
+        Err(e) => Err(OpenError::Handshake(e.into_up())),
+    }
+}
+
+/// Relays an upgraded connection until either side ends it (or the upstream is silent for the
+/// route's read timeout).
+pub async fn relay(session: &mut Session, upstream: &mut UpstreamSession) -> Result<()> {
+    upstream.maybe_upgrade_body_writer();
+    loop {
+        tokio::select! {
+            from_client = session.as_downstream_mut().read_request_body() => match from_client? {
+                Some(bytes) => {
+                    upstream.write_body(&bytes).await?;
+                }
+                None => break,
+            },
+            from_upstream = upstream.read_body_bytes() => match from_upstream? {
+                Some(bytes) => session.write_response_body(Some(bytes), false).await?,
+                None => break,
+            },
+        }
+    }
+    upstream.shutdown().await;
+    session.write_response_body(None, true).await
+}
+
+/// Forwards a refused handshake's answer (a 4xx, say) as it is.
+pub async fn forward_refusal(session: &mut Session, upstream: &mut UpstreamSession) -> Result<()> {
+    while let Some(bytes) = upstream.read_body_bytes().await? {
+        session.write_response_body(Some(bytes), false).await?;
+    }
+    session.write_response_body(None, true).await
+}
+
+/// Shared error text for the access log's note.
+pub fn note(e: &Error) -> Arc<str> {
+    Arc::from(format!("websocket: {e}"))
+}
