@@ -104,8 +104,8 @@ impl Compiler<'_> {
         if self.tls_hosts.contains(host) {
             return true;
         }
-        match host.split_once('.') {
-            Some((first, parent)) if first != "*" => {
+        match crate::snapshot::wildcard_parent(host) {
+            Some(parent) if !host.starts_with("*.") => {
                 self.tls_hosts.contains(&format!("*.{parent}"))
             }
             _ => false,

@@ -57,6 +57,16 @@ fn strip_port(authority: &str) -> &str {
     }
 }
 
+/// The comma-separated tokens of every `name` field (`Connection`, `Upgrade`), trimmed.
+fn tokens<'a>(headers: &'a http::HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Sets X-Forwarded-For (appending the client to what earlier proxies said), -Proto and -Host.
 pub fn add_forwarding_headers(
     upstream: &mut RequestHeader,
@@ -87,13 +97,8 @@ pub fn add_forwarding_headers(
 pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     let upgrading = resp.status.as_u16() == 101;
     if !upgrading {
-        let named: Vec<HeaderName> = resp
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        let named: Vec<HeaderName> = tokens(&resp.headers, &CONNECTION)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .collect();
         for name in named {
             resp.remove_header(&name);
@@ -109,12 +114,7 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
 /// `websocket`.
 pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
     let has_token = |name: HeaderName, token: &str| {
-        req.headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
+        tokens(&req.headers, &name).any(|t| t.eq_ignore_ascii_case(token))
     };
     req.method == http::Method::GET
         && req.version == http::Version::HTTP_11
@@ -125,14 +125,9 @@ pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {
 /// Turns the client's WebSocket handshake into the upstream's: hop-by-hop fields removed (those
 /// the `Connection` field names too), then `Connection: Upgrade` and `Upgrade: websocket` set.
 pub fn websocket_upstream_request(req: &mut RequestHeader) -> pingora::Result<()> {
-    let named: Vec<HeaderName> = req
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter(|t| !t.trim().eq_ignore_ascii_case("upgrade"))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = tokens(&req.headers, &CONNECTION)
+        .filter(|t| !t.eq_ignore_ascii_case("upgrade"))
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named {
         if name != HOST {

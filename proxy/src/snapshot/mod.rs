@@ -47,5 +47,15 @@ impl IgnoredIngress {
     }
 }
 
+/// The part of a host name that a wildcard would cover it by: `example.com` for
+/// `www.example.com` (matched by `*.example.com`). `None` when the first label is empty or the
+/// name has a single label.
+pub fn wildcard_parent(host: &str) -> Option<&str> {
+    match host.split_once('.') {
+        Some((first, parent)) if !first.is_empty() => Some(parent),
+        _ => None,
+    }
+}
+
 /// The current Snapshot, shared by everything that reads it.
 pub type SnapshotHandle = Arc<ArcSwap<Snapshot>>;

@@ -34,8 +34,7 @@ impl Router {
         if let Some(route) = self.exact_hosts.get(host).and_then(|h| h.lookup(path)) {
             return Some(route);
         }
-        if let Some((first, parent)) = host.split_once('.')
-            && !first.is_empty()
+        if let Some(parent) = super::wildcard_parent(host)
             && let Some(route) = self.wildcard_hosts.get(parent).and_then(|h| h.lookup(path))
         {
             return Some(route);

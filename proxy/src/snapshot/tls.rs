@@ -28,10 +28,6 @@ impl TlsTable {
         if let Some(cert) = self.exact.get(server_name) {
             return Some(cert);
         }
-        let (first, parent) = server_name.split_once('.')?;
-        if first.is_empty() {
-            return None;
-        }
-        self.wildcard.get(parent)
+        self.wildcard.get(super::wildcard_parent(server_name)?)
     }
 }

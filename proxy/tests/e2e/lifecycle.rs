@@ -7,33 +7,14 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::config::{GANTRY_CLASS, ingress, service};
+use crate::support::config::{echo_folder, ingress, service};
 use crate::support::gantry::Options;
-use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
-
-fn echo_config(echo: std::net::SocketAddr, host: &str) -> ConfigDir {
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "echo", "http", None, &[(echo, true)]),
-    );
-    config.write(
-        "ingress.yaml",
-        &ingress(
-            "default",
-            "echo",
-            Some(host),
-            &[("/", "Prefix", "echo", "http")],
-        ),
-    );
-    config
-}
+use crate::support::{Gantry, clients, upstream, wait_until};
 
 #[tokio::test]
 async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
     let echo = upstream::echo("echo").await;
-    let config = echo_config(echo.addr, "drain.test");
+    let config = echo_folder(echo.addr, "drain.test");
     let mut gantry = Gantry::start(config.path()).await;
     let in_flight = tokio::spawn({
         let request = clients::http1()
@@ -69,7 +50,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
 #[tokio::test]
 async fn admin_endpoints_report_health_readiness_metrics_and_configuration() {
     let echo = upstream::echo("echo").await;
-    let config = echo_config(echo.addr, "admin.test");
+    let config = echo_folder(echo.addr, "admin.test");
     config.write(
         "down.yaml",
         &service(
@@ -152,7 +133,7 @@ async fn admin_endpoints_report_health_readiness_metrics_and_configuration() {
 #[tokio::test]
 async fn every_flag_can_be_given_as_an_environment_variable() {
     let echo = upstream::echo("echo").await;
-    let config = echo_config(echo.addr, "env.test");
+    let config = echo_folder(echo.addr, "env.test");
     let gantry = Gantry::start_with(
         config.path(),
         Options {
@@ -185,7 +166,7 @@ async fn every_flag_can_be_given_as_an_environment_variable() {
 #[tokio::test]
 async fn the_access_log_has_one_structured_line_per_request() {
     let echo = upstream::echo("echo").await;
-    let config = echo_config(echo.addr, "log.test");
+    let config = echo_folder(echo.addr, "log.test");
     let gantry = Gantry::start_with(
         config.path(),
         Options {

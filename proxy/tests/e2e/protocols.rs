@@ -9,27 +9,13 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::config::{GANTRY_CLASS, ingress, service};
+use crate::support::config::{GANTRY_CLASS, echo_folder, ingress, service};
 use crate::support::pki::{TestCa, tls_secret};
 use crate::support::{ConfigDir, Gantry, clients, grpc, upstream};
 
 /// Gantry in front of one echo upstream at `host`, every path going to it.
 async fn in_front_of(echo: SocketAddr, host: &str) -> (ConfigDir, Gantry) {
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "echo", "http", None, &[(echo, true)]),
-    );
-    config.write(
-        "ingress.yaml",
-        &ingress(
-            "default",
-            "echo",
-            Some(host),
-            &[("/", "Prefix", "echo", "http")],
-        ),
-    );
+    let config = echo_folder(echo, host);
     let gantry = Gantry::start(config.path()).await;
     (config, gantry)
 }

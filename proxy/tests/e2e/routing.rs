@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::support::config::{GANTRY_CLASS, fixed, fixed_path, ingress, service};
+use crate::support::config::{GANTRY_CLASS, fixed, fixed_path, ingress, ingress_head, service};
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
 /// An Ingress on `host` whose paths answer with FixedResponses named after them.
@@ -14,21 +14,7 @@ fn fixed_ingress(
     paths: &[(&str, &str, &str)],
     extra: &str,
 ) -> String {
-    let rule = match host {
-        Some(host) => format!("    - host: \"{host}\"\n      http:\n"),
-        None => "    - http:\n".to_owned(),
-    };
-    let mut yaml = format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: default{extra}
-spec:
-  rules:
-{rule}        paths:
-"
-    );
+    let mut yaml = ingress_head("default", name, host, extra);
     let mut responses = String::new();
     for (path, path_type, response) in paths {
         yaml.push_str(&fixed_path(path, path_type, response));

@@ -100,6 +100,46 @@ endpoints:
     yaml
 }
 
+/// A folder for Gantry in front of one upstream at `host`: every path goes to Service `echo`.
+pub fn echo_folder(upstream: SocketAddr, host: &str) -> ConfigDir {
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "svc.yaml",
+        &service("default", "echo", "http", None, &[(upstream, true)]),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress(
+            "default",
+            "echo",
+            Some(host),
+            &[("/", "Prefix", "echo", "http")],
+        ),
+    );
+    config
+}
+
+/// The head of an Ingress with one rule on `host` (or none), up to its `paths:`; `metadata`
+/// holds extra metadata lines (annotations, a creation time).
+pub fn ingress_head(namespace: &str, name: &str, host: Option<&str>, metadata: &str) -> String {
+    let rule = match host {
+        Some(host) => format!("    - host: \"{host}\"\n      http:\n"),
+        None => "    - http:\n".to_owned(),
+    };
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: {namespace}{metadata}
+spec:
+  rules:
+{rule}        paths:
+"
+    )
+}
+
 /// An Ingress with one rule: `host` (or none) and `(path, pathType, service, port name)` paths.
 pub fn ingress(
     namespace: &str,
@@ -107,21 +147,7 @@ pub fn ingress(
     host: Option<&str>,
     paths: &[(&str, &str, &str, &str)],
 ) -> String {
-    let rule = match host {
-        Some(host) => format!("    - host: \"{host}\"\n      http:\n"),
-        None => "    - http:\n".to_owned(),
-    };
-    let mut yaml = format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: {namespace}
-spec:
-  rules:
-{rule}        paths:
-"
-    );
+    let mut yaml = ingress_head(namespace, name, host, "");
     for (path, path_type, service, port) in paths {
         yaml.push_str(&format!(
             "          - path: {path}

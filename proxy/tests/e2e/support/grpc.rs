@@ -11,7 +11,6 @@ use std::sync::Arc;
 use futures_util::{Stream, StreamExt};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::codegen::http::uri::PathAndQuery;
@@ -19,7 +18,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
 use tonic_prost::ProstCodec;
 
-use super::upstream::{Seen, Upstream};
+use super::upstream::{self, Upstream};
 
 const UNARY: &str = "/gantry.test.Echo/Unary";
 const CHAT: &str = "/gantry.test.Echo/Chat";
@@ -93,29 +92,13 @@ async fn handle(
 
 /// Starts the gRPC echo server on a loopback port (HTTP/2 with prior knowledge).
 pub async fn server(name: &str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Seen::default());
-    let task_seen = seen.clone();
-    let server_name = name.to_owned();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            task_seen
-                .connections
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let name = server_name.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| handle(req, name.clone()));
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    Upstream::new(addr, seen, task)
+    upstream::serve(name, Arc::default(), |stream, name| async move {
+        let service = hyper::service::service_fn(move |req| handle(req, name.clone()));
+        let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    })
+    .await
 }
 
 /// A channel to `addr` over h2c, with `:authority` set to `host`.

@@ -51,32 +51,23 @@ impl Drop for Upstream {
 /// `/slow/MS` waits MS milliseconds first; `/status/CODE` answers CODE; `/hop` answers with
 /// hop-by-hop fields that a proxy must remove.
 pub async fn echo(name: &str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Seen::default());
-    let server_name = name.to_owned();
-    let task_seen = seen.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let connection = task_seen.connections.fetch_add(1, Ordering::SeqCst) + 1;
-            let seen = task_seen.clone();
-            let name = server_name.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let seen = seen.clone();
-                    let name = name.clone();
-                    async move { Ok::<_, Infallible>(answer(req, &name, connection, &seen).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .await;
+    let counted = seen.clone();
+    serve(name, seen, move |stream, name| {
+        let seen = counted.clone();
+        let connection = seen.connections.load(Ordering::SeqCst);
+        async move {
+            let service = hyper::service::service_fn(move |req| {
+                let seen = seen.clone();
+                let name = name.clone();
+                async move { Ok::<_, Infallible>(answer(req, &name, connection, &seen).await) }
             });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
         }
-    });
-    Upstream::new(addr, seen, task)
+    })
+    .await
 }
 
 async fn answer(
@@ -139,7 +130,7 @@ async fn answer(
 
 /// A WebSocket server echoing every text message back as `NAME: MESSAGE`.
 pub async fn websocket(name: &str) -> Upstream {
-    serve(name, |stream, name| async move {
+    serve(name, Arc::default(), |stream, name| async move {
         if let Ok(ws) = tokio_tungstenite::accept_async(stream).await {
             echo_messages(ws, &name).await;
         }
@@ -156,7 +147,7 @@ pub const WEBSOCKET_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 /// already waiting when it looks for the response.
 pub async fn eager_websocket(name: &str) -> Upstream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    serve(name, |mut stream, name| async move {
+    serve(name, Arc::default(), |mut stream, name| async move {
         let accept =
             tokio_tungstenite::tungstenite::handshake::derive_accept_key(WEBSOCKET_KEY.as_bytes());
         let head = format!(
@@ -186,15 +177,15 @@ pub async fn eager_websocket(name: &str) -> Upstream {
     .await
 }
 
-/// Accepts connections on a loopback port, handing each to `handle` with the server's name.
-async fn serve<F, Fut>(name: &str, handle: F) -> Upstream
+/// Accepts connections on a loopback port, counting them in `seen` and handing each to `handle`
+/// with the server's name.
+pub async fn serve<F, Fut>(name: &str, seen: Arc<Seen>, handle: F) -> Upstream
 where
     F: Fn(tokio::net::TcpStream, String) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let seen = Arc::new(Seen::default());
     let task_seen = seen.clone();
     let server_name = name.to_owned();
     let task = tokio::spawn(async move {
