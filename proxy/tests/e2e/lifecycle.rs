@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::config::{echo_folder, ingress, service};
+use crate::support::config::{echo_folder, ingress, stopped_service};
 use crate::support::gantry::Options;
 use crate::support::{Gantry, clients, upstream, wait_until};
 
@@ -51,16 +51,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
 async fn admin_endpoints_report_health_readiness_metrics_and_configuration() {
     let echo = upstream::echo("echo").await;
     let config = echo_folder(echo.addr, "admin.test");
-    config.write(
-        "down.yaml",
-        &service(
-            "default",
-            "down",
-            "http",
-            None,
-            &[(upstream::closed_port(), true)],
-        ),
-    );
+    config.write("down.yaml", &stopped_service("down"));
     config.write(
         "down-ingress.yaml",
         &ingress(

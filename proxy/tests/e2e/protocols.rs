@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::support::config::{GANTRY_CLASS, echo_folder, ingress, service};
+use crate::support::config::{GANTRY_CLASS, echo_folder, ingress, service, stopped_service};
 use crate::support::pki::{TestCa, tls_secret};
 use crate::support::{ConfigDir, Gantry, clients, grpc, upstream};
 
@@ -273,16 +273,7 @@ async fn upstream_failures_answer_502_503_and_504() {
     let slow = upstream::echo("slow").await;
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "down.yaml",
-        &service(
-            "default",
-            "down",
-            "http",
-            None,
-            &[(upstream::closed_port(), true)],
-        ),
-    );
+    config.write("down.yaml", &stopped_service("down"));
     config.write(
         "slow.yaml",
         &service("default", "slow", "http", None, &[(slow.addr, true)]),

@@ -140,6 +140,17 @@ spec:
     )
 }
 
+/// Service `name` whose one ready endpoint is a loopback port where nothing listens.
+pub fn stopped_service(name: &str) -> String {
+    service(
+        "default",
+        name,
+        "http",
+        None,
+        &[(super::upstream::closed_port(), true)],
+    )
+}
+
 /// An Ingress with one rule: `host` (or none) and `(path, pathType, service, port name)` paths.
 pub fn ingress(
     namespace: &str,
