@@ -2,7 +2,7 @@
 //!
 //! Data flows one way: sources ([`config`]) fill a store, [`compile`] turns the store into an
 //! immutable [`snapshot::Snapshot`], and the [`dataplane`] reads the current Snapshot through an
-//! atomic pointer on every request. [`control`] keeps the Snapshot current; [`admin`] shows it.
+//! atomic pointer on every request, running each route's proxy-wasm plugins ([`wasm`]). [`control`] keeps the Snapshot current; [`admin`] shows it.
 
 pub mod admin;
 pub mod cli;
@@ -18,3 +18,4 @@ pub mod problem;
 pub mod run;
 pub mod snapshot;
 pub mod validate;
+pub mod wasm;

@@ -15,14 +15,14 @@ use tracing::info;
 
 use crate::admin::AdminApp;
 use crate::cli::RunArgs;
-use crate::compile::compile;
 use crate::config::folder::{FolderError, FolderSource};
 use crate::control::drain::Drain;
-use crate::control::reload::{ConfigReloader, install};
+use crate::control::reload::{ConfigReloader, Sources, install};
 use crate::dataplane::{self, Shared, headers::RequestIds};
 use crate::default_cert::{self, DefaultCertError};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::wasm::{self, Loader};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -43,6 +43,8 @@ pub enum RunError {
     },
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Wasm(#[from] wasm::runtime::RuntimeError),
     #[error("server setup: {0}")]
     Server(#[from] Box<pingora::Error>),
 }
@@ -67,22 +69,34 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         TcpListener::bind(addr).map_err(|source| RunError::Listen { addr, flag, source })?;
     }
 
-    let source = FolderSource::open(&args.config)?;
-    let metrics = Metrics::new()?;
-    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    install(&snapshots, &metrics, compile(&source.store()));
-    let ready = Arc::new(AtomicBool::new(false));
-
     let threads = args
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
+    let folder = FolderSource::open(&args.config)?;
+    let metrics = Metrics::new()?;
+    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
+    // Room in the instance pool for many plugins on every worker, plus trial instances.
+    let pool = u32::try_from(threads * 64 + 64)
+        .unwrap_or(u32::MAX)
+        .min(2048);
+    let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
+    let wasm = wasm::Shared::new(engine, &metrics.registry, snapshots.clone())?;
+    let plugins = Loader::new(wasm.clone(), folder.root())?;
+    let mut sources = Sources { folder, plugins };
+    if let Some(snapshot) = sources.read(true) {
+        install(&snapshots, &metrics, snapshot);
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+
     let mut conf = ServerConf {
         threads,
         // Pingora sleeps this long after SIGTERM before it stops; the drain watcher exits as
         // soon as the connections are done, so this is only the backstop.
         grace_period_seconds: Some(args.drain_timeout.as_secs() + 5),
         graceful_shutdown_timeout_seconds: Some(1),
+        // Each connection stays on one worker thread, where its plugins' instances live.
+        work_stealing: false,
         ..ServerConf::default()
     };
     conf.upstream_keepalive_pool_size = 1024;
@@ -95,6 +109,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         metrics: metrics.clone(),
         request_ids: Arc::new(RequestIds::new(rand_prefix())),
         access_log: args.access_log,
+        wasm,
     };
     let listeners = dataplane::Listeners {
         http: &args.http_addr.to_string(),
@@ -120,7 +135,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
 
     server.add_service(background_service(
         "gantry config reloader",
-        ConfigReloader::new(source, snapshots, metrics.clone(), ready),
+        ConfigReloader::new(sources, snapshots, metrics.clone(), ready),
     ));
     server.add_service(background_service(
         "gantry drain",

@@ -1,14 +1,39 @@
 //! `gantry validate DIR`: every problem in a folder of resources, one per line, without serving.
+//! Plugin modules are compiled and configured as `run` would, so that a plugin that would not
+//! load is reported here too.
 
 use std::io::Write;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use crate::compile::compile;
 use crate::config::folder::{FolderError, FolderSource};
+use crate::snapshot::Snapshot;
+use crate::wasm::{self, Loader};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidateError {
+    #[error(transparent)]
+    Folder(#[from] FolderError),
+    #[error(transparent)]
+    Wasm(#[from] wasm::runtime::RuntimeError),
+}
 
 /// Prints the problems to `out`; returns how many there are.
-pub fn validate(dir: &std::path::Path, out: &mut impl Write) -> Result<usize, FolderError> {
+pub fn validate(dir: &std::path::Path, out: &mut impl Write) -> Result<usize, ValidateError> {
     let source = FolderSource::open(dir)?;
-    let snapshot = compile(&source.store());
+    let mut store = source.store();
+    let engine = wasm::runtime::engine(None, 16)?;
+    let shared = wasm::Shared::new(
+        engine,
+        &prometheus::Registry::new(),
+        Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+    )?;
+    let mut loader = Loader::new(shared, source.root())?;
+    let (plugins, problems, _) = loader.load(&store);
+    store.problems.extend(problems);
+    let snapshot = compile(&store, &plugins);
     for problem in &snapshot.problems {
         let _ = writeln!(out, "{problem}");
     }

@@ -13,13 +13,18 @@ pub const CONNECT_TIMEOUT: &str = "gantry.dev/upstream-connect-timeout";
 /// Time limit for each read from an upstream, e.g. `60s`.
 pub const READ_TIMEOUT: &str = "gantry.dev/upstream-read-timeout";
 
-const KNOWN: [&str; 3] = [SSL_REDIRECT, CONNECT_TIMEOUT, READ_TIMEOUT];
+/// WasmPlugins (in the Ingress's namespace) to run on its routes, comma-separated, in order.
+pub const PLUGINS: &str = "gantry.dev/plugins";
+
+const KNOWN: [&str; 4] = [SSL_REDIRECT, CONNECT_TIMEOUT, READ_TIMEOUT, PLUGINS];
 
 /// What an Ingress's annotations ask for.
 #[derive(Debug)]
 pub struct IngressSettings {
     pub ssl_redirect: bool,
     pub timeouts: Timeouts,
+    /// WasmPlugin names from `gantry.dev/plugins`, in order.
+    pub plugins: Vec<String>,
 }
 
 /// Parses the annotations; problems come back as (field, reason), and a bad value leaves the
@@ -30,6 +35,7 @@ pub fn ingress_settings(
     let mut settings = IngressSettings {
         ssl_redirect: true,
         timeouts: Timeouts::default(),
+        plugins: Vec::new(),
     };
     let mut problems = Vec::new();
     for (key, value) in annotations.into_iter().flatten() {
@@ -47,6 +53,15 @@ pub fn ingress_settings(
             },
             CONNECT_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.connect = d),
             READ_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.read = d),
+            PLUGINS => {
+                settings.plugins = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                Ok(())
+            }
             _ => Err(format!(
                 "unknown annotation; Gantry knows {}",
                 KNOWN.join(", ")

@@ -111,6 +111,14 @@ impl<'a> Backends<'a> {
         }
     }
 
+    /// The upstream group of a Service's port, if the Service and port exist.
+    pub fn service_port(&mut self, key: NamespacedName, port: u16) -> Option<Arc<UpstreamGroup>> {
+        match self.service(key, PortRef::Number(port)) {
+            Resolved::Ok(Action::Proxy(group)) => Some(group),
+            _ => None,
+        }
+    }
+
     fn service(&mut self, key: NamespacedName, port: PortRef) -> Resolved {
         let group_key = (key.clone(), port.to_string());
         if let Some(group) = self.groups.get(&group_key) {

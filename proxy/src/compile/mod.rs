@@ -8,6 +8,7 @@ mod backend;
 pub mod certs;
 pub mod class;
 mod names;
+mod plugins;
 mod routes;
 mod tls;
 
@@ -19,16 +20,19 @@ use k8s_openapi::api::networking::v1::Ingress;
 use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
 use crate::problem::Problem;
 use crate::snapshot::{IgnoredIngress, Snapshot, TlsTable};
+use crate::wasm::LoadedPlugins;
 use backend::Backends;
 use certs::SecretError;
 use routes::RouteTable;
 
 pub use class::CONTROLLER;
 
-/// Compiles the store into a Snapshot (with generation 0: the caller numbers it).
-pub fn compile(store: &Store) -> Snapshot {
+/// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
+/// are the store's WasmPlugins as the loader left them.
+pub fn compile(store: &Store, plugins: &LoadedPlugins) -> Snapshot {
     let mut compiler = Compiler {
         store,
+        plugins,
         problems: store.problems.clone(),
         backends: Backends::new(store),
         secrets: HashMap::new(),
@@ -55,6 +59,7 @@ pub fn compile(store: &Store) -> Snapshot {
         compiler.add_routes(ingress);
     }
 
+    let clusters = compiler.clusters();
     let mut problems = compiler.problems;
     problems.sort();
     problems.dedup();
@@ -64,6 +69,7 @@ pub fn compile(store: &Store) -> Snapshot {
         tls: compiler.tls,
         problems,
         ignored,
+        clusters,
     }
 }
 
@@ -81,6 +87,7 @@ fn oldest_first(store: &Store) -> Vec<(&NamespacedName, &Stored<Ingress>)> {
 
 struct Compiler<'a> {
     store: &'a Store,
+    plugins: &'a LoadedPlugins,
     problems: Vec<Problem>,
     backends: Backends<'a>,
     /// TLS Secrets already turned into certificates, or why they could not be.
@@ -177,7 +184,7 @@ mod tests {
     fn the_quickstart_compiles_to_its_golden_configuration() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let source = FolderSource::open(&manifest.join("../examples/quickstart")).unwrap();
-        let snapshot = compile(&source.store());
+        let snapshot = compile(&source.store(), &Default::default());
         let actual = serde_json::to_string_pretty(&ConfigView::new(&snapshot)).unwrap() + "\n";
         let golden = manifest.join("tests/fixtures/quickstart.config.json");
         let expected = std::fs::read_to_string(&golden).unwrap_or_default();

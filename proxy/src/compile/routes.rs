@@ -9,6 +9,7 @@ use k8s_openapi::api::networking::v1::IngressBackend;
 
 use super::annotations::{IngressSettings, ingress_settings};
 use super::backend::Resolved;
+use super::plugins::ChainResult;
 use super::{Compiler, IngressCtx, names};
 use crate::snapshot::{Action, HostRoutes, PathType, Route, Router};
 
@@ -92,6 +93,7 @@ impl Compiler<'_> {
         for (field, reason) in annotation_problems {
             self.problems.push(ingress.problem(field, reason));
         }
+        let plugins = self.plugin_chain(ingress, &settings);
         let Some(spec) = object.spec.as_ref() else {
             self.problems.push(ingress.problem("spec", "required"));
             return;
@@ -102,7 +104,7 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|b| self.backend_action(ingress, "spec.defaultBackend", b));
         if let Some(action) = &default_action {
-            let route = self.route(ingress, &settings, None, None, action.clone());
+            let route = self.route(ingress, &settings, &plugins, None, None, action.clone());
             match &self.routes.default_backend {
                 Some(taken) => self.problems.push(ingress.problem(
                     "spec.defaultBackend",
@@ -129,7 +131,14 @@ impl Compiler<'_> {
                 // A host with no paths sends everything to the Ingress's default backend.
                 if let (Some(host), Some(action)) = (host, &default_action) {
                     let path = Some((PathType::Prefix, "/".to_owned()));
-                    let route = self.route(ingress, &settings, Some(host), path, action.clone());
+                    let route = self.route(
+                        ingress,
+                        &settings,
+                        &plugins,
+                        Some(host),
+                        path,
+                        action.clone(),
+                    );
                     self.insert(ingress, &rule_field, route);
                 }
                 continue;
@@ -152,6 +161,7 @@ impl Compiler<'_> {
                 let route = self.route(
                     ingress,
                     &settings,
+                    &plugins,
                     host,
                     Some((path_type, path_value)),
                     action,
@@ -251,10 +261,16 @@ impl Compiler<'_> {
         &self,
         ingress: &IngressCtx<'_>,
         settings: &IngressSettings,
+        plugins: &ChainResult,
         host: Option<&str>,
         path: Option<(PathType, String)>,
         action: Action,
     ) -> Arc<Route> {
+        // A fail-closed plugin that cannot run closes the route.
+        let (action, plugins) = match plugins {
+            Ok(chain) => (action, chain.clone()),
+            Err(reason) => (Action::Unavailable(reason.clone()), None),
+        };
         let name = match &path {
             Some((_, p)) => format!("{}:{}{p}", ingress.key, host.unwrap_or("*")),
             None => format!("{}:defaultBackend", ingress.key),
@@ -268,6 +284,7 @@ impl Compiler<'_> {
             action,
             https_redirect,
             timeouts: settings.timeouts,
+            plugins,
             metrics: OnceLock::new(),
         })
     }

@@ -46,3 +46,74 @@ fn default_status() -> u16 {
 fn default_content_type() -> String {
     "text/plain; charset=utf-8".to_owned()
 }
+
+/// A proxy-wasm plugin and the routes it filters.
+///
+/// The module is a file (relative to the configuration folder, or absolute); the plugin runs on
+/// the routes of the Ingresses it targets and of those that list it in their `gantry.dev/plugins`
+/// annotation.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "WasmPlugin",
+    namespaced,
+    shortname = "wp",
+    printcolumn = r#"{"name":"Module","type":"string","jsonPath":".spec.module"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmPluginSpec {
+    /// The module: a path to a `.wasm` file, relative to the configuration folder or absolute.
+    pub module: String,
+    /// Hex SHA-256 the module must have; a module that does not match is not loaded.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Handed to `proxy_on_configure`: a string as it is, anything else as JSON.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub config: Option<serde_json::Value>,
+    /// Handed to `proxy_on_vm_start`, in the same way.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub vm_config: Option<serde_json::Value>,
+    /// The `plugin_root_id` property.
+    #[serde(default)]
+    pub root_id: String,
+    /// Plugins with the same VM id share shared data and queues.
+    #[serde(default)]
+    pub vm_id: String,
+    /// What happens to requests when the plugin fails.
+    #[serde(default)]
+    pub failure_policy: crate::wasm::FailurePolicy,
+    /// Where the plugin runs in the chain (AUTHN, AUTHZ, STATS, UNSPECIFIED_PHASE).
+    #[serde(default)]
+    pub phase: crate::wasm::Phase,
+    /// Within a phase, higher runs first.
+    #[serde(default)]
+    pub priority: i32,
+    /// Longest one callback may run, e.g. `100ms`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Most memory one instance may use, e.g. `64Mi`.
+    #[serde(default)]
+    pub memory_limit: Option<String>,
+    /// The Ingresses (in the plugin's namespace) whose routes it filters.
+    #[serde(default)]
+    pub targets: Option<WasmPluginTargets>,
+}
+
+/// What a WasmPlugin applies to.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WasmPluginTargets {
+    /// Ingresses by name.
+    #[serde(default)]
+    pub ingresses: Vec<String>,
+    /// Every Ingress in the namespace.
+    #[serde(default)]
+    pub all_ingresses: bool,
+}
+
+fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}

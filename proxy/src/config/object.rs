@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::crd::FixedResponse;
+use super::crd::{FixedResponse, WasmPlugin};
 
 /// Namespace given to namespaced objects that name none, as kubectl does.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -25,10 +25,11 @@ pub enum Kind {
     Endpoints,
     Secret,
     FixedResponse,
+    WasmPlugin,
 }
 
 impl Kind {
-    const ALL: [Kind; 7] = [
+    const ALL: [Kind; 8] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -36,6 +37,7 @@ impl Kind {
         Kind::Endpoints,
         Kind::Secret,
         Kind::FixedResponse,
+        Kind::WasmPlugin,
     ];
 
     /// The kind for an `apiVersion` and `kind` pair, if Gantry reads it.
@@ -54,6 +56,7 @@ impl Kind {
             Kind::Endpoints => Endpoints::KIND,
             Kind::Secret => Secret::KIND,
             Kind::FixedResponse => "FixedResponse",
+            Kind::WasmPlugin => "WasmPlugin",
         }
     }
 
@@ -65,7 +68,7 @@ impl Kind {
             Kind::EndpointSlice => EndpointSlice::API_VERSION,
             Kind::Endpoints => Endpoints::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
-            Kind::FixedResponse => "gantry.dev/v1alpha1",
+            Kind::FixedResponse | Kind::WasmPlugin => "gantry.dev/v1alpha1",
         }
     }
 
@@ -109,6 +112,7 @@ pub enum Object {
     Endpoints(Arc<Endpoints>),
     Secret(Arc<Secret>),
     FixedResponse(Arc<FixedResponse>),
+    WasmPlugin(Arc<WasmPlugin>),
 }
 
 /// What became of one document.
@@ -183,6 +187,7 @@ pub fn parse_object(mut value: Value) -> Parsed {
         Kind::Endpoints => typed(value, &mut unknown_fields).map(Object::Endpoints),
         Kind::Secret => typed(value, &mut unknown_fields).map(Object::Secret),
         Kind::FixedResponse => typed(value, &mut unknown_fields).map(Object::FixedResponse),
+        Kind::WasmPlugin => typed(value, &mut unknown_fields).map(Object::WasmPlugin),
     };
     match object {
         Ok(object) => Parsed::Object {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::crd::FixedResponse;
+use super::crd::{FixedResponse, WasmPlugin};
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;
 
@@ -64,6 +64,7 @@ pub struct Store {
     pub endpoints: BTreeMap<NamespacedName, Stored<Endpoints>>,
     pub secrets: BTreeMap<NamespacedName, Stored<Secret>>,
     pub fixed_responses: BTreeMap<NamespacedName, Stored<FixedResponse>>,
+    pub wasm_plugins: BTreeMap<NamespacedName, Stored<WasmPlugin>>,
     /// Problems the source found while reading (files that do not parse, duplicates...).
     pub problems: Vec<Problem>,
 }
@@ -97,6 +98,7 @@ impl Store {
             Object::Endpoints(o) => put(&mut self.endpoints, reference, o, file),
             Object::Secret(o) => put(&mut self.secrets, reference, o, file),
             Object::FixedResponse(o) => put(&mut self.fixed_responses, reference, o, file),
+            Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
             Object::IngressClass(o) => {
                 if self.ingress_classes.contains_key(&reference.name) {
                     return false;

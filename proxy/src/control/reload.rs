@@ -19,6 +19,7 @@ use crate::compile::compile;
 use crate::config::folder::FolderSource;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::wasm::Loader;
 
 /// A burst of changes (an editor's save, `cp -r`) is read once it has been quiet this long...
 const QUIET: Duration = Duration::from_millis(100);
@@ -28,8 +29,28 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// (network file systems, exhausted inotify watches).
 const RESCAN_PERIOD: Duration = Duration::from_secs(10);
 
+/// What a reload reads: the folder, and the plugin modules its WasmPlugins name.
+pub struct Sources {
+    pub folder: FolderSource,
+    pub plugins: Loader,
+}
+
+impl Sources {
+    /// Reads everything again; `None` when nothing changed (unless `always`).
+    pub fn read(&mut self, always: bool) -> Option<Snapshot> {
+        let folder_changed = self.folder.rescan();
+        let mut store = self.folder.store();
+        let (plugins, problems, plugins_changed) = self.plugins.load(&store);
+        if !(always || folder_changed || plugins_changed) {
+            return None;
+        }
+        store.problems.extend(problems);
+        Some(compile(&store, &plugins))
+    }
+}
+
 pub struct ConfigReloader {
-    source: Arc<Mutex<FolderSource>>,
+    source: Arc<Mutex<Sources>>,
     snapshots: SnapshotHandle,
     metrics: Arc<Metrics>,
     ready: Readiness,
@@ -37,7 +58,7 @@ pub struct ConfigReloader {
 
 impl ConfigReloader {
     pub fn new(
-        source: FolderSource,
+        source: Sources,
         snapshots: SnapshotHandle,
         metrics: Arc<Metrics>,
         ready: Readiness,
@@ -60,19 +81,16 @@ impl ConfigReloader {
             let mut source = source
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if !source.rescan() {
+            let Some(snapshot) = source.read(false) else {
                 return;
-            }
-            let read = start.elapsed();
-            let snapshot = compile(&source.store());
+            };
             drop(source);
             let compiled = start.elapsed();
             install(&snapshots, &metrics, snapshot);
             let total = start.elapsed();
             metrics.config_reload_duration.observe(total.as_secs_f64());
             info!(
-                read_ms = read.as_millis(),
-                compile_ms = (compiled - read).as_millis(),
+                read_and_compile_ms = compiled.as_millis(),
                 install_ms = (total - compiled).as_millis(),
                 "configuration reloaded"
             );
@@ -136,8 +154,8 @@ impl BackgroundService for ConfigReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         self.ready.store(true, std::sync::atomic::Ordering::Release);
         let root = match self.source.lock() {
-            Ok(source) => source.root().to_owned(),
-            Err(poisoned) => poisoned.into_inner().root().to_owned(),
+            Ok(source) => source.folder.root().to_owned(),
+            Err(poisoned) => poisoned.into_inner().folder.root().to_owned(),
         };
         let (changes, mut changed) = mpsc::unbounded_channel::<()>();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {

@@ -23,6 +23,7 @@ use crate::metrics::Metrics;
 use crate::snapshot::{
     Action, FixedAnswer, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol, UpstreamTarget,
 };
+use crate::wasm::{self, Filters, LocalResponse, RequestInfo, Verdict};
 
 /// How long an idle upstream connection stays in the pool.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -38,6 +39,7 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub request_ids: Arc<headers::RequestIds>,
     pub access_log: bool,
+    pub wasm: Arc<wasm::Shared>,
 }
 
 /// The proxy, for both listeners.
@@ -73,6 +75,10 @@ pub struct RequestCtx {
     upstream: Option<SocketAddr>,
     /// Why Gantry answered itself with an error, for the access log.
     note: Option<Arc<str>>,
+    /// The route's plugins, for this request.
+    filters: Option<Filters>,
+    /// Whether the client sent a body (a plugin may drop its Content-Length).
+    has_body: bool,
 }
 
 #[async_trait]
@@ -88,6 +94,8 @@ impl ProxyHttp for EdgeProxy {
             resolved: Vec::new(),
             upstream: None,
             note: None,
+            filters: None,
+            has_body: false,
         }
     }
 
@@ -102,18 +110,44 @@ impl ProxyHttp for EdgeProxy {
             let host = headers::request_host(req);
             snapshot.router.route(&host, req.uri.path()).cloned()
         };
-        let Some(route) = route else {
-            respond(
-                session,
-                ctx,
-                404,
-                "text/plain; charset=utf-8",
-                "no route for this host and path\n",
-            )
-            .await?;
-            return Ok(true);
+        let Some(mut route) = route else {
+            return self.not_found(session, ctx).await;
         };
         ctx.route = Some(route.clone());
+
+        if let Some(chain) = route.plugins.clone()
+            && !(route.https_redirect && !is_tls(session))
+            && !matches!(route.action, Action::Unavailable(_))
+        {
+            let info = request_info(session, ctx, &route);
+            let mut filters = Filters::new(self.shared.wasm.clone(), &chain, info);
+            ctx.has_body = !session.is_body_empty();
+            let verdict = filters
+                .request_headers(session.req_header_mut(), !ctx.has_body)
+                .await;
+            let reroute = filters.reroute;
+            ctx.filters = Some(filters);
+            match verdict {
+                Verdict::Continue => {}
+                other => {
+                    self.plugin_verdict(session, ctx, other).await?;
+                    return Ok(true);
+                }
+            }
+            if reroute {
+                // A plugin changed the host or path: the request may belong to another route
+                // (its plugins, chosen with the first, stay as they are).
+                let req = session.req_header();
+                let host = headers::request_host(req);
+                match snapshot.router.route(&host, req.uri.path()).cloned() {
+                    Some(next) => {
+                        route = next;
+                        ctx.route = Some(route.clone());
+                    }
+                    None => return self.not_found(session, ctx).await,
+                }
+            }
+        }
 
         if route.https_redirect && !is_tls(session) {
             let location = self.https_location(session.req_header());
@@ -246,6 +280,17 @@ impl ProxyHttp for EdgeProxy {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
         headers::add_forwarding_headers(upstream, client, host.as_ref(), is_tls(session))?;
+        // A plugin that rewrites the body drops its Content-Length; HTTP/1.1 then needs chunks.
+        if ctx.filters.is_some()
+            && ctx.has_body
+            && upstream.headers.get(CONTENT_LENGTH).is_none()
+            && upstream
+                .headers
+                .get(http::header::TRANSFER_ENCODING)
+                .is_none()
+        {
+            upstream.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
@@ -258,17 +303,91 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
+    async fn request_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(filters) = ctx.filters.as_mut() else {
+            return Ok(());
+        };
+        match filters.request_body(session.req_header_mut(), body, end_of_stream) {
+            Verdict::Continue => Ok(()),
+            // The request is on its way upstream: the nearest answer is an error status.
+            Verdict::Respond(local) => Error::e_explain(
+                ErrorType::HTTPStatus(local.status),
+                "a plugin answered during the request body",
+            ),
+            Verdict::Fail { plugin, failure } => {
+                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                Error::e_explain(ErrorType::HTTPStatus(503), "a plugin failed")
+            }
+            Verdict::Close => {
+                Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream")
+            }
+        }
+    }
+
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        if let Some(filters) = ctx.filters.as_mut() {
+            filters.info.upstream = ctx.upstream;
+            let verdict = filters
+                .response_headers(session.req_header_mut(), upstream_response, false)
+                .await;
+            match verdict {
+                Verdict::Continue => {}
+                Verdict::Respond(local) => filters.replace_response(upstream_response, local)?,
+                Verdict::Fail { plugin, failure } => {
+                    ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                    filters.replace_response(upstream_response, plugin_failed())?;
+                }
+                Verdict::Close => {
+                    return Error::e_explain(
+                        ErrorType::ConnectionClosed,
+                        "a plugin reset the stream",
+                    );
+                }
+            }
+        }
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID, id.clone())?;
         }
         Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        let Some(filters) = ctx.filters.as_mut() else {
+            return Ok(None);
+        };
+        match filters.response_body(session.req_header_mut(), body, end_of_stream) {
+            Verdict::Continue => Ok(None),
+            // The response head is already sent: the connection is all there is to end.
+            Verdict::Respond(_) | Verdict::Close => Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "a plugin ended the response during its body",
+            ),
+            Verdict::Fail { plugin, failure } => {
+                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "a plugin failed during the body",
+                )
+            }
+        }
     }
 
     fn error_while_proxy(
@@ -347,6 +466,10 @@ impl ProxyHttp for EdgeProxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let elapsed = ctx.start.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(mut filters) = ctx.filters.take() {
+            filters.info.response_code = (status > 0).then_some(status);
+            filters.finish(session.req_header_mut());
+        }
         let metrics = &self.shared.metrics;
         match &ctx.route {
             Some(route) => route
@@ -395,6 +518,45 @@ impl ProxyHttp for EdgeProxy {
 }
 
 impl EdgeProxy {
+    async fn not_found(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        respond(
+            session,
+            ctx,
+            404,
+            "text/plain; charset=utf-8",
+            "no route for this host and path\n",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    /// Answers for a plugin that stopped the request.
+    async fn plugin_verdict(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        verdict: Verdict,
+    ) -> Result<()> {
+        let local = match verdict {
+            Verdict::Continue => return Ok(()),
+            Verdict::Respond(local) => local,
+            Verdict::Fail { plugin, failure } => {
+                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                plugin_failed()
+            }
+            Verdict::Close => {
+                return Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream");
+            }
+        };
+        let mut resp = ResponseHeader::build(local.status, Some(local.headers.len() + 2))?;
+        for (name, value) in local.headers {
+            resp.append_header(String::from_utf8_lossy(&name).into_owned(), value)?;
+        }
+        resp.insert_header(CONTENT_LENGTH, local.body.len())?;
+        self.finish_own_response(session, ctx, resp, local.body)
+            .await
+    }
+
     fn https_location(&self, req: &RequestHeader) -> String {
         let host = headers::request_host(req);
         let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -551,6 +713,42 @@ pub(super) async fn next_endpoint(
     };
     ctx.upstream = Some(addr);
     Ok(addr)
+}
+
+/// What a fail-closed plugin's failure answers.
+fn plugin_failed() -> LocalResponse {
+    LocalResponse {
+        status: 503,
+        headers: vec![(
+            b"content-type".to_vec(),
+            b"text/plain; charset=utf-8".to_vec(),
+        )],
+        body: Bytes::from_static(b"service unavailable: a plugin failed\n"),
+    }
+}
+
+/// The request as plugins' properties describe it.
+fn request_info(session: &Session, ctx: &RequestCtx, route: &Route) -> RequestInfo {
+    let req = session.req_header();
+    let protocol = match req.version {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        _ => "HTTP/1.1",
+    };
+    RequestInfo {
+        request_id: ctx.request_id.clone(),
+        protocol,
+        tls: is_tls(session),
+        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        server: session.server_addr().and_then(|a| a.as_inet()).copied(),
+        route_name: route.name.clone(),
+        cluster_name: match &route.action {
+            Action::Proxy(group) => Some(Arc::from(group.name.as_str())),
+            _ => None,
+        },
+        upstream: None,
+        response_code: None,
+    }
 }
 
 /// Answers with a short body of Gantry's own.

@@ -2,6 +2,7 @@
 //! the current one once per request through an atomic pointer; a new one never disturbs requests
 //! already running on the old.
 
+pub mod clusters;
 pub mod router;
 pub mod tls;
 pub mod upstream;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use serde::Serialize;
 
+pub use clusters::Clusters;
 pub use router::{Action, FixedAnswer, HostRoutes, PathType, Route, Router, Timeouts};
 pub use tls::{TlsCertificate, TlsTable};
 pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};
@@ -29,6 +31,8 @@ pub struct Snapshot {
     pub problems: Vec<Problem>,
     /// Ingresses left to other controllers, and why.
     pub ignored: Vec<IgnoredIngress>,
+    /// Services plugins' HTTP calls may reach.
+    pub clusters: Clusters,
 }
 
 /// An Ingress that is not Gantry's to serve.

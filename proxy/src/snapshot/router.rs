@@ -113,6 +113,8 @@ pub struct Route {
     /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub https_redirect: bool,
     pub timeouts: Timeouts,
+    /// Proxy-wasm plugins, in the order they run.
+    pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
     pub metrics: OnceLock<RouteMetrics>,
 }
@@ -174,6 +176,7 @@ mod tests {
             action: Action::Unavailable(Arc::from("test")),
             https_redirect: false,
             timeouts: Timeouts::default(),
+            plugins: None,
             metrics: OnceLock::new(),
         })
     }

@@ -1,0 +1,119 @@
+//! Which WasmPlugins run on an Ingress's routes, in which order, and the Services plugins may
+//! call. A plugin applies when its `spec.targets` names the Ingress (or all Ingresses of the
+//! namespace) or when the Ingress lists it in `gantry.dev/plugins`. The chain is ordered by
+//! phase (AUTHN, AUTHZ, STATS, then unspecified), then priority (higher first), then the order of
+//! the annotation, then name.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use super::annotations::{IngressSettings, PLUGINS};
+use super::{Compiler, IngressCtx};
+use crate::config::NamespacedName;
+use crate::snapshot::Clusters;
+use crate::snapshot::clusters::ClusterPort;
+use crate::wasm::{FailurePolicy, PluginChain, PluginLoad};
+
+/// The chain, `None` when no plugin applies; or why the routes must answer 503.
+pub type ChainResult = Result<Option<PluginChain>, Arc<str>>;
+
+impl Compiler<'_> {
+    pub(super) fn plugin_chain(
+        &mut self,
+        ingress: &IngressCtx<'_>,
+        settings: &IngressSettings,
+    ) -> ChainResult {
+        let namespace = &ingress.key.namespace;
+        let mut chosen: Vec<(usize, &NamespacedName, &PluginLoad)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (position, name) in settings.plugins.iter().enumerate() {
+            let key = NamespacedName::new(namespace, name);
+            match self.plugins.get_key_value(&key) {
+                Some((key, load)) => {
+                    if seen.insert(key) {
+                        chosen.push((position, key, load));
+                    }
+                }
+                None => {
+                    let reason = format!("WasmPlugin {key} not found");
+                    self.problems.push(
+                        ingress.problem(format!("metadata.annotations[{PLUGINS}]"), reason.clone()),
+                    );
+                    return Err(Arc::from(reason));
+                }
+            }
+        }
+        for (key, stored) in self
+            .store
+            .wasm_plugins
+            .range(NamespacedName::new(namespace, "")..)
+            .take_while(|(key, _)| &key.namespace == namespace)
+        {
+            let targets = stored.object.spec.targets.as_ref();
+            let applies = targets.is_some_and(|t| {
+                t.all_ingresses || t.ingresses.iter().any(|n| *n == ingress.key.name)
+            });
+            if applies
+                && seen.insert(key)
+                && let Some(load) = self.plugins.get(key)
+            {
+                chosen.push((usize::MAX, key, load));
+            }
+        }
+        if chosen.is_empty() {
+            return Ok(None);
+        }
+        let order = |load: &PluginLoad| match load {
+            PluginLoad::Ready(plugin) => (plugin.phase, -plugin.priority),
+            PluginLoad::Broken {
+                phase, priority, ..
+            } => (*phase, -priority),
+        };
+        chosen.sort_by(|a, b| (order(a.2), a.0, a.1).cmp(&(order(b.2), b.0, b.1)));
+        let mut chain = Vec::with_capacity(chosen.len());
+        for (_, _, load) in chosen {
+            match load {
+                PluginLoad::Ready(plugin) => chain.push(plugin.clone()),
+                PluginLoad::Broken {
+                    reason,
+                    policy: FailurePolicy::FailClosed,
+                    ..
+                } => return Err(Arc::from(reason.as_str())),
+                PluginLoad::Broken { .. } => {}
+            }
+        }
+        Ok((!chain.is_empty()).then(|| PluginChain::from(chain)))
+    }
+
+    /// Every port of every Service in the namespaces that have WasmPlugins.
+    pub(super) fn clusters(&mut self) -> Clusters {
+        let namespaces: BTreeSet<&str> = self
+            .store
+            .wasm_plugins
+            .keys()
+            .map(|k| k.namespace.as_str())
+            .collect();
+        let mut clusters = Clusters::default();
+        for (key, stored) in &self.store.services {
+            if !namespaces.contains(key.namespace.as_str()) {
+                continue;
+            }
+            let ports = stored.object.spec.as_ref().and_then(|s| s.ports.as_ref());
+            let mut found = Vec::new();
+            for port in ports.into_iter().flatten() {
+                let Ok(number) = u16::try_from(port.port) else {
+                    continue;
+                };
+                if let Some(group) = self.backends.service_port(key.clone(), number) {
+                    found.push(ClusterPort {
+                        port: number,
+                        name: port.name.clone(),
+                        group,
+                    });
+                }
+            }
+            clusters.services.insert(key.clone(), found);
+        }
+        clusters
+    }
+}

@@ -1,0 +1,134 @@
+//! HTTP calls plugins dispatch (`proxy_http_call`): made over HTTP/1.1 to an endpoint of the
+//! named Service, bounded by the plugin's timeout. A call that fails in any way is delivered as
+//! an answer without headers, as Envoy does.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST};
+use pingora::http::RequestHeader;
+use pingora::protocols::http::v1::client::HttpSession;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::host::{CallResponse, OutgoingCall};
+use crate::snapshot::UpstreamTarget;
+
+/// Largest answer body kept; the rest is dropped.
+const MAX_BODY: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("no ready endpoint")]
+    NoEndpoint,
+    #[error("connecting to {0}: {1}")]
+    Connect(SocketAddr, std::io::Error),
+    #[error("resolving {0}: {1}")]
+    Resolve(String, std::io::Error),
+    #[error("bad request head: {0}")]
+    Head(String),
+    #[error("{0}")]
+    Http(Box<pingora::Error>),
+    #[error("timed out")]
+    Timeout,
+}
+
+impl From<Box<pingora::Error>> for CallError {
+    fn from(e: Box<pingora::Error>) -> Self {
+        CallError::Http(e)
+    }
+}
+
+/// Makes the call; failures become an empty answer.
+pub async fn perform(call: &OutgoingCall) -> CallResponse {
+    match tokio::time::timeout(call.timeout, attempt(call)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            debug!(upstream = %call.upstream.name, "plugin HTTP call failed: {e}");
+            CallResponse::default()
+        }
+        Err(_) => {
+            debug!(upstream = %call.upstream.name, "plugin HTTP call failed: {}", CallError::Timeout);
+            CallResponse::default()
+        }
+    }
+}
+
+async fn endpoint(call: &OutgoingCall) -> Result<SocketAddr, CallError> {
+    match &call.upstream.target {
+        UpstreamTarget::Endpoints(_) => call.upstream.next_endpoint().ok_or(CallError::NoEndpoint),
+        UpstreamTarget::ExternalName { host, port } => {
+            tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| CallError::Resolve(host.clone(), e))?
+                .next()
+                .ok_or(CallError::NoEndpoint)
+        }
+    }
+}
+
+fn request_head(call: &OutgoingCall) -> Result<RequestHeader, CallError> {
+    let find = |name: &[u8]| {
+        call.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or(b"")
+    };
+    let method = String::from_utf8_lossy(find(b":method")).into_owned();
+    let mut head = RequestHeader::build(method.as_str(), find(b":path"), Some(call.headers.len()))
+        .map_err(|e| CallError::Head(e.to_string()))?;
+    let head_error = |e: Box<pingora::Error>| CallError::Head(e.to_string());
+    head.insert_header(HOST, find(b":authority"))
+        .map_err(head_error)?;
+    for (name, value) in call.headers.iter().filter(|(k, _)| !k.starts_with(b":")) {
+        let name = String::from_utf8_lossy(name).into_owned();
+        head.append_header(name, value.as_slice())
+            .map_err(head_error)?;
+    }
+    head.insert_header(CONTENT_LENGTH, call.body.len())
+        .map_err(head_error)?;
+    Ok(head)
+}
+
+async fn attempt(call: &OutgoingCall) -> Result<CallResponse, CallError> {
+    let head = request_head(call)?;
+    let addr = endpoint(call).await?;
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| CallError::Connect(addr, e))?;
+    let _ = stream.set_nodelay(true);
+    let mut session = HttpSession::new(Box::new(pingora::protocols::l4::stream::Stream::from(
+        stream,
+    )));
+    session.write_request_header(Box::new(head)).await?;
+    if !call.body.is_empty() {
+        session.write_body(&call.body).await?;
+    }
+    session.finish_body().await?;
+    session.read_response().await?;
+    let mut headers = Vec::new();
+    if let Some(resp) = session.resp_header() {
+        headers.push((
+            ":status".to_owned(),
+            Bytes::from(resp.status.as_str().to_owned()),
+        ));
+        for (name, value) in &resp.headers {
+            headers.push((
+                name.as_str().to_owned(),
+                Bytes::copy_from_slice(value.as_bytes()),
+            ));
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = session.read_body_bytes().await? {
+        if body.len() < MAX_BODY {
+            body.extend_from_slice(&chunk[..chunk.len().min(MAX_BODY - body.len())]);
+        }
+    }
+    Ok(CallResponse {
+        headers,
+        body: body.freeze(),
+        trailers: Vec::new(),
+    })
+}

@@ -1,0 +1,476 @@
+//! A request's run through its route's plugins: each phase of the data plane calls in here, and
+//! gets back what happens next (go on, answer locally, fail, reset). Request callbacks run in
+//! chain order and response callbacks in reverse, as Envoy runs decoder and encoder filters. A
+//! plugin that pauses holds the request until it resumes it (typically from an HTTP call's
+//! answer, which this request's task makes and delivers), answers, or fails.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::{RequestHeader, ResponseHeader};
+use tokio::task::JoinSet;
+
+use super::call;
+use super::host::{BodyKind, LocalResponse, OutgoingCall, RequestInfo, Wake};
+use super::instance::{Action, Failure, Instance};
+use super::plugin::{FailurePolicy, Plugin};
+use super::runtime::Shared;
+use super::workers::{self, deliver};
+
+/// Longest a plugin may hold a request paused.
+const PAUSE_LIMIT: Duration = Duration::from_secs(60);
+
+/// What the data plane does after a phase.
+#[derive(Debug)]
+pub enum Verdict {
+    Continue,
+    /// Answer with this instead of going on.
+    Respond(LocalResponse),
+    /// A fail-closed plugin failed: answer 503.
+    Fail {
+        plugin: String,
+        failure: Failure,
+    },
+    /// The plugin reset the stream.
+    Close,
+}
+
+struct Entry {
+    plugin: Arc<Plugin>,
+    /// The context id and the incarnation of the instance that holds it.
+    context: Option<(u32, u64)>,
+    wake: Arc<Wake>,
+    /// Failed, fail-open: left out for the rest of the request.
+    skip: bool,
+    request_body: BytesMut,
+    response_body: BytesMut,
+}
+
+/// Everything a callback can hand over from the session.
+struct Io<'a> {
+    request: Option<&'a mut RequestHeader>,
+    response: Option<&'a mut ResponseHeader>,
+    body: Option<(BodyKind, &'a mut BytesMut)>,
+}
+
+/// What a callback decided.
+struct Step {
+    action: Action,
+    local: Option<LocalResponse>,
+    close: bool,
+    resumed: bool,
+    reroute: bool,
+    calls: Vec<OutgoingCall>,
+}
+
+/// One request's plugins.
+pub struct Filters {
+    shared: Arc<Shared>,
+    entries: Vec<Entry>,
+    /// What properties report; the data plane keeps it up to date.
+    pub info: RequestInfo,
+    /// Set when a plugin changed the request's head: the data plane routes it again.
+    pub reroute: bool,
+    /// The body of a local response that replaced the upstream's response.
+    replacement_body: Option<Bytes>,
+}
+
+impl Filters {
+    pub fn new(shared: Arc<Shared>, chain: &[Arc<Plugin>], info: RequestInfo) -> Self {
+        Filters {
+            shared,
+            entries: chain
+                .iter()
+                .map(|plugin| Entry {
+                    plugin: plugin.clone(),
+                    context: None,
+                    wake: Arc::new(Wake::default()),
+                    skip: false,
+                    request_body: BytesMut::new(),
+                    response_body: BytesMut::new(),
+                })
+                .collect(),
+            info,
+            reroute: false,
+            replacement_body: None,
+        }
+    }
+
+    /// Runs one callback of entry `i` with `io` swapped into its instance.
+    fn run(
+        &mut self,
+        i: usize,
+        io: &mut Io<'_>,
+        phase: BodyKind,
+        callback: impl FnOnce(&mut Instance, u32) -> Result<Action, Failure>,
+    ) -> Result<Step, Failure> {
+        let info = self.info.clone();
+        let entry = &mut self.entries[i];
+        let expected = entry.context.map(|(_, incarnation)| incarnation);
+        let own = entry.context.map(|(id, _)| id);
+        let wake = &mut entry.wake;
+        let ran = workers::with_instance(&self.shared, &entry.plugin, own, expected, |inst, _| {
+            let id = match own {
+                Some(id) => id,
+                None => {
+                    let id = inst.create_context()?;
+                    if let Some(context) = inst.state().contexts.get(&id) {
+                        *wake = context.wake.clone();
+                    }
+                    id
+                }
+            };
+            let state = inst.state_mut();
+            state.effective_context = id;
+            let exchange = &mut state.exchange;
+            exchange.context_id = id;
+            exchange.info = Some(info);
+            if let Some(req) = io.request.as_deref_mut() {
+                std::mem::swap(req, &mut exchange.request);
+                exchange.has_request = true;
+            }
+            if let Some(resp) = io.response.as_deref_mut() {
+                std::mem::swap(resp, &mut exchange.response);
+                exchange.has_response = true;
+            }
+            if let Some((kind, body)) = io.body.as_mut() {
+                std::mem::swap(*body, &mut exchange.body);
+                exchange.body_kind = Some(*kind);
+            }
+            let result = callback(inst, id);
+            let state = inst.state_mut();
+            let exchange = &mut state.exchange;
+            if let Some(req) = io.request.as_deref_mut() {
+                std::mem::swap(req, &mut exchange.request);
+                exchange.has_request = false;
+            }
+            if let Some(resp) = io.response.as_deref_mut() {
+                std::mem::swap(resp, &mut exchange.response);
+                exchange.has_response = false;
+            }
+            if let Some((_, body)) = io.body.as_mut() {
+                std::mem::swap(*body, &mut exchange.body);
+                exchange.body_kind = None;
+            }
+            exchange.context_id = 0;
+            exchange.info = None;
+            state.effective_context = state.root_context_id;
+            let action = result?;
+            let mut step = Step {
+                action,
+                local: None,
+                close: false,
+                resumed: false,
+                reroute: false,
+                calls: Vec::new(),
+            };
+            if let Some(context) = state.contexts.get_mut(&id) {
+                step.local = context.local_response.take();
+                step.close = std::mem::take(&mut context.close);
+                step.reroute = std::mem::take(&mut context.reroute);
+                step.resumed = match phase {
+                    BodyKind::Request => std::mem::take(&mut context.resume_request),
+                    BodyKind::Response => std::mem::take(&mut context.resume_response),
+                };
+            }
+            Ok((id, step))
+        });
+        let ran = ran?;
+        let (id, mut step) = ran.value;
+        self.entries[i].context = Some((id, ran.incarnation));
+        step.calls = ran.calls;
+        self.reroute |= step.reroute;
+        Ok(step)
+    }
+
+    /// The verdict for a failure of entry `i`: fail-open plugins are left out from now on.
+    fn failed(&mut self, i: usize, failure: Failure) -> Option<Verdict> {
+        let entry = &mut self.entries[i];
+        if let Failure::PausedTooLong(_) | Failure::Lost = failure {
+            workers::report(&self.shared, &entry.plugin, &failure);
+        }
+        match entry.plugin.info.failure_policy {
+            FailurePolicy::FailOpen => {
+                entry.skip = true;
+                None
+            }
+            FailurePolicy::FailClosed => Some(Verdict::Fail {
+                plugin: entry.plugin.info.name.clone(),
+                failure,
+            }),
+        }
+    }
+
+    /// Settles a header callback: a verdict to return, or `None` to go on to the next plugin.
+    async fn settle(
+        &mut self,
+        i: usize,
+        io: &mut Io<'_>,
+        phase: BodyKind,
+        step: Result<Step, Failure>,
+    ) -> Option<Verdict> {
+        let mut step = match step {
+            Ok(step) => step,
+            Err(failure) => return self.failed(i, failure),
+        };
+        let mut calls = JoinSet::new();
+        let deadline = tokio::time::Instant::now() + PAUSE_LIMIT;
+        loop {
+            if let Some(local) = step.local.take() {
+                return Some(Verdict::Respond(local));
+            }
+            if step.close {
+                return Some(Verdict::Close);
+            }
+            for call in step.calls.drain(..) {
+                calls.spawn(async move {
+                    let response = call::perform(&call).await;
+                    (call.token, response)
+                });
+            }
+            if step.action == Action::Continue || step.resumed {
+                // Answers to calls nobody waits for any more are still delivered.
+                self.detach(i, calls);
+                return None;
+            }
+            let wake = self.entries[i].wake.clone();
+            let next = tokio::select! {
+                Some(Ok((token, response))) = calls.join_next(), if !calls.is_empty() => {
+                    self.run(i, io, phase, |inst, id| deliver(inst, id, token, response))
+                }
+                _ = wake.notify.notified() => {
+                    if wake.lost.load(std::sync::atomic::Ordering::Acquire) {
+                        Err(Failure::Lost)
+                    } else {
+                        // Something (another context, a queue) may have resumed or answered.
+                        self.run(i, io, phase, |_, _| Ok(Action::Pause))
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => Err(Failure::PausedTooLong(PAUSE_LIMIT)),
+            };
+            step = match next {
+                Ok(mut next) => {
+                    next.action = Action::Pause;
+                    next
+                }
+                Err(failure) => return self.failed(i, failure),
+            };
+        }
+    }
+
+    /// Lets calls finish in the background, their answers delivered without the request.
+    fn detach(&self, i: usize, mut calls: JoinSet<(u32, super::host::CallResponse)>) {
+        if calls.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        let plugin = self.entries[i].plugin.clone();
+        let Some((context, incarnation)) = self.entries[i].context else {
+            return;
+        };
+        tokio::spawn(async move {
+            while let Some(Ok((token, response))) = calls.join_next().await {
+                let _ =
+                    workers::with_instance(&shared, &plugin, None, Some(incarnation), |i, _| {
+                        deliver(i, context, token, response)
+                    });
+            }
+        });
+    }
+
+    /// `proxy_on_request_headers` for every plugin, in order.
+    pub async fn request_headers(
+        &mut self,
+        req: &mut RequestHeader,
+        end_of_stream: bool,
+    ) -> Verdict {
+        for i in 0..self.entries.len() {
+            if self.entries[i].skip {
+                continue;
+            }
+            let count = req.headers.len() as u32 + 4;
+            let mut io = Io {
+                request: Some(req),
+                response: None,
+                body: None,
+            };
+            let step = self.run(i, &mut io, BodyKind::Request, |inst, id| {
+                inst.on_request_headers(id, count, end_of_stream)
+            });
+            if let Some(verdict) = self.settle(i, &mut io, BodyKind::Request, step).await {
+                return verdict;
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// `proxy_on_response_headers` for every plugin, in reverse order.
+    pub async fn response_headers(
+        &mut self,
+        req: &mut RequestHeader,
+        resp: &mut ResponseHeader,
+        end_of_stream: bool,
+    ) -> Verdict {
+        self.info.response_code = Some(resp.status.as_u16());
+        for i in (0..self.entries.len()).rev() {
+            if self.entries[i].skip {
+                continue;
+            }
+            let count = resp.headers.len() as u32 + 1;
+            let mut io = Io {
+                request: Some(&mut *req),
+                response: Some(&mut *resp),
+                body: None,
+            };
+            let step = self.run(i, &mut io, BodyKind::Response, |inst, id| {
+                inst.on_response_headers(id, count, end_of_stream)
+            });
+            if let Some(verdict) = self.settle(i, &mut io, BodyKind::Response, step).await {
+                return verdict;
+            }
+        }
+        Verdict::Continue
+    }
+
+    /// Passes one body chunk through the plugins (`kind` says which body). A plugin that pauses
+    /// keeps the data buffered, and sees everything buffered so far on its next callback; what
+    /// it lets through goes on to the next plugin.
+    fn body(
+        &mut self,
+        kind: BodyKind,
+        req: &mut RequestHeader,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Verdict {
+        let order: Vec<usize> = match kind {
+            BodyKind::Request => (0..self.entries.len()).collect(),
+            BodyKind::Response => (0..self.entries.len()).rev().collect(),
+        };
+        let mut data = body.take().unwrap_or_default();
+        for i in order {
+            if self.entries[i].skip {
+                continue;
+            }
+            let mut buffer = {
+                let entry = &mut self.entries[i];
+                let buffer = match kind {
+                    BodyKind::Request => &mut entry.request_body,
+                    BodyKind::Response => &mut entry.response_body,
+                };
+                buffer.extend_from_slice(&data);
+                std::mem::take(buffer)
+            };
+            let size = buffer.len() as u32;
+            let mut io = Io {
+                request: Some(&mut *req),
+                response: None,
+                body: Some((kind, &mut buffer)),
+            };
+            let step = self.run(i, &mut io, kind, |inst, id| match kind {
+                BodyKind::Request => inst.on_request_body(id, size, end_of_stream),
+                BodyKind::Response => inst.on_response_body(id, size, end_of_stream),
+            });
+            match step {
+                Err(failure) => {
+                    if let Some(verdict) = self.failed(i, failure) {
+                        return verdict;
+                    }
+                    data = buffer.freeze();
+                }
+                Ok(step) => {
+                    if !step.calls.is_empty() {
+                        let mut calls = JoinSet::new();
+                        for call in step.calls {
+                            calls.spawn(async move {
+                                let response = call::perform(&call).await;
+                                (call.token, response)
+                            });
+                        }
+                        self.detach(i, calls);
+                    }
+                    if let Some(local) = step.local {
+                        return Verdict::Respond(local);
+                    }
+                    if step.close {
+                        return Verdict::Close;
+                    }
+                    if step.action == Action::Pause && !end_of_stream {
+                        let entry = &mut self.entries[i];
+                        match kind {
+                            BodyKind::Request => entry.request_body = buffer,
+                            BodyKind::Response => entry.response_body = buffer,
+                        }
+                        *body = None;
+                        return Verdict::Continue;
+                    }
+                    data = buffer.freeze();
+                }
+            }
+        }
+        *body = (!data.is_empty()).then_some(data);
+        Verdict::Continue
+    }
+
+    pub fn request_body(
+        &mut self,
+        req: &mut RequestHeader,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Verdict {
+        self.body(BodyKind::Request, req, body, end_of_stream)
+    }
+
+    /// Response body; after a local response replaced the upstream's, its body is sent instead.
+    pub fn response_body(
+        &mut self,
+        req: &mut RequestHeader,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+    ) -> Verdict {
+        if let Some(replacement) = &mut self.replacement_body {
+            let out = std::mem::take(replacement);
+            *body = (!out.is_empty()).then_some(out);
+            return Verdict::Continue;
+        }
+        self.body(BodyKind::Response, req, body, end_of_stream)
+    }
+
+    /// Makes the upstream's response into a plugin's local response (status and headers now,
+    /// the body in place of the upstream's).
+    pub fn replace_response(
+        &mut self,
+        resp: &mut ResponseHeader,
+        local: LocalResponse,
+    ) -> Result<(), Box<pingora::Error>> {
+        let names: Vec<_> = resp.headers.keys().cloned().collect();
+        for name in &names {
+            resp.remove_header(name);
+        }
+        resp.set_status(local.status)?;
+        for (name, value) in local.headers {
+            resp.append_header(String::from_utf8_lossy(&name).into_owned(), value)?;
+        }
+        resp.insert_header(http::header::CONTENT_LENGTH, local.body.len())?;
+        self.replacement_body = Some(local.body);
+        Ok(())
+    }
+
+    /// Ends every context: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
+    pub fn finish(&mut self, req: &mut RequestHeader) {
+        for i in 0..self.entries.len() {
+            if self.entries[i].context.is_none() {
+                continue;
+            }
+            let mut io = Io {
+                request: Some(&mut *req),
+                response: None,
+                body: None,
+            };
+            let _ = self.run(i, &mut io, BodyKind::Response, |inst, id| {
+                inst.finish_context(id).map(|()| Action::Continue)
+            });
+            self.entries[i].context = None;
+        }
+    }
+}

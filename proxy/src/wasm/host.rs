@@ -1,0 +1,226 @@
+//! The state behind one plugin instance (a wasmtime `Store`'s data): what the running callback
+//! may see and change, the live HTTP contexts, and what the plugin asked the host to do later
+//! (HTTP calls, a tick period).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderValue};
+use pingora::http::{RequestHeader, ResponseHeader};
+use tokio::sync::Notify;
+use wasmtime::{Memory, ResourceLimiter, TypedFunc};
+
+use super::plugin::PluginInfo;
+use super::runtime::Shared;
+use crate::snapshot::UpstreamGroup;
+
+/// What a request looks like to plugins' properties, filled in by the data plane.
+#[derive(Clone, Debug, Default)]
+pub struct RequestInfo {
+    pub request_id: Option<HeaderValue>,
+    pub protocol: &'static str,
+    pub tls: bool,
+    pub client: Option<SocketAddr>,
+    pub server: Option<SocketAddr>,
+    pub route_name: Arc<str>,
+    /// The upstream group (Service and port) the route sends to.
+    pub cluster_name: Option<Arc<str>>,
+    pub upstream: Option<SocketAddr>,
+    pub response_code: Option<u16>,
+}
+
+/// Which body a body buffer holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyKind {
+    Request,
+    Response,
+}
+
+/// The answer to an HTTP call, while `on_http_call_response` reads it.
+#[derive(Debug, Default)]
+pub struct CallResponse {
+    /// With `:status` first; empty when the call failed.
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+    pub trailers: Vec<(String, Bytes)>,
+}
+
+/// A response a plugin asked for with `proxy_send_local_response`.
+#[derive(Debug)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+/// An HTTP call a plugin dispatched, for the host to make once the callback returns.
+#[derive(Debug)]
+pub struct OutgoingCall {
+    pub token: u32,
+    pub context_id: u32,
+    pub upstream: Arc<UpstreamGroup>,
+    pub headers: Vec<(Vec<u8>, Vec<u8>)>,
+    pub body: Bytes,
+    pub timeout: Duration,
+}
+
+/// Wakes a request paused by a plugin when something may let it go on.
+#[derive(Debug, Default)]
+pub struct Wake {
+    pub notify: Notify,
+    /// Set when the instance holding the context is gone: the request will not be resumed.
+    pub lost: AtomicBool,
+}
+
+impl Wake {
+    pub fn lose(&self) {
+        self.lost.store(true, Ordering::Release);
+        self.notify.notify_one();
+    }
+}
+
+/// One HTTP context's lasting state.
+#[derive(Debug, Default)]
+pub struct ContextState {
+    /// Properties the plugin set on this context.
+    pub properties: HashMap<String, Vec<u8>>,
+    pub resume_request: bool,
+    pub resume_response: bool,
+    /// The plugin asked to reset the stream.
+    pub close: bool,
+    /// The plugin changed the request's head or cleared the route cache: route it again.
+    pub reroute: bool,
+    pub local_response: Option<LocalResponse>,
+    pub wake: Arc<Wake>,
+}
+
+/// What the running callback works on. Request and response heads are swapped in from the
+/// session for the length of a callback (no copy), and swapped back after it.
+pub struct Exchange {
+    pub context_id: u32,
+    pub request: RequestHeader,
+    pub has_request: bool,
+    pub response: ResponseHeader,
+    pub has_response: bool,
+    pub response_trailers: Option<HeaderMap>,
+    pub body: BytesMut,
+    pub body_kind: Option<BodyKind>,
+    pub call_response: Option<CallResponse>,
+    pub info: Option<RequestInfo>,
+}
+
+impl Exchange {
+    fn new() -> Result<Self, Box<pingora::Error>> {
+        Ok(Exchange {
+            context_id: 0,
+            request: RequestHeader::build("GET", b"/", Some(0))?,
+            has_request: false,
+            response: ResponseHeader::build(200, Some(0))?,
+            has_response: false,
+            response_trailers: None,
+            body: BytesMut::new(),
+            body_kind: None,
+            call_response: None,
+            info: None,
+        })
+    }
+}
+
+/// Enforces the instance's memory limit, and remembers that it did, so that a trap that follows
+/// can be reported as the memory bomb it is.
+pub struct MemoryLimit {
+    pub bytes: usize,
+    pub hit: bool,
+}
+
+impl ResourceLimiter for MemoryLimit {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.bytes {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+pub struct HostState {
+    pub plugin: Arc<PluginInfo>,
+    pub shared: Arc<Shared>,
+    pub limit: MemoryLimit,
+    pub memory: Option<Memory>,
+    pub allocate: Option<TypedFunc<u32, u32>>,
+    pub root_context_id: u32,
+    /// The context host calls act on; set by the host before each callback and by the plugin
+    /// with `proxy_set_effective_context`.
+    pub effective_context: u32,
+    pub exchange: Exchange,
+    pub contexts: HashMap<u32, ContextState>,
+    /// Properties the root context set.
+    pub root_properties: HashMap<String, Vec<u8>>,
+    pub tick_period: Option<Duration>,
+    pub calls: Vec<OutgoingCall>,
+    pub next_token: u32,
+    /// Where queue notifications for queues this instance registers are sent.
+    pub queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    /// Whether the plugin's calls are for real (a worker's instance) or a trial at load.
+    pub live: bool,
+}
+
+impl HostState {
+    pub fn new(
+        plugin: Arc<PluginInfo>,
+        shared: Arc<Shared>,
+        live: bool,
+    ) -> Result<Self, Box<pingora::Error>> {
+        let limit = MemoryLimit {
+            bytes: plugin.memory_limit,
+            hit: false,
+        };
+        Ok(HostState {
+            plugin,
+            shared,
+            limit,
+            memory: None,
+            allocate: None,
+            root_context_id: 0,
+            effective_context: 0,
+            exchange: Exchange::new()?,
+            contexts: HashMap::new(),
+            root_properties: HashMap::new(),
+            tick_period: None,
+            calls: Vec::new(),
+            next_token: 1,
+            queue_events: None,
+            live,
+        })
+    }
+
+    /// The effective HTTP context, if it is one (not the root).
+    pub fn context_mut(&mut self) -> Option<&mut ContextState> {
+        self.contexts.get_mut(&self.effective_context)
+    }
+
+    /// Whether the running callback is for the effective context, so that its request and
+    /// response are the ones in the exchange.
+    pub fn in_exchange(&self) -> bool {
+        self.effective_context == self.exchange.context_id && self.exchange.context_id != 0
+    }
+}

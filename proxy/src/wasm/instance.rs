@@ -1,0 +1,327 @@
+//! One instance of a plugin: its store and the callbacks it exports, each call bounded by the
+//! plugin's deadline (epoch interruption) and memory limit, and failures told apart (trap,
+//! deadline, memory, bad host call) for the log and the metrics.
+
+use std::sync::Arc;
+
+use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
+
+use super::abi::memory::AbiError;
+use super::host::{ContextState, HostState};
+use super::plugin::Plugin;
+use super::runtime::Shared;
+
+/// Why a plugin failed; its instance is replaced.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Failure {
+    #[error("trapped: {0}")]
+    Trap(String),
+    #[error("ran past its deadline")]
+    Timeout,
+    #[error("ran out of memory (limit {0} bytes)")]
+    Memory(usize),
+    #[error("passed a bad argument to a host call: {0}")]
+    HostCall(String),
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    #[error("{0} returned false")]
+    Rejected(&'static str),
+    #[error("its instance was replaced while the request was paused")]
+    Lost,
+    #[error("kept the request paused past {0:?}")]
+    PausedTooLong(std::time::Duration),
+}
+
+impl Failure {
+    /// The `reason` label of the failure metric.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Failure::Trap(_) => "trap",
+            Failure::Timeout => "timeout",
+            Failure::Memory(_) => "memory",
+            Failure::HostCall(_) => "host-call",
+            Failure::Instantiate(_) => "instantiate",
+            Failure::Rejected(_) => "rejected",
+            Failure::Lost => "lost",
+            Failure::PausedTooLong(_) => "paused",
+        }
+    }
+}
+
+type Callback<P, R> = Option<TypedFunc<P, R>>;
+
+/// The callbacks a module exports; any may be missing (then it does nothing).
+struct Exports {
+    on_context_create: Callback<(u32, u32), ()>,
+    on_vm_start: Callback<(u32, u32), u32>,
+    on_configure: Callback<(u32, u32), u32>,
+    on_request_headers: Callback<(u32, u32, u32), u32>,
+    on_request_body: Callback<(u32, u32, u32), u32>,
+    on_response_headers: Callback<(u32, u32, u32), u32>,
+    on_response_body: Callback<(u32, u32, u32), u32>,
+    on_response_trailers: Callback<(u32, u32), u32>,
+    on_log: Callback<u32, ()>,
+    on_done: Callback<u32, u32>,
+    on_delete: Callback<u32, ()>,
+    on_tick: Callback<u32, ()>,
+    on_queue_ready: Callback<(u32, u32), ()>,
+    on_http_call_response: Callback<(u32, u32, u32, u32, u32), ()>,
+}
+
+/// The ABI's answer to a header or body callback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    Pause,
+}
+
+pub struct Instance {
+    store: Store<HostState>,
+    exports: Exports,
+    ticks: u64,
+    next_context_id: u32,
+}
+
+/// The root context's id in every instance.
+const ROOT_CONTEXT: u32 = 1;
+
+fn classify(error: wasmtime::Error, memory_hit: bool, limit: usize) -> Failure {
+    if let Some(abi) = error.downcast_ref::<AbiError>() {
+        return Failure::HostCall(abi.to_string());
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => Failure::Timeout,
+        _ if memory_hit => Failure::Memory(limit),
+        _ => Failure::Trap(format!("{error:#}")),
+    }
+}
+
+impl Instance {
+    /// Instantiates the plugin and brings its root context up: `_initialize` (or `_start`),
+    /// then `proxy_on_context_create`, `proxy_on_vm_start` and `proxy_on_configure`.
+    pub fn new(
+        plugin: &Plugin,
+        shared: Arc<Shared>,
+        live: bool,
+        queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    ) -> Result<Instance, Failure> {
+        let mut state = HostState::new(plugin.info.clone(), shared.clone(), live)
+            .map_err(|e| Failure::Instantiate(e.to_string()))?;
+        state.queue_events = queue_events;
+        let mut store = Store::new(&shared.engine, state);
+        store.limiter(|state| &mut state.limit);
+        store.epoch_deadline_trap();
+        let ticks = Shared::ticks(plugin.info.deadline);
+        store.set_epoch_deadline(ticks);
+        let limit = plugin.info.memory_limit;
+        let instance = plugin.pre.instantiate(&mut store).map_err(|e| {
+            let hit = store.data().limit.hit;
+            match classify(e, hit, limit) {
+                Failure::Trap(reason) => Failure::Instantiate(reason),
+                other => other,
+            }
+        })?;
+        let func = |store: &mut Store<HostState>, name: &str| instance.get_func(&mut *store, name);
+        macro_rules! typed {
+            ($name:literal) => {
+                match func(&mut store, $name) {
+                    Some(f) => Some(
+                        f.typed(&store)
+                            .map_err(|e| Failure::Instantiate(format!("export {}: {e}", $name)))?,
+                    ),
+                    None => None,
+                }
+            };
+        }
+        let exports = Exports {
+            on_context_create: typed!("proxy_on_context_create"),
+            on_vm_start: typed!("proxy_on_vm_start"),
+            on_configure: typed!("proxy_on_configure"),
+            on_request_headers: typed!("proxy_on_request_headers"),
+            on_request_body: typed!("proxy_on_request_body"),
+            on_response_headers: typed!("proxy_on_response_headers"),
+            on_response_body: typed!("proxy_on_response_body"),
+            on_response_trailers: typed!("proxy_on_response_trailers"),
+            on_log: typed!("proxy_on_log"),
+            on_done: typed!("proxy_on_done"),
+            on_delete: typed!("proxy_on_delete"),
+            on_tick: typed!("proxy_on_tick"),
+            on_queue_ready: typed!("proxy_on_queue_ready"),
+            on_http_call_response: typed!("proxy_on_http_call_response"),
+        };
+        let allocate: Option<TypedFunc<u32, u32>> = match typed!("proxy_on_memory_allocate") {
+            Some(f) => Some(f),
+            None => typed!("malloc"),
+        };
+        let memory = instance.get_memory(&mut store, "memory");
+        store.data_mut().allocate = allocate;
+        store.data_mut().memory = memory;
+        store.data_mut().root_context_id = ROOT_CONTEXT;
+        store.data_mut().effective_context = ROOT_CONTEXT;
+        let start: Option<TypedFunc<(), ()>> = match typed!("_initialize") {
+            Some(f) => Some(f),
+            None => typed!("_start"),
+        };
+        let mut this = Instance {
+            store,
+            exports,
+            ticks,
+            next_context_id: ROOT_CONTEXT + 1,
+        };
+        if let Some(start) = start {
+            this.call(start, ())?;
+        }
+        if let Some(f) = this.exports.on_context_create.clone() {
+            this.call(f, (ROOT_CONTEXT, 0))?;
+        }
+        let vm_config = this.store.data().plugin.vm_config.len() as u32;
+        if let Some(f) = this.exports.on_vm_start.clone()
+            && this.call(f, (ROOT_CONTEXT, vm_config))? == 0
+        {
+            return Err(Failure::Rejected("proxy_on_vm_start"));
+        }
+        let config = this.store.data().plugin.config.len() as u32;
+        if let Some(f) = this.exports.on_configure.clone()
+            && this.call(f, (ROOT_CONTEXT, config))? == 0
+        {
+            return Err(Failure::Rejected("proxy_on_configure"));
+        }
+        Ok(this)
+    }
+
+    fn call<P: WasmParams, R: WasmResults>(
+        &mut self,
+        f: TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, Failure> {
+        self.store.set_epoch_deadline(self.ticks);
+        f.call(&mut self.store, params).map_err(|e| {
+            let state = self.store.data();
+            classify(e, state.limit.hit, state.plugin.memory_limit)
+        })
+    }
+
+    pub fn state(&self) -> &HostState {
+        self.store.data()
+    }
+
+    pub fn state_mut(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
+    pub fn root_context_id(&self) -> u32 {
+        ROOT_CONTEXT
+    }
+
+    /// Creates an HTTP context; returns its id.
+    pub fn create_context(&mut self) -> Result<u32, Failure> {
+        let id = self.next_context_id;
+        self.next_context_id = self.next_context_id.wrapping_add(1).max(ROOT_CONTEXT + 1);
+        self.state_mut()
+            .contexts
+            .insert(id, ContextState::default());
+        if let Some(f) = self.exports.on_context_create.clone() {
+            self.call(f, (id, ROOT_CONTEXT))?;
+        }
+        Ok(id)
+    }
+
+    fn action(value: u32) -> Action {
+        if value == 0 {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    pub fn on_request_headers(
+        &mut self,
+        id: u32,
+        count: u32,
+        eos: bool,
+    ) -> Result<Action, Failure> {
+        match self.exports.on_request_headers.clone() {
+            Some(f) => self.call(f, (id, count, u32::from(eos))).map(Self::action),
+            None => Ok(Action::Continue),
+        }
+    }
+
+    pub fn on_request_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
+        match self.exports.on_request_body.clone() {
+            Some(f) => self.call(f, (id, size, u32::from(eos))).map(Self::action),
+            None => Ok(Action::Continue),
+        }
+    }
+
+    pub fn on_response_headers(
+        &mut self,
+        id: u32,
+        count: u32,
+        eos: bool,
+    ) -> Result<Action, Failure> {
+        match self.exports.on_response_headers.clone() {
+            Some(f) => self.call(f, (id, count, u32::from(eos))).map(Self::action),
+            None => Ok(Action::Continue),
+        }
+    }
+
+    pub fn on_response_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
+        match self.exports.on_response_body.clone() {
+            Some(f) => self.call(f, (id, size, u32::from(eos))).map(Self::action),
+            None => Ok(Action::Continue),
+        }
+    }
+
+    pub fn on_response_trailers(&mut self, id: u32, count: u32) -> Result<Action, Failure> {
+        match self.exports.on_response_trailers.clone() {
+            Some(f) => self.call(f, (id, count)).map(Self::action),
+            None => Ok(Action::Continue),
+        }
+    }
+
+    pub fn on_http_call_response(
+        &mut self,
+        id: u32,
+        token: u32,
+        headers: u32,
+        body: u32,
+        trailers: u32,
+    ) -> Result<(), Failure> {
+        match self.exports.on_http_call_response.clone() {
+            Some(f) => self.call(f, (id, token, headers, body, trailers)),
+            None => Ok(()),
+        }
+    }
+
+    pub fn on_tick(&mut self) -> Result<(), Failure> {
+        match self.exports.on_tick.clone() {
+            Some(f) => self.call(f, ROOT_CONTEXT),
+            None => Ok(()),
+        }
+    }
+
+    pub fn on_queue_ready(&mut self, queue: u32) -> Result<(), Failure> {
+        match self.exports.on_queue_ready.clone() {
+            Some(f) => self.call(f, (ROOT_CONTEXT, queue)),
+            None => Ok(()),
+        }
+    }
+
+    /// Ends an HTTP context: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
+    pub fn finish_context(&mut self, id: u32) -> Result<(), Failure> {
+        let result = (|| {
+            if let Some(f) = self.exports.on_log.clone() {
+                self.call(f, id)?;
+            }
+            if let Some(f) = self.exports.on_done.clone() {
+                self.call(f, id)?;
+            }
+            if let Some(f) = self.exports.on_delete.clone() {
+                self.call(f, id)?;
+            }
+            Ok(())
+        })();
+        self.state_mut().contexts.remove(&id);
+        result
+    }
+}

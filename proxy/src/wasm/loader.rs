@@ -1,0 +1,313 @@
+//! Turns WasmPlugin resources into loaded plugins: reads each module file (hashing it, and
+//! checking it against the resource's sha256), compiles it once per content hash (wasmtime's
+//! cache keeps the result on disk under the state dir), links it, and brings one trial instance
+//! up to check that `proxy_on_vm_start` and `proxy_on_configure` accept their configuration.
+//! A plugin whose resource and module are unchanged is reused as it is, instances and all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use wasmtime::{Linker, Module};
+
+use super::abi;
+use super::host::HostState;
+use super::instance::Instance;
+use super::plugin::{FailurePolicy, Plugin, PluginInfo};
+use super::runtime::{MAX_MEMORY_LIMIT, RuntimeError, Shared};
+use crate::config::crd::{WasmPlugin, WasmPluginSpec};
+use crate::config::{Kind, NamespacedName, ObjectRef, Store};
+use crate::duration::parse_duration;
+use crate::problem::Problem;
+
+pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
+pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+
+/// A WasmPlugin after loading.
+#[derive(Clone, Debug)]
+pub enum PluginLoad {
+    Ready(Arc<Plugin>),
+    /// It could not be loaded: routes it applies to follow its failure policy.
+    Broken {
+        reason: String,
+        policy: FailurePolicy,
+        phase: super::Phase,
+        priority: i32,
+    },
+}
+
+pub type LoadedPlugins = BTreeMap<NamespacedName, PluginLoad>;
+
+struct FileSeen {
+    modified: Option<SystemTime>,
+    len: u64,
+    sha256: String,
+}
+
+pub struct Loader {
+    shared: Arc<Shared>,
+    linker: Linker<HostState>,
+    root: PathBuf,
+    files: HashMap<PathBuf, FileSeen>,
+    modules: HashMap<String, Result<Module, String>>,
+    plugins: HashMap<NamespacedName, (WasmPluginSpec, String, PluginLoad, Option<Problem>)>,
+}
+
+/// A problem with one field of a WasmPlugin.
+struct Bad {
+    field: &'static str,
+    reason: String,
+}
+
+fn bad(field: &'static str, reason: impl Into<String>) -> Bad {
+    Bad {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// `64Mi`, `1Gi`, `500Ki`, `1000000`, as Kubernetes quantities of bytes.
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let scale: usize = match unit {
+        "" => 1,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        _ => return Err(format!("{text:?} is not a quantity of bytes (like 64Mi)")),
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("{text:?} is not a quantity of bytes (like 64Mi)"))
+}
+
+/// A configuration value as the plugin receives it: strings as they are, anything else as JSON.
+fn config_bytes(value: Option<&serde_json::Value>) -> Bytes {
+    match value {
+        None | Some(serde_json::Value::Null) => Bytes::new(),
+        Some(serde_json::Value::String(s)) => Bytes::from(s.clone()),
+        Some(other) => Bytes::from(other.to_string()),
+    }
+}
+
+impl Loader {
+    pub fn new(shared: Arc<Shared>, root: &Path) -> Result<Self, RuntimeError> {
+        let linker = abi::linker(&shared.engine).map_err(RuntimeError::Engine)?;
+        Ok(Loader {
+            shared,
+            linker,
+            root: root.to_owned(),
+            files: HashMap::new(),
+            modules: HashMap::new(),
+            plugins: HashMap::new(),
+        })
+    }
+
+    /// Loads every WasmPlugin in the store. Returns the plugins, the problems found, and
+    /// whether anything differs from the previous call.
+    pub fn load(&mut self, store: &Store) -> (LoadedPlugins, Vec<Problem>, bool) {
+        let mut loaded = BTreeMap::new();
+        let mut problems = Vec::new();
+        let mut changed = store.wasm_plugins.len() != self.plugins.len();
+        let mut kept = HashMap::new();
+        for (key, stored) in &store.wasm_plugins {
+            let spec = &stored.object.spec;
+            let file = self.module_path(spec);
+            let sha256 = file
+                .as_ref()
+                .ok()
+                .and_then(|path| self.hash(path).ok())
+                .unwrap_or_default();
+            let previous = self
+                .plugins
+                .remove(key)
+                .filter(|(s, h, _, _)| s == spec && *h == sha256);
+            let (load, problem) = match previous {
+                Some((_, _, load, problem)) => (load, problem),
+                None => {
+                    changed = true;
+                    match self.load_one(key, &stored.object, file) {
+                        Ok(plugin) => (PluginLoad::Ready(Arc::new(plugin)), None),
+                        Err(bad) => {
+                            let problem = Problem::field(
+                                stored.file.clone(),
+                                ObjectRef {
+                                    kind: Kind::WasmPlugin,
+                                    namespace: key.namespace.clone(),
+                                    name: key.name.clone(),
+                                },
+                                bad.field,
+                                bad.reason.clone(),
+                            );
+                            let load = PluginLoad::Broken {
+                                reason: format!("WasmPlugin {key}: {}: {}", bad.field, bad.reason),
+                                policy: spec.failure_policy,
+                                phase: spec.phase,
+                                priority: spec.priority,
+                            };
+                            (load, Some(problem))
+                        }
+                    }
+                }
+            };
+            problems.extend(problem.clone());
+            kept.insert(key.clone(), (spec.clone(), sha256, load.clone(), problem));
+            loaded.insert(key.clone(), load);
+        }
+        self.plugins = kept;
+        (loaded, problems, changed)
+    }
+
+    fn module_path(&self, spec: &WasmPluginSpec) -> Result<PathBuf, Bad> {
+        if spec.module.is_empty() {
+            return Err(bad("spec.module", "required"));
+        }
+        if let Some(name) = spec.module.strip_prefix("builtin:") {
+            return Err(bad(
+                "spec.module",
+                format!(
+                    "there is no built-in plugin {name:?} (built-in plugins are not shipped yet)"
+                ),
+            ));
+        }
+        let path = Path::new(&spec.module);
+        Ok(if path.is_absolute() {
+            path.to_owned()
+        } else {
+            self.root.join(path)
+        })
+    }
+
+    /// The module file's SHA-256, read again only when its size or time changed.
+    fn hash(&mut self, path: &Path) -> Result<String, std::io::Error> {
+        let meta = std::fs::metadata(path)?;
+        let modified = meta.modified().ok();
+        if let Some(seen) = self.files.get(path)
+            && seen.modified == modified
+            && seen.len == meta.len()
+        {
+            return Ok(seen.sha256.clone());
+        }
+        let bytes = std::fs::read(path)?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        self.files.insert(
+            path.to_owned(),
+            FileSeen {
+                modified,
+                len: meta.len(),
+                sha256: sha256.clone(),
+            },
+        );
+        Ok(sha256)
+    }
+
+    fn load_one(
+        &mut self,
+        key: &NamespacedName,
+        plugin: &WasmPlugin,
+        path: Result<PathBuf, Bad>,
+    ) -> Result<Plugin, Bad> {
+        let spec = &plugin.spec;
+        let deadline = match &spec.timeout {
+            None => DEFAULT_DEADLINE,
+            Some(text) => match parse_duration(text) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => return Err(bad("spec.timeout", "must be more than zero")),
+                Err(reason) => return Err(bad("spec.timeout", reason)),
+            },
+        };
+        let memory_limit = match &spec.memory_limit {
+            None => DEFAULT_MEMORY_LIMIT,
+            Some(text) => match parse_bytes(text) {
+                Ok(n) if n > MAX_MEMORY_LIMIT => {
+                    return Err(bad("spec.memoryLimit", "must be at most 1Gi"));
+                }
+                Ok(n) if n < (1 << 16) => {
+                    return Err(bad("spec.memoryLimit", "must be at least 64Ki (one page)"));
+                }
+                Ok(n) => n,
+                Err(reason) => return Err(bad("spec.memoryLimit", reason)),
+            },
+        };
+        let path = path?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| bad("spec.module", format!("{}: {e}", path.display())))?;
+        let sha256 = hex(&Sha256::digest(&bytes));
+        if let Some(expected) = &spec.sha256
+            && !expected.eq_ignore_ascii_case(&sha256)
+        {
+            return Err(bad(
+                "spec.sha256",
+                format!("the module's SHA-256 is {sha256}, not {expected}"),
+            ));
+        }
+        let module = self
+            .modules
+            .entry(sha256.clone())
+            .or_insert_with(|| {
+                Module::new(&self.shared.engine, &bytes).map_err(|e| format!("{e:#}"))
+            })
+            .clone()
+            .map_err(|e| bad("spec.module", format!("does not compile: {e}")))?;
+        let mut linker = self.linker.clone();
+        abi::stub_other_wasi(&mut linker, &module)
+            .and_then(|()| linker.instantiate_pre(&module))
+            .map_err(|e| bad("spec.module", format!("does not link: {e:#}")))
+            .map(|pre| {
+                Plugin::new(
+                    PluginInfo {
+                        name: key.to_string(),
+                        namespace: key.namespace.clone(),
+                        root_id: spec.root_id.clone(),
+                        vm_id: spec.vm_id.clone(),
+                        config: config_bytes(spec.config.as_ref()),
+                        vm_config: config_bytes(spec.vm_config.as_ref()),
+                        failure_policy: spec.failure_policy,
+                        deadline,
+                        memory_limit,
+                    },
+                    pre,
+                    sha256,
+                    spec.phase,
+                    spec.priority,
+                )
+            })
+            .and_then(|plugin| {
+                // A trial run: the plugin must come up with its configuration.
+                match Instance::new(&plugin, self.shared.clone(), false, None) {
+                    Ok(_) => Ok(plugin),
+                    Err(failure) => Err(bad("spec.config", format!("the plugin {failure}"))),
+                }
+            })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("2k"), Ok(2000));
+        assert!(parse_bytes("64MB").is_err());
+        assert!(parse_bytes("Mi").is_err());
+    }
+}

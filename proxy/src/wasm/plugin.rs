@@ -1,0 +1,112 @@
+//! A loaded plugin: its settings from the WasmPlugin resource and its module, compiled and
+//! linked, ready to be instantiated on each worker thread.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use wasmtime::InstancePre;
+
+use super::host::HostState;
+
+/// What happens to a request when its plugin fails (traps, overruns its deadline or memory, or
+/// could not be loaded).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum FailurePolicy {
+    /// The request is answered 503.
+    #[default]
+    FailClosed,
+    /// The request goes on without the plugin.
+    FailOpen,
+}
+
+/// Where in the chain a plugin runs, as Istio's WasmPlugin orders them: authentication, then
+/// authorization, then statistics, then plugins that name no phase.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum Phase {
+    #[serde(rename = "AUTHN")]
+    Authn,
+    #[serde(rename = "AUTHZ")]
+    Authz,
+    #[serde(rename = "STATS")]
+    Stats,
+    #[default]
+    #[serde(rename = "UNSPECIFIED_PHASE")]
+    Unspecified,
+}
+
+/// A plugin's settings, shared by all its instances.
+#[derive(Debug)]
+pub struct PluginInfo {
+    /// `namespace/name` of the WasmPlugin: the name in logs and metrics.
+    pub name: String,
+    pub namespace: String,
+    /// The `plugin_root_id` property.
+    pub root_id: String,
+    /// Scope of shared data and queues; plugins with the same VM id share them.
+    pub vm_id: String,
+    pub config: Bytes,
+    pub vm_config: Bytes,
+    pub failure_policy: FailurePolicy,
+    /// Longest one callback may run.
+    pub deadline: Duration,
+    pub memory_limit: usize,
+}
+
+/// A plugin ready to run.
+pub struct Plugin {
+    /// Tells this load apart from every other, so that a changed plugin gets new instances.
+    pub id: u64,
+    pub info: Arc<PluginInfo>,
+    pub pre: InstancePre<HostState>,
+    pub sha256: String,
+    pub phase: Phase,
+    pub priority: i32,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.id)
+            .field("name", &self.info.name)
+            .field("sha256", &self.sha256)
+            .finish()
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Plugin {
+    pub fn new(
+        info: PluginInfo,
+        pre: InstancePre<HostState>,
+        sha256: String,
+        phase: Phase,
+        priority: i32,
+    ) -> Self {
+        Plugin {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            info: Arc::new(info),
+            pre,
+            sha256,
+            phase,
+            priority,
+        }
+    }
+}

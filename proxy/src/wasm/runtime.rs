@@ -1,0 +1,106 @@
+//! The Wasm runtime shared by every plugin: the wasmtime engine (epoch interruption, the pooling
+//! allocator, the on-disk compilation cache) and the state plugins share across threads.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::{Cache, CacheConfig, Config, Engine, OptLevel, PoolingAllocationConfig};
+
+use super::plugin_metrics::PluginMetrics;
+use super::shared_data::{SharedData, SharedQueues};
+use crate::snapshot::SnapshotHandle;
+
+/// How often the engine's epoch advances: the granularity of callback deadlines.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The largest memory limit a plugin may ask for; also the size of a pooled memory slot.
+pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("wasm compilation cache in {dir}: {source}")]
+    Cache {
+        dir: String,
+        source: wasmtime::Error,
+    },
+    #[error("wasm engine: {0}")]
+    Engine(wasmtime::Error),
+    #[error("plugin metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// What every plugin instance on every thread shares.
+pub struct Shared {
+    pub engine: Engine,
+    pub data: SharedData,
+    pub queues: SharedQueues,
+    pub metrics: PluginMetrics,
+    /// The Snapshot now serving, for the Services that HTTP calls name.
+    pub snapshots: SnapshotHandle,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("wasm::Shared")
+    }
+}
+
+/// Builds the engine. `cache_dir` keeps compiled modules across restarts; `instances` sizes the
+/// pool (instances of every plugin on every thread, plus trial instances at load).
+pub fn engine(cache_dir: Option<&Path>, instances: u32) -> Result<Engine, RuntimeError> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(OptLevel::Speed);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_core_instances(instances)
+        .total_memories(instances)
+        .total_tables(instances)
+        .max_memories_per_module(1)
+        .max_tables_per_module(1)
+        .max_memory_size(MAX_MEMORY_LIMIT);
+    config.allocation_strategy(pool);
+    if let Some(dir) = cache_dir {
+        let mut cache = CacheConfig::new();
+        cache.with_directory(dir);
+        let cache = Cache::new(cache).map_err(|source| RuntimeError::Cache {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        config.cache(Some(cache));
+    }
+    Engine::new(&config).map_err(RuntimeError::Engine)
+}
+
+impl Shared {
+    pub fn new(
+        engine: Engine,
+        registry: &prometheus::Registry,
+        snapshots: SnapshotHandle,
+    ) -> Result<Arc<Self>, RuntimeError> {
+        let shared = Arc::new(Shared {
+            engine,
+            data: SharedData::default(),
+            queues: SharedQueues::default(),
+            metrics: PluginMetrics::new(registry)?,
+            snapshots,
+        });
+        let engine = shared.engine.weak();
+        // Advances the epoch for as long as the engine lives; a plain thread, as it only sleeps.
+        std::thread::Builder::new()
+            .name("gantry-wasm-epoch".to_owned())
+            .spawn(move || {
+                while let Some(engine) = engine.upgrade() {
+                    engine.increment_epoch();
+                    drop(engine);
+                    std::thread::sleep(EPOCH_TICK);
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(e.into()))?;
+        Ok(shared)
+    }
+
+    /// Epoch ticks for a deadline, at least one.
+    pub fn ticks(deadline: Duration) -> u64 {
+        (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1
+    }
+}

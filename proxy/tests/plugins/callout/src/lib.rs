@@ -1,0 +1,119 @@
+//! Test plugin: pauses each request on an HTTP call to another upstream and resumes it, or
+//! refuses it, from the answer. Configuration: `{"cluster": "..."}` names the upstream.
+//! `/forbidden...` asks a path the upstream answers 403; `/timeout...` one it answers too late;
+//! `/unknown-cluster` calls a cluster that does not exist.
+
+use std::time::Duration;
+
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use serde::Deserialize;
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
+}}
+
+#[derive(Default, Deserialize)]
+struct Config {
+    cluster: String,
+}
+
+#[derive(Default)]
+struct Root {
+    cluster: String,
+}
+
+impl Context for Root {}
+
+impl RootContext for Root {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let Some(bytes) = self.get_plugin_configuration() else {
+            return false;
+        };
+        match serde_json::from_slice::<Config>(&bytes) {
+            Ok(config) => {
+                self.cluster = config.cluster;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        Some(Box::new(Callout {
+            cluster: self.cluster.clone(),
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Callout {
+    cluster: String,
+}
+
+impl Context for Callout {
+    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _: usize) {
+        if num_headers == 0 {
+            self.send_http_response(504, vec![("x-callout", "failed")], Some(b"callout failed\n"));
+            return;
+        }
+        let status = self
+            .get_http_call_response_header(":status")
+            .unwrap_or_default();
+        if status != "200" {
+            self.send_http_response(
+                403,
+                vec![("x-callout-status", &status)],
+                Some(b"forbidden by callout\n"),
+            );
+            return;
+        }
+        let body = self
+            .get_http_call_response_body(0, body_size)
+            .unwrap_or_default();
+        let server = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["server"].as_str().map(str::to_owned))
+            .unwrap_or_default();
+        self.set_http_request_header("x-callout-server", Some(&server));
+        self.set_http_request_header("x-callout-status", Some(&status));
+        self.resume_http_request();
+    }
+}
+
+impl HttpContext for Callout {
+    fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let path = self.get_http_request_header(":path").unwrap_or_default();
+        let (cluster, call_path, timeout) = if path.starts_with("/forbidden") {
+            (self.cluster.as_str(), "/status/403", Duration::from_secs(10))
+        } else if path.starts_with("/timeout") {
+            (self.cluster.as_str(), "/slow/5000", Duration::from_millis(200))
+        } else if path.starts_with("/unknown-cluster") {
+            ("no-such-service", "/", Duration::from_secs(1))
+        } else {
+            (self.cluster.as_str(), "/check", Duration::from_secs(10))
+        };
+        let headers = vec![
+            (":method", "GET"),
+            (":path", call_path),
+            (":authority", "callout.test"),
+            ("x-original-path", path.as_str()),
+        ];
+        match self.dispatch_http_call(cluster, headers, None, vec![], timeout) {
+            Ok(_) => Action::Pause,
+            Err(status) => {
+                let status = format!("{status:?}");
+                self.send_http_response(
+                    502,
+                    vec![("x-dispatch-error", &status)],
+                    Some(b"dispatch failed\n"),
+                );
+                Action::Pause
+            }
+        }
+    }
+}
