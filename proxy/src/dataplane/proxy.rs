@@ -339,6 +339,7 @@ impl ProxyHttp for EdgeProxy {
         headers::strip_response_hop_by_hop(upstream_response);
         if let Some(filters) = ctx.filters.as_mut() {
             filters.info.upstream = ctx.upstream;
+            let had_length = upstream_response.headers.contains_key(CONTENT_LENGTH);
             let verdict = filters
                 .response_headers(session.req_header_mut(), upstream_response, false)
                 .await;

@@ -110,7 +110,7 @@ impl Filters {
         let expected = entry.context.map(|(_, incarnation)| incarnation);
         let own = entry.context.map(|(id, _)| id);
         let wake = &mut entry.wake;
-        let ran = workers::with_instance(&self.shared, &entry.plugin, own, expected, |inst, _| {
+        let ran = workers::with_instance(&self.shared, &entry.plugin, expected, |inst, _| {
             let id = match own {
                 Some(id) => id,
                 None => {
@@ -179,7 +179,17 @@ impl Filters {
         let ran = ran?;
         let (id, mut step) = ran.value;
         self.entries[i].context = Some((id, ran.incarnation));
-        step.calls = ran.calls;
+        // Calls for this request's context are made by its task; any other (the plugin may
+        // have switched the effective context) in the background.
+        let (own, others): (Vec<_>, Vec<_>) =
+            ran.calls.into_iter().partition(|c| c.context_id == id);
+        workers::spawn_calls(
+            &self.shared,
+            &self.entries[i].plugin,
+            ran.incarnation,
+            others,
+        );
+        step.calls = own;
         self.reroute |= step.reroute;
         Ok(step)
     }
@@ -271,10 +281,9 @@ impl Filters {
         };
         tokio::spawn(async move {
             while let Some(Ok((token, response))) = calls.join_next().await {
-                let _ =
-                    workers::with_instance(&shared, &plugin, None, Some(incarnation), |i, _| {
-                        deliver(i, context, token, response)
-                    });
+                let _ = workers::with_instance(&shared, &plugin, Some(incarnation), |i, _| {
+                    deliver(i, context, token, response)
+                });
             }
         });
     }
@@ -401,7 +410,9 @@ impl Filters {
                             BodyKind::Request => entry.request_body = buffer,
                             BodyKind::Response => entry.response_body = buffer,
                         }
-                        *body = None;
+                        // Pingora reads a missing request chunk as the body's end; an empty
+                        // one is skipped. Held response chunks are simply not written.
+                        *body = (kind == BodyKind::Request).then(Bytes::new);
                         return Verdict::Continue;
                     }
                     data = buffer.freeze();

@@ -37,7 +37,7 @@ static INCARNATIONS: AtomicU64 = AtomicU64::new(1);
 pub struct Ran<R> {
     pub value: R,
     pub incarnation: u64,
-    /// HTTP calls the callback dispatched for `own_context`, for the caller to make.
+    /// HTTP calls the callback dispatched, for the caller to make (see [`spawn_calls`]).
     pub calls: Vec<OutgoingCall>,
 }
 
@@ -57,7 +57,6 @@ pub fn report(shared: &Shared, plugin: &Plugin, failure: &Failure) {
 pub fn with_instance<R>(
     shared: &Arc<Shared>,
     plugin: &Arc<Plugin>,
-    own_context: Option<u32>,
     expected: Option<u64>,
     f: impl FnOnce(&mut Instance, u64) -> Result<R, Failure>,
 ) -> Result<Ran<R>, Failure> {
@@ -109,12 +108,7 @@ pub fn with_instance<R>(
         match f(instance, incarnation) {
             Ok(value) => {
                 let state = instance.state_mut();
-                let (own, others): (Vec<_>, Vec<_>) = std::mem::take(&mut state.calls)
-                    .into_iter()
-                    .partition(|c| Some(c.context_id) == own_context);
-                for call in others {
-                    spawn_call(shared, plugin, incarnation, call);
-                }
+                let calls = std::mem::take(&mut state.calls);
                 let period = state.tick_period;
                 if slot.tick.as_ref().map(|(p, _)| *p) != period {
                     if let Some((_, old)) = slot.tick.take() {
@@ -128,7 +122,7 @@ pub fn with_instance<R>(
                 Ok(Ran {
                     value,
                     incarnation,
-                    calls: own,
+                    calls,
                 })
             }
             Err(Failure::Lost) => Err(Failure::Lost),
@@ -171,20 +165,30 @@ pub fn deliver(
     result.map(|()| Action::Pause)
 }
 
-/// Makes a call that no paused request is waiting on (from a root context, say) and delivers
-/// its answer on this thread.
-fn spawn_call(shared: &Arc<Shared>, plugin: &Arc<Plugin>, incarnation: u64, call: OutgoingCall) {
-    let shared = shared.clone();
-    let plugin = Arc::downgrade(plugin);
-    tokio::spawn(async move {
-        let response = call::perform(&call).await;
-        let Some(plugin) = plugin.upgrade() else {
-            return;
-        };
-        let _ = with_instance(&shared, &plugin, None, Some(incarnation), |instance, _| {
-            deliver(instance, call.context_id, call.token, response)
+/// Makes calls that no paused request is waiting on (from a root context, say) and delivers
+/// their answers on this thread.
+pub fn spawn_calls(
+    shared: &Arc<Shared>,
+    plugin: &Arc<Plugin>,
+    incarnation: u64,
+    calls: Vec<OutgoingCall>,
+) {
+    for call in calls {
+        let shared = shared.clone();
+        let plugin = Arc::downgrade(plugin);
+        tokio::spawn(async move {
+            let response = call::perform(&call).await;
+            let Some(plugin) = plugin.upgrade() else {
+                return;
+            };
+            let delivered = with_instance(&shared, &plugin, Some(incarnation), |instance, _| {
+                deliver(instance, call.context_id, call.token, response)
+            });
+            if let Ok(ran) = delivered {
+                spawn_calls(&shared, &plugin, incarnation, ran.calls);
+            }
         });
-    });
+    }
 }
 
 fn start_ticker(
@@ -204,11 +208,9 @@ fn start_ticker(
             let Some(plugin) = plugin.upgrade() else {
                 return;
             };
-            let ticked = with_instance(&shared, &plugin, None, Some(incarnation), |i, _| {
-                i.on_tick()
-            });
-            if ticked.is_err() {
-                return;
+            match with_instance(&shared, &plugin, Some(incarnation), |i, _| i.on_tick()) {
+                Ok(ran) => spawn_calls(&shared, &plugin, incarnation, ran.calls),
+                Err(_) => return,
             }
         }
     })
@@ -228,11 +230,11 @@ fn listen_to_queues(
             let Some(plugin) = plugin.upgrade() else {
                 return;
             };
-            let ready = with_instance(&shared, &plugin, None, Some(incarnation), |i, _| {
+            match with_instance(&shared, &plugin, Some(incarnation), |i, _| {
                 i.on_queue_ready(queue)
-            });
-            if ready.is_err() {
-                return;
+            }) {
+                Ok(ran) => spawn_calls(&shared, &plugin, incarnation, ran.calls),
+                Err(_) => return,
             }
         }
     });

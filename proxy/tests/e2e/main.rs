@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod lifecycle;
+mod plugins;
 mod protocols;
 mod quickstart;
 mod reload;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod gantry;
 pub mod grpc;
 pub mod pki;
+pub mod plugins;
 pub mod upstream;
 
 use std::future::Future;

@@ -1,7 +1,7 @@
 //! Test plugin: pauses each request on an HTTP call to another upstream and resumes it, or
 //! refuses it, from the answer. Configuration: `{"cluster": "..."}` names the upstream.
 //! `/forbidden...` asks a path the upstream answers 403; `/timeout...` one it answers too late;
-//! `/unknown-cluster` calls a cluster that does not exist.
+//! `/slow...` one it answers after 1.5 s; `/unknown-cluster` calls a cluster that does not exist.
 
 use std::time::Duration;
 
@@ -92,6 +92,8 @@ impl HttpContext for Callout {
             (self.cluster.as_str(), "/status/403", Duration::from_secs(10))
         } else if path.starts_with("/timeout") {
             (self.cluster.as_str(), "/slow/5000", Duration::from_millis(200))
+        } else if path.starts_with("/slow") {
+            (self.cluster.as_str(), "/slow/1500", Duration::from_secs(10))
         } else if path.starts_with("/unknown-cluster") {
             ("no-such-service", "/", Duration::from_secs(1))
         } else {

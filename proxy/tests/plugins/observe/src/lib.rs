@@ -149,6 +149,8 @@ impl HttpContext for Observe {
         let requests = hostcalls::get_metric(self.metrics.requests).unwrap_or(0);
         props.insert("requests metric".to_owned(), json!(requests));
         proxy_wasm::hostcalls::log(LogLevel::Info, &format!("observe answered {path}")).ok();
+        // Standard output reaches the host through WASI's fd_write.
+        println!("observe printed {path}");
         let body = Value::Object(props.into_iter().collect()).to_string();
         self.send_http_response(
             200,

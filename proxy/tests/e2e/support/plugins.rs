@@ -1,0 +1,80 @@
+//! The test plugin corpus (`proxy/tests/plugins`, written against the upstream `proxy-wasm`
+//! SDK), built to wasm32-wasip1 once per test run, and YAML for WasmPlugin resources.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+/// Builds the corpus (once per test process; cargo makes concurrent builds wait for each other)
+/// and returns where the modules are.
+fn built() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = repo().join("target/test-plugins");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "--target",
+                "wasm32-wasip1",
+                "--manifest-path",
+            ])
+            .arg(repo().join("proxy/tests/plugins/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET")
+            .status()
+            .expect("run cargo to build the test plugins");
+        assert!(
+            status.success(),
+            "building the test plugins failed (is the wasm32-wasip1 target installed? \
+             `rustup target add wasm32-wasip1`)"
+        );
+        target.join("wasm32-wasip1/release")
+    })
+}
+
+/// The path of test plugin `name` (`rewrite`, `callout`, `shared`, `observe`, `hostile`).
+pub fn module(name: &str) -> PathBuf {
+    built().join(format!("test_{name}.wasm"))
+}
+
+/// A WasmPlugin in `default` running `module` (a path) with `spec` lines (indented 2 spaces)
+/// added after `module`.
+pub fn wasm_plugin(name: &str, module: &Path, spec: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  module: {}
+{spec}",
+        module.display()
+    )
+}
+
+/// An Ingress on `host` sending every path to Service `service`, running `plugins` in order.
+pub fn ingress_with_plugins(name: &str, host: &str, service: &str, plugins: &str) -> String {
+    let metadata = format!("\n  annotations:\n    gantry.dev/plugins: \"{plugins}\"");
+    let mut yaml = super::config::ingress_head("default", name, Some(host), &metadata);
+    yaml.push_str(&format!(
+        "          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: {service}
+                port:
+                  name: http
+"
+    ));
+    yaml
+}
