@@ -357,6 +357,13 @@ impl ProxyHttp for EdgeProxy {
                     );
                 }
             }
+            // A plugin that rewrites the body drops its Content-Length; send it in chunks.
+            if had_length
+                && !upstream_response.headers.contains_key(CONTENT_LENGTH)
+                && session.req_header().version == http::Version::HTTP_11
+            {
+                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
         }
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(X_REQUEST_ID, id.clone())?;
@@ -381,10 +388,11 @@ impl ProxyHttp for EdgeProxy {
                 ErrorType::ConnectionClosed,
                 "a plugin ended the response during its body",
             ),
+            // Answered 503 if the response head is still unsent; otherwise the connection is cut.
             Verdict::Fail { plugin, failure } => {
                 ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
                 Error::e_explain(
-                    ErrorType::ConnectionClosed,
+                    ErrorType::HTTPStatus(503),
                     "a plugin failed during the body",
                 )
             }

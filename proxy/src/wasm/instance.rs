@@ -89,10 +89,13 @@ fn classify(error: wasmtime::Error, memory_hit: bool, limit: usize) -> Failure {
     if let Some(abi) = error.downcast_ref::<AbiError>() {
         return Failure::HostCall(abi.to_string());
     }
+    // The wasm backtrace is for whoever debugs the plugin, not for every log line.
+    tracing::debug!("plugin trap: {error:?}");
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Failure::Timeout,
         _ if memory_hit => Failure::Memory(limit),
-        _ => Failure::Trap(format!("{error:#}")),
+        Some(trap) => Failure::Trap(trap.to_string()),
+        None => Failure::Trap(error.to_string()),
     }
 }
 
