@@ -21,3 +21,11 @@ needs_build_tools() {
     fi
     needs cmake cmake
 }
+
+# Plugins (the test corpus, and later the built-in ones) are built for wasm32-wasip1.
+needs_wasm_target() {
+    if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
+        echo "==> the Rust target wasm32-wasip1 is missing: installing it with rustup"
+        rustup target add wasm32-wasip1
+    fi
+}

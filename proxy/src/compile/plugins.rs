@@ -50,9 +50,8 @@ impl Compiler<'_> {
             .take_while(|(key, _)| &key.namespace == namespace)
         {
             let targets = stored.object.spec.targets.as_ref();
-            let applies = targets.is_some_and(|t| {
-                t.all_ingresses || t.ingresses.iter().any(|n| *n == ingress.key.name)
-            });
+            let applies =
+                targets.is_some_and(|t| t.all_ingresses || t.ingresses.contains(&ingress.key.name));
             if applies
                 && seen.insert(key)
                 && let Some(load) = self.plugins.get(key)

@@ -116,7 +116,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.route = Some(route.clone());
 
         if let Some(chain) = route.plugins.clone()
-            && !(route.https_redirect && !is_tls(session))
+            && (!route.https_redirect || is_tls(session))
             && !matches!(route.action, Action::Unavailable(_))
         {
             let info = request_info(session, ctx, &route);

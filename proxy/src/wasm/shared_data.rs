@@ -71,6 +71,10 @@ impl std::fmt::Debug for SharedQueues {
     }
 }
 
+/// A queue id that names no queue.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NoSuchQueue;
+
 /// Most items one queue holds; an enqueue beyond it drops the oldest, so that a queue nobody
 /// drains cannot grow without bound.
 const QUEUE_LIMIT: usize = 10_000;
@@ -112,9 +116,9 @@ impl SharedQueues {
     }
 
     /// Takes the oldest item: `Err` when there is no such queue, `Ok(None)` when it is empty.
-    pub fn dequeue(&self, id: u32) -> Result<Option<Bytes>, ()> {
+    pub fn dequeue(&self, id: u32) -> Result<Option<Bytes>, NoSuchQueue> {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
-        let queue = table.queues.get_mut(&id).ok_or(())?;
+        let queue = table.queues.get_mut(&id).ok_or(NoSuchQueue)?;
         Ok(queue.items.pop_front())
     }
 }

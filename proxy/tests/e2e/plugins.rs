@@ -397,9 +397,8 @@ fn hostile(name: &str, mode: &str, phase: &str, policy: &str) -> String {
 }
 
 fn failures(metrics: &str, plugin: &str, reason: &str) -> u64 {
-    let prefix = format!(
-        "gantry_plugin_failures_total{{plugin=\"default/{plugin}\",reason=\"{reason}\"}} "
-    );
+    let prefix =
+        format!("gantry_plugin_failures_total{{plugin=\"default/{plugin}\",reason=\"{reason}\"}} ");
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&prefix))
@@ -421,7 +420,12 @@ async fn hostile_plugins_are_contained_and_follow_their_failure_policy() {
         ("trap-tick", "trap", "tick", "FailOpen"),
         ("loop", "loop", "request_headers", "FailClosed"),
         ("bomb", "bomb", "request_headers", "FailClosed"),
-        ("bad-pointer", "bad-pointer", "request_headers", "FailClosed"),
+        (
+            "bad-pointer",
+            "bad-pointer",
+            "request_headers",
+            "FailClosed",
+        ),
     ];
     let mut plugins = String::new();
     let mut ingresses = String::new();
@@ -436,7 +440,11 @@ async fn hostile_plugins_are_contained_and_follow_their_failure_policy() {
         ));
         ingresses.push_str("---\n");
     }
-    plugins.push_str(&wasm_plugin("good", &module("rewrite"), "  config: {tag: good}\n"));
+    plugins.push_str(&wasm_plugin(
+        "good",
+        &module("rewrite"),
+        "  config: {tag: good}\n",
+    ));
     ingresses.push_str(&ingress_with_plugins("good", "good.test", "echo", "good"));
     config.write("plugins.yaml", &plugins);
     config.write("ingresses.yaml", &ingresses);
@@ -466,7 +474,13 @@ async fn hostile_plugins_are_contained_and_follow_their_failure_policy() {
 
     let client = clients::http1();
     for _ in 0..3 {
-        for name in ["trap-headers", "trap-response", "loop", "bomb", "bad-pointer"] {
+        for name in [
+            "trap-headers",
+            "trap-response",
+            "loop",
+            "bomb",
+            "bad-pointer",
+        ] {
             let (status, _, body) = get(&client, &gantry, &format!("{name}.test"), "/").await;
             assert_eq!(
                 (status, body.as_str()),
@@ -536,7 +550,10 @@ async fn hostile_plugins_are_contained_and_follow_their_failure_policy() {
     let (status, _, _) = get(&client, &gantry, "good.test", "/").await;
     assert_eq!(status, 200);
     let log = gantry.log();
-    assert!(log.contains("plugin failed: ran past its deadline"), "{log}");
+    assert!(
+        log.contains("plugin failed: ran past its deadline"),
+        "{log}"
+    );
     assert!(log.contains("plugin failed: ran out of memory"), "{log}");
     assert!(log.contains("outside the plugin's memory"), "{log}");
 }
@@ -558,7 +575,10 @@ async fn plugins_that_cannot_load_are_reported_and_follow_their_failure_policy()
             wasm_plugin(
                 "wrong-sha",
                 &observe,
-                &format!("  sha256: \"{}\"\n  failurePolicy: FailOpen\n", "0".repeat(64)),
+                &format!(
+                    "  sha256: \"{}\"\n  failurePolicy: FailOpen\n",
+                    "0".repeat(64)
+                ),
             ),
             "spec.sha256: the module's SHA-256 is ",
         ),
@@ -588,10 +608,20 @@ async fn plugins_that_cannot_load_are_reported_and_follow_their_failure_policy()
     for (name, plugin, _) in &cases {
         yaml.push_str(plugin);
         yaml.push_str("---\n");
-        yaml.push_str(&ingress_with_plugins(name, &format!("{name}.test"), "echo", name));
+        yaml.push_str(&ingress_with_plugins(
+            name,
+            &format!("{name}.test"),
+            "echo",
+            name,
+        ));
         yaml.push_str("---\n");
     }
-    yaml.push_str(&ingress_with_plugins("unknown", "unknown.test", "echo", "no-such-plugin"));
+    yaml.push_str(&ingress_with_plugins(
+        "unknown",
+        "unknown.test",
+        "echo",
+        "no-such-plugin",
+    ));
     config.write("plugins.yaml", &yaml);
     let gantry = Gantry::start(config.path()).await;
 
@@ -611,7 +641,14 @@ async fn plugins_that_cannot_load_are_reported_and_follow_their_failure_policy()
     );
 
     let client = clients::http1();
-    for name in ["missing", "not-wasm", "rejects-config", "rejects-vm", "traps-configure", "unknown"] {
+    for name in [
+        "missing",
+        "not-wasm",
+        "rejects-config",
+        "rejects-vm",
+        "traps-configure",
+        "unknown",
+    ] {
         let (status, _, _) = get(&client, &gantry, &format!("{name}.test"), "/").await;
         assert_eq!(status, 503, "{name}");
     }
@@ -682,7 +719,10 @@ async fn a_changed_plugin_gets_new_instances_while_requests_in_flight_finish_on_
 
     let (status, body) = in_flight.await.unwrap();
     assert_eq!(status, 200);
-    assert_eq!(json(&body)["headers"]["x-callout-server"], serde_json::json!(["auth"]));
+    assert_eq!(
+        json(&body)["headers"]["x-callout-server"],
+        serde_json::json!(["auth"])
+    );
 }
 
 /// Every compiled-module file under `dir` with its modification time.
@@ -726,9 +766,18 @@ async fn compiled_modules_are_kept_in_the_state_dir_across_restarts() {
     assert_eq!(status, 200);
     let cache = state.path().join("wasm-cache");
     let compiled = cache_files(&cache);
-    assert!(!compiled.is_empty(), "nothing cached in {}", cache.display());
+    assert!(
+        !compiled.is_empty(),
+        "nothing cached in {}",
+        cache.display()
+    );
     gantry.sigterm();
-    assert!(gantry.wait_exit(std::time::Duration::from_secs(30)).await.success());
+    assert!(
+        gantry
+            .wait_exit(std::time::Duration::from_secs(30))
+            .await
+            .success()
+    );
 
     let gantry = Gantry::start_with(config.path(), options()).await;
     let (status, headers, _) = get(&clients::http1(), &gantry, "web.test", "/").await;

@@ -27,6 +27,9 @@ where
     out
 }
 
+/// A map's entries as bytes, in order.
+pub type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Why a serialized map could not be read.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error("malformed header map: {0}")]
@@ -34,7 +37,7 @@ pub struct MalformedPairs(&'static str);
 
 /// Reads serialized pairs back. Tolerates a missing NUL after the last value, as some SDKs omit
 /// it.
-pub fn deserialize(bytes: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, MalformedPairs> {
+pub fn deserialize(bytes: &[u8]) -> Result<Pairs, MalformedPairs> {
     if bytes.is_empty() {
         return Ok(Vec::new());
     }

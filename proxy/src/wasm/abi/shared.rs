@@ -107,7 +107,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     Ok(OK)
                 }
                 Ok(None) => Ok(EMPTY),
-                Err(()) => Ok(NOT_FOUND),
+                Err(_) => Ok(NOT_FOUND),
             }
         },
     )?;
