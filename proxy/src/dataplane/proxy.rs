@@ -77,8 +77,10 @@ pub struct RequestCtx {
     note: Option<Arc<str>>,
     /// The route's plugins, for this request.
     filters: Option<Filters>,
-    /// Whether the client sent a body (a plugin may drop its Content-Length).
+    /// Whether the client sent a body.
     has_body: bool,
+    /// Whether the client's request had a Content-Length (a plugin may drop it).
+    had_length: bool,
 }
 
 #[async_trait]
@@ -96,6 +98,7 @@ impl ProxyHttp for EdgeProxy {
             note: None,
             filters: None,
             has_body: false,
+            had_length: false,
         }
     }
 
@@ -122,6 +125,7 @@ impl ProxyHttp for EdgeProxy {
             let info = request_info(session, ctx, &route);
             let mut filters = Filters::new(self.shared.wasm.clone(), &chain, info);
             ctx.has_body = !session.is_body_empty();
+            ctx.had_length = session.req_header().headers.contains_key(CONTENT_LENGTH);
             let verdict = filters
                 .request_headers(session.req_header_mut(), !ctx.has_body)
                 .await;
@@ -280,9 +284,15 @@ impl ProxyHttp for EdgeProxy {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
         headers::add_forwarding_headers(upstream, client, host.as_ref(), is_tls(session))?;
-        // A plugin that rewrites the body drops its Content-Length; HTTP/1.1 then needs chunks.
+        let h2c = ctx.route.as_ref().is_some_and(
+            |r| matches!(&r.action, Action::Proxy(g) if g.protocol == UpstreamProtocol::H2c),
+        );
+        // A plugin that rewrites the body drops its Content-Length; HTTP/1.1 then needs chunks
+        // (HTTP/2 frames the body itself).
         if ctx.filters.is_some()
             && ctx.has_body
+            && ctx.had_length
+            && !h2c
             && upstream.headers.get(CONTENT_LENGTH).is_none()
             && upstream
                 .headers
@@ -294,9 +304,6 @@ impl ProxyHttp for EdgeProxy {
         if let Some(id) = &ctx.request_id {
             upstream.insert_header(X_REQUEST_ID, id.clone())?;
         }
-        let h2c = ctx.route.as_ref().is_some_and(
-            |r| matches!(&r.action, Action::Proxy(g) if g.protocol == UpstreamProtocol::H2c),
-        );
         if wants_trailers && h2c {
             upstream.insert_header(http::header::TE, "trailers")?;
         }
@@ -369,6 +376,31 @@ impl ProxyHttp for EdgeProxy {
             upstream_response.insert_header(X_REQUEST_ID, id.clone())?;
         }
         Ok(())
+    }
+
+    async fn response_trailer_filter(
+        &self,
+        session: &mut Session,
+        upstream_trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Bytes>> {
+        let Some(filters) = ctx.filters.as_mut() else {
+            return Ok(None);
+        };
+        match filters.response_trailers(session.req_header_mut(), upstream_trailers) {
+            Verdict::Continue => Ok(None),
+            Verdict::Fail { plugin, failure } => {
+                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                Error::e_explain(
+                    ErrorType::ConnectionClosed,
+                    "a plugin failed on the trailers",
+                )
+            }
+            Verdict::Respond(_) | Verdict::Close => Error::e_explain(
+                ErrorType::ConnectionClosed,
+                "a plugin ended the response at its trailers",
+            ),
+        }
     }
 
     fn response_body_filter(

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http::HeaderMap;
 use pingora::http::{RequestHeader, ResponseHeader};
 use tokio::task::JoinSet;
 
@@ -51,6 +52,7 @@ struct Entry {
 struct Io<'a> {
     request: Option<&'a mut RequestHeader>,
     response: Option<&'a mut ResponseHeader>,
+    trailers: Option<&'a mut HeaderMap>,
     body: Option<(BodyKind, &'a mut BytesMut)>,
 }
 
@@ -109,17 +111,11 @@ impl Filters {
         let entry = &mut self.entries[i];
         let expected = entry.context.map(|(_, incarnation)| incarnation);
         let own = entry.context.map(|(id, _)| id);
-        let wake = &mut entry.wake;
+        let wake = &entry.wake;
         let ran = workers::with_instance(&self.shared, &entry.plugin, expected, |inst, _| {
             let id = match own {
                 Some(id) => id,
-                None => {
-                    let id = inst.create_context()?;
-                    if let Some(context) = inst.state().contexts.get(&id) {
-                        *wake = context.wake.clone();
-                    }
-                    id
-                }
+                None => inst.create_context(wake.clone())?,
             };
             let state = inst.state_mut();
             state.effective_context = id;
@@ -138,6 +134,9 @@ impl Filters {
                 std::mem::swap(*body, &mut exchange.body);
                 exchange.body_kind = Some(*kind);
             }
+            if let Some(trailers) = io.trailers.as_deref_mut() {
+                exchange.response_trailers = Some(std::mem::take(trailers));
+            }
             let result = callback(inst, id);
             let state = inst.state_mut();
             let exchange = &mut state.exchange;
@@ -152,6 +151,9 @@ impl Filters {
             if let Some((_, body)) = io.body.as_mut() {
                 std::mem::swap(*body, &mut exchange.body);
                 exchange.body_kind = None;
+            }
+            if let Some(trailers) = io.trailers.as_deref_mut() {
+                *trailers = exchange.response_trailers.take().unwrap_or_default();
             }
             exchange.context_id = 0;
             exchange.info = None;
@@ -302,6 +304,7 @@ impl Filters {
             let mut io = Io {
                 request: Some(req),
                 response: None,
+                trailers: None,
                 body: None,
             };
             let step = self.run(i, &mut io, BodyKind::Request, |inst, id| {
@@ -330,6 +333,7 @@ impl Filters {
             let mut io = Io {
                 request: Some(&mut *req),
                 response: Some(&mut *resp),
+                trailers: None,
                 body: None,
             };
             let step = self.run(i, &mut io, BodyKind::Response, |inst, id| {
@@ -374,6 +378,7 @@ impl Filters {
             let mut io = Io {
                 request: Some(&mut *req),
                 response: None,
+                trailers: None,
                 body: Some((kind, &mut buffer)),
             };
             let step = self.run(i, &mut io, kind, |inst, id| match kind {
@@ -432,6 +437,45 @@ impl Filters {
         self.body(BodyKind::Request, req, body, end_of_stream)
     }
 
+    /// `proxy_on_response_trailers` for every plugin, in reverse order.
+    pub fn response_trailers(
+        &mut self,
+        req: &mut RequestHeader,
+        trailers: &mut HeaderMap,
+    ) -> Verdict {
+        for i in (0..self.entries.len()).rev() {
+            if self.entries[i].skip {
+                continue;
+            }
+            let count = trailers.len() as u32;
+            let mut io = Io {
+                request: Some(&mut *req),
+                response: None,
+                trailers: Some(&mut *trailers),
+                body: None,
+            };
+            let step = self.run(i, &mut io, BodyKind::Response, |inst, id| {
+                inst.on_response_trailers(id, count)
+            });
+            match step {
+                Err(failure) => {
+                    if let Some(verdict) = self.failed(i, failure) {
+                        return verdict;
+                    }
+                }
+                Ok(step) if step.close || step.local.is_some() => return Verdict::Close,
+                Ok(step) => {
+                    let (incarnation, plugin) = match self.entries[i].context {
+                        Some((_, incarnation)) => (incarnation, self.entries[i].plugin.clone()),
+                        None => continue,
+                    };
+                    workers::spawn_calls(&self.shared, &plugin, incarnation, step.calls);
+                }
+            }
+        }
+        Verdict::Continue
+    }
+
     /// Response body; after a local response replaced the upstream's, its body is sent instead.
     pub fn response_body(
         &mut self,
@@ -476,6 +520,7 @@ impl Filters {
             let mut io = Io {
                 request: Some(&mut *req),
                 response: None,
+                trailers: None,
                 body: None,
             };
             let _ = self.run(i, &mut io, BodyKind::Response, |inst, id| {

@@ -84,7 +84,7 @@ impl Wake {
 }
 
 /// One HTTP context's lasting state.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ContextState {
     /// Properties the plugin set on this context.
     pub properties: HashMap<String, Vec<u8>>,
@@ -96,6 +96,20 @@ pub struct ContextState {
     pub reroute: bool,
     pub local_response: Option<LocalResponse>,
     pub wake: Arc<Wake>,
+}
+
+impl ContextState {
+    pub fn new(wake: Arc<Wake>) -> Self {
+        ContextState {
+            properties: HashMap::new(),
+            resume_request: false,
+            resume_response: false,
+            close: false,
+            reroute: false,
+            local_response: None,
+            wake,
+        }
+    }
 }
 
 /// What the running callback works on. Request and response heads are swapped in from the

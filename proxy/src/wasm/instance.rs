@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::memory::AbiError;
-use super::host::{ContextState, HostState};
+use super::host::{ContextState, HostState, Wake};
 use super::plugin::Plugin;
 use super::runtime::Shared;
 
@@ -216,13 +216,13 @@ impl Instance {
         ROOT_CONTEXT
     }
 
-    /// Creates an HTTP context; returns its id.
-    pub fn create_context(&mut self) -> Result<u32, Failure> {
+    /// Creates an HTTP context whose request waits on `wake`; returns its id.
+    pub fn create_context(&mut self, wake: Arc<Wake>) -> Result<u32, Failure> {
         let id = self.next_context_id;
         self.next_context_id = self.next_context_id.wrapping_add(1).max(ROOT_CONTEXT + 1);
         self.state_mut()
             .contexts
-            .insert(id, ContextState::default());
+            .insert(id, ContextState::new(wake));
         if let Some(f) = self.exports.on_context_create.clone() {
             self.call(f, (id, ROOT_CONTEXT))?;
         }

@@ -786,3 +786,38 @@ async fn compiled_modules_are_kept_in_the_state_dir_across_restarts() {
     // Loaded from the cache: no module was compiled (and written) again.
     assert_eq!(cache_files(&cache), compiled);
 }
+
+#[tokio::test]
+async fn plugins_add_response_trailers_to_grpc() {
+    let server = crate::support::grpc::server("grpc-upstream").await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "grpc.yaml",
+        &service(
+            "default",
+            "grpc",
+            "grpc",
+            Some("grpc"),
+            &[(server.addr, true)],
+        ),
+    );
+    config.write(
+        "plugin.yaml",
+        &wasm_plugin("rewrite", &module("rewrite"), "  config: {tag: t}\n"),
+    );
+    let ingress = ingress_with_plugins("grpc", "grpc.test", "grpc", "rewrite")
+        .replace("name: http", "name: grpc");
+    config.write("ingress.yaml", &ingress);
+    let gantry = Gantry::start(config.path()).await;
+
+    let channel = crate::support::grpc::channel(gantry.http, "grpc.test").await;
+    let (sender, mut replies) = crate::support::grpc::chat(channel).await;
+    let reply = crate::support::grpc::say(&sender, &mut replies, "hello").await;
+    assert_eq!(reply.message, "hello");
+    drop(sender);
+    while replies.message().await.unwrap().is_some() {}
+    let trailers = replies.trailers().await.unwrap().expect("trailers");
+    assert_eq!(trailers.get("x-plugin-trailer").unwrap(), "t");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+}

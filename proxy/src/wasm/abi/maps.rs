@@ -54,12 +54,10 @@ fn map(state: &mut HostState, kind: u32) -> Option<Map<'_>> {
         RESPONSE_HEADERS if in_exchange && exchange.has_response => {
             Some(Map::Response(&mut exchange.response))
         }
-        RESPONSE_TRAILERS if in_exchange && exchange.has_response => {
-            match &mut exchange.response_trailers {
-                Some(trailers) => Some(Map::Trailers(trailers)),
-                None => Some(Map::Empty),
-            }
-        }
+        RESPONSE_TRAILERS if in_exchange => match &mut exchange.response_trailers {
+            Some(trailers) => Some(Map::Trailers(trailers)),
+            None => Some(Map::Empty),
+        },
         CALL_RESPONSE_HEADERS => exchange
             .call_response
             .as_mut()

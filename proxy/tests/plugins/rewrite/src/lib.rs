@@ -1,4 +1,5 @@
-//! Test plugin: rewrites request and response headers, both bodies, and answers locally, in both
+//! Test plugin: rewrites request and response headers, response trailers, both bodies, and
+//! answers locally, in both
 //! directions. Its configuration is `{"tag": "..."}`, echoed in the headers it adds so that the
 //! order of several plugins on one route can be seen.
 
@@ -108,6 +109,11 @@ impl HttpContext for Rewrite {
         if self.path.starts_with("/upper-response") {
             self.set_http_response_header("content-length", None);
         }
+        Action::Continue
+    }
+
+    fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
+        self.add_http_response_trailer("x-plugin-trailer", &self.tag);
         Action::Continue
     }
 

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""What proxy-wasm plugins cost: one route through Gantry with 0, 1 and 3 header-only plugins.
+
+Run: ./bench/plugins.py                 (3 rounds of 10 s per load, ~2 minutes)
+     ./bench/plugins.py --rounds 1 --duration 5   (a quick look)
+
+One Gantry (one worker, pinned to CPU 0) serves three hosts that differ only in their plugins:
+none, one, and three instances of the test corpus's `rewrite` plugin (built from
+proxy/tests/plugins with the upstream proxy-wasm SDK). On a plain request the plugin only works
+on headers: it reads `:path`, adds, replaces and removes request headers, then reads every
+response header and adds two. The upstream is nginx answering a small fixed body; wrk
+(HTTP/1.1 keep-alive, 50 connections) and the upstream share CPU 1. Rounds alternate the order of
+the three hosts; medians are reported with ratios against no plugin, and the proxy's CPU time per
+request, from which the cost of one callback follows: each plugin gets 7 callbacks per request
+(context create, request headers, response headers, response body, log, done, delete).
+
+Needs (installed when missing): nginx, wrk, the wasm32-wasip1 Rust target.
+"""
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run  # noqa: E402  (the shared setup of bench/run.py)
+
+CALLBACKS_PER_PLUGIN = 7
+CHAINS = {0: [], 1: ["a"], 3: ["a", "b", "c"]}
+
+
+def build_plugin():
+    run.say("building the test plugins (wasm32-wasip1)")
+    installed = subprocess.run(["rustup", "target", "list", "--installed"],
+                               capture_output=True, text=True).stdout.split()
+    if "wasm32-wasip1" not in installed:
+        subprocess.run(["rustup", "target", "add", "wasm32-wasip1"], check=True)
+    target = run.ROOT / "target/test-plugins"
+    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path",
+                    str(run.ROOT / "proxy/tests/plugins/Cargo.toml"), "--target-dir", str(target)],
+                   check=True)
+    return target / "wasm32-wasip1/release/test_rewrite.wasm"
+
+
+def config(folder, module):
+    folder.mkdir(parents=True, exist_ok=True)
+    yaml = [f"""apiVersion: v1
+kind: Service
+metadata: {{name: up, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: up-1
+  namespace: bench
+  labels: {{kubernetes.io/service-name: up}}
+addressType: IPv4
+ports: [{{name: http, port: {run.UPSTREAM_PORT}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"""]
+    for tag in "abc":
+        yaml.append(f"""apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata: {{name: headers-{tag}, namespace: bench}}
+spec:
+  module: {module}
+  config: {{tag: {tag}}}
+""")
+    for count, tags in CHAINS.items():
+        plugins = ", ".join(f"headers-{t}" for t in tags)
+        yaml.append(f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: plugins-{count}
+  namespace: bench
+  annotations: {{gantry.dev/plugins: "{plugins}"}}
+spec:
+  rules:
+    - host: p{count}.test
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
+""")
+    (folder / "bench.yaml").write_text("---\n".join(yaml))
+
+
+def wrk(host, duration):
+    port = run.PORTS["gantry"][0]
+    out = run.run_load(["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-H", f"Host: {host}",
+                        f"http://127.0.0.1:{port}/"])
+    rps = float(run.re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p99 = run.re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    if run.re.search(r"Non-2xx or 3xx responses", out):
+        raise SystemExit(f"wrk saw error responses:\n{out}")
+    return rps, run.to_ms(p99.group(1), p99.group(2))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+    run.ensure_tools()
+    gantry_bin = run.ROOT / "target/release/gantry" if args.no_build else run.build_gantry()
+    module = build_plugin()
+    samples = {n: {"rps": [], "p99": [], "cpu_us": []} for n in CHAINS}
+    with tempfile.TemporaryDirectory(prefix="gantry-plugins-") as tmp:
+        setup = run.Setup(Path(tmp), gantry_bin)
+        try:
+            setup.start_upstream()
+            folder = Path(tmp) / "config"
+            config(folder, module)
+            proc = setup.start_gantry(folder, Path(tmp) / "state")
+            port = run.PORTS["gantry"][0]
+            for n in CHAINS:
+                run.wait_http(f"http://127.0.0.1:{port}/", host=f"p{n}.test")
+                wrk(f"p{n}.test", 2)  # warm up: instances, pools
+            order = list(CHAINS)
+            for r in range(args.rounds):
+                for n in order[r % 3:] + order[:r % 3]:
+                    (rps, p99), wall, cpu = run.measured(proc.pid, lambda: wrk(f"p{n}.test",
+                                                                              args.duration))
+                    samples[n]["rps"].append(rps)
+                    samples[n]["p99"].append(p99)
+                    samples[n]["cpu_us"].append(cpu / (rps * wall) * 1e6)
+                    run.say(f"round {r + 1}: {n} plugins: {rps:,.0f} req/s, p99 {p99:.2f} ms, "
+                            f"{samples[n]['cpu_us'][-1]:.1f} us CPU/request")
+        finally:
+            setup.stop()
+    med = {n: {k: statistics.median(v) for k, v in s.items()} for n, s in samples.items()}
+    base = med[0]
+    lines = [f"Plugins on one route ({args.rounds} rounds x {args.duration} s, wrk -c50, "
+             "Gantry on CPU 0, load + upstream on CPU 1), medians:"]
+    for n, m in med.items():
+        line = (f"  {n} plugin(s): {m['rps']:,.0f} req/s ({m['rps'] / base['rps']:.2f}x of none), "
+                f"p99 {m['p99']:.2f} ms ({m['p99'] / base['p99']:.2f}x), "
+                f"{m['cpu_us']:.1f} us CPU/request")
+        if n:
+            per = (m["cpu_us"] - base["cpu_us"]) / (n * CALLBACKS_PER_PLUGIN)
+            line += f", {per:.2f} us per callback"
+        lines.append(line)
+    text = "\n".join(lines)
+    print("\n" + text)
+    out = run.ROOT / "target/bench-plugins.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text + "\n")
+    run.say(f"also written to {out}")
+
+
+if __name__ == "__main__":
+    main()
