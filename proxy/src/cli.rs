@@ -1,4 +1,4 @@
-//! The command line: `gantry run`, `gantry validate`, `gantry version`. Every flag of `run` can
+//! The command line: `gantry run`, `gantry validate`, `gantry plugin test`, `gantry version`. Every flag of `run` can
 //! also be set by a `GANTRY_*` environment variable.
 
 use std::net::SocketAddr;
@@ -26,6 +26,9 @@ pub enum Command {
     Run(RunArgs),
     /// Check every resource in a folder without serving; exit 1 if there is any problem.
     Validate(ValidateArgs),
+    /// Work with proxy-wasm plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Print the version.
     Version,
 }
@@ -66,6 +69,23 @@ pub struct ValidateArgs {
     /// Folder of Kubernetes resource files.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Run a plugin in Gantry's proxy-wasm host against the cases in a YAML file, without a
+    /// proxy; exit 1 if any case fails.
+    Test(PluginTestArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginTestArgs {
+    /// The plugin: a `.wasm` file, or `builtin:NAME`.
+    #[arg(value_name = "PLUGIN")]
+    pub plugin: String,
+    /// The cases (see `gantry::plugin_test` or the README for their form).
+    #[arg(value_name = "CASES.yaml")]
+    pub cases: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,7 @@ pub mod default_cert;
 pub mod duration;
 pub mod logging;
 pub mod metrics;
+pub mod plugin_test;
 pub mod problem;
 pub mod run;
 pub mod snapshot;

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gantry::cli::{Cli, Command, LogArgs, LogFormat};
+use gantry::cli::{Cli, Command, LogArgs, LogFormat, PluginCommand};
 
 /// Pingora allocates many small objects per request; mimalloc serves them faster than glibc's
 /// malloc and hands memory back after load (see bench/README.md for the measurements).
@@ -34,6 +34,25 @@ fn main() -> ExitCode {
                 }
                 Err(e) => {
                     eprintln!("gantry validate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Test(args)) => {
+            let quiet = LogArgs {
+                log_format: LogFormat::Text,
+                log: "warn".to_owned(),
+            };
+            let _ = gantry::logging::init(&quiet);
+            match gantry::plugin_test::plugin_test(
+                &args.plugin,
+                &args.cases,
+                &mut std::io::stdout(),
+            ) {
+                Ok(0) => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("gantry plugin test: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -31,7 +31,7 @@ pub fn validate(dir: &std::path::Path, out: &mut impl Write) -> Result<usize, Va
         Arc::new(ArcSwap::from_pointee(Snapshot::default())),
     )?;
     let mut loader = Loader::new(shared, source.root())?;
-    let (plugins, problems, _) = loader.load(&store);
+    let (plugins, problems, _) = loader.load(&crate::compile::wanted::wanted_plugins(&store));
     store.problems.extend(problems);
     let snapshot = compile(&store, &plugins);
     for problem in &snapshot.problems {

@@ -24,7 +24,7 @@ fn error(field: &str, reason: impl Into<String>) -> SecretError {
 }
 
 /// A value of `data` or `stringData` (which wins, as the API server merges them).
-fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<(&'a [u8], &'static str)> {
+pub fn secret_value<'a>(secret: &'a Secret, key: &str) -> Option<(&'a [u8], &'static str)> {
     if let Some(v) = secret.string_data.as_ref().and_then(|d| d.get(key)) {
         return Some((v.as_bytes(), "stringData"));
     }

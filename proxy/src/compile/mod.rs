@@ -8,9 +8,11 @@ mod backend;
 pub mod certs;
 pub mod class;
 mod names;
+pub mod nginx;
 mod plugins;
 mod routes;
 mod tls;
+pub mod wanted;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::snapshot::{IgnoredIngress, Snapshot, TlsTable};
 use crate::wasm::LoadedPlugins;
 use backend::Backends;
 use certs::SecretError;
+use nginx::NginxSettings;
 use routes::RouteTable;
 
 pub use class::CONTROLLER;
@@ -39,6 +42,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins) -> Snapshot {
         tls: TlsTable::default(),
         tls_hosts: HashSet::new(),
         routes: RouteTable::default(),
+        regex_hosts: HashSet::new(),
     };
     compiler.check_secrets();
     compiler.check_fixed_responses();
@@ -55,8 +59,19 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins) -> Snapshot {
     for ingress in &ours {
         compiler.add_tls(ingress);
     }
-    for ingress in &ours {
-        compiler.add_routes(ingress);
+    let nginx: Vec<NginxSettings> = ours
+        .iter()
+        .map(|i| nginx::nginx_settings(i.key, &i.stored.object, store))
+        .collect();
+    // ingress-nginx makes every path of a host a regular expression when one of its Ingresses
+    // asks for them.
+    for (ingress, settings) in ours.iter().zip(&nginx) {
+        if settings.regex_paths {
+            compiler.regex_hosts.extend(ingress.hosts());
+        }
+    }
+    for (ingress, settings) in ours.iter().zip(&nginx) {
+        compiler.add_routes(ingress, settings);
     }
 
     let clusters = compiler.clusters();
@@ -96,6 +111,8 @@ struct Compiler<'a> {
     /// Every host named in a `spec.tls`, with or without a usable certificate.
     tls_hosts: HashSet<String>,
     routes: RouteTable,
+    /// Hosts (`None`: rules without a host) whose paths are regular expressions.
+    regex_hosts: HashSet<Option<String>>,
 }
 
 /// One of Gantry's Ingresses being compiled.
@@ -116,6 +133,16 @@ impl<'s> IngressCtx<'s> {
                 name: key.name.clone(),
             },
         }
+    }
+
+    /// The hosts of its rules (`None` for a rule without one).
+    fn hosts(&self) -> impl Iterator<Item = Option<String>> + '_ {
+        self.stored
+            .object
+            .spec
+            .iter()
+            .flat_map(|s| s.rules.iter().flatten())
+            .map(|r| r.host.clone().filter(|h| !h.is_empty()))
     }
 
     fn problem(&self, field: impl Into<String>, reason: impl Into<String>) -> Problem {

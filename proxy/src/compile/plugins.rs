@@ -2,12 +2,13 @@
 //! call. A plugin applies when its `spec.targets` names the Ingress (or all Ingresses of the
 //! namespace) or when the Ingress lists it in `gantry.dev/plugins`. The chain is ordered by
 //! phase (AUTHN, AUTHZ, STATS, then unspecified), then priority (higher first), then the order of
-//! the annotation, then name.
+//! the annotation, then name. Plugins that ingress-nginx annotations ask for join the chain too.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 use super::annotations::{IngressSettings, PLUGINS};
+use super::nginx::DerivedPlugin;
 use super::{Compiler, IngressCtx};
 use crate::config::NamespacedName;
 use crate::snapshot::Clusters;
@@ -22,6 +23,7 @@ impl Compiler<'_> {
         &mut self,
         ingress: &IngressCtx<'_>,
         settings: &IngressSettings,
+        derived: &[DerivedPlugin],
     ) -> ChainResult {
         let namespace = &ingress.key.namespace;
         let mut chosen: Vec<(usize, &NamespacedName, &PluginLoad)> = Vec::new();
@@ -56,6 +58,11 @@ impl Compiler<'_> {
                 && seen.insert(key)
                 && let Some(load) = self.plugins.get(key)
             {
+                chosen.push((usize::MAX, key, load));
+            }
+        }
+        for plugin in derived {
+            if let Some((key, load)) = self.plugins.get_key_value(&plugin.key) {
                 chosen.push((usize::MAX, key, load));
             }
         }

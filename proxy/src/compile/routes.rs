@@ -7,8 +7,11 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
 
-use super::annotations::{IngressSettings, ingress_settings};
+use super::annotations::{
+    CONNECT_TIMEOUT, IngressSettings, READ_TIMEOUT, SSL_REDIRECT, ingress_settings,
+};
 use super::backend::Resolved;
+use super::nginx::{self, NginxSettings};
 use super::plugins::ChainResult;
 use super::{Compiler, IngressCtx, names};
 use crate::snapshot::{Action, HostRoutes, PathType, Route, Router};
@@ -55,6 +58,16 @@ impl RouteTable {
             PathType::Prefix | PathType::ImplementationSpecific => {
                 (&mut host.prefix, names::prefix_key(path))
             }
+            PathType::Regex => {
+                if let Some((_, taken)) = host.regex.iter().find(|(_, r)| r.path == route.path) {
+                    return Err(taken.clone());
+                }
+                // Checked when the path was read.
+                if let Ok(pattern) = regex::Regex::new(&nginx::path_regex(path)) {
+                    host.regex.push((pattern, route.clone()));
+                }
+                return Ok(());
+            }
         };
         match table.entry(key) {
             Entry::Occupied(taken) => Err(taken.get().clone()),
@@ -70,7 +83,13 @@ impl RouteTable {
             default_backend: self.default_backend,
             ..Router::default()
         };
-        for (key, routes) in self.hosts {
+        for (key, mut routes) in self.hosts {
+            // Longest first, as ingress-nginx orders its regex locations.
+            routes.regex.sort_by(|(_, a), (_, b)| {
+                let path = |r: &Route| r.path.as_ref().map(|(_, p)| p.clone()).unwrap_or_default();
+                let (a, b) = (path(a), path(b));
+                b.len().cmp(&a.len()).then_with(|| b.cmp(&a))
+            });
             match key {
                 HostKey::Exact(h) => {
                     router.exact_hosts.insert(h, routes);
@@ -86,14 +105,34 @@ impl RouteTable {
 }
 
 impl Compiler<'_> {
-    pub(super) fn add_routes(&mut self, ingress: &IngressCtx<'_>) {
+    pub(super) fn add_routes(&mut self, ingress: &IngressCtx<'_>, nginx: &NginxSettings) {
         let object = &ingress.stored.object;
-        let (settings, annotation_problems) =
-            ingress_settings(object.metadata.annotations.as_ref());
-        for (field, reason) in annotation_problems {
+        let annotations = object.metadata.annotations.as_ref();
+        let (mut settings, annotation_problems) = ingress_settings(annotations);
+        // Gantry's own annotations win over ingress-nginx's.
+        let has = |name: &str| annotations.is_some_and(|a| a.contains_key(name));
+        if let Some(redirect) = nginx.ssl_redirect
+            && !has(SSL_REDIRECT)
+        {
+            settings.ssl_redirect = redirect;
+        }
+        if let Some(timeout) = nginx.connect_timeout
+            && !has(CONNECT_TIMEOUT)
+        {
+            settings.timeouts.connect = timeout;
+        }
+        if let Some(timeout) = nginx.read_timeout
+            && !has(READ_TIMEOUT)
+        {
+            settings.timeouts.read = timeout;
+        }
+        for (field, reason) in annotation_problems.iter().chain(&nginx.problems) {
             self.problems.push(ingress.problem(field, reason));
         }
-        let plugins = self.plugin_chain(ingress, &settings);
+        let plugins = match &nginx.closed {
+            Some(reason) => Err(Arc::from(reason.as_str())),
+            None => self.plugin_chain(ingress, &settings, &nginx.plugins),
+        };
         let Some(spec) = object.spec.as_ref() else {
             self.problems.push(ingress.problem("spec", "required"));
             return;
@@ -150,6 +189,7 @@ impl Compiler<'_> {
                     &field,
                     path.path_type.as_str(),
                     path.path.as_deref(),
+                    self.regex_hosts.contains(&host.map(str::to_owned)),
                 ) else {
                     continue;
                 };
@@ -178,6 +218,7 @@ impl Compiler<'_> {
         field: &str,
         path_type: &str,
         path: Option<&str>,
+        regex: bool,
     ) -> Option<(PathType, String)> {
         let path_type = match path_type {
             "Exact" => PathType::Exact,
@@ -209,6 +250,25 @@ impl Compiler<'_> {
                 return None;
             }
         };
+        if regex {
+            return match regex::Regex::new(&nginx::path_regex(path)) {
+                Ok(_) => Some((PathType::Regex, path.to_owned())),
+                Err(e) => {
+                    let reason = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_owned();
+                    self.problems.push(ingress.problem(
+                        format!("{field}.path"),
+                        format!("{path:?} is matched as a regular expression on this host (ingress-nginx's use-regex or rewrite-target), and is not one Gantry can use: {reason}"),
+                    ));
+                    None
+                }
+            };
+        }
         let checked = match path_type {
             PathType::ImplementationSpecific if !path.starts_with('/') => Err(format!(
                 "{path:?}: Gantry matches ImplementationSpecific as Prefix, so the path must start with '/' (regular expressions are not supported)"
@@ -297,6 +357,7 @@ impl Compiler<'_> {
                         PathType::Exact => "Exact",
                         PathType::Prefix => "Prefix",
                         PathType::ImplementationSpecific => "ImplementationSpecific",
+                        PathType::Regex => "regular expression",
                     },
                     p.as_str(),
                 )

@@ -40,7 +40,9 @@ impl Sources {
     pub fn read(&mut self, always: bool) -> Option<Snapshot> {
         let folder_changed = self.folder.rescan();
         let mut store = self.folder.store();
-        let (plugins, problems, plugins_changed) = self.plugins.load(&store);
+        let (plugins, problems, plugins_changed) = self
+            .plugins
+            .load(&crate::compile::wanted::wanted_plugins(&store));
         if !(always || folder_changed || plugins_changed) {
             return None;
         }

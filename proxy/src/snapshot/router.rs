@@ -5,6 +5,10 @@
 //! ones when no path there matches: exact host, then wildcard host, then rules without a host,
 //! then the default backend. Within one host an Exact match always wins, because it covers the
 //! whole path and no Prefix can be longer; among Prefixes the longest wins.
+//!
+//! A host whose Ingresses ask for ingress-nginx's regular-expression paths (`use-regex`,
+//! `rewrite-target`) has its paths matched as ingress-nginx matches them: case-insensitive
+//! expressions anchored at the start, tried longest first, the first match winning.
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -48,7 +52,12 @@ impl Router {
             .values()
             .chain(self.wildcard_hosts.values())
             .chain(std::iter::once(&self.any_host))
-            .flat_map(|h| h.exact.values().chain(h.prefix.values()))
+            .flat_map(|h| {
+                h.exact
+                    .values()
+                    .chain(h.prefix.values())
+                    .chain(h.regex.iter().map(|(_, r)| r))
+            })
             .chain(self.default_backend.iter())
     }
 }
@@ -59,11 +68,16 @@ pub struct HostRoutes {
     pub exact: HashMap<String, Arc<Route>>,
     /// Keyed by the prefix without its trailing `/` (the root prefix is `/`).
     pub prefix: HashMap<String, Arc<Route>>,
+    /// Regular-expression paths, in the order they are tried.
+    pub regex: Vec<(regex::Regex, Arc<Route>)>,
 }
 
 impl HostRoutes {
     pub fn lookup(&self, path: &str) -> Option<&Arc<Route>> {
         if let Some(route) = self.exact.get(path) {
+            return Some(route);
+        }
+        if let Some((_, route)) = self.regex.iter().find(|(r, _)| r.is_match(path)) {
             return Some(route);
         }
         if self.prefix.is_empty() {
@@ -86,7 +100,7 @@ impl HostRoutes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.prefix.is_empty()
+        self.exact.is_empty() && self.prefix.is_empty() && self.regex.is_empty()
     }
 }
 
@@ -97,6 +111,8 @@ pub enum PathType {
     Prefix,
     /// Gantry matches it as Prefix.
     ImplementationSpecific,
+    /// An ingress-nginx regular expression (see the module's comment).
+    Regex,
 }
 
 /// One routing rule's outcome.
@@ -191,6 +207,7 @@ mod tests {
                 .iter()
                 .map(|p| (p.to_string(), route(&format!("prefix {p}"))))
                 .collect(),
+            regex: Vec::new(),
         }
     }
 
@@ -237,6 +254,24 @@ mod tests {
         assert_eq!(matched(&h, "/foo").as_deref(), Some("exact /foo"));
         assert_eq!(matched(&h, "/foo/"), None);
         assert_eq!(matched(&h, "/FOO"), None);
+    }
+
+    #[test]
+    fn regex_paths_come_after_exact_and_before_prefix() {
+        let mut h = host(&["/exact"], &["/"]);
+        for p in ["/api/v[0-9]+", "/api"] {
+            h.regex.push((
+                regex::Regex::new(&format!("(?i)^{p}")).unwrap(),
+                route(&format!("regex {p}")),
+            ));
+        }
+        assert_eq!(matched(&h, "/exact").as_deref(), Some("exact /exact"));
+        assert_eq!(
+            matched(&h, "/API/V2/x").as_deref(),
+            Some("regex /api/v[0-9]+")
+        );
+        assert_eq!(matched(&h, "/apix").as_deref(), Some("regex /api"));
+        assert_eq!(matched(&h, "/other").as_deref(), Some("prefix /"));
     }
 
     #[test]

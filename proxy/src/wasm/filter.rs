@@ -170,7 +170,7 @@ impl Filters {
             if let Some(context) = state.contexts.get_mut(&id) {
                 step.local = context.local_response.take();
                 step.close = std::mem::take(&mut context.close);
-                step.reroute = std::mem::take(&mut context.reroute);
+                step.reroute = std::mem::take(&mut context.reroute) && !context.keep_route;
                 step.resumed = match phase {
                     BodyKind::Request => std::mem::take(&mut context.resume_request),
                     BodyKind::Response => std::mem::take(&mut context.resume_response),

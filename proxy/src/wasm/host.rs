@@ -94,6 +94,8 @@ pub struct ContextState {
     pub close: bool,
     /// The plugin changed the request's head or cleared the route cache: route it again.
     pub reroute: bool,
+    /// The plugin asked that the request keep its route whatever it changes.
+    pub keep_route: bool,
     pub local_response: Option<LocalResponse>,
     pub wake: Arc<Wake>,
 }
@@ -106,6 +108,7 @@ impl ContextState {
             resume_response: false,
             close: false,
             reroute: false,
+            keep_route: false,
             local_response: None,
             wake,
         }
@@ -196,7 +199,12 @@ pub struct HostState {
     pub queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
     /// Whether the plugin's calls are for real (a worker's instance) or a trial at load.
     pub live: bool,
+    /// What the plugin logged at error level while starting, to explain a refusal.
+    pub complaints: Vec<String>,
 }
+
+/// Most error lines kept from a plugin's start.
+const MAX_COMPLAINTS: usize = 4;
 
 impl HostState {
     pub fn new(
@@ -224,7 +232,15 @@ impl HostState {
             next_token: 1,
             queue_events: None,
             live,
+            complaints: Vec::new(),
         })
+    }
+
+    /// Keeps an error line the plugin logged while starting up.
+    pub fn complain(&mut self, message: &str) {
+        if self.complaints.len() < MAX_COMPLAINTS {
+            self.complaints.push(message.to_owned());
+        }
     }
 
     /// The effective HTTP context, if it is one (not the root).

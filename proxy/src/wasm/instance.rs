@@ -24,8 +24,12 @@ pub enum Failure {
     HostCall(String),
     #[error("could not be instantiated: {0}")]
     Instantiate(String),
-    #[error("{0} returned false")]
-    Rejected(&'static str),
+    /// A start-up callback said no; `said` is what the plugin logged at error level meanwhile.
+    #[error("{callback} returned false{}", said.as_deref().map(|s| format!(": {s}")).unwrap_or_default())]
+    Rejected {
+        callback: &'static str,
+        said: Option<String>,
+    },
     #[error("its instance was replaced while the request was paused")]
     Lost,
     #[error("kept the request paused past {0:?}")]
@@ -41,7 +45,7 @@ impl Failure {
             Failure::Memory(_) => "memory",
             Failure::HostCall(_) => "host-call",
             Failure::Instantiate(_) => "instantiate",
-            Failure::Rejected(_) => "rejected",
+            Failure::Rejected { .. } => "rejected",
             Failure::Lost => "lost",
             Failure::PausedTooLong(_) => "paused",
         }
@@ -181,15 +185,23 @@ impl Instance {
         if let Some(f) = this.exports.on_vm_start.clone()
             && this.call(f, (ROOT_CONTEXT, vm_config))? == 0
         {
-            return Err(Failure::Rejected("proxy_on_vm_start"));
+            return Err(this.rejected("proxy_on_vm_start"));
         }
         let config = this.store.data().plugin.config.len() as u32;
         if let Some(f) = this.exports.on_configure.clone()
             && this.call(f, (ROOT_CONTEXT, config))? == 0
         {
-            return Err(Failure::Rejected("proxy_on_configure"));
+            return Err(this.rejected("proxy_on_configure"));
         }
         Ok(this)
+    }
+
+    fn rejected(&mut self, callback: &'static str) -> Failure {
+        let said = std::mem::take(&mut self.store.data_mut().complaints);
+        Failure::Rejected {
+            callback,
+            said: (!said.is_empty()).then(|| said.join("; ")),
+        }
     }
 
     fn call<P: WasmParams, R: WasmResults>(

@@ -1,4 +1,5 @@
-//! Turns WasmPlugin resources into loaded plugins: reads each module file (hashing it, and
+//! Turns the wanted plugins (WasmPlugins, and those ingress-nginx annotations ask for) into
+//! loaded plugins: reads each module, from a file or built into the binary (hashing it, and
 //! checking it against the resource's sha256), compiles it once per content hash (wasmtime's
 //! cache keeps the result on disk under the state dir), links it, and brings one trial instance
 //! up to check that `proxy_on_vm_start` and `proxy_on_configure` accept their configuration.
@@ -14,12 +15,14 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Linker, Module};
 
 use super::abi;
+use super::builtin;
 use super::host::HostState;
-use super::instance::Instance;
+use super::instance::{Failure, Instance};
 use super::plugin::{FailurePolicy, Plugin, PluginInfo};
 use super::runtime::{MAX_MEMORY_LIMIT, RuntimeError, Shared};
-use crate::config::crd::{WasmPlugin, WasmPluginSpec};
-use crate::config::{Kind, NamespacedName, ObjectRef, Store};
+use crate::compile::wanted::WantedPlugin;
+use crate::config::NamespacedName;
+use crate::config::crd::WasmPluginSpec;
 use crate::duration::parse_duration;
 use crate::problem::Problem;
 
@@ -53,20 +56,28 @@ pub struct Loader {
     root: PathBuf,
     files: HashMap<PathBuf, FileSeen>,
     modules: HashMap<String, Result<Module, String>>,
-    plugins: HashMap<NamespacedName, (WasmPluginSpec, String, PluginLoad, Option<Problem>)>,
+    /// SHA-256 of each built-in module, computed once.
+    builtin_hashes: HashMap<String, String>,
+    plugins: HashMap<NamespacedName, (WantedPlugin, String, PluginLoad, Option<Problem>)>,
 }
 
 /// A problem with one field of a WasmPlugin.
 struct Bad {
-    field: &'static str,
+    field: String,
     reason: String,
 }
 
-fn bad(field: &'static str, reason: impl Into<String>) -> Bad {
+fn bad(field: impl Into<String>, reason: impl Into<String>) -> Bad {
     Bad {
-        field,
+        field: field.into(),
         reason: reason.into(),
     }
+}
+
+/// Where a module's bytes are.
+enum ModuleSource {
+    Builtin(&'static [u8]),
+    File(PathBuf),
 }
 
 /// `64Mi`, `1Gi`, `500Ki`, `1000000`, as Kubernetes quantities of bytes.
@@ -102,6 +113,34 @@ fn config_bytes(value: Option<&serde_json::Value>) -> Bytes {
     }
 }
 
+/// The field and reason of a refused configuration: gantry-sdk plugins log
+/// ``invalid configuration at `FIELD`: REASON``, which names a field inside `spec.config`.
+fn refusal(failure: &Failure) -> Bad {
+    if let Failure::Rejected {
+        callback: "proxy_on_configure",
+        said: Some(said),
+    } = failure
+        && let Some(rest) = said.strip_prefix("invalid configuration at `")
+        && let Some((path, reason)) = rest.split_once("`: ")
+    {
+        let field = if path.starts_with('[') {
+            format!("spec.config{path}")
+        } else {
+            format!("spec.config.{path}")
+        };
+        return bad(field, reason);
+    }
+    if let Failure::Rejected {
+        callback: "proxy_on_configure",
+        said: Some(said),
+    } = failure
+        && let Some(reason) = said.strip_prefix("invalid configuration: ")
+    {
+        return bad("spec.config", reason);
+    }
+    bad("spec.config", format!("the plugin {failure}"))
+}
+
 impl Loader {
     pub fn new(shared: Arc<Shared>, root: &Path) -> Result<Self, RuntimeError> {
         let linker = abi::linker(&shared.engine).map_err(RuntimeError::Engine)?;
@@ -111,51 +150,64 @@ impl Loader {
             root: root.to_owned(),
             files: HashMap::new(),
             modules: HashMap::new(),
+            builtin_hashes: HashMap::new(),
             plugins: HashMap::new(),
         })
     }
 
-    /// Loads every WasmPlugin in the store. Returns the plugins, the problems found, and
-    /// whether anything differs from the previous call.
-    pub fn load(&mut self, store: &Store) -> (LoadedPlugins, Vec<Problem>, bool) {
+    /// Loads the wanted plugins. Returns the plugins, the problems found, and whether anything
+    /// differs from the previous call.
+    pub fn load(&mut self, wanted: &[WantedPlugin]) -> (LoadedPlugins, Vec<Problem>, bool) {
         let mut loaded = BTreeMap::new();
         let mut problems = Vec::new();
-        let mut changed = store.wasm_plugins.len() != self.plugins.len();
+        let mut changed = wanted.len() != self.plugins.len();
         let mut kept = HashMap::new();
-        for (key, stored) in &store.wasm_plugins {
-            let spec = &stored.object.spec;
-            let file = self.module_path(spec);
-            let sha256 = file
-                .as_ref()
-                .ok()
-                .and_then(|path| self.hash(path).ok())
-                .unwrap_or_default();
+        for want in wanted {
+            let source = self.module_source(&want.spec);
+            let sha256 = match &source {
+                Ok(ModuleSource::File(path)) => self.hash(path).unwrap_or_default(),
+                Ok(ModuleSource::Builtin(_)) => self
+                    .builtin_hashes
+                    .get(want.spec.module.as_str())
+                    .cloned()
+                    .unwrap_or_default(),
+                Err(_) => String::new(),
+            };
             let previous = self
                 .plugins
-                .remove(key)
-                .filter(|(s, h, _, _)| s == spec && *h == sha256);
+                .remove(&want.key)
+                .filter(|(w, h, _, _)| w == want && *h == sha256);
             let (load, problem) = match previous {
                 Some((_, _, load, problem)) => (load, problem),
                 None => {
                     changed = true;
-                    match self.load_one(key, &stored.object, file) {
+                    let result = match &want.problem {
+                        Some((field, reason)) => Err(bad(field.clone(), reason.clone())),
+                        None => {
+                            source.and_then(|source| self.load_one(&want.key, &want.spec, source))
+                        }
+                    };
+                    match result {
                         Ok(plugin) => (PluginLoad::Ready(Arc::new(plugin)), None),
                         Err(bad) => {
+                            let (field, reason) = match &want.field {
+                                None => (bad.field, bad.reason),
+                                Some(field) => (
+                                    field.clone(),
+                                    format!("{}: {}: {}", want.spec.module, bad.field, bad.reason),
+                                ),
+                            };
                             let problem = Problem::field(
-                                stored.file.clone(),
-                                ObjectRef {
-                                    kind: Kind::WasmPlugin,
-                                    namespace: key.namespace.clone(),
-                                    name: key.name.clone(),
-                                },
-                                bad.field,
-                                bad.reason.clone(),
+                                want.file.clone(),
+                                want.object.clone(),
+                                field.clone(),
+                                reason.clone(),
                             );
                             let load = PluginLoad::Broken {
-                                reason: format!("WasmPlugin {key}: {}: {}", bad.field, bad.reason),
-                                policy: spec.failure_policy,
-                                phase: spec.phase,
-                                priority: spec.priority,
+                                reason: format!("{}: {field}: {reason}", want.object),
+                                policy: want.spec.failure_policy,
+                                phase: want.spec.phase,
+                                priority: want.spec.priority,
                             };
                             (load, Some(problem))
                         }
@@ -163,31 +215,41 @@ impl Loader {
                 }
             };
             problems.extend(problem.clone());
-            kept.insert(key.clone(), (spec.clone(), sha256, load.clone(), problem));
-            loaded.insert(key.clone(), load);
+            kept.insert(
+                want.key.clone(),
+                (want.clone(), sha256, load.clone(), problem),
+            );
+            loaded.insert(want.key.clone(), load);
         }
         self.plugins = kept;
         (loaded, problems, changed)
     }
 
-    fn module_path(&self, spec: &WasmPluginSpec) -> Result<PathBuf, Bad> {
+    fn module_source(&mut self, spec: &WasmPluginSpec) -> Result<ModuleSource, Bad> {
         if spec.module.is_empty() {
             return Err(bad("spec.module", "required"));
         }
         if let Some(name) = spec.module.strip_prefix("builtin:") {
-            return Err(bad(
-                "spec.module",
-                format!(
-                    "there is no built-in plugin {name:?} (built-in plugins are not shipped yet)"
-                ),
-            ));
+            let Some(module) = builtin::module(name) else {
+                return Err(bad(
+                    "spec.module",
+                    format!(
+                        "there is no built-in plugin {name:?}; there are {}",
+                        builtin::names()
+                    ),
+                ));
+            };
+            self.builtin_hashes
+                .entry(spec.module.clone())
+                .or_insert_with(|| hex(&Sha256::digest(module)));
+            return Ok(ModuleSource::Builtin(module));
         }
         let path = Path::new(&spec.module);
-        Ok(if path.is_absolute() {
+        Ok(ModuleSource::File(if path.is_absolute() {
             path.to_owned()
         } else {
             self.root.join(path)
-        })
+        }))
     }
 
     /// The module file's SHA-256, read again only when its size or time changed.
@@ -216,10 +278,9 @@ impl Loader {
     fn load_one(
         &mut self,
         key: &NamespacedName,
-        plugin: &WasmPlugin,
-        path: Result<PathBuf, Bad>,
+        spec: &WasmPluginSpec,
+        source: ModuleSource,
     ) -> Result<Plugin, Bad> {
-        let spec = &plugin.spec;
         let deadline = match &spec.timeout {
             None => DEFAULT_DEADLINE,
             Some(text) => match parse_duration(text) {
@@ -241,9 +302,12 @@ impl Loader {
                 Err(reason) => return Err(bad("spec.memoryLimit", reason)),
             },
         };
-        let path = path?;
-        let bytes = std::fs::read(&path)
-            .map_err(|e| bad("spec.module", format!("{}: {e}", path.display())))?;
+        let bytes: std::borrow::Cow<'static, [u8]> = match source {
+            ModuleSource::Builtin(bytes) => bytes.into(),
+            ModuleSource::File(path) => std::fs::read(&path)
+                .map_err(|e| bad("spec.module", format!("{}: {e}", path.display())))?
+                .into(),
+        };
         let sha256 = hex(&Sha256::digest(&bytes));
         if let Some(expected) = &spec.sha256
             && !expected.eq_ignore_ascii_case(&sha256)
@@ -288,7 +352,7 @@ impl Loader {
                 // A trial run: the plugin must come up with its configuration.
                 match Instance::new(&plugin, self.shared.clone(), false, None) {
                     Ok(_) => Ok(plugin),
-                    Err(failure) => Err(bad("spec.config", format!("the plugin {failure}"))),
+                    Err(failure) => Err(refusal(&failure)),
                 }
             })
     }

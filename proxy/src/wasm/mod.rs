@@ -8,6 +8,7 @@
 //! memory loses its instance, and its failure policy decides the request.
 
 pub mod abi;
+pub mod builtin;
 mod call;
 pub mod filter;
 pub mod host;

@@ -44,6 +44,18 @@ impl SharedData {
         }
         Ok(())
     }
+
+    /// Creates `key` unless it exists; returns whether it did.
+    pub fn insert(&self, vm_id: &str, key: &str, value: Bytes) -> bool {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        match entries.entry((vm_id.to_owned(), key.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert((value, 1));
+                true
+            }
+        }
+    }
 }
 
 struct Queue {

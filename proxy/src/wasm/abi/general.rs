@@ -1,5 +1,5 @@
 //! Logging, time, timers, metrics, and the calls that only answer a status: effective context,
-//! done, foreign functions.
+//! done.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -38,6 +38,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         |mut c: Caller_<'_>, level: u32, ptr: u32, len: u32| -> wasmtime::Result<u32> {
             let message = memory::read_string(&mut c, "proxy_log", ptr, len)?;
             log(&c.data().plugin.name, level, &message);
+            if level >= 4 && c.data().contexts.is_empty() {
+                c.data_mut().complain(&message);
+            }
             Ok(OK)
         },
     )?;
@@ -90,11 +93,6 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 BAD_ARGUMENT
             }
         },
-    )?;
-    linker.func_wrap(
-        "env",
-        "proxy_call_foreign_function",
-        |_: Caller_<'_>, _: u32, _: u32, _: u32, _: u32, _: u32, _: u32| -> u32 { NOT_FOUND },
     )?;
     linker.func_wrap(
         "env",

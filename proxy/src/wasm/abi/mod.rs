@@ -4,6 +4,7 @@
 //! turn into an error, never with a trap.
 
 mod buffers;
+mod foreign;
 mod general;
 mod maps;
 pub mod memory;
@@ -33,6 +34,7 @@ pub fn linker(engine: &wasmtime::Engine) -> wasmtime::Result<Linker<HostState>> 
     general::add_to(&mut linker)?;
     maps::add_to(&mut linker)?;
     buffers::add_to(&mut linker)?;
+    foreign::add_to(&mut linker)?;
     properties::add_to(&mut linker)?;
     shared::add_to(&mut linker)?;
     stream::add_to(&mut linker)?;

@@ -1,0 +1,418 @@
+//! `builtin:ratelimit`: token-bucket limits per key (client address, header, path, route, host,
+//! method, or a combination), exact across worker threads because every bucket lives in shared
+//! data and is changed by compare-and-swap. A limited request gets 429 (configurable) with
+//! `Retry-After`; every answer carries the IETF `RateLimit-Policy` and `RateLimit` fields.
+
+mod bucket;
+
+use gantry_sdk::metrics::Counter;
+use gantry_sdk::net::{CidrSet, ClientAddress};
+use gantry_sdk::proxy_wasm::hostcalls;
+use gantry_sdk::proxy_wasm::types::LogLevel;
+use gantry_sdk::{ConfigError, Filter, Flow, LocalResponse, Request, Response, export_filter};
+use serde::Deserialize;
+
+use bucket::{Bucket, Decision};
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Every limit a request must pass.
+    pub limits: Vec<LimitConfig>,
+    /// Only count and log what would be limited.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Status of a limited request's answer.
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Body of a limited request's answer.
+    #[serde(default = "default_body")]
+    pub body: String,
+    /// How the `client` key finds the client behind proxies.
+    #[serde(default)]
+    pub client_address: ClientAddress,
+    /// Clients never limited (nor counted).
+    #[serde(default)]
+    pub exempt: CidrSet,
+    /// Whether answers carry `RateLimit-Policy` and `RateLimit`.
+    #[serde(default = "yes")]
+    pub headers: bool,
+}
+
+fn default_status() -> u16 {
+    429
+}
+
+fn default_body() -> String {
+    "too many requests\n".to_owned()
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LimitConfig {
+    /// The policy's name in the `RateLimit` fields; by default `N-per-PERIOD`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Requests let through per period, on average.
+    pub requests: u64,
+    pub per: Period,
+    /// Requests let through at once beyond `requests`.
+    #[serde(default)]
+    pub burst: u64,
+    /// What tells the buckets apart: `client`, `path`, `route`, `host`, `method`, or
+    /// `header:NAME`; several parts combine. By default, `[client]`.
+    #[serde(default = "default_key")]
+    pub key: Vec<String>,
+}
+
+fn default_key() -> Vec<String> {
+    vec!["client".to_owned()]
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub enum Period {
+    Second,
+    Minute,
+    Hour,
+}
+
+impl Period {
+    fn seconds(self) -> u64 {
+        match self {
+            Period::Second => 1,
+            Period::Minute => 60,
+            Period::Hour => 3600,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Period::Second => "second",
+            Period::Minute => "minute",
+            Period::Hour => "hour",
+        }
+    }
+}
+
+/// One part of a bucket's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyPart {
+    Client,
+    Path,
+    Route,
+    Host,
+    Method,
+    Header(String),
+}
+
+impl KeyPart {
+    fn parse(text: &str) -> Result<KeyPart, String> {
+        Ok(match text {
+            "client" => KeyPart::Client,
+            "path" => KeyPart::Path,
+            "route" => KeyPart::Route,
+            "host" => KeyPart::Host,
+            "method" => KeyPart::Method,
+            _ => match text.strip_prefix("header:") {
+                Some(name) if !name.trim().is_empty() => {
+                    KeyPart::Header(name.trim().to_ascii_lowercase())
+                }
+                _ => {
+                    return Err(format!(
+                        "{text:?} is not a key part: client, path, route, host, method or header:NAME"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+struct Limit {
+    name: String,
+    bucket: Bucket,
+    key: Vec<KeyPart>,
+    requests: u64,
+    window: u64,
+}
+
+pub struct RateLimit {
+    limits: Vec<Limit>,
+    /// Shared-data key prefix: the plugin's own, so that two rate limits never share buckets.
+    scope: String,
+    dry_run: bool,
+    status: u16,
+    body: String,
+    client_address: ClientAddress,
+    exempt: CidrSet,
+    headers: bool,
+    allowed: Counter,
+    limited: Counter,
+}
+
+/// What a request's response must carry.
+#[derive(Default)]
+pub struct Pending {
+    fields: Option<(String, String)>,
+}
+
+fn now_nanos() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn log(level: LogLevel, message: &str) {
+    let _ = hostcalls::log(level, message);
+}
+
+impl RateLimit {
+    fn key(&self, limit: &Limit, request: &Request) -> String {
+        let mut key = String::new();
+        for part in &limit.key {
+            let value = match part {
+                KeyPart::Client => self
+                    .client_address
+                    .of(request)
+                    .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                KeyPart::Path => {
+                    let path = request.path();
+                    path.split('?').next().unwrap_or_default().to_owned()
+                }
+                KeyPart::Route => request.property(&["route_name"]).unwrap_or_default(),
+                KeyPart::Host => {
+                    let host = request.authority().to_ascii_lowercase();
+                    strip_port(&host).to_owned()
+                }
+                KeyPart::Method => request.method(),
+                KeyPart::Header(name) => request.header(name).unwrap_or_default(),
+            };
+            key.push('\u{1f}');
+            key.push_str(&value);
+        }
+        key
+    }
+
+    fn fields(&self, states: &[(usize, u64, u64)]) -> (String, String) {
+        let mut policy = Vec::new();
+        let mut remaining = Vec::new();
+        for &(i, left, reset) in states {
+            let limit = &self.limits[i];
+            policy.push(format!(
+                "\"{}\";q={};w={}",
+                limit.name, limit.requests, limit.window
+            ));
+            remaining.push(format!("\"{}\";r={left};t={reset}", limit.name));
+        }
+        (policy.join(", "), remaining.join(", "))
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+impl Filter for RateLimit {
+    type Config = Config;
+    type State = Pending;
+
+    fn configure(config: Config) -> Result<Self, ConfigError> {
+        if config.limits.is_empty() {
+            return Err(ConfigError::new("limits", "at least one limit is required"));
+        }
+        if !(400..=599).contains(&config.status) {
+            return Err(ConfigError::new(
+                "status",
+                format!("{} is not an error status (400-599)", config.status),
+            ));
+        }
+        let mut limits = Vec::new();
+        for (i, limit) in config.limits.into_iter().enumerate() {
+            let field = |f: &str| format!("limits[{i}].{f}");
+            if limit.requests == 0 {
+                return Err(ConfigError::new(field("requests"), "must be at least 1"));
+            }
+            if limit.key.is_empty() {
+                return Err(ConfigError::new(field("key"), "needs at least one part"));
+            }
+            let mut key = Vec::new();
+            for (j, part) in limit.key.iter().enumerate() {
+                key.push(
+                    KeyPart::parse(part)
+                        .map_err(|r| ConfigError::new(field(&format!("key[{j}]")), r))?,
+                );
+            }
+            let window = limit.per.seconds();
+            let name = limit
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("{}-per-{}", limit.requests, limit.per.name()));
+            if name.contains('"') || name.contains('\\') {
+                return Err(ConfigError::new(
+                    field("name"),
+                    "must not contain '\"' or '\\'",
+                ));
+            }
+            limits.push(Limit {
+                name,
+                bucket: Bucket::new(limit.requests, window, limit.burst),
+                key,
+                requests: limit.requests,
+                window,
+            });
+        }
+        let plugin = hostcalls::get_property(vec!["plugin_name"])
+            .ok()
+            .flatten()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        Ok(RateLimit {
+            limits,
+            scope: format!("gantry/ratelimit/{plugin}"),
+            dry_run: config.dry_run,
+            status: config.status,
+            body: config.body,
+            client_address: config.client_address,
+            exempt: config.exempt,
+            headers: config.headers,
+            allowed: Counter::define("ratelimit_allowed"),
+            limited: Counter::define(if config.dry_run {
+                "ratelimit_dry_run_limited"
+            } else {
+                "ratelimit_limited"
+            }),
+        })
+    }
+
+    fn on_request(&self, request: &mut Request, pending: &mut Pending) -> Flow {
+        if !self.exempt.is_empty()
+            && self
+                .client_address
+                .of(request)
+                .is_some_and(|ip| self.exempt.contains(ip))
+        {
+            return Flow::Continue;
+        }
+        let now = now_nanos();
+        let keys: Vec<String> = self
+            .limits
+            .iter()
+            .enumerate()
+            .map(|(i, limit)| format!("{}/{i}/{}", self.scope, self.key(limit, request)))
+            .collect();
+        // A request must pass every limit, and is counted only once it passes them all.
+        let mut refused = None;
+        if self.limits.len() > 1 {
+            for (i, limit) in self.limits.iter().enumerate() {
+                let state = hostcalls::get_shared_data(&keys[i])
+                    .ok()
+                    .and_then(|(v, _)| v);
+                if let Decision::Refuse { retry_after } = limit.bucket.peek(state.as_deref(), now) {
+                    refused = Some((i, retry_after));
+                    break;
+                }
+            }
+        }
+        let mut states = Vec::with_capacity(self.limits.len());
+        if refused.is_none() {
+            for (i, limit) in self.limits.iter().enumerate() {
+                let taken =
+                    gantry_sdk::shared::update(&keys[i], |state| limit.bucket.take(state, now));
+                match taken {
+                    Ok(Decision::Allow { remaining, reset }) => states.push((i, remaining, reset)),
+                    Ok(Decision::Refuse { retry_after }) => {
+                        refused = Some((i, retry_after));
+                        break;
+                    }
+                    Err(status) => {
+                        // Shared data refused: let the request through rather than fail it.
+                        log(
+                            LogLevel::Warn,
+                            &format!("rate limit state unavailable: {status:?}"),
+                        );
+                        return Flow::Continue;
+                    }
+                }
+            }
+        }
+        match refused {
+            None => {
+                self.allowed.inc();
+                if self.headers {
+                    pending.fields = Some(self.fields(&states));
+                }
+                Flow::Continue
+            }
+            Some((i, retry_after)) => {
+                self.limited.inc();
+                let limit = &self.limits[i];
+                if self.dry_run {
+                    log(
+                        LogLevel::Info,
+                        &format!(
+                            "dry run: would limit this request (policy {:?})",
+                            limit.name
+                        ),
+                    );
+                    return Flow::Continue;
+                }
+                let mut response = LocalResponse::new(self.status)
+                    .header("retry-after", retry_after.to_string())
+                    .header("content-type", "text/plain; charset=utf-8")
+                    .body(self.body.clone());
+                if self.headers {
+                    let (policy, _) = self.fields(&[(i, 0, retry_after)]);
+                    response = response.header("ratelimit-policy", policy).header(
+                        "ratelimit",
+                        format!("\"{}\";r=0;t={retry_after}", limit.name),
+                    );
+                }
+                Flow::Respond(response)
+            }
+        }
+    }
+
+    fn on_response(&self, response: &mut Response, pending: &mut Pending) -> Flow {
+        if let Some((policy, remaining)) = pending.fields.take() {
+            response.set_header("ratelimit-policy", &policy);
+            response.set_header("ratelimit", &remaining);
+        }
+        Flow::Continue
+    }
+}
+
+export_filter!(RateLimit);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_parts() {
+        assert_eq!(KeyPart::parse("client"), Ok(KeyPart::Client));
+        assert_eq!(
+            KeyPart::parse("header:X-Api-Key"),
+            Ok(KeyPart::Header("x-api-key".to_owned()))
+        );
+        assert!(KeyPart::parse("header:").is_err());
+        assert!(KeyPart::parse("ip").is_err());
+    }
+
+    #[test]
+    fn ports_are_not_part_of_the_host() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+    }
+}

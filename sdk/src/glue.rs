@@ -1,0 +1,95 @@
+//! The proxy-wasm contexts behind a [`Filter`]: a root context that reads and checks the
+//! configuration, and an HTTP context per request that calls the filter's hooks. Used through
+//! [`export_filter!`](crate::export_filter).
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+
+use crate::config::{self, ConfigError};
+use crate::http::{Request, Response};
+use crate::{Filter, Flow};
+
+/// Registers `F` as the module's plugin; call it from the module's entry point.
+pub fn register<F: Filter>() {
+    proxy_wasm::set_log_level(LogLevel::Trace);
+    proxy_wasm::set_root_context(|_| Box::new(Root::<F> { filter: None }));
+}
+
+struct Root<F: Filter> {
+    filter: Option<Rc<F>>,
+}
+
+impl<F: Filter> Root<F> {
+    fn configure(&self) -> Result<F, ConfigError> {
+        let bytes = hostcalls::get_buffer(
+            proxy_wasm::types::BufferType::PluginConfiguration,
+            0,
+            usize::MAX,
+        )
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+        F::configure(config::parse::<F::Config>(&bytes)?)
+    }
+}
+
+impl<F: Filter> Context for Root<F> {}
+
+impl<F: Filter> RootContext for Root<F> {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        match self.configure() {
+            Ok(filter) => {
+                self.filter = Some(Rc::new(filter));
+                true
+            }
+            Err(error) => {
+                let _ = hostcalls::log(LogLevel::Error, &error.to_string());
+                false
+            }
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let filter = self.filter.clone()?;
+        Some(Box::new(Stream::<F> {
+            filter,
+            state: F::State::default(),
+        }))
+    }
+}
+
+struct Stream<F: Filter> {
+    filter: Rc<F>,
+    state: F::State,
+}
+
+fn act(flow: Flow) -> Action {
+    match flow {
+        Flow::Continue => Action::Continue,
+        Flow::Respond(response) => {
+            response.send();
+            Action::Pause
+        }
+    }
+}
+
+impl<F: Filter> Context for Stream<F> {}
+
+impl<F: Filter> HttpContext for Stream<F> {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        act(self.filter.on_request(&mut Request::new(), &mut self.state))
+    }
+
+    fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        act(self
+            .filter
+            .on_response(&mut Response::new(), &mut self.state))
+    }
+}
