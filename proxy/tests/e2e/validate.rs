@@ -28,7 +28,7 @@ fn validate_names_every_problem_with_its_file_resource_and_field() {
     .unwrap();
     assert_eq!(stdout, expected, "stderr: {stderr}");
     assert_eq!(code, 1);
-    assert!(stderr.contains("32 problem(s)"), "{stderr}");
+    assert!(stderr.contains("41 problem(s)"), "{stderr}");
 }
 
 #[test]
