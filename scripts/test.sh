@@ -7,9 +7,15 @@ cd "$(dirname "$0")/.."
 needs_build_tools
 needs_wasm_target
 
-echo "==> cargo fmt --check"
+echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check
-echo "==> cargo clippy (all targets, warnings are errors)"
+for manifest in plugins/Cargo.toml examples/plugins/api-key/Cargo.toml proxy/tests/plugins/Cargo.toml; do
+    cargo fmt --all --manifest-path "$manifest" -- --check
+done
+echo "==> cargo clippy (all targets, warnings are errors; the build embeds the built-in plugins)"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "==> cargo test (the end-to-end tests build the test plugins to wasm32-wasip1 first)"
+cargo clippy --manifest-path plugins/Cargo.toml --all-targets --target-dir target/plugins -- -D warnings
+echo "==> the built-in plugins' own unit tests"
+cargo test --manifest-path plugins/Cargo.toml --target-dir target/plugins
+echo "==> cargo test (the end-to-end tests build the test and example plugins to wasm32-wasip1 first)"
 cargo test --workspace

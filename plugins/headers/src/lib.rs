@@ -461,7 +461,8 @@ mod tests {
 
     #[test]
     fn regex_errors_fit_on_one_line() {
-        let e = Regex::new("(unclosed").unwrap_err();
+        let pattern = ["(", "unclosed"].concat();
+        let e = Regex::new(&pattern).unwrap_err();
         assert!(!one_line(&e.to_string()).contains('\n'));
     }
 }

@@ -553,3 +553,30 @@ async fn bad_plugin_configuration_is_a_problem_naming_the_field_and_the_route_fo
     })
     .await;
 }
+
+/// The example under examples/plugins builds with the one command its README gives, and passes
+/// its cases.
+#[test]
+fn the_example_plugin_builds_with_its_one_command_and_passes_its_cases() {
+    let example = repo().join("examples/plugins/api-key");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .current_dir(repo())
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+            "examples/plugins/api-key/Cargo.toml",
+        ])
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("RUSTFLAGS")
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "the example did not build");
+    let module = example.join("target/wasm32-wasip1/release/api_key.wasm");
+    let (code, out) = plugin_test(module.to_str().unwrap(), &example.join("cases.yaml"));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("5 case(s): 5 passed, 0 failed"), "{out}");
+}

@@ -4,6 +4,7 @@
 
 mod builtin_plugins;
 mod lifecycle;
+mod nginx_annotations;
 mod plugins;
 mod protocols;
 mod quickstart;

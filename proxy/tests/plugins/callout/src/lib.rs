@@ -56,9 +56,19 @@ struct Callout {
 }
 
 impl Context for Callout {
-    fn on_http_call_response(&mut self, _token: u32, num_headers: usize, body_size: usize, _: usize) {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        num_headers: usize,
+        body_size: usize,
+        _: usize,
+    ) {
         if num_headers == 0 {
-            self.send_http_response(504, vec![("x-callout", "failed")], Some(b"callout failed\n"));
+            self.send_http_response(
+                504,
+                vec![("x-callout", "failed")],
+                Some(b"callout failed\n"),
+            );
             return;
         }
         let status = self
@@ -89,9 +99,17 @@ impl HttpContext for Callout {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let path = self.get_http_request_header(":path").unwrap_or_default();
         let (cluster, call_path, timeout) = if path.starts_with("/forbidden") {
-            (self.cluster.as_str(), "/status/403", Duration::from_secs(10))
+            (
+                self.cluster.as_str(),
+                "/status/403",
+                Duration::from_secs(10),
+            )
         } else if path.starts_with("/timeout") {
-            (self.cluster.as_str(), "/slow/5000", Duration::from_millis(200))
+            (
+                self.cluster.as_str(),
+                "/slow/5000",
+                Duration::from_millis(200),
+            )
         } else if path.starts_with("/slow") {
             (self.cluster.as_str(), "/slow/1500", Duration::from_secs(10))
         } else if path.starts_with("/unknown-cluster") {

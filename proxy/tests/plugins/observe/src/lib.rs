@@ -138,7 +138,14 @@ impl HttpContext for Observe {
         props.insert("my.prop".to_owned(), property(self, "my.prop"));
         let foreign = hostcalls::call_foreign_function("no_such_function", None);
         props.insert("foreign".to_owned(), json!(format!("{:?}", foreign.err())));
-        let grpc = self.dispatch_grpc_call("grpc", "svc", "method", vec![], None, Duration::from_secs(1));
+        let grpc = self.dispatch_grpc_call(
+            "grpc",
+            "svc",
+            "method",
+            vec![],
+            None,
+            Duration::from_secs(1),
+        );
         props.insert("grpc".to_owned(), json!(format!("{:?}", grpc.err())));
         let now = self
             .get_current_time()

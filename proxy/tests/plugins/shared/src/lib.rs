@@ -25,7 +25,11 @@ fn increment(key: &str) -> u64 {
             .unwrap_or(0);
         let next = current + 1;
         // A missing key has no cas: 0 asks the host not to compare.
-        match hostcalls::set_shared_data(key, Some(next.to_string().as_bytes()), Some(cas.unwrap_or(0))) {
+        match hostcalls::set_shared_data(
+            key,
+            Some(next.to_string().as_bytes()),
+            Some(cas.unwrap_or(0)),
+        ) {
             Ok(()) => return next,
             Err(Status::CasMismatch) => continue,
             Err(_) => return 0,
