@@ -1,18 +1,25 @@
 #!/usr/bin/env python3
-"""What proxy-wasm plugins cost: one route through Gantry with 0, 1 and 3 header-only plugins.
+"""What proxy-wasm plugins cost: one route through Gantry with no plugin, with 1 and 3 header-only
+plugins built with the upstream SDK, with each built-in plugin alone, and with the three built-in
+plugins chained.
 
-Run: ./bench/plugins.py                 (3 rounds of 10 s per load, ~2 minutes)
+Run: ./bench/plugins.py                 (3 rounds of 10 s per load, ~5 minutes)
      ./bench/plugins.py --rounds 1 --duration 5   (a quick look)
 
-One Gantry (one worker, pinned to CPU 0) serves three hosts that differ only in their plugins:
-none, one, and three instances of the test corpus's `rewrite` plugin (built from
-proxy/tests/plugins with the upstream proxy-wasm SDK). On a plain request the plugin only works
-on headers: it reads `:path`, adds, replaces and removes request headers, then reads every
-response header and adds two. The upstream is nginx answering a small fixed body; wrk
-(HTTP/1.1 keep-alive, 50 connections) and the upstream share CPU 1. Rounds alternate the order of
-the three hosts; medians are reported with ratios against no plugin, and the proxy's CPU time per
-request, from which the cost of one callback follows: each plugin gets 7 callbacks per request
-(context create, request headers, response headers, response body, log, done, delete).
+One Gantry (one worker, pinned to CPU 0) serves one host per chain; the hosts differ only in
+their plugins:
+  - none;
+  - 1 and 3 instances of the test corpus's `rewrite` plugin (proxy/tests/plugins, upstream
+    proxy-wasm SDK): it reads `:path`, adds, replaces and removes request headers, then reads
+    every response header and adds two;
+  - builtin:ratelimit (a per-client limit high enough never to refuse, RateLimit fields on every
+    answer), builtin:acl (one allow rule by CIDR), builtin:headers (a request header set, a
+    response header added, CORS configured), and the three chained.
+The upstream is nginx answering a small fixed body; wrk (HTTP/1.1 keep-alive, 50 connections) and
+the upstream share CPU 1. Rounds rotate the order of the hosts; medians are reported with ratios
+against no plugin, and the proxy's CPU time per request, from which the cost of one callback
+follows: each plugin gets 7 callbacks per request (context create, request headers, response
+headers, response body, log, done, delete).
 
 Needs (installed when missing): nginx, wrk, the wasm32-wasip1 Rust target.
 """
@@ -28,7 +35,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the shared setup of bench/run.py)
 
 CALLBACKS_PER_PLUGIN = 7
-CHAINS = {0: [], 1: ["a"], 3: ["a", "b", "c"]}
+# Host label -> the WasmPlugins on its route.
+CHAINS = {
+    "none": [],
+    "1 rewrite": ["rewrite-a"],
+    "3 rewrite": ["rewrite-a", "rewrite-b", "rewrite-c"],
+    "ratelimit": ["builtin-ratelimit"],
+    "acl": ["builtin-acl"],
+    "headers": ["builtin-headers"],
+    "3 built-in": ["builtin-headers", "builtin-ratelimit", "builtin-acl"],
+}
+BUILTINS = {
+    "builtin-ratelimit": ("ratelimit", "{limits: [{requests: 100000000, per: second}]}"),
+    "builtin-acl": ("acl", "{rules: [{action: allow, clients: [127.0.0.0/8]}], defaultAction: deny}"),
+    "builtin-headers": ("headers", "{request: {set: {x-env: production}}, response: {add: {x-served-by: gantry}}, "
+                                   "cors: {allowOrigins: [\"https://app.example.test\"]}}"),
+}
+
+
+def host(label):
+    return label.replace(" ", "-") + ".test"
 
 
 def build_plugin():
@@ -65,22 +91,30 @@ endpoints: [{{addresses: ["127.0.0.1"]}}]
     for tag in "abc":
         yaml.append(f"""apiVersion: gantry.dev/v1alpha1
 kind: WasmPlugin
-metadata: {{name: headers-{tag}, namespace: bench}}
+metadata: {{name: rewrite-{tag}, namespace: bench}}
 spec:
   module: {module}
   config: {{tag: {tag}}}
 """)
-    for count, tags in CHAINS.items():
-        plugins = ", ".join(f"headers-{t}" for t in tags)
+    for name, (builtin, plugin_config) in BUILTINS.items():
+        yaml.append(f"""apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata: {{name: {name}, namespace: bench}}
+spec:
+  module: builtin:{builtin}
+  config: {plugin_config}
+""")
+    for i, (label, names) in enumerate(CHAINS.items()):
+        plugins = ", ".join(names)
         yaml.append(f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
-  name: plugins-{count}
+  name: plugins-{i}
   namespace: bench
   annotations: {{gantry.dev/plugins: "{plugins}"}}
 spec:
   rules:
-    - host: p{count}.test
+    - host: {host(label)}
       http:
         paths:
           - {{path: /, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
@@ -118,30 +152,31 @@ def main():
             proc = setup.start_gantry(folder, Path(tmp) / "state")
             port = run.PORTS["gantry"][0]
             for n in CHAINS:
-                run.wait_http(f"http://127.0.0.1:{port}/", host=f"p{n}.test")
-                wrk(f"p{n}.test", 2)  # warm up: instances, pools
+                run.wait_http(f"http://127.0.0.1:{port}/", host=host(n))
+                wrk(host(n), 2)  # warm up: instances, pools
             order = list(CHAINS)
             for r in range(args.rounds):
-                for n in order[r % 3:] + order[:r % 3]:
-                    (rps, p99), wall, cpu = run.measured(proc.pid, lambda: wrk(f"p{n}.test",
+                shift = r % len(order)
+                for n in order[shift:] + order[:shift]:
+                    (rps, p99), wall, cpu = run.measured(proc.pid, lambda: wrk(host(n),
                                                                               args.duration))
                     samples[n]["rps"].append(rps)
                     samples[n]["p99"].append(p99)
                     samples[n]["cpu_us"].append(cpu / (rps * wall) * 1e6)
-                    run.say(f"round {r + 1}: {n} plugins: {rps:,.0f} req/s, p99 {p99:.2f} ms, "
+                    run.say(f"round {r + 1}: {n}: {rps:,.0f} req/s, p99 {p99:.2f} ms, "
                             f"{samples[n]['cpu_us'][-1]:.1f} us CPU/request")
         finally:
             setup.stop()
     med = {n: {k: statistics.median(v) for k, v in s.items()} for n, s in samples.items()}
-    base = med[0]
+    base = med["none"]
     lines = [f"Plugins on one route ({args.rounds} rounds x {args.duration} s, wrk -c50, "
              "Gantry on CPU 0, load + upstream on CPU 1), medians:"]
     for n, m in med.items():
-        line = (f"  {n} plugin(s): {m['rps']:,.0f} req/s ({m['rps'] / base['rps']:.2f}x of none), "
+        line = (f"  {n:<11} {m['rps']:>8,.0f} req/s ({m['rps'] / base['rps']:.2f}x of none), "
                 f"p99 {m['p99']:.2f} ms ({m['p99'] / base['p99']:.2f}x), "
                 f"{m['cpu_us']:.1f} us CPU/request")
-        if n:
-            per = (m["cpu_us"] - base["cpu_us"]) / (n * CALLBACKS_PER_PLUGIN)
+        if CHAINS[n]:
+            per = (m["cpu_us"] - base["cpu_us"]) / (len(CHAINS[n]) * CALLBACKS_PER_PLUGIN)
             line += f", {per:.2f} us per callback"
         lines.append(line)
     text = "\n".join(lines)

@@ -43,6 +43,12 @@ impl<F: Filter> RootContext for Root<F> {
         match self.configure() {
             Ok(filter) => {
                 self.filter = Some(Rc::new(filter));
+                // A filter works on headers only: Gantry need not call it for bodies or at the
+                // end of each request (other hosts answer NOT_FOUND, which changes nothing).
+                let _ = hostcalls::call_foreign_function(
+                    "gantry_unneeded_callbacks",
+                    Some(b"proxy_on_request_body,proxy_on_response_body,proxy_on_log"),
+                );
                 true
             }
             Err(error) => {

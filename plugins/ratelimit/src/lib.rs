@@ -150,6 +150,8 @@ pub struct RateLimit {
     client_address: ClientAddress,
     exempt: CidrSet,
     headers: bool,
+    /// Whether a key or the exemptions look at the client's address.
+    needs_client: bool,
     allowed: Counter,
     limited: Counter,
 }
@@ -172,14 +174,11 @@ fn log(level: LogLevel, message: &str) {
 }
 
 impl RateLimit {
-    fn key(&self, limit: &Limit, request: &Request) -> String {
+    fn key(&self, limit: &Limit, request: &Request, client: Option<std::net::IpAddr>) -> String {
         let mut key = String::new();
         for part in &limit.key {
             let value = match part {
-                KeyPart::Client => self
-                    .client_address
-                    .of(request)
-                    .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+                KeyPart::Client => client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
                 KeyPart::Path => {
                     let path = request.path();
                     path.split('?').next().unwrap_or_default().to_owned()
@@ -277,7 +276,10 @@ impl Filter for RateLimit {
             .flatten()
             .and_then(|b| String::from_utf8(b).ok())
             .unwrap_or_default();
+        let needs_client =
+            !config.exempt.is_empty() || limits.iter().any(|l| l.key.contains(&KeyPart::Client));
         Ok(RateLimit {
+            needs_client,
             limits,
             scope: format!("gantry/ratelimit/{plugin}"),
             dry_run: config.dry_run,
@@ -296,12 +298,12 @@ impl Filter for RateLimit {
     }
 
     fn on_request(&self, request: &mut Request, pending: &mut Pending) -> Flow {
-        if !self.exempt.is_empty()
-            && self
-                .client_address
-                .of(request)
-                .is_some_and(|ip| self.exempt.contains(ip))
-        {
+        let client = if self.needs_client {
+            self.client_address.of(request)
+        } else {
+            None
+        };
+        if client.is_some_and(|ip| self.exempt.contains(ip)) {
             return Flow::Continue;
         }
         let now = now_nanos();
@@ -309,7 +311,7 @@ impl Filter for RateLimit {
             .limits
             .iter()
             .enumerate()
-            .map(|(i, limit)| format!("{}/{i}/{}", self.scope, self.key(limit, request)))
+            .map(|(i, limit)| format!("{}/{i}/{}", self.scope, self.key(limit, request, client)))
             .collect();
         // A request must pass every limit, and is counted only once it passes them all.
         let mut refused = None;

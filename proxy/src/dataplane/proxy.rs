@@ -345,7 +345,7 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
         if let Some(filters) = ctx.filters.as_mut() {
-            filters.info.upstream = ctx.upstream;
+            Arc::make_mut(&mut filters.info).upstream = ctx.upstream;
             let had_length = upstream_response.headers.contains_key(CONTENT_LENGTH);
             let verdict = filters
                 .response_headers(session.req_header_mut(), upstream_response, false)
@@ -508,7 +508,7 @@ impl ProxyHttp for EdgeProxy {
         let elapsed = ctx.start.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(mut filters) = ctx.filters.take() {
-            filters.info.response_code = (status > 0).then_some(status);
+            Arc::make_mut(&mut filters.info).response_code = (status > 0).then_some(status);
             filters.finish(session.req_header_mut());
         }
         let metrics = &self.shared.metrics;

@@ -70,8 +70,9 @@ struct Step {
 pub struct Filters {
     shared: Arc<Shared>,
     entries: Vec<Entry>,
-    /// What properties report; the data plane keeps it up to date.
-    pub info: RequestInfo,
+    /// What properties report; the data plane keeps it up to date (shared with the running
+    /// callback, so that lending it costs a reference count rather than a copy).
+    pub info: Arc<RequestInfo>,
     /// Set when a plugin changed the request's head: the data plane routes it again.
     pub reroute: bool,
     /// The body of a local response that replaced the upstream's response.
@@ -93,7 +94,7 @@ impl Filters {
                     response_body: BytesMut::new(),
                 })
                 .collect(),
-            info,
+            info: Arc::new(info),
             reroute: false,
             replacement_body: None,
         }
@@ -324,7 +325,7 @@ impl Filters {
         resp: &mut ResponseHeader,
         end_of_stream: bool,
     ) -> Verdict {
-        self.info.response_code = Some(resp.status.as_u16());
+        Arc::make_mut(&mut self.info).response_code = Some(resp.status.as_u16());
         for i in (0..self.entries.len()).rev() {
             if self.entries[i].skip {
                 continue;
@@ -362,17 +363,29 @@ impl Filters {
         };
         let mut data = body.take().unwrap_or_default();
         for i in order {
-            if self.entries[i].skip {
+            let entry = &self.entries[i];
+            let unneeded = match kind {
+                BodyKind::Request => entry.plugin.unneeded.request_body,
+                BodyKind::Response => entry.plugin.unneeded.response_body,
+            };
+            if entry.skip || unneeded {
                 continue;
             }
             let mut buffer = {
                 let entry = &mut self.entries[i];
-                let buffer = match kind {
+                let held = match kind {
                     BodyKind::Request => &mut entry.request_body,
                     BodyKind::Response => &mut entry.response_body,
                 };
-                buffer.extend_from_slice(&data);
-                std::mem::take(buffer)
+                if held.is_empty() {
+                    // Nothing held back: lend the chunk itself, copied only if shared.
+                    std::mem::take(&mut data)
+                        .try_into_mut()
+                        .unwrap_or_else(|shared| BytesMut::from(&shared[..]))
+                } else {
+                    held.extend_from_slice(&data);
+                    std::mem::take(held)
+                }
             };
             let size = buffer.len() as u32;
             let mut io = Io {

@@ -127,7 +127,7 @@ pub struct Exchange {
     pub body: BytesMut,
     pub body_kind: Option<BodyKind>,
     pub call_response: Option<CallResponse>,
-    pub info: Option<RequestInfo>,
+    pub info: Option<Arc<RequestInfo>>,
 }
 
 impl Exchange {
@@ -201,6 +201,8 @@ pub struct HostState {
     pub live: bool,
     /// What the plugin logged at error level while starting, to explain a refusal.
     pub complaints: Vec<String>,
+    /// Callbacks the plugin has no use for.
+    pub unneeded: super::plugin::Unneeded,
 }
 
 /// Most error lines kept from a plugin's start.
@@ -233,6 +235,7 @@ impl HostState {
             queue_events: None,
             live,
             complaints: Vec::new(),
+            unneeded: Default::default(),
         })
     }
 

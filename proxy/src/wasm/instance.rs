@@ -176,21 +176,15 @@ impl Instance {
             next_context_id: ROOT_CONTEXT + 1,
         };
         if let Some(start) = start {
-            this.call(start, ())?;
+            Self::invoke(&mut this.store, this.ticks, &start, ())?;
         }
-        if let Some(f) = this.exports.on_context_create.clone() {
-            this.call(f, (ROOT_CONTEXT, 0))?;
-        }
+        this.call(|e| e.on_context_create.as_ref(), (ROOT_CONTEXT, 0))?;
         let vm_config = this.store.data().plugin.vm_config.len() as u32;
-        if let Some(f) = this.exports.on_vm_start.clone()
-            && this.call(f, (ROOT_CONTEXT, vm_config))? == 0
-        {
+        if this.call(|e| e.on_vm_start.as_ref(), (ROOT_CONTEXT, vm_config))? == Some(0) {
             return Err(this.rejected("proxy_on_vm_start"));
         }
         let config = this.store.data().plugin.config.len() as u32;
-        if let Some(f) = this.exports.on_configure.clone()
-            && this.call(f, (ROOT_CONTEXT, config))? == 0
-        {
+        if this.call(|e| e.on_configure.as_ref(), (ROOT_CONTEXT, config))? == Some(0) {
             return Err(this.rejected("proxy_on_configure"));
         }
         Ok(this)
@@ -204,14 +198,29 @@ impl Instance {
         }
     }
 
+    /// Calls the export `pick` chooses, if the module has it. The export is borrowed, not
+    /// cloned: cloning a typed function takes reference counts on its type, which showed in
+    /// profiles of every callback.
     fn call<P: WasmParams, R: WasmResults>(
         &mut self,
-        f: TypedFunc<P, R>,
+        pick: impl FnOnce(&Exports) -> Option<&TypedFunc<P, R>>,
+        params: P,
+    ) -> Result<Option<R>, Failure> {
+        match pick(&self.exports) {
+            Some(f) => Self::invoke(&mut self.store, self.ticks, f, params).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn invoke<P: WasmParams, R: WasmResults>(
+        store: &mut Store<HostState>,
+        ticks: u64,
+        f: &TypedFunc<P, R>,
         params: P,
     ) -> Result<R, Failure> {
-        self.store.set_epoch_deadline(self.ticks);
-        f.call(&mut self.store, params).map_err(|e| {
-            let state = self.store.data();
+        store.set_epoch_deadline(ticks);
+        f.call(&mut *store, params).map_err(|e| {
+            let state = store.data();
             classify(e, state.limit.hit, state.plugin.memory_limit)
         })
     }
@@ -235,17 +244,15 @@ impl Instance {
         self.state_mut()
             .contexts
             .insert(id, ContextState::new(wake));
-        if let Some(f) = self.exports.on_context_create.clone() {
-            self.call(f, (id, ROOT_CONTEXT))?;
-        }
+        self.call(|e| e.on_context_create.as_ref(), (id, ROOT_CONTEXT))?;
         Ok(id)
     }
 
-    fn action(value: u32) -> Action {
-        if value == 0 {
-            Action::Continue
-        } else {
-            Action::Pause
+    /// A header or body callback's answer; a module without the callback goes on.
+    fn action(value: Option<u32>) -> Action {
+        match value {
+            None | Some(0) => Action::Continue,
+            Some(_) => Action::Pause,
         }
     }
 
@@ -255,17 +262,16 @@ impl Instance {
         count: u32,
         eos: bool,
     ) -> Result<Action, Failure> {
-        match self.exports.on_request_headers.clone() {
-            Some(f) => self.call(f, (id, count, u32::from(eos))).map(Self::action),
-            None => Ok(Action::Continue),
-        }
+        self.call(
+            |e| e.on_request_headers.as_ref(),
+            (id, count, u32::from(eos)),
+        )
+        .map(Self::action)
     }
 
     pub fn on_request_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
-        match self.exports.on_request_body.clone() {
-            Some(f) => self.call(f, (id, size, u32::from(eos))).map(Self::action),
-            None => Ok(Action::Continue),
-        }
+        self.call(|e| e.on_request_body.as_ref(), (id, size, u32::from(eos)))
+            .map(Self::action)
     }
 
     pub fn on_response_headers(
@@ -274,24 +280,21 @@ impl Instance {
         count: u32,
         eos: bool,
     ) -> Result<Action, Failure> {
-        match self.exports.on_response_headers.clone() {
-            Some(f) => self.call(f, (id, count, u32::from(eos))).map(Self::action),
-            None => Ok(Action::Continue),
-        }
+        self.call(
+            |e| e.on_response_headers.as_ref(),
+            (id, count, u32::from(eos)),
+        )
+        .map(Self::action)
     }
 
     pub fn on_response_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
-        match self.exports.on_response_body.clone() {
-            Some(f) => self.call(f, (id, size, u32::from(eos))).map(Self::action),
-            None => Ok(Action::Continue),
-        }
+        self.call(|e| e.on_response_body.as_ref(), (id, size, u32::from(eos)))
+            .map(Self::action)
     }
 
     pub fn on_response_trailers(&mut self, id: u32, count: u32) -> Result<Action, Failure> {
-        match self.exports.on_response_trailers.clone() {
-            Some(f) => self.call(f, (id, count)).map(Self::action),
-            None => Ok(Action::Continue),
-        }
+        self.call(|e| e.on_response_trailers.as_ref(), (id, count))
+            .map(Self::action)
     }
 
     pub fn on_http_call_response(
@@ -302,38 +305,30 @@ impl Instance {
         body: u32,
         trailers: u32,
     ) -> Result<(), Failure> {
-        match self.exports.on_http_call_response.clone() {
-            Some(f) => self.call(f, (id, token, headers, body, trailers)),
-            None => Ok(()),
-        }
+        self.call(
+            |e| e.on_http_call_response.as_ref(),
+            (id, token, headers, body, trailers),
+        )
+        .map(|_| ())
     }
 
     pub fn on_tick(&mut self) -> Result<(), Failure> {
-        match self.exports.on_tick.clone() {
-            Some(f) => self.call(f, ROOT_CONTEXT),
-            None => Ok(()),
-        }
+        self.call(|e| e.on_tick.as_ref(), ROOT_CONTEXT).map(|_| ())
     }
 
     pub fn on_queue_ready(&mut self, queue: u32) -> Result<(), Failure> {
-        match self.exports.on_queue_ready.clone() {
-            Some(f) => self.call(f, (ROOT_CONTEXT, queue)),
-            None => Ok(()),
-        }
+        self.call(|e| e.on_queue_ready.as_ref(), (ROOT_CONTEXT, queue))
+            .map(|_| ())
     }
 
     /// Ends an HTTP context: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
     pub fn finish_context(&mut self, id: u32) -> Result<(), Failure> {
         let result = (|| {
-            if let Some(f) = self.exports.on_log.clone() {
-                self.call(f, id)?;
+            if !self.store.data().unneeded.log {
+                self.call(|e| e.on_log.as_ref(), id)?;
+                self.call(|e| e.on_done.as_ref(), id)?;
             }
-            if let Some(f) = self.exports.on_done.clone() {
-                self.call(f, id)?;
-            }
-            if let Some(f) = self.exports.on_delete.clone() {
-                self.call(f, id)?;
-            }
+            self.call(|e| e.on_delete.as_ref(), id)?;
             Ok(())
         })();
         self.state_mut().contexts.remove(&id);

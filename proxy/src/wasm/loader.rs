@@ -348,10 +348,13 @@ impl Loader {
                     spec.priority,
                 )
             })
-            .and_then(|plugin| {
+            .and_then(|mut plugin| {
                 // A trial run: the plugin must come up with its configuration.
                 match Instance::new(&plugin, self.shared.clone(), false, None) {
-                    Ok(_) => Ok(plugin),
+                    Ok(trial) => {
+                        plugin.unneeded = trial.state().unneeded;
+                        Ok(plugin)
+                    }
                     Err(failure) => Err(refusal(&failure)),
                 }
             })

@@ -69,6 +69,34 @@ pub struct PluginInfo {
     pub memory_limit: usize,
 }
 
+/// Callbacks a plugin said it has no use for (through Gantry's foreign function
+/// `gantry_unneeded_callbacks`, which gantry-sdk calls): the host does not make them, which saves
+/// a trip into the module for every body chunk and every request's end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Unneeded {
+    pub request_body: bool,
+    pub response_body: bool,
+    /// `proxy_on_log` and `proxy_on_done` (`proxy_on_delete` is always made: the SDKs free the
+    /// context there).
+    pub log: bool,
+}
+
+impl Unneeded {
+    /// From a comma-separated list of callback names; unknown names are ignored.
+    pub fn parse(list: &str) -> Unneeded {
+        let mut unneeded = Unneeded::default();
+        for name in list.split(',').map(str::trim) {
+            match name {
+                "proxy_on_request_body" => unneeded.request_body = true,
+                "proxy_on_response_body" => unneeded.response_body = true,
+                "proxy_on_log" => unneeded.log = true,
+                _ => {}
+            }
+        }
+        unneeded
+    }
+}
+
 /// A plugin ready to run.
 pub struct Plugin {
     /// Tells this load apart from every other, so that a changed plugin gets new instances.
@@ -78,6 +106,8 @@ pub struct Plugin {
     pub sha256: String,
     pub phase: Phase,
     pub priority: i32,
+    /// Learnt from the trial instance at load.
+    pub unneeded: Unneeded,
 }
 
 impl std::fmt::Debug for Plugin {
@@ -107,6 +137,7 @@ impl Plugin {
             sha256,
             phase,
             priority,
+            unneeded: Unneeded::default(),
         }
     }
 }

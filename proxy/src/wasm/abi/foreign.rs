@@ -5,7 +5,10 @@
 //!   path or host (a rewrite for the upstream rather than a new destination);
 //! - `gantry_shared_data_insert` (`u32` little-endian key length, key, value): creates a shared
 //!   data key only if it does not exist, answering `inserted` or `exists`; the ABI's own write
-//!   with no version overwrites, so two threads creating one key could lose an update.
+//!   with no version overwrites, so two threads creating one key could lose an update;
+//! - `gantry_unneeded_callbacks` (comma-separated callback names): callbacks the plugin has no
+//!   use for (`proxy_on_request_body`, `proxy_on_response_body`, `proxy_on_log`, which covers
+//!   `proxy_on_done`), so the host does not make them.
 
 use bytes::Bytes;
 use wasmtime::Linker;
@@ -53,6 +56,12 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     );
                     let answer: &[u8] = if inserted { b"inserted" } else { b"exists" };
                     memory::give(&mut c, f, answer, ret_ptr, ret_len)?;
+                    Ok(OK)
+                }
+                "gantry_unneeded_callbacks" => {
+                    let args = memory::read_string(&mut c, f, args_ptr, args_len)?;
+                    c.data_mut().unneeded = crate::wasm::plugin::Unneeded::parse(&args);
+                    memory::give(&mut c, f, &[], ret_ptr, ret_len)?;
                     Ok(OK)
                 }
                 _ => Ok(NOT_FOUND),
