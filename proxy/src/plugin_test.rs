@@ -241,6 +241,28 @@ fn header_pairs(map: &http::HeaderMap) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Headers `wanted` with their values (`"*"`: any) and `absent` ones, against `seen`.
+fn check_headers(
+    what: &str,
+    wanted: &BTreeMap<String, String>,
+    absent: &[String],
+    seen: &[(String, String)],
+    wrong: &mut Vec<String>,
+) {
+    for (name, value) in wanted {
+        match header(seen, name) {
+            Some(got) if got == value || value == "*" => {}
+            Some(got) => wrong.push(format!("{what} {name}: expected {value:?}, got {got:?}")),
+            None => wrong.push(format!("{what} {name}: expected {value:?}, got none")),
+        }
+    }
+    for name in absent {
+        if let Some(got) = header(seen, name) {
+            wrong.push(format!("{what} {name}: expected none, got {got:?}"));
+        }
+    }
+}
+
 /// Every way `seen` differs from `expect`.
 fn compare(expect: &Expect, seen: &Seen) -> Vec<String> {
     let mut wrong = Vec::new();
@@ -257,18 +279,13 @@ fn compare(expect: &Expect, seen: &Seen) -> Vec<String> {
             seen.status
         ));
     }
-    for (name, value) in &expect.headers {
-        match header(&seen.headers, name) {
-            Some(got) if got == value || value == "*" => {}
-            Some(got) => wrong.push(format!("header {name}: expected {value:?}, got {got:?}")),
-            None => wrong.push(format!("header {name}: expected {value:?}, got none")),
-        }
-    }
-    for name in &expect.absent {
-        if let Some(got) = header(&seen.headers, name) {
-            wrong.push(format!("header {name}: expected none, got {got:?}"));
-        }
-    }
+    check_headers(
+        "header",
+        &expect.headers,
+        &expect.absent,
+        &seen.headers,
+        &mut wrong,
+    );
     if let Some(body) = &expect.body
         && body.as_bytes() != seen.body
     {
@@ -305,21 +322,13 @@ fn compare(expect: &Expect, seen: &Seen) -> Vec<String> {
                         up.path
                     ));
                 }
-                for (name, value) in &want.headers {
-                    match header(&up.headers, name) {
-                        Some(got) if got == value || value == "*" => {}
-                        got => wrong.push(format!(
-                            "upstream header {name}: expected {value:?}, got {got:?}"
-                        )),
-                    }
-                }
-                for name in &want.absent {
-                    if let Some(got) = header(&up.headers, name) {
-                        wrong.push(format!(
-                            "upstream header {name}: expected none, got {got:?}"
-                        ));
-                    }
-                }
+                check_headers(
+                    "upstream header",
+                    &want.headers,
+                    &want.absent,
+                    &up.headers,
+                    &mut wrong,
+                );
                 if let Some(body) = &want.body
                     && body.as_bytes() != up.body
                 {

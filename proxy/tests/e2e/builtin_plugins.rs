@@ -7,9 +7,8 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::support::config::{GANTRY_CLASS, service};
-use crate::support::plugins::ingress_with_plugins;
-use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
+use crate::support::plugins::{builtin_plugin, folder, ingress_with_plugins};
+use crate::support::{Gantry, clients, upstream, wait_until};
 
 fn repo() -> &'static std::path::Path {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -28,49 +27,6 @@ pub fn plugin_test(plugin: &str, cases: &std::path::Path) -> (i32, String) {
         output.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
-}
-
-/// A WasmPlugin `name` in `default` running built-in `builtin` with `config` (YAML flow style).
-pub fn builtin_plugin(name: &str, builtin: &str, config: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: gantry.dev/v1alpha1
-kind: WasmPlugin
-metadata:
-  name: {name}
-  namespace: default
-spec:
-  module: builtin:{builtin}
-  config: {config}
-{extra}"
-    )
-}
-
-/// The echo upstream as Service `echo` and Gantry's IngressClass.
-fn folder(echo: &upstream::Upstream) -> ConfigDir {
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
-    config
-}
-
-async fn send(
-    client: &reqwest::Client,
-    gantry: &Gantry,
-    method: &str,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = client
-        .request(method.parse().unwrap(), gantry.url(path))
-        .header("host", host);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
 }
 
 /// What the echo upstream saw, from its JSON answer.
@@ -209,7 +165,9 @@ async fn a_rate_limit_lets_exactly_its_requests_and_burst_through_under_concurre
     assert_eq!(passed + limited, 300, "{statuses:?}");
 
     // A limited answer says when to come back and which policy refused it.
-    let response = send(&clients::http1(), &gantry, "GET", "hourly.test", "/", &[]).await;
+    let response = gantry
+        .send(&clients::http1(), "GET", "hourly.test", "/", &[])
+        .await;
     assert_eq!(response.status(), 429);
     let retry: u64 = response.headers()["retry-after"]
         .to_str()
@@ -290,7 +248,8 @@ stringData:
             let headers: Vec<(&str, &str)> = forwarded
                 .map(|f| vec![("x-forwarded-for", f)])
                 .unwrap_or_default();
-            send(&client, gantry, "GET", host, "/", &headers)
+            gantry
+                .send(&client, "GET", host, "/", &headers)
                 .await
                 .status()
                 .as_u16()
@@ -310,10 +269,10 @@ stringData:
 
     assert_eq!(status("direct.test", None).await, 200);
     assert_eq!(status("direct.test", Some("10.0.0.1")).await, 200);
-    let refused = send(&client, &gantry, "GET", "lb.test", "/", &[]).await;
+    let refused = gantry.send(&client, "GET", "lb.test", "/", &[]).await;
     assert_eq!(refused.text().await.unwrap(), "forbidden\n");
 
-    let challenge = send(&client, &gantry, "GET", "staff.test", "/", &[]).await;
+    let challenge = gantry.send(&client, "GET", "staff.test", "/", &[]).await;
     assert_eq!(challenge.status(), 401);
     assert_eq!(
         challenge.headers()["www-authenticate"],
@@ -393,75 +352,77 @@ async fn header_edits_rewrites_redirects_and_cors_through_the_proxy() {
     let gantry = Gantry::start(config.path()).await;
     let client = clients::http1();
 
-    let response = send(
-        &client,
-        &gantry,
-        "GET",
-        "web.test",
-        "/api/orders?page=2",
-        &[("x-debug", "1"), ("x-env", "dev")],
-    )
-    .await;
+    let response = gantry
+        .send(
+            &client,
+            "GET",
+            "web.test",
+            "/api/orders?page=2",
+            &[("x-debug", "1"), ("x-env", "dev")],
+        )
+        .await;
     assert_eq!(response.headers()["x-served-by"], "gantry");
     let seen = echoed(response).await;
     assert_eq!(seen["path"], "/orders?page=2");
     assert_eq!(seen["headers"]["x-env"][0], "production");
     assert!(seen["headers"].get("x-debug").is_none(), "{seen}");
-    let seen = echoed(send(&client, &gantry, "GET", "web.test", "/api", &[]).await).await;
+    let seen = echoed(gantry.send(&client, "GET", "web.test", "/api", &[]).await).await;
     assert_eq!(
         seen["path"], "/",
         "the rewritten request stays on its route"
     );
-    let home = send(&client, &gantry, "GET", "web.test", "/", &[]).await;
+    let home = gantry.send(&client, "GET", "web.test", "/", &[]).await;
     assert_eq!(home.text().await.unwrap(), "home page");
 
-    let preflight = send(
-        &client,
-        &gantry,
-        "OPTIONS",
-        "web.test",
-        "/api/orders",
-        &[
-            ("origin", "https://app.example.test"),
-            ("access-control-request-method", "POST"),
-        ],
-    )
-    .await;
+    let preflight = gantry
+        .send(
+            &client,
+            "OPTIONS",
+            "web.test",
+            "/api/orders",
+            &[
+                ("origin", "https://app.example.test"),
+                ("access-control-request-method", "POST"),
+            ],
+        )
+        .await;
     assert_eq!(preflight.status(), 204);
     let h = preflight.headers();
     assert_eq!(h["access-control-allow-origin"], "https://app.example.test");
     assert_eq!(h["access-control-allow-methods"], "GET, POST");
     assert_eq!(h["access-control-allow-headers"], "Content-Type");
     assert_eq!(h["access-control-max-age"], "600");
-    let simple = send(
-        &client,
-        &gantry,
-        "GET",
-        "web.test",
-        "/api/x",
-        &[("origin", "https://app.example.test")],
-    )
-    .await;
+    let simple = gantry
+        .send(
+            &client,
+            "GET",
+            "web.test",
+            "/api/x",
+            &[("origin", "https://app.example.test")],
+        )
+        .await;
     assert_eq!(
         simple.headers()["access-control-allow-origin"],
         "https://app.example.test"
     );
-    let other = send(
-        &client,
-        &gantry,
-        "GET",
-        "web.test",
-        "/api/x",
-        &[("origin", "https://evil.test")],
-    )
-    .await;
+    let other = gantry
+        .send(
+            &client,
+            "GET",
+            "web.test",
+            "/api/x",
+            &[("origin", "https://evil.test")],
+        )
+        .await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     let no_redirects = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let moved = send(&no_redirects, &gantry, "GET", "old.test", "/a/b?c=d", &[]).await;
+    let moved = gantry
+        .send(&no_redirects, "GET", "old.test", "/a/b?c=d", &[])
+        .await;
     assert_eq!(moved.status(), 301);
     assert_eq!(
         moved.headers()["location"],
@@ -526,9 +487,9 @@ async fn bad_plugin_configuration_is_a_problem_naming_the_field_and_the_route_fo
         );
     }
     let client = clients::http1();
-    let closed = send(&client, &gantry, "GET", "closed.test", "/", &[]).await;
+    let closed = gantry.send(&client, "GET", "closed.test", "/", &[]).await;
     assert_eq!(closed.status(), 503, "FailClosed: the route answers 503");
-    let open = send(&client, &gantry, "GET", "open.test", "/", &[]).await;
+    let open = gantry.send(&client, "GET", "open.test", "/", &[]).await;
     assert_eq!(
         open.status(),
         200,
@@ -546,7 +507,8 @@ async fn bad_plugin_configuration_is_a_problem_naming_the_field_and_the_route_fo
         ),
     );
     wait_until("the fixed plugin to apply", || async {
-        let first = send(&client, &gantry, "GET", "closed.test", "/", &[])
+        let first = gantry
+            .send(&client, "GET", "closed.test", "/", &[])
             .await
             .status();
         first == 200 || first == 429

@@ -36,23 +36,6 @@ fn annotated(
     yaml
 }
 
-async fn get(
-    client: &reqwest::Client,
-    gantry: &Gantry,
-    method: &str,
-    host: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-) -> reqwest::Response {
-    let mut request = client
-        .request(method.parse().unwrap(), gantry.url(path))
-        .header("host", host);
-    for (name, value) in headers {
-        request = request.header(*name, *value);
-    }
-    request.send().await.unwrap()
-}
-
 #[tokio::test]
 async fn ingress_nginx_annotations_behave_as_ingress_nginx_documents_them() {
     let echo = upstream::echo("echo").await;
@@ -202,7 +185,8 @@ stringData:
     );
     for _ in 0..10 {
         assert_eq!(
-            get(&client, &gantry, "GET", "exempt.test", "/", &[])
+            gantry
+                .send(&client, "GET", "exempt.test", "/", &[])
                 .await
                 .status(),
             200
@@ -211,77 +195,76 @@ stringData:
 
     // Source ranges: the test connects from 127.0.0.1.
     assert_eq!(
-        get(&client, &gantry, "GET", "office.test", "/", &[])
+        gantry
+            .send(&client, "GET", "office.test", "/", &[])
             .await
             .status(),
         403
     );
     assert_eq!(
-        get(&client, &gantry, "GET", "local.test", "/", &[])
+        gantry
+            .send(&client, "GET", "local.test", "/", &[])
             .await
             .status(),
         200
     );
     assert_eq!(
-        get(&client, &gantry, "GET", "blocked.test", "/", &[])
+        gantry
+            .send(&client, "GET", "blocked.test", "/", &[])
             .await
             .status(),
         403
     );
     // X-Forwarded-For is not believed: ingress-nginx reads the connection's address unless its
     // real-ip settings say otherwise.
-    let spoofed = get(
-        &client,
-        &gantry,
-        "GET",
-        "office.test",
-        "/",
-        &[("x-forwarded-for", "10.1.1.1")],
-    )
-    .await;
+    let spoofed = gantry
+        .send(
+            &client,
+            "GET",
+            "office.test",
+            "/",
+            &[("x-forwarded-for", "10.1.1.1")],
+        )
+        .await;
     assert_eq!(spoofed.status(), 403);
 
     // Rewrites: "rewrite.bar.com/something/new rewrites to rewrite.bar.com/new", the query kept;
     // paths are case-insensitive regular expressions.
-    let seen: serde_json::Value = get(
-        &client,
-        &gantry,
-        "GET",
-        "rewrite.test",
-        "/something/new?q=1",
-        &[],
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
+    let seen: serde_json::Value = gantry
+        .send(&client, "GET", "rewrite.test", "/something/new?q=1", &[])
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(seen["path"], "/new?q=1");
-    let seen: serde_json::Value = get(&client, &gantry, "GET", "rewrite.test", "/SOMETHING", &[])
+    let seen: serde_json::Value = gantry
+        .send(&client, "GET", "rewrite.test", "/SOMETHING", &[])
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(seen["path"], "/");
     assert_eq!(
-        get(&client, &gantry, "GET", "rewrite.test", "/other", &[])
+        gantry
+            .send(&client, "GET", "rewrite.test", "/other", &[])
             .await
             .status(),
         404
     );
 
     // CORS with the defaults: a preflight is answered 204 by the proxy with every header.
-    let preflight = get(
-        &client,
-        &gantry,
-        "OPTIONS",
-        "cors.test",
-        "/x",
-        &[
-            ("origin", "https://any.example"),
-            ("access-control-request-method", "PUT"),
-        ],
-    )
-    .await;
+    let preflight = gantry
+        .send(
+            &client,
+            "OPTIONS",
+            "cors.test",
+            "/x",
+            &[
+                ("origin", "https://any.example"),
+                ("access-control-request-method", "PUT"),
+            ],
+        )
+        .await;
     assert_eq!(preflight.status(), 204);
     let h = preflight.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
@@ -295,27 +278,27 @@ stringData:
     );
     assert_eq!(h["access-control-allow-credentials"], "true");
     assert_eq!(h["access-control-max-age"], "1728000");
-    let simple = get(
-        &client,
-        &gantry,
-        "GET",
-        "cors.test",
-        "/x",
-        &[("origin", "https://any.example")],
-    )
-    .await;
+    let simple = gantry
+        .send(
+            &client,
+            "GET",
+            "cors.test",
+            "/x",
+            &[("origin", "https://any.example")],
+        )
+        .await;
     assert_eq!(simple.status(), 200);
     assert_eq!(simple.headers()["access-control-allow-origin"], "*");
     // A list of origins: one matching origin is echoed, a wildcard covers one label.
-    let listed = get(
-        &client,
-        &gantry,
-        "GET",
-        "cors-list.test",
-        "/",
-        &[("origin", "https://shop.example.org")],
-    )
-    .await;
+    let listed = gantry
+        .send(
+            &client,
+            "GET",
+            "cors-list.test",
+            "/",
+            &[("origin", "https://shop.example.org")],
+        )
+        .await;
     assert_eq!(
         listed.headers()["access-control-allow-origin"],
         "https://shop.example.org"
@@ -327,19 +310,19 @@ stringData:
             .is_none()
     );
     assert_eq!(listed.headers()["access-control-max-age"], "60");
-    let other = get(
-        &client,
-        &gantry,
-        "GET",
-        "cors-list.test",
-        "/",
-        &[("origin", "https://evil.test")],
-    )
-    .await;
+    let other = gantry
+        .send(
+            &client,
+            "GET",
+            "cors-list.test",
+            "/",
+            &[("origin", "https://evil.test")],
+        )
+        .await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     // Basic auth: 401 with the realm; the right password passes and is not forwarded.
-    let challenge = get(&client, &gantry, "GET", "auth.test", "/", &[]).await;
+    let challenge = gantry.send(&client, "GET", "auth.test", "/", &[]).await;
     assert_eq!(challenge.status(), 401);
     assert_eq!(
         challenge.headers()["www-authenticate"],
@@ -357,7 +340,8 @@ stringData:
     assert!(seen["headers"].get("authorization").is_none(), "{seen}");
     // A missing Secret closes the routes, as ingress-nginx answers 503.
     assert_eq!(
-        get(&client, &gantry, "GET", "auth-missing.test", "/", &[])
+        gantry
+            .send(&client, "GET", "auth-missing.test", "/", &[])
             .await
             .status(),
         503
@@ -365,7 +349,8 @@ stringData:
 
     // Snippets are refused, other annotations reported; the Ingress still serves.
     assert_eq!(
-        get(&client, &gantry, "GET", "snippets.test", "/", &[])
+        gantry
+            .send(&client, "GET", "snippets.test", "/", &[])
             .await
             .status(),
         200

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use serde_json::Value;
 
 use crate::support::config::{GANTRY_CLASS, service};
-use crate::support::plugins::{ingress_with_plugins, module, wasm_plugin};
+use crate::support::plugins::{folder, ingress_with_plugins, module, wasm_plugin};
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
 /// GETs `path` on `host`; returns (status, headers, body).
@@ -39,17 +39,6 @@ fn all(headers: &reqwest::header::HeaderMap, name: &str) -> Vec<String> {
 
 fn json(body: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
-
-/// A folder with the echo upstream as Service `echo` and the Gantry IngressClass.
-fn folder(echo: &upstream::Upstream) -> ConfigDir {
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
-    config
 }
 
 #[tokio::test]

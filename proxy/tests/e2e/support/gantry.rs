@@ -128,6 +128,24 @@ impl Gantry {
         }
     }
 
+    /// Sends `method path` for `host` on the plain-HTTP listener with extra `headers`.
+    pub async fn send(
+        &self,
+        client: &reqwest::Client,
+        method: &str,
+        host: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut request = client
+            .request(method.parse().unwrap(), self.url(path))
+            .header("host", host);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap()
+    }
+
     /// A URL on the plain-HTTP listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)

@@ -49,6 +49,31 @@ pub fn module(name: &str) -> PathBuf {
 /// A WasmPlugin in `default` running `module` (a path) with `spec` lines (indented 2 spaces)
 /// added after `module`.
 pub fn wasm_plugin(name: &str, module: &Path, spec: &str) -> String {
+    plugin_yaml(name, &module.display().to_string(), spec)
+}
+
+/// A WasmPlugin in `default` running built-in plugin `builtin` with `config` (YAML flow style)
+/// and `extra` spec lines.
+pub fn builtin_plugin(name: &str, builtin: &str, config: &str, extra: &str) -> String {
+    plugin_yaml(
+        name,
+        &format!("builtin:{builtin}"),
+        &format!("  config: {config}\n{extra}"),
+    )
+}
+
+/// A folder with the echo upstream as Service `echo` and the Gantry IngressClass.
+pub fn folder(echo: &super::upstream::Upstream) -> super::ConfigDir {
+    let config = super::ConfigDir::new();
+    config.write("class.yaml", super::config::GANTRY_CLASS);
+    config.write(
+        "echo.yaml",
+        &super::config::service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config
+}
+
+fn plugin_yaml(name: &str, module: &str, spec: &str) -> String {
     format!(
         "apiVersion: gantry.dev/v1alpha1
 kind: WasmPlugin
@@ -56,9 +81,8 @@ metadata:
   name: {name}
   namespace: default
 spec:
-  module: {}
-{spec}",
-        module.display()
+  module: {module}
+{spec}"
     )
 }
 
