@@ -29,3 +29,8 @@ needs_wasm_target() {
         rustup target add wasm32-wasip1
     fi
 }
+
+# The DNS tests ask with dig, BIND's client.
+needs_dns_tools() {
+    needs dig bind9-dnsutils
+}

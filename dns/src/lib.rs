@@ -1,0 +1,14 @@
+//! `gantry-dns`: Gantry's authoritative DNS server. It knows nothing of Kubernetes: it is given
+//! zones (an origin, an SOA, records), serves them over UDP and TCP, and swaps them atomically
+//! when new ones arrive, without disturbing queries in flight.
+//!
+//! [`zone`] builds one zone; [`answer`] answers a question from the zones served; [`server`] is
+//! the hickory-server request handler and listeners.
+
+pub mod answer;
+pub mod server;
+pub mod zone;
+
+pub use answer::{Answer, Zones};
+pub use hickory_proto as proto;
+pub use zone::{Soa, Zone, ZoneProblem, ZoneSpec};
