@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds Gantry and starts it on examples/quickstart: HTTP on 127.0.0.1:8080, HTTPS on
-# 127.0.0.1:8443, admin on 127.0.0.1:9901. Stop it with Ctrl-C.
+# 127.0.0.1:8443, admin on 127.0.0.1:9901, DNS on 127.0.0.1:5353. Stop it with Ctrl-C.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -24,4 +24,5 @@ exec target/debug/gantry run \
     --http-addr 127.0.0.1:8080 \
     --https-addr 127.0.0.1:8443 \
     --admin-addr 127.0.0.1:9901 \
+    --dns-addr 127.0.0.1:5353 \
     --state-dir target/quickstart-state

@@ -23,7 +23,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic as the resources in a folder say, reloading when they change.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check every resource in a folder without serving; exit 1 if there is any problem.
     Validate(ValidateArgs),
     /// Work with proxy-wasm plugins.
@@ -44,6 +44,13 @@ pub struct RunArgs {
     /// Address of the HTTPS listener.
     #[arg(long, env = "GANTRY_HTTPS_ADDR", default_value = "0.0.0.0:443")]
     pub https_addr: SocketAddr,
+    /// Address of the authoritative DNS listener (UDP and TCP).
+    #[arg(long, env = "GANTRY_DNS_ADDR", default_value = "0.0.0.0:53")]
+    pub dns_addr: SocketAddr,
+    /// Addresses Ingress hosts resolve to in DNS zones that do not name their own (repeatable,
+    /// or comma-separated in the variable).
+    #[arg(long, env = "GANTRY_PUBLISH_ADDRESS", value_delimiter = ',')]
+    pub publish_address: Vec<std::net::IpAddr>,
     /// Address of the admin listener (health, readiness, metrics, configuration view).
     #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
     pub admin_addr: SocketAddr,

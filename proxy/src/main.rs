@@ -62,7 +62,7 @@ fn main() -> ExitCode {
                 eprintln!("gantry: {e}");
                 return ExitCode::from(2);
             }
-            match gantry::run::run(args) {
+            match gantry::run::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// Open client connections by listener (`http`, `https`).
     pub open_connections: IntGaugeVec,
+    /// DNS queries answered, by query type and response code.
+    pub dns_queries: IntCounterVec,
 }
 
 /// Handles for one route's request metrics.
@@ -113,6 +115,14 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let dns_queries = IntCounterVec::new(
+            Opts::new(
+                "gantry_dns_queries_total",
+                "DNS queries answered, by query type and response code",
+            ),
+            &["type", "rcode"],
+        )?;
+        registry.register(Box::new(dns_queries.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -133,6 +143,7 @@ impl Metrics {
             config_problems,
             config_generation,
             open_connections,
+            dns_queries,
         }))
     }
 

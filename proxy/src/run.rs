@@ -16,6 +16,7 @@ use tracing::info;
 use crate::admin::AdminApp;
 use crate::cli::RunArgs;
 use crate::config::folder::{FolderError, FolderSource};
+use crate::control::dns::{DnsService, SerialBook};
 use crate::control::drain::Drain;
 use crate::control::reload::{ConfigReloader, Sources, install};
 use crate::dataplane::{self, Shared, headers::RequestIds};
@@ -65,9 +66,15 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         (args.http_addr, "--http-addr"),
         (args.https_addr, "--https-addr"),
         (args.admin_addr, "--admin-addr"),
+        (args.dns_addr, "--dns-addr"),
     ] {
         TcpListener::bind(addr).map_err(|source| RunError::Listen { addr, flag, source })?;
     }
+    std::net::UdpSocket::bind(args.dns_addr).map_err(|source| RunError::Listen {
+        addr: args.dns_addr,
+        flag: "--dns-addr",
+        source,
+    })?;
 
     let threads = args
         .threads
@@ -83,9 +90,17 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
     let wasm = wasm::Shared::new(engine, &metrics.registry, snapshots.clone())?;
     let plugins = Loader::new(wasm.clone(), folder.root())?;
-    let mut sources = Sources { folder, plugins };
+    let settings = crate::compile::Settings {
+        publish_addresses: args.publish_address.clone(),
+    };
+    let mut sources = Sources {
+        folder,
+        plugins,
+        settings,
+    };
+    let (generations, generation_watch) = tokio::sync::watch::channel(0u64);
     if let Some(snapshot) = sources.read(true) {
-        install(&snapshots, &metrics, snapshot);
+        install(&snapshots, &metrics, &generations, snapshot);
     }
     let ready = Arc::new(AtomicBool::new(false));
 
@@ -135,7 +150,23 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
 
     server.add_service(background_service(
         "gantry config reloader",
-        ConfigReloader::new(sources, snapshots, metrics.clone(), ready),
+        ConfigReloader::new(
+            sources,
+            snapshots.clone(),
+            metrics.clone(),
+            ready,
+            generations,
+        ),
+    ));
+    server.add_service(background_service(
+        "gantry dns",
+        DnsService {
+            addr: args.dns_addr,
+            snapshots,
+            generations: generation_watch,
+            book: std::sync::Mutex::new(SerialBook::open(&args.state_dir)),
+            metrics: metrics.clone(),
+        },
     ));
     server.add_service(background_service(
         "gantry drain",
@@ -149,6 +180,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
         http = %args.http_addr,
         https = %args.https_addr,
         admin = %args.admin_addr,
+        dns = %args.dns_addr,
         config = %args.config.display(),
         threads,
         "gantry {} starting",

@@ -7,6 +7,7 @@ mod annotations;
 mod backend;
 pub mod certs;
 pub mod class;
+pub mod dns;
 mod names;
 pub mod nginx;
 mod plugins;
@@ -30,9 +31,16 @@ use routes::RouteTable;
 
 pub use class::CONTROLLER;
 
+/// What compiling needs besides the store: settings from the command line.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// The addresses Ingress hosts resolve to in DNS zones that name none (`--publish-address`).
+    pub publish_addresses: Vec<std::net::IpAddr>,
+}
+
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
 /// are the store's WasmPlugins as the loader left them.
-pub fn compile(store: &Store, plugins: &LoadedPlugins) -> Snapshot {
+pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
     let mut compiler = Compiler {
         store,
         plugins,
@@ -74,6 +82,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins) -> Snapshot {
         compiler.add_routes(ingress, settings);
     }
 
+    let dns = compiler.dns_zones(&ours, &settings.publish_addresses);
     let clusters = compiler.clusters();
     let mut problems = compiler.problems;
     problems.sort();
@@ -85,6 +94,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins) -> Snapshot {
         problems,
         ignored,
         clusters,
+        dns,
     }
 }
 
@@ -211,7 +221,7 @@ mod tests {
     fn the_quickstart_compiles_to_its_golden_configuration() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let source = FolderSource::open(&manifest.join("../examples/quickstart")).unwrap();
-        let snapshot = compile(&source.store(), &Default::default());
+        let snapshot = compile(&source.store(), &Default::default(), &Default::default());
         let actual = serde_json::to_string_pretty(&ConfigView::new(&snapshot)).unwrap() + "\n";
         let golden = manifest.join("tests/fixtures/quickstart.config.json");
         let expected = std::fs::read_to_string(&golden).unwrap_or_default();

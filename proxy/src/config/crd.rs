@@ -117,3 +117,140 @@ pub struct WasmPluginTargets {
 fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
 }
+
+/// A DNS zone Gantry serves authoritatively: an A/AAAA record for every Ingress host inside it,
+/// the DNSRecords that fall inside it, and its SOA and NS records. Cluster-scoped: Ingresses and
+/// DNSRecords of every namespace publish into it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "DNSZone",
+    shortname = "dz",
+    printcolumn = r#"{"name":"Zone","type":"string","jsonPath":".spec.zone"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DNSZoneSpec {
+    /// The zone's apex, e.g. `example.com`.
+    pub zone: String,
+    /// The zone's name servers (its apex NS records); addresses are published for those inside
+    /// the zone.
+    #[serde(default)]
+    pub name_servers: Vec<DnsNameServer>,
+    /// The SOA record's fields.
+    #[serde(default)]
+    pub soa: DnsSoa,
+    /// TTL of the records Gantry publishes (Ingress hosts; DNSRecords without their own).
+    #[serde(default = "default_dns_ttl")]
+    pub ttl: u32,
+    /// The addresses (IPv4 and IPv6) every Ingress host in the zone resolves to; by default
+    /// those of `--publish-address`.
+    #[serde(default)]
+    pub ingress_addresses: Vec<String>,
+}
+
+/// A name server of a zone.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsNameServer {
+    pub name: String,
+    /// Its addresses, published when the name is inside the zone.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+}
+
+/// The SOA fields Gantry does not work out itself (the serial grows on every change).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsSoa {
+    /// The primary name server; by default the first of `nameServers`.
+    #[serde(default)]
+    pub primary: Option<String>,
+    /// The responsible person's mailbox (`hostmaster@example.com`); by default `hostmaster` at the
+    /// zone.
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default = "default_refresh")]
+    pub refresh: u32,
+    #[serde(default = "default_retry")]
+    pub retry: u32,
+    #[serde(default = "default_expire")]
+    pub expire: u32,
+    /// How long resolvers keep negative answers (RFC 2308).
+    #[serde(default = "default_negative_ttl")]
+    pub negative_ttl: u32,
+}
+
+impl Default for DnsSoa {
+    fn default() -> Self {
+        DnsSoa {
+            primary: None,
+            email: None,
+            refresh: default_refresh(),
+            retry: default_retry(),
+            expire: default_expire(),
+            negative_ttl: default_negative_ttl(),
+        }
+    }
+}
+
+fn default_dns_ttl() -> u32 {
+    300
+}
+
+fn default_refresh() -> u32 {
+    3600
+}
+
+fn default_retry() -> u32 {
+    600
+}
+
+fn default_expire() -> u32 {
+    1_209_600
+}
+
+fn default_negative_ttl() -> u32 {
+    300
+}
+
+/// Records to publish besides those of Ingress hosts, shaped like external-dns's DNSEndpoint so
+/// that its resources move over as they are (with the kind and group changed).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "DNSRecord",
+    namespaced,
+    shortname = "dr"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DNSRecordSpec {
+    pub endpoints: Vec<DnsEndpoint>,
+}
+
+/// One record set: a name, a type and its targets.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsEndpoint {
+    pub dns_name: String,
+    /// A, AAAA, CNAME, TXT, MX, SRV, CAA or NS.
+    pub record_type: String,
+    /// The data, one record each: an address, a name, a text, `10 mail.example.com` (MX),
+    /// `10 5 443 svc.example.com` (SRV), `0 issue "letsencrypt.org"` (CAA).
+    pub targets: Vec<String>,
+    /// TTL; by default the zone's.
+    #[serde(default, rename = "recordTTL")]
+    pub record_ttl: Option<u32>,
+    /// Accepted for external-dns compatibility; not used.
+    #[serde(default)]
+    pub set_identifier: Option<String>,
+    /// Accepted for external-dns compatibility; not used.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub labels: Option<serde_json::Value>,
+    /// Accepted for external-dns compatibility; not used.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub provider_specific: Option<serde_json::Value>,
+}

@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::crd::{FixedResponse, WasmPlugin};
+use super::crd::{DNSRecord, DNSZone, FixedResponse, WasmPlugin};
 
 /// Namespace given to namespaced objects that name none, as kubectl does.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -26,10 +26,14 @@ pub enum Kind {
     Secret,
     FixedResponse,
     WasmPlugin,
+    #[serde(rename = "DNSZone")]
+    DnsZone,
+    #[serde(rename = "DNSRecord")]
+    DnsRecord,
 }
 
 impl Kind {
-    const ALL: [Kind; 8] = [
+    const ALL: [Kind; 10] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -38,6 +42,8 @@ impl Kind {
         Kind::Secret,
         Kind::FixedResponse,
         Kind::WasmPlugin,
+        Kind::DnsZone,
+        Kind::DnsRecord,
     ];
 
     /// The kind for an `apiVersion` and `kind` pair, if Gantry reads it.
@@ -57,6 +63,8 @@ impl Kind {
             Kind::Secret => Secret::KIND,
             Kind::FixedResponse => "FixedResponse",
             Kind::WasmPlugin => "WasmPlugin",
+            Kind::DnsZone => "DNSZone",
+            Kind::DnsRecord => "DNSRecord",
         }
     }
 
@@ -68,12 +76,14 @@ impl Kind {
             Kind::EndpointSlice => EndpointSlice::API_VERSION,
             Kind::Endpoints => Endpoints::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
-            Kind::FixedResponse | Kind::WasmPlugin => "gantry.dev/v1alpha1",
+            Kind::FixedResponse | Kind::WasmPlugin | Kind::DnsZone | Kind::DnsRecord => {
+                "gantry.dev/v1alpha1"
+            }
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::IngressClass)
+        !matches!(self, Kind::IngressClass | Kind::DnsZone)
     }
 }
 
@@ -113,6 +123,8 @@ pub enum Object {
     Secret(Arc<Secret>),
     FixedResponse(Arc<FixedResponse>),
     WasmPlugin(Arc<WasmPlugin>),
+    DnsZone(Arc<DNSZone>),
+    DnsRecord(Arc<DNSRecord>),
 }
 
 /// What became of one document.
@@ -188,6 +200,8 @@ pub fn parse_object(mut value: Value) -> Parsed {
         Kind::Secret => typed(value, &mut unknown_fields).map(Object::Secret),
         Kind::FixedResponse => typed(value, &mut unknown_fields).map(Object::FixedResponse),
         Kind::WasmPlugin => typed(value, &mut unknown_fields).map(Object::WasmPlugin),
+        Kind::DnsZone => typed(value, &mut unknown_fields).map(Object::DnsZone),
+        Kind::DnsRecord => typed(value, &mut unknown_fields).map(Object::DnsRecord),
     };
     match object {
         Ok(object) => Parsed::Object {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::crd::{FixedResponse, WasmPlugin};
+use super::crd::{DNSRecord, DNSZone, FixedResponse, WasmPlugin};
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;
 
@@ -65,6 +65,9 @@ pub struct Store {
     pub secrets: BTreeMap<NamespacedName, Stored<Secret>>,
     pub fixed_responses: BTreeMap<NamespacedName, Stored<FixedResponse>>,
     pub wasm_plugins: BTreeMap<NamespacedName, Stored<WasmPlugin>>,
+    /// Cluster-scoped: the namespace is empty.
+    pub dns_zones: BTreeMap<NamespacedName, Stored<DNSZone>>,
+    pub dns_records: BTreeMap<NamespacedName, Stored<DNSRecord>>,
     /// Problems the source found while reading (files that do not parse, duplicates...).
     pub problems: Vec<Problem>,
 }
@@ -99,6 +102,8 @@ impl Store {
             Object::Secret(o) => put(&mut self.secrets, reference, o, file),
             Object::FixedResponse(o) => put(&mut self.fixed_responses, reference, o, file),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
+            Object::DnsZone(o) => put(&mut self.dns_zones, reference, o, file),
+            Object::DnsRecord(o) => put(&mut self.dns_records, reference, o, file),
             Object::IngressClass(o) => {
                 if self.ingress_classes.contains_key(&reference.name) {
                     return false;

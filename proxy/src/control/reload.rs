@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use notify::{EventKind, RecursiveMode, Watcher};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tracing::{error, info, warn};
 
@@ -33,6 +33,7 @@ const RESCAN_PERIOD: Duration = Duration::from_secs(10);
 pub struct Sources {
     pub folder: FolderSource,
     pub plugins: Loader,
+    pub settings: crate::compile::Settings,
 }
 
 impl Sources {
@@ -47,7 +48,7 @@ impl Sources {
             return None;
         }
         store.problems.extend(problems);
-        Some(compile(&store, &plugins))
+        Some(compile(&store, &plugins, &self.settings))
     }
 }
 
@@ -56,6 +57,7 @@ pub struct ConfigReloader {
     snapshots: SnapshotHandle,
     metrics: Arc<Metrics>,
     ready: Readiness,
+    generations: watch::Sender<u64>,
 }
 
 impl ConfigReloader {
@@ -64,12 +66,14 @@ impl ConfigReloader {
         snapshots: SnapshotHandle,
         metrics: Arc<Metrics>,
         ready: Readiness,
+        generations: watch::Sender<u64>,
     ) -> Self {
         ConfigReloader {
             source: Arc::new(Mutex::new(source)),
             snapshots,
             metrics,
             ready,
+            generations,
         }
     }
 
@@ -78,6 +82,7 @@ impl ConfigReloader {
         let source = self.source.clone();
         let snapshots = self.snapshots.clone();
         let metrics = self.metrics.clone();
+        let generations = self.generations.clone();
         let reloaded = tokio::task::spawn_blocking(move || {
             let start = std::time::Instant::now();
             let mut source = source
@@ -88,7 +93,7 @@ impl ConfigReloader {
             };
             drop(source);
             let compiled = start.elapsed();
-            install(&snapshots, &metrics, snapshot);
+            install(&snapshots, &metrics, &generations, snapshot);
             let total = start.elapsed();
             metrics.config_reload_duration.observe(total.as_secs_f64());
             info!(
@@ -104,8 +109,14 @@ impl ConfigReloader {
     }
 }
 
-/// Numbers a new Snapshot, swaps it in, and reports what changed.
-pub fn install(snapshots: &SnapshotHandle, metrics: &Metrics, mut snapshot: Snapshot) {
+/// Numbers a new Snapshot, swaps it in, reports what changed, and tells those watching
+/// `generations` (the DNS server) that there is a new one.
+pub fn install(
+    snapshots: &SnapshotHandle,
+    metrics: &Metrics,
+    generations: &watch::Sender<u64>,
+    mut snapshot: Snapshot,
+) {
     let old = snapshots.load_full();
     snapshot.generation = old.generation + 1;
 
@@ -148,7 +159,9 @@ pub fn install(snapshots: &SnapshotHandle, metrics: &Metrics, mut snapshot: Snap
         problems = snapshot.problems.len(),
         "configuration installed"
     );
+    let generation = snapshot.generation;
     snapshots.store(Arc::new(snapshot));
+    generations.send_replace(generation);
 }
 
 #[async_trait]

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub ignored: Vec<IgnoredIngress>,
     /// Services plugins' HTTP calls may reach.
     pub clusters: Clusters,
+    /// The DNS zones to serve (their SOA serials left at 0: the DNS controller numbers them).
+    pub dns: Vec<gantry_dns::ZoneSpec>,
 }
 
 /// An Ingress that is not Gantry's to serve.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod builtin_plugins;
+mod dns;
 mod lifecycle;
 mod nginx_annotations;
 mod plugins;

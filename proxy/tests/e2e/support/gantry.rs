@@ -13,6 +13,8 @@ pub struct Gantry {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
+    /// The DNS listener (UDP and TCP on the same port).
+    pub dns: SocketAddr,
     pub state: tempfile::TempDir,
     log: PathBuf,
     _log_dir: tempfile::TempDir,
@@ -46,7 +48,7 @@ impl Gantry {
     pub async fn start_with(config: &Path, options: Options<'_>) -> Gantry {
         let mut last_log = String::new();
         for _ in 0..3 {
-            let [http, https, admin] = free_ports::<3>();
+            let [http, https, admin, dns] = free_ports::<4>();
             let state = tempfile::tempdir().unwrap();
             let log_dir = tempfile::tempdir().unwrap();
             let log = log_dir.path().join("gantry.log");
@@ -57,6 +59,7 @@ impl Gantry {
                 ("--http-addr", "GANTRY_HTTP_ADDR", http.to_string()),
                 ("--https-addr", "GANTRY_HTTPS_ADDR", https.to_string()),
                 ("--admin-addr", "GANTRY_ADMIN_ADDR", admin.to_string()),
+                ("--dns-addr", "GANTRY_DNS_ADDR", dns.to_string()),
                 (
                     "--state-dir",
                     "GANTRY_STATE_DIR",
@@ -87,6 +90,7 @@ impl Gantry {
                 http,
                 https,
                 admin,
+                dns,
                 state,
                 log,
                 _log_dir: log_dir,

@@ -3,6 +3,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod dns;
 pub mod gantry;
 pub mod grpc;
 pub mod pki;

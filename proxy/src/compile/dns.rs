@@ -1,0 +1,651 @@
+//! The DNS zones Gantry serves, from DNSZones, the hosts of Gantry's Ingresses, external-dns's
+//! annotations on Ingresses and Services, and DNSRecords. Each zone gets its SOA and apex NS
+//! (with addresses for name servers inside it), an A/AAAA set for every Ingress host inside it
+//! (a wildcard host gives a wildcard record), and the records DNSRecords ask for. Two sources
+//! that want different data at one name and type, or a CNAME beside anything else, are a
+//! conflict: the first claim stays (zones' own records, then Ingresses oldest first, then
+//! Services, then DNSRecords) and the other is reported, never silently overwritten. Serials are
+//! not set here: the DNS controller numbers each zone's changes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use gantry_dns::proto::rr::rdata::{A, AAAA, CNAME, NS, TXT};
+use gantry_dns::proto::rr::{LowerName, Name, RData, Record, RecordType};
+use gantry_dns::{Soa, ZoneSpec};
+
+use super::Compiler;
+use crate::config::{Kind, ObjectRef, Store};
+use crate::problem::Problem;
+
+/// external-dns's annotations, honoured on Ingresses and Services.
+pub const HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
+pub const TTL: &str = "external-dns.alpha.kubernetes.io/ttl";
+pub const TARGET: &str = "external-dns.alpha.kubernetes.io/target";
+
+/// Who asked for a record: for conflict reports.
+#[derive(Clone, Debug)]
+struct Claim {
+    file: Option<std::sync::Arc<std::path::Path>>,
+    object: ObjectRef,
+    field: String,
+}
+
+impl Claim {
+    fn problem(&self, reason: impl Into<String>) -> Problem {
+        Problem::field(self.file.clone(), self.object.clone(), &self.field, reason)
+    }
+}
+
+struct ZoneBuild {
+    origin: Name,
+    soa: Soa,
+    ttl: u32,
+    /// Where Ingress hosts point.
+    addresses: Vec<IpAddr>,
+    object: ObjectRef,
+    file: Option<std::sync::Arc<std::path::Path>>,
+    /// (name, type) -> the records and who claimed them.
+    sets: BTreeMap<(LowerName, RecordType), (Vec<Record>, Claim)>,
+    /// Names holding a CNAME, and names holding anything else.
+    cnames: HashMap<LowerName, Claim>,
+    others: HashMap<LowerName, Claim>,
+    /// Whether an Ingress host needed `addresses` and there were none.
+    missing_addresses: bool,
+}
+
+impl ZoneBuild {
+    /// Adds a record set for `claim`; `false` (with the problem recorded) when it conflicts.
+    fn claim(&mut self, records: Vec<Record>, claim: &Claim, problems: &mut Vec<Problem>) -> bool {
+        let Some(first) = records.first() else {
+            return true;
+        };
+        let name = LowerName::new(&first.name);
+        let record_type = first.record_type();
+        let display = first.name.to_string();
+        let clash = if record_type == RecordType::CNAME {
+            self.others.get(&name)
+        } else {
+            self.cnames.get(&name)
+        };
+        if let Some(holder) = clash {
+            problems.push(claim.problem(format!(
+                "{display} {record_type}: a CNAME cannot stand beside other records, and {} already publishes {display}",
+                holder.object
+            )));
+            return false;
+        }
+        match self.sets.get(&(name.clone(), record_type)) {
+            Some((existing, holder)) => {
+                let same = existing.len() == records.len()
+                    && records
+                        .iter()
+                        .all(|r| existing.iter().any(|e| e.data == r.data));
+                if !same {
+                    problems.push(claim.problem(format!(
+                        "{display} {record_type} is already published with other data by {}; this one is left out",
+                        holder.object
+                    )));
+                    return false;
+                }
+            }
+            None => {
+                if record_type == RecordType::CNAME {
+                    self.cnames.insert(name.clone(), claim.clone());
+                } else {
+                    self.others.insert(name.clone(), claim.clone());
+                }
+                self.sets
+                    .insert((name, record_type), (records, claim.clone()));
+            }
+        }
+        true
+    }
+
+    fn into_spec(self) -> ZoneSpec {
+        ZoneSpec {
+            origin: self.origin,
+            soa: self.soa,
+            records: self.sets.into_values().flat_map(|(r, _)| r).collect(),
+        }
+    }
+}
+
+/// A name as written in a resource (`www.example.com`, with or without the final dot).
+fn parse_name(text: &str) -> Result<Name, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    let mut name = Name::from_utf8(text).map_err(|e| format!("{text:?} is not a DNS name: {e}"))?;
+    name.set_fqdn(true);
+    Ok(name.to_lowercase())
+}
+
+/// `hostmaster@example.com` -> `hostmaster.example.com.`
+fn mailbox(email: &str) -> Result<Name, String> {
+    let Some((local, domain)) = email.split_once('@') else {
+        return Err(format!("{email:?} is not an email address"));
+    };
+    if local.contains('.') || local.is_empty() {
+        return Err(format!(
+            "{email:?}: the part before @ must be one label without dots"
+        ));
+    }
+    parse_name(&format!("{local}.{domain}"))
+}
+
+fn address_records(name: &Name, ttl: u32, addresses: &[IpAddr]) -> (Vec<Record>, Vec<Record>) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for address in addresses {
+        match address {
+            IpAddr::V4(ip) => v4.push(Record::from_rdata(name.clone(), ttl, RData::A(A(*ip)))),
+            IpAddr::V6(ip) => v6.push(Record::from_rdata(
+                name.clone(),
+                ttl,
+                RData::AAAA(AAAA(*ip)),
+            )),
+        }
+    }
+    (v4, v6)
+}
+
+/// The records of one DNSRecord endpoint's targets.
+fn endpoint_records(
+    name: &Name,
+    record_type: &str,
+    ttl: u32,
+    targets: &[String],
+) -> Result<Vec<Record>, (String, String)> {
+    let record_type = RecordType::from_str(&record_type.to_ascii_uppercase())
+        .ok()
+        .filter(|t| {
+            matches!(
+                t,
+                RecordType::A
+                    | RecordType::AAAA
+                    | RecordType::CNAME
+                    | RecordType::TXT
+                    | RecordType::MX
+                    | RecordType::SRV
+                    | RecordType::CAA
+                    | RecordType::NS
+            )
+        })
+        .ok_or_else(|| {
+            (
+                "recordType".to_owned(),
+                format!("{record_type:?} is not one of A, AAAA, CNAME, TXT, MX, SRV, CAA, NS"),
+            )
+        })?;
+    if targets.is_empty() {
+        return Err((
+            "targets".to_owned(),
+            "at least one target is required".to_owned(),
+        ));
+    }
+    if record_type == RecordType::CNAME && targets.len() > 1 {
+        return Err((
+            "targets".to_owned(),
+            "a CNAME has exactly one target".to_owned(),
+        ));
+    }
+    let mut records = Vec::with_capacity(targets.len());
+    for (i, target) in targets.iter().enumerate() {
+        let bad = |reason: String| (format!("targets[{i}]"), reason);
+        let target = target.trim();
+        let data = match record_type {
+            RecordType::A => RData::A(A(target
+                .parse()
+                .map_err(|_| bad(format!("{target:?} is not an IPv4 address")))?)),
+            RecordType::AAAA => RData::AAAA(AAAA(
+                target
+                    .parse()
+                    .map_err(|_| bad(format!("{target:?} is not an IPv6 address")))?,
+            )),
+            RecordType::CNAME => RData::CNAME(CNAME(parse_name(target).map_err(bad)?)),
+            RecordType::NS => RData::NS(NS(parse_name(target).map_err(bad)?)),
+            RecordType::TXT => RData::TXT(TXT::new(
+                target
+                    .as_bytes()
+                    .chunks(255)
+                    .map(|c| String::from_utf8_lossy(c).into_owned())
+                    .collect(),
+            )),
+            _ => {
+                // MX, SRV, CAA in zone-file form; names without their final dot are absolute.
+                let text = match record_type {
+                    RecordType::MX | RecordType::SRV if !target.ends_with('.') => {
+                        format!("{target}.")
+                    }
+                    _ => target.to_owned(),
+                };
+                RData::try_from_str(record_type, &text)
+                    .map_err(|e| bad(format!("{target:?} is not {record_type} data: {e}")))?
+            }
+        };
+        records.push(Record::from_rdata(name.clone(), ttl, data));
+    }
+    Ok(records)
+}
+
+/// The zone `name` belongs to: the one with the longest origin containing it.
+fn zone_for<'z>(zones: &'z mut [ZoneBuild], name: &Name) -> Option<&'z mut ZoneBuild> {
+    zones
+        .iter_mut()
+        .filter(|z| z.origin.zone_of(name))
+        .max_by_key(|z| z.origin.num_labels())
+}
+
+fn annotations(
+    object: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> impl Iterator<Item = (&str, &str)> {
+    object
+        .annotations
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+}
+
+impl Compiler<'_> {
+    /// The zones to serve; `publish` are the addresses Ingress hosts get when a zone names none.
+    pub(super) fn dns_zones(
+        &mut self,
+        ours: &[super::IngressCtx<'_>],
+        publish: &[IpAddr],
+    ) -> Vec<ZoneSpec> {
+        let mut zones = self.zone_builds(self.store, publish);
+        if zones.is_empty() {
+            return Vec::new();
+        }
+        let problems = &mut self.problems;
+        for ingress in ours {
+            let object = &ingress.stored.object;
+            let claim = Claim {
+                file: ingress.stored.file.clone(),
+                object: ingress.reference.clone(),
+                field: "spec.rules".to_owned(),
+            };
+            let mut hosts: Vec<(String, String)> = ingress
+                .hosts()
+                .flatten()
+                .map(|h| (h, "spec.rules".to_owned()))
+                .collect();
+            let mut ttl = None;
+            let mut targets = None;
+            for (key, value) in annotations(&object.metadata) {
+                let field = format!("metadata.annotations[{key}]");
+                match key {
+                    HOSTNAME => hosts.extend(
+                        value
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|h| !h.is_empty())
+                            .map(|h| (h.to_owned(), field.clone())),
+                    ),
+                    TTL => match value.trim().parse::<u32>() {
+                        Ok(t) => ttl = Some(t),
+                        Err(_) => problems.push(
+                            ingress
+                                .problem(&field, format!("{value:?} is not a number of seconds")),
+                        ),
+                    },
+                    TARGET => targets = Some((value.to_owned(), field)),
+                    _ => {}
+                }
+            }
+            for (host, field) in hosts {
+                let claim = Claim {
+                    field,
+                    ..claim.clone()
+                };
+                publish_host(&mut zones, &host, ttl, targets.as_ref(), &claim, problems);
+            }
+        }
+        for (key, stored) in &self.store.services {
+            let metadata = &stored.object.metadata;
+            let Some(hostnames) = annotations(metadata)
+                .find(|(k, _)| *k == HOSTNAME)
+                .map(|(_, v)| v)
+            else {
+                continue;
+            };
+            let object = ObjectRef {
+                kind: Kind::Service,
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+            };
+            let claim = Claim {
+                file: stored.file.clone(),
+                object,
+                field: format!("metadata.annotations[{HOSTNAME}]"),
+            };
+            let ttl = annotations(metadata)
+                .find(|(k, _)| *k == TTL)
+                .and_then(|(_, v)| v.trim().parse().ok());
+            let target = annotations(metadata)
+                .find(|(k, _)| *k == TARGET)
+                .map(|(_, v)| (v.to_owned(), format!("metadata.annotations[{TARGET}]")));
+            // Without a target annotation, a Service points at its load balancer's addresses.
+            let target = target.or_else(|| {
+                let addresses: Vec<String> = stored
+                    .object
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.load_balancer.as_ref())
+                    .and_then(|lb| lb.ingress.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
+                    .collect();
+                (!addresses.is_empty())
+                    .then(|| (addresses.join(","), "status.loadBalancer".to_owned()))
+            });
+            let Some(target) = target else {
+                problems.push(claim.problem(
+                    "a Service's hostname needs a target annotation or load-balancer addresses; nothing is published",
+                ));
+                continue;
+            };
+            for host in hostnames
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+            {
+                publish_host(&mut zones, host, ttl, Some(&target), &claim, problems);
+            }
+        }
+        for (key, stored) in &self.store.dns_records {
+            let object = ObjectRef {
+                kind: Kind::DnsRecord,
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+            };
+            for (i, endpoint) in stored.object.spec.endpoints.iter().enumerate() {
+                let field = format!("spec.endpoints[{i}]");
+                let claim = Claim {
+                    file: stored.file.clone(),
+                    object: object.clone(),
+                    field: field.clone(),
+                };
+                let name = match parse_name(&endpoint.dns_name) {
+                    Ok(name) => name,
+                    Err(reason) => {
+                        problems.push(
+                            Claim {
+                                field: format!("{field}.dnsName"),
+                                ..claim
+                            }
+                            .problem(reason),
+                        );
+                        continue;
+                    }
+                };
+                let Some(zone) = zone_for(&mut zones, &name) else {
+                    problems.push(
+                        Claim {
+                            field: format!("{field}.dnsName"),
+                            ..claim
+                        }
+                        .problem(format!("{name} is in no DNSZone Gantry serves")),
+                    );
+                    continue;
+                };
+                let ttl = endpoint.record_ttl.unwrap_or(zone.ttl);
+                match endpoint_records(&name, &endpoint.record_type, ttl, &endpoint.targets) {
+                    Ok(records) => {
+                        zone.claim(records, &claim, problems);
+                    }
+                    Err((sub, reason)) => {
+                        problems.push(
+                            Claim {
+                                field: format!("{field}.{sub}"),
+                                ..claim
+                            }
+                            .problem(reason),
+                        );
+                    }
+                }
+            }
+        }
+        let mut specs = Vec::with_capacity(zones.len());
+        for zone in zones {
+            if zone.missing_addresses {
+                problems.push(Problem::field(
+                    zone.file.clone(),
+                    zone.object.clone(),
+                    "spec.ingressAddresses",
+                    "Ingress hosts in the zone have no address to resolve to: set spec.ingressAddresses or run with --publish-address",
+                ));
+            }
+            specs.push(zone.into_spec());
+        }
+        specs
+    }
+
+    /// Every DNSZone that is valid, with its SOA and apex NS records; problems for the others.
+    fn zone_builds(&mut self, store: &Store, publish: &[IpAddr]) -> Vec<ZoneBuild> {
+        let mut zones: Vec<ZoneBuild> = Vec::new();
+        for (key, stored) in &store.dns_zones {
+            let spec = &stored.object.spec;
+            let object = ObjectRef {
+                kind: Kind::DnsZone,
+                namespace: String::new(),
+                name: key.name.clone(),
+            };
+            let problem = |field: &str, reason: String| {
+                Problem::field(stored.file.clone(), object.clone(), field, reason)
+            };
+            let origin = match parse_name(&spec.zone) {
+                Ok(origin) => origin,
+                Err(reason) => {
+                    self.problems.push(problem("spec.zone", reason));
+                    continue;
+                }
+            };
+            if let Some(taken) = zones.iter().find(|z| z.origin == origin) {
+                self.problems.push(problem(
+                    "spec.zone",
+                    format!(
+                        "{origin} is already served by {}; this DNSZone is ignored",
+                        taken.object
+                    ),
+                ));
+                continue;
+            }
+            let mut name_servers = Vec::new();
+            let mut bad = false;
+            for (i, ns) in spec.name_servers.iter().enumerate() {
+                let name = match parse_name(&ns.name) {
+                    Ok(name) => name,
+                    Err(reason) => {
+                        self.problems
+                            .push(problem(&format!("spec.nameServers[{i}].name"), reason));
+                        bad = true;
+                        continue;
+                    }
+                };
+                let mut addresses = Vec::new();
+                for (j, address) in ns.addresses.iter().enumerate() {
+                    match address.trim().parse::<IpAddr>() {
+                        Ok(ip) => addresses.push(ip),
+                        Err(_) => {
+                            self.problems.push(problem(
+                                &format!("spec.nameServers[{i}].addresses[{j}]"),
+                                format!("{address:?} is not an IP address"),
+                            ));
+                            bad = true;
+                        }
+                    }
+                }
+                name_servers.push((name, addresses));
+            }
+            let mut addresses = Vec::new();
+            for (i, address) in spec.ingress_addresses.iter().enumerate() {
+                match address.trim().parse::<IpAddr>() {
+                    Ok(ip) => addresses.push(ip),
+                    Err(_) => {
+                        self.problems.push(problem(
+                            &format!("spec.ingressAddresses[{i}]"),
+                            format!("{address:?} is not an IP address"),
+                        ));
+                        bad = true;
+                    }
+                }
+            }
+            if addresses.is_empty() {
+                addresses = publish.to_vec();
+            }
+            let mname = match (&spec.soa.primary, name_servers.first()) {
+                (Some(primary), _) => parse_name(primary).map_err(|r| ("spec.soa.primary", r)),
+                (None, Some((first, _))) => Ok(first.clone()),
+                (None, None) => origin
+                    .clone()
+                    .prepend_label("ns")
+                    .map_err(|e| ("spec.zone", e.to_string())),
+            };
+            let rname = match &spec.soa.email {
+                Some(email) => mailbox(email).map_err(|r| ("spec.soa.email", r)),
+                None => origin
+                    .clone()
+                    .prepend_label("hostmaster")
+                    .map_err(|e| ("spec.zone", e.to_string())),
+            };
+            let (mname, rname) = match (mname, rname) {
+                (Ok(m), Ok(r)) => (m, r),
+                (Err((field, reason)), _) | (_, Err((field, reason))) => {
+                    self.problems.push(problem(field, reason));
+                    continue;
+                }
+            };
+            if bad {
+                continue;
+            }
+            let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+            let soa = Soa {
+                mname,
+                rname,
+                serial: 0,
+                refresh: clamp(spec.soa.refresh),
+                retry: clamp(spec.soa.retry),
+                expire: clamp(spec.soa.expire),
+                minimum: spec.soa.negative_ttl,
+                ttl: spec.ttl,
+            };
+            let mut zone = ZoneBuild {
+                origin: origin.clone(),
+                soa,
+                ttl: spec.ttl,
+                addresses,
+                object: object.clone(),
+                file: stored.file.clone(),
+                sets: BTreeMap::new(),
+                cnames: HashMap::new(),
+                others: HashMap::new(),
+                missing_addresses: false,
+            };
+            let claim = Claim {
+                file: stored.file.clone(),
+                object: object.clone(),
+                field: "spec.nameServers".to_owned(),
+            };
+            let ns_records: Vec<Record> = name_servers
+                .iter()
+                .map(|(n, _)| {
+                    Record::from_rdata(origin.clone(), spec.ttl, RData::NS(NS(n.clone())))
+                })
+                .collect();
+            zone.claim(ns_records, &claim, &mut self.problems);
+            for (name, ns_addresses) in &name_servers {
+                if origin.zone_of(name) && !ns_addresses.is_empty() {
+                    let (v4, v6) = address_records(name, spec.ttl, ns_addresses);
+                    zone.claim(v4, &claim, &mut self.problems);
+                    zone.claim(v6, &claim, &mut self.problems);
+                }
+            }
+            zones.push(zone);
+        }
+        zones
+    }
+}
+
+/// Publishes `host` (from an Ingress rule, an annotation) in its zone: at `target` (addresses,
+/// or one name for a CNAME) or at the zone's Ingress addresses.
+fn publish_host(
+    zones: &mut [ZoneBuild],
+    host: &str,
+    ttl: Option<u32>,
+    target: Option<&(String, String)>,
+    claim: &Claim,
+    problems: &mut Vec<Problem>,
+) {
+    let Ok(name) = parse_name(host) else {
+        // The routing pass reports bad hosts.
+        return;
+    };
+    let Some(zone) = zone_for(zones, &name) else {
+        return;
+    };
+    let ttl = ttl.unwrap_or(zone.ttl);
+    let records = match target {
+        None => {
+            if zone.addresses.is_empty() {
+                zone.missing_addresses = true;
+                return;
+            }
+            let (v4, v6) = address_records(&name, ttl, &zone.addresses);
+            zone.claim(v4, claim, problems);
+            zone.claim(v6, claim, problems);
+            return;
+        }
+        Some((target, field)) => {
+            let targets: Vec<&str> = target
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .collect();
+            let addresses: Result<Vec<IpAddr>, _> =
+                targets.iter().map(|t| t.parse::<IpAddr>()).collect();
+            match (addresses, targets.as_slice()) {
+                (Ok(addresses), _) if !addresses.is_empty() => {
+                    let (v4, v6) = address_records(&name, ttl, &addresses);
+                    zone.claim(v4, claim, problems);
+                    zone.claim(v6, claim, problems);
+                    return;
+                }
+                (_, [one]) => match parse_name(one) {
+                    Ok(target) => vec![Record::from_rdata(
+                        name.clone(),
+                        ttl,
+                        RData::CNAME(CNAME(target)),
+                    )],
+                    Err(reason) => {
+                        problems.push(
+                            Claim {
+                                field: field.clone(),
+                                ..claim.clone()
+                            }
+                            .problem(reason),
+                        );
+                        return;
+                    }
+                },
+                _ => {
+                    problems.push(
+                        Claim {
+                            field: field.clone(),
+                            ..claim.clone()
+                        }
+                        .problem(format!(
+                            "{target:?}: targets are IP addresses, or one host name"
+                        )),
+                    );
+                    return;
+                }
+            }
+        }
+    };
+    zone.claim(records, claim, problems);
+}

@@ -1,0 +1,253 @@
+//! Serves the Snapshot's DNS zones: numbers every change of a zone in its SOA serial, builds the
+//! zones and swaps them into the DNS server, whenever a new Snapshot is installed.
+//!
+//! A zone's serial changes only when its content does (compared by a digest of its records and
+//! SOA fields) and never goes back: it is kept under the state dir (`dns-serials.json`, written
+//! atomically), and a changed zone gets the larger of the last serial plus one and the current
+//! Unix time, so that even a lost state dir moves serials forward.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use gantry_dns::proto::op::ResponseCode;
+use gantry_dns::proto::rr::RecordType;
+use gantry_dns::server::{DnsServer, QueryObserver, ZonesHandle};
+use gantry_dns::{Zone, ZoneSpec, Zones};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotHandle;
+
+const SERIALS_FILE: &str = "dns-serials.json";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct SerialEntry {
+    serial: u32,
+    digest: String,
+}
+
+/// The last serial and content digest of every zone.
+#[derive(Debug)]
+pub struct SerialBook {
+    path: PathBuf,
+    entries: BTreeMap<String, SerialEntry>,
+}
+
+impl SerialBook {
+    /// Reads the book from the state dir (an unreadable one starts empty, with a warning).
+    pub fn open(state_dir: &Path) -> SerialBook {
+        let path = state_dir.join(SERIALS_FILE);
+        let entries = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                warn!(file = %path.display(), "DNS serials unreadable, starting afresh: {e}");
+                BTreeMap::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => {
+                warn!(file = %path.display(), "DNS serials unreadable, starting afresh: {e}");
+                BTreeMap::new()
+            }
+        };
+        SerialBook { path, entries }
+    }
+
+    /// The serial for `spec` as it is now; records a change.
+    fn serial(&mut self, spec: &ZoneSpec, now: u32) -> (u32, bool) {
+        let digest = digest(spec);
+        let key = spec.origin.to_string();
+        match self.entries.get(&key) {
+            Some(entry) if entry.digest == digest => (entry.serial, false),
+            previous => {
+                let serial = previous.map_or(now, |e| e.serial.wrapping_add(1)).max(now);
+                self.entries.insert(key, SerialEntry { serial, digest });
+                (serial, true)
+            }
+        }
+    }
+
+    /// Writes the book: to a temporary file, then renamed over the old one.
+    fn save(&self) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(&self.entries).map_err(std::io::Error::other)?;
+        let temporary = self.path.with_extension("json.tmp");
+        std::fs::write(&temporary, bytes)?;
+        std::fs::rename(&temporary, &self.path)
+    }
+}
+
+/// A digest of everything in a zone but its serial.
+fn digest(spec: &ZoneSpec) -> String {
+    let mut records: Vec<String> = spec.records.iter().map(ToString::to_string).collect();
+    records.sort();
+    let mut hasher = Sha256::new();
+    let soa = &spec.soa;
+    hasher.update(format!(
+        "{} {} {} {} {} {} {} {}\n",
+        spec.origin, soa.mname, soa.rname, soa.refresh, soa.retry, soa.expire, soa.minimum, soa.ttl
+    ));
+    for record in records {
+        hasher.update(record.as_bytes());
+        hasher.update(b"\n");
+    }
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn unix_now() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+}
+
+/// Builds the zones of `specs`, numbering changed ones in `book`.
+pub fn build_zones(specs: &[ZoneSpec], book: &mut SerialBook) -> Zones {
+    let now = unix_now();
+    let mut changed = false;
+    let mut zones = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let (serial, is_new) = book.serial(spec, now);
+        changed |= is_new;
+        let mut spec = spec.clone();
+        spec.soa.serial = serial;
+        let (zone, problems) = Zone::new(spec);
+        for problem in problems {
+            warn!(zone = %zone.origin(), "DNS record left out: {problem}");
+        }
+        if is_new {
+            info!(zone = %zone.origin(), serial, records = zone.record_count(), "DNS zone changed");
+        }
+        zones.push(Arc::new(zone));
+    }
+    if changed && let Err(e) = book.save() {
+        error!(file = %book.path.display(), "keeping DNS serials failed: {e}");
+    }
+    Zones::new(zones)
+}
+
+/// Counts queries for `/metrics`.
+struct QueryCounter(prometheus::IntCounterVec);
+
+impl QueryObserver for QueryCounter {
+    fn answered(&self, query_type: RecordType, response_code: ResponseCode) {
+        self.0
+            .with_label_values(&[&query_type.to_string(), &rcode_label(response_code)])
+            .inc();
+    }
+}
+
+/// The response code as dig prints it (`NOERROR`, `NXDOMAIN`...).
+fn rcode_label(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::NoError => "NOERROR".to_owned(),
+        ResponseCode::FormErr => "FORMERR".to_owned(),
+        ResponseCode::ServFail => "SERVFAIL".to_owned(),
+        ResponseCode::NXDomain => "NXDOMAIN".to_owned(),
+        ResponseCode::NotImp => "NOTIMP".to_owned(),
+        ResponseCode::Refused => "REFUSED".to_owned(),
+        ResponseCode::NotAuth => "NOTAUTH".to_owned(),
+        other => u16::from(other).to_string(),
+    }
+}
+
+/// The DNS server as a background service of the process.
+pub struct DnsService {
+    pub addr: SocketAddr,
+    pub snapshots: SnapshotHandle,
+    pub generations: watch::Receiver<u64>,
+    pub book: std::sync::Mutex<SerialBook>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl DnsService {
+    fn zones(&self) -> Zones {
+        let snapshot = self.snapshots.load();
+        let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
+        build_zones(&snapshot.dns, &mut book)
+    }
+}
+
+#[async_trait]
+impl BackgroundService for DnsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(self.zones()));
+        let observer = Arc::new(QueryCounter(self.metrics.dns_queries.clone()));
+        let server = match DnsServer::bind(self.addr, zones.clone(), observer).await {
+            Ok(server) => server,
+            Err(e) => {
+                error!("{e}");
+                return;
+            }
+        };
+        info!(addr = %server.udp_addr, "DNS listening (UDP and TCP)");
+        let mut generations = self.generations.clone();
+        loop {
+            tokio::select! {
+                changed = generations.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    zones.store(Arc::new(self.zones()));
+                }
+                _ = shutdown.changed() => break,
+            }
+        }
+        server.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use gantry_dns::Soa;
+    use gantry_dns::proto::rr::Name;
+
+    use super::*;
+
+    fn spec(ttl: u32) -> ZoneSpec {
+        let name = |s: &str| Name::from_str(s).unwrap();
+        ZoneSpec {
+            origin: name("example.test."),
+            soa: Soa {
+                mname: name("ns.example.test."),
+                rname: name("hostmaster.example.test."),
+                serial: 0,
+                refresh: 1,
+                retry: 1,
+                expire: 1,
+                minimum: 1,
+                ttl,
+            },
+            records: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn serials_grow_on_change_only_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut book = SerialBook::open(dir.path());
+        let (first, changed) = book.serial(&spec(60), 1000);
+        assert_eq!((first, changed), (1000, true));
+        assert_eq!(book.serial(&spec(60), 2000), (1000, false));
+        let (second, _) = book.serial(&spec(61), 1000);
+        assert_eq!(
+            second, 1001,
+            "one more than before, even with the clock behind"
+        );
+        book.save().unwrap();
+        let mut reopened = SerialBook::open(dir.path());
+        assert_eq!(reopened.serial(&spec(61), 5), (1001, false));
+        assert_eq!(reopened.serial(&spec(62), 5).0, 1002);
+    }
+}
