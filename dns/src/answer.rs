@@ -261,6 +261,7 @@ mod tests {
                 ttl: 300,
             },
             records,
+            secondaries: Vec::new(),
         });
         assert!(problems.is_empty(), "{problems:?}");
         Arc::new(zone)

@@ -6,9 +6,11 @@
 //! the hickory-server request handler and listeners.
 
 pub mod answer;
+pub mod notify;
 pub mod server;
+pub mod transfer;
 pub mod zone;
 
 pub use answer::{Answer, Zones};
 pub use hickory_proto as proto;
-pub use zone::{Soa, Zone, ZoneProblem, ZoneSpec};
+pub use zone::{Secondary, Soa, TsigKey, Zone, ZoneProblem, ZoneSpec};

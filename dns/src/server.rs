@@ -7,15 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::{DNSClass, RecordType};
+use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{DNSClass, LowerName, RecordType};
+use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::answer::Zones;
+use crate::transfer::{
+    Refusal, Signing, authorize, chunks, requested_serial, transfer_records, verify, zone_keys,
+};
 
 /// The zones served, swapped whole.
 pub type ZonesHandle = Arc<ArcSwap<Zones>>;
@@ -26,8 +31,9 @@ pub const MAX_UDP_PAYLOAD: u16 = 1232;
 
 /// How long an idle TCP connection stays open.
 const TCP_IDLE: Duration = Duration::from_secs(10);
-/// Responses one TCP connection may have queued.
-const TCP_QUEUE: usize = 64;
+/// Responses one TCP connection may have queued: a whole zone transfer's messages are queued
+/// before the connection sends them (256 x ~60 KB).
+const TCP_QUEUE: usize = 256;
 
 /// Told of every query answered, for metrics.
 pub trait QueryObserver: Send + Sync + 'static {
@@ -112,6 +118,133 @@ pub struct Handler {
     observer: Arc<dyn QueryObserver>,
 }
 
+impl Handler {
+    /// Answers AXFR and IXFR.
+    async fn transfer<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+        query: &Query,
+        edns: Option<&Edns>,
+    ) -> ResponseInfo {
+        let builder = || MessageResponseBuilder::new(&request.queries, edns);
+        let zones = self.zones.load();
+        let Some(zone) = zones.get(&LowerName::new(query.name())) else {
+            let refusal = builder().error_msg(&request.metadata, ResponseCode::NotAuth);
+            let sent = response_handle.send_response(refusal).await;
+            return sent.unwrap_or_else(|_| failed(request, ResponseCode::NotAuth));
+        };
+        let ixfr = query.query_type() == RecordType::IXFR;
+        if request.protocol() == Protocol::Udp && !ixfr {
+            let refusal = builder().error_msg(&request.metadata, ResponseCode::Refused);
+            let sent = response_handle.send_response(refusal).await;
+            return sent.unwrap_or_else(|_| failed(request, ResponseCode::Refused));
+        }
+        let now = T::current_time();
+        let mut signing = match authorize(zone, request, now) {
+            Ok(signing) => signing,
+            Err(refusal) => {
+                debug!(client = %request.src(), zone = %zone.origin(), "transfer refused");
+                return send_refusal(request, response_handle, &builder, refusal).await;
+            }
+        };
+        // Over UDP, an IXFR gets the SOA alone: the secondary asks again over TCP.
+        let records = if request.protocol() == Protocol::Udp {
+            vec![zone.soa().clone()]
+        } else {
+            let from = if ixfr {
+                requested_serial(request)
+            } else {
+                None
+            };
+            transfer_records(zone, from)
+        };
+        let mut metadata = Metadata::response_from_request(&request.metadata);
+        metadata.authoritative = true;
+        let mut info = failed(request, ResponseCode::ServFail);
+        for chunk in chunks(&records) {
+            let build = || {
+                builder().build(
+                    metadata,
+                    chunk.iter(),
+                    std::iter::empty(),
+                    std::iter::empty(),
+                    std::iter::empty(),
+                )
+            };
+            let mut response = build();
+            if let Some(signing) = signing.as_mut() {
+                match sign(signing, build()) {
+                    Ok(signature) => response.set_signature(signature),
+                    Err(e) => {
+                        warn!(zone = %zone.origin(), "signing a transfer failed: {e}");
+                        return info;
+                    }
+                }
+            }
+            match response_handle.send_response(response).await {
+                Ok(sent) => info = sent,
+                Err(e) => {
+                    warn!(client = %request.src(), zone = %zone.origin(), "transfer failed: {e}");
+                    return info;
+                }
+            }
+        }
+        let kind = if ixfr { "IXFR" } else { "AXFR" };
+        info!(client = %request.src(), zone = %zone.origin(), serial = zone.serial(), kind, records = records.len(), signed = signing.is_some(), "zone transferred");
+        info
+    }
+}
+
+/// A transfer message's expected size, for its buffer.
+const MESSAGE_HINT: usize = 16 * 1024;
+
+/// The TSIG record for a response: signed over its wire form without it.
+fn sign<'q, 'a, A, N, S, D>(
+    signing: &mut Signing,
+    response: hickory_server::zone_handler::MessageResponse<'q, 'a, A, N, S, D>,
+) -> Result<Box<hickory_proto::rr::Record<hickory_proto::rr::rdata::TSIG>>, String>
+where
+    A: Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+    N: Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+    S: Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+    D: Iterator<Item = &'a hickory_proto::rr::Record> + Send + 'a,
+{
+    let mut wire = Vec::with_capacity(MESSAGE_HINT);
+    response
+        .destructive_emit(&mut BinEncoder::new(&mut wire))
+        .map_err(|e| e.to_string())?;
+    signing.sign(&wire)
+}
+
+/// Answers with a refusal: an RCODE, with a TSIG record when the signature was at fault
+/// (unsigned for an unknown key or bad signature, signed for a bad time).
+async fn send_refusal<'q, R: ResponseHandler>(
+    request: &Request,
+    mut response_handle: R,
+    builder: &impl Fn() -> MessageResponseBuilder<'q>,
+    refusal: Refusal,
+) -> ResponseInfo {
+    let (code, context) = match refusal {
+        Refusal::Code(code) => (code, None),
+        Refusal::Tsig(code, context) => (code, Some(context)),
+    };
+    let mut response = builder().error_msg(&request.metadata, code);
+    if let Some(context) = context {
+        let mut wire = Vec::with_capacity(512);
+        let signature = builder()
+            .error_msg(&request.metadata, code)
+            .destructive_emit(&mut BinEncoder::new(&mut wire))
+            .map_err(|e| e.to_string())
+            .and_then(|_| context.sign(&wire).map_err(|e| e.to_string()));
+        if let Ok(signature) = signature {
+            response.set_signature(signature);
+        }
+    }
+    let sent = response_handle.send_response(response).await;
+    sent.unwrap_or_else(|_| failed(request, code))
+}
+
 fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = code;
@@ -158,10 +291,17 @@ impl RequestHandler for Handler {
             (None, Ok(info)) => info.query.original().clone(),
         };
         let query_type = query.query_type();
-        if query.query_class() != DNSClass::IN
-            || matches!(query_type, RecordType::AXFR | RecordType::IXFR)
+        if query.query_class() == DNSClass::IN
+            && matches!(query_type, RecordType::AXFR | RecordType::IXFR)
         {
-            // Other classes (CHAOS's version.bind) and transfers are not offered.
+            let info = self
+                .transfer::<R, T>(request, response_handle, &query, response_edns.as_ref())
+                .await;
+            self.observer.answered(query_type, info.response_code);
+            return info;
+        }
+        if query.query_class() != DNSClass::IN {
+            // Other classes (CHAOS's version.bind) are not served.
             self.observer.answered(query_type, ResponseCode::Refused);
             let sent = response_handle
                 .send_response(refuse(ResponseCode::Refused))
@@ -169,19 +309,43 @@ impl RequestHandler for Handler {
             return sent.unwrap_or_else(|_| failed(request, ResponseCode::Refused));
         }
         let zones = self.zones.load();
+        // A signed question (a secondary's SOA check) gets a signed answer.
+        let mut signing = None;
+        if request.signature.is_some() {
+            let zone = zones.find(&LowerName::new(query.name()));
+            match verify(
+                zone.into_iter().flat_map(|z| zone_keys(z)),
+                request,
+                T::current_time(),
+            ) {
+                Ok(verified) => signing = verified,
+                Err(refusal) => {
+                    return send_refusal(request, response_handle, &builder, refusal).await;
+                }
+            }
+        }
         let answer = zones.answer(query.name(), query_type);
         self.observer.answered(query_type, answer.rcode);
         let mut metadata = Metadata::response_from_request(&request.metadata);
         metadata.authoritative = answer.authoritative;
         metadata.recursion_available = false;
         metadata.response_code = answer.rcode;
-        let response = builder().build(
-            metadata,
-            answer.answers.iter(),
-            answer.authorities.iter(),
-            std::iter::empty(),
-            answer.additionals.iter(),
-        );
+        let build = || {
+            builder().build(
+                metadata,
+                answer.answers.iter(),
+                answer.authorities.iter(),
+                std::iter::empty(),
+                answer.additionals.iter(),
+            )
+        };
+        let mut response = build();
+        if let Some(signing) = signing.as_mut() {
+            match sign(signing, build()) {
+                Ok(signature) => response.set_signature(signature),
+                Err(e) => warn!("signing an answer failed: {e}"),
+            }
+        }
         match response_handle.send_response(response).await {
             Ok(info) => info,
             Err(e) => {

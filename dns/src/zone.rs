@@ -2,11 +2,17 @@
 //! names with their record sets, every empty non-terminal included (a name with nothing of its
 //! own but names below it exists, RFC 8020), and the zone cuts (NS below the apex) marked.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hickory_proto::rr::rdata::SOA;
-use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType};
+use hickory_proto::rr::rdata::tsig::TsigAlgorithm;
+use hickory_proto::rr::{DNSClass, LowerName, Name, RData, Record, RecordType, TSigner};
+use ipnet::IpNet;
+
+/// Changes kept per zone for incremental transfers (IXFR); older serials get a full transfer.
+const HISTORY: usize = 64;
 
 /// The fields of a zone's SOA record that are not its owner.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,6 +31,40 @@ pub struct Soa {
     pub ttl: u32,
 }
 
+/// A shared TSIG key (RFC 8945).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TsigKey {
+    pub name: Name,
+    pub algorithm: TsigAlgorithm,
+    pub secret: Vec<u8>,
+}
+
+impl TsigKey {
+    /// Allowed difference between the signer's clock and ours, in seconds (RFC 8945's default).
+    pub const FUDGE: u16 = 300;
+
+    pub fn signer(&self) -> Result<TSigner, String> {
+        TSigner::new(
+            self.secret.clone(),
+            self.algorithm.clone(),
+            self.name.clone(),
+            Self::FUDGE,
+        )
+        .map_err(|e| format!("TSIG key {}: {e}", self.name))
+    }
+}
+
+/// A server allowed to transfer the zone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Secondary {
+    /// Where its transfer requests may come from.
+    pub network: IpNet,
+    /// Told of every change (NOTIFY), when set.
+    pub notify: Option<SocketAddr>,
+    /// When set, its requests must be signed with this key, and answers are signed too.
+    pub key: Option<TsigKey>,
+}
+
 /// What a zone is made of.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ZoneSpec {
@@ -32,6 +72,17 @@ pub struct ZoneSpec {
     pub soa: Soa,
     /// Every other record, the apex NS included.
     pub records: Vec<Record>,
+    /// The secondaries that may transfer it; none by default.
+    pub secondaries: Vec<Secondary>,
+}
+
+/// One change of a zone, for incremental transfers: what went from serial `from` to `to`.
+#[derive(Debug)]
+pub struct Delta {
+    pub from: Record,
+    pub to: Record,
+    pub removed: Vec<Record>,
+    pub added: Vec<Record>,
 }
 
 /// A record left out of a zone, and why.
@@ -70,6 +121,9 @@ pub struct Zone {
     /// Whether any name below the apex has NS records (a delegation), so that lookups can skip
     /// looking for zone cuts in the usual zone, which has none.
     has_cuts: bool,
+    secondaries: Vec<Secondary>,
+    /// The last changes, oldest first; each leads to the next, the last to this zone.
+    history: Vec<Arc<Delta>>,
 }
 
 impl Zone {
@@ -161,6 +215,8 @@ impl Zone {
                 nodes,
                 record_count,
                 has_cuts,
+                secondaries: spec.secondaries,
+                history: Vec::new(),
             },
             problems,
         )
@@ -196,6 +252,45 @@ impl Zone {
 
     pub fn node(&self, name: &LowerName) -> Option<&Node> {
         self.nodes.get(name)
+    }
+
+    pub fn secondaries(&self) -> &[Secondary] {
+        &self.secondaries
+    }
+
+    pub fn history(&self) -> &[Arc<Delta>] {
+        &self.history
+    }
+
+    /// Carries the change history over from the zone this one replaces, adding the change
+    /// between them when the serial moved.
+    pub fn follow(&mut self, previous: &Zone) {
+        if previous.serial() == self.serial() {
+            self.history = previous.history.clone();
+            return;
+        }
+        let key = |r: &Record| r.to_string();
+        let old: HashSet<String> = previous.records().skip(1).map(key).collect();
+        let new: HashSet<String> = self.records().skip(1).map(key).collect();
+        let delta = Delta {
+            from: previous.soa.clone(),
+            to: self.soa.clone(),
+            removed: previous
+                .records()
+                .skip(1)
+                .filter(|r| !new.contains(&key(r)))
+                .cloned()
+                .collect(),
+            added: self
+                .records()
+                .skip(1)
+                .filter(|r| !old.contains(&key(r)))
+                .cloned()
+                .collect(),
+        };
+        let keep = previous.history.len().saturating_sub(HISTORY - 1);
+        self.history = previous.history[keep..].to_vec();
+        self.history.push(Arc::new(delta));
     }
 
     pub fn has_cuts(&self) -> bool {
@@ -261,6 +356,7 @@ mod tests {
                 ),
                 a("a.b.c.example.com."),
             ],
+            secondaries: Vec::new(),
         });
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems[0].reason.contains("not inside"));
@@ -274,5 +370,32 @@ mod tests {
         assert_eq!(zone.serial(), 7);
         assert_eq!(zone.negative_soa().ttl, 60);
         assert_eq!(zone.records().count(), 3);
+    }
+
+    #[test]
+    fn a_changed_zone_keeps_its_history_of_changes() {
+        let a = |n: &str, last: u8| {
+            Record::from_rdata(name(n), 60, RData::A(A(Ipv4Addr::new(192, 0, 2, last))))
+        };
+        let zone = |serial: u32, records: Vec<Record>| {
+            let mut soa = soa();
+            soa.serial = serial;
+            Zone::new(ZoneSpec {
+                origin: name("example.com."),
+                soa,
+                records,
+                secondaries: Vec::new(),
+            })
+            .0
+        };
+        let first = zone(1, vec![a("a.example.com.", 1), a("b.example.com.", 2)]);
+        let mut second = zone(2, vec![a("a.example.com.", 1), a("c.example.com.", 3)]);
+        second.follow(&first);
+        let mut same = zone(2, vec![a("a.example.com.", 1), a("c.example.com.", 3)]);
+        same.follow(&second);
+        assert_eq!(same.history().len(), 1);
+        let delta = &same.history()[0];
+        assert_eq!(delta.removed, [a("b.example.com.", 2)]);
+        assert_eq!(delta.added, [a("c.example.com.", 3)]);
     }
 }

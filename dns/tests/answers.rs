@@ -67,6 +67,7 @@ fn zone() -> Arc<Zone> {
             ttl: 300,
         },
         records,
+        secondaries: Vec::new(),
     });
     assert!(problems.is_empty(), "{problems:?}");
     Arc::new(zone)

@@ -7,8 +7,14 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::{LogArgs, LogFormat};
 
+/// hickory-server logs every DNS query at info; Gantry counts them in metrics instead. A filter
+/// that names `hickory_server` itself overrides this.
+const QUIET_BY_DEFAULT: &str = "hickory_server=warn";
+
 pub fn init(args: &LogArgs) -> Result<(), String> {
-    let filter = EnvFilter::try_new(&args.log)
+    EnvFilter::try_new(&args.log)
+        .map_err(|e| format!("--log {:?} is not a valid filter: {e}", args.log))?;
+    let filter = EnvFilter::try_new(format!("{QUIET_BY_DEFAULT},{}", args.log))
         .map_err(|e| format!("--log {:?} is not a valid filter: {e}", args.log))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -11,9 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use gantry_dns::proto::rr::rdata::tsig::TsigAlgorithm;
 use gantry_dns::proto::rr::rdata::{A, AAAA, CNAME, NS, TXT};
 use gantry_dns::proto::rr::{LowerName, Name, RData, Record, RecordType};
-use gantry_dns::{Soa, ZoneSpec};
+use gantry_dns::{Secondary, Soa, TsigKey, ZoneSpec};
 
 use super::Compiler;
 use crate::config::{Kind, ObjectRef, Store};
@@ -53,6 +54,7 @@ struct ZoneBuild {
     others: HashMap<LowerName, Claim>,
     /// Whether an Ingress host needed `addresses` and there were none.
     missing_addresses: bool,
+    secondaries: Vec<Secondary>,
 }
 
 impl ZoneBuild {
@@ -108,6 +110,7 @@ impl ZoneBuild {
             origin: self.origin,
             soa: self.soa,
             records: self.sets.into_values().flat_map(|(r, _)| r).collect(),
+            secondaries: self.secondaries,
         }
     }
 }
@@ -520,6 +523,17 @@ impl Compiler<'_> {
                     continue;
                 }
             };
+            let mut secondaries = Vec::new();
+            for (i, secondary) in spec.secondaries.iter().enumerate() {
+                match self.secondary(store, secondary) {
+                    Ok(s) => secondaries.push(s),
+                    Err((field, reason)) => {
+                        self.problems
+                            .push(problem(&format!("spec.secondaries[{i}]{field}"), reason));
+                        bad = true;
+                    }
+                }
+            }
             if bad {
                 continue;
             }
@@ -545,6 +559,7 @@ impl Compiler<'_> {
                 cnames: HashMap::new(),
                 others: HashMap::new(),
                 missing_addresses: false,
+                secondaries,
             };
             let claim = Claim {
                 file: stored.file.clone(),
@@ -569,6 +584,94 @@ impl Compiler<'_> {
         }
         zones
     }
+}
+
+impl Compiler<'_> {
+    /// A secondary of a zone; errors name the field under the secondary (`.address`).
+    fn secondary(
+        &self,
+        store: &Store,
+        secondary: &crate::config::crd::DnsSecondary,
+    ) -> Result<Secondary, (String, String)> {
+        let address = secondary.address.trim();
+        let network: ipnet::IpNet = match address.parse::<ipnet::IpNet>() {
+            Ok(net) => net.trunc(),
+            Err(_) => address
+                .parse::<IpAddr>()
+                .map(ipnet::IpNet::from)
+                .map_err(|_| {
+                    (
+                        ".address".to_owned(),
+                        format!("{address:?} is not an IP address or CIDR"),
+                    )
+                })?,
+        };
+        let single = network.prefix_len() == network.max_prefix_len();
+        let notify = (secondary.notify && single)
+            .then(|| std::net::SocketAddr::new(network.addr(), secondary.port));
+        let key = match &secondary.tsig_key {
+            None => None,
+            Some(key) => Some(tsig_key(store, key)?),
+        };
+        Ok(Secondary {
+            network,
+            notify,
+            key,
+        })
+    }
+}
+
+/// A TSIG key from its resource description and its Secret.
+fn tsig_key(
+    store: &Store,
+    key: &crate::config::crd::DnsTsigKey,
+) -> Result<TsigKey, (String, String)> {
+    use base64::Engine;
+    let name = parse_name(&key.name).map_err(|r| (".tsigKey.name".to_owned(), r))?;
+    let algorithm = match key.algorithm.to_ascii_lowercase().as_str() {
+        "hmac-sha256" => TsigAlgorithm::HmacSha256,
+        "hmac-sha384" => TsigAlgorithm::HmacSha384,
+        "hmac-sha512" => TsigAlgorithm::HmacSha512,
+        other => {
+            return Err((
+                ".tsigKey.algorithm".to_owned(),
+                format!("{other:?} is not hmac-sha256, hmac-sha384 or hmac-sha512"),
+            ));
+        }
+    };
+    let secret_ref = crate::config::NamespacedName::new(&key.secret_namespace, &key.secret_name);
+    let field = ".tsigKey.secretName".to_owned();
+    let secret = store
+        .secrets
+        .get(&secret_ref)
+        .ok_or_else(|| (field.clone(), format!("Secret {secret_ref} not found")))?;
+    let (value, _) =
+        super::certs::secret_value(&secret.object, &key.secret_key).ok_or_else(|| {
+            (
+                field.clone(),
+                format!("Secret {secret_ref} has no key {:?}", key.secret_key),
+            )
+        })?;
+    let text = String::from_utf8_lossy(value);
+    let secret = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|_| {
+            (
+                field.clone(),
+                format!(
+                    "Secret {secret_ref}: {:?} is not base64 (as tsig-keygen prints it)",
+                    key.secret_key
+                ),
+            )
+        })?;
+    if secret.is_empty() {
+        return Err((field, format!("Secret {secret_ref}: the secret is empty")));
+    }
+    Ok(TsigKey {
+        name,
+        algorithm,
+        secret,
+    })
 }
 
 /// Publishes `host` (from an Ingress rule, an annotation) in its zone: at `target` (addresses,

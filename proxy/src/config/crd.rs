@@ -147,6 +147,65 @@ pub struct DNSZoneSpec {
     /// those of `--publish-address`.
     #[serde(default)]
     pub ingress_addresses: Vec<String>,
+    /// Servers allowed to transfer the zone (AXFR, IXFR), and told of every change (NOTIFY).
+    #[serde(default)]
+    pub secondaries: Vec<DnsSecondary>,
+}
+
+/// A secondary server of a zone.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsSecondary {
+    /// An address (`192.0.2.2`), which is also told of changes, or a range (`10.0.0.0/24`),
+    /// which is only allowed to transfer.
+    pub address: String,
+    /// Where NOTIFY goes (default 53).
+    #[serde(default = "default_dns_port")]
+    pub port: u16,
+    /// Whether NOTIFY is sent to it (default true).
+    #[serde(default = "yes")]
+    pub notify: bool,
+    /// A TSIG key its requests must be signed with (and the answers and NOTIFYs are).
+    #[serde(default)]
+    pub tsig_key: Option<DnsTsigKey>,
+}
+
+/// A TSIG key (RFC 8945), its secret in a Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsTsigKey {
+    /// The key's name, the same on both servers.
+    pub name: String,
+    /// `hmac-sha256` (default), `hmac-sha384` or `hmac-sha512`.
+    #[serde(default = "default_tsig_algorithm")]
+    pub algorithm: String,
+    /// The Secret holding the secret, base64 as `tsig-keygen` prints it.
+    pub secret_name: String,
+    #[serde(default = "default_namespace")]
+    pub secret_namespace: String,
+    /// The Secret's key that holds it (default `secret`).
+    #[serde(default = "default_secret_key")]
+    pub secret_key: String,
+}
+
+fn default_dns_port() -> u16 {
+    53
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+fn default_secret_key() -> String {
+    "secret".to_owned()
 }
 
 /// A name server of a zone.

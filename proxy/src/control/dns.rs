@@ -110,29 +110,67 @@ fn unix_now() -> u32 {
         .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
 }
 
-/// Builds the zones of `specs`, numbering changed ones in `book`.
-pub fn build_zones(specs: &[ZoneSpec], book: &mut SerialBook) -> Zones {
+/// Builds the zones of `specs`, numbering changed ones in `book` and carrying each zone's
+/// history of changes over from `previous`. Returns the zones, and those whose serial is new
+/// to `previous` (their secondaries are to be notified).
+pub fn build_zones(
+    specs: &[ZoneSpec],
+    book: &mut SerialBook,
+    previous: &Zones,
+) -> (Zones, Vec<Arc<Zone>>) {
     let now = unix_now();
-    let mut changed = false;
+    let mut book_changed = false;
     let mut zones = Vec::with_capacity(specs.len());
+    let mut changed = Vec::new();
     for spec in specs {
         let (serial, is_new) = book.serial(spec, now);
-        changed |= is_new;
+        book_changed |= is_new;
         let mut spec = spec.clone();
         spec.soa.serial = serial;
-        let (zone, problems) = Zone::new(spec);
+        let (mut zone, problems) = Zone::new(spec);
         for problem in problems {
             warn!(zone = %zone.origin(), "DNS record left out: {problem}");
+        }
+        let before = previous.get(zone.lower_origin());
+        if let Some(before) = before {
+            zone.follow(before);
         }
         if is_new {
             info!(zone = %zone.origin(), serial, records = zone.record_count(), "DNS zone changed");
         }
-        zones.push(Arc::new(zone));
+        let zone = Arc::new(zone);
+        if before.is_none_or(|b| b.serial() != serial || b.secondaries() != zone.secondaries()) {
+            changed.push(zone.clone());
+        }
+        zones.push(zone);
     }
-    if changed && let Err(e) = book.save() {
+    if book_changed && let Err(e) = book.save() {
         error!(file = %book.path.display(), "keeping DNS serials failed: {e}");
     }
-    Zones::new(zones)
+    (Zones::new(zones), changed)
+}
+
+/// Tells every secondary of each zone that it changed, in the background.
+fn notify_secondaries(zones: Vec<Arc<Zone>>) {
+    for zone in zones {
+        for secondary in zone.secondaries() {
+            let Some(target) = secondary.notify else {
+                continue;
+            };
+            let zone = zone.clone();
+            let key = secondary.key.clone();
+            tokio::spawn(async move {
+                match gantry_dns::notify::notify(target, zone.origin(), zone.soa(), key.as_ref())
+                    .await
+                {
+                    Ok(()) => {
+                        info!(zone = %zone.origin(), serial = zone.serial(), %target, "secondary notified")
+                    }
+                    Err(e) => warn!(zone = %zone.origin(), "{e}"),
+                }
+            });
+        }
+    }
 }
 
 /// Counts queries for `/metrics`.
@@ -170,17 +208,19 @@ pub struct DnsService {
 }
 
 impl DnsService {
-    fn zones(&self) -> Zones {
+    /// The zones of the Snapshot now serving, following `previous`.
+    fn zones(&self, previous: &Zones) -> (Zones, Vec<Arc<Zone>>) {
         let snapshot = self.snapshots.load();
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        build_zones(&snapshot.dns, &mut book)
+        build_zones(&snapshot.dns, &mut book, previous)
     }
 }
 
 #[async_trait]
 impl BackgroundService for DnsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(self.zones()));
+        let (first, changed) = self.zones(&Zones::default());
+        let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(first));
         let observer = Arc::new(QueryCounter(self.metrics.dns_queries.clone()));
         let server = match DnsServer::bind(self.addr, zones.clone(), observer).await {
             Ok(server) => server,
@@ -190,6 +230,7 @@ impl BackgroundService for DnsService {
             }
         };
         info!(addr = %server.udp_addr, "DNS listening (UDP and TCP)");
+        notify_secondaries(changed);
         let mut generations = self.generations.clone();
         loop {
             tokio::select! {
@@ -197,7 +238,9 @@ impl BackgroundService for DnsService {
                     if changed.is_err() {
                         break;
                     }
-                    zones.store(Arc::new(self.zones()));
+                    let (next, changed) = self.zones(&zones.load());
+                    zones.store(Arc::new(next));
+                    notify_secondaries(changed);
                 }
                 _ = shutdown.changed() => break,
             }
@@ -230,6 +273,7 @@ mod tests {
                 ttl,
             },
             records: Vec::new(),
+            secondaries: Vec::new(),
         }
     }
 
