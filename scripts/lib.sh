@@ -30,7 +30,8 @@ needs_wasm_target() {
     fi
 }
 
-# The DNS tests ask with dig, BIND's client.
+# The DNS tests ask with dig, BIND's client, and run BIND's named as a real secondary.
 needs_dns_tools() {
     needs dig bind9-dnsutils
+    needs named bind9
 }
