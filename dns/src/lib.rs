@@ -7,6 +7,7 @@
 
 pub mod answer;
 pub mod notify;
+pub mod publish;
 pub mod server;
 pub mod transfer;
 pub mod zone;

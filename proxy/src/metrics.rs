@@ -35,6 +35,10 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     /// DNS queries answered, by query type and response code.
     pub dns_queries: IntCounterVec,
+    /// NOTIFYs sent to secondaries, by result (`answered`, `failed`).
+    pub dns_notifies: IntCounterVec,
+    /// Publishing passes into other DNS servers, by server and result.
+    pub dns_updates: IntCounterVec,
 }
 
 /// Handles for one route's request metrics.
@@ -123,6 +127,22 @@ impl Metrics {
             &["type", "rcode"],
         )?;
         registry.register(Box::new(dns_queries.clone()))?;
+        let dns_notifies = IntCounterVec::new(
+            Opts::new(
+                "gantry_dns_notifies_total",
+                "NOTIFYs sent to secondaries, by result",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(dns_notifies.clone()))?;
+        let dns_updates = IntCounterVec::new(
+            Opts::new(
+                "gantry_dns_updates_total",
+                "Passes publishing records into other DNS servers (RFC 2136), by server and result",
+            ),
+            &["server", "result"],
+        )?;
+        registry.register(Box::new(dns_updates.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -144,6 +164,8 @@ impl Metrics {
             config_generation,
             open_connections,
             dns_queries,
+            dns_notifies,
+            dns_updates,
         }))
     }
 

@@ -166,6 +166,8 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
             generations: generation_watch,
             book: std::sync::Mutex::new(SerialBook::open(&args.state_dir)),
             metrics: metrics.clone(),
+            // Filled by the certificate manager (issue 7); empty until then.
+            challenges: Default::default(),
         },
     ));
     server.add_service(background_service(

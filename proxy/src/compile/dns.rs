@@ -19,6 +19,7 @@ use gantry_dns::{Secondary, Soa, TsigKey, ZoneSpec};
 use super::Compiler;
 use crate::config::{Kind, ObjectRef, Store};
 use crate::problem::Problem;
+use crate::snapshot::Publication;
 
 /// external-dns's annotations, honoured on Ingresses and Services.
 pub const HOSTNAME: &str = "external-dns.alpha.kubernetes.io/hostname";
@@ -55,6 +56,7 @@ struct ZoneBuild {
     /// Whether an Ingress host needed `addresses` and there were none.
     missing_addresses: bool,
     secondaries: Vec<Secondary>,
+    publish: Vec<gantry_dns::publish::Target>,
 }
 
 impl ZoneBuild {
@@ -105,13 +107,37 @@ impl ZoneBuild {
         true
     }
 
-    fn into_spec(self) -> ZoneSpec {
-        ZoneSpec {
-            origin: self.origin,
-            soa: self.soa,
-            records: self.sets.into_values().flat_map(|(r, _)| r).collect(),
-            secondaries: self.secondaries,
-        }
+    /// The zone to serve, and what to publish elsewhere: every record but the zone's own (its
+    /// name servers and their addresses), which belong to each server.
+    fn into_spec(self) -> (ZoneSpec, Vec<Publication>) {
+        let own = Kind::DnsZone;
+        let published: Vec<Record> = self
+            .sets
+            .values()
+            .filter(|(_, claim)| claim.object.kind != own)
+            .flat_map(|(records, _)| records.iter().cloned())
+            .collect();
+        let publications = self
+            .publish
+            .into_iter()
+            .map(|target| Publication {
+                records: published
+                    .iter()
+                    .filter(|r| target.zone.zone_of(&r.name))
+                    .cloned()
+                    .collect(),
+                target,
+            })
+            .collect();
+        (
+            ZoneSpec {
+                origin: self.origin,
+                soa: self.soa,
+                records: self.sets.into_values().flat_map(|(r, _)| r).collect(),
+                secondaries: self.secondaries,
+            },
+            publications,
+        )
     }
 }
 
@@ -253,15 +279,16 @@ fn annotations(
 }
 
 impl Compiler<'_> {
-    /// The zones to serve; `publish` are the addresses Ingress hosts get when a zone names none.
+    /// The zones to serve, and the records to publish elsewhere; `publish` are the addresses
+    /// Ingress hosts get when a zone names none.
     pub(super) fn dns_zones(
         &mut self,
         ours: &[super::IngressCtx<'_>],
         publish: &[IpAddr],
-    ) -> Vec<ZoneSpec> {
+    ) -> (Vec<ZoneSpec>, Vec<Publication>) {
         let mut zones = self.zone_builds(self.store, publish);
         if zones.is_empty() {
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         let problems = &mut self.problems;
         for ingress in ours {
@@ -414,6 +441,7 @@ impl Compiler<'_> {
             }
         }
         let mut specs = Vec::with_capacity(zones.len());
+        let mut publications = Vec::new();
         for zone in zones {
             if zone.missing_addresses {
                 problems.push(Problem::field(
@@ -423,9 +451,11 @@ impl Compiler<'_> {
                     "Ingress hosts in the zone have no address to resolve to: set spec.ingressAddresses or run with --publish-address",
                 ));
             }
-            specs.push(zone.into_spec());
+            let (spec, published) = zone.into_spec();
+            specs.push(spec);
+            publications.extend(published);
         }
-        specs
+        (specs, publications)
     }
 
     /// Every DNSZone that is valid, with its SOA and apex NS records; problems for the others.
@@ -523,6 +553,17 @@ impl Compiler<'_> {
                     continue;
                 }
             };
+            let mut publish_targets = Vec::new();
+            for (i, target) in spec.publish.iter().enumerate() {
+                match publish_target(store, target, &origin) {
+                    Ok(t) => publish_targets.push(t),
+                    Err((field, reason)) => {
+                        self.problems
+                            .push(problem(&format!("spec.publish[{i}]{field}"), reason));
+                        bad = true;
+                    }
+                }
+            }
             let mut secondaries = Vec::new();
             for (i, secondary) in spec.secondaries.iter().enumerate() {
                 match self.secondary(store, secondary) {
@@ -560,6 +601,7 @@ impl Compiler<'_> {
                 others: HashMap::new(),
                 missing_addresses: false,
                 secondaries,
+                publish: publish_targets,
             };
             let claim = Claim {
                 file: stored.file.clone(),
@@ -619,6 +661,47 @@ impl Compiler<'_> {
             key,
         })
     }
+}
+
+/// A server to publish into.
+fn publish_target(
+    store: &Store,
+    target: &crate::config::crd::DnsPublishTarget,
+    origin: &Name,
+) -> Result<gantry_dns::publish::Target, (String, String)> {
+    let text = target.server.trim();
+    let server = text
+        .parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            text.parse::<IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            (
+                ".server".to_owned(),
+                format!("{text:?} is not an address, or an address and port"),
+            )
+        })?;
+    let zone = match &target.zone {
+        Some(zone) => parse_name(zone).map_err(|r| (".zone".to_owned(), r))?,
+        None => origin.clone(),
+    };
+    let key = match &target.tsig_key {
+        None => None,
+        Some(key) => Some(tsig_key(store, key)?),
+    };
+    Ok(gantry_dns::publish::Target {
+        server,
+        zone,
+        key,
+        policy: match target.policy {
+            crate::config::crd::DnsPublishPolicy::Sync => gantry_dns::publish::Policy::Sync,
+            crate::config::crd::DnsPublishPolicy::UpsertOnly => {
+                gantry_dns::publish::Policy::UpsertOnly
+            }
+        },
+        owner: target.owner_id.clone(),
+    })
 }
 
 /// A TSIG key from its resource description and its Secret.

@@ -82,7 +82,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         compiler.add_routes(ingress, settings);
     }
 
-    let dns = compiler.dns_zones(&ours, &settings.publish_addresses);
+    let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let clusters = compiler.clusters();
     let mut problems = compiler.problems;
     problems.sort();
@@ -95,6 +95,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         ignored,
         clusters,
         dns,
+        dns_publications,
     }
 }
 

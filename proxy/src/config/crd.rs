@@ -150,6 +150,42 @@ pub struct DNSZoneSpec {
     /// Servers allowed to transfer the zone (AXFR, IXFR), and told of every change (NOTIFY).
     #[serde(default)]
     pub secondaries: Vec<DnsSecondary>,
+    /// Other DNS servers to publish the zone's records into (RFC 2136), as external-dns does.
+    #[serde(default)]
+    pub publish: Vec<DnsPublishTarget>,
+}
+
+/// A DNS server Gantry publishes into.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DnsPublishTarget {
+    /// The server: `192.0.2.53`, or with a port, `192.0.2.53:5353`.
+    pub server: String,
+    /// The zone on that server; by default this one.
+    #[serde(default)]
+    pub zone: Option<String>,
+    /// The TSIG key updates (and the transfer that reads the zone) are signed with.
+    #[serde(default)]
+    pub tsig_key: Option<DnsTsigKey>,
+    /// `sync` (create, update and delete what Gantry owns; the default) or `upsert-only`.
+    #[serde(default)]
+    pub policy: DnsPublishPolicy,
+    /// external-dns's `--txt-owner-id`: the owner named in the registry TXT records.
+    #[serde(default = "default_owner_id")]
+    pub owner_id: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum DnsPublishPolicy {
+    #[default]
+    #[serde(rename = "sync")]
+    Sync,
+    #[serde(rename = "upsert-only")]
+    UpsertOnly,
+}
+
+fn default_owner_id() -> String {
+    "gantry".to_owned()
 }
 
 /// A secondary server of a zone.

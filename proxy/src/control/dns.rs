@@ -1,5 +1,6 @@
 //! Serves the Snapshot's DNS zones: numbers every change of a zone in its SOA serial, builds the
-//! zones and swaps them into the DNS server, whenever a new Snapshot is installed.
+//! zones and swaps them into the DNS server, notifies secondaries, and hands what is to be
+//! published elsewhere to the publishers, whenever a new Snapshot is installed.
 //!
 //! A zone's serial changes only when its content does (compared by a digest of its records and
 //! SOA fields) and never goes back: it is kept under the state dir (`dns-serials.json`, written
@@ -24,8 +25,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use crate::control::challenges::Challenges;
+use crate::control::publish::Publishers;
 use crate::metrics::Metrics;
-use crate::snapshot::SnapshotHandle;
+use crate::snapshot::{Publication, SnapshotHandle};
 
 const SERIALS_FILE: &str = "dns-serials.json";
 
@@ -151,7 +154,7 @@ pub fn build_zones(
 }
 
 /// Tells every secondary of each zone that it changed, in the background.
-fn notify_secondaries(zones: Vec<Arc<Zone>>) {
+fn notify_secondaries(zones: Vec<Arc<Zone>>, metrics: &Arc<Metrics>) {
     for zone in zones {
         for secondary in zone.secondaries() {
             let Some(target) = secondary.notify else {
@@ -159,14 +162,19 @@ fn notify_secondaries(zones: Vec<Arc<Zone>>) {
             };
             let zone = zone.clone();
             let key = secondary.key.clone();
+            let metrics = metrics.clone();
             tokio::spawn(async move {
                 match gantry_dns::notify::notify(target, zone.origin(), zone.soa(), key.as_ref())
                     .await
                 {
                     Ok(()) => {
+                        metrics.dns_notifies.with_label_values(&["answered"]).inc();
                         info!(zone = %zone.origin(), serial = zone.serial(), %target, "secondary notified")
                     }
-                    Err(e) => warn!(zone = %zone.origin(), "{e}"),
+                    Err(e) => {
+                        metrics.dns_notifies.with_label_values(&["failed"]).inc();
+                        warn!(zone = %zone.origin(), "{e}")
+                    }
                 }
             });
         }
@@ -205,21 +213,28 @@ pub struct DnsService {
     pub generations: watch::Receiver<u64>,
     pub book: std::sync::Mutex<SerialBook>,
     pub metrics: Arc<Metrics>,
+    /// ACME challenge records, from the certificate manager.
+    pub challenges: Challenges,
 }
 
 impl DnsService {
-    /// The zones of the Snapshot now serving, following `previous`.
-    fn zones(&self, previous: &Zones) -> (Zones, Vec<Arc<Zone>>) {
+    /// The zones of the Snapshot now serving (with the challenge records), following
+    /// `previous`; and what to publish elsewhere.
+    fn zones(&self, previous: &Zones) -> (Zones, Vec<Arc<Zone>>, Vec<Publication>) {
         let snapshot = self.snapshots.load();
+        let (specs, publications) = self
+            .challenges
+            .merged(&snapshot.dns, &snapshot.dns_publications);
         let mut book = self.book.lock().unwrap_or_else(|p| p.into_inner());
-        build_zones(&snapshot.dns, &mut book, previous)
+        let (zones, changed) = build_zones(&specs, &mut book, previous);
+        (zones, changed, publications)
     }
 }
 
 #[async_trait]
 impl BackgroundService for DnsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let (first, changed) = self.zones(&Zones::default());
+        let (first, changed, publications) = self.zones(&Zones::default());
         let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(first));
         let observer = Arc::new(QueryCounter(self.metrics.dns_queries.clone()));
         let server = match DnsServer::bind(self.addr, zones.clone(), observer).await {
@@ -230,7 +245,9 @@ impl BackgroundService for DnsService {
             }
         };
         info!(addr = %server.udp_addr, "DNS listening (UDP and TCP)");
-        notify_secondaries(changed);
+        notify_secondaries(changed, &self.metrics);
+        let mut publishers = Publishers::new(self.metrics.clone());
+        publishers.apply(&publications);
         let mut generations = self.generations.clone();
         loop {
             tokio::select! {
@@ -238,12 +255,14 @@ impl BackgroundService for DnsService {
                     if changed.is_err() {
                         break;
                     }
-                    let (next, changed) = self.zones(&zones.load());
-                    zones.store(Arc::new(next));
-                    notify_secondaries(changed);
                 }
+                _ = self.challenges.changed.notified() => {}
                 _ = shutdown.changed() => break,
             }
+            let (next, changed, publications) = self.zones(&zones.load());
+            zones.store(Arc::new(next));
+            notify_secondaries(changed, &self.metrics);
+            publishers.apply(&publications);
         }
         server.shutdown().await;
     }

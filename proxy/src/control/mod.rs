@@ -1,7 +1,9 @@
 //! Long-running work that keeps the Snapshot current and the process well behaved: watching the
-//! configuration folder and installing new Snapshots, serving the Snapshot's DNS zones, and
-//! draining on SIGTERM.
+//! configuration folder and installing new Snapshots, serving the Snapshot's DNS zones,
+//! publishing records into other DNS servers, and draining on SIGTERM.
 
+pub mod challenges;
 pub mod dns;
 pub mod drain;
+pub mod publish;
 pub mod reload;

@@ -35,6 +35,15 @@ pub struct Snapshot {
     pub clusters: Clusters,
     /// The DNS zones to serve (their SOA serials left at 0: the DNS controller numbers them).
     pub dns: Vec<gantry_dns::ZoneSpec>,
+    /// Records to publish into other DNS servers.
+    pub dns_publications: Vec<Publication>,
+}
+
+/// Records Gantry keeps in a zone of another DNS server.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Publication {
+    pub target: gantry_dns::publish::Target,
+    pub records: Vec<gantry_dns::proto::rr::Record>,
 }
 
 /// An Ingress that is not Gantry's to serve.

@@ -4,6 +4,7 @@
 
 mod builtin_plugins;
 mod dns;
+mod dns_publish;
 mod dns_transfer;
 mod lifecycle;
 mod nginx_annotations;
