@@ -202,11 +202,18 @@ zone:
             proc.wait()
 
 
+def descendants(pid):
+    found = [str(pid)]
+    for child in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
+                                text=True).stdout.split():
+        found += descendants(child)
+    return found
+
+
 def cpu_seconds(pid):
+    """CPU time of a process and all its descendants (NSD's server processes are children)."""
     total = 0.0
-    pids = [str(pid)] + subprocess.run(["pgrep", "-P", str(pid)], capture_output=True,
-                                       text=True).stdout.split()
-    for p in pids:
+    for p in descendants(pid):
         try:
             fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -30,8 +30,9 @@ needs_wasm_target() {
     fi
 }
 
-# The DNS tests ask with dig, BIND's client, and run BIND's named as a real secondary.
+# The DNS tests ask with dig, BIND's client, and run BIND's named and Knot as real peers.
 needs_dns_tools() {
     needs dig bind9-dnsutils
     needs named bind9
+    needs knotd knot
 }

@@ -284,3 +284,126 @@ async fn transfers_need_the_key_and_a_known_address() {
     })
     .await;
 }
+
+/// Knot DNS as a secondary of `example.test`, transferring from `primary` with the TSIG key
+/// and taking NOTIFY from it.
+struct Knot {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Knot {
+    fn start(port: u16, primary: SocketAddr) -> Knot {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().display();
+        let conf = format!(
+            "server:
+  rundir: \"{path}\"
+  listen: 127.0.0.1@{port}
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+key:
+  - id: xfer-key
+    algorithm: hmac-sha256
+    secret: {SECRET}
+remote:
+  - id: gantry
+    address: {ip}@{primary_port}
+    key: xfer-key
+acl:
+  - id: notify-from-gantry
+    address: {ip}
+    key: xfer-key
+    action: notify
+database:
+  storage: \"{path}\"
+template:
+  - id: default
+    storage: \"{path}\"
+zone:
+  - domain: example.test
+    master: gantry
+    acl: notify-from-gantry
+log:
+  - target: stderr
+    any: info
+",
+            ip = primary.ip(),
+            primary_port = primary.port(),
+        );
+        std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
+        let child = Command::new("knotd")
+            .arg("-c")
+            .arg(dir.path().join("knot.conf"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start knotd (Debian package knot)");
+        Knot {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("knot.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The same with Knot, which says in its log which kind of transfer it made.
+#[tokio::test]
+async fn knot_transfers_by_axfr_then_ixfr_after_notify_with_tsig() {
+    let knot_port = free_port();
+    let config = folder(knot_port);
+    let gantry = Gantry::start(config.path()).await;
+    let knot = Knot::start(knot_port, gantry.dns);
+    wait_until("Knot to transfer the zone", || async {
+        dig(knot.addr, &["www.example.test", "A"]).await.answer()
+            == ["www.example.test. 300 A 192.0.2.10"]
+    })
+    .await;
+    let log = knot.log();
+    assert!(
+        log.contains("AXFR, incoming"),
+        "a full transfer first:\n{log}"
+    );
+    config.write(
+        "api.yaml",
+        &ingress(
+            "default",
+            "api",
+            Some("api.example.test"),
+            &[("/", "Prefix", "web", "http")],
+        ),
+    );
+    wait_until("Knot to take the change", || async {
+        dig(knot.addr, &["api.example.test", "A"])
+            .await
+            .answer()
+            .len()
+            == 1
+    })
+    .await;
+    let log = knot.log();
+    assert!(log.contains("notify, incoming"), "a NOTIFY arrived:\n{log}");
+    assert!(
+        log.contains("IXFR, incoming"),
+        "an incremental transfer:\n{log}"
+    );
+    assert_eq!(
+        dig(knot.addr, &["example.test", "SOA"]).await.serial(),
+        dig(gantry.dns, &["example.test", "SOA"]).await.serial()
+    );
+}
