@@ -375,6 +375,59 @@ async fn update(target: &Target, updates: Vec<Record>) -> Result<(), PublishErro
     Ok(())
 }
 
+/// Whether `server` answers `value` among the TXT records at `name` (to learn when a published
+/// ACME challenge can be seen).
+pub async fn answers_txt(
+    server: SocketAddr,
+    name: &Name,
+    value: &str,
+) -> Result<bool, PublishError> {
+    let io = |source| PublishError::Io { server, source };
+    let local: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await.map_err(io)?;
+    let id = random_id();
+    let mut message = Message::new(id, MessageType::Query, OpCode::Query);
+    message.add_query(Query::query(name.clone(), RecordType::TXT));
+    let bytes = message.to_vec().map_err(|e| PublishError::Protocol {
+        server,
+        reason: e.to_string(),
+    })?;
+    socket.send_to(&bytes, server).await.map_err(io)?;
+    let mut buffer = [0u8; 4096];
+    let wait = async {
+        loop {
+            let (length, from) = socket.recv_from(&mut buffer).await?;
+            if from != server {
+                continue;
+            }
+            if let Ok(answer) = Message::from_vec(&buffer[..length])
+                && answer.metadata.id == id
+            {
+                return Ok::<_, std::io::Error>(answer);
+            }
+        }
+    };
+    let answer = tokio::time::timeout(EXCHANGE_TIMEOUT, wait)
+        .await
+        .map_err(|_| PublishError::Timeout { server })?
+        .map_err(io)?;
+    Ok(answer.answers.iter().any(|r| match &r.data {
+        RData::TXT(txt) => {
+            let text: String = txt
+                .txt_data
+                .iter()
+                .map(|part| String::from_utf8_lossy(part).into_owned())
+                .collect();
+            text == value
+        }
+        _ => false,
+    }))
+}
+
 fn random_id() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();

@@ -221,8 +221,21 @@ async fn every_kind_of_answer_over_udp_and_tcp() {
     assert_eq!(section(&out, "ANSWER").len(), 40, "{out}");
     assert!(!flags(&out).contains("tc"), "{out}");
 
-    // Transfers are not offered (yet) and other opcodes are not implemented.
+    // Transfers need a secondary's address, which this zone names none of.
     let out = ask(vec!["example.test", "AXFR"]).await.unwrap();
     assert!(out.contains("Transfer failed"), "{out}");
+
+    // What the certificate manager uses to learn that a TXT value is answered.
+    let name = Name::from_str("wild.apps.example.test.").unwrap();
+    assert!(
+        gantry_dns::publish::answers_txt(addr, &name, "wild")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !gantry_dns::publish::answers_txt(addr, &name, "other")
+            .await
+            .unwrap()
+    );
     server.shutdown().await;
 }

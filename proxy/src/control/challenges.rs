@@ -1,8 +1,9 @@
 //! ACME DNS-01 challenge records, for the certificate manager: it puts and removes
 //! `_acme-challenge.NAME TXT` values here; the DNS service serves each in the zone that holds
 //! its name and publishes it with the records of any zone published into a server whose zone
-//! holds it; and [`Challenges::visible`] says when a value is answered, so that an ACME order
-//! is finalised only then.
+//! holds it; and [`Challenges::visible`] (served zones) and [`Challenges::visible_at`] (a
+//! server published into) say when a value is answered, so that an ACME order is finalised only
+//! then.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -62,6 +63,16 @@ impl Challenges {
             .answers
             .iter()
             .any(|r| matches!(&r.data, RData::TXT(txt) if txt_text(txt) == value))
+    }
+
+    /// Whether the DNS server at `server` (one Gantry publishes into) answers `value` at
+    /// `name`; an unreachable server counts as not yet.
+    pub async fn visible_at(server: std::net::SocketAddr, name: &Name, value: &str) -> bool {
+        let mut name = name.clone();
+        name.set_fqdn(true);
+        gantry_dns::publish::answers_txt(server, &name, value)
+            .await
+            .unwrap_or(false)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Name, BTreeSet<String>>> {

@@ -238,3 +238,104 @@ async fn records_are_published_into_bind_and_removed_without_touching_others() {
         ["manual.example.test. 300 A 198.51.100.1"]
     );
 }
+
+/// Knot DNS as the primary: the same publishing, into a server that keeps its changes in a
+/// journal and logs each update.
+#[tokio::test]
+async fn records_are_published_into_knot_too() {
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display();
+    std::fs::write(
+        dir.path().join("example.test.zone"),
+        "$ORIGIN example.test.
+$TTL 300
+@ IN SOA ns1 hostmaster 1 3600 600 86400 60
+@ IN NS ns1
+ns1 IN A 192.0.2.53
+manual IN A 198.51.100.1
+",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("knot.conf"),
+        format!(
+            "server:
+  rundir: \"{path}\"
+  listen: 127.0.0.1@{port}
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+key:
+  - id: pub-key
+    algorithm: hmac-sha256
+    secret: {SECRET}
+acl:
+  - id: gantry
+    address: 127.0.0.1
+    key: pub-key
+    action: [transfer, update]
+database:
+  storage: \"{path}\"
+zone:
+  - domain: example.test
+    file: \"{path}/example.test.zone\"
+    storage: \"{path}\"
+    acl: gantry
+log:
+  - target: stderr
+    any: info
+"
+        ),
+    )
+    .unwrap();
+    let log_file = std::fs::File::create(dir.path().join("knot.log")).unwrap();
+    let mut knot = Command::new("knotd")
+        .arg("-c")
+        .arg(dir.path().join("knot.conf"))
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start knotd (Debian package knot)");
+    let knot_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until("Knot to serve the zone", || async {
+        dig(knot_addr, &["manual.example.test", "A"]).await.status() == "NOERROR"
+    })
+    .await;
+
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("zone.yaml", &zone(port));
+    config.write(
+        "svc.yaml",
+        &service(
+            "default",
+            "web",
+            "http",
+            None,
+            &[(upstream::closed_port(), true)],
+        ),
+    );
+    config.write("www.yaml", &host_ingress("www"));
+    let _gantry = Gantry::start(config.path()).await;
+    wait_until("www to be published into Knot", || async {
+        dig(knot_addr, &["www.example.test", "A"]).await.answer()
+            == ["www.example.test. 300 A 192.0.2.10"]
+    })
+    .await;
+    config.remove("www.yaml");
+    wait_until("www to be removed from Knot", || async {
+        dig(knot_addr, &["www.example.test", "A"]).await.status() == "NXDOMAIN"
+    })
+    .await;
+    assert_eq!(
+        dig(knot_addr, &["manual.example.test", "A"]).await.answer(),
+        ["manual.example.test. 300 A 198.51.100.1"]
+    );
+    let log = std::fs::read_to_string(dir.path().join("knot.log")).unwrap_or_default();
+    // Knot's ACL admits transfers and updates only when signed with pub-key.
+    assert!(log.contains("DDNS, finished"), "{log}");
+    let _ = knot.kill();
+    let _ = knot.wait();
+}
