@@ -19,7 +19,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -99,17 +98,16 @@ def queries(path):
     path.write_text("\n".join(lines) + "\n")
 
 
-class Servers:
+class Servers(run.Setup):
+    """The four servers, started and stopped one at a time (run.Setup's process handling)."""
+
     def __init__(self, work, gantry_bin):
-        self.work = work
-        self.gantry_bin = gantry_bin
-        self.procs = {}
+        super().__init__(work, gantry_bin)
         zone_file(work / "example.test.zone")
 
-    def start(self, name):
+    def start_server(self, name):
         work = self.work
         port = PORTS[name]
-        log = open(work / f"{name}.log", "w")
         if name == "gantry":
             gantry_config(work / "gantry-config")
             cmd = [str(self.gantry_bin), "run", "--config", str(work / "gantry-config"),
@@ -173,9 +171,7 @@ zone:
   zonefile: "{work}/example.test.zone"
 """)
             cmd = ["nsd", "-d", "-c", str(work / "nsd.conf")]
-        proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
+        proc = self.start(name, cmd, SERVER_CPU)
         self.wait_ready(name)
         return proc
 
@@ -189,17 +185,6 @@ zone:
                 return
             time.sleep(0.1)
         raise SystemExit(f"{name} did not answer: see {self.work / (name + '.log')}")
-
-    def stop(self, *names):
-        for name in names or list(self.procs):
-            proc = self.procs.pop(name, None)
-            if proc is None:
-                continue
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
 
 
 def descendants(pid):
@@ -248,13 +233,13 @@ def main():
         servers = Servers(work, gantry_bin)
         try:
             for name in names:
-                proc = servers.start(name)
+                proc = servers.start_server(name)
                 dnsperf(PORTS[name], query_file, 2)  # warm up
                 servers.stop(name)
             for r in range(args.rounds):
                 shift = r % len(names)
                 for name in names[shift:] + names[:shift]:
-                    proc = servers.start(name)
+                    proc = servers.start_server(name)
                     before = cpu_seconds(proc.pid)
                     (qps, lost) = dnsperf(PORTS[name], query_file, args.duration)
                     cpu = cpu_seconds(proc.pid) - before

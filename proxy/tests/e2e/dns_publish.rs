@@ -3,49 +3,29 @@
 //! records appear, a deleted Ingress's record goes, records Gantry does not own are left alone,
 //! and changes made while BIND is down arrive once it is back.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-
 use crate::support::config::{GANTRY_CLASS, ingress, service};
-use crate::support::dns::dig;
+use crate::support::dns::{Peer, TSIG_SECRET, dig, free_port};
 use crate::support::{ConfigDir, Gantry, upstream, wait_until};
 
-const SECRET: &str = "FiFSzjKwlmxHRsQ3/Kdi72B8BJmIffqqRiXiO5umOgU=";
-
-fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    port
-}
-
-/// BIND as the primary of `example.test`, taking updates signed with `pub-key`.
-struct Primary {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Primary {
-    fn new(port: u16) -> Primary {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().display();
-        std::fs::write(
-            dir.path().join("example.test.db"),
-            "$ORIGIN example.test.
+/// The zone file both primaries start from: records nobody gave Gantry.
+const ZONE_FILE: &str = "$ORIGIN example.test.
 $TTL 300
 @ IN SOA ns1 hostmaster 1 3600 600 86400 60
 @ IN NS ns1
 ns1 IN A 192.0.2.53
 manual IN A 198.51.100.1
 taken IN A 198.51.100.2
-",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("named.conf"),
-            format!(
-                r#"options {{
+";
+
+/// BIND as the primary of `example.test`, taking updates signed with `pub-key`.
+fn named_primary(port: u16) -> Peer {
+    Peer::start("named", port, |dir| {
+        let path = dir.display();
+        vec![
+            (
+                "named.conf",
+                format!(
+                    r#"options {{
   directory "{path}";
   pid-file "{path}/named.pid";
   listen-on port {port} {{ 127.0.0.1; }};
@@ -55,7 +35,7 @@ taken IN A 198.51.100.2
   dnssec-validation no;
 }};
 controls {{ }};
-key "pub-key" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
+key "pub-key" {{ algorithm hmac-sha256; secret "{TSIG_SECRET}"; }};
 zone "example.test" {{
   type primary;
   file "{path}/example.test.db";
@@ -63,56 +43,52 @@ zone "example.test" {{
   allow-transfer {{ key pub-key; }};
 }};
 "#
+                ),
             ),
-        )
-        .unwrap();
-        let mut primary = Primary {
-            dir,
-            port,
-            child: None,
-        };
-        primary.start();
-        primary
-    }
-
-    fn addr(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.port))
-    }
-
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("named.log"))
-            .unwrap();
-        self.child = Some(
-            Command::new("named")
-                .args(["-g", "-n", "1", "-c"])
-                .arg(self.dir.path().join("named.conf"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .stdin(Stdio::null())
-                .spawn()
-                .expect("start named (Debian package bind9)"),
-        );
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
-    }
+            ("example.test.db", ZONE_FILE.to_owned()),
+        ]
+    })
 }
 
-impl Drop for Primary {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Knot as the primary, admitting transfers and updates only when signed with `pub-key`.
+fn knot_primary(port: u16) -> Peer {
+    Peer::start("knotd", port, |dir| {
+        let path = dir.display();
+        vec![
+            (
+                "knot.conf",
+                format!(
+                    "server:
+  rundir: \"{path}\"
+  listen: 127.0.0.1@{port}
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+key:
+  - id: pub-key
+    algorithm: hmac-sha256
+    secret: {TSIG_SECRET}
+acl:
+  - id: gantry
+    address: 127.0.0.1
+    key: pub-key
+    action: [transfer, update]
+database:
+  storage: \"{path}\"
+zone:
+  - domain: example.test
+    file: \"{path}/example.test.zone\"
+    storage: \"{path}\"
+    acl: gantry
+log:
+  - target: stderr
+    any: info
+"
+                ),
+            ),
+            ("example.test.zone", ZONE_FILE.to_owned()),
+        ]
+    })
 }
 
 fn zone(port: u16) -> String {
@@ -131,7 +107,7 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata: {{name: pub-key, namespace: default}}
-stringData: {{secret: \"{SECRET}\"}}
+stringData: {{secret: \"{TSIG_SECRET}\"}}
 "
     )
 }
@@ -148,9 +124,9 @@ fn host_ingress(name: &str) -> String {
 #[tokio::test]
 async fn records_are_published_into_bind_and_removed_without_touching_others() {
     let port = free_port();
-    let mut primary = Primary::new(port);
+    let mut primary = named_primary(port);
     wait_until("BIND to serve the zone", || async {
-        dig(primary.addr(), &["manual.example.test", "A"])
+        dig(primary.addr, &["manual.example.test", "A"])
             .await
             .status()
             == "NOERROR"
@@ -172,7 +148,7 @@ async fn records_are_published_into_bind_and_removed_without_touching_others() {
     config.write("www.yaml", &host_ingress("www"));
     config.write("taken.yaml", &host_ingress("taken"));
     let gantry = Gantry::start(config.path()).await;
-    let bind = primary.addr();
+    let bind = primary.addr;
 
     wait_until("www to be published into BIND", || async {
         dig(bind, &["www.example.test", "A"]).await.answer()
@@ -227,7 +203,7 @@ async fn records_are_published_into_bind_and_removed_without_touching_others() {
             .contains("gantry_dns_updates_total{result=\"failure\"")
     })
     .await;
-    primary.start();
+    primary.restart();
     wait_until("api to be published after BIND is back", || async {
         dig(bind, &["api.example.test", "A"]).await.answer()
             == ["api.example.test. 300 A 192.0.2.10"]
@@ -244,61 +220,8 @@ async fn records_are_published_into_bind_and_removed_without_touching_others() {
 #[tokio::test]
 async fn records_are_published_into_knot_too() {
     let port = free_port();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().display();
-    std::fs::write(
-        dir.path().join("example.test.zone"),
-        "$ORIGIN example.test.
-$TTL 300
-@ IN SOA ns1 hostmaster 1 3600 600 86400 60
-@ IN NS ns1
-ns1 IN A 192.0.2.53
-manual IN A 198.51.100.1
-",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("knot.conf"),
-        format!(
-            "server:
-  rundir: \"{path}\"
-  listen: 127.0.0.1@{port}
-  udp-workers: 1
-  tcp-workers: 1
-  background-workers: 1
-key:
-  - id: pub-key
-    algorithm: hmac-sha256
-    secret: {SECRET}
-acl:
-  - id: gantry
-    address: 127.0.0.1
-    key: pub-key
-    action: [transfer, update]
-database:
-  storage: \"{path}\"
-zone:
-  - domain: example.test
-    file: \"{path}/example.test.zone\"
-    storage: \"{path}\"
-    acl: gantry
-log:
-  - target: stderr
-    any: info
-"
-        ),
-    )
-    .unwrap();
-    let log_file = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-    let mut knot = Command::new("knotd")
-        .arg("-c")
-        .arg(dir.path().join("knot.conf"))
-        .stdout(log_file.try_clone().unwrap())
-        .stderr(log_file)
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("start knotd (Debian package knot)");
-    let knot_addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let knot = knot_primary(port);
+    let knot_addr = knot.addr;
     wait_until("Knot to serve the zone", || async {
         dig(knot_addr, &["manual.example.test", "A"]).await.status() == "NOERROR"
     })
@@ -333,9 +256,7 @@ log:
         dig(knot_addr, &["manual.example.test", "A"]).await.answer(),
         ["manual.example.test. 300 A 198.51.100.1"]
     );
-    let log = std::fs::read_to_string(dir.path().join("knot.log")).unwrap_or_default();
+    let log = knot.log();
     // Knot's ACL admits transfers and updates only when signed with pub-key.
     assert!(log.contains("DDNS, finished"), "{log}");
-    let _ = knot.kill();
-    let _ = knot.wait();
 }

@@ -3,36 +3,19 @@
 //! transfers without the key, with a wrong one, and from addresses it does not know.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 
 use crate::support::config::{GANTRY_CLASS, ingress, service};
-use crate::support::dns::dig;
+use crate::support::dns::{Peer, TSIG_SECRET, dig, free_port};
 use crate::support::{ConfigDir, Gantry, upstream, wait_until};
 
-/// A key as `tsig-keygen -a hmac-sha256 xfer-key` makes one.
-const SECRET: &str = "FiFSzjKwlmxHRsQ3/Kdi72B8BJmIffqqRiXiO5umOgU=";
-
-fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    // The TCP side of the same port must be free too.
-    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    port
-}
-
 /// BIND as a secondary of `example.test`, transferring from `primary` with the TSIG key.
-struct Named {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Named {
-    fn start(port: u16, primary: SocketAddr) -> Named {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().display();
-        let conf = format!(
-            r#"options {{
+fn named_secondary(port: u16, primary: SocketAddr) -> Peer {
+    Peer::start("named", port, |dir| {
+        let path = dir.display();
+        vec![(
+            "named.conf",
+            format!(
+                r#"options {{
   directory "{path}";
   pid-file "{path}/named.pid";
   listen-on port {port} {{ 127.0.0.1; }};
@@ -42,43 +25,65 @@ impl Named {
   dnssec-validation no;
 }};
 controls {{ }};
-key "xfer-key" {{ algorithm hmac-sha256; secret "{SECRET}"; }};
+key "xfer-key" {{ algorithm hmac-sha256; secret "{TSIG_SECRET}"; }};
 zone "example.test" {{
   type secondary;
   primaries port {primary_port} {{ {primary_ip} key xfer-key; }};
   file "{path}/example.test.db";
 }};
 "#,
-            primary_port = primary.port(),
-            primary_ip = primary.ip(),
-        );
-        std::fs::write(dir.path().join("named.conf"), conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("named.log")).unwrap();
-        let child = Command::new("named")
-            .args(["-g", "-n", "1", "-c"])
-            .arg(dir.path().join("named.conf"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start named (Debian package bind9)");
-        Named {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("named.log")).unwrap_or_default()
-    }
+                primary_port = primary.port(),
+                primary_ip = primary.ip(),
+            ),
+        )]
+    })
 }
 
-impl Drop for Named {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Knot as a secondary of `example.test`, transferring from `primary` with the TSIG key and
+/// taking NOTIFY from it.
+fn knot_secondary(port: u16, primary: SocketAddr) -> Peer {
+    Peer::start("knotd", port, |dir| {
+        let path = dir.display();
+        vec![(
+            "knot.conf",
+            format!(
+                "server:
+  rundir: \"{path}\"
+  listen: 127.0.0.1@{port}
+  udp-workers: 1
+  tcp-workers: 1
+  background-workers: 1
+key:
+  - id: xfer-key
+    algorithm: hmac-sha256
+    secret: {TSIG_SECRET}
+remote:
+  - id: gantry
+    address: {ip}@{primary_port}
+    key: xfer-key
+acl:
+  - id: notify-from-gantry
+    address: {ip}
+    key: xfer-key
+    action: notify
+database:
+  storage: \"{path}\"
+template:
+  - id: default
+    storage: \"{path}\"
+zone:
+  - domain: example.test
+    master: gantry
+    acl: notify-from-gantry
+log:
+  - target: stderr
+    any: info
+",
+                ip = primary.ip(),
+                primary_port = primary.port(),
+            ),
+        )]
+    })
 }
 
 fn zone_yaml(secondary_port: u16) -> String {
@@ -98,7 +103,7 @@ spec:
 apiVersion: v1
 kind: Secret
 metadata: {{name: xfer-key, namespace: default}}
-stringData: {{secret: \"{SECRET}\"}}
+stringData: {{secret: \"{TSIG_SECRET}\"}}
 "
     )
 }
@@ -140,7 +145,7 @@ async fn bind_transfers_by_axfr_then_ixfr_after_notify_with_tsig() {
     let named_port = free_port();
     let config = folder(named_port);
     let gantry = Gantry::start(config.path()).await;
-    let named = Named::start(named_port, gantry.dns);
+    let named = named_secondary(named_port, gantry.dns);
 
     // The first transfer: the whole zone.
     wait_until("BIND to transfer the zone", || async {
@@ -212,9 +217,9 @@ async fn transfers_need_the_key_and_a_known_address() {
     // The secondary's NOTIFY port is never answered here; that is fine for this test.
     let config = folder(free_port());
     let gantry = Gantry::start(config.path()).await;
-    let key = format!("hmac-sha256:xfer-key:{SECRET}");
+    let key = format!("hmac-sha256:xfer-key:{TSIG_SECRET}");
     let wrong = "hmac-sha256:xfer-key:c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0MTI=";
-    let other = format!("hmac-sha256:other-key:{SECRET}");
+    let other = format!("hmac-sha256:other-key:{TSIG_SECRET}");
 
     let signed = dig(gantry.dns, &["example.test", "AXFR", "-y", &key]).await;
     let records: Vec<&str> = signed
@@ -285,90 +290,13 @@ async fn transfers_need_the_key_and_a_known_address() {
     .await;
 }
 
-/// Knot DNS as a secondary of `example.test`, transferring from `primary` with the TSIG key
-/// and taking NOTIFY from it.
-struct Knot {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Knot {
-    fn start(port: u16, primary: SocketAddr) -> Knot {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().display();
-        let conf = format!(
-            "server:
-  rundir: \"{path}\"
-  listen: 127.0.0.1@{port}
-  udp-workers: 1
-  tcp-workers: 1
-  background-workers: 1
-key:
-  - id: xfer-key
-    algorithm: hmac-sha256
-    secret: {SECRET}
-remote:
-  - id: gantry
-    address: {ip}@{primary_port}
-    key: xfer-key
-acl:
-  - id: notify-from-gantry
-    address: {ip}
-    key: xfer-key
-    action: notify
-database:
-  storage: \"{path}\"
-template:
-  - id: default
-    storage: \"{path}\"
-zone:
-  - domain: example.test
-    master: gantry
-    acl: notify-from-gantry
-log:
-  - target: stderr
-    any: info
-",
-            ip = primary.ip(),
-            primary_port = primary.port(),
-        );
-        std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
-        let log = std::fs::File::create(dir.path().join("knot.log")).unwrap();
-        let child = Command::new("knotd")
-            .arg("-c")
-            .arg(dir.path().join("knot.conf"))
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("start knotd (Debian package knot)");
-        Knot {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            dir,
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("knot.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Knot {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The same with Knot, which says in its log which kind of transfer it made.
 #[tokio::test]
 async fn knot_transfers_by_axfr_then_ixfr_after_notify_with_tsig() {
     let knot_port = free_port();
     let config = folder(knot_port);
     let gantry = Gantry::start(config.path()).await;
-    let knot = Knot::start(knot_port, gantry.dns);
+    let knot = knot_secondary(knot_port, gantry.dns);
     wait_until("Knot to transfer the zone", || async {
         dig(knot.addr, &["www.example.test", "A"]).await.answer()
             == ["www.example.test. 300 A 192.0.2.10"]

@@ -77,3 +77,92 @@ pub async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
     .unwrap();
     Dig(String::from_utf8_lossy(&output.stdout).into_owned())
 }
+
+/// A TSIG secret, as `tsig-keygen -a hmac-sha256` makes one.
+pub const TSIG_SECRET: &str = "FiFSzjKwlmxHRsQ3/Kdi72B8BJmIffqqRiXiO5umOgU=";
+
+/// A loopback port free for both UDP and TCP.
+pub fn free_port() -> u16 {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    port
+}
+
+/// A DNS server of another make that a test runs (BIND's `named`, Knot's `knotd`): its files in
+/// a folder of its own, its output kept in a log there, stopped when dropped.
+pub struct Peer {
+    program: &'static str,
+    conf: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    pub addr: SocketAddr,
+    child: Option<std::process::Child>,
+}
+
+impl Peer {
+    /// Writes `files(dir)` (name, contents) into a new folder and starts `program` (`named` or
+    /// `knotd`) on `port` with the first of them as its configuration.
+    pub fn start(
+        program: &'static str,
+        port: u16,
+        files: impl FnOnce(&std::path::Path) -> Vec<(&'static str, String)>,
+    ) -> Peer {
+        let dir = tempfile::tempdir().unwrap();
+        let files = files(dir.path());
+        for (name, contents) in &files {
+            std::fs::write(dir.path().join(name), contents).unwrap();
+        }
+        let mut peer = Peer {
+            program,
+            conf: dir.path().join(files[0].0),
+            dir,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child: None,
+        };
+        peer.restart();
+        peer
+    }
+
+    /// Starts it again after [`Peer::stop`], on the same files.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("peer.log"))
+            .unwrap();
+        let mut command = Command::new(self.program);
+        if self.program == "named" {
+            // In the foreground, one worker.
+            command.args(["-g", "-n", "1"]);
+        }
+        self.child = Some(
+            command
+                .arg("-c")
+                .arg(&self.conf)
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .stdin(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("start {} (Debian packages bind9, knot): {e}", self.program)
+                }),
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("peer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
