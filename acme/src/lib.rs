@@ -1,0 +1,16 @@
+//! `gantry-acme`: Gantry's certificate manager, which knows nothing of Kubernetes or Pingora. It
+//! takes what a certificate must be ([`CertificateRequest`]), issues it, and gives back a
+//! [`Bundle`] (chain, key, validity); [`renewal`] says when to issue again; [`storage`] keeps
+//! bundles and account keys on disk, written atomically.
+//!
+//! Issuers: [`local`] (self-signed, and a CA whose key pair Gantry holds). ACME (instant-acme)
+//! comes next.
+
+pub mod bundle;
+pub mod local;
+pub mod renewal;
+pub mod request;
+pub mod storage;
+
+pub use bundle::Bundle;
+pub use request::{CertificateRequest, KeyAlgorithm};
