@@ -71,11 +71,39 @@ impl FileStorage {
             })
     }
 
-    /// Stores `bundle` as `name`: the key first, so that a certificate is never on disk
-    /// without its key.
-    pub fn store(&self, name: &str, bundle: &Bundle) -> Result<(), StorageError> {
+    /// The names of every bundle stored.
+    pub fn names(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("tls.crt").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|n| n.replacen('_', "/", 1))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// When the bundle stored as `name` was last written, if it is there.
+    pub fn modified(&self, name: &str) -> Option<std::time::SystemTime> {
+        std::fs::metadata(self.dir(name).join("tls.crt"))
+            .and_then(|m| m.modified())
+            .ok()
+    }
+
+    /// Who issued the bundle stored as `name` (as [`FileStorage::store`] was told).
+    pub fn issuer(&self, name: &str) -> Option<String> {
+        std::fs::read_to_string(self.dir(name).join("issuer")).ok()
+    }
+
+    /// Stores `bundle` as `name`, issued by `issuer`: the key first, so that a certificate is
+    /// never on disk without its key.
+    pub fn store(&self, name: &str, bundle: &Bundle, issuer: &str) -> Result<(), StorageError> {
         let dir = self.dir(name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        write_atomically(&dir.join("issuer"), issuer.as_bytes())?;
         write_atomically(&dir.join("tls.key"), bundle.key_pem.as_bytes())?;
         if let Some(ca) = &bundle.ca_pem {
             write_atomically(&dir.join("ca.crt"), ca.as_bytes())?;
@@ -105,7 +133,14 @@ mod tests {
             SystemTime::now(),
         )
         .unwrap();
-        storage.store("default/web-tls", &bundle).unwrap();
+        storage
+            .store("default/web-tls", &bundle, "Issuer default/self")
+            .unwrap();
         assert_eq!(storage.load("default/web-tls").unwrap(), Some(bundle));
+        assert_eq!(storage.names(), ["default/web-tls"]);
+        assert_eq!(
+            storage.issuer("default/web-tls").as_deref(),
+            Some("Issuer default/self")
+        );
     }
 }

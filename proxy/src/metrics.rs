@@ -39,6 +39,10 @@ pub struct Metrics {
     pub dns_notifies: IntCounterVec,
     /// Publishing passes into other DNS servers, by server and result.
     pub dns_updates: IntCounterVec,
+    /// Certificates issued, by result.
+    pub certificates_issued: IntCounterVec,
+    /// When each issued certificate expires (Unix seconds), by Secret.
+    pub certificate_expiry: IntGaugeVec,
 }
 
 /// Handles for one route's request metrics.
@@ -143,6 +147,22 @@ impl Metrics {
             &["server", "result"],
         )?;
         registry.register(Box::new(dns_updates.clone()))?;
+        let certificates_issued = IntCounterVec::new(
+            Opts::new(
+                "gantry_certificates_issued_total",
+                "Certificates issued, by result",
+            ),
+            &["result"],
+        )?;
+        registry.register(Box::new(certificates_issued.clone()))?;
+        let certificate_expiry = IntGaugeVec::new(
+            Opts::new(
+                "gantry_certificate_expiry_timestamp_seconds",
+                "When each certificate Gantry issued expires, by Secret",
+            ),
+            &["secret"],
+        )?;
+        registry.register(Box::new(certificate_expiry.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -166,6 +186,8 @@ impl Metrics {
             dns_queries,
             dns_notifies,
             dns_updates,
+            certificates_issued,
+            certificate_expiry,
         }))
     }
 

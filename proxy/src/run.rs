@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use arc_swap::ArcSwap;
+use gantry_acme::storage::FileStorage;
 use pingora::apps::http_app::HttpServer;
 use pingora::server::Server;
 use pingora::server::configuration::ServerConf;
@@ -16,9 +17,10 @@ use tracing::info;
 use crate::admin::AdminApp;
 use crate::cli::RunArgs;
 use crate::config::folder::{FolderError, FolderSource};
+use crate::control::certs::CertService;
 use crate::control::dns::{DnsService, SerialBook};
 use crate::control::drain::Drain;
-use crate::control::reload::{ConfigReloader, Sources, install};
+use crate::control::reload::{ConfigReloader, IssuedSecrets, Sources, install};
 use crate::dataplane::{self, Shared, headers::RequestIds};
 use crate::default_cert::{self, DefaultCertError};
 use crate::metrics::Metrics;
@@ -93,10 +95,12 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     let settings = crate::compile::Settings {
         publish_addresses: args.publish_address.clone(),
     };
+    let issued = FileStorage::new(args.state_dir.join("certificates"));
     let mut sources = Sources {
         folder,
         plugins,
         settings,
+        issued: IssuedSecrets::new(issued.clone()),
     };
     let (generations, generation_watch) = tokio::sync::watch::channel(0u64);
     if let Some(snapshot) = sources.read(true) {
@@ -148,16 +152,24 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     admin.threads = Some(1);
     server.add_service(admin);
 
+    let reloader = ConfigReloader::new(
+        sources,
+        snapshots.clone(),
+        metrics.clone(),
+        ready,
+        generations,
+    );
     server.add_service(background_service(
-        "gantry config reloader",
-        ConfigReloader::new(
-            sources,
-            snapshots.clone(),
-            metrics.clone(),
-            ready,
-            generations,
-        ),
+        "gantry certificates",
+        CertService {
+            snapshots: snapshots.clone(),
+            generations: generation_watch.clone(),
+            storage: issued,
+            reload: reloader.changes(),
+            metrics: metrics.clone(),
+        },
     ));
+    server.add_service(background_service("gantry config reloader", reloader));
     server.add_service(background_service(
         "gantry dns",
         DnsService {

@@ -16,7 +16,14 @@ pub const READ_TIMEOUT: &str = "gantry.dev/upstream-read-timeout";
 /// WasmPlugins (in the Ingress's namespace) to run on its routes, comma-separated, in order.
 pub const PLUGINS: &str = "gantry.dev/plugins";
 
-const KNOWN: [&str; 4] = [SSL_REDIRECT, CONNECT_TIMEOUT, READ_TIMEOUT, PLUGINS];
+const KNOWN: [&str; 6] = [
+    SSL_REDIRECT,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+    PLUGINS,
+    super::certificates::ISSUER,
+    super::certificates::CLUSTER_ISSUER,
+];
 
 /// What an Ingress's annotations ask for.
 #[derive(Debug)]
@@ -49,6 +56,7 @@ pub fn ingress_settings(
                     settings.ssl_redirect = value == "true";
                     Ok(())
                 }
+                super::certificates::ISSUER | super::certificates::CLUSTER_ISSUER => Ok(()),
                 _ => Err(format!("{value:?} is not \"true\" or \"false\"")),
             },
             CONNECT_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.connect = d),
@@ -62,6 +70,7 @@ pub fn ingress_settings(
                     .collect();
                 Ok(())
             }
+            super::certificates::ISSUER | super::certificates::CLUSTER_ISSUER => Ok(()),
             _ => Err(format!(
                 "unknown annotation; Gantry knows {}",
                 KNOWN.join(", ")

@@ -5,6 +5,7 @@
 
 mod annotations;
 mod backend;
+pub mod certificates;
 pub mod certs;
 pub mod class;
 pub mod dns;
@@ -83,6 +84,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
+    let certificates = compiler.wanted_certificates(&ours);
     let clusters = compiler.clusters();
     let mut problems = compiler.problems;
     problems.sort();
@@ -96,6 +98,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         clusters,
         dns,
         dns_publications,
+        certificates,
     }
 }
 

@@ -349,3 +349,125 @@ pub struct DnsEndpoint {
     #[schemars(schema_with = "any_value")]
     pub provider_specific: Option<serde_json::Value>,
 }
+
+/// A certificate issuer for one namespace's Certificates (cert-manager's `Issuer`): exactly one
+/// of `selfSigned`, `ca` or `acme`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "Issuer",
+    namespaced,
+    shortname = "iss"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssuerSpec {
+    #[serde(default)]
+    pub self_signed: Option<SelfSignedIssuer>,
+    #[serde(default)]
+    pub ca: Option<CaIssuer>,
+    /// ACME (Let's Encrypt and the like): not available yet.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub acme: Option<serde_json::Value>,
+}
+
+/// The same, for Certificates of every namespace (cert-manager's `ClusterIssuer`); a `ca`
+/// Secret is looked for in `default`.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "ClusterIssuer",
+    shortname = "ciss"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterIssuerSpec {
+    #[serde(default)]
+    pub self_signed: Option<SelfSignedIssuer>,
+    #[serde(default)]
+    pub ca: Option<CaIssuer>,
+    /// ACME (Let's Encrypt and the like): not available yet.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub acme: Option<serde_json::Value>,
+}
+
+/// Certificates signed by their own key.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelfSignedIssuer {}
+
+/// Certificates signed by a CA whose certificate and key are in a TLS Secret.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaIssuer {
+    pub secret_name: String,
+}
+
+/// A certificate Gantry keeps issued and renewed in a TLS Secret (cert-manager's
+/// `Certificate`).
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "Certificate",
+    namespaced,
+    shortname = "cert",
+    printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretName"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateSpec {
+    pub dns_names: Vec<String>,
+    /// The TLS Secret it is kept in (in the Certificate's namespace).
+    pub secret_name: String,
+    pub issuer_ref: IssuerRef,
+    /// How long it is valid, e.g. `2160h` (the default, 90 days).
+    #[serde(default)]
+    pub duration: Option<String>,
+    /// How long before expiry it is renewed; by default when a third of its life is left.
+    #[serde(default)]
+    pub renew_before: Option<String>,
+    #[serde(default)]
+    pub private_key: CertificatePrivateKey,
+}
+
+/// Which issuer: an `Issuer` of the Certificate's namespace, or a `ClusterIssuer`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IssuerRef {
+    pub name: String,
+    /// `Issuer` (the default) or `ClusterIssuer`.
+    #[serde(default = "default_issuer_kind")]
+    pub kind: String,
+    /// Accepted for cert-manager compatibility (`cert-manager.io` or `gantry.dev`).
+    #[serde(default)]
+    pub group: Option<String>,
+}
+
+fn default_issuer_kind() -> String {
+    "Issuer".to_owned()
+}
+
+/// The private key: `ECDSA` (the default; size 256 or 384) or `Ed25519`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificatePrivateKey {
+    #[serde(default = "default_key_algorithm")]
+    pub algorithm: String,
+    #[serde(default)]
+    pub size: Option<u32>,
+}
+
+impl Default for CertificatePrivateKey {
+    fn default() -> Self {
+        CertificatePrivateKey {
+            algorithm: default_key_algorithm(),
+            size: None,
+        }
+    }
+}
+
+fn default_key_algorithm() -> String {
+    "ECDSA".to_owned()
+}

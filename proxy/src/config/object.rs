@@ -10,7 +10,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::crd::{DNSRecord, DNSZone, FixedResponse, WasmPlugin};
+use super::crd::{
+    Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
+};
 
 /// Namespace given to namespaced objects that name none, as kubectl does.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -30,10 +32,13 @@ pub enum Kind {
     DnsZone,
     #[serde(rename = "DNSRecord")]
     DnsRecord,
+    Issuer,
+    ClusterIssuer,
+    Certificate,
 }
 
 impl Kind {
-    const ALL: [Kind; 10] = [
+    const ALL: [Kind; 13] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,
@@ -44,6 +49,9 @@ impl Kind {
         Kind::WasmPlugin,
         Kind::DnsZone,
         Kind::DnsRecord,
+        Kind::Issuer,
+        Kind::ClusterIssuer,
+        Kind::Certificate,
     ];
 
     /// The kind for an `apiVersion` and `kind` pair, if Gantry reads it.
@@ -65,6 +73,9 @@ impl Kind {
             Kind::WasmPlugin => "WasmPlugin",
             Kind::DnsZone => "DNSZone",
             Kind::DnsRecord => "DNSRecord",
+            Kind::Issuer => "Issuer",
+            Kind::ClusterIssuer => "ClusterIssuer",
+            Kind::Certificate => "Certificate",
         }
     }
 
@@ -76,14 +87,21 @@ impl Kind {
             Kind::EndpointSlice => EndpointSlice::API_VERSION,
             Kind::Endpoints => Endpoints::API_VERSION,
             Kind::Secret => Secret::API_VERSION,
-            Kind::FixedResponse | Kind::WasmPlugin | Kind::DnsZone | Kind::DnsRecord => {
-                "gantry.dev/v1alpha1"
-            }
+            Kind::FixedResponse
+            | Kind::WasmPlugin
+            | Kind::DnsZone
+            | Kind::DnsRecord
+            | Kind::Issuer
+            | Kind::ClusterIssuer
+            | Kind::Certificate => "gantry.dev/v1alpha1",
         }
     }
 
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::IngressClass | Kind::DnsZone)
+        !matches!(
+            self,
+            Kind::IngressClass | Kind::DnsZone | Kind::ClusterIssuer
+        )
     }
 }
 
@@ -125,6 +143,9 @@ pub enum Object {
     WasmPlugin(Arc<WasmPlugin>),
     DnsZone(Arc<DNSZone>),
     DnsRecord(Arc<DNSRecord>),
+    Issuer(Arc<Issuer>),
+    ClusterIssuer(Arc<ClusterIssuer>),
+    Certificate(Arc<Certificate>),
 }
 
 /// What became of one document.
@@ -202,6 +223,9 @@ pub fn parse_object(mut value: Value) -> Parsed {
         Kind::WasmPlugin => typed(value, &mut unknown_fields).map(Object::WasmPlugin),
         Kind::DnsZone => typed(value, &mut unknown_fields).map(Object::DnsZone),
         Kind::DnsRecord => typed(value, &mut unknown_fields).map(Object::DnsRecord),
+        Kind::Issuer => typed(value, &mut unknown_fields).map(Object::Issuer),
+        Kind::ClusterIssuer => typed(value, &mut unknown_fields).map(Object::ClusterIssuer),
+        Kind::Certificate => typed(value, &mut unknown_fields).map(Object::Certificate),
     };
     match object {
         Ok(object) => Parsed::Object {

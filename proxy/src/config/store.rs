@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
-use super::crd::{DNSRecord, DNSZone, FixedResponse, WasmPlugin};
+use super::crd::{
+    Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
+};
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;
 
@@ -68,6 +70,10 @@ pub struct Store {
     /// Cluster-scoped: the namespace is empty.
     pub dns_zones: BTreeMap<NamespacedName, Stored<DNSZone>>,
     pub dns_records: BTreeMap<NamespacedName, Stored<DNSRecord>>,
+    pub issuers: BTreeMap<NamespacedName, Stored<Issuer>>,
+    /// Cluster-scoped: the namespace is empty.
+    pub cluster_issuers: BTreeMap<NamespacedName, Stored<ClusterIssuer>>,
+    pub certificates: BTreeMap<NamespacedName, Stored<Certificate>>,
     /// Problems the source found while reading (files that do not parse, duplicates...).
     pub problems: Vec<Problem>,
 }
@@ -104,6 +110,9 @@ impl Store {
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
             Object::DnsZone(o) => put(&mut self.dns_zones, reference, o, file),
             Object::DnsRecord(o) => put(&mut self.dns_records, reference, o, file),
+            Object::Issuer(o) => put(&mut self.issuers, reference, o, file),
+            Object::ClusterIssuer(o) => put(&mut self.cluster_issuers, reference, o, file),
+            Object::Certificate(o) => put(&mut self.certificates, reference, o, file),
             Object::IngressClass(o) => {
                 if self.ingress_classes.contains_key(&reference.name) {
                     return false;

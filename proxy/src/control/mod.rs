@@ -1,7 +1,9 @@
 //! Long-running work that keeps the Snapshot current and the process well behaved: watching the
 //! configuration folder and installing new Snapshots, serving the Snapshot's DNS zones,
-//! publishing records into other DNS servers, and draining on SIGTERM.
+//! publishing records into other DNS servers, keeping certificates issued, and draining on
+//! SIGTERM.
 
+pub mod certs;
 pub mod challenges;
 pub mod dns;
 pub mod drain;

@@ -29,26 +29,116 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// (network file systems, exhausted inotify watches).
 const RESCAN_PERIOD: Duration = Duration::from_secs(10);
 
-/// What a reload reads: the folder, and the plugin modules its WasmPlugins name.
+/// What a reload reads: the folder, the plugin modules its WasmPlugins name, and the
+/// certificates Gantry issued.
 pub struct Sources {
     pub folder: FolderSource,
     pub plugins: Loader,
     pub settings: crate::compile::Settings,
+    pub issued: IssuedSecrets,
 }
 
 impl Sources {
     /// Reads everything again; `None` when nothing changed (unless `always`).
     pub fn read(&mut self, always: bool) -> Option<Snapshot> {
         let folder_changed = self.folder.rescan();
+        let issued_changed = self.issued.rescan();
         let mut store = self.folder.store();
+        self.issued.add_to(&mut store);
         let (plugins, problems, plugins_changed) = self
             .plugins
             .load(&crate::compile::wanted::wanted_plugins(&store));
-        if !(always || folder_changed || plugins_changed) {
+        if !(always || folder_changed || plugins_changed || issued_changed) {
             return None;
         }
         store.problems.extend(problems);
         Some(compile(&store, &plugins, &self.settings))
+    }
+}
+
+/// The certificates Gantry issued (kept under the state dir), read into the store as the TLS
+/// Secrets they are kept in: the certificate manager writes them, and a reload picks them up.
+pub struct IssuedSecrets {
+    storage: gantry_acme::storage::FileStorage,
+    /// What was read last: names and write times.
+    seen: Vec<(String, Option<std::time::SystemTime>)>,
+}
+
+impl IssuedSecrets {
+    pub fn new(storage: gantry_acme::storage::FileStorage) -> Self {
+        IssuedSecrets {
+            storage,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Whether anything was issued since the last call.
+    fn rescan(&mut self) -> bool {
+        let now: Vec<_> = self
+            .storage
+            .names()
+            .into_iter()
+            .map(|name| {
+                let modified = self.storage.modified(&name);
+                (name, modified)
+            })
+            .collect();
+        let changed = now != self.seen;
+        self.seen = now;
+        changed
+    }
+
+    /// Adds each issued certificate as a `kubernetes.io/tls` Secret (standing in for any of the
+    /// same name in the folder).
+    fn add_to(&self, store: &mut crate::config::Store) {
+        use k8s_openapi::ByteString;
+        for (name, _) in &self.seen {
+            let Some((namespace, secret_name)) = name.split_once('/') else {
+                continue;
+            };
+            let bundle = match self.storage.load(name) {
+                Ok(Some(bundle)) => bundle,
+                Ok(None) => continue,
+                Err(e) => {
+                    warn!("issued certificate unreadable: {e}");
+                    continue;
+                }
+            };
+            let mut data = std::collections::BTreeMap::new();
+            data.insert(
+                "tls.crt".to_owned(),
+                ByteString(bundle.chain_pem.into_bytes()),
+            );
+            data.insert(
+                "tls.key".to_owned(),
+                ByteString(bundle.key_pem.into_bytes()),
+            );
+            if let Some(ca) = bundle.ca_pem {
+                data.insert("ca.crt".to_owned(), ByteString(ca.into_bytes()));
+            }
+            let mut annotations = std::collections::BTreeMap::new();
+            if let Some(issuer) = self.storage.issuer(name) {
+                annotations.insert("gantry.dev/issuer-name".to_owned(), issuer);
+            }
+            let secret = k8s_openapi::api::core::v1::Secret {
+                metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                    name: Some(secret_name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    annotations: Some(annotations),
+                    ..Default::default()
+                },
+                type_: Some(crate::compile::certs::TLS_SECRET_TYPE.to_owned()),
+                data: Some(data),
+                ..Default::default()
+            };
+            store.secrets.insert(
+                crate::config::NamespacedName::new(namespace, secret_name),
+                crate::config::Stored {
+                    object: Arc::new(secret),
+                    file: None,
+                },
+            );
+        }
     }
 }
 
@@ -58,9 +148,17 @@ pub struct ConfigReloader {
     metrics: Arc<Metrics>,
     ready: Readiness,
     generations: watch::Sender<u64>,
+    /// Told when something besides the folder changed (a certificate was issued).
+    changes: mpsc::UnboundedSender<()>,
+    changed: Mutex<Option<mpsc::UnboundedReceiver<()>>>,
 }
 
 impl ConfigReloader {
+    /// Where others ask for a reload.
+    pub fn changes(&self) -> mpsc::UnboundedSender<()> {
+        self.changes.clone()
+    }
+
     pub fn new(
         source: Sources,
         snapshots: SnapshotHandle,
@@ -68,12 +166,15 @@ impl ConfigReloader {
         ready: Readiness,
         generations: watch::Sender<u64>,
     ) -> Self {
+        let (changes, changed) = mpsc::unbounded_channel();
         ConfigReloader {
             source: Arc::new(Mutex::new(source)),
             snapshots,
             metrics,
             ready,
             generations,
+            changes,
+            changed: Mutex::new(Some(changed)),
         }
     }
 
@@ -172,7 +273,12 @@ impl BackgroundService for ConfigReloader {
             Ok(source) => source.folder.root().to_owned(),
             Err(poisoned) => poisoned.into_inner().folder.root().to_owned(),
         };
-        let (changes, mut changed) = mpsc::unbounded_channel::<()>();
+        let changes = self.changes.clone();
+        let taken = self.changed.lock().map(|mut c| c.take()).unwrap_or(None);
+        let Some(mut changed) = taken else {
+            error!("the configuration reloader started twice");
+            return;
+        };
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
             let relevant = match &event {
                 Ok(event) => !matches!(event.kind, EventKind::Access(_)),

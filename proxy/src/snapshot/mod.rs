@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub dns: Vec<gantry_dns::ZoneSpec>,
     /// Records to publish into other DNS servers.
     pub dns_publications: Vec<Publication>,
+    /// Certificates to keep issued.
+    pub certificates: Vec<crate::compile::certificates::WantedCertificate>,
 }
 
 /// Records Gantry keeps in a zone of another DNS server.

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod builtin_plugins;
+mod certificates;
 mod dns;
 mod dns_publish;
 mod dns_transfer;

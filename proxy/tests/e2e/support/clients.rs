@@ -29,9 +29,18 @@ pub fn http1() -> reqwest::Client {
 
 /// HTTPS trusting `ca`, with `hosts` resolved to `addr` so that SNI and Host are the names.
 pub fn https(ca: &TestCa, hosts: &[&str], addr: SocketAddr) -> reqwest::Client {
+    https_with(ca.client_config(), hosts, addr)
+}
+
+/// HTTPS with a TLS configuration of the test's, with `hosts` resolved to `addr`.
+pub fn https_with(
+    config: rustls::ClientConfig,
+    hosts: &[&str],
+    addr: SocketAddr,
+) -> reqwest::Client {
     crypto();
     let mut builder = reqwest::Client::builder()
-        .tls_backend_preconfigured(ca.client_config())
+        .tls_backend_preconfigured(config)
         .no_proxy();
     for host in hosts {
         builder = builder.resolve(host, addr);

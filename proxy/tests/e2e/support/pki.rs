@@ -5,6 +5,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     pub cert_pem: String,
+    pub key_pem: String,
 }
 
 /// A leaf certificate and its key, in PEM.
@@ -38,6 +39,7 @@ impl TestCa {
         let cert = params.self_signed(&key).unwrap();
         TestCa {
             cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
             issuer: Issuer::new(params, key),
         }
     }
@@ -56,10 +58,18 @@ impl TestCa {
 
     /// A rustls client configuration trusting this CA, offering HTTP/2 and HTTP/1.1.
     pub fn client_config(&self) -> rustls::ClientConfig {
+        client_config_trusting(&self.cert_pem)
+    }
+}
+
+/// A rustls client configuration trusting the certificate `root_pem` only, offering HTTP/2 and
+/// HTTP/1.1.
+pub fn client_config_trusting(root_pem: &str) -> rustls::ClientConfig {
+    {
         let mut roots = rustls::RootCertStore::empty();
         roots
             .add(rustls::pki_types::CertificateDer::from(pem_to_der(
-                &self.cert_pem,
+                root_pem,
             )))
             .unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(

@@ -1,0 +1,267 @@
+//! The certificate manager's local issuers: a Certificate from a self-signed Issuer and an
+//! Ingress annotated with a CA issuer (cert-manager's annotation), each served over HTTPS and
+//! verified by a real TLS client trusting only the right root; kept across a restart without
+//! being issued again; and issuers or Certificates that cannot work reported.
+
+use crate::support::config::{GANTRY_CLASS, service};
+use crate::support::gantry::Options;
+use crate::support::pki::{TestCa, client_config_trusting, pem_to_der};
+use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
+
+fn tls_ingress(name: &str, host: &str, secret: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default{annotations}
+spec:
+  tls: [{{hosts: [{host}], secretName: {secret}}}]
+  rules:
+    - host: {host}
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{name: http}}}}}}}}
+"
+    )
+}
+
+fn folder(echo: &upstream::Upstream, ca: &TestCa) -> ConfigDir {
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "echo.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config.write(
+        "issuers.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {{name: self, namespace: default}}
+spec: {{selfSigned: {{}}}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {{name: company-ca, namespace: default}}
+spec: {{ca: {{secretName: ca-key-pair}}}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: ca-key-pair, namespace: default}}
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{}
+  tls.key: |
+{}
+",
+            indent(&ca.cert_pem),
+            indent(&ca.key_pem)
+        ),
+    );
+    config.write(
+        "www.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {{name: www, namespace: default}}
+spec:
+  dnsNames: [www.example.test]
+  secretName: www-tls
+  issuerRef: {{name: self}}
+  duration: 720h
+---
+{}",
+            tls_ingress("www", "www.example.test", "www-tls", "")
+        ),
+    );
+    config.write(
+        "shop.yaml",
+        &tls_ingress(
+            "shop",
+            "shop.example.test",
+            "shop-tls",
+            "\n  annotations: {cert-manager.io/issuer: company-ca}",
+        ),
+    );
+    config
+}
+
+fn indent(pem: &str) -> String {
+    pem.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The issued certificate kept under the state dir, in PEM.
+fn issued(state: &std::path::Path, secret: &str) -> Option<String> {
+    std::fs::read_to_string(state.join("certificates").join(secret).join("tls.crt")).ok()
+}
+
+#[tokio::test]
+async fn self_signed_and_ca_issuers_issue_certificates_a_real_client_verifies() {
+    let echo = upstream::echo("echo").await;
+    let ca = TestCa::new();
+    let config = folder(&echo, &ca);
+    let state = tempfile::tempdir().unwrap();
+    let options = || Options {
+        flags_from_env: true,
+        env: vec![("GANTRY_STATE_DIR", state.path().display().to_string())],
+        ..Default::default()
+    };
+    let mut gantry = Gantry::start_with(config.path(), options()).await;
+
+    // The self-signed certificate: a client that trusts it (and nothing else) gets through.
+    wait_until("the self-signed certificate to be served", || async {
+        let Some(pem) = issued(state.path(), "default_www-tls") else {
+            return false;
+        };
+        clients::presented_certificate(gantry.https, "www.example.test").await == pem_to_der(&pem)
+    })
+    .await;
+    let www_pem = issued(state.path(), "default_www-tls").unwrap();
+    let client = clients::https_with(
+        client_config_trusting(&www_pem),
+        &["www.example.test"],
+        gantry.https,
+    );
+    let response = client
+        .get(format!("https://www.example.test:{}/", gantry.https.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    // The CA-issued one, asked for by cert-manager's annotation: trusted through the CA alone.
+    let shop = clients::https(&ca, &["shop.example.test"], gantry.https);
+    let url = format!("https://shop.example.test:{}/", gantry.https.port());
+    wait_until("the CA-issued certificate to be served", || async {
+        shop.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let shop_pem = issued(state.path(), "default_shop-tls").unwrap();
+    let metrics = gantry.metrics().await;
+    assert!(
+        metrics.contains("gantry_certificates_issued_total{result=\"success\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gantry_certificate_expiry_timestamp_seconds{secret=\"default/www-tls\"}"),
+        "{metrics}"
+    );
+
+    // A restart serves the same certificates: valid ones are never issued again.
+    gantry.sigterm();
+    assert!(
+        gantry
+            .wait_exit(std::time::Duration::from_secs(30))
+            .await
+            .success()
+    );
+    let gantry = Gantry::start_with(config.path(), options()).await;
+    wait_until("the same certificates after the restart", || async {
+        clients::presented_certificate(gantry.https, "www.example.test").await
+            == pem_to_der(&www_pem)
+            && clients::presented_certificate(gantry.https, "shop.example.test").await
+                == pem_to_der(&shop_pem)
+    })
+    .await;
+    assert_eq!(issued(state.path(), "default_www-tls").unwrap(), www_pem);
+
+    // Changed names: issued again.
+    config.write(
+        "www.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {{name: www, namespace: default}}
+spec:
+  dnsNames: [www.example.test, example.test]
+  secretName: www-tls
+  issuerRef: {{name: self}}
+---
+{}",
+            tls_ingress("www", "www.example.test", "www-tls", "")
+        ),
+    );
+    wait_until(
+        "the certificate to be issued again for the new names",
+        || async { issued(state.path(), "default_www-tls").is_some_and(|pem| pem != www_pem) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn issuers_and_certificates_that_cannot_work_are_reported() {
+    let echo = upstream::echo("echo").await;
+    let ca = TestCa::new();
+    let config = folder(&echo, &ca);
+    config.write(
+        "broken.yaml",
+        "apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {name: nothing, namespace: default}
+spec: {}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {name: letsencrypt, namespace: default}
+spec: {acme: {server: https://acme.example.test/directory}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {name: lost-ca, namespace: default}
+spec: {ca: {secretName: no-such-secret}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: orphan, namespace: default}
+spec: {dnsNames: [a.example.test], secretName: a-tls, issuerRef: {name: missing}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: rsa, namespace: default}
+spec: {dnsNames: [b.example.test], secretName: b-tls, issuerRef: {name: self}, privateKey: {algorithm: RSA}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: acme, namespace: default}
+spec: {dnsNames: [c.example.test], secretName: c-tls, issuerRef: {name: letsencrypt}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: via-lost-ca, namespace: default}
+spec: {dnsNames: [d.example.test], secretName: d-tls, issuerRef: {name: lost-ca}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: empty-issuer, namespace: default}
+spec: {dnsNames: [e.example.test], secretName: e-tls, issuerRef: {name: nothing}}
+",
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let problems = gantry.problems().await;
+    for wanted in [
+        "Issuer default/nothing: spec: set exactly one of selfSigned, ca or acme",
+        "Issuer default/letsencrypt: spec.acme: ACME issuers are not available yet",
+        "Issuer default/lost-ca: spec.ca.secretName: Secret default/no-such-secret not found",
+        "Certificate default/orphan: spec.issuerRef: Issuer default/missing not found; the certificate is not issued",
+        "Certificate default/rsa: spec.privateKey.algorithm: RSA keys are not supported yet",
+        "Certificate default/acme: spec.issuerRef: Issuer default/letsencrypt: ACME issuers are not available yet",
+        "Certificate default/via-lost-ca: spec.issuerRef: Issuer default/lost-ca: Secret default/no-such-secret not found",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(wanted)),
+            "no {wanted:?} in {problems:#?}"
+        );
+    }
+    // The good ones are issued all the same.
+    let shop = clients::https(&ca, &["shop.example.test"], gantry.https);
+    let url = format!("https://shop.example.test:{}/", gantry.https.port());
+    wait_until("the good certificate to be served", || async {
+        shop.get(&url).send().await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
