@@ -11,7 +11,7 @@ use std::time::Duration;
 use gantry_acme::{CertificateRequest, KeyAlgorithm};
 
 use super::{Compiler, IngressCtx, names};
-use crate::config::crd::{CaIssuer, CertificateSpec, SelfSignedIssuer};
+use crate::config::crd::CertificateSpec;
 use crate::config::{Kind, NamespacedName, ObjectRef};
 use crate::duration::parse_duration;
 use crate::problem::Problem;
@@ -212,24 +212,13 @@ impl Compiler<'_> {
     }
 
     fn check_issuer(&mut self, kind: &str, key: &NamespacedName) -> Checked {
-        type Parts<'a> = (
-            Option<&'a SelfSignedIssuer>,
-            Option<&'a CaIssuer>,
-            Option<&'a serde_json::Value>,
-            Option<std::sync::Arc<std::path::Path>>,
-        );
-        let (parts, object, display): (Parts<'_>, ObjectRef, String) = if kind == "Issuer" {
+        let (spec, file, object, display) = if kind == "Issuer" {
             let Some(stored) = self.store.issuers.get(key) else {
                 return Err(format!("Issuer {key} not found"));
             };
-            let s = &stored.object.spec;
             (
-                (
-                    s.self_signed.as_ref(),
-                    s.ca.as_ref(),
-                    s.acme.as_ref(),
-                    stored.file.clone(),
-                ),
+                &stored.object.spec,
+                stored.file.clone(),
                 object(Kind::Issuer, key),
                 format!("Issuer {key}"),
             )
@@ -237,19 +226,18 @@ impl Compiler<'_> {
             let Some(stored) = self.store.cluster_issuers.get(key) else {
                 return Err(format!("ClusterIssuer {} not found", key.name));
             };
-            let s = &stored.object.spec;
             (
-                (
-                    s.self_signed.as_ref(),
-                    s.ca.as_ref(),
-                    s.acme.as_ref(),
-                    stored.file.clone(),
-                ),
+                &stored.object.spec.0,
+                stored.file.clone(),
                 object(Kind::ClusterIssuer, key),
                 format!("ClusterIssuer {}", key.name),
             )
         };
-        let (self_signed, ca, acme, file) = parts;
+        let (self_signed, ca, acme) = (
+            spec.self_signed.as_ref(),
+            spec.ca.as_ref(),
+            spec.acme.as_ref(),
+        );
         let mut problem = |field: &str, reason: String| {
             self.problems.push(Problem::field(
                 file.clone(),

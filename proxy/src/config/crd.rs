@@ -381,17 +381,9 @@ pub struct IssuerSpec {
     kind = "ClusterIssuer",
     shortname = "ciss"
 )]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ClusterIssuerSpec {
-    #[serde(default)]
-    pub self_signed: Option<SelfSignedIssuer>,
-    #[serde(default)]
-    pub ca: Option<CaIssuer>,
-    /// ACME (Let's Encrypt and the like): not available yet.
-    #[serde(default)]
-    #[schemars(schema_with = "any_value")]
-    pub acme: Option<serde_json::Value>,
-}
+#[serde(transparent)]
+#[schemars(transparent)]
+pub struct ClusterIssuerSpec(pub IssuerSpec);
 
 /// Certificates signed by their own key.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
