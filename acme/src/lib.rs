@@ -1,12 +1,15 @@
 //! `gantry-acme`: Gantry's certificate manager, which knows nothing of Kubernetes or Pingora. It
 //! takes what a certificate must be ([`CertificateRequest`]), issues it, and gives back a
 //! [`Bundle`] (chain, key, validity); [`renewal`] says when to issue again; [`storage`] keeps
-//! bundles and account keys on disk, written atomically.
+//! bundles on disk, written atomically.
 //!
-//! Issuers: [`local`] (self-signed, and a CA whose key pair Gantry holds). ACME (instant-acme)
-//! comes next.
+//! Issuers: [`local`] (self-signed, and a CA whose key pair Gantry holds) and [`acme`] (an ACME
+//! server, with challenges published through a [`challenge::Solver`]).
 
+pub mod acme;
 pub mod bundle;
+pub mod challenge;
+pub mod http;
 pub mod local;
 pub mod renewal;
 pub mod request;

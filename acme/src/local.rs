@@ -18,7 +18,7 @@ pub enum LocalError {
     Bundle(#[from] BundleError),
 }
 
-fn key_pair(algorithm: KeyAlgorithm) -> Result<KeyPair, rcgen::Error> {
+pub(crate) fn key_pair(algorithm: KeyAlgorithm) -> Result<KeyPair, rcgen::Error> {
     let algorithm = match algorithm {
         KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
