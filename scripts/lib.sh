@@ -36,3 +36,8 @@ needs_dns_tools() {
     needs named bind9
     needs knotd knot
 }
+
+# The certificate manager's tests issue from Pebble, Let's Encrypt's test ACME server.
+needs_acme_tools() {
+    needs pebble pebble
+}

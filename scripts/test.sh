@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 needs_build_tools
 needs_wasm_target
 needs_dns_tools
+needs_acme_tools
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub certificates_issued: IntCounterVec,
     /// When each issued certificate expires (Unix seconds), by Secret.
     pub certificate_expiry: IntGaugeVec,
+    /// ACME orders, by outcome.
+    pub acme_orders: IntCounterVec,
 }
 
 /// Handles for one route's request metrics.
@@ -163,6 +165,14 @@ impl Metrics {
             &["secret"],
         )?;
         registry.register(Box::new(certificate_expiry.clone()))?;
+        let acme_orders = IntCounterVec::new(
+            Opts::new(
+                "gantry_acme_orders_total",
+                "ACME orders run to an end, by outcome (success, failure)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(acme_orders.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -188,6 +198,7 @@ impl Metrics {
             dns_updates,
             certificates_issued,
             certificate_expiry,
+            acme_orders,
         }))
     }
 

@@ -123,7 +123,10 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    let responses = crate::control::solver::Responses::default();
+    let challenges = crate::control::challenges::Challenges::default();
     let shared = Shared {
+        acme: responses.clone(),
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         request_ids: Arc::new(RequestIds::new(rand_prefix())),
@@ -132,8 +135,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     };
     let listeners = dataplane::Listeners {
         http: &args.http_addr.to_string(),
-        https: &args.https_addr.to_string(),
-        https_port: args.https_addr.port(),
+        https: args.https_addr,
     };
     server.add_service(dataplane::proxy_service(
         &conf,
@@ -165,8 +167,12 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
             snapshots: snapshots.clone(),
             generations: generation_watch.clone(),
             storage: issued,
+            acme_store: gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
             reload: reloader.changes(),
             metrics: metrics.clone(),
+            responses,
+            challenges: challenges.clone(),
+            dns_addr: args.dns_addr,
         },
     ));
     server.add_service(background_service("gantry config reloader", reloader));
@@ -178,8 +184,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
             generations: generation_watch,
             book: std::sync::Mutex::new(SerialBook::open(&args.state_dir)),
             metrics: metrics.clone(),
-            // Filled by the certificate manager (issue 7); empty until then.
-            challenges: Default::default(),
+            challenges,
         },
     ));
     server.add_service(background_service(

@@ -8,13 +8,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gantry_acme::acme::AcmeServer;
+use gantry_acme::challenge::ChallengeKind;
 use gantry_acme::{CertificateRequest, KeyAlgorithm};
+use gantry_dns::ZoneSpec;
+use gantry_dns::proto::rr::Name;
 
 use super::{Compiler, IngressCtx, names};
-use crate::config::crd::CertificateSpec;
-use crate::config::{Kind, NamespacedName, ObjectRef};
+use crate::config::crd::{AcmeIssuer, CertificateSpec};
+use crate::config::{Kind, NamespacedName, ObjectRef, Store};
 use crate::duration::parse_duration;
 use crate::problem::Problem;
+use crate::snapshot::Publication;
 
 pub const ISSUER: &str = "gantry.dev/issuer";
 pub const CLUSTER_ISSUER: &str = "gantry.dev/cluster-issuer";
@@ -33,6 +38,60 @@ pub enum Issuing {
         certificate_pem: String,
         key_pem: String,
     },
+    /// From an ACME server.
+    Acme(AcmeIssuing),
+}
+
+/// An ACME issuer, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeIssuing {
+    pub server: AcmeServer,
+    pub solvers: Vec<SolverRule>,
+}
+
+/// One solver: the kind of challenge, and the names it is for (all, with no selector).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SolverRule {
+    pub kind: ChallengeKind,
+    pub dns_names: Vec<String>,
+    pub dns_zones: Vec<String>,
+}
+
+impl AcmeIssuing {
+    /// The challenge that proves `name`, chosen as cert-manager does: a solver naming it in
+    /// `dnsNames` first, then the one with the longest `dnsZones` entry holding it, then one
+    /// with no selector. Only DNS-01 proves a wildcard, so other solvers are passed over for
+    /// one.
+    pub fn choose(&self, name: &str) -> Option<ChallengeKind> {
+        let name = name.to_ascii_lowercase();
+        let wildcard = name.starts_with("*.");
+        let bare = name.trim_start_matches("*.");
+        let usable = |rule: &&SolverRule| !wildcard || rule.kind == ChallengeKind::Dns01;
+        let in_zone = |zone: &str| {
+            let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+            bare == zone || bare.ends_with(&format!(".{zone}"))
+        };
+        let rules = || self.solvers.iter().filter(usable);
+        if let Some(rule) = rules().find(|r| r.dns_names.iter().any(|n| n.eq_ignore_ascii_case(&name))) {
+            return Some(rule.kind);
+        }
+        if let Some(rule) = rules()
+            .filter_map(|r| {
+                r.dns_zones
+                    .iter()
+                    .filter(|z| in_zone(z))
+                    .map(String::len)
+                    .max()
+                    .map(|len| (len, r))
+            })
+            .max_by_key(|(len, _)| *len)
+        {
+            return Some(rule.1.kind);
+        }
+        rules()
+            .find(|r| r.dns_names.is_empty() && r.dns_zones.is_empty())
+            .map(|r| r.kind)
+    }
 }
 
 /// A certificate to keep issued.
@@ -56,6 +115,8 @@ impl Compiler<'_> {
     pub(super) fn wanted_certificates(
         &mut self,
         ours: &[IngressCtx<'_>],
+        zones: &[ZoneSpec],
+        publications: &[Publication],
     ) -> Vec<WantedCertificate> {
         let mut wanted: BTreeMap<NamespacedName, WantedCertificate> = BTreeMap::new();
         let mut issuers: BTreeMap<(String, NamespacedName), Checked> = BTreeMap::new();
@@ -94,6 +155,13 @@ impl Compiler<'_> {
             let checked = self.issuer(&mut issuers, &spec.issuer_ref.kind, &issuer_key);
             match checked {
                 Ok((issuing, issuer)) => {
+                    if let Err((i, reason)) =
+                        provable(&issuing, &issuer, &request.dns_names, zones, publications)
+                    {
+                        self.problems
+                            .push(problem(&format!("spec.dnsNames[{i}]"), reason));
+                        continue;
+                    }
                     let secret = NamespacedName::new(&key.namespace, &spec.secret_name);
                     wanted.insert(
                         secret.clone(),
@@ -175,7 +243,11 @@ impl Compiler<'_> {
                     // A Certificate for the same Secret says more, and wins.
                     continue;
                 }
-                let _ = i;
+                if let Err((h, reason)) = provable(&issuing, &issuer, &hosts, zones, publications) {
+                    self.problems
+                        .push(ingress.problem(&format!("spec.tls[{i}].hosts[{h}]"), reason));
+                    continue;
+                }
                 wanted.insert(
                     secret.clone(),
                     WantedCertificate {
@@ -238,6 +310,7 @@ impl Compiler<'_> {
             spec.ca.as_ref(),
             spec.acme.as_ref(),
         );
+        let store = self.store;
         let mut problem = |field: &str, reason: String| {
             self.problems.push(Problem::field(
                 file.clone(),
@@ -282,16 +355,177 @@ impl Compiler<'_> {
                     ),
                 }
             }
-            (None, None, Some(_)) => problem(
-                "spec.acme",
-                "ACME issuers are not available yet in Gantry; use selfSigned or ca".to_owned(),
-            ),
+            (None, None, Some(acme)) => {
+                let namespace = if kind == "Issuer" {
+                    key.namespace.as_str()
+                } else {
+                    "default"
+                };
+                match acme_issuer(store, acme, namespace) {
+                    Ok(issuing) => Ok((Issuing::Acme(issuing), display)),
+                    Err((field, reason)) => problem(&field, reason),
+                }
+            }
             _ => problem(
                 "spec",
                 "set exactly one of selfSigned, ca or acme".to_owned(),
             ),
         }
     }
+}
+
+/// An ACME issuer's settings, checked; errors name the field.
+fn acme_issuer(
+        store: &Store,
+        acme: &AcmeIssuer,
+        namespace: &str,
+    ) -> Result<AcmeIssuing, (String, String)> {
+        use base64::Engine;
+        let field = |f: &str| format!("spec.acme.{f}");
+        if acme.server.is_empty() {
+            return Err((field("server"), "required: the ACME directory URL".into()));
+        }
+        if !acme.server.starts_with("https://") {
+            return Err((
+                field("server"),
+                format!("{:?} is not an https:// URL", acme.server),
+            ));
+        }
+        if acme.skip_tls_verify {
+            return Err((
+                field("skipTLSVerify"),
+                "not supported: give the server's roots in caBundle instead".into(),
+            ));
+        }
+        let ca_bundle_pem = match &acme.ca_bundle {
+            None => None,
+            Some(encoded) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(encoded.trim())
+                    .map_err(|e| (field("caBundle"), format!("not base64: {e}")))?;
+                let pem = String::from_utf8(bytes)
+                    .ok()
+                    .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
+                    .ok_or_else(|| (field("caBundle"), "holds no PEM certificate".into()))?;
+                Some(pem)
+            }
+        };
+        let external_account = match &acme.external_account_binding {
+            None => None,
+            Some(binding) => {
+                let secret_field = field("externalAccountBinding.keySecretRef");
+                let secret_key = NamespacedName::new(namespace, &binding.key_secret_ref.name);
+                let secret = store
+                    .secrets
+                    .get(&secret_key)
+                    .ok_or_else(|| (secret_field.clone(), format!("Secret {secret_key} not found")))?;
+                let entry = binding.key_secret_ref.key.as_deref().unwrap_or("secret");
+                let (value, _) = super::certs::secret_value(&secret.object, entry).ok_or_else(|| {
+                    (
+                        secret_field.clone(),
+                        format!("Secret {secret_key} has no key {entry:?}"),
+                    )
+                })?;
+                let text = String::from_utf8_lossy(value);
+                let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(text.trim().trim_end_matches('='))
+                    .map_err(|e| {
+                        (
+                            secret_field,
+                            format!("Secret {secret_key} key {entry:?} is not base64url: {e}"),
+                        )
+                    })?;
+                Some((binding.key_id.clone(), hmac))
+            }
+        };
+        if acme.solvers.is_empty() {
+            return Err((
+                field("solvers"),
+                "at least one solver (http01, dns01 or tlsalpn01) is required".into(),
+            ));
+        }
+        let mut solvers = Vec::new();
+        for (i, solver) in acme.solvers.iter().enumerate() {
+            let kind = match (&solver.http01, &solver.dns01, &solver.tlsalpn01) {
+                (Some(_), None, None) => ChallengeKind::Http01,
+                (None, Some(_), None) => ChallengeKind::Dns01,
+                (None, None, Some(_)) => ChallengeKind::TlsAlpn01,
+                _ => {
+                    return Err((
+                        format!("spec.acme.solvers[{i}]"),
+                        "set exactly one of http01, dns01 or tlsalpn01".into(),
+                    ));
+                }
+            };
+            let selector = solver.selector.clone().unwrap_or_default();
+            solvers.push(SolverRule {
+                kind,
+                dns_names: selector.dns_names,
+                dns_zones: selector.dns_zones,
+            });
+        }
+        Ok(AcmeIssuing {
+            server: AcmeServer {
+                directory_url: acme.server.clone(),
+                email: acme.email.clone(),
+                ca_bundle_pem,
+                external_account,
+            },
+            solvers,
+        })
+}
+
+/// Whether every one of `names` can be proved to `issuing`'s CA: a solver covers it and, for
+/// DNS-01, a zone Gantry serves or publishes holds its `_acme-challenge` name. Else the index of
+/// the first that cannot, and why.
+fn provable(
+    issuing: &Issuing,
+    issuer: &str,
+    names: &[String],
+    zones: &[ZoneSpec],
+    publications: &[Publication],
+) -> Result<(), (usize, String)> {
+    let Issuing::Acme(acme) = issuing else {
+        return Ok(());
+    };
+    for (i, name) in names.iter().enumerate() {
+        match acme.choose(name) {
+            None if name.starts_with("*.") => {
+                return Err((
+                    i,
+                    format!("{name}: no dns01 solver of {issuer} covers it, and only DNS-01 proves a wildcard"),
+                ));
+            }
+            None => {
+                return Err((i, format!("{name}: no solver of {issuer} covers it")));
+            }
+            Some(ChallengeKind::Dns01) => {
+                let Some(at) = challenge_name(name) else {
+                    return Err((i, format!("{name}: not a valid DNS name")));
+                };
+                let held = zones.iter().any(|z| z.origin.zone_of(&at))
+                    || publications.iter().any(|p| p.target.zone.zone_of(&at));
+                if !held {
+                    return Err((
+                        i,
+                        format!(
+                            "{name}: {issuer} proves it by DNS-01, but no DNSZone Gantry serves or publishes holds {at}"
+                        ),
+                    ));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// `_acme-challenge.NAME.` for a name or wildcard.
+pub fn challenge_name(name: &str) -> Option<Name> {
+    let bare = name.trim_start_matches("*.").trim_end_matches('.');
+    let mut at: Name = format!("_acme-challenge.{bare}").parse().ok()?;
+    at.set_fqdn(true);
+    Some(at.to_lowercase())
 }
 
 fn object(kind: Kind, key: &NamespacedName) -> ObjectRef {

@@ -84,7 +84,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
-    let certificates = compiler.wanted_certificates(&ours);
+    let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);
     let clusters = compiler.clusters();
     let mut problems = compiler.problems;
     problems.sort();

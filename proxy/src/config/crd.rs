@@ -366,10 +366,95 @@ pub struct IssuerSpec {
     pub self_signed: Option<SelfSignedIssuer>,
     #[serde(default)]
     pub ca: Option<CaIssuer>,
-    /// ACME (Let's Encrypt and the like): not available yet.
+    #[serde(default)]
+    pub acme: Option<AcmeIssuer>,
+}
+
+/// Certificates from an ACME server (Let's Encrypt and the like), with cert-manager's fields.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcmeIssuer {
+    /// The directory URL, e.g. `https://acme-v02.api.letsencrypt.org/directory`.
+    #[serde(default)]
+    pub server: String,
+    /// Contact address given to the CA.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Where the account key is kept; in folder mode Gantry keeps it under the state dir.
+    #[serde(default)]
+    pub private_key_secret_ref: Option<SecretKeyRef>,
+    /// External account binding, for CAs that require one.
+    #[serde(default)]
+    pub external_account_binding: Option<ExternalAccountBinding>,
+    /// Base64-encoded PEM roots to trust for the server (a private ACME server); by default
+    /// the system's roots.
+    #[serde(default, rename = "caBundle")]
+    pub ca_bundle: Option<String>,
+    /// Accepted for cert-manager compatibility; must be false.
+    #[serde(default, rename = "skipTLSVerify")]
+    pub skip_tls_verify: bool,
+    /// How names are proved; the most specific selector wins, as in cert-manager.
+    #[serde(default)]
+    pub solvers: Vec<AcmeSolver>,
+}
+
+/// A Secret and a key in it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretKeyRef {
+    pub name: String,
+    #[serde(default)]
+    pub key: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalAccountBinding {
+    #[serde(rename = "keyID")]
+    pub key_id: String,
+    /// The Secret holding the base64url HMAC key.
+    pub key_secret_ref: SecretKeyRef,
+    /// Accepted for cert-manager compatibility (HS256 is used).
+    #[serde(default)]
+    pub key_algorithm: Option<String>,
+}
+
+/// One way of proving names: exactly one of `http01`, `dns01` or `tlsalpn01`, for the names its
+/// selector picks (all names without one).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AcmeSolver {
+    #[serde(default)]
+    pub selector: Option<SolverSelector>,
+    /// Answered by Gantry's proxy on its HTTP listener; cert-manager's settings are accepted
+    /// and not needed.
     #[serde(default)]
     #[schemars(schema_with = "any_value")]
-    pub acme: Option<serde_json::Value>,
+    pub http01: Option<serde_json::Value>,
+    /// Answered by Gantry's DNS server (a DNSZone holding the name, served or published);
+    /// cert-manager's provider settings are accepted and not needed.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub dns01: Option<serde_json::Value>,
+    /// Answered by Gantry's HTTPS listener through the `acme-tls/1` protocol.
+    #[serde(default)]
+    #[schemars(schema_with = "any_value")]
+    pub tlsalpn01: Option<serde_json::Value>,
+}
+
+/// Which names a solver is for.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SolverSelector {
+    /// These names exactly.
+    #[serde(default)]
+    pub dns_names: Vec<String>,
+    /// Names in these zones (the zone itself and every name below it).
+    #[serde(default)]
+    pub dns_zones: Vec<String>,
+    /// Accepted for cert-manager compatibility; Certificates' labels are not matched.
+    #[serde(default)]
+    pub match_labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// The same, for Certificates of every namespace (cert-manager's `ClusterIssuer`); a `ca`

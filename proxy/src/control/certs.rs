@@ -1,37 +1,88 @@
 //! Keeps the Snapshot's wanted certificates issued: a certificate that is missing, names other
-//! hosts, comes from another issuer, or has reached its renewal time is issued (by its local
-//! issuer) and stored under the state dir, and a reload is asked for, which serves it as the
-//! TLS Secret it is kept in. A certificate that is valid is never issued again because Gantry
-//! restarted. Runs whenever the Snapshot changes and when the next renewal falls due.
+//! hosts, comes from another issuer, or has reached its renewal time is issued and stored under
+//! the state dir, and a reload is asked for, which serves it as the TLS Secret it is kept in. A
+//! certificate that is valid is never issued again because Gantry restarted.
+//!
+//! Local issuers sign at once. ACME orders run as tasks of their own, several at a time, so
+//! that one slow CA does not hold up the rest; a failure is retried with exponential backoff,
+//! never before the `Retry-After` the CA gave.
 
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use gantry_acme::acme::{AcmeIssuer, AcmeServer, AcmeStore};
 use gantry_acme::renewal::renewal_time;
 use gantry_acme::storage::FileStorage;
 use gantry_acme::{Bundle, local};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
-use crate::compile::certificates::{Issuing, WantedCertificate};
+use crate::compile::certificates::{AcmeIssuing, Issuing, WantedCertificate};
+use crate::control::challenges::Challenges;
+use crate::control::solver::{GantrySolver, Responses};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
 
 /// Longest wait between two looks, whatever the renewal times say.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
-/// Wait after a failed issuance.
-const RETRY: Duration = Duration::from_secs(60);
+/// The first wait after a failure; it doubles with each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_secs(10);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(3600);
+/// ACME orders in progress at once.
+const CONCURRENT_ORDERS: usize = 16;
 
 pub struct CertService {
     pub snapshots: SnapshotHandle,
     pub generations: watch::Receiver<u64>,
     pub storage: FileStorage,
+    /// Accounts and orders in progress.
+    pub acme_store: AcmeStore,
     /// Asks the configuration reloader to read the issued certificates.
     pub reload: mpsc::UnboundedSender<()>,
     pub metrics: Arc<Metrics>,
+    pub responses: Responses,
+    pub challenges: Challenges,
+    pub dns_addr: SocketAddr,
+}
+
+/// Failures in a row of one certificate, and when to try again.
+struct Failure {
+    count: u32,
+    next_try: SystemTime,
+}
+
+/// What an ACME task reports back.
+struct Outcome {
+    wanted: WantedCertificate,
+    result: Result<Bundle, String>,
+    /// The CA asked not to be called before this.
+    retry_after: Option<SystemTime>,
+}
+
+/// Live ACME accounts by issuer, made on first use.
+#[derive(Default)]
+struct Accounts(Mutex<HashMap<String, Arc<AcmeIssuer>>>);
+
+impl Accounts {
+    async fn get(
+        &self,
+        issuer: &str,
+        server: &AcmeServer,
+        store: &AcmeStore,
+    ) -> Result<Arc<AcmeIssuer>, gantry_acme::acme::AcmeError> {
+        let mut accounts = self.0.lock().await;
+        if let Some(account) = accounts.get(issuer).filter(|a| a.server() == server) {
+            return Ok(account.clone());
+        }
+        let account = Arc::new(AcmeIssuer::connect(server, issuer, store).await?);
+        accounts.insert(issuer.to_owned(), account.clone());
+        Ok(account)
+    }
 }
 
 /// Whether `bundle` still serves `wanted` at `now`, and until when.
@@ -47,6 +98,7 @@ fn still_good(
             Issuing::Ca {
                 certificate_pem, ..
             } => bundle.ca_pem.as_deref() == Some(certificate_pem.as_str()),
+            Issuing::Acme(_) => true,
         };
     let renew_at = renewal_time(
         bundle.not_before,
@@ -57,78 +109,176 @@ fn still_good(
     (same_issuer && bundle.covers(&wanted.request.dns_names) && now < renew_at).then_some(renew_at)
 }
 
-impl CertService {
-    /// Issues what needs issuing; returns when to look again.
-    fn pass(&self) -> SystemTime {
+fn backoff(count: u32) -> Duration {
+    FIRST_BACKOFF
+        .saturating_mul(1 << count.saturating_sub(1).min(16))
+        .min(LONGEST_BACKOFF)
+}
+
+/// The state of one run of the service.
+struct Manager<'a> {
+    service: &'a CertService,
+    failures: HashMap<String, Failure>,
+    in_flight: HashSet<String>,
+    accounts: Arc<Accounts>,
+    orders: Arc<Semaphore>,
+    done: mpsc::UnboundedSender<Outcome>,
+}
+
+impl Manager<'_> {
+    /// Issues (or starts issuing) what needs it; returns when to look again.
+    fn pass(&mut self) -> SystemTime {
         let now = SystemTime::now();
-        let snapshot = self.snapshots.load();
+        let snapshot = self.service.snapshots.load();
         let mut next = now + LONGEST_WAIT;
-        let mut issued = false;
         for wanted in &snapshot.certificates {
             let name = wanted.secret.to_string();
-            let stored = self.storage.load(&name).unwrap_or_else(|e| {
+            if self.in_flight.contains(&name) {
+                continue;
+            }
+            let storage = &self.service.storage;
+            let stored = storage.load(&name).unwrap_or_else(|e| {
                 warn!("stored certificate unreadable, issuing again: {e}");
                 None
             });
-            let issuer = self.storage.issuer(&name);
+            let issuer = storage.issuer(&name);
             if let Some(renew_at) = stored
                 .as_ref()
                 .and_then(|b| still_good(b, wanted, issuer.as_deref(), now))
             {
+                self.failures.remove(&name);
                 next = next.min(renew_at);
                 continue;
             }
-            let result = match &wanted.issuing {
-                Issuing::SelfSigned => local::self_signed(&wanted.request, now),
+            if let Some(failure) = self.failures.get(&name)
+                && failure.next_try > now
+            {
+                next = next.min(failure.next_try);
+                continue;
+            }
+            match &wanted.issuing {
+                Issuing::SelfSigned => {
+                    let result = local::self_signed(&wanted.request, now);
+                    self.finish(Outcome {
+                        wanted: wanted.clone(),
+                        result: result.map_err(|e| e.to_string()),
+                        retry_after: None,
+                    });
+                }
                 Issuing::Ca {
                     certificate_pem,
                     key_pem,
-                } => local::signed_by_ca(&wanted.request, certificate_pem, key_pem, now),
-            };
-            let stored = result.map_err(|e| e.to_string()).and_then(|bundle| {
-                self.storage
-                    .store(&name, &bundle, &wanted.issuer)
-                    .map(|()| bundle)
-                    .map_err(|e| e.to_string())
-            });
-            match stored {
-                Ok(bundle) => {
-                    issued = true;
-                    self.metrics
-                        .certificates_issued
-                        .with_label_values(&["success"])
-                        .inc();
-                    let expiry = bundle
-                        .not_after
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-                    self.metrics
-                        .certificate_expiry
-                        .with_label_values(&[&name])
-                        .set(expiry);
-                    let renew_at = renewal_time(
-                        bundle.not_before,
-                        bundle.not_after,
-                        wanted.renew_before,
-                        &name,
-                    );
-                    next = next.min(renew_at);
-                    info!(secret = %name, issuer = %wanted.issuer, names = ?wanted.request.dns_names, "certificate issued");
+                } => {
+                    let result =
+                        local::signed_by_ca(&wanted.request, certificate_pem, key_pem, now);
+                    self.finish(Outcome {
+                        wanted: wanted.clone(),
+                        result: result.map_err(|e| e.to_string()),
+                        retry_after: None,
+                    });
                 }
-                Err(e) => {
-                    self.metrics
-                        .certificates_issued
-                        .with_label_values(&["failure"])
-                        .inc();
-                    warn!(secret = %name, issuer = %wanted.issuer, "issuing a certificate failed, trying again in {RETRY:?}: {e}");
-                    next = next.min(now + RETRY);
+                Issuing::Acme(acme) => {
+                    self.in_flight.insert(name);
+                    self.start_order(wanted.clone(), acme.clone());
                 }
             }
-        }
-        if issued {
-            let _ = self.reload.send(());
+            if let Some(failure) = self.failures.get(&wanted.secret.to_string()) {
+                next = next.min(failure.next_try);
+            }
         }
         next
+    }
+
+    fn start_order(&self, wanted: WantedCertificate, acme: AcmeIssuing) {
+        let service = self.service;
+        let solver = GantrySolver {
+            issuing: acme.clone(),
+            responses: service.responses.clone(),
+            challenges: service.challenges.clone(),
+            dns_addr: service.dns_addr,
+            snapshots: service.snapshots.clone(),
+        };
+        let store = service.acme_store.clone();
+        let accounts = self.accounts.clone();
+        let orders = self.orders.clone();
+        let done = self.done.clone();
+        let metrics = service.metrics.clone();
+        tokio::spawn(async move {
+            let _permit = orders.acquire_owned().await;
+            let name = wanted.secret.to_string();
+            info!(secret = %name, issuer = %wanted.issuer, names = ?wanted.request.dns_names, "ordering a certificate");
+            let (result, retry_after) =
+                match accounts.get(&wanted.issuer, &acme.server, &store).await {
+                    Err(e) => (Err(e.to_string()), None),
+                    Ok(account) => {
+                        let result = account
+                            .issue(&name, &wanted.issuer, &wanted.request, &solver, &store)
+                            .await
+                            .map_err(|e| e.to_string());
+                        (result, account.retry_after())
+                    }
+                };
+            let outcome = if result.is_ok() { "success" } else { "failure" };
+            metrics
+                .acme_orders
+                .with_label_values(&[outcome])
+                .inc();
+            let _ = done.send(Outcome {
+                wanted,
+                result,
+                retry_after,
+            });
+        });
+    }
+
+    /// Stores an issued certificate, or counts a failure.
+    fn finish(&mut self, outcome: Outcome) {
+        let Outcome {
+            wanted,
+            result,
+            retry_after,
+        } = outcome;
+        let name = wanted.secret.to_string();
+        self.in_flight.remove(&name);
+        let stored = result.and_then(|bundle| {
+            self.service
+                .storage
+                .store(&name, &bundle, &wanted.issuer)
+                .map(|()| bundle)
+                .map_err(|e| e.to_string())
+        });
+        let metrics = &self.service.metrics;
+        match stored {
+            Ok(bundle) => {
+                self.failures.remove(&name);
+                metrics
+                    .certificates_issued
+                    .with_label_values(&["success"])
+                    .inc();
+                let expiry = bundle
+                    .not_after
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+                metrics
+                    .certificate_expiry
+                    .with_label_values(&[&name])
+                    .set(expiry);
+                info!(secret = %name, issuer = %wanted.issuer, names = ?wanted.request.dns_names, "certificate issued");
+                let _ = self.service.reload.send(());
+            }
+            Err(e) => {
+                metrics
+                    .certificates_issued
+                    .with_label_values(&["failure"])
+                    .inc();
+                let count = self.failures.get(&name).map_or(0, |f| f.count) + 1;
+                let now = SystemTime::now();
+                let next_try = (now + backoff(count)).max(retry_after.unwrap_or(now));
+                let wait = next_try.duration_since(now).unwrap_or_default();
+                warn!(secret = %name, issuer = %wanted.issuer, failures = count, "issuing a certificate failed, trying again in {}s: {e}", wait.as_secs());
+                self.failures.insert(name, Failure { count, next_try });
+            }
+        }
     }
 }
 
@@ -136,14 +286,24 @@ impl CertService {
 impl BackgroundService for CertService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut generations = self.generations.clone();
+        let (done, mut outcomes) = mpsc::unbounded_channel();
+        let mut manager = Manager {
+            service: self,
+            failures: HashMap::new(),
+            in_flight: HashSet::new(),
+            accounts: Arc::default(),
+            orders: Arc::new(Semaphore::new(CONCURRENT_ORDERS)),
+            done,
+        };
         loop {
-            let next = self.pass();
+            let next = manager.pass();
             let wait = next
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
                 .min(LONGEST_WAIT);
             tokio::select! {
                 changed = generations.changed() => if changed.is_err() { return },
+                Some(outcome) = outcomes.recv() => manager.finish(outcome),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,
             }

@@ -9,3 +9,4 @@ pub mod dns;
 pub mod drain;
 pub mod publish;
 pub mod reload;
+pub mod solver;

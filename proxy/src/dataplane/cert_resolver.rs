@@ -1,4 +1,5 @@
-//! Certificate choice during the TLS handshake: by SNI from the current Snapshot, else Gantry's
+//! Certificate choice during the TLS handshake: the TLS-ALPN-01 validation certificate when a
+//! client offers only `acme-tls/1`, else by SNI from the current Snapshot, else Gantry's
 //! default certificate. Reading the Snapshot on every handshake is what makes a changed Secret
 //! apply to the next connection without a restart.
 
@@ -7,17 +8,24 @@ use std::sync::Arc;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
+use super::tls::ACME_TLS_ALPN;
+use crate::control::solver::Responses;
 use crate::snapshot::SnapshotHandle;
 
 #[derive(Debug)]
 pub struct SniResolver {
     snapshots: SnapshotHandle,
+    acme: Responses,
     default: Arc<CertifiedKey>,
 }
 
 impl SniResolver {
-    pub fn new(snapshots: SnapshotHandle, default: Arc<CertifiedKey>) -> Self {
-        SniResolver { snapshots, default }
+    pub fn new(snapshots: SnapshotHandle, acme: Responses, default: Arc<CertifiedKey>) -> Self {
+        SniResolver {
+            snapshots,
+            acme,
+            default,
+        }
     }
 }
 
@@ -27,6 +35,13 @@ impl ResolvesServerCert for SniResolver {
             return Some(self.default.clone());
         };
         let name = name.trim_end_matches('.');
+        if let Some(mut offered) = hello.alpn()
+            && offered.next() == Some(ACME_TLS_ALPN)
+            && offered.next().is_none()
+        {
+            // A validation handshake gets the validation certificate or nothing (RFC 8737).
+            return self.acme.tls_alpn01(name);
+        }
         let snapshot = self.snapshots.load();
         let found = if name.bytes().any(|b| b.is_ascii_uppercase()) {
             snapshot.tls.lookup(&name.to_ascii_lowercase()).cloned()

@@ -36,11 +36,16 @@ const MAX_CONNECT_ATTEMPTS: usize = 3;
 #[derive(Clone, Debug)]
 pub struct Shared {
     pub snapshots: SnapshotHandle,
+    /// ACME HTTP-01 and TLS-ALPN-01 responses being served.
+    pub acme: crate::control::solver::Responses,
     pub metrics: Arc<Metrics>,
     pub request_ids: Arc<headers::RequestIds>,
     pub access_log: bool,
     pub wasm: Arc<wasm::Shared>,
 }
+
+/// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).
+const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// The proxy, for both listeners.
 #[derive(Debug)]
@@ -108,6 +113,13 @@ impl ProxyHttp for EdgeProxy {
             Some(id) if headers::acceptable_request_id(id) => id.clone(),
             _ => self.shared.request_ids.next(),
         });
+        if let Some(token) = req.uri.path().strip_prefix(ACME_CHALLENGE_PATH)
+            && let Some(key_authorization) = self.shared.acme.http01(token)
+        {
+            // Before routing and plugins: the CA must see the answer whatever the routes say.
+            respond(session, ctx, 200, "text/plain", key_authorization).await?;
+            return Ok(true);
+        }
         let snapshot = self.shared.snapshots.load();
         let route = {
             let host = headers::request_host(req);
@@ -798,8 +810,9 @@ async fn respond(
     ctx: &RequestCtx,
     status: u16,
     content_type: &'static str,
-    body: &'static str,
+    body: impl Into<Bytes>,
 ) -> Result<()> {
+    let body: Bytes = body.into();
     let mut resp = ResponseHeader::build(status, Some(3))?;
     resp.insert_header(CONTENT_TYPE, content_type)?;
     resp.insert_header(CONTENT_LENGTH, body.len())?;
@@ -812,7 +825,7 @@ async fn respond(
         .await?;
     if !head_only {
         session
-            .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
+            .write_response_body(Some(body), true)
             .await?;
     }
     Ok(())

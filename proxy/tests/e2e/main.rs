@@ -2,6 +2,7 @@
 //! (HTTP/1.1, HTTP/2, WebSocket, gRPC, raw TLS) against real upstreams the tests start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod acme;
 mod builtin_plugins;
 mod certificates;
 mod dns;

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dns;
 pub mod gantry;
 pub mod grpc;
+pub mod pebble;
 pub mod pki;
 pub mod plugins;
 pub mod upstream;
@@ -20,12 +21,22 @@ pub use gantry::Gantry;
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls `condition` until it holds, failing the test after [`DEADLINE`].
-pub async fn wait_until<F, Fut>(what: &str, mut condition: F)
+pub async fn wait_until<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + DEADLINE;
+    wait_until_within(what, DEADLINE, condition).await;
+}
+
+/// Polls `condition` until it holds, failing the test after `limit`: for what takes longer by
+/// nature, such as an ACME order with a retry in it.
+pub async fn wait_until_within<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
     loop {
         if condition().await {
             return;

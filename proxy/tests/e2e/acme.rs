@@ -1,0 +1,205 @@
+//! The certificate manager against Pebble (Let's Encrypt's test CA), which resolves names
+//! through Gantry's own DNS listener and validates against Gantry's own listeners: issuance by
+//! HTTP-01, TLS-ALPN-01 and (a wildcard) DNS-01, each served and verified by a real client
+//! trusting Pebble's root; and an order that cannot be proved reported, retried, and issued once
+//! fixed.
+
+use std::time::Duration;
+
+use crate::support::config::{GANTRY_CLASS, service};
+use crate::support::pebble::{Pebble, PebbleOptions};
+use crate::support::pki::client_config_trusting;
+use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until_within};
+
+/// Room for an order: account, validation by Pebble, issuance, and one retry after a backoff.
+const ISSUANCE: Duration = Duration::from_secs(120);
+
+const ZONE: &str = "apiVersion: gantry.dev/v1alpha1
+kind: DNSZone
+metadata: {name: example}
+spec:
+  zone: example.test
+  nameServers: [{name: ns1.example.test, addresses: [127.0.0.1]}]
+  ingressAddresses: [127.0.0.1]
+";
+
+fn tls_ingress(name: &str, host: &str, secret: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default{annotations}
+spec:
+  tls: [{{hosts: [\"{host}\"], secretName: {secret}}}]
+  rules:
+    - host: \"{host}\"
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{name: http}}}}}}}}
+"
+    )
+}
+
+fn certificate(name: &str, names: &[&str], secret: &str, issuer: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {{name: {name}, namespace: default}}
+spec:
+  dnsNames: [{}]
+  secretName: {secret}
+  issuerRef: {{name: {issuer}, kind: ClusterIssuer}}
+",
+        names
+            .iter()
+            .map(|n| format!("\"{n}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// A ClusterIssuer on `pebble` proving `apps.example.test` names by DNS-01, `alpn.example.test`
+/// by TLS-ALPN-01 and the rest by HTTP-01.
+fn issuer(name: &str, pebble: &Pebble) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: {name}}}
+spec:
+  acme:
+    server: {}
+    email: admin@example.test
+    caBundle: {}
+    privateKeySecretRef: {{name: {name}-account}}
+    solvers:
+      - selector: {{dnsZones: [apps.example.test]}}
+        dns01: {{}}
+      - selector: {{dnsNames: [alpn.example.test]}}
+        tlsalpn01: {{}}
+      - http01: {{ingress: {{}}}}
+",
+        pebble.directory_url(),
+        pebble.ca_bundle()
+    )
+}
+
+fn issued(state: &std::path::Path, secret: &str) -> Option<String> {
+    std::fs::read_to_string(state.join("certificates").join(secret).join("tls.crt")).ok()
+}
+
+struct Setup {
+    config: ConfigDir,
+    gantry: Gantry,
+    pebble: Pebble,
+    _echo: upstream::Upstream,
+}
+
+async fn setup(validity: Option<u64>) -> Setup {
+    let echo = upstream::echo("echo").await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "echo.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config.write("zone.yaml", ZONE);
+    let gantry = Gantry::start(config.path()).await;
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: gantry.http.port(),
+        tls_port: gantry.https.port(),
+        dns: gantry.dns,
+        validity,
+    });
+    wait_until_within("Pebble to answer", Duration::from_secs(30), || {
+        pebble.ready()
+    })
+    .await;
+    Setup {
+        config,
+        gantry,
+        pebble,
+        _echo: echo,
+    }
+}
+
+/// Waits until `host` is served over HTTPS with a certificate that chains to Pebble's root.
+async fn served_by_pebble(setup: &Setup, host: &str) {
+    let root = setup.pebble.root_pem().await;
+    let client = clients::https_with(client_config_trusting(&root), &[host], setup.gantry.https);
+    let url = format!("https://{host}:{}/", setup.gantry.https.port());
+    wait_until_within(
+        &format!("{host} served with a certificate from Pebble"),
+        ISSUANCE,
+        || async { client.get(&url).send().await.is_ok_and(|r| r.status() == 200) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
+    let setup = setup(None).await;
+    let config = &setup.config;
+    config.write(
+        "web.yaml",
+        &tls_ingress(
+            "web",
+            "web.example.test",
+            "web-tls",
+            "\n  annotations: {cert-manager.io/cluster-issuer: pebble}",
+        ),
+    );
+    config.write(
+        "alpn.yaml",
+        &format!(
+            "{}---\n{}",
+            certificate("alpn", &["alpn.example.test"], "alpn-tls", "pebble"),
+            tls_ingress("alpn", "alpn.example.test", "alpn-tls", "")
+        ),
+    );
+    config.write(
+        "apps.yaml",
+        &format!(
+            "{}---\n{}",
+            certificate(
+                "apps",
+                &["*.apps.example.test", "apps.example.test"],
+                "apps-tls",
+                "pebble"
+            ),
+            tls_ingress("apps", "*.apps.example.test", "apps-tls", "")
+        ),
+    );
+    config.write("issuer.yaml", &issuer("pebble", &setup.pebble));
+
+    served_by_pebble(&setup, "web.example.test").await;
+    served_by_pebble(&setup, "alpn.example.test").await;
+    served_by_pebble(&setup, "shop.apps.example.test").await;
+
+    let log = setup.gantry.log();
+    let pebble_log = setup.pebble.log();
+    for (name, kind) in [
+        ("web.example.test", "http-01"),
+        ("alpn.example.test", "tls-alpn-01"),
+        ("apps.example.test", "dns-01"),
+    ] {
+        assert!(
+            pebble_log.contains(&format!("validated {kind}"))
+                || pebble_log.contains(name),
+            "Pebble validated {name} by {kind}:\n{pebble_log}\n{log}"
+        );
+    }
+    let metrics = setup.gantry.metrics().await;
+    assert!(
+        metrics.contains("gantry_acme_orders_total{outcome=\"success\"} 3"),
+        "{metrics}"
+    );
+    // The challenge record is gone once the order is done.
+    let txt = crate::support::dns::dig(
+        setup.gantry.dns,
+        &["_acme-challenge.apps.example.test", "TXT"],
+    )
+    .await;
+    assert!(txt.answer().is_empty(), "{}", txt.0);
+    assert!(issued(setup.gantry.state.path(), "default_apps-tls").is_some());
+}

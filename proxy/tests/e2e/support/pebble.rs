@@ -1,0 +1,168 @@
+//! Pebble, Let's Encrypt's test ACME server (Debian's `pebble`), started on free loopback ports
+//! with its own TLS certificate, validating challenges against a Gantry (its HTTP and HTTPS
+//! ports) and resolving names through Gantry's DNS listener, as a real CA resolves through the
+//! public DNS.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use base64::Engine;
+
+use super::dns::free_port;
+use super::pki::{TestCa, client_config_trusting};
+
+pub struct Pebble {
+    dir: tempfile::TempDir,
+    /// Trusted by Gantry for Pebble's own HTTPS (an Issuer's `caBundle`).
+    pub tls_ca: TestCa,
+    pub listen: SocketAddr,
+    management: SocketAddr,
+    env: Vec<(&'static str, String)>,
+    child: Option<Child>,
+}
+
+/// What Pebble validates against and how.
+pub struct PebbleOptions {
+    /// Gantry's plain-HTTP port (HTTP-01) and HTTPS port (TLS-ALPN-01).
+    pub http_port: u16,
+    pub tls_port: u16,
+    /// Gantry's DNS listener.
+    pub dns: SocketAddr,
+    /// Lifetime of issued certificates, in seconds; Pebble's default (years) without.
+    pub validity: Option<u64>,
+}
+
+impl Pebble {
+    pub fn start(options: PebbleOptions) -> Pebble {
+        let dir = tempfile::tempdir().unwrap();
+        let tls_ca = TestCa::new();
+        let leaf = tls_ca.leaf(&["127.0.0.1", "localhost"]);
+        std::fs::write(dir.path().join("cert.pem"), &leaf.cert_pem).unwrap();
+        std::fs::write(dir.path().join("key.pem"), &leaf.key_pem).unwrap();
+        let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let management = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut config = serde_json::json!({"pebble": {
+            "listenAddress": listen.to_string(),
+            "managementListenAddress": management.to_string(),
+            "certificate": dir.path().join("cert.pem"),
+            "privateKey": dir.path().join("key.pem"),
+            "httpPort": options.http_port,
+            "tlsPort": options.tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        if let Some(seconds) = options.validity {
+            config["pebble"]["certificateValidityPeriod"] = seconds.into();
+        }
+        std::fs::write(
+            dir.path().join("pebble.json"),
+            serde_json::to_vec_pretty(&config).unwrap(),
+        )
+        .unwrap();
+        let mut pebble = Pebble {
+            dir,
+            tls_ca,
+            listen,
+            management,
+            env: vec![
+                // Validate at once, and never reject a good nonce: speed and determinism.
+                ("PEBBLE_VA_NOSLEEP", "1".into()),
+                ("PEBBLE_WFE_NONCEREJECT", "0".into()),
+                ("PEBBLE_AUTHZREUSE", "0".into()),
+                ("PEBBLE_DNS", options.dns.to_string()),
+            ],
+            child: None,
+        };
+        pebble.restart();
+        pebble
+    }
+
+    /// Starts it again after [`Pebble::stop`]. Pebble keeps nothing across restarts: its root,
+    /// accounts and orders are new.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("pebble.log"))
+            .unwrap();
+        let dns = self
+            .env
+            .iter()
+            .find(|(k, _)| *k == "PEBBLE_DNS")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+        let mut command = Command::new("pebble");
+        command
+            .arg("-config")
+            .arg(self.dir.path().join("pebble.json"))
+            .arg("-dnsserver")
+            .arg(dns);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        self.child = Some(
+            command
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| panic!("start pebble (Debian package pebble): {e}")),
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn directory_url(&self) -> String {
+        format!("https://{}/dir", self.listen)
+    }
+
+    /// The `caBundle` value an Issuer gives to trust Pebble's HTTPS.
+    pub fn ca_bundle(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(&self.tls_ca.cert_pem)
+    }
+
+    fn client(&self) -> reqwest::Client {
+        super::clients::crypto();
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(client_config_trusting(&self.tls_ca.cert_pem))
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+
+    /// Whether Pebble answers its directory.
+    pub async fn ready(&self) -> bool {
+        self.client()
+            .get(self.directory_url())
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    }
+
+    /// The root that Pebble's issued certificates chain to, in PEM.
+    pub async fn root_pem(&self) -> String {
+        self.client()
+            .get(format!("https://{}/roots/0", self.management))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
