@@ -101,7 +101,13 @@ pub struct PendingOrder {
 
 fn file_name(name: &str) -> String {
     name.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -111,7 +117,9 @@ impl AcmeStore {
     }
 
     fn path(&self, kind: &str, name: &str) -> PathBuf {
-        self.root.join(kind).join(format!("{}.json", file_name(name)))
+        self.root
+            .join(kind)
+            .join(format!("{}.json", file_name(name)))
     }
 
     fn read<T: for<'de> Deserialize<'de>>(&self, kind: &str, name: &str) -> Option<T> {
@@ -171,10 +179,12 @@ impl AcmeIssuer {
         let retry_after = http.retry_after();
         let stored: Option<StoredAccount> = store.read("accounts", issuer);
         let account = match stored {
-            Some(stored) if stored.directory_url == url => Account::builder_with_http(Box::new(http))
-                .from_credentials(stored.credentials)
-                .await
-                .map_err(AcmeError::server(url))?,
+            Some(stored) if stored.directory_url == url => {
+                Account::builder_with_http(Box::new(http))
+                    .from_credentials(stored.credentials)
+                    .await
+                    .map_err(AcmeError::server(url))?
+            }
             _ => {
                 let contact = server.email.as_ref().map(|e| format!("mailto:{e}"));
                 let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -203,7 +213,12 @@ impl AcmeIssuer {
                         credentials,
                     },
                 )?;
-                info!(issuer, server = url, id = account.id(), "ACME account registered");
+                info!(
+                    issuer,
+                    server = url,
+                    id = account.id(),
+                    "ACME account registered"
+                );
                 account
             }
         };
@@ -310,14 +325,23 @@ impl AcmeIssuer {
             let mut published = Vec::new();
             let proved = self.prove(order, solver, &mut published).await;
             let status = match proved {
-                Ok(()) => order.poll_ready(&retries).await.map_err(AcmeError::server(url)),
-                Err(e) => Err(e),
+                Ok(()) => order.poll_ready(&retries).await,
+                Err(e) => {
+                    for challenge in &published {
+                        solver.remove(challenge).await;
+                    }
+                    return Err(e);
+                }
             };
             for challenge in &published {
                 solver.remove(challenge).await;
             }
-            if matches!(status?, OrderStatus::Invalid) {
-                return Err(self.why_invalid(order, solver).await);
+            match status {
+                Ok(OrderStatus::Invalid) | Err(instant_acme::Error::Api(_)) => {
+                    return Err(self.why_invalid(order, solver).await);
+                }
+                Ok(_) => {}
+                Err(e) => return Err(AcmeError::server(url)(e)),
             }
         }
         if order.state().status == OrderStatus::Ready {
@@ -407,7 +431,15 @@ impl AcmeIssuer {
             let pending = handle.status == ChallengeStatus::Pending;
             published.push(challenge);
             if pending {
-                handle.set_ready().await.map_err(AcmeError::server(url))?;
+                // A CA that validates at once answers with the challenge's error here.
+                handle.set_ready().await.map_err(|e| match e {
+                    instant_acme::Error::Api(problem) => AcmeError::Invalid {
+                        kind,
+                        name: name.clone(),
+                        reason: problem_text(Some(&problem)),
+                    },
+                    other => AcmeError::server(url)(other),
+                })?;
             }
         }
         Ok(())

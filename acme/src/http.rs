@@ -59,7 +59,8 @@ impl AcmeHttp {
             Some(pem) => {
                 let mut roots = rustls::RootCertStore::empty();
                 for certificate in CertificateDer::pem_slice_iter(pem.as_bytes()) {
-                    let certificate = certificate.map_err(|e| ClientError::Bundle(e.to_string()))?;
+                    let certificate =
+                        certificate.map_err(|e| ClientError::Bundle(e.to_string()))?;
                     roots
                         .add(certificate)
                         .map_err(|e| ClientError::Bundle(e.to_string()))?;

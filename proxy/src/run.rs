@@ -124,6 +124,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     let conf = server.configuration.clone();
 
     let responses = crate::control::solver::Responses::default();
+    let statuses = crate::control::cert_status::CertStatuses::default();
     let challenges = crate::control::challenges::Challenges::default();
     let shared = Shared {
         acme: responses.clone(),
@@ -145,6 +146,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
     )?);
 
     let admin = AdminApp {
+        certificates: statuses.clone(),
         snapshots: snapshots.clone(),
         metrics: metrics.clone(),
         ready: ready.clone(),
@@ -173,6 +175,7 @@ pub fn run(args: RunArgs) -> Result<(), RunError> {
             responses,
             challenges: challenges.clone(),
             dns_addr: args.dns_addr,
+            statuses: statuses.clone(),
         },
     ));
     server.add_service(background_service("gantry config reloader", reloader));

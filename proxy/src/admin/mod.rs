@@ -1,5 +1,6 @@
-//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text) and `/config` (a JSON
-//! view of the routes now serving and of the problems found). Read only.
+//! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/config` (a JSON
+//! view of the routes now serving and of the problems found) and `/status/certificates` (each
+//! certificate's conditions, validity and renewal time). Read only.
 
 pub(crate) mod config_view;
 
@@ -18,6 +19,7 @@ use crate::snapshot::SnapshotHandle;
 pub type Readiness = Arc<AtomicBool>;
 
 pub struct AdminApp {
+    pub certificates: crate::control::cert_status::CertStatuses,
     pub snapshots: SnapshotHandle,
     pub metrics: Arc<Metrics>,
     pub ready: Readiness,
@@ -42,9 +44,13 @@ impl ServeHttp for AdminApp {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
                 }
             }
+            "/status/certificates" => match serde_json::to_vec_pretty(&self.certificates.all()) {
+                Ok(json) => reply(StatusCode::OK, "application/json", json),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+            },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz, /readyz, /metrics or /config\n",
+                "not found; try /healthz, /readyz, /metrics, /config or /status/certificates\n",
             ),
         }
     }

@@ -72,7 +72,9 @@ impl AcmeIssuing {
             bare == zone || bare.ends_with(&format!(".{zone}"))
         };
         let rules = || self.solvers.iter().filter(usable);
-        if let Some(rule) = rules().find(|r| r.dns_names.iter().any(|n| n.eq_ignore_ascii_case(&name))) {
+        if let Some(rule) =
+            rules().find(|r| r.dns_names.iter().any(|n| n.eq_ignore_ascii_case(&name)))
+        {
             return Some(rule.kind);
         }
         if let Some(rule) = rules()
@@ -265,6 +267,13 @@ impl Compiler<'_> {
                 );
             }
         }
+        // Issuers no certificate uses yet are checked too, so that their mistakes show now.
+        for key in self.store.issuers.keys() {
+            let _ = self.issuer(&mut issuers, "Issuer", key);
+        }
+        for key in self.store.cluster_issuers.keys() {
+            let _ = self.issuer(&mut issuers, "ClusterIssuer", key);
+        }
         wanted.into_values().collect()
     }
 
@@ -376,103 +385,106 @@ impl Compiler<'_> {
 
 /// An ACME issuer's settings, checked; errors name the field.
 fn acme_issuer(
-        store: &Store,
-        acme: &AcmeIssuer,
-        namespace: &str,
-    ) -> Result<AcmeIssuing, (String, String)> {
-        use base64::Engine;
-        let field = |f: &str| format!("spec.acme.{f}");
-        if acme.server.is_empty() {
-            return Err((field("server"), "required: the ACME directory URL".into()));
+    store: &Store,
+    acme: &AcmeIssuer,
+    namespace: &str,
+) -> Result<AcmeIssuing, (String, String)> {
+    use base64::Engine;
+    let field = |f: &str| format!("spec.acme.{f}");
+    if acme.server.is_empty() {
+        return Err((field("server"), "required: the ACME directory URL".into()));
+    }
+    if !acme.server.starts_with("https://") {
+        return Err((
+            field("server"),
+            format!("{:?} is not an https:// URL", acme.server),
+        ));
+    }
+    if acme.skip_tls_verify {
+        return Err((
+            field("skipTLSVerify"),
+            "not supported: give the server's roots in caBundle instead".into(),
+        ));
+    }
+    let ca_bundle_pem = match &acme.ca_bundle {
+        None => None,
+        Some(encoded) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(encoded.trim())
+                .map_err(|e| (field("caBundle"), format!("not base64: {e}")))?;
+            let pem = String::from_utf8(bytes)
+                .ok()
+                .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
+                .ok_or_else(|| (field("caBundle"), "holds no PEM certificate".into()))?;
+            Some(pem)
         }
-        if !acme.server.starts_with("https://") {
-            return Err((
-                field("server"),
-                format!("{:?} is not an https:// URL", acme.server),
-            ));
-        }
-        if acme.skip_tls_verify {
-            return Err((
-                field("skipTLSVerify"),
-                "not supported: give the server's roots in caBundle instead".into(),
-            ));
-        }
-        let ca_bundle_pem = match &acme.ca_bundle {
-            None => None,
-            Some(encoded) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(encoded.trim())
-                    .map_err(|e| (field("caBundle"), format!("not base64: {e}")))?;
-                let pem = String::from_utf8(bytes)
-                    .ok()
-                    .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
-                    .ok_or_else(|| (field("caBundle"), "holds no PEM certificate".into()))?;
-                Some(pem)
-            }
-        };
-        let external_account = match &acme.external_account_binding {
-            None => None,
-            Some(binding) => {
-                let secret_field = field("externalAccountBinding.keySecretRef");
-                let secret_key = NamespacedName::new(namespace, &binding.key_secret_ref.name);
-                let secret = store
-                    .secrets
-                    .get(&secret_key)
-                    .ok_or_else(|| (secret_field.clone(), format!("Secret {secret_key} not found")))?;
-                let entry = binding.key_secret_ref.key.as_deref().unwrap_or("secret");
-                let (value, _) = super::certs::secret_value(&secret.object, entry).ok_or_else(|| {
+    };
+    let external_account = match &acme.external_account_binding {
+        None => None,
+        Some(binding) => {
+            let secret_field = field("externalAccountBinding.keySecretRef");
+            let secret_key = NamespacedName::new(namespace, &binding.key_secret_ref.name);
+            let secret = store.secrets.get(&secret_key).ok_or_else(|| {
+                (
+                    secret_field.clone(),
+                    format!("Secret {secret_key} not found"),
+                )
+            })?;
+            let entry = binding.key_secret_ref.key.as_deref().unwrap_or("secret");
+            let (value, _) =
+                super::certs::secret_value(&secret.object, entry).ok_or_else(|| {
                     (
                         secret_field.clone(),
                         format!("Secret {secret_key} has no key {entry:?}"),
                     )
                 })?;
-                let text = String::from_utf8_lossy(value);
-                let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .decode(text.trim().trim_end_matches('='))
-                    .map_err(|e| {
-                        (
-                            secret_field,
-                            format!("Secret {secret_key} key {entry:?} is not base64url: {e}"),
-                        )
-                    })?;
-                Some((binding.key_id.clone(), hmac))
+            let text = String::from_utf8_lossy(value);
+            let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(text.trim().trim_end_matches('='))
+                .map_err(|e| {
+                    (
+                        secret_field,
+                        format!("Secret {secret_key} key {entry:?} is not base64url: {e}"),
+                    )
+                })?;
+            Some((binding.key_id.clone(), hmac))
+        }
+    };
+    if acme.solvers.is_empty() {
+        return Err((
+            field("solvers"),
+            "at least one solver (http01, dns01 or tlsalpn01) is required".into(),
+        ));
+    }
+    let mut solvers = Vec::new();
+    for (i, solver) in acme.solvers.iter().enumerate() {
+        let kind = match (&solver.http01, &solver.dns01, &solver.tlsalpn01) {
+            (Some(_), None, None) => ChallengeKind::Http01,
+            (None, Some(_), None) => ChallengeKind::Dns01,
+            (None, None, Some(_)) => ChallengeKind::TlsAlpn01,
+            _ => {
+                return Err((
+                    format!("spec.acme.solvers[{i}]"),
+                    "set exactly one of http01, dns01 or tlsalpn01".into(),
+                ));
             }
         };
-        if acme.solvers.is_empty() {
-            return Err((
-                field("solvers"),
-                "at least one solver (http01, dns01 or tlsalpn01) is required".into(),
-            ));
-        }
-        let mut solvers = Vec::new();
-        for (i, solver) in acme.solvers.iter().enumerate() {
-            let kind = match (&solver.http01, &solver.dns01, &solver.tlsalpn01) {
-                (Some(_), None, None) => ChallengeKind::Http01,
-                (None, Some(_), None) => ChallengeKind::Dns01,
-                (None, None, Some(_)) => ChallengeKind::TlsAlpn01,
-                _ => {
-                    return Err((
-                        format!("spec.acme.solvers[{i}]"),
-                        "set exactly one of http01, dns01 or tlsalpn01".into(),
-                    ));
-                }
-            };
-            let selector = solver.selector.clone().unwrap_or_default();
-            solvers.push(SolverRule {
-                kind,
-                dns_names: selector.dns_names,
-                dns_zones: selector.dns_zones,
-            });
-        }
-        Ok(AcmeIssuing {
-            server: AcmeServer {
-                directory_url: acme.server.clone(),
-                email: acme.email.clone(),
-                ca_bundle_pem,
-                external_account,
-            },
-            solvers,
-        })
+        let selector = solver.selector.clone().unwrap_or_default();
+        solvers.push(SolverRule {
+            kind,
+            dns_names: selector.dns_names,
+            dns_zones: selector.dns_zones,
+        });
+    }
+    Ok(AcmeIssuing {
+        server: AcmeServer {
+            directory_url: acme.server.clone(),
+            email: acme.email.clone(),
+            ca_bundle_pem,
+            external_account,
+        },
+        solvers,
+    })
 }
 
 /// Whether every one of `names` can be proved to `issuing`'s CA: a solver covers it and, for
@@ -493,7 +505,9 @@ fn provable(
             None if name.starts_with("*.") => {
                 return Err((
                     i,
-                    format!("{name}: no dns01 solver of {issuer} covers it, and only DNS-01 proves a wildcard"),
+                    format!(
+                        "{name}: no dns01 solver of {issuer} covers it, and only DNS-01 proves a wildcard"
+                    ),
                 ));
             }
             None => {

@@ -23,6 +23,7 @@ use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::compile::certificates::{AcmeIssuing, Issuing, WantedCertificate};
+use crate::control::cert_status::{CertStatuses, CertificateStatus, Condition, rfc3339};
 use crate::control::challenges::Challenges;
 use crate::control::solver::{GantrySolver, Responses};
 use crate::metrics::Metrics;
@@ -48,12 +49,93 @@ pub struct CertService {
     pub responses: Responses,
     pub challenges: Challenges,
     pub dns_addr: SocketAddr,
+    pub statuses: CertStatuses,
 }
 
 /// Failures in a row of one certificate, and when to try again.
 struct Failure {
     count: u32,
     next_try: SystemTime,
+    reason: String,
+}
+
+/// The status to show for `wanted`: served by `bundle` (if any) until `renew_at`, being issued
+/// now or not, after `failure`.
+fn status(
+    wanted: &WantedCertificate,
+    bundle: Option<&Bundle>,
+    issuing: bool,
+    failure: Option<&Failure>,
+) -> CertificateStatus {
+    let now = SystemTime::now();
+    let valid = bundle.filter(|b| b.not_after > now && b.covers(&wanted.request.dns_names));
+    let renew_at = valid.map(|b| {
+        renewal_time(
+            b.not_before,
+            b.not_after,
+            wanted.renew_before,
+            &wanted.secret.to_string(),
+        )
+    });
+    let ready = match (valid, failure) {
+        (Some(b), _) => Condition {
+            kind: "Ready",
+            status: "True",
+            reason: "Ready",
+            message: format!("valid until {}", rfc3339(b.not_after)),
+        },
+        (None, Some(f)) => Condition {
+            kind: "Ready",
+            status: "False",
+            reason: "Failed",
+            message: f.reason.clone(),
+        },
+        (None, None) => Condition {
+            kind: "Ready",
+            status: "False",
+            reason: "DoesNotExist",
+            message: "not issued yet".to_owned(),
+        },
+    };
+    let issuing = if issuing {
+        Condition {
+            kind: "Issuing",
+            status: "True",
+            reason: "Issuing",
+            message: format!("being issued by {}", wanted.issuer),
+        }
+    } else if let Some(f) = failure {
+        Condition {
+            kind: "Issuing",
+            status: "False",
+            reason: "Failed",
+            message: format!(
+                "attempt {} failed; next attempt at {}",
+                f.count,
+                rfc3339(f.next_try)
+            ),
+        }
+    } else {
+        Condition {
+            kind: "Issuing",
+            status: "False",
+            reason: "UpToDate",
+            message: "nothing to do until the renewal time".to_owned(),
+        }
+    };
+    CertificateStatus {
+        owner: wanted.owner.to_string(),
+        secret: wanted.secret.to_string(),
+        issuer: wanted.issuer.clone(),
+        dns_names: wanted.request.dns_names.clone(),
+        conditions: vec![ready, issuing],
+        not_before: valid.map(|b| rfc3339(b.not_before)),
+        not_after: valid.map(|b| rfc3339(b.not_after)),
+        renewal_time: renew_at.map(rfc3339),
+        failed_issuance_attempts: failure.map_or(0, |f| f.count),
+        last_failure: failure.map(|f| f.reason.clone()),
+        next_attempt: failure.map(|f| rfc3339(f.next_try)),
+    }
 }
 
 /// What an ACME task reports back.
@@ -131,6 +213,14 @@ impl Manager<'_> {
         let now = SystemTime::now();
         let snapshot = self.service.snapshots.load();
         let mut next = now + LONGEST_WAIT;
+        let statuses = &self.service.statuses;
+        statuses.retain(
+            &snapshot
+                .certificates
+                .iter()
+                .map(|w| w.secret.to_string())
+                .collect(),
+        );
         for wanted in &snapshot.certificates {
             let name = wanted.secret.to_string();
             if self.in_flight.contains(&name) {
@@ -147,12 +237,14 @@ impl Manager<'_> {
                 .and_then(|b| still_good(b, wanted, issuer.as_deref(), now))
             {
                 self.failures.remove(&name);
+                statuses.set(status(wanted, stored.as_ref(), false, None));
                 next = next.min(renew_at);
                 continue;
             }
             if let Some(failure) = self.failures.get(&name)
                 && failure.next_try > now
             {
+                statuses.set(status(wanted, stored.as_ref(), false, Some(failure)));
                 next = next.min(failure.next_try);
                 continue;
             }
@@ -178,6 +270,12 @@ impl Manager<'_> {
                     });
                 }
                 Issuing::Acme(acme) => {
+                    statuses.set(status(
+                        wanted,
+                        stored.as_ref(),
+                        true,
+                        self.failures.get(&name),
+                    ));
                     self.in_flight.insert(name);
                     self.start_order(wanted.clone(), acme.clone());
                 }
@@ -219,10 +317,7 @@ impl Manager<'_> {
                     }
                 };
             let outcome = if result.is_ok() { "success" } else { "failure" };
-            metrics
-                .acme_orders
-                .with_label_values(&[outcome])
-                .inc();
+            metrics.acme_orders.with_label_values(&[outcome]).inc();
             let _ = done.send(Outcome {
                 wanted,
                 result,
@@ -251,6 +346,9 @@ impl Manager<'_> {
         match stored {
             Ok(bundle) => {
                 self.failures.remove(&name);
+                self.service
+                    .statuses
+                    .set(status(&wanted, Some(&bundle), false, None));
                 metrics
                     .certificates_issued
                     .with_label_values(&["success"])
@@ -276,7 +374,16 @@ impl Manager<'_> {
                 let next_try = (now + backoff(count)).max(retry_after.unwrap_or(now));
                 let wait = next_try.duration_since(now).unwrap_or_default();
                 warn!(secret = %name, issuer = %wanted.issuer, failures = count, "issuing a certificate failed, trying again in {}s: {e}", wait.as_secs());
-                self.failures.insert(name, Failure { count, next_try });
+                let failure = Failure {
+                    count,
+                    next_try,
+                    reason: e,
+                };
+                let stored = self.service.storage.load(&name).ok().flatten();
+                self.service
+                    .statuses
+                    .set(status(&wanted, stored.as_ref(), false, Some(&failure)));
+                self.failures.insert(name, failure);
             }
         }
     }

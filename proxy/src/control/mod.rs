@@ -3,6 +3,7 @@
 //! publishing records into other DNS servers, keeping certificates issued, and draining on
 //! SIGTERM.
 
+pub mod cert_status;
 pub mod certs;
 pub mod challenges;
 pub mod dns;

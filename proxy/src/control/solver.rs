@@ -132,9 +132,7 @@ impl Solver for GantrySolver {
                     .ok_or_else(|| format!("{domain:?} is not a valid DNS name"))?;
                 let servers = self.dns_servers(&at);
                 if servers.is_empty() {
-                    return Err(format!(
-                        "no DNSZone Gantry serves or publishes holds {at}"
-                    ));
+                    return Err(format!("no DNSZone Gantry serves or publishes holds {at}"));
                 }
                 self.challenges.put(&at, value);
                 let deadline = Instant::now() + DNS_VISIBLE_WAIT;

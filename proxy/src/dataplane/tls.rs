@@ -10,8 +10,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::listeners::tls::Acceptor;
-use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::protocols::l4::stream::Stream as L4Stream;
+use pingora::protocols::{ALPN, Ssl, Stream};
 use pingora::server::ShutdownWatch;
 use rustls::ServerConfig;
 use rustls::server::ResolvesServerCert;
@@ -29,13 +29,12 @@ pub struct TlsApp<A> {
 
 impl<A> TlsApp<A> {
     pub fn new(inner: A, https: SocketAddr, resolver: Arc<dyn ResolvesServerCert>) -> Self {
-        let mut config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-        .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+        let mut config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+                .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
+                .with_no_client_auth()
+                .with_cert_resolver(resolver);
         // HTTP/2 first, as Pingora's listener would; acme-tls/1 is chosen only by a client
         // that offers nothing else.
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];

@@ -131,7 +131,13 @@ async fn served_by_pebble(setup: &Setup, host: &str) {
     wait_until_within(
         &format!("{host} served with a certificate from Pebble"),
         ISSUANCE,
-        || async { client.get(&url).send().await.is_ok_and(|r| r.status() == 200) },
+        || async {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
     )
     .await;
 }
@@ -176,18 +182,10 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
     served_by_pebble(&setup, "alpn.example.test").await;
     served_by_pebble(&setup, "shop.apps.example.test").await;
 
-    let log = setup.gantry.log();
-    let pebble_log = setup.pebble.log();
-    for (name, kind) in [
-        ("web.example.test", "http-01"),
-        ("alpn.example.test", "tls-alpn-01"),
-        ("apps.example.test", "dns-01"),
-    ] {
-        assert!(
-            pebble_log.contains(&format!("validated {kind}"))
-                || pebble_log.contains(name),
-            "Pebble validated {name} by {kind}:\n{pebble_log}\n{log}"
-        );
+    for secret in ["default/web-tls", "default/alpn-tls", "default/apps-tls"] {
+        let status = certificate_status(&setup.gantry, secret).await.unwrap();
+        assert_eq!(condition(&status, "Ready").0, "True", "{status:#}");
+        assert!(status["renewalTime"].is_string(), "{status:#}");
     }
     let metrics = setup.gantry.metrics().await;
     assert!(
@@ -202,4 +200,110 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
     .await;
     assert!(txt.answer().is_empty(), "{}", txt.0);
     assert!(issued(setup.gantry.state.path(), "default_apps-tls").is_some());
+}
+
+/// The status the admin endpoint shows for the certificate kept in `secret`.
+async fn certificate_status(gantry: &Gantry, secret: &str) -> Option<serde_json::Value> {
+    let all: serde_json::Value = clients::http1()
+        .get(gantry.admin_url("/status/certificates"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    all.as_array()?
+        .iter()
+        .find(|s| s["secret"] == secret)
+        .cloned()
+}
+
+fn condition(status: &serde_json::Value, kind: &str) -> (String, String) {
+    let found = status["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == kind))
+        .cloned()
+        .unwrap_or_default();
+    (
+        found["status"].as_str().unwrap_or_default().to_owned(),
+        found["message"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn failures_show_in_the_status_back_off_and_heal_once_fixed() {
+    let setup = setup(None).await;
+    let config = &setup.config;
+    let nowhere = crate::support::dns::free_port();
+    config.write(
+        "issuer.yaml",
+        &format!(
+            "{}---
+apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: down}}
+spec:
+  acme:
+    server: https://127.0.0.1:{nowhere}/dir
+    solvers: [{{http01: {{}}}}]
+",
+            issuer("pebble", &setup.pebble)
+        ),
+    );
+    // No Ingress serves late.example.test yet, so it has no address: Pebble cannot reach it.
+    config.write(
+        "late.yaml",
+        &certificate("late", &["late.example.test"], "late-tls", "pebble"),
+    );
+    config.write(
+        "down.yaml",
+        &certificate("unreachable", &["down.example.test"], "down-tls", "down"),
+    );
+    let gantry = &setup.gantry;
+    wait_until_within("both failures in the status", ISSUANCE, || async {
+        let late = certificate_status(gantry, "default/late-tls").await;
+        let down = certificate_status(gantry, "default/down-tls").await;
+        late.zip(down).is_some_and(|(late, down)| {
+            late["failedIssuanceAttempts"].as_u64() >= Some(1)
+                && down["failedIssuanceAttempts"].as_u64() >= Some(1)
+        })
+    })
+    .await;
+    let late = certificate_status(gantry, "default/late-tls")
+        .await
+        .unwrap();
+    let (ready, message) = condition(&late, "Ready");
+    assert_eq!(ready, "False", "{late:#}");
+    assert!(
+        message.contains("late.example.test") && message.contains("HTTP-01"),
+        "the reason names the name and the challenge: {late:#}"
+    );
+    assert!(late["nextAttempt"].is_string(), "{late:#}");
+    let down = certificate_status(gantry, "default/down-tls")
+        .await
+        .unwrap();
+    let (ready, message) = condition(&down, "Ready");
+    assert_eq!(ready, "False", "{down:#}");
+    assert!(
+        message.contains(&format!("127.0.0.1:{nowhere}")),
+        "the reason names the server: {down:#}"
+    );
+
+    // Fixed: an Ingress gives the name an address, and the next attempt succeeds.
+    config.write(
+        "late-ingress.yaml",
+        &tls_ingress("late", "late.example.test", "late-tls", ""),
+    );
+    served_by_pebble(&setup, "late.example.test").await;
+    let late = certificate_status(gantry, "default/late-tls")
+        .await
+        .unwrap();
+    assert_eq!(condition(&late, "Ready").0, "True", "{late:#}");
+    assert_eq!(late["failedIssuanceAttempts"], 0, "{late:#}");
+    assert!(late["renewalTime"].is_string(), "{late:#}");
+    // The unreachable issuer keeps failing, and nothing else is disturbed by it.
+    let down = certificate_status(gantry, "default/down-tls")
+        .await
+        .unwrap();
+    assert_eq!(condition(&down, "Ready").0, "False", "{down:#}");
 }

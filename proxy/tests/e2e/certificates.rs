@@ -212,6 +212,31 @@ spec: {acme: {server: https://acme.example.test/directory}}
 ---
 apiVersion: gantry.dev/v1alpha1
 kind: Issuer
+metadata: {name: no-server, namespace: default}
+spec: {acme: {solvers: [{http01: {}}]}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {name: only-http, namespace: default}
+spec: {acme: {server: https://acme.example.test/directory, solvers: [{http01: {}}]}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {name: only-dns, namespace: default}
+spec: {acme: {server: https://acme.example.test/directory, solvers: [{dns01: {}}]}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: wild, namespace: default}
+spec: {dnsNames: [w.example.test, \"*.w.example.test\"], secretName: w-tls, issuerRef: {name: only-http}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {name: no-zone, namespace: default}
+spec: {dnsNames: [z.elsewhere.test], secretName: z-tls, issuerRef: {name: only-dns}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Issuer
 metadata: {name: lost-ca, namespace: default}
 spec: {ca: {secretName: no-such-secret}}
 ---
@@ -245,11 +270,14 @@ spec: {dnsNames: [e.example.test], secretName: e-tls, issuerRef: {name: nothing}
     let problems = gantry.problems().await;
     for wanted in [
         "Issuer default/nothing: spec: set exactly one of selfSigned, ca or acme",
-        "Issuer default/letsencrypt: spec.acme: ACME issuers are not available yet",
+        "Issuer default/letsencrypt: spec.acme.solvers: at least one solver (http01, dns01 or tlsalpn01) is required",
+        "Issuer default/no-server: spec.acme.server: required",
+        "Certificate default/wild: spec.dnsNames[1]: *.w.example.test: no dns01 solver of Issuer default/only-http covers it, and only DNS-01 proves a wildcard",
+        "Certificate default/no-zone: spec.dnsNames[0]: z.elsewhere.test: Issuer default/only-dns proves it by DNS-01, but no DNSZone Gantry serves or publishes holds _acme-challenge.z.elsewhere.test.",
         "Issuer default/lost-ca: spec.ca.secretName: Secret default/no-such-secret not found",
         "Certificate default/orphan: spec.issuerRef: Issuer default/missing not found; the certificate is not issued",
         "Certificate default/rsa: spec.privateKey.algorithm: RSA keys are not supported yet",
-        "Certificate default/acme: spec.issuerRef: Issuer default/letsencrypt: ACME issuers are not available yet",
+        "Certificate default/acme: spec.issuerRef: Issuer default/letsencrypt: at least one solver",
         "Certificate default/via-lost-ca: spec.issuerRef: Issuer default/lost-ca: Secret default/no-such-secret not found",
     ] {
         assert!(
