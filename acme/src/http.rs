@@ -116,16 +116,15 @@ impl HttpClient for AcmeHttp {
         Box::pin(async move {
             let response = response.await?;
             let status = response.parts.status;
-            if status.is_client_error() || status.is_server_error() {
-                if let Some(at) = response
+            if (status.is_client_error() || status.is_server_error())
+                && let Some(at) = response
                     .parts
                     .headers
                     .get(http::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| parse_retry_after(v, SystemTime::now()))
-                {
-                    retry_after.set(at);
-                }
+            {
+                retry_after.set(at);
             }
             Ok(response)
         })

@@ -247,7 +247,7 @@ impl Compiler<'_> {
                 }
                 if let Err((h, reason)) = provable(&issuing, &issuer, &hosts, zones, publications) {
                     self.problems
-                        .push(ingress.problem(&format!("spec.tls[{i}].hosts[{h}]"), reason));
+                        .push(ingress.problem(format!("spec.tls[{i}].hosts[{h}]"), reason));
                     continue;
                 }
                 wanted.insert(

@@ -123,23 +123,27 @@ async fn setup(validity: Option<u64>) -> Setup {
     }
 }
 
-/// Waits until `host` is served over HTTPS with a certificate that chains to Pebble's root.
+/// Waits until `host` is served over HTTPS with a certificate that chains to Pebble's root;
+/// on a timeout, fails with both logs.
 async fn served_by_pebble(setup: &Setup, host: &str) {
     let root = setup.pebble.root_pem().await;
     let client = clients::https_with(client_config_trusting(&root), &[host], setup.gantry.https);
     let url = format!("https://{host}:{}/", setup.gantry.https.port());
-    wait_until_within(
-        &format!("{host} served with a certificate from Pebble"),
-        ISSUANCE,
-        || async {
-            client
-                .get(&url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status() == 200)
-        },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + ISSUANCE;
+    while !client
+        .get(&url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{host} not served with a certificate from Pebble.\nGantry:\n{}\nPebble:\n{}",
+            setup.gantry.log(),
+            setup.pebble.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
