@@ -68,6 +68,14 @@ pub enum AcmeError {
 }
 
 impl AcmeError {
+    /// Whether the server no longer knows the account (a test CA restarted, an account
+    /// deactivated): a new one must be registered.
+    pub fn account_unknown(&self) -> bool {
+        matches!(self, AcmeError::Server { source, .. }
+            if matches!(source.as_ref(), instant_acme::Error::Api(problem)
+                if problem.r#type.as_deref() == Some("urn:ietf:params:acme:error:accountDoesNotExist")))
+    }
+
     fn server(server: &str) -> impl FnOnce(instant_acme::Error) -> AcmeError + '_ {
         move |source| AcmeError::Server {
             server: server.to_owned(),
@@ -148,6 +156,11 @@ impl AcmeStore {
 
     fn save_order(&self, name: &str, order: &PendingOrder) -> Result<(), StorageError> {
         self.write("orders", name, order)
+    }
+
+    /// Forgets `issuer`'s account, so that the next connection registers a new one.
+    pub fn forget_account(&self, issuer: &str) {
+        let _ = std::fs::remove_file(self.path("accounts", issuer));
     }
 
     fn forget_order(&self, name: &str) {

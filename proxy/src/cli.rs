@@ -26,6 +26,9 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Check every resource in a folder without serving; exit 1 if there is any problem.
     Validate(ValidateArgs),
+    /// Show what a running Gantry says of its resources: certificates with their conditions,
+    /// expiry and renewal time, and every resource with a problem.
+    Status(StatusArgs),
     /// Work with proxy-wasm plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -76,6 +79,13 @@ pub struct ValidateArgs {
     /// Folder of Kubernetes resource files.
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The admin listener of the Gantry to ask.
+    #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
+    pub admin_addr: SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]

@@ -18,5 +18,6 @@ pub mod plugin_test;
 pub mod problem;
 pub mod run;
 pub mod snapshot;
+pub mod status;
 pub mod validate;
 pub mod wasm;

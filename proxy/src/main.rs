@@ -38,6 +38,15 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Status(args) => {
+            match gantry::status::status(args.admin_addr, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gantry status: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Plugin(PluginCommand::Test(args)) => {
             let quiet = LogArgs {
                 log_format: LogFormat::Text,

@@ -165,6 +165,42 @@ impl Accounts {
         accounts.insert(issuer.to_owned(), account.clone());
         Ok(account)
     }
+
+    /// Drops `issuer`'s account, here and in `store`.
+    async fn forget(&self, issuer: &str, store: &AcmeStore) {
+        self.0.lock().await.remove(issuer);
+        store.forget_account(issuer);
+    }
+
+    /// Issues `wanted` with `issuer`'s account, registering a new account once if the server no
+    /// longer knows the stored one. Returns the result and any `Retry-After` the server sent.
+    async fn issue(
+        &self,
+        wanted: &WantedCertificate,
+        acme: &AcmeIssuing,
+        solver: &GantrySolver,
+        store: &AcmeStore,
+    ) -> (Result<Bundle, String>, Option<SystemTime>) {
+        let name = wanted.secret.to_string();
+        let mut registered_again = false;
+        loop {
+            let account = match self.get(&wanted.issuer, &acme.server, store).await {
+                Ok(account) => account,
+                Err(e) => return (Err(e.to_string()), None),
+            };
+            let result = account
+                .issue(&name, &wanted.issuer, &wanted.request, solver, store)
+                .await;
+            match result {
+                Err(e) if e.account_unknown() && !registered_again => {
+                    warn!(issuer = %wanted.issuer, "the ACME server no longer knows the account; registering a new one");
+                    self.forget(&wanted.issuer, store).await;
+                    registered_again = true;
+                }
+                result => return (result.map_err(|e| e.to_string()), account.retry_after()),
+            }
+        }
+    }
 }
 
 /// Whether `bundle` still serves `wanted` at `now`, and until when.
@@ -305,17 +341,7 @@ impl Manager<'_> {
             let _permit = orders.acquire_owned().await;
             let name = wanted.secret.to_string();
             info!(secret = %name, issuer = %wanted.issuer, names = ?wanted.request.dns_names, "ordering a certificate");
-            let (result, retry_after) =
-                match accounts.get(&wanted.issuer, &acme.server, &store).await {
-                    Err(e) => (Err(e.to_string()), None),
-                    Ok(account) => {
-                        let result = account
-                            .issue(&name, &wanted.issuer, &wanted.request, &solver, &store)
-                            .await
-                            .map_err(|e| e.to_string());
-                        (result, account.retry_after())
-                    }
-                };
+            let (result, retry_after) = accounts.issue(&wanted, &acme, &solver, &store).await;
             let outcome = if result.is_ok() { "success" } else { "failure" };
             metrics.acme_orders.with_label_values(&[outcome]).inc();
             let _ = done.send(Outcome {

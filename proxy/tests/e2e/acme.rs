@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use crate::support::config::{GANTRY_CLASS, service};
+use crate::support::gantry::Options;
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::pki::client_config_trusting;
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until_within};
@@ -126,9 +127,13 @@ async fn setup(validity: Option<u64>) -> Setup {
 /// Waits until `host` is served over HTTPS with a certificate that chains to Pebble's root;
 /// on a timeout, fails with both logs.
 async fn served_by_pebble(setup: &Setup, host: &str) {
-    let root = setup.pebble.root_pem().await;
-    let client = clients::https_with(client_config_trusting(&root), &[host], setup.gantry.https);
-    let url = format!("https://{host}:{}/", setup.gantry.https.port());
+    served_from(&setup.gantry, &setup.pebble, host).await;
+}
+
+async fn served_from(gantry: &Gantry, pebble: &Pebble, host: &str) {
+    let root = pebble.root_pem().await;
+    let client = clients::https_with(client_config_trusting(&root), &[host], gantry.https);
+    let url = format!("https://{host}:{}/", gantry.https.port());
     let deadline = std::time::Instant::now() + ISSUANCE;
     while !client
         .get(&url)
@@ -139,8 +144,8 @@ async fn served_by_pebble(setup: &Setup, host: &str) {
         assert!(
             std::time::Instant::now() < deadline,
             "{host} not served with a certificate from Pebble.\nGantry:\n{}\nPebble:\n{}",
-            setup.gantry.log(),
-            setup.pebble.log()
+            gantry.log(),
+            pebble.log()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -190,6 +195,23 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
         let status = certificate_status(&setup.gantry, secret).await.unwrap();
         assert_eq!(condition(&status, "Ready").0, "True", "{status:#}");
         assert!(status["renewalTime"].is_string(), "{status:#}");
+    }
+    // `gantry status` shows the same, as a table.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
+        .args(["status", "--admin-addr", &setup.gantry.admin.to_string()])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{table}");
+    for secret in ["default/web-tls", "default/alpn-tls", "default/apps-tls"] {
+        let row = table
+            .lines()
+            .find(|l| l.starts_with(secret))
+            .unwrap_or_else(|| panic!("no row for {secret}:\n{table}"));
+        assert!(
+            row.contains("ClusterIssuer pebble") && row.contains(" True "),
+            "{row}"
+        );
     }
     let metrics = setup.gantry.metrics().await;
     assert!(
@@ -310,4 +332,185 @@ spec:
         .await
         .unwrap();
     assert_eq!(condition(&down, "Ready").0, "False", "{down:#}");
+}
+
+#[tokio::test]
+async fn short_lived_certificates_are_renewed_before_they_expire() {
+    // Pebble issues for 30 s: renewal falls when a third is left, some 20 s in.
+    let setup = setup(Some(30)).await;
+    setup.config.write(
+        "web.yaml",
+        &tls_ingress(
+            "web",
+            "web.example.test",
+            "web-tls",
+            "\n  annotations: {gantry.dev/cluster-issuer: pebble}",
+        ),
+    );
+    setup
+        .config
+        .write("issuer.yaml", &issuer("pebble", &setup.pebble));
+    served_by_pebble(&setup, "web.example.test").await;
+    let first = clients::presented_certificate(setup.gantry.https, "web.example.test").await;
+    let status = certificate_status(&setup.gantry, "default/web-tls")
+        .await
+        .unwrap();
+    assert!(
+        status["renewalTime"].as_str() < status["notAfter"].as_str(),
+        "{status:#}"
+    );
+    wait_until_within("a renewed certificate", ISSUANCE, || async {
+        clients::presented_certificate(setup.gantry.https, "web.example.test").await != first
+    })
+    .await;
+    // The renewed one is as good as the first.
+    served_by_pebble(&setup, "web.example.test").await;
+    let metrics = setup.gantry.metrics().await;
+    assert!(
+        !metrics.contains("gantry_acme_orders_total{outcome=\"failure\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn pebble_down_and_back_is_retried_with_a_new_account() {
+    let mut setup = setup(None).await;
+    setup.config.write(
+        "web.yaml",
+        &tls_ingress(
+            "web",
+            "web.example.test",
+            "web-tls",
+            "\n  annotations: {gantry.dev/cluster-issuer: pebble}",
+        ),
+    );
+    setup
+        .config
+        .write("issuer.yaml", &issuer("pebble", &setup.pebble));
+    served_by_pebble(&setup, "web.example.test").await;
+
+    setup.pebble.stop();
+    setup.config.write(
+        "alpn.yaml",
+        &format!(
+            "{}---\n{}",
+            certificate("alpn", &["alpn.example.test"], "alpn-tls", "pebble"),
+            tls_ingress("alpn", "alpn.example.test", "alpn-tls", "")
+        ),
+    );
+    let gantry = &setup.gantry;
+    wait_until_within("the failure in the status", ISSUANCE, || async {
+        certificate_status(gantry, "default/alpn-tls")
+            .await
+            .is_some_and(|s| s["failedIssuanceAttempts"].as_u64() >= Some(1))
+    })
+    .await;
+    let status = certificate_status(gantry, "default/alpn-tls")
+        .await
+        .unwrap();
+    let (ready, message) = condition(&status, "Ready");
+    assert_eq!(ready, "False", "{status:#}");
+    assert!(
+        message.contains(&setup.pebble.listen.to_string()),
+        "the reason names the server: {status:#}"
+    );
+    // What was issued keeps being served while the CA is away.
+    assert_eq!(
+        condition(
+            &certificate_status(gantry, "default/web-tls").await.unwrap(),
+            "Ready"
+        )
+        .0,
+        "True"
+    );
+
+    // Back, but a new Pebble: it knows neither the account nor the order. Gantry registers
+    // again and issues.
+    setup.pebble.restart();
+    wait_until_within("Pebble to answer again", Duration::from_secs(30), || {
+        setup.pebble.ready()
+    })
+    .await;
+    served_by_pebble(&setup, "alpn.example.test").await;
+    assert!(
+        setup.gantry.log().contains("registering a new one"),
+        "{}",
+        setup.gantry.log()
+    );
+}
+
+#[tokio::test]
+async fn an_order_cut_short_by_a_restart_is_resumed_not_started_again() {
+    let echo = upstream::echo("echo").await;
+    let bind_port = crate::support::dns::free_port();
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "echo.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    // example.test is published into BIND, which the CA asks, and which is not running yet:
+    // the DNS-01 value cannot be seen, so the order waits.
+    config.write("zone.yaml", &crate::dns_publish::zone(bind_port));
+    config.write(
+        "pub.yaml",
+        &format!(
+            "{}---\n{}",
+            certificate("pub", &["pub.example.test"], "pub-tls", "pebble"),
+            tls_ingress("pub", "pub.example.test", "pub-tls", "")
+        ),
+    );
+    let state = tempfile::tempdir().unwrap();
+    let options = || Options {
+        flags_from_env: true,
+        env: vec![("GANTRY_STATE_DIR", state.path().display().to_string())],
+        ..Default::default()
+    };
+    let mut gantry = Gantry::start_with(config.path(), options()).await;
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: gantry.http.port(),
+        tls_port: gantry.https.port(),
+        dns: std::net::SocketAddr::from(([127, 0, 0, 1], bind_port)),
+        validity: None,
+    });
+    wait_until_within("Pebble to answer", Duration::from_secs(30), || {
+        pebble.ready()
+    })
+    .await;
+    config.write(
+        "issuer.yaml",
+        &format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: pebble}}
+spec:
+  acme:
+    server: {}
+    caBundle: {}
+    solvers: [{{dns01: {{}}}}]
+",
+            pebble.directory_url(),
+            pebble.ca_bundle()
+        ),
+    );
+    let saved = state.path().join("acme/orders/default_pub-tls.json");
+    wait_until_within("the order to be saved", ISSUANCE, || async {
+        saved.exists()
+    })
+    .await;
+    let order: serde_json::Value = serde_json::from_slice(&std::fs::read(&saved).unwrap()).unwrap();
+    let url = order["url"].as_str().unwrap().to_owned();
+    gantry.sigterm();
+    assert!(gantry.wait_exit(Duration::from_secs(30)).await.success());
+    assert!(saved.exists(), "the order outlives the process");
+
+    let _bind = crate::dns_publish::named_primary(bind_port);
+    let gantry = Gantry::start_with(config.path(), options()).await;
+    served_from(&gantry, &pebble, "pub.example.test").await;
+    let log = gantry.log();
+    assert!(
+        log.contains("resuming the ACME order") && log.contains(&url),
+        "the same order ({url}) was finished:\n{log}"
+    );
+    assert!(!saved.exists(), "a finished order is forgotten");
 }

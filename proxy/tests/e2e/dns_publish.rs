@@ -17,8 +17,9 @@ manual IN A 198.51.100.1
 taken IN A 198.51.100.2
 ";
 
-/// BIND as the primary of `example.test`, taking updates signed with `pub-key`.
-fn named_primary(port: u16) -> Peer {
+/// BIND as the primary of `example.test`, taking updates signed with `pub-key` (also used by
+/// the ACME tests, as the DNS server a CA asks).
+pub fn named_primary(port: u16) -> Peer {
     Peer::start("named", port, |dir| {
         let path = dir.display();
         vec![
@@ -91,7 +92,7 @@ log:
     })
 }
 
-fn zone(port: u16) -> String {
+pub fn zone(port: u16) -> String {
     format!(
         "apiVersion: gantry.dev/v1alpha1
 kind: DNSZone
