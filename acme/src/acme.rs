@@ -16,7 +16,7 @@ use tracing::{debug, info};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::challenge::{Challenge, ChallengeKind, Solver, alpn_certificate};
-use crate::http::{AcmeHttp, ClientError, RetryAfter};
+use crate::http::{AcmeHttp, ClientError, Observer, RetryAfter};
 use crate::request::CertificateRequest;
 use crate::storage::{StorageError, write_atomically};
 
@@ -186,9 +186,10 @@ impl AcmeIssuer {
         server: &AcmeServer,
         issuer: &str,
         store: &AcmeStore,
+        observer: Option<Observer>,
     ) -> Result<AcmeIssuer, AcmeError> {
         let url = server.directory_url.as_str();
-        let http = AcmeHttp::new(server.ca_bundle_pem.as_deref())?;
+        let http = AcmeHttp::new(server.ca_bundle_pem.as_deref(), observer)?;
         let retry_after = http.retry_after();
         let stored: Option<StoredAccount> = store.read("accounts", issuer);
         let account = match stored {
@@ -292,7 +293,7 @@ impl AcmeIssuer {
         let (mut order, saved) = match resumed {
             Some(found) => found,
             None => {
-                let key = crate::local::key_pair(request.key)?;
+                let key = request.private_key()?;
                 let identifiers: Vec<Identifier> = request
                     .dns_names
                     .iter()

@@ -45,15 +45,46 @@ impl RetryAfter {
     }
 }
 
+/// How one request to an ACME server ended, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RequestOutcome {
+    Success,
+    /// 429: the CA's rate limits.
+    RateLimited,
+    ClientError,
+    ServerError,
+    /// No answer: refused, timed out, TLS failed.
+    Unreachable,
+}
+
+impl RequestOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestOutcome::Success => "success",
+            RequestOutcome::RateLimited => "rate_limited",
+            RequestOutcome::ClientError => "client_error",
+            RequestOutcome::ServerError => "server_error",
+            RequestOutcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// Told of every request's outcome.
+pub type Observer = Arc<dyn Fn(RequestOutcome) + Send + Sync>;
+
 /// An HTTPS client for one ACME server.
 pub struct AcmeHttp {
     inner: HyperClient<HttpsConnector<HttpConnector>, BodyWrapper<Bytes>>,
     retry_after: RetryAfter,
+    observer: Option<Observer>,
 }
 
 impl AcmeHttp {
     /// A client trusting `ca_bundle_pem` only, or the platform's roots without one.
-    pub fn new(ca_bundle_pem: Option<&str>) -> Result<AcmeHttp, ClientError> {
+    pub fn new(
+        ca_bundle_pem: Option<&str>,
+        observer: Option<Observer>,
+    ) -> Result<AcmeHttp, ClientError> {
         let builder = hyper_rustls::HttpsConnectorBuilder::new();
         let builder = match ca_bundle_pem {
             Some(pem) => {
@@ -89,6 +120,7 @@ impl AcmeHttp {
         Ok(AcmeHttp {
             inner,
             retry_after: RetryAfter::default(),
+            observer,
         })
     }
 
@@ -113,9 +145,27 @@ impl HttpClient for AcmeHttp {
     ) -> Pin<Box<dyn Future<Output = Result<BytesResponse, instant_acme::Error>> + Send>> {
         let response = HttpClient::request(&self.inner, req);
         let retry_after = self.retry_after.clone();
+        let observer = self.observer.clone();
         Box::pin(async move {
-            let response = response.await?;
+            let observe = |outcome| {
+                if let Some(observer) = &observer {
+                    observer(outcome);
+                }
+            };
+            let response = match response.await {
+                Ok(response) => response,
+                Err(e) => {
+                    observe(RequestOutcome::Unreachable);
+                    return Err(e);
+                }
+            };
             let status = response.parts.status;
+            observe(match status.as_u16() {
+                429 => RequestOutcome::RateLimited,
+                400..=499 => RequestOutcome::ClientError,
+                500..=599 => RequestOutcome::ServerError,
+                _ => RequestOutcome::Success,
+            });
             if (status.is_client_error() || status.is_server_error())
                 && let Some(at) = response
                     .parts

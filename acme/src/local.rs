@@ -18,15 +18,6 @@ pub enum LocalError {
     Bundle(#[from] BundleError),
 }
 
-pub(crate) fn key_pair(algorithm: KeyAlgorithm) -> Result<KeyPair, rcgen::Error> {
-    let algorithm = match algorithm {
-        KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
-        KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
-        KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
-    };
-    KeyPair::generate_for(algorithm)
-}
-
 fn params(
     request: &CertificateRequest,
     now: SystemTime,
@@ -49,7 +40,7 @@ fn params(
 
 /// A certificate signed by its own key.
 pub fn self_signed(request: &CertificateRequest, now: SystemTime) -> Result<Bundle, LocalError> {
-    let key = key_pair(request.key)?;
+    let key = request.private_key()?;
     let certificate = params(request, now)?.self_signed(&key)?;
     let pem = certificate.pem();
     Ok(Bundle::from_pem(
@@ -69,7 +60,7 @@ pub fn signed_by_ca(
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(|e| LocalError::Ca(format!("key: {e}")))?;
     let issuer = Issuer::from_ca_cert_pem(ca_certificate_pem, ca_key)
         .map_err(|e| LocalError::Ca(format!("certificate: {e}")))?;
-    let key = key_pair(request.key)?;
+    let key = request.private_key()?;
     let certificate = params(request, now)?.signed_by(&key, &issuer)?;
     Ok(Bundle::from_pem(
         certificate.pem(),
@@ -89,7 +80,25 @@ mod tests {
             dns_names: vec!["www.example.test".into(), "*.apps.example.test".into()],
             key: KeyAlgorithm::EcdsaP256,
             duration: Duration::from_secs(90 * 86400),
+            reuse_key_pem: None,
         }
+    }
+
+    #[test]
+    fn a_kept_key_is_reused_only_when_of_the_algorithm_asked_for() {
+        let now = SystemTime::now();
+        let first = self_signed(&request(), now).unwrap();
+        let kept = CertificateRequest {
+            reuse_key_pem: Some(first.key_pem.clone()),
+            ..request()
+        };
+        assert_eq!(self_signed(&kept, now).unwrap().key_pem, first.key_pem);
+        let other_algorithm = CertificateRequest {
+            key: KeyAlgorithm::EcdsaP384,
+            ..kept
+        };
+        assert_ne!(self_signed(&other_algorithm, now).unwrap().key_pem, first.key_pem);
+        assert_ne!(self_signed(&request(), now).unwrap().key_pem, first.key_pem);
     }
 
     #[test]

@@ -98,17 +98,27 @@ impl FileStorage {
         std::fs::read_to_string(self.dir(name).join("issuer")).ok()
     }
 
+    /// How many times a certificate has been stored as `name` (cert-manager's `revision`).
+    pub fn revision(&self, name: &str) -> u64 {
+        std::fs::read_to_string(self.dir(name).join("revision"))
+            .ok()
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Stores `bundle` as `name`, issued by `issuer`: the key first, so that a certificate is
-    /// never on disk without its key.
+    /// never on disk without its key; the revision last, counting it.
     pub fn store(&self, name: &str, bundle: &Bundle, issuer: &str) -> Result<(), StorageError> {
         let dir = self.dir(name);
+        let revision = self.revision(name) + 1;
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         write_atomically(&dir.join("issuer"), issuer.as_bytes())?;
         write_atomically(&dir.join("tls.key"), bundle.key_pem.as_bytes())?;
         if let Some(ca) = &bundle.ca_pem {
             write_atomically(&dir.join("ca.crt"), ca.as_bytes())?;
         }
-        write_atomically(&dir.join("tls.crt"), bundle.chain_pem.as_bytes())
+        write_atomically(&dir.join("tls.crt"), bundle.chain_pem.as_bytes())?;
+        write_atomically(&dir.join("revision"), revision.to_string().as_bytes())
     }
 }
 
@@ -129,6 +139,7 @@ mod tests {
                 dns_names: vec!["web.example.test".into()],
                 key: KeyAlgorithm::EcdsaP256,
                 duration: Duration::from_secs(3600),
+                reuse_key_pem: None,
             },
             SystemTime::now(),
         )
@@ -138,6 +149,11 @@ mod tests {
             .unwrap();
         assert_eq!(storage.load("default/web-tls").unwrap(), Some(bundle));
         assert_eq!(storage.names(), ["default/web-tls"]);
+        assert_eq!(storage.revision("default/web-tls"), 1);
+        storage
+            .store("default/web-tls", &bundle, "Issuer default/self")
+            .unwrap();
+        assert_eq!(storage.revision("default/web-tls"), 2);
         assert_eq!(
             storage.issuer("default/web-tls").as_deref(),
             Some("Issuer default/self")

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub certificate_expiry: IntGaugeVec,
     /// ACME orders, by outcome.
     pub acme_orders: IntCounterVec,
+    /// Requests to ACME servers, by outcome.
+    pub acme_requests: IntCounterVec,
 }
 
 /// Handles for one route's request metrics.
@@ -173,6 +175,14 @@ impl Metrics {
             &["outcome"],
         )?;
         registry.register(Box::new(acme_orders.clone()))?;
+        let acme_requests = IntCounterVec::new(
+            Opts::new(
+                "gantry_acme_requests_total",
+                "Requests to ACME servers, by outcome (success, rate_limited, client_error, server_error, unreachable)",
+            ),
+            &["outcome"],
+        )?;
+        registry.register(Box::new(acme_requests.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
@@ -199,6 +209,7 @@ impl Metrics {
             certificates_issued,
             certificate_expiry,
             acme_orders,
+            acme_requests,
         }))
     }
 

@@ -106,6 +106,8 @@ pub struct WantedCertificate {
     /// `Issuer ns/name` or `ClusterIssuer name`, for the Secret's annotations and the log.
     pub issuer: String,
     pub renew_before: Option<Duration>,
+    /// Whether each issuance makes a new key (`rotationPolicy: Always`) or keeps the last one.
+    pub rotate_key: bool,
     /// The resource that asked for it.
     pub owner: ObjectRef,
 }
@@ -143,6 +145,17 @@ impl Compiler<'_> {
                     continue;
                 }
             };
+            let rotate_key = match spec.private_key.rotation_policy.as_deref() {
+                None | Some("Always") => true,
+                Some("Never") => false,
+                Some(other) => {
+                    self.problems.push(problem(
+                        "spec.privateKey.rotationPolicy",
+                        format!("{other:?} is not Always or Never"),
+                    ));
+                    continue;
+                }
+            };
             let issuer_key = match spec.issuer_ref.kind.as_str() {
                 "Issuer" => NamespacedName::new(&key.namespace, &spec.issuer_ref.name),
                 "ClusterIssuer" => NamespacedName::new("", &spec.issuer_ref.name),
@@ -173,6 +186,7 @@ impl Compiler<'_> {
                             issuing,
                             issuer,
                             renew_before,
+                            rotate_key,
                             owner,
                         },
                     );
@@ -258,10 +272,12 @@ impl Compiler<'_> {
                             dns_names: hosts,
                             key: KeyAlgorithm::EcdsaP256,
                             duration: DEFAULT_DURATION,
+                            reuse_key_pem: None,
                         },
                         issuing: issuing.clone(),
                         issuer: issuer.clone(),
                         renew_before: None,
+                        rotate_key: true,
                         owner: ingress.reference.clone(),
                     },
                 );
@@ -602,5 +618,6 @@ fn request(spec: &CertificateSpec) -> Result<CertificateRequest, (String, String
         dns_names: spec.dns_names.clone(),
         key,
         duration,
+        reuse_key_pem: None,
     })
 }

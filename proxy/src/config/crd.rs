@@ -534,6 +534,9 @@ pub struct CertificatePrivateKey {
     pub algorithm: String,
     #[serde(default)]
     pub size: Option<u32>,
+    /// `Always` (the default): a new key with every certificate; `Never`: keep the key.
+    #[serde(default)]
+    pub rotation_policy: Option<String>,
 }
 
 impl Default for CertificatePrivateKey {
@@ -541,6 +544,7 @@ impl Default for CertificatePrivateKey {
         CertificatePrivateKey {
             algorithm: default_key_algorithm(),
             size: None,
+            rotation_policy: None,
         }
     }
 }

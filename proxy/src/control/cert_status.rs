@@ -35,6 +35,8 @@ pub struct CertificateStatus {
     pub not_after: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub renewal_time: Option<String>,
+    /// How many certificates have been issued for it, as cert-manager counts them.
+    pub revision: u64,
     /// Failures in a row; 0 once issued.
     pub failed_issuance_attempts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use gantry_acme::acme::{AcmeIssuer, AcmeServer, AcmeStore};
+use gantry_acme::http::Observer;
 use gantry_acme::renewal::renewal_time;
 use gantry_acme::storage::FileStorage;
 use gantry_acme::{Bundle, local};
@@ -64,6 +65,7 @@ struct Failure {
 fn status(
     wanted: &WantedCertificate,
     bundle: Option<&Bundle>,
+    revision: u64,
     issuing: bool,
     failure: Option<&Failure>,
 ) -> CertificateStatus {
@@ -132,6 +134,7 @@ fn status(
         not_before: valid.map(|b| rfc3339(b.not_before)),
         not_after: valid.map(|b| rfc3339(b.not_after)),
         renewal_time: renew_at.map(rfc3339),
+        revision,
         failed_issuance_attempts: failure.map_or(0, |f| f.count),
         last_failure: failure.map(|f| f.reason.clone()),
         next_attempt: failure.map(|f| rfc3339(f.next_try)),
@@ -146,9 +149,11 @@ struct Outcome {
     retry_after: Option<SystemTime>,
 }
 
-/// Live ACME accounts by issuer, made on first use.
-#[derive(Default)]
-struct Accounts(Mutex<HashMap<String, Arc<AcmeIssuer>>>);
+/// Live ACME accounts by issuer, made on first use; every request they make is counted.
+struct Accounts {
+    live: Mutex<HashMap<String, Arc<AcmeIssuer>>>,
+    observer: Observer,
+}
 
 impl Accounts {
     async fn get(
@@ -157,18 +162,20 @@ impl Accounts {
         server: &AcmeServer,
         store: &AcmeStore,
     ) -> Result<Arc<AcmeIssuer>, gantry_acme::acme::AcmeError> {
-        let mut accounts = self.0.lock().await;
+        let mut accounts = self.live.lock().await;
         if let Some(account) = accounts.get(issuer).filter(|a| a.server() == server) {
             return Ok(account.clone());
         }
-        let account = Arc::new(AcmeIssuer::connect(server, issuer, store).await?);
+        let account = Arc::new(
+            AcmeIssuer::connect(server, issuer, store, Some(self.observer.clone())).await?,
+        );
         accounts.insert(issuer.to_owned(), account.clone());
         Ok(account)
     }
 
     /// Drops `issuer`'s account, here and in `store`.
     async fn forget(&self, issuer: &str, store: &AcmeStore) {
-        self.0.lock().await.remove(issuer);
+        self.live.lock().await.remove(issuer);
         store.forget_account(issuer);
     }
 
@@ -273,17 +280,31 @@ impl Manager<'_> {
                 .and_then(|b| still_good(b, wanted, issuer.as_deref(), now))
             {
                 self.failures.remove(&name);
-                statuses.set(status(wanted, stored.as_ref(), false, None));
+                statuses.set(status(wanted, stored.as_ref(), storage.revision(&name), false, None));
                 next = next.min(renew_at);
                 continue;
             }
             if let Some(failure) = self.failures.get(&name)
                 && failure.next_try > now
             {
-                statuses.set(status(wanted, stored.as_ref(), false, Some(failure)));
+                statuses.set(status(
+                    wanted,
+                    stored.as_ref(),
+                    storage.revision(&name),
+                    false,
+                    Some(failure),
+                ));
                 next = next.min(failure.next_try);
                 continue;
             }
+            let mut kept;
+            let wanted = if wanted.rotate_key {
+                wanted
+            } else {
+                kept = wanted.clone();
+                kept.request.reuse_key_pem = stored.as_ref().map(|b| b.key_pem.clone());
+                &kept
+            };
             match &wanted.issuing {
                 Issuing::SelfSigned => {
                     let result = local::self_signed(&wanted.request, now);
@@ -309,6 +330,7 @@ impl Manager<'_> {
                     statuses.set(status(
                         wanted,
                         stored.as_ref(),
+                        storage.revision(&name),
                         true,
                         self.failures.get(&name),
                     ));
@@ -374,7 +396,13 @@ impl Manager<'_> {
                 self.failures.remove(&name);
                 self.service
                     .statuses
-                    .set(status(&wanted, Some(&bundle), false, None));
+                    .set(status(
+                        &wanted,
+                        Some(&bundle),
+                        self.service.storage.revision(&name),
+                        false,
+                        None,
+                    ));
                 metrics
                     .certificates_issued
                     .with_label_values(&["success"])
@@ -408,7 +436,13 @@ impl Manager<'_> {
                 let stored = self.service.storage.load(&name).ok().flatten();
                 self.service
                     .statuses
-                    .set(status(&wanted, stored.as_ref(), false, Some(&failure)));
+                    .set(status(
+                        &wanted,
+                        stored.as_ref(),
+                        self.service.storage.revision(&name),
+                        false,
+                        Some(&failure),
+                    ));
                 self.failures.insert(name, failure);
             }
         }
@@ -424,7 +458,15 @@ impl BackgroundService for CertService {
             service: self,
             failures: HashMap::new(),
             in_flight: HashSet::new(),
-            accounts: Arc::default(),
+            accounts: Arc::new(Accounts {
+                live: Mutex::default(),
+                observer: {
+                    let requests = self.metrics.acme_requests.clone();
+                    Arc::new(move |outcome: gantry_acme::http::RequestOutcome| {
+                        requests.with_label_values(&[outcome.as_str()]).inc();
+                    })
+                },
+            }),
             orders: Arc::new(Semaphore::new(CONCURRENT_ORDERS)),
             done,
         };

@@ -111,6 +111,7 @@ async fn setup(validity: Option<u64>) -> Setup {
         tls_port: gantry.https.port(),
         dns: gantry.dns,
         validity,
+        external_account: None,
     });
     wait_until_within("Pebble to answer", Duration::from_secs(30), || {
         pebble.ready()
@@ -216,6 +217,10 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
     let metrics = setup.gantry.metrics().await;
     assert!(
         metrics.contains("gantry_acme_orders_total{outcome=\"success\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gantry_acme_requests_total{outcome=\"success\"}"),
         "{metrics}"
     );
     // The challenge record is gone once the order is done.
@@ -365,6 +370,10 @@ async fn short_lived_certificates_are_renewed_before_they_expire() {
     .await;
     // The renewed one is as good as the first.
     served_by_pebble(&setup, "web.example.test").await;
+    let status = certificate_status(&setup.gantry, "default/web-tls")
+        .await
+        .unwrap();
+    assert!(status["revision"].as_u64() >= Some(2), "{status:#}");
     let metrics = setup.gantry.metrics().await;
     assert!(
         !metrics.contains("gantry_acme_orders_total{outcome=\"failure\"}"),
@@ -413,6 +422,11 @@ async fn pebble_down_and_back_is_retried_with_a_new_account() {
     assert!(
         message.contains(&setup.pebble.listen.to_string()),
         "the reason names the server: {status:#}"
+    );
+    let metrics = setup.gantry.metrics().await;
+    assert!(
+        metrics.contains("gantry_acme_requests_total{outcome=\"unreachable\"}"),
+        "{metrics}"
     );
     // What was issued keeps being served while the CA is away.
     assert_eq!(
@@ -472,6 +486,7 @@ async fn an_order_cut_short_by_a_restart_is_resumed_not_started_again() {
         tls_port: gantry.https.port(),
         dns: std::net::SocketAddr::from(([127, 0, 0, 1], bind_port)),
         validity: None,
+        external_account: None,
     });
     wait_until_within("Pebble to answer", Duration::from_secs(30), || {
         pebble.ready()
@@ -513,4 +528,96 @@ spec:
         "the same order ({url}) was finished:\n{log}"
     );
     assert!(!saved.exists(), "a finished order is forgotten");
+}
+
+#[tokio::test]
+async fn external_account_binding_for_a_ca_that_requires_it() {
+    const KEY_ID: &str = "kid-1";
+    const MAC_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
+    let echo = upstream::echo("echo").await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "echo.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config.write("zone.yaml", ZONE);
+    let gantry = Gantry::start(config.path()).await;
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: gantry.http.port(),
+        tls_port: gantry.https.port(),
+        dns: gantry.dns,
+        validity: None,
+        external_account: Some((KEY_ID, MAC_KEY)),
+    });
+    wait_until_within("Pebble to answer", Duration::from_secs(30), || {
+        pebble.ready()
+    })
+    .await;
+    let acme_issuer = |name: &str, binding: &str| {
+        format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: {name}}}
+spec:
+  acme:
+    server: {}
+    caBundle: {}{binding}
+    solvers: [{{http01: {{}}}}]
+---
+",
+            pebble.directory_url(),
+            pebble.ca_bundle()
+        )
+    };
+    config.write(
+        "issuers.yaml",
+        &format!(
+            "{}{}apiVersion: v1
+kind: Secret
+metadata: {{name: eab, namespace: default}}
+stringData: {{secret: {MAC_KEY}}}
+",
+            acme_issuer(
+                "bound",
+                &format!(
+                    "\n    externalAccountBinding: {{keyID: {KEY_ID}, keySecretRef: {{name: eab, key: secret}}}}"
+                )
+            ),
+            acme_issuer("unbound", "")
+        ),
+    );
+    config.write(
+        "sites.yaml",
+        &format!(
+            "{}---\n{}",
+            tls_ingress(
+                "bound",
+                "bound.example.test",
+                "bound-tls",
+                "\n  annotations: {gantry.dev/cluster-issuer: bound}"
+            ),
+            tls_ingress(
+                "unbound",
+                "unbound.example.test",
+                "unbound-tls",
+                "\n  annotations: {gantry.dev/cluster-issuer: unbound}"
+            )
+        ),
+    );
+    served_from(&gantry, &pebble, "bound.example.test").await;
+    wait_until_within("the unbound account to be refused", ISSUANCE, || async {
+        certificate_status(&gantry, "default/unbound-tls")
+            .await
+            .is_some_and(|s| s["failedIssuanceAttempts"].as_u64() >= Some(1))
+    })
+    .await;
+    let status = certificate_status(&gantry, "default/unbound-tls")
+        .await
+        .unwrap();
+    let (_, message) = condition(&status, "Ready");
+    assert!(
+        message.to_ascii_lowercase().contains("external account"),
+        "{status:#}"
+    );
 }

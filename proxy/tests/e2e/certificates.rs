@@ -1,7 +1,8 @@
 //! The certificate manager's local issuers: a Certificate from a self-signed Issuer and an
 //! Ingress annotated with a CA issuer (cert-manager's annotation), each served over HTTPS and
 //! verified by a real TLS client trusting only the right root; kept across a restart without
-//! being issued again; and issuers or Certificates that cannot work reported.
+//! being issued again; issued again for new names, keeping the key when told to; and issuers or
+//! Certificates that cannot work reported.
 
 use crate::support::config::{GANTRY_CLASS, service};
 use crate::support::gantry::Options;
@@ -71,6 +72,7 @@ spec:
   secretName: www-tls
   issuerRef: {{name: self}}
   duration: 720h
+  privateKey: {{rotationPolicy: Never}}
 ---
 {}",
             tls_ingress("www", "www.example.test", "www-tls", "")
@@ -181,16 +183,23 @@ spec:
   dnsNames: [www.example.test, example.test]
   secretName: www-tls
   issuerRef: {{name: self}}
+  privateKey: {{rotationPolicy: Never}}
 ---
 {}",
             tls_ingress("www", "www.example.test", "www-tls", "")
         ),
     );
+    let key = |state: &std::path::Path| {
+        std::fs::read_to_string(state.join("certificates/default_www-tls/tls.key")).unwrap()
+    };
+    let www_key = key(state.path());
     wait_until(
         "the certificate to be issued again for the new names",
         || async { issued(state.path(), "default_www-tls").is_some_and(|pem| pem != www_pem) },
     )
     .await;
+    // rotationPolicy: Never keeps the key.
+    assert_eq!(key(state.path()), www_key);
 }
 
 #[tokio::test]

@@ -30,6 +30,8 @@ pub struct PebbleOptions {
     pub dns: SocketAddr,
     /// Lifetime of issued certificates, in seconds; Pebble's default (years) without.
     pub validity: Option<u64>,
+    /// When set, accounts need external account binding with this key ID and base64url key.
+    pub external_account: Option<(&'static str, &'static str)>,
 }
 
 impl Pebble {
@@ -53,6 +55,10 @@ impl Pebble {
         }});
         if let Some(seconds) = options.validity {
             config["pebble"]["certificateValidityPeriod"] = seconds.into();
+        }
+        if let Some((id, key)) = options.external_account {
+            config["pebble"]["externalAccountBindingRequired"] = true.into();
+            config["pebble"]["externalAccountMACKeys"] = serde_json::json!({ id: key });
         }
         std::fs::write(
             dir.path().join("pebble.json"),
