@@ -6,7 +6,7 @@ use std::time::SystemTime;
 use rcgen::{CertificateParams, DnType, ExtendedKeyUsagePurpose, Issuer, KeyPair, KeyUsagePurpose};
 
 use crate::bundle::{Bundle, BundleError};
-use crate::request::{CertificateRequest, KeyAlgorithm};
+use crate::request::CertificateRequest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
@@ -74,6 +74,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::request::KeyAlgorithm;
 
     fn request() -> CertificateRequest {
         CertificateRequest {
@@ -97,7 +98,10 @@ mod tests {
             key: KeyAlgorithm::EcdsaP384,
             ..kept
         };
-        assert_ne!(self_signed(&other_algorithm, now).unwrap().key_pem, first.key_pem);
+        assert_ne!(
+            self_signed(&other_algorithm, now).unwrap().key_pem,
+            first.key_pem
+        );
         assert_ne!(self_signed(&request(), now).unwrap().key_pem, first.key_pem);
     }
 
@@ -123,6 +127,7 @@ mod tests {
             KeyAlgorithm::EcdsaP256,
             KeyAlgorithm::EcdsaP384,
             KeyAlgorithm::Ed25519,
+            KeyAlgorithm::Rsa(2048),
         ] {
             let bundle = signed_by_ca(
                 &CertificateRequest {

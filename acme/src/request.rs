@@ -13,6 +13,8 @@ pub enum KeyAlgorithm {
     EcdsaP256,
     EcdsaP384,
     Ed25519,
+    /// RSA with SHA-256, of 2048 to 8192 bits.
+    Rsa(u16),
 }
 
 /// A certificate to issue.
@@ -37,11 +39,14 @@ impl CertificateRequest {
             .reuse_key_pem
             .as_deref()
             .and_then(|pem| KeyPair::from_pem(pem).ok())
-            .filter(|key| key.algorithm() == algorithm)
+            .filter(|key| key.algorithm() == algorithm && rsa_size_matches(key, self.key))
         {
             return Ok(key);
         }
-        KeyPair::generate_for(algorithm)
+        match self.key {
+            KeyAlgorithm::Rsa(bits) => rsa_key(bits),
+            _ => KeyPair::generate_for(algorithm),
+        }
     }
 }
 
@@ -50,5 +55,30 @@ fn signature_algorithm(algorithm: KeyAlgorithm) -> &'static rcgen::SignatureAlgo
         KeyAlgorithm::EcdsaP256 => &rcgen::PKCS_ECDSA_P256_SHA256,
         KeyAlgorithm::EcdsaP384 => &rcgen::PKCS_ECDSA_P384_SHA384,
         KeyAlgorithm::Ed25519 => &rcgen::PKCS_ED25519,
+        KeyAlgorithm::Rsa(_) => &rcgen::PKCS_RSA_SHA256,
     }
+}
+
+/// Whether a kept RSA key has the size asked for (other algorithms have one size each).
+fn rsa_size_matches(key: &KeyPair, wanted: KeyAlgorithm) -> bool {
+    let KeyAlgorithm::Rsa(bits) = wanted else {
+        return true;
+    };
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+    rsa::PrivateKey::from_pkcs8_der(&key.serialize_der())
+        .is_ok_and(|k| k.size() * 8 == usize::from(bits))
+}
+
+/// A new RSA key: ring, which signs for rcgen here, cannot make one, so the RustCrypto `rsa`
+/// crate does, from the system's random source.
+fn rsa_key(bits: u16) -> Result<KeyPair, rcgen::Error> {
+    use rsa::pkcs8::EncodePrivateKey;
+    let key = rsa::PrivateKey::new(&mut crypto_common::getrandom::SysRng, usize::from(bits))
+        .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|_| rcgen::Error::KeyGenerationUnavailable)?;
+    let der = rustls::pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+    KeyPair::from_pkcs8_der_and_sign_algo(&der, &rcgen::PKCS_RSA_SHA256)
 }

@@ -147,7 +147,10 @@ mod tests {
         storage
             .store("default/web-tls", &bundle, "Issuer default/self")
             .unwrap();
-        assert_eq!(storage.load("default/web-tls").unwrap(), Some(bundle));
+        assert_eq!(
+            storage.load("default/web-tls").unwrap(),
+            Some(bundle.clone())
+        );
         assert_eq!(storage.names(), ["default/web-tls"]);
         assert_eq!(storage.revision("default/web-tls"), 1);
         storage

@@ -601,16 +601,20 @@ fn request(spec: &CertificateSpec) -> Result<CertificateRequest, (String, String
                 format!("{size} is not 256 or 384"),
             ));
         }
-        ("RSA", _) => {
+        ("RSA", None) => KeyAlgorithm::Rsa(2048),
+        ("RSA", Some(size @ (2048 | 4096 | 8192))) => {
+            KeyAlgorithm::Rsa(u16::try_from(size).unwrap_or(2048))
+        }
+        ("RSA", Some(size)) => {
             return Err((
-                "spec.privateKey.algorithm".into(),
-                "RSA keys are not supported yet; use ECDSA or Ed25519".into(),
+                "spec.privateKey.size".into(),
+                format!("{size} is not 2048, 4096 or 8192 (bits of an RSA key)"),
             ));
         }
         (other, _) => {
             return Err((
                 "spec.privateKey.algorithm".into(),
-                format!("{other:?} is not ECDSA or Ed25519"),
+                format!("{other:?} is not ECDSA, RSA or Ed25519"),
             ));
         }
     };

@@ -526,7 +526,8 @@ fn default_issuer_kind() -> String {
     "Issuer".to_owned()
 }
 
-/// The private key: `ECDSA` (the default; size 256 or 384) or `Ed25519`.
+/// The private key: `ECDSA` (the default; size 256 or 384), `RSA` (size 2048, the default,
+/// 4096 or 8192) or `Ed25519`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CertificatePrivateKey {

@@ -280,7 +280,13 @@ impl Manager<'_> {
                 .and_then(|b| still_good(b, wanted, issuer.as_deref(), now))
             {
                 self.failures.remove(&name);
-                statuses.set(status(wanted, stored.as_ref(), storage.revision(&name), false, None));
+                statuses.set(status(
+                    wanted,
+                    stored.as_ref(),
+                    storage.revision(&name),
+                    false,
+                    None,
+                ));
                 next = next.min(renew_at);
                 continue;
             }
@@ -394,15 +400,13 @@ impl Manager<'_> {
         match stored {
             Ok(bundle) => {
                 self.failures.remove(&name);
-                self.service
-                    .statuses
-                    .set(status(
-                        &wanted,
-                        Some(&bundle),
-                        self.service.storage.revision(&name),
-                        false,
-                        None,
-                    ));
+                self.service.statuses.set(status(
+                    &wanted,
+                    Some(&bundle),
+                    self.service.storage.revision(&name),
+                    false,
+                    None,
+                ));
                 metrics
                     .certificates_issued
                     .with_label_values(&["success"])
@@ -434,15 +438,13 @@ impl Manager<'_> {
                     reason: e,
                 };
                 let stored = self.service.storage.load(&name).ok().flatten();
-                self.service
-                    .statuses
-                    .set(status(
-                        &wanted,
-                        stored.as_ref(),
-                        self.service.storage.revision(&name),
-                        false,
-                        Some(&failure),
-                    ));
+                self.service.statuses.set(status(
+                    &wanted,
+                    stored.as_ref(),
+                    self.service.storage.revision(&name),
+                    false,
+                    Some(&failure),
+                ));
                 self.failures.insert(name, failure);
             }
         }

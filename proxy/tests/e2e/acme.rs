@@ -168,7 +168,7 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
     config.write(
         "alpn.yaml",
         &format!(
-            "{}---\n{}",
+            "{}  privateKey: {{algorithm: RSA, size: 2048}}\n---\n{}",
             certificate("alpn", &["alpn.example.test"], "alpn-tls", "pebble"),
             tls_ingress("alpn", "alpn.example.test", "alpn-tls", "")
         ),
@@ -197,6 +197,22 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
         assert_eq!(condition(&status, "Ready").0, "True", "{status:#}");
         assert!(status["renewalTime"].is_string(), "{status:#}");
     }
+    // The key algorithms asked for: RSA for alpn, ECDSA P-256 (the default) for the others.
+    let key_algorithm = |host: &'static str| async move {
+        let der = clients::presented_certificate(setup.gantry.https, host).await;
+        let (_, leaf) = x509_parser::parse_x509_certificate(&der).unwrap();
+        leaf.public_key().algorithm.algorithm.to_owned()
+    };
+    use x509_parser::oid_registry::{OID_KEY_TYPE_EC_PUBLIC_KEY, OID_PKCS1_RSAENCRYPTION};
+    assert_eq!(
+        key_algorithm("alpn.example.test").await,
+        OID_PKCS1_RSAENCRYPTION
+    );
+    assert_eq!(
+        key_algorithm("web.example.test").await,
+        OID_KEY_TYPE_EC_PUBLIC_KEY
+    );
+
     // `gantry status` shows the same, as a table.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
         .args(["status", "--admin-addr", &setup.gantry.admin.to_string()])
@@ -617,7 +633,7 @@ stringData: {{secret: {MAC_KEY}}}
         .unwrap();
     let (_, message) = condition(&status, "Ready");
     assert!(
-        message.to_ascii_lowercase().contains("external account"),
-        "{status:#}"
+        message.contains("externalAccountRequired"),
+        "the CA's reason is passed on: {status:#}"
     );
 }

@@ -257,7 +257,7 @@ spec: {dnsNames: [a.example.test], secretName: a-tls, issuerRef: {name: missing}
 apiVersion: gantry.dev/v1alpha1
 kind: Certificate
 metadata: {name: rsa, namespace: default}
-spec: {dnsNames: [b.example.test], secretName: b-tls, issuerRef: {name: self}, privateKey: {algorithm: RSA}}
+spec: {dnsNames: [b.example.test], secretName: b-tls, issuerRef: {name: self}, privateKey: {algorithm: RSA, size: 1024}}
 ---
 apiVersion: gantry.dev/v1alpha1
 kind: Certificate
@@ -285,7 +285,7 @@ spec: {dnsNames: [e.example.test], secretName: e-tls, issuerRef: {name: nothing}
         "Certificate default/no-zone: spec.dnsNames[0]: z.elsewhere.test: Issuer default/only-dns proves it by DNS-01, but no DNSZone Gantry serves or publishes holds _acme-challenge.z.elsewhere.test.",
         "Issuer default/lost-ca: spec.ca.secretName: Secret default/no-such-secret not found",
         "Certificate default/orphan: spec.issuerRef: Issuer default/missing not found; the certificate is not issued",
-        "Certificate default/rsa: spec.privateKey.algorithm: RSA keys are not supported yet",
+        "Certificate default/rsa: spec.privateKey.size: 1024 is not 2048, 4096 or 8192",
         "Certificate default/acme: spec.issuerRef: Issuer default/letsencrypt: at least one solver",
         "Certificate default/via-lost-ca: spec.issuerRef: Issuer default/lost-ca: Secret default/no-such-secret not found",
     ] {
