@@ -1,6 +1,7 @@
 //! `gantry status`: what a running Gantry says of its resources, as `kubectl get` would show
-//! them: every certificate with its conditions, validity and renewal time, then every resource
-//! with a problem. Read from the admin listener (`/status/certificates`, `/config`).
+//! them: every Ingress and Gantry resource with its Ready condition, then every certificate with
+//! its conditions, validity and renewal time. Read from the admin listener (`/status`,
+//! `/status/certificates`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -51,17 +52,13 @@ struct Condition {
 }
 
 #[derive(Deserialize)]
-struct Config {
-    problems: Vec<ProblemView>,
-}
-
-#[derive(Deserialize)]
-struct ProblemView {
-    kind: Option<String>,
-    namespace: Option<String>,
-    name: Option<String>,
-    field: Option<String>,
-    reason: String,
+struct Resource {
+    kind: String,
+    #[serde(default)]
+    namespace: String,
+    name: String,
+    ready: String,
+    message: String,
 }
 
 /// One GET to Gantry's own admin listener, which answers HTTP/1.1 and closes when asked; a
@@ -95,6 +92,43 @@ fn cell(text: &str, width: usize) -> String {
     format!("{text:width$}  ")
 }
 
+/// Writes `rows` under `headers`, each column as wide as its widest cell.
+fn table<const N: usize>(
+    out: &mut dyn Write,
+    headers: [&str; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let widths: Vec<usize> = (0..N)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([headers[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| cells.concat().trim_end().to_owned();
+    writeln!(
+        out,
+        "{}",
+        line(
+            headers
+                .iter()
+                .zip(&widths)
+                .map(|(h, w)| cell(h, *w))
+                .collect()
+        )
+    )?;
+    for row in rows {
+        writeln!(
+            out,
+            "{}",
+            line(row.iter().zip(&widths).map(|(c, w)| cell(c, *w)).collect())
+        )?;
+    }
+    Ok(())
+}
+
 /// Prints the status of the Gantry whose admin listener is at `addr`.
 pub fn status(addr: SocketAddr, out: &mut impl Write) -> Result<(), StatusError> {
     let certificates: Vec<Certificate> =
@@ -105,14 +139,24 @@ pub fn status(addr: SocketAddr, out: &mut impl Write) -> Result<(), StatusError>
                 source,
             }
         })?;
-    let config: Config =
-        serde_json::from_slice(&get(addr, "/config")?).map_err(|source| StatusError::Json {
+    let resources: Vec<Resource> =
+        serde_json::from_slice(&get(addr, "/status")?).map_err(|source| StatusError::Json {
             addr,
-            path: "/config",
+            path: "/status",
             source,
         })?;
-    let write = |out: &mut dyn Write, line: String| writeln!(out, "{}", line.trim_end());
-    let rows: Vec<[String; 7]> = certificates
+    let resource_rows: Vec<[String; 4]> = resources
+        .iter()
+        .map(|r| {
+            let name = if r.namespace.is_empty() {
+                r.name.clone()
+            } else {
+                format!("{}/{}", r.namespace, r.name)
+            };
+            [r.kind.clone(), name, r.ready.clone(), r.message.clone()]
+        })
+        .collect();
+    let certificate_rows: Vec<[String; 7]> = certificates
         .iter()
         .map(|c| {
             let condition = |kind: &str| c.conditions.iter().find(|x| x.kind == kind);
@@ -133,56 +177,26 @@ pub fn status(addr: SocketAddr, out: &mut impl Write) -> Result<(), StatusError>
             ]
         })
         .collect();
-    let headers = [
-        "SECRET",
-        "OWNER",
-        "ISSUER",
-        "READY",
-        "NOT AFTER",
-        "RENEWAL",
-        "MESSAGE",
-    ];
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
     let result = (|| {
-        writeln!(out, "Certificates: {}", certificates.len())?;
-        if !rows.is_empty() {
-            write(
-                out,
-                headers
-                    .iter()
-                    .zip(&widths)
-                    .map(|(h, w)| cell(h, *w))
-                    .collect(),
-            )?;
-            for row in &rows {
-                write(
-                    out,
-                    row.iter().zip(&widths).map(|(c, w)| cell(c, *w)).collect(),
-                )?;
-            }
+        writeln!(out, "Resources: {}", resources.len())?;
+        if !resource_rows.is_empty() {
+            table(out, ["KIND", "NAME", "READY", "MESSAGE"], &resource_rows)?;
         }
-        writeln!(out, "\nResources with problems: {}", config.problems.len())?;
-        for p in &config.problems {
-            let mut line = String::new();
-            if let (Some(kind), Some(name)) = (&p.kind, &p.name) {
-                match p.namespace.as_deref().filter(|n| !n.is_empty()) {
-                    Some(ns) => line.push_str(&format!("{kind} {ns}/{name}: ")),
-                    None => line.push_str(&format!("{kind} {name}: ")),
-                }
-            }
-            if let Some(field) = &p.field {
-                line.push_str(&format!("{field}: "));
-            }
-            line.push_str(&p.reason);
-            writeln!(out, "{line}")?;
+        writeln!(out, "\nCertificates: {}", certificates.len())?;
+        if !certificate_rows.is_empty() {
+            table(
+                out,
+                [
+                    "SECRET",
+                    "OWNER",
+                    "ISSUER",
+                    "READY",
+                    "NOT AFTER",
+                    "RENEWAL",
+                    "MESSAGE",
+                ],
+                &certificate_rows,
+            )?;
         }
         Ok(())
     })();

@@ -1,8 +1,10 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/config` (a JSON
-//! view of the routes now serving and of the problems found) and `/status/certificates` (each
-//! certificate's conditions, validity and renewal time). Read only.
+//! view of the routes now serving and of the problems found), `/status` (every resource with
+//! its Ready condition) and `/status/certificates` (each certificate's conditions, validity and
+//! renewal time). Read only.
 
 pub(crate) mod config_view;
+mod status_view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,13 +46,21 @@ impl ServeHttp for AdminApp {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
                 }
             }
+            "/status" => {
+                let snapshot = self.snapshots.load();
+                let resources = status_view::resources(&snapshot, &self.certificates.all());
+                match serde_json::to_vec_pretty(&resources) {
+                    Ok(json) => reply(StatusCode::OK, "application/json", json),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
+                }
+            }
             "/status/certificates" => match serde_json::to_vec_pretty(&self.certificates.all()) {
                 Ok(json) => reply(StatusCode::OK, "application/json", json),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz, /readyz, /metrics, /config or /status/certificates\n",
+                "not found; try /healthz, /readyz, /metrics, /config, /status or /status/certificates\n",
             ),
         }
     }

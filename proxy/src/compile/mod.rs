@@ -99,7 +99,31 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         dns,
         dns_publications,
         certificates,
+        resources: resources(store),
     }
+}
+
+/// The objects `gantry status` lists: Ingresses and every kind of Gantry's own.
+fn resources(store: &Store) -> Vec<ObjectRef> {
+    fn refs<'a, K: 'a>(
+        kind: Kind,
+        map: &'a std::collections::BTreeMap<NamespacedName, Stored<K>>,
+    ) -> impl Iterator<Item = ObjectRef> + 'a {
+        map.keys().map(move |key| ObjectRef {
+            kind,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+        })
+    }
+    refs(Kind::Ingress, &store.ingresses)
+        .chain(refs(Kind::FixedResponse, &store.fixed_responses))
+        .chain(refs(Kind::WasmPlugin, &store.wasm_plugins))
+        .chain(refs(Kind::DnsZone, &store.dns_zones))
+        .chain(refs(Kind::DnsRecord, &store.dns_records))
+        .chain(refs(Kind::Issuer, &store.issuers))
+        .chain(refs(Kind::ClusterIssuer, &store.cluster_issuers))
+        .chain(refs(Kind::Certificate, &store.certificates))
+        .collect()
 }
 
 /// Ingresses in the order that settles conflicts: oldest `creationTimestamp` first (those

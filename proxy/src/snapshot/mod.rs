@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub dns_publications: Vec<Publication>,
     /// Certificates to keep issued.
     pub certificates: Vec<crate::compile::certificates::WantedCertificate>,
+    /// The resources `gantry status` reports on.
+    pub resources: Vec<crate::config::ObjectRef>,
 }
 
 /// Records Gantry keeps in a zone of another DNS server.

@@ -220,6 +220,18 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
         .unwrap();
     let table = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{table}");
+    for resource in [
+        "ClusterIssuer pebble",
+        "Certificate default/alpn",
+        "Certificate default/apps",
+        "Ingress default/web",
+    ] {
+        let row = table
+            .lines()
+            .find(|l| l.split_whitespace().take(2).eq(resource.split_whitespace()))
+            .unwrap_or_else(|| panic!("no row for {resource}:\n{table}"));
+        assert!(row.contains(" True "), "{row}\n{table}");
+    }
     for secret in ["default/web-tls", "default/alpn-tls", "default/apps-tls"] {
         let row = table
             .lines()
