@@ -556,6 +556,27 @@ spec:
         "the same order ({url}) was finished:\n{log}"
     );
     assert!(!saved.exists(), "a finished order is forgotten");
+
+    // Another restart: the valid certificate is served as it is, and no order is placed.
+    let issued = clients::presented_certificate(gantry.https, "pub.example.test").await;
+    let mut gantry = gantry;
+    gantry.sigterm();
+    assert!(gantry.wait_exit(Duration::from_secs(30)).await.success());
+    let gantry = Gantry::start_with(config.path(), options()).await;
+    served_from(&gantry, &pebble, "pub.example.test").await;
+    assert_eq!(
+        clients::presented_certificate(gantry.https, "pub.example.test").await,
+        issued
+    );
+    let status = certificate_status(&gantry, "default/pub-tls")
+        .await
+        .unwrap();
+    assert_eq!(condition(&status, "Ready").0, "True", "{status:#}");
+    assert!(
+        !gantry.log().contains("ordering a certificate"),
+        "{}",
+        gantry.log()
+    );
 }
 
 #[tokio::test]
