@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::support::config::{GANTRY_CLASS, service};
+use crate::support::config::{GANTRY_CLASS, service, tls_ingress};
 use crate::support::gantry::Options;
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::pki::client_config_trusting;
@@ -23,24 +23,6 @@ spec:
   nameServers: [{name: ns1.example.test, addresses: [127.0.0.1]}]
   ingressAddresses: [127.0.0.1]
 ";
-
-fn tls_ingress(name: &str, host: &str, secret: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: default{annotations}
-spec:
-  tls: [{{hosts: [\"{host}\"], secretName: {secret}}}]
-  rules:
-    - host: \"{host}\"
-      http:
-        paths:
-          - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{name: http}}}}}}}}
-"
-    )
-}
 
 fn certificate(name: &str, names: &[&str], secret: &str, issuer: &str) -> String {
     format!(
@@ -96,14 +78,20 @@ struct Setup {
     _echo: upstream::Upstream,
 }
 
-async fn setup(validity: Option<u64>) -> Setup {
-    let echo = upstream::echo("echo").await;
+/// A folder with the IngressClass and the `echo` Service in front of `echo`.
+fn base_folder(echo: &upstream::Upstream) -> ConfigDir {
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
     config.write(
         "echo.yaml",
         &service("default", "echo", "http", None, &[(echo.addr, true)]),
     );
+    config
+}
+
+async fn setup(validity: Option<u64>) -> Setup {
+    let echo = upstream::echo("echo").await;
+    let config = base_folder(&echo);
     config.write("zone.yaml", ZONE);
     let gantry = Gantry::start(config.path()).await;
     let pebble = Pebble::start(PebbleOptions {
@@ -367,10 +355,9 @@ spec:
     assert_eq!(condition(&down, "Ready").0, "False", "{down:#}");
 }
 
-#[tokio::test]
-async fn short_lived_certificates_are_renewed_before_they_expire() {
-    // Pebble issues for 30 s: renewal falls when a third is left, some 20 s in.
-    let setup = setup(Some(30)).await;
+/// web.example.test, through ingress-shim's annotation, issued by the `pebble` ClusterIssuer
+/// and served.
+async fn issue_web(setup: &Setup) {
     setup.config.write(
         "web.yaml",
         &tls_ingress(
@@ -383,7 +370,14 @@ async fn short_lived_certificates_are_renewed_before_they_expire() {
     setup
         .config
         .write("issuer.yaml", &issuer("pebble", &setup.pebble));
-    served_by_pebble(&setup, "web.example.test").await;
+    served_by_pebble(setup, "web.example.test").await;
+}
+
+#[tokio::test]
+async fn short_lived_certificates_are_renewed_before_they_expire() {
+    // Pebble issues for 30 s: renewal falls when a third is left, some 20 s in.
+    let setup = setup(Some(30)).await;
+    issue_web(&setup).await;
     let first = clients::presented_certificate(setup.gantry.https, "web.example.test").await;
     let status = certificate_status(&setup.gantry, "default/web-tls")
         .await
@@ -412,19 +406,7 @@ async fn short_lived_certificates_are_renewed_before_they_expire() {
 #[tokio::test]
 async fn pebble_down_and_back_is_retried_with_a_new_account() {
     let mut setup = setup(None).await;
-    setup.config.write(
-        "web.yaml",
-        &tls_ingress(
-            "web",
-            "web.example.test",
-            "web-tls",
-            "\n  annotations: {gantry.dev/cluster-issuer: pebble}",
-        ),
-    );
-    setup
-        .config
-        .write("issuer.yaml", &issuer("pebble", &setup.pebble));
-    served_by_pebble(&setup, "web.example.test").await;
+    issue_web(&setup).await;
 
     setup.pebble.stop();
     setup.config.write(
@@ -485,12 +467,7 @@ async fn pebble_down_and_back_is_retried_with_a_new_account() {
 async fn an_order_cut_short_by_a_restart_is_resumed_not_started_again() {
     let echo = upstream::echo("echo").await;
     let bind_port = crate::support::dns::free_port();
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = base_folder(&echo);
     // example.test is published into BIND, which the CA asks, and which is not running yet:
     // the DNS-01 value cannot be seen, so the order waits.
     config.write("zone.yaml", &crate::dns_publish::zone(bind_port));
@@ -584,12 +561,7 @@ async fn external_account_binding_for_a_ca_that_requires_it() {
     const KEY_ID: &str = "kid-1";
     const MAC_KEY: &str = "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W";
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = base_folder(&echo);
     config.write("zone.yaml", ZONE);
     let gantry = Gantry::start(config.path()).await;
     let pebble = Pebble::start(PebbleOptions {

@@ -4,28 +4,10 @@
 //! being issued again; issued again for new names, keeping the key when told to; and issuers or
 //! Certificates that cannot work reported.
 
-use crate::support::config::{GANTRY_CLASS, service};
+use crate::support::config::{GANTRY_CLASS, service, tls_ingress};
 use crate::support::gantry::Options;
 use crate::support::pki::{TestCa, client_config_trusting, pem_to_der};
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
-
-fn tls_ingress(name: &str, host: &str, secret: &str, annotations: &str) -> String {
-    format!(
-        "apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: {name}
-  namespace: default{annotations}
-spec:
-  tls: [{{hosts: [{host}], secretName: {secret}}}]
-  rules:
-    - host: {host}
-      http:
-        paths:
-          - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{name: http}}}}}}}}
-"
-    )
-}
 
 fn folder(echo: &upstream::Upstream, ca: &TestCa) -> ConfigDir {
     let config = ConfigDir::new();

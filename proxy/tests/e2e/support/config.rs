@@ -201,3 +201,23 @@ pub fn fixed_path(path: &str, path_type: &str, response: &str) -> String {
 "
     )
 }
+
+/// An Ingress in `default` sending `host` to the `echo` Service, with one TLS entry for it kept
+/// in `secret`; `annotations` is appended to the metadata as is (`\n  annotations: {...}`).
+pub fn tls_ingress(name: &str, host: &str, secret: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  namespace: default{annotations}
+spec:
+  tls: [{{hosts: [\"{host}\"], secretName: {secret}}}]
+  rules:
+    - host: \"{host}\"
+      http:
+        paths:
+          - {{path: /, pathType: Prefix, backend: {{service: {{name: echo, port: {{name: http}}}}}}}}
+"
+    )
+}
