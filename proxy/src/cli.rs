@@ -32,6 +32,9 @@ pub enum Command {
     /// Work with proxy-wasm plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print the CustomResourceDefinitions of Gantry's resources (YAML), as deploy/crds.yaml
+    /// holds them.
+    Crds,
     /// Print the version.
     Version,
 }

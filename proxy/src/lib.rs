@@ -9,6 +9,7 @@ pub mod cli;
 pub mod compile;
 pub mod config;
 pub mod control;
+pub mod crds;
 pub mod dataplane;
 pub mod default_cert;
 pub mod duration;

@@ -13,6 +13,16 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Crds => match gantry::crds::render() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("gantry crds: {e}");
+                ExitCode::from(2)
+            }
+        },
         Command::Version => {
             println!("gantry {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -100,9 +100,6 @@ async fn setup(validity: Option<u64>) -> Setup {
         dns: gantry.dns,
         validity,
         external_account: None,
-    });
-    wait_until_within("Pebble to answer", Duration::from_secs(30), || {
-        pebble.ready()
     })
     .await;
     Setup {
@@ -450,11 +447,7 @@ async fn pebble_down_and_back_is_retried_with_a_new_account() {
 
     // Back, but a new Pebble: it knows neither the account nor the order. Gantry registers
     // again and issues.
-    setup.pebble.restart();
-    wait_until_within("Pebble to answer again", Duration::from_secs(30), || {
-        setup.pebble.ready()
-    })
-    .await;
+    setup.pebble.restart().await;
     served_by_pebble(&setup, "alpn.example.test").await;
     assert!(
         setup.gantry.log().contains("registering a new one"),
@@ -492,9 +485,6 @@ async fn an_order_cut_short_by_a_restart_is_resumed_not_started_again() {
         dns: std::net::SocketAddr::from(([127, 0, 0, 1], bind_port)),
         validity: None,
         external_account: None,
-    });
-    wait_until_within("Pebble to answer", Duration::from_secs(30), || {
-        pebble.ready()
     })
     .await;
     config.write(
@@ -570,9 +560,6 @@ async fn external_account_binding_for_a_ca_that_requires_it() {
         dns: gantry.dns,
         validity: None,
         external_account: Some((KEY_ID, MAC_KEY)),
-    });
-    wait_until_within("Pebble to answer", Duration::from_secs(30), || {
-        pebble.ready()
     })
     .await;
     let acme_issuer = |name: &str, binding: &str| {

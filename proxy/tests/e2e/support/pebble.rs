@@ -35,7 +35,22 @@ pub struct PebbleOptions {
 }
 
 impl Pebble {
-    pub fn start(options: PebbleOptions) -> Pebble {
+    /// Starts Pebble and waits until it answers. Its free ports are retried when another
+    /// process took one in between.
+    pub async fn start(options: PebbleOptions) -> Pebble {
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let mut pebble = Pebble::configure(&options);
+            match pebble.spawn_and_wait().await {
+                Ok(()) => return pebble,
+                Err(log) if log.contains("address already in use") => last_log = log,
+                Err(log) => panic!("Pebble did not start:\n{log}"),
+            }
+        }
+        panic!("Pebble could not get free ports:\n{last_log}");
+    }
+
+    fn configure(options: &PebbleOptions) -> Pebble {
         let dir = tempfile::tempdir().unwrap();
         let tls_ca = TestCa::new();
         let leaf = tls_ca.leaf(&["127.0.0.1", "localhost"]);
@@ -65,7 +80,7 @@ impl Pebble {
             serde_json::to_vec_pretty(&config).unwrap(),
         )
         .unwrap();
-        let mut pebble = Pebble {
+        Pebble {
             dir,
             tls_ca,
             listen,
@@ -78,14 +93,39 @@ impl Pebble {
                 ("PEBBLE_DNS", options.dns.to_string()),
             ],
             child: None,
-        };
-        pebble.restart();
-        pebble
+        }
     }
 
-    /// Starts it again after [`Pebble::stop`]. Pebble keeps nothing across restarts: its root,
-    /// accounts and orders are new.
-    pub fn restart(&mut self) {
+    /// Starts it again after [`Pebble::stop`], on the same ports, and waits until it answers.
+    /// Pebble keeps nothing across restarts: its root, accounts and orders are new.
+    pub async fn restart(&mut self) {
+        if let Err(log) = self.spawn_and_wait().await {
+            panic!("Pebble did not start again:\n{log}");
+        }
+    }
+
+    /// Spawns Pebble and waits until its directory answers; its log if it exits or takes
+    /// longer than a minute.
+    async fn spawn_and_wait(&mut self) -> Result<(), String> {
+        self.spawn();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if self.ready().await {
+                return Ok(());
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .is_none_or(|c| c.try_wait().ok().flatten().is_some());
+            if exited || std::time::Instant::now() > deadline {
+                self.stop();
+                return Err(self.log());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -142,7 +182,7 @@ impl Pebble {
     }
 
     /// Whether Pebble answers its directory.
-    pub async fn ready(&self) -> bool {
+    async fn ready(&self) -> bool {
         self.client()
             .get(self.directory_url())
             .send()
