@@ -2,7 +2,8 @@
 //! Ingress that names an issuer in an annotation (`gantry.dev/issuer`,
 //! `gantry.dev/cluster-issuer`, or cert-manager's `cert-manager.io/issuer` and
 //! `cert-manager.io/cluster-issuer`, as cert-manager's ingress-shim reads them), for the entry's
-//! hosts. Each says how it is issued; whatever cannot be (an unknown issuer, a bad field) is a
+//! hosts, shaped by ingress-shim's `cert-manager.io/duration`, `renew-before` and
+//! `private-key-algorithm`, `-size` and `-rotation-policy` annotations. Each says how it is issued; whatever cannot be (an unknown issuer, a bad field) is a
 //! problem on the resource that asked, and on the issuer when the issuer is at fault.
 
 use std::collections::BTreeMap;
@@ -240,6 +241,15 @@ impl Compiler<'_> {
                     continue;
                 }
             };
+            let settings = match shim_settings(named) {
+                Ok(settings) => settings,
+                Err((field, reason)) => {
+                    self.problems.push(
+                        ingress.problem(&field, format!("{reason}; no certificate is issued")),
+                    );
+                    continue;
+                }
+            };
             let spec = ingress.stored.object.spec.as_ref();
             for (i, entry) in spec.iter().flat_map(|s| s.tls.iter().flatten()).enumerate() {
                 let Some(secret_name) = entry.secret_name.as_deref().filter(|s| !s.is_empty())
@@ -270,14 +280,14 @@ impl Compiler<'_> {
                         secret,
                         request: CertificateRequest {
                             dns_names: hosts,
-                            key: KeyAlgorithm::EcdsaP256,
-                            duration: DEFAULT_DURATION,
+                            key: settings.key,
+                            duration: settings.duration,
                             reuse_key_pem: None,
                         },
                         issuing: issuing.clone(),
                         issuer: issuer.clone(),
-                        renew_before: None,
-                        rotate_key: true,
+                        renew_before: settings.renew_before,
+                        rotate_key: settings.rotate_key,
                         owner: ingress.reference.clone(),
                     },
                 );
@@ -566,6 +576,104 @@ fn object(kind: Kind, key: &NamespacedName) -> ObjectRef {
     }
 }
 
+/// A certificate's lifetime: a duration of at least a minute.
+fn lifetime(text: &str) -> Result<Duration, String> {
+    match parse_duration(text) {
+        Ok(d) if d >= Duration::from_secs(60) => Ok(d),
+        Ok(_) => Err("must be at least 1m".into()),
+        Err(reason) => Err(reason),
+    }
+}
+
+/// The key of `algorithm` (case-insensitive) and `size`; errors name `algorithm` or `size`.
+fn key_algorithm(
+    algorithm: &str,
+    size: Option<u32>,
+) -> Result<KeyAlgorithm, (&'static str, String)> {
+    match (algorithm.to_ascii_uppercase().as_str(), size) {
+        ("ECDSA", None | Some(256)) => Ok(KeyAlgorithm::EcdsaP256),
+        ("ECDSA", Some(384)) => Ok(KeyAlgorithm::EcdsaP384),
+        ("ED25519", _) => Ok(KeyAlgorithm::Ed25519),
+        ("ECDSA", Some(size)) => Err(("size", format!("{size} is not 256 or 384"))),
+        ("RSA", None) => Ok(KeyAlgorithm::Rsa(2048)),
+        ("RSA", Some(size @ (2048 | 4096 | 8192))) => {
+            Ok(KeyAlgorithm::Rsa(u16::try_from(size).unwrap_or(2048)))
+        }
+        ("RSA", Some(size)) => Err((
+            "size",
+            format!("{size} is not 2048, 4096 or 8192 (bits of an RSA key)"),
+        )),
+        (other, _) => Err((
+            "algorithm",
+            format!("{other:?} is not ECDSA, RSA or Ed25519"),
+        )),
+    }
+}
+
+/// How the certificates of an Ingress are made, from cert-manager's ingress-shim annotations.
+struct ShimSettings {
+    key: KeyAlgorithm,
+    duration: Duration,
+    renew_before: Option<Duration>,
+    rotate_key: bool,
+}
+
+const CM_DURATION: &str = "cert-manager.io/duration";
+const CM_RENEW_BEFORE: &str = "cert-manager.io/renew-before";
+const CM_KEY_ALGORITHM: &str = "cert-manager.io/private-key-algorithm";
+const CM_KEY_SIZE: &str = "cert-manager.io/private-key-size";
+const CM_KEY_ROTATION: &str = "cert-manager.io/private-key-rotation-policy";
+
+/// The ingress-shim annotations read; errors name the annotation.
+fn shim_settings<'a>(
+    annotation: impl Fn(&str) -> Option<&'a str>,
+) -> Result<ShimSettings, (String, String)> {
+    let field = |name: &str| format!("metadata.annotations[{name}]");
+    let duration = match annotation(CM_DURATION) {
+        None => DEFAULT_DURATION,
+        Some(text) => lifetime(text).map_err(|reason| (field(CM_DURATION), reason))?,
+    };
+    let renew_before = annotation(CM_RENEW_BEFORE)
+        .map(|text| parse_duration(text).map_err(|reason| (field(CM_RENEW_BEFORE), reason)))
+        .transpose()?;
+    let size = annotation(CM_KEY_SIZE)
+        .map(|text| {
+            text.trim().parse::<u32>().map_err(|_| {
+                (
+                    field(CM_KEY_SIZE),
+                    format!("{text:?} is not a number of bits"),
+                )
+            })
+        })
+        .transpose()?;
+    let key = key_algorithm(annotation(CM_KEY_ALGORITHM).unwrap_or("ECDSA"), size).map_err(
+        |(which, reason)| {
+            let name = if which == "size" {
+                CM_KEY_SIZE
+            } else {
+                CM_KEY_ALGORITHM
+            };
+            (field(name), reason)
+        },
+    )?;
+    let rotate_key = match annotation(CM_KEY_ROTATION) {
+        None | Some("Always") => true,
+        Some("Never") => false,
+        Some(other) => {
+            return Err((
+                field(CM_KEY_ROTATION),
+                format!("{other:?} is not Always or Never"),
+            ));
+        }
+    };
+    Ok(ShimSettings {
+        key,
+        duration,
+        renew_before,
+        rotate_key,
+    })
+}
+
 /// The request of a Certificate; errors name the field.
 fn request(spec: &CertificateSpec) -> Result<CertificateRequest, (String, String)> {
     if spec.dns_names.is_empty() {
@@ -582,42 +690,10 @@ fn request(spec: &CertificateSpec) -> Result<CertificateRequest, (String, String
     }
     let duration = match spec.duration.as_deref() {
         None => DEFAULT_DURATION,
-        Some(text) => match parse_duration(text) {
-            Ok(d) if d >= Duration::from_secs(60) => d,
-            Ok(_) => return Err(("spec.duration".into(), "must be at least 1m".into())),
-            Err(reason) => return Err(("spec.duration".into(), reason)),
-        },
+        Some(text) => lifetime(text).map_err(|reason| ("spec.duration".to_owned(), reason))?,
     };
-    let key = match (
-        spec.private_key.algorithm.to_ascii_uppercase().as_str(),
-        spec.private_key.size,
-    ) {
-        ("ECDSA", None | Some(256)) => KeyAlgorithm::EcdsaP256,
-        ("ECDSA", Some(384)) => KeyAlgorithm::EcdsaP384,
-        ("ED25519", _) => KeyAlgorithm::Ed25519,
-        ("ECDSA", Some(size)) => {
-            return Err((
-                "spec.privateKey.size".into(),
-                format!("{size} is not 256 or 384"),
-            ));
-        }
-        ("RSA", None) => KeyAlgorithm::Rsa(2048),
-        ("RSA", Some(size @ (2048 | 4096 | 8192))) => {
-            KeyAlgorithm::Rsa(u16::try_from(size).unwrap_or(2048))
-        }
-        ("RSA", Some(size)) => {
-            return Err((
-                "spec.privateKey.size".into(),
-                format!("{size} is not 2048, 4096 or 8192 (bits of an RSA key)"),
-            ));
-        }
-        (other, _) => {
-            return Err((
-                "spec.privateKey.algorithm".into(),
-                format!("{other:?} is not ECDSA, RSA or Ed25519"),
-            ));
-        }
-    };
+    let key = key_algorithm(&spec.private_key.algorithm, spec.private_key.size)
+        .map_err(|(field, reason)| (format!("spec.privateKey.{field}"), reason))?;
     Ok(CertificateRequest {
         dns_names: spec.dns_names.clone(),
         key,

@@ -66,7 +66,7 @@ spec:
             "shop",
             "shop.example.test",
             "shop-tls",
-            "\n  annotations: {cert-manager.io/issuer: company-ca}",
+            "\n  annotations: {cert-manager.io/issuer: company-ca, cert-manager.io/private-key-algorithm: RSA, cert-manager.io/duration: 48h}",
         ),
     );
     config
@@ -126,6 +126,18 @@ async fn self_signed_and_ca_issuers_issue_certificates_a_real_client_verifies() 
     })
     .await;
     let shop_pem = issued(state.path(), "default_shop-tls").unwrap();
+    // As ingress-shim's annotations asked: an RSA key, 48 hours.
+    let shop_der = pem_to_der(&shop_pem);
+    let (_, leaf) = x509_parser::parse_x509_certificate(&shop_der).unwrap();
+    assert_eq!(
+        leaf.public_key().algorithm.algorithm,
+        x509_parser::oid_registry::OID_PKCS1_RSAENCRYPTION
+    );
+    let validity = leaf.validity();
+    assert_eq!(
+        validity.not_after.timestamp() - validity.not_before.timestamp(),
+        48 * 3600
+    );
     let metrics = gantry.metrics().await;
     assert!(
         metrics.contains("gantry_certificates_issued_total{result=\"success\"} 2"),
@@ -231,6 +243,16 @@ kind: Issuer
 metadata: {name: lost-ca, namespace: default}
 spec: {ca: {secretName: no-such-secret}}
 ---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: short
+  namespace: default
+  annotations: {cert-manager.io/issuer: self, cert-manager.io/duration: 10s}
+spec:
+  tls: [{hosts: [short.example.test], secretName: short-tls}]
+  rules: [{host: short.example.test}]
+---
 apiVersion: gantry.dev/v1alpha1
 kind: Certificate
 metadata: {name: orphan, namespace: default}
@@ -263,6 +285,7 @@ spec: {dnsNames: [e.example.test], secretName: e-tls, issuerRef: {name: nothing}
         "Issuer default/nothing: spec: set exactly one of selfSigned, ca or acme",
         "Issuer default/letsencrypt: spec.acme.solvers: at least one solver (http01, dns01 or tlsalpn01) is required",
         "Issuer default/no-server: spec.acme.server: required",
+        "Ingress default/short: metadata.annotations[cert-manager.io/duration]: must be at least 1m; no certificate is issued",
         "Certificate default/wild: spec.dnsNames[1]: *.w.example.test: no dns01 solver of Issuer default/only-http covers it, and only DNS-01 proves a wildcard",
         "Certificate default/no-zone: spec.dnsNames[0]: z.elsewhere.test: Issuer default/only-dns proves it by DNS-01, but no DNSZone Gantry serves or publishes holds _acme-challenge.z.elsewhere.test.",
         "Issuer default/lost-ca: spec.ca.secretName: Secret default/no-such-secret not found",

@@ -81,12 +81,17 @@ pub async fn dig(addr: SocketAddr, args: &[&str]) -> Dig {
 /// A TSIG secret, as `tsig-keygen -a hmac-sha256` makes one.
 pub const TSIG_SECRET: &str = "FiFSzjKwlmxHRsQ3/Kdi72B8BJmIffqqRiXiO5umOgU=";
 
-/// A loopback port free for both UDP and TCP.
+/// A loopback port free for both UDP and TCP: the UDP port the system gives, tried again while
+/// the same TCP port is taken (by one of the many servers the tests run at once).
 pub fn free_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let port = socket.local_addr().unwrap().port();
-    let _tcp = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    port
+    for _ in 0..100 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no loopback port free for both UDP and TCP after 100 tries");
 }
 
 /// A DNS server of another make that a test runs (BIND's `named`, Knot's `knotd`): its files in
