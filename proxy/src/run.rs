@@ -53,11 +53,16 @@ pub enum RunError {
 }
 
 /// Runs until SIGTERM (drain, then exit 0) or SIGINT (immediate exit).
-pub fn run(args: RunArgs) -> Result<(), RunError> {
+pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     // Pingora and rustls need one process-wide crypto provider; the first install wins.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
     std::fs::create_dir_all(&args.state_dir).map_err(|source| RunError::StateDir {
+        path: args.state_dir.clone(),
+        source,
+    })?;
+    // wasmtime's compilation cache takes absolute paths only; `--state-dir state` is fine too.
+    args.state_dir = std::path::absolute(&args.state_dir).map_err(|source| RunError::StateDir {
         path: args.state_dir.clone(),
         source,
     })?;

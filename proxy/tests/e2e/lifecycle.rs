@@ -155,6 +155,31 @@ async fn every_flag_can_be_given_as_an_environment_variable() {
 }
 
 #[tokio::test]
+async fn a_relative_state_dir_is_taken_from_the_working_directory() {
+    let echo = upstream::echo("echo").await;
+    let config = echo_folder(echo.addr, "relative.test");
+    let work = tempfile::tempdir().unwrap();
+    let gantry = Gantry::start_with(
+        config.path(),
+        Options {
+            flags_from_env: true,
+            env: vec![("GANTRY_STATE_DIR", "state".to_owned())],
+            current_dir: Some(work.path().to_owned()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let response = clients::http1()
+        .get(gantry.url("/"))
+        .header("host", "relative.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(work.path().join("state/default-certificate").is_dir());
+}
+
+#[tokio::test]
 async fn the_access_log_has_one_structured_line_per_request() {
     let echo = upstream::echo("echo").await;
     let config = echo_folder(echo.addr, "log.test");

@@ -29,6 +29,8 @@ pub struct Options<'a> {
     /// this way too instead of as flags.
     pub env: Vec<(&'a str, String)>,
     pub flags_from_env: bool,
+    /// The working directory, for relative paths.
+    pub current_dir: Option<PathBuf>,
 }
 
 /// Free loopback ports, by binding port 0 and letting go. Gantry is retried on fresh ports in
@@ -75,6 +77,9 @@ impl Gantry {
                 }
             }
             command.args(&options.args);
+            if let Some(dir) = &options.current_dir {
+                command.current_dir(dir);
+            }
             for (key, value) in &options.env {
                 command.env(key, value);
             }
