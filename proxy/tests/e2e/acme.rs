@@ -199,29 +199,18 @@ async fn pebble_issues_by_http01_tls_alpn01_and_a_wildcard_by_dns01() {
     );
 
     // `gantry status` shows the same, as a table.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["status", "--admin-addr", &setup.gantry.admin.to_string()])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{table}");
+    let table = setup.gantry.status_table();
     for resource in [
         "ClusterIssuer pebble",
         "Certificate default/alpn",
         "Certificate default/apps",
         "Ingress default/web",
     ] {
-        let row = table
-            .lines()
-            .find(|l| l.split_whitespace().take(2).eq(resource.split_whitespace()))
-            .unwrap_or_else(|| panic!("no row for {resource}:\n{table}"));
-        assert!(row.contains(" True "), "{row}\n{table}");
+        let row = table.resource(resource);
+        assert!(row.contains(" True "), "{row}\n{}", table.0);
     }
     for secret in ["default/web-tls", "default/alpn-tls", "default/apps-tls"] {
-        let row = table
-            .lines()
-            .find(|l| l.starts_with(secret))
-            .unwrap_or_else(|| panic!("no row for {secret}:\n{table}"));
+        let row = table.certificate(secret);
         assert!(
             row.contains("ClusterIssuer pebble") && row.contains(" True "),
             "{row}"

@@ -300,29 +300,17 @@ spec: {dnsNames: [e.example.test], secretName: e-tls, issuerRef: {name: nothing}
         );
     }
     // `gantry status` lists each resource, not ready with the reason where it cannot work.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_gantry"))
-        .args(["status", "--admin-addr", &gantry.admin.to_string()])
-        .output()
-        .unwrap();
-    let table = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{table}");
-    let row = |kind_and_name: &str| {
-        table
-            .lines()
-            .find(|l| {
-                l.split_whitespace()
-                    .take(2)
-                    .eq(kind_and_name.split_whitespace())
-            })
-            .unwrap_or_else(|| panic!("no row for {kind_and_name}:\n{table}"))
-            .to_owned()
-    };
-    let no_server = row("Issuer default/no-server");
+    let table = gantry.status_table();
+    let no_server = table.resource("Issuer default/no-server");
     assert!(
         no_server.contains(" False ") && no_server.contains("spec.acme.server: required"),
         "{no_server}"
     );
-    assert!(row("Issuer default/self").contains(" True "), "{table}");
+    assert!(
+        table.resource("Issuer default/self").contains(" True "),
+        "{}",
+        table.0
+    );
     // The good ones are issued all the same.
     let shop = clients::https(&ca, &["shop.example.test"], gantry.https);
     let url = format!("https://shop.example.test:{}/", gantry.https.port());

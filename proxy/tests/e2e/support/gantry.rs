@@ -234,6 +234,17 @@ impl Gantry {
             .collect()
     }
 
+    /// What `gantry status` prints for this Gantry; the command must succeed.
+    pub fn status_table(&self) -> StatusTable {
+        let output = Command::new(env!("CARGO_BIN_EXE_gantry"))
+            .args(["status", "--admin-addr", &self.admin.to_string()])
+            .output()
+            .unwrap();
+        let table = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(output.status.success(), "gantry status failed:\n{table}");
+        StatusTable(table)
+    }
+
     pub fn pid(&self) -> nix::unistd::Pid {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
@@ -266,5 +277,30 @@ impl Drop for Gantry {
         if std::thread::panicking() {
             eprintln!("---- gantry log ----\n{}", self.log());
         }
+    }
+}
+
+/// The output of `gantry status`.
+pub struct StatusTable(pub String);
+
+impl StatusTable {
+    /// The row of the resource `kind_and_name` (`Issuer default/self`).
+    pub fn resource(&self, kind_and_name: &str) -> &str {
+        self.0
+            .lines()
+            .find(|l| {
+                l.split_whitespace()
+                    .take(2)
+                    .eq(kind_and_name.split_whitespace())
+            })
+            .unwrap_or_else(|| panic!("no row for {kind_and_name}:\n{}", self.0))
+    }
+
+    /// The row of the certificate kept in `secret` (`default/web-tls`).
+    pub fn certificate(&self, secret: &str) -> &str {
+        self.0
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(secret))
+            .unwrap_or_else(|| panic!("no row for {secret}:\n{}", self.0))
     }
 }
