@@ -284,7 +284,7 @@ where
 }
 
 /// A field path as kubectl writes it: `spec.rules[1].http.paths[5].pathtype`.
-fn field_path(path: &serde_ignored::Path<'_>) -> String {
+pub fn field_path(path: &serde_ignored::Path<'_>) -> String {
     use serde_ignored::Path;
     match path {
         Path::Root => String::new(),

@@ -8,6 +8,7 @@ mod certificates;
 mod dns;
 mod dns_publish;
 mod dns_transfer;
+mod kube;
 mod lifecycle;
 mod nginx_annotations;
 mod plugins;

@@ -1,0 +1,217 @@
+//! A wire-level fake of the Kubernetes API server, for testing kube mode: no real API server can
+//! be installed on these machines. It speaks the API's HTTP and JSON on loopback, so the real
+//! `kubectl` and Gantry's kube-rs client drive it exactly as they would a cluster:
+//!
+//! - discovery (`/api`, `/apis`, resource lists) for the built-in kinds Gantry and its manifests
+//!   use, and for every kind a CustomResourceDefinition adds once it is created;
+//! - get, list and watch with resourceVersion, label and field selectors, bookmarks, and 410 Gone
+//!   for a watch resuming from before the history was compacted ([`FakeApi::compact`]);
+//! - create, replace (with resourceVersion conflicts), merge, JSON and strategic patches,
+//!   server-side apply with managed fields and conflicts, delete, `dryRun=All`;
+//! - the status subresource (the main resource cannot change `status`, `/status` only can),
+//!   `metadata.generation`, Secrets' `stringData`;
+//! - validation: built-in kinds against their OpenAPI types, custom resources against their CRD's
+//!   schema, unknown fields refused or pruned as `fieldValidation` says;
+//! - bearer-token authentication.
+//!
+//! A test can also break every watch, compact the history, or stop the server and start it again
+//! on the same port, to see how a client copes.
+
+mod fields;
+mod handlers;
+mod store;
+mod types;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use store::Objects;
+use types::Types;
+
+pub const TOKEN: &str = "gantry-test-token";
+
+/// Everything the server knows, shared by its connections.
+pub struct State {
+    pub inner: Mutex<Inner>,
+    /// Bumped to end every open watch.
+    pub watch_epoch: watch::Sender<u64>,
+    /// One line per request: `VERB resource [details]`.
+    pub requests: Mutex<Vec<String>>,
+}
+
+pub struct Inner {
+    pub types: Types,
+    pub objects: Objects,
+}
+
+pub struct FakeApi {
+    pub addr: SocketAddr,
+    /// The CA that signed the server's certificate: clients send a token only over TLS.
+    ca_pem: String,
+    tls: tokio_rustls::TlsAcceptor,
+    state: Arc<State>,
+    runtime: Option<tokio::runtime::Runtime>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FakeApi {
+    /// Starts on a free loopback port, with the namespaces a new cluster has.
+    pub fn start() -> FakeApi {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let state = Arc::new(State {
+            inner: Mutex::new(Inner {
+                types: Types::default(),
+                objects: Objects::default(),
+            }),
+            watch_epoch: watch::channel(0).0,
+            requests: Mutex::new(Vec::new()),
+        });
+        for namespace in ["default", "kube-system", "kube-public"] {
+            handlers::create_namespace(&state, namespace);
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ca = super::pki::TestCa::new();
+        let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![super::pki::pem_to_der(&leaf.cert_pem).into()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let mut api = FakeApi {
+            addr,
+            ca_pem: ca.cert_pem.clone(),
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            state,
+            runtime: Some(runtime),
+            server: None,
+        };
+        api.serve(listener);
+        api
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.runtime.as_ref().unwrap()
+    }
+
+    fn serve(&mut self, listener: std::net::TcpListener) {
+        listener.set_nonblocking(true).unwrap();
+        let _entered = self.runtime().enter();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let state = self.state.clone();
+        let tls = self.tls.clone();
+        self.server = Some(self.runtime().spawn(handlers::accept(listener, tls, state)));
+    }
+
+    /// The server goes away: the listener closes and every connection is cut.
+    pub fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        self.break_watches();
+    }
+
+    /// The server comes back on the same address, with everything it stored.
+    pub fn restart(&mut self) {
+        // The old listener closes as soon as the runtime has cancelled its task.
+        let deadline = std::time::Instant::now() + super::DEADLINE;
+        let listener = loop {
+            match std::net::TcpListener::bind(self.addr) {
+                Ok(listener) => break listener,
+                Err(e) if std::time::Instant::now() > deadline => {
+                    panic!("rebind {}: {e}", self.addr)
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// Ends every open watch; clients resume from the last resourceVersion they saw.
+    pub fn break_watches(&self) {
+        self.state.watch_epoch.send_modify(|e| *e += 1);
+    }
+
+    /// Forgets the change history: a watch resuming from before now gets 410 Gone.
+    pub fn compact(&self) {
+        self.state.inner.lock().unwrap().objects.compact();
+    }
+
+    /// The requests served so far, one line each (`LIST ingresses`, `WATCH ingresses rv=7`,
+    /// `APPLY ingresses/status gantry`...).
+    pub fn requests(&self) -> Vec<String> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// An object as stored, by group, plural, namespace (empty for cluster-scoped) and name.
+    pub fn object(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
+        let inner = self.state.inner.lock().unwrap();
+        inner
+            .objects
+            .get(&(group.to_owned(), plural.to_owned()), namespace, name)
+            .cloned()
+    }
+
+    /// Every object of a type, in all namespaces.
+    pub fn objects(&self, group: &str, plural: &str) -> Vec<Value> {
+        let inner = self.state.inner.lock().unwrap();
+        inner
+            .objects
+            .list(&(group.to_owned(), plural.to_owned()), None)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    /// A kubeconfig that points at this server with its token, as `kubectl` and kube-rs read it.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1
+kind: Config
+clusters:
+- name: fake
+  cluster:
+    server: https://{addr}
+    certificate-authority-data: {ca}
+contexts:
+- name: fake
+  context:
+    cluster: fake
+    user: gantry-test
+    namespace: default
+current-context: fake
+users:
+- name: gantry-test
+  user:
+    token: {TOKEN}
+",
+            addr = self.addr,
+            ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),
+        )
+    }
+}
+
+impl Drop for FakeApi {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
