@@ -22,7 +22,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve traffic as the resources in a folder say, reloading when they change.
+    /// Serve traffic as the resources in a folder (or, with --kube, the cluster) say, reloading
+    /// when they change.
     Run(Box<RunArgs>),
     /// Check every resource in a folder without serving; exit 1 if there is any problem.
     Validate(ValidateArgs),
@@ -42,8 +43,31 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Folder of Kubernetes resource files (YAML or JSON, read recursively).
-    #[arg(long, env = "GANTRY_CONFIG", value_name = "DIR")]
-    pub config: PathBuf,
+    #[arg(
+        long,
+        env = "GANTRY_CONFIG",
+        value_name = "DIR",
+        required_unless_present = "kube",
+        conflicts_with = "kube"
+    )]
+    pub config: Option<PathBuf>,
+    /// Read the resources from the Kubernetes API instead of a folder (in-cluster, or the
+    /// kubeconfig kubectl would use).
+    #[arg(long, env = "GANTRY_KUBE")]
+    pub kube: bool,
+    /// The kubeconfig to use with --kube (default: `KUBECONFIG`, `~/.kube/config`, or the pod's
+    /// service account).
+    #[arg(long, value_name = "FILE", requires = "kube")]
+    pub kubeconfig: Option<PathBuf>,
+    /// With --kube, watch only these namespaces (repeatable, or comma-separated in the
+    /// variable; default: all). Cluster-scoped kinds are always watched.
+    #[arg(
+        long,
+        env = "GANTRY_WATCH_NAMESPACE",
+        value_delimiter = ',',
+        value_name = "NS"
+    )]
+    pub watch_namespace: Vec<String>,
     /// Address of the plain-HTTP listener.
     #[arg(long, env = "GANTRY_HTTP_ADDR", default_value = "0.0.0.0:80")]
     pub http_addr: SocketAddr,

@@ -17,10 +17,11 @@ use tracing::info;
 use crate::admin::AdminApp;
 use crate::cli::RunArgs;
 use crate::config::folder::{FolderError, FolderSource};
+use crate::config::kube::{KubeError, KubeSource};
 use crate::control::certs::CertService;
 use crate::control::dns::{DnsService, SerialBook};
 use crate::control::drain::Drain;
-use crate::control::reload::{ConfigReloader, IssuedSecrets, Sources, install};
+use crate::control::reload::{ConfigReloader, ConfigSource, IssuedSecrets, Sources, install};
 use crate::dataplane::{self, Shared, headers::RequestIds};
 use crate::default_cert::{self, DefaultCertError};
 use crate::metrics::Metrics;
@@ -31,6 +32,10 @@ use crate::wasm::{self, Loader};
 pub enum RunError {
     #[error(transparent)]
     Folder(#[from] FolderError),
+    #[error(transparent)]
+    Kube(#[from] KubeError),
+    #[error("the Kubernetes client's runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("state dir {}: {source}", path.display())]
     StateDir {
         path: std::path::PathBuf,
@@ -87,7 +92,28 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
-    let folder = FolderSource::open(&args.config)?;
+    let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
+    // The kube watches run on a runtime of their own, alive until the process exits.
+    let mut kube_runtime = None;
+    let config = match &args.config {
+        Some(dir) => ConfigSource::Folder(FolderSource::open(dir)?),
+        None => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("gantry-kube")
+                .enable_all()
+                .build()
+                .map_err(RunError::Runtime)?;
+            let client =
+                runtime.block_on(crate::config::kube::client(args.kubeconfig.as_deref()))?;
+            let source = {
+                let _entered = runtime.enter();
+                KubeSource::start(&client, &args.watch_namespace, changes.clone())
+            };
+            kube_runtime = Some(runtime);
+            ConfigSource::Kube(source)
+        }
+    };
     let metrics = Metrics::new()?;
     let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
     // Room in the instance pool for many plugins on every worker, plus trial instances.
@@ -96,19 +122,27 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         .min(2048);
     let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
     let wasm = wasm::Shared::new(engine, &metrics.registry, snapshots.clone())?;
-    let plugins = Loader::new(wasm.clone(), folder.root())?;
+    // Plugin files named by relative paths are found next to the resources, or, in kube mode,
+    // in the working directory.
+    let plugin_root = match &config {
+        ConfigSource::Folder(folder) => folder.root().to_owned(),
+        ConfigSource::Kube(_) => std::path::PathBuf::from("."),
+    };
+    let plugins = Loader::new(wasm.clone(), &plugin_root)?;
     let settings = crate::compile::Settings {
         publish_addresses: args.publish_address.clone(),
     };
     let issued = FileStorage::new(args.state_dir.join("certificates"));
+    let kube_mode = matches!(config, ConfigSource::Kube(_));
     let mut sources = Sources {
-        folder,
+        config,
         plugins,
         settings,
         issued: IssuedSecrets::new(issued.clone()),
     };
     let (generations, generation_watch) = tokio::sync::watch::channel(0u64);
-    if let Some(snapshot) = sources.read(true) {
+    // In kube mode the first Snapshot waits for the first lists, in the reloader.
+    if !kube_mode && let Some(snapshot) = sources.read(true) {
         install(&snapshots, &metrics, &generations, snapshot);
     }
     let ready = Arc::new(AtomicBool::new(false));
@@ -167,6 +201,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         metrics.clone(),
         ready,
         generations,
+        (changes, changed),
     );
     server.add_service(background_service(
         "gantry certificates",
@@ -208,11 +243,12 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         https = %args.https_addr,
         admin = %args.admin_addr,
         dns = %args.dns_addr,
-        config = %args.config.display(),
+        config = %args.config.as_ref().map_or("(kube)".into(), |c| c.display().to_string()),
         threads,
         "gantry {} starting",
         env!("CARGO_PKG_VERSION")
     );
+    let _kube_runtime = kube_runtime;
     server.run_forever()
 }
 

@@ -3,6 +3,7 @@
 
 pub mod crd;
 pub mod folder;
+pub mod kube;
 pub mod object;
 pub mod store;
 

@@ -79,6 +79,25 @@ impl Kind {
         }
     }
 
+    /// The resource name in API paths (`ingresses`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Ingress => "ingresses",
+            Kind::IngressClass => "ingressclasses",
+            Kind::Service => "services",
+            Kind::EndpointSlice => "endpointslices",
+            Kind::Endpoints => "endpoints",
+            Kind::Secret => "secrets",
+            Kind::FixedResponse => "fixedresponses",
+            Kind::WasmPlugin => "wasmplugins",
+            Kind::DnsZone => "dnszones",
+            Kind::DnsRecord => "dnsrecords",
+            Kind::Issuer => "issuers",
+            Kind::ClusterIssuer => "clusterissuers",
+            Kind::Certificate => "certificates",
+        }
+    }
+
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Ingress => Ingress::API_VERSION,

@@ -1,6 +1,7 @@
-//! Hot reload: the configuration folder is watched, and on every change (debounced) it is read
-//! again, compiled, and the new Snapshot swapped in atomically. Requests already running keep the
-//! Snapshot they started with. Problems are logged when they appear and when they are resolved.
+//! Hot reload: the configuration folder is watched (or, in kube mode, the API server's watches
+//! report changes), and on every change (debounced) the resources are read again, compiled, and
+//! the new Snapshot swapped in atomically. Requests already running keep the Snapshot they
+//! started with. Problems are logged when they appear and when they are resolved.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -17,6 +18,7 @@ use tracing::{error, info, warn};
 use crate::admin::Readiness;
 use crate::compile::compile;
 use crate::config::folder::FolderSource;
+use crate::config::kube::KubeSource;
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::wasm::Loader;
@@ -29,10 +31,32 @@ const MAX_DELAY: Duration = Duration::from_millis(500);
 /// (network file systems, exhausted inotify watches).
 const RESCAN_PERIOD: Duration = Duration::from_secs(10);
 
-/// What a reload reads: the folder, the plugin modules its WasmPlugins name, and the
+/// Where resources come from.
+pub enum ConfigSource {
+    Folder(FolderSource),
+    Kube(KubeSource),
+}
+
+impl ConfigSource {
+    fn rescan(&mut self) -> bool {
+        match self {
+            ConfigSource::Folder(folder) => folder.rescan(),
+            ConfigSource::Kube(kube) => kube.rescan(),
+        }
+    }
+
+    fn store(&mut self) -> crate::config::Store {
+        match self {
+            ConfigSource::Folder(folder) => folder.store(),
+            ConfigSource::Kube(kube) => kube.store(),
+        }
+    }
+}
+
+/// What a reload reads: the resources, the plugin modules their WasmPlugins name, and the
 /// certificates Gantry issued.
 pub struct Sources {
-    pub folder: FolderSource,
+    pub config: ConfigSource,
     pub plugins: Loader,
     pub settings: crate::compile::Settings,
     pub issued: IssuedSecrets,
@@ -41,14 +65,14 @@ pub struct Sources {
 impl Sources {
     /// Reads everything again; `None` when nothing changed (unless `always`).
     pub fn read(&mut self, always: bool) -> Option<Snapshot> {
-        let folder_changed = self.folder.rescan();
+        let config_changed = self.config.rescan();
         let issued_changed = self.issued.rescan();
-        let mut store = self.folder.store();
+        let mut store = self.config.store();
         self.issued.add_to(&mut store);
         let (plugins, problems, plugins_changed) = self
             .plugins
             .load(&crate::compile::wanted::wanted_plugins(&store));
-        if !(always || folder_changed || plugins_changed || issued_changed) {
+        if !(always || config_changed || plugins_changed || issued_changed) {
             return None;
         }
         store.problems.extend(problems);
@@ -159,14 +183,15 @@ impl ConfigReloader {
         self.changes.clone()
     }
 
+    /// `changes` is the channel others announce changes on (in kube mode, the watches).
     pub fn new(
         source: Sources,
         snapshots: SnapshotHandle,
         metrics: Arc<Metrics>,
         ready: Readiness,
         generations: watch::Sender<u64>,
+        (changes, changed): (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
     ) -> Self {
-        let (changes, changed) = mpsc::unbounded_channel();
         ConfigReloader {
             source: Arc::new(Mutex::new(source)),
             snapshots,
@@ -178,8 +203,8 @@ impl ConfigReloader {
         }
     }
 
-    /// Reads the folder again and installs a new Snapshot if anything changed.
-    async fn reload(&self) {
+    /// Reads the resources again and installs a new Snapshot if anything changed (or always).
+    async fn reload(&self, always: bool) {
         let source = self.source.clone();
         let snapshots = self.snapshots.clone();
         let metrics = self.metrics.clone();
@@ -189,7 +214,7 @@ impl ConfigReloader {
             let mut source = source
                 .lock()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Some(snapshot) = source.read(false) else {
+            let Some(snapshot) = source.read(always) else {
                 return;
             };
             drop(source);
@@ -268,48 +293,58 @@ pub fn install(
 #[async_trait]
 impl BackgroundService for ConfigReloader {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        self.ready.store(true, std::sync::atomic::Ordering::Release);
-        let root = match self.source.lock() {
-            Ok(source) => source.folder.root().to_owned(),
-            Err(poisoned) => poisoned.into_inner().folder.root().to_owned(),
+        let root = {
+            let source = self
+                .source
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            match &source.config {
+                ConfigSource::Folder(folder) => Some(folder.root().to_owned()),
+                ConfigSource::Kube(_) => None,
+            }
         };
+        match &root {
+            // The first Snapshot was installed before the listeners started.
+            Some(_) => self.ready.store(true, std::sync::atomic::Ordering::Release),
+            None => {
+                let synced = {
+                    let source = self
+                        .source
+                        .lock()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner());
+                    match &source.config {
+                        ConfigSource::Kube(kube) => Some(kube.synced_handle()),
+                        ConfigSource::Folder(_) => None,
+                    }
+                };
+                if let Some(synced) = synced {
+                    info!("waiting for the first list of every watched kind");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = synced.wait() => {}
+                    }
+                }
+                self.reload(true).await;
+                // Ready from now on, also while the API server is away: the last good
+                // configuration keeps serving.
+                self.ready.store(true, std::sync::atomic::Ordering::Release);
+                info!("resources listed from the Kubernetes API; ready");
+            }
+        }
         let changes = self.changes.clone();
         let taken = self.changed.lock().map(|mut c| c.take()).unwrap_or(None);
         let Some(mut changed) = taken else {
             error!("the configuration reloader started twice");
             return;
         };
-        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            let relevant = match &event {
-                Ok(event) => !matches!(event.kind, EventKind::Access(_)),
-                Err(_) => true,
-            };
-            if relevant {
-                let _ = changes.send(());
-            }
-        });
         // Kept alive for as long as the loop runs; dropping it stops the notifications.
-        let _watcher = match watcher {
-            Ok(mut watcher) => match watcher.watch(&root, RecursiveMode::Recursive) {
-                Ok(()) => Some(watcher),
-                Err(e) => {
-                    warn!(dir = %root.display(), "cannot watch the configuration folder ({e}); reading it every {RESCAN_PERIOD:?} instead");
-                    None
-                }
-            },
-            Err(e) => {
-                warn!(
-                    "no file watcher ({e}); reading the configuration folder every {RESCAN_PERIOD:?} instead"
-                );
-                None
-            }
-        };
+        let _watcher = root.as_deref().and_then(|root| watch_folder(root, changes));
         let mut rescan = tokio::time::interval(RESCAN_PERIOD);
         rescan.tick().await;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => break,
-                _ = rescan.tick() => self.reload().await,
+                _ = rescan.tick() => self.reload(false).await,
                 Some(()) = changed.recv() => {
                     let deadline = Instant::now() + MAX_DELAY;
                     while Instant::now() < deadline {
@@ -318,9 +353,41 @@ impl BackgroundService for ConfigReloader {
                             _ => break,
                         }
                     }
-                    self.reload().await;
+                    self.reload(false).await;
                 }
             }
+        }
+    }
+}
+
+/// Watches the folder for changes, announcing each on `changes`; `None` (with a warning) when
+/// the file system cannot, and the periodic rescan has to do.
+fn watch_folder(
+    root: &std::path::Path,
+    changes: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = match &event {
+            Ok(event) => !matches!(event.kind, EventKind::Access(_)),
+            Err(_) => true,
+        };
+        if relevant {
+            let _ = changes.send(());
+        }
+    });
+    match watcher {
+        Ok(mut watcher) => match watcher.watch(root, RecursiveMode::Recursive) {
+            Ok(()) => Some(watcher),
+            Err(e) => {
+                warn!(dir = %root.display(), "cannot watch the configuration folder ({e}); reading it every {RESCAN_PERIOD:?} instead");
+                None
+            }
+        },
+        Err(e) => {
+            warn!(
+                "no file watcher ({e}); reading the configuration folder every {RESCAN_PERIOD:?} instead"
+            );
+            None
         }
     }
 }

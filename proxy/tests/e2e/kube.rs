@@ -1,8 +1,10 @@
 //! Kube mode, against the fake API server (`support::kube_api`; no real API server can be
 //! installed here), with resources created and changed by the real `kubectl`.
 
+use crate::support::gantry::Options;
 use crate::support::kube_api::FakeApi;
 use crate::support::kubectl::Kubectl;
+use crate::support::{Gantry, clients, config, upstream, wait_until};
 
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds.yaml");
 
@@ -63,4 +65,176 @@ spec:
     assert!(said.contains(r#"unknown field "spec.bodyy""#), "{said}");
     kubectl.ok(&["delete", "ingress", "web"]).await;
     assert!(kubectl.get("ingress/web", "default").await.is_none());
+}
+
+/// The CRDs, applied as an operator would before starting Gantry.
+async fn cluster() -> (FakeApi, Kubectl) {
+    let api = FakeApi::start();
+    let kubectl = Kubectl::new(&api);
+    kubectl.ok(&["apply", "--server-side", "-f", CRDS]).await;
+    (api, kubectl)
+}
+
+/// Gantry in kube mode, as the API server's user `gantry`.
+async fn gantry(api: &FakeApi, kubectl: &Kubectl) -> Gantry {
+    Gantry::start_kube(&kubectl.kubeconfig_for(api, "gantry"), Options::default()).await
+}
+
+/// The fixtures most tests start from: Gantry's IngressClass and a Service `web` in front of
+/// a real upstream.
+async fn web_service(kubectl: &Kubectl) -> upstream::Upstream {
+    let upstream = upstream::echo("web").await;
+    kubectl.apply(config::GANTRY_CLASS).await;
+    kubectl
+        .apply(&config::service(
+            "default",
+            "web",
+            "http",
+            None,
+            &[(upstream.addr, true)],
+        ))
+        .await;
+    upstream
+}
+
+fn web_ingress(name: &str, host: &str) -> String {
+    config::ingress(
+        "default",
+        name,
+        Some(host),
+        &[("/", "Prefix", "web", "http")],
+    )
+}
+
+async fn served(gantry: &Gantry, host: &str) -> bool {
+    body(gantry, host, "/").await.is_some()
+}
+
+async fn body(gantry: &Gantry, host: &str, path: &str) -> Option<String> {
+    let response = gantry.send(&clients::http1(), "GET", host, path, &[]).await;
+    (response.status() == 200).then_some(response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_ingress_applied_with_kubectl_is_served_and_its_changes_follow() {
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    let gantry = gantry(&api, &kubectl).await;
+
+    kubectl
+        .apply(&config::ingress(
+            "default",
+            "web",
+            Some("web.example.test"),
+            &[("/", "Prefix", "web", "http")],
+        ))
+        .await;
+    wait_until("the Ingress to be served", || async {
+        body(&gantry, "web.example.test", "/hello")
+            .await
+            .is_some_and(|b| b.contains("web"))
+    })
+    .await;
+
+    // A change, and a FixedResponse (a Gantry CRD) taking over a path.
+    kubectl
+        .apply(&config::fixed("default", "maintenance", "back soon"))
+        .await;
+    let mut changed = config::ingress(
+        "default",
+        "web",
+        Some("web.example.test"),
+        &[("/", "Prefix", "web", "http")],
+    );
+    changed.push_str(&config::fixed_path("/status", "Prefix", "maintenance"));
+    kubectl.apply(&changed).await;
+    wait_until("the new path to be served", || async {
+        body(&gantry, "web.example.test", "/status")
+            .await
+            .as_deref()
+            == Some("back soon")
+    })
+    .await;
+
+    kubectl.ok(&["delete", "ingress", "web"]).await;
+    wait_until("the deleted Ingress to stop being served", || async {
+        gantry
+            .send(&clients::http1(), "GET", "web.example.test", "/", &[])
+            .await
+            .status()
+            == 404
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_watch_broken_by_410_gone_lists_again_and_misses_nothing() {
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl.apply(&web_ingress("old", "old.example.test")).await;
+    let gantry = gantry(&api, &kubectl).await;
+    wait_until("the first Ingress to be served", || {
+        served(&gantry, "old.example.test")
+    })
+    .await;
+
+    // While Gantry is cut off, the cluster changes and its history is compacted: resuming
+    // from the resourceVersion Gantry saw last is no longer possible.
+    api.cut_off("gantry");
+    kubectl.apply(&web_ingress("new", "new.example.test")).await;
+    kubectl.ok(&["delete", "ingress", "old"]).await;
+    api.compact();
+    api.reconnect("gantry");
+
+    wait_until("the Ingress created meanwhile to be served", || {
+        served(&gantry, "new.example.test")
+    })
+    .await;
+    wait_until("the Ingress deleted meanwhile to be gone", || async {
+        !served(&gantry, "old.example.test").await
+    })
+    .await;
+    let requests = api.requests();
+    assert!(
+        requests.iter().any(|r| r.starts_with("GONE ingresses")),
+        "no watch was answered 410 Gone: {requests:#?}"
+    );
+}
+
+#[tokio::test]
+async fn traffic_keeps_flowing_while_the_api_server_is_away() {
+    let (mut api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
+    let gantry = gantry(&api, &kubectl).await;
+    wait_until("the Ingress to be served", || {
+        served(&gantry, "web.example.test")
+    })
+    .await;
+
+    api.stop();
+    // Long enough for the watches to notice and retry: the log says so.
+    wait_until("Gantry to notice the API server is gone", || async {
+        gantry.log().contains("watch failed")
+    })
+    .await;
+    for _ in 0..20 {
+        assert!(served(&gantry, "web.example.test").await);
+    }
+    let ready = clients::http1()
+        .get(gantry.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200, "/readyz must stay ready");
+
+    api.restart();
+    kubectl
+        .apply(&web_ingress("later", "later.example.test"))
+        .await;
+    wait_until(
+        "a change after the API server came back to be served",
+        || served(&gantry, "later.example.test"),
+    )
+    .await;
 }

@@ -42,12 +42,28 @@ fn free_ports<const N: usize>() -> [SocketAddr; N] {
     std::array::from_fn(|i| listeners[i].local_addr().unwrap())
 }
 
+/// Where Gantry reads its resources.
+enum Source<'a> {
+    Folder(&'a Path),
+    /// Kube mode, with this kubeconfig.
+    Kube(&'a Path),
+}
+
 impl Gantry {
     pub async fn start(config: &Path) -> Gantry {
         Self::start_with(config, Options::default()).await
     }
 
     pub async fn start_with(config: &Path, options: Options<'_>) -> Gantry {
+        Self::launch(Source::Folder(config), options).await
+    }
+
+    /// Starts Gantry in kube mode with `kubeconfig`; ready once its first lists are in.
+    pub async fn start_kube(kubeconfig: &Path, options: Options<'_>) -> Gantry {
+        Self::launch(Source::Kube(kubeconfig), options).await
+    }
+
+    async fn launch(source: Source<'_>, options: Options<'_>) -> Gantry {
         let mut last_log = String::new();
         for _ in 0..3 {
             let [http, https, admin, dns] = free_ports::<4>();
@@ -56,8 +72,18 @@ impl Gantry {
             let log = log_dir.path().join("gantry.log");
             let mut command = Command::new(env!("CARGO_BIN_EXE_gantry"));
             command.arg("run");
+            match source {
+                Source::Folder(config) if options.flags_from_env => {
+                    command.env("GANTRY_CONFIG", config);
+                }
+                Source::Folder(config) => {
+                    command.arg("--config").arg(config);
+                }
+                Source::Kube(kubeconfig) => {
+                    command.arg("--kube").arg("--kubeconfig").arg(kubeconfig);
+                }
+            }
             let settings = [
-                ("--config", "GANTRY_CONFIG", config.display().to_string()),
                 ("--http-addr", "GANTRY_HTTP_ADDR", http.to_string()),
                 ("--https-addr", "GANTRY_HTTPS_ADDR", https.to_string()),
                 ("--admin-addr", "GANTRY_ADMIN_ADDR", admin.to_string()),

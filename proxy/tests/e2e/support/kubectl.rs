@@ -15,8 +15,15 @@ impl Kubectl {
     pub fn new(api: &FakeApi) -> Kubectl {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = dir.path().join("kubeconfig");
-        std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+        std::fs::write(&kubeconfig, api.kubeconfig("admin")).unwrap();
         Kubectl { dir, kubeconfig }
+    }
+
+    /// A kubeconfig for another user of the same server (Gantry's own, say).
+    pub fn kubeconfig_for(&self, api: &FakeApi, user: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{user}"));
+        std::fs::write(&path, api.kubeconfig(user)).unwrap();
+        path
     }
 
     pub async fn run(&self, args: &[&str]) -> Output {

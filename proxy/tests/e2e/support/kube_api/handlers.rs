@@ -1,6 +1,9 @@
 //! The fake API server's HTTP side: routing a request to discovery or to a resource, and the
 //! verbs on resources.
 
+// A failed request is answered with its response, which is what the error carries.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use super::fields::{self, ApplyRequest};
 use super::store::{Filter, Selector, TypeKey};
 use super::types::ResourceType;
 use super::validate;
-use super::{State, TOKEN};
+use super::{State, TOKEN_PREFIX};
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -46,7 +49,7 @@ pub async fn accept(
             };
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                async move { serve(&state, request).await }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -109,12 +112,29 @@ fn log(state: &State, line: String) {
     state.requests.lock().unwrap().push(line);
 }
 
+/// The user a request's bearer token names.
+fn user(request: &Request<Incoming>) -> Option<String> {
+    let header = request.headers().get("authorization")?.to_str().ok()?;
+    let token = header.strip_prefix("Bearer ")?;
+    Some(token.strip_prefix(TOKEN_PREFIX)?.to_owned())
+}
+
+/// Serves one request, or, for a user cut off from the server, drops the connection as a
+/// network partition would.
+async fn serve(
+    state: &Arc<State>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, std::io::Error> {
+    if let Some(user) = user(&request)
+        && state.cut_off.lock().unwrap().contains(&user)
+    {
+        return Err(std::io::Error::other(format!("{user} is cut off")));
+    }
+    Ok(handle(state, request).await)
+}
+
 async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
-    let authorized = request
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        == Some(&format!("Bearer {TOKEN}"));
+    let authorized = user(&request).is_some();
     // As the public-info-viewer role allows anyone.
     let public = matches!(
         request.uri().path(),
@@ -356,7 +376,17 @@ impl Call {
             .list(&self.key, self.namespace.as_deref())
             .into_iter()
             .filter(|o| filter.matches(o))
-            .map(|o| self.shown(o.clone()))
+            .map(|o| {
+                let mut item = self.shown(o.clone());
+                // The real server leaves the type out of built-in kinds' list items.
+                if self.resource.schema.is_none()
+                    && let Some(map) = item.as_object_mut()
+                {
+                    map.remove("apiVersion");
+                    map.remove("kind");
+                }
+                item
+            })
             .collect();
         json_response(
             StatusCode::OK,
@@ -412,10 +442,10 @@ impl Call {
                 match replay {
                     Some(replay) => {
                         for change in replay {
-                            if change.kind == self.key {
-                                if let Some(event) = self.filtered(&filter, &change) {
-                                    backlog.push(event);
-                                }
+                            if change.kind == self.key
+                                && let Some(event) = self.filtered(&filter, &change)
+                            {
+                                backlog.push(event);
                             }
                         }
                     }
@@ -596,16 +626,16 @@ impl Call {
         if let Some(ns) = &self.namespace {
             object["metadata"]["namespace"] = json!(ns);
         }
-        if self.resource.kind == "Secret" && self.resource.group.is_empty() {
-            if let Some(Value::Object(strings)) =
+        if self.resource.kind == "Secret"
+            && self.resource.group.is_empty()
+            && let Some(Value::Object(strings)) =
                 object.as_object_mut().and_then(|o| o.remove("stringData"))
-            {
-                use base64::Engine;
-                for (key, value) in strings {
-                    let encoded = base64::engine::general_purpose::STANDARD
-                        .encode(value.as_str().unwrap_or_default());
-                    object["data"][key] = json!(encoded);
-                }
+        {
+            use base64::Engine;
+            for (key, value) in strings {
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(value.as_str().unwrap_or_default());
+                object["data"][key] = json!(encoded);
             }
         }
     }
@@ -615,15 +645,15 @@ impl Call {
             Ok(o) => o,
             Err(r) => return r,
         };
-        if let Some(ns) = object["metadata"]["namespace"].as_str() {
-            if self.namespace.as_deref().is_some_and(|want| want != ns) {
-                return failure(
+        if let Some(ns) = object["metadata"]["namespace"].as_str()
+            && self.namespace.as_deref().is_some_and(|want| want != ns)
+        {
+            return failure(
                     StatusCode::BAD_REQUEST,
                     "BadRequest",
                     "the namespace of the provided object does not match the namespace sent on the request".into(),
                     json!({}),
                 );
-            }
         }
         let name = match object["metadata"]["name"].as_str() {
             Some(name) if !name.is_empty() => name.to_owned(),
@@ -660,10 +690,10 @@ impl Call {
             };
         }
         self.normalise(&mut object);
-        if self.resource.status {
-            if let Some(map) = object.as_object_mut() {
-                map.remove("status");
-            }
+        if self.resource.status
+            && let Some(map) = object.as_object_mut()
+        {
+            map.remove("status");
         }
         let warnings = match self.check(name, &mut object) {
             Ok(w) => w,
@@ -849,10 +879,10 @@ impl Call {
                 None => return not_found(&self.resource, name),
             }
         };
-        if let Some(wanted) = wanted_version.filter(|v| !v.is_empty()) {
-            if existing["metadata"]["resourceVersion"].as_str() != Some(&wanted) {
-                return self.conflict(name);
-            }
+        if let Some(wanted) = wanted_version.filter(|v| !v.is_empty())
+            && existing["metadata"]["resourceVersion"].as_str() != Some(&wanted)
+        {
+            return self.conflict(name);
         }
         let mut object = match make(&existing) {
             Ok(o) => o,

@@ -34,7 +34,8 @@ use tokio::sync::watch;
 use store::Objects;
 use types::Types;
 
-pub const TOKEN: &str = "gantry-test-token";
+/// A bearer token is this prefix and the user's name.
+pub const TOKEN_PREFIX: &str = "gantry-test-token-for-";
 
 /// Everything the server knows, shared by its connections.
 pub struct State {
@@ -43,6 +44,8 @@ pub struct State {
     pub watch_epoch: watch::Sender<u64>,
     /// One line per request: `VERB resource [details]`.
     pub requests: Mutex<Vec<String>>,
+    /// Users whose connections are dropped.
+    pub cut_off: Mutex<std::collections::HashSet<String>>,
 }
 
 pub struct Inner {
@@ -75,6 +78,7 @@ impl FakeApi {
             }),
             watch_epoch: watch::channel(0).0,
             requests: Mutex::new(Vec::new()),
+            cut_off: Mutex::default(),
         });
         for namespace in ["default", "kube-system", "kube-public"] {
             handlers::create_namespace(&state, namespace);
@@ -144,6 +148,18 @@ impl FakeApi {
         self.serve(listener);
     }
 
+    /// Cuts `user` off, as a network partition would: its open watches end and its requests'
+    /// connections are dropped, while other users carry on.
+    pub fn cut_off(&self, user: &str) {
+        self.state.cut_off.lock().unwrap().insert(user.to_owned());
+        self.break_watches();
+    }
+
+    /// Ends a partition made by [`FakeApi::cut_off`].
+    pub fn reconnect(&self, user: &str) {
+        self.state.cut_off.lock().unwrap().remove(user);
+    }
+
     /// Ends every open watch; clients resume from the last resourceVersion they saw.
     pub fn break_watches(&self) {
         self.state.watch_epoch.send_modify(|e| *e += 1);
@@ -180,8 +196,9 @@ impl FakeApi {
             .collect()
     }
 
-    /// A kubeconfig that points at this server with its token, as `kubectl` and kube-rs read it.
-    pub fn kubeconfig(&self) -> String {
+    /// A kubeconfig that points at this server with `user`'s token, as `kubectl` and kube-rs
+    /// read it.
+    pub fn kubeconfig(&self, user: &str) -> String {
         format!(
             "apiVersion: v1
 kind: Config
@@ -194,13 +211,13 @@ contexts:
 - name: fake
   context:
     cluster: fake
-    user: gantry-test
+    user: {user}
     namespace: default
 current-context: fake
 users:
-- name: gantry-test
+- name: {user}
   user:
-    token: {TOKEN}
+    token: {TOKEN_PREFIX}{user}
 ",
             addr = self.addr,
             ca = base64::engine::general_purpose::STANDARD.encode(&self.ca_pem),

@@ -237,10 +237,10 @@ pub struct Filter {
 impl Filter {
     pub fn matches(&self, object: &Value) -> bool {
         let metadata = &object["metadata"];
-        if let Some(ns) = &self.namespace {
-            if metadata["namespace"].as_str().unwrap_or_default() != ns {
-                return false;
-            }
+        if let Some(ns) = &self.namespace
+            && metadata["namespace"].as_str().unwrap_or_default() != ns
+        {
+            return false;
         }
         let labels = self
             .labels

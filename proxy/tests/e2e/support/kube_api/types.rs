@@ -57,8 +57,19 @@ impl ResourceType {
     }
 }
 
-/// The built-in kinds: group, version, kind, plural, namespaced, status subresource, short names.
-const BUILT_IN: &[(&str, &str, &str, &str, bool, bool, &[&str])] = &[
+/// Group, version, kind, plural, namespaced, status subresource, short names.
+type BuiltIn = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    bool,
+    &'static [&'static str],
+);
+
+/// The built-in kinds.
+const BUILT_IN: &[BuiltIn] = &[
     ("", "v1", "Namespace", "namespaces", false, true, &["ns"]),
     ("", "v1", "Service", "services", true, true, &["svc"]),
     ("", "v1", "Endpoints", "endpoints", true, false, &["ep"]),

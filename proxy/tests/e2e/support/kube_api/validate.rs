@@ -117,18 +117,18 @@ fn walk(
         ));
         return;
     }
-    if let Some(allowed) = schema["enum"].as_array() {
-        if !allowed.contains(value) {
-            errors.push(format!("{path}: Unsupported value: {value}"));
-        }
+    if let Some(allowed) = schema["enum"].as_array()
+        && !allowed.contains(value)
+    {
+        errors.push(format!("{path}: Unsupported value: {value}"));
     }
     match value {
         Value::Object(map) => {
             for required in schema["required"].as_array().into_iter().flatten() {
-                if let Some(name) = required.as_str() {
-                    if !map.contains_key(name) {
-                        errors.push(format!("{path}.{name}: Required value"));
-                    }
+                if let Some(name) = required.as_str()
+                    && !map.contains_key(name)
+                {
+                    errors.push(format!("{path}.{name}: Required value"));
                 }
             }
             let properties = schema["properties"].as_object();
@@ -146,17 +146,15 @@ fn walk(
                 }
             }
         }
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for (i, item) in items.iter().enumerate() {
-                    walk(
-                        item,
-                        &schema["items"],
-                        &format!("{path}[{i}]"),
-                        unknown,
-                        errors,
-                    );
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, item) in items.iter().enumerate() {
+                walk(
+                    item,
+                    &schema["items"],
+                    &format!("{path}[{i}]"),
+                    unknown,
+                    errors,
+                );
             }
         }
         _ => {}
