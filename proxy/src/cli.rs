@@ -81,6 +81,11 @@ pub struct RunArgs {
     /// or comma-separated in the variable).
     #[arg(long, env = "GANTRY_PUBLISH_ADDRESS", value_delimiter = ',')]
     pub publish_address: Vec<std::net::IpAddr>,
+    /// With --kube, the Service (`NAMESPACE/NAME`) in front of Gantry: its load-balancer
+    /// addresses go into every Gantry Ingress's `status.loadBalancer` (without it, the
+    /// --publish-address list does).
+    #[arg(long, env = "GANTRY_PUBLISH_SERVICE", value_name = "NS/NAME", value_parser = parse_namespaced_name)]
+    pub publish_service: Option<crate::config::NamespacedName>,
     /// Address of the admin listener (health, readiness, metrics, configuration view).
     #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
     pub admin_addr: SocketAddr,
@@ -146,4 +151,15 @@ pub struct LogArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_namespaced_name(text: &str) -> Result<crate::config::NamespacedName, String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if !namespace.is_empty() && !name.is_empty() && !name.contains('/') =>
+        {
+            Ok(crate::config::NamespacedName::new(namespace, name))
+        }
+        _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
+    }
 }

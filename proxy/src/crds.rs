@@ -1,6 +1,7 @@
 //! `gantry crds`: the CustomResourceDefinitions of Gantry's own resources, generated from the
 //! Rust types the sources read them with, so that what a cluster accepts and what Gantry reads
-//! cannot drift apart. `deploy/crds.yaml` holds this output; a test fails when it is stale.
+//! cannot drift apart. `deploy/crds.yaml` and the Helm chart's `crds/` hold this output; a test
+//! fails when either is stale.
 
 use kube::CustomResourceExt;
 
@@ -38,6 +39,10 @@ mod tests {
         assert!(
             rendered == include_str!("../../deploy/crds.yaml"),
             "deploy/crds.yaml is stale: run `cargo run -p gantry -- crds > deploy/crds.yaml`"
+        );
+        assert!(
+            rendered == include_str!("../../deploy/helm/gantry/crds/crds.yaml"),
+            "the Helm chart's CRDs are stale: copy deploy/crds.yaml to deploy/helm/gantry/crds/"
         );
     }
 }

@@ -95,6 +95,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
     // The kube watches run on a runtime of their own, alive until the process exits.
     let mut kube_runtime = None;
+    let mut kube_client = None;
     let config = match &args.config {
         Some(dir) => ConfigSource::Folder(FolderSource::open(dir)?),
         None => {
@@ -111,6 +112,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
                 KubeSource::start(&client, &args.watch_namespace, changes.clone())
             };
             kube_runtime = Some(runtime);
+            kube_client = Some(client);
             ConfigSource::Kube(source)
         }
     };
@@ -131,6 +133,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let plugins = Loader::new(wasm.clone(), &plugin_root)?;
     let settings = crate::compile::Settings {
         publish_addresses: args.publish_address.clone(),
+        publish_service: args.publish_service.clone(),
     };
     let issued = FileStorage::new(args.state_dir.join("certificates"));
     let kube_mode = matches!(config, ConfigSource::Kube(_));
@@ -219,6 +222,19 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         },
     ));
     server.add_service(background_service("gantry config reloader", reloader));
+    if let (Some(runtime), Some(client)) = (&kube_runtime, kube_client) {
+        runtime.spawn(
+            crate::control::kube_status::StatusWriter {
+                client,
+                snapshots: snapshots.clone(),
+                generations: generation_watch.clone(),
+                certificates: statuses.clone(),
+                leader: crate::control::kube_status::always_leader(),
+                instance: crate::control::kube_status::instance_name(),
+            }
+            .run(),
+        );
+    }
     server.add_service(background_service(
         "gantry dns",
         DnsService {

@@ -4,7 +4,7 @@
 //! renewal time). Read only.
 
 pub(crate) mod config_view;
-mod status_view;
+pub mod status_view;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -5,19 +5,20 @@
 
 use serde::Serialize;
 
+use crate::config::ObjectRef;
 use crate::control::cert_status::CertificateStatus;
 use crate::snapshot::Snapshot;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceStatus {
-    kind: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    namespace: String,
-    name: String,
+    #[serde(flatten)]
+    pub reference: ObjectRef,
     /// `True` or `False`.
-    ready: &'static str,
-    message: String,
+    pub ready: &'static str,
+    /// Why, in one CamelCase word, as a condition's reason.
+    pub reason: &'static str,
+    pub message: String,
 }
 
 pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec<ResourceStatus> {
@@ -43,13 +44,14 @@ pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec
                     .find(|x| x.kind == "Ready" && x.status != "True")
                     .map(|x| format!("Secret {}: {}", c.secret, x.message))
             });
-            let (ready, message) = if !problems.is_empty() {
-                ("False", problems.join("; "))
+            let (ready, reason, message) = if !problems.is_empty() {
+                ("False", "Invalid", problems.join("; "))
             } else if let Some(message) = not_ready {
-                ("False", message)
+                ("False", "NotIssued", message)
             } else if !issued.is_empty() {
                 (
                     "True",
+                    "Issued",
                     issued
                         .iter()
                         .map(|c| {
@@ -63,13 +65,12 @@ pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec
                         .join("; "),
                 )
             } else {
-                ("True", "accepted".to_owned())
+                ("True", "Accepted", "accepted".to_owned())
             };
             ResourceStatus {
-                kind: resource.kind.to_string(),
-                namespace: resource.namespace.clone(),
-                name: resource.name.clone(),
+                reference: resource.clone(),
                 ready,
+                reason,
                 message,
             }
         })

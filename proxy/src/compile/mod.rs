@@ -37,6 +37,8 @@ pub use class::CONTROLLER;
 pub struct Settings {
     /// The addresses Ingress hosts resolve to in DNS zones that name none (`--publish-address`).
     pub publish_addresses: Vec<std::net::IpAddr>,
+    /// The Service whose load-balancer addresses are Gantry's (`--publish-service`).
+    pub publish_service: Option<crate::config::NamespacedName>,
 }
 
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
@@ -100,7 +102,60 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         dns_publications,
         certificates,
         resources: resources(store),
+        ingress_addresses: ingress_addresses(store, settings),
+        store: std::sync::Arc::new(store.clone()),
     }
+}
+
+/// What an Ingress's `status.loadBalancer` says: the `--publish-service`'s load-balancer
+/// addresses (or, without one, its external IPs), else the `--publish-address`es.
+fn ingress_addresses(
+    store: &Store,
+    settings: &Settings,
+) -> Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress> {
+    use k8s_openapi::api::networking::v1::IngressLoadBalancerIngress;
+    let Some(key) = &settings.publish_service else {
+        return settings
+            .publish_addresses
+            .iter()
+            .map(|ip| IngressLoadBalancerIngress {
+                ip: Some(ip.to_string()),
+                ..Default::default()
+            })
+            .collect();
+    };
+    let Some(service) = store.services.get(key) else {
+        return Vec::new();
+    };
+    let balanced: Vec<_> = service
+        .object
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|lb| IngressLoadBalancerIngress {
+            ip: lb.ip.clone(),
+            hostname: lb.hostname.clone(),
+            ..Default::default()
+        })
+        .collect();
+    if !balanced.is_empty() {
+        return balanced;
+    }
+    service
+        .object
+        .spec
+        .as_ref()
+        .and_then(|s| s.external_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|ip| IngressLoadBalancerIngress {
+            ip: Some(ip.clone()),
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The objects `gantry status` lists: Ingresses and every kind of Gantry's own.

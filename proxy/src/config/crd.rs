@@ -10,6 +10,35 @@ use serde::{Deserialize, Serialize};
 /// The API group of every Gantry resource.
 pub const GROUP: &str = "gantry.dev";
 
+pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// What Gantry reports of a resource: a `Ready` condition (reason and message say why not),
+/// with the generation it describes.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// A Certificate's status, with cert-manager's fields: the `Ready` condition, and what was
+/// issued and when it is renewed.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renewal_time: Option<String>,
+    /// How many times a certificate was issued into the Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
 /// A response that Gantry answers itself, used as an Ingress `backend.resource`.
 ///
 /// It makes a route useful with no other process running (the quick start uses it) and covers
@@ -19,6 +48,8 @@ pub const GROUP: &str = "gantry.dev";
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "FixedResponse",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     namespaced,
     shortname = "fr",
     printcolumn = r#"{"name":"Status","type":"integer","jsonPath":".spec.status"}"#
@@ -57,6 +88,8 @@ fn default_content_type() -> String {
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "WasmPlugin",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     namespaced,
     shortname = "wp",
     printcolumn = r#"{"name":"Module","type":"string","jsonPath":".spec.module"}"#
@@ -126,6 +159,8 @@ fn any_value(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "DNSZone",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     shortname = "dz",
     printcolumn = r#"{"name":"Zone","type":"string","jsonPath":".spec.zone"}"#
 )]
@@ -316,6 +351,8 @@ fn default_negative_ttl() -> u32 {
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "DNSRecord",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     namespaced,
     shortname = "dr"
 )]
@@ -357,6 +394,8 @@ pub struct DnsEndpoint {
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "Issuer",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     namespaced,
     shortname = "iss"
 )]
@@ -464,6 +503,8 @@ pub struct SolverSelector {
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "ClusterIssuer",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     shortname = "ciss"
 )]
 #[serde(transparent)]
@@ -489,6 +530,8 @@ pub struct CaIssuer {
     group = "gantry.dev",
     version = "v1alpha1",
     kind = "Certificate",
+    status = "CertificateStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     namespaced,
     shortname = "cert",
     printcolumn = r#"{"name":"Secret","type":"string","jsonPath":".spec.secretName"}"#

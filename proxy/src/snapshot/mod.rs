@@ -41,6 +41,10 @@ pub struct Snapshot {
     pub certificates: Vec<crate::compile::certificates::WantedCertificate>,
     /// The resources `gantry status` reports on.
     pub resources: Vec<crate::config::ObjectRef>,
+    /// What Gantry's Ingresses' `status.loadBalancer.ingress` should say.
+    pub ingress_addresses: Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>,
+    /// The resources it was compiled from, for the status writer.
+    pub store: std::sync::Arc<crate::config::Store>,
 }
 
 /// Records Gantry keeps in a zone of another DNS server.

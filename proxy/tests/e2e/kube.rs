@@ -238,3 +238,182 @@ async fn traffic_keeps_flowing_while_the_api_server_is_away() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn ingresses_get_the_published_address_and_gantry_resources_a_ready_condition() {
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl
+        .apply(
+            "apiVersion: v1
+kind: Service
+metadata:
+  name: gantry
+  namespace: default
+spec:
+  type: LoadBalancer
+  ports:
+  - name: http
+    port: 80
+",
+        )
+        .await;
+    // What a cloud's load-balancer controller does once the balancer is up.
+    kubectl
+        .ok(&[
+            "patch",
+            "service",
+            "gantry",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}"#,
+        ])
+        .await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
+    kubectl
+        .apply(&config::fixed("default", "hello", "hello"))
+        .await;
+    let gantry = Gantry::start_kube(
+        &kubectl.kubeconfig_for(&api, "gantry"),
+        Options {
+            args: vec!["--publish-service", "default/gantry"],
+            ..Options::default()
+        },
+    )
+    .await;
+    wait_until("Gantry to be serving", || {
+        served(&gantry, "web.example.test")
+    })
+    .await;
+
+    wait_until("the Ingress status to carry the address", || async {
+        let ingress = kubectl.get("ingress/web", "default").await.unwrap();
+        ingress["status"]["loadBalancer"]["ingress"][0]["ip"] == "203.0.113.7"
+    })
+    .await;
+    let ready = |object: serde_json::Value| {
+        object["status"]["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+    };
+    wait_until("the FixedResponse to be Ready", || async {
+        let object = kubectl.get("fixedresponse/hello", "default").await.unwrap();
+        ready(object).is_some_and(|c| c["status"] == "True" && c["observedGeneration"] == 1)
+    })
+    .await;
+    let object = api
+        .object("gantry.dev", "fixedresponses", "default", "hello")
+        .unwrap();
+    let managers: Vec<&str> = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"gantry"), "{object:#}");
+
+    // A change that breaks it: the condition says so, for the new generation.
+    kubectl
+        .apply(
+            "apiVersion: gantry.dev/v1alpha1
+kind: FixedResponse
+metadata:
+  name: hello
+  namespace: default
+spec:
+  body: hello
+  status: 42
+",
+        )
+        .await;
+    wait_until(
+        "the FixedResponse to be not Ready, naming the field",
+        || async {
+            let object = kubectl.get("fixedresponse/hello", "default").await.unwrap();
+            ready(object).is_some_and(|c| {
+                c["status"] == "False"
+                    && c["reason"] == "Invalid"
+                    && c["message"].as_str().unwrap_or("").contains("spec.status")
+                    && c["observedGeneration"] == 2
+            })
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_broken_ingress_gets_one_event_and_is_left_out() {
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
+    let gantry = gantry(&api, &kubectl).await;
+    kubectl
+        .apply(
+            "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: broken
+  namespace: default
+spec:
+  rules:
+  - host: broken.example.test
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          resource:
+            apiGroup: \"\"
+            kind: ConfigMap
+            name: page
+",
+        )
+        .await;
+    let events = || async {
+        let list = kubectl
+            .ok(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"])
+            .await;
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["regarding"]["name"] == "broken")
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    wait_until("an Event about the broken Ingress", || async {
+        !events().await.is_empty()
+    })
+    .await;
+    let event = &events().await[0];
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["reason"], "Invalid");
+    assert_eq!(event["regarding"]["kind"], "Ingress");
+    assert!(event["regarding"]["uid"].is_string(), "{event:#}");
+    assert!(
+        event["note"].as_str().unwrap().contains("resource"),
+        "{event:#}"
+    );
+    assert_eq!(
+        gantry
+            .send(&clients::http1(), "GET", "broken.example.test", "/", &[])
+            .await
+            .status(),
+        404
+    );
+    assert!(served(&gantry, "web.example.test").await);
+
+    // More Snapshots while it stays broken: no more Events about it.
+    for i in 0..3 {
+        let host = format!("more{i}.example.test");
+        kubectl
+            .apply(&web_ingress(&format!("more{i}"), &host))
+            .await;
+        wait_until("the new Ingress to be served", || served(&gantry, &host)).await;
+    }
+    let events = events().await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert!(events[0]["series"].is_null(), "{events:#?}");
+}

@@ -892,7 +892,9 @@ impl Call {
         // Only `/status` changes status; only the main resource changes the rest.
         if self.subresource.as_deref() == Some("status") {
             let status = object.get("status").cloned();
+            let managed = object["metadata"]["managedFields"].clone();
             object = existing.clone();
+            object["metadata"]["managedFields"] = managed;
             match status {
                 Some(status) => object["status"] = status,
                 None => {

@@ -185,17 +185,6 @@ impl FakeApi {
             .cloned()
     }
 
-    /// Every object of a type, in all namespaces.
-    pub fn objects(&self, group: &str, plural: &str) -> Vec<Value> {
-        let inner = self.state.inner.lock().unwrap();
-        inner
-            .objects
-            .list(&(group.to_owned(), plural.to_owned()), None)
-            .into_iter()
-            .cloned()
-            .collect()
-    }
-
     /// A kubeconfig that points at this server with `user`'s token, as `kubectl` and kube-rs
     /// read it.
     pub fn kubeconfig(&self, user: &str) -> String {

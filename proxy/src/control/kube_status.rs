@@ -1,0 +1,449 @@
+//! In kube mode, what Gantry says back to the cluster, from each new Snapshot: every Gantry
+//! Ingress's `status.loadBalancer`, a `Ready` condition (reason, message, observedGeneration) on
+//! every Gantry resource, and the issued certificate's dates on Certificates, all written by
+//! server-side apply with field manager `gantry`; and a Warning Event for each problem found in a
+//! resource and each failed issuance.
+//!
+//! Writes happen only when what the cluster holds differs from what it should, so a restart or a
+//! new leader writes nothing that is already right. Events are rate-limited: one per resource
+//! and message per [`EVENT_REPEAT`], at most [`EVENTS_PER_PASS`] per pass, so a broken resource
+//! cannot flood the API server. Only the leader writes.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::admin::status_view::{self, ResourceStatus};
+use crate::config::crd::Condition;
+use crate::config::kube::api_resource;
+use crate::config::{Kind, NamespacedName, ObjectRef, Store};
+use crate::control::cert_status::{CertStatuses, CertificateStatus};
+use crate::snapshot::SnapshotHandle;
+
+/// The field manager of everything Gantry writes.
+pub const FIELD_MANAGER: &str = "gantry";
+/// The same Event (resource, reason, message) is sent again at most this often.
+const EVENT_REPEAT: Duration = Duration::from_secs(600);
+/// Events sent in one pass at most; the rest wait for the next.
+const EVENTS_PER_PASS: usize = 20;
+/// Statuses are also checked on this period, for changes no new Snapshot announces (a
+/// certificate's failed attempt).
+const PERIOD: Duration = Duration::from_secs(5);
+
+pub struct StatusWriter {
+    pub client: Client,
+    pub snapshots: SnapshotHandle,
+    pub generations: watch::Receiver<u64>,
+    pub certificates: CertStatuses,
+    /// Whether this replica leads; only the leader writes.
+    pub leader: watch::Receiver<bool>,
+    /// This replica's name, as Events report it.
+    pub instance: String,
+}
+
+/// What the writer remembers between passes.
+struct Memory {
+    /// The last status body written per object, to skip writing it again before the watch
+    /// brings the object back.
+    written: HashMap<ObjectRef, Value>,
+    /// When each Event was last sent.
+    reported: HashMap<(ObjectRef, &'static str, String), Instant>,
+    failing: bool,
+}
+
+impl StatusWriter {
+    pub async fn run(mut self) {
+        let recorder = Recorder::new(
+            self.client.clone(),
+            Reporter {
+                controller: "gantry".to_owned(),
+                instance: Some(self.instance.clone()),
+            },
+        );
+        let mut memory = Memory {
+            written: HashMap::new(),
+            reported: HashMap::new(),
+            failing: false,
+        };
+        let mut period = tokio::time::interval(PERIOD);
+        loop {
+            tokio::select! {
+                changed = self.generations.changed() => if changed.is_err() { return },
+                changed = self.leader.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // A new term starts from what the cluster holds.
+                    memory.written.clear();
+                }
+                _ = period.tick() => {}
+            }
+            if *self.leader.borrow() {
+                self.pass(&recorder, &mut memory).await;
+            }
+        }
+    }
+
+    async fn pass(&self, recorder: &Recorder, memory: &mut Memory) {
+        let snapshot = self.snapshots.load_full();
+        if snapshot.generation == 0 {
+            return;
+        }
+        let certificates = self.certificates.all();
+        let ignored: HashSet<&str> = snapshot
+            .ignored
+            .iter()
+            .map(|i| i.ingress.as_str())
+            .collect();
+        let mut result = Ok(());
+        for status in status_view::resources(&snapshot, &certificates) {
+            let reference = &status.reference;
+            let Some(current) = current(&snapshot.store, reference) else {
+                continue;
+            };
+            let body = match reference.kind {
+                Kind::Ingress => {
+                    let key = format!("{}/{}", reference.namespace, reference.name);
+                    if ignored.contains(key.as_str()) {
+                        continue;
+                    }
+                    ingress_body(&snapshot.ingress_addresses, &current)
+                }
+                _ => condition_body(&status, &current, &certificates),
+            };
+            let Some(body) = body else {
+                continue;
+            };
+            if memory.written.get(reference) == Some(&body) {
+                continue;
+            }
+            result = self.write(reference, &body).await;
+            match &result {
+                Ok(()) => {
+                    memory.written.insert(reference.clone(), body);
+                }
+                Err(_) => break,
+            }
+        }
+        if result.is_ok() {
+            result = self
+                .events(&snapshot, &certificates, recorder, memory)
+                .await;
+        }
+        match result {
+            Ok(()) if memory.failing => {
+                info!("writing status to the API server works again");
+                memory.failing = false;
+            }
+            Ok(()) => {}
+            Err(e) if !memory.failing => {
+                warn!("cannot write status to the API server, retrying: {e}");
+                memory.failing = true;
+            }
+            Err(_) => {}
+        }
+    }
+
+    async fn write(&self, reference: &ObjectRef, body: &Value) -> Result<(), kube::Error> {
+        let resource = api_resource(reference.kind);
+        let api: Api<DynamicObject> = if reference.kind.namespaced() {
+            Api::namespaced_with(self.client.clone(), &reference.namespace, &resource)
+        } else {
+            Api::all_with(self.client.clone(), &resource)
+        };
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&reference.name, &params, &Patch::Apply(body))
+            .await?;
+        Ok(())
+    }
+
+    /// Sends the Events due: one per problem naming a resource, one per failed issuance.
+    async fn events(
+        &self,
+        snapshot: &crate::snapshot::Snapshot,
+        certificates: &[CertificateStatus],
+        recorder: &Recorder,
+        memory: &mut Memory,
+    ) -> Result<(), kube::Error> {
+        let mut due: Vec<(ObjectRef, &'static str, String)> = Vec::new();
+        for problem in &snapshot.problems {
+            if let Some(object) = &problem.object {
+                let note = match &problem.field {
+                    Some(field) => format!("{field}: {}", problem.reason),
+                    None => problem.reason.clone(),
+                };
+                due.push((object.clone(), "Invalid", note));
+            }
+        }
+        for certificate in certificates {
+            if certificate.failed_issuance_attempts == 0 {
+                continue;
+            }
+            let owner = snapshot
+                .resources
+                .iter()
+                .find(|r| r.to_string() == certificate.owner);
+            let message = certificate
+                .conditions
+                .iter()
+                .find(|c| c.kind == "Ready")
+                .map(|c| c.message.clone());
+            if let (Some(owner), Some(message)) = (owner, message) {
+                due.push((
+                    owner.clone(),
+                    "IssuanceFailed",
+                    format!("Secret {}: {message}", certificate.secret),
+                ));
+            }
+        }
+        // What is no longer wrong may be reported again if it comes back.
+        let current: HashSet<_> = due.iter().cloned().collect();
+        memory.reported.retain(|key, _| current.contains(key));
+        let mut sent = 0;
+        for key in due {
+            if sent == EVENTS_PER_PASS {
+                break;
+            }
+            if memory
+                .reported
+                .get(&key)
+                .is_some_and(|at| at.elapsed() < EVENT_REPEAT)
+            {
+                continue;
+            }
+            let Some(regarding) = object_reference(&snapshot.store, &key.0) else {
+                continue;
+            };
+            let (_, reason, note) = &key;
+            let event = Event {
+                type_: EventType::Warning,
+                reason: (*reason).to_owned(),
+                note: Some(truncate(note, 1024)),
+                action: match *reason {
+                    "IssuanceFailed" => "Issue",
+                    _ => "Validate",
+                }
+                .to_owned(),
+                secondary: None,
+            };
+            recorder.publish(&event, &regarding).await?;
+            memory.reported.insert(key, Instant::now());
+            sent += 1;
+        }
+        Ok(())
+    }
+}
+
+/// What the cluster holds of an object: its metadata and status.
+struct Current<'a> {
+    metadata: &'a ObjectMeta,
+    conditions: &'a [Condition],
+    ingress: Option<&'a k8s_openapi::api::networking::v1::Ingress>,
+    certificate: Option<&'a crate::config::crd::CertificateStatus>,
+}
+
+fn current<'a>(store: &'a Store, reference: &ObjectRef) -> Option<Current<'a>> {
+    let key = NamespacedName::new(&reference.namespace, &reference.name);
+    let plain = |metadata, conditions: Option<&'a Vec<Condition>>| Current {
+        metadata,
+        conditions: conditions.map_or(&[], Vec::as_slice),
+        ingress: None,
+        certificate: None,
+    };
+    Some(match reference.kind {
+        Kind::Ingress => {
+            let ingress = &store.ingresses.get(&key)?.object;
+            Current {
+                metadata: &ingress.metadata,
+                conditions: &[],
+                ingress: Some(ingress),
+                certificate: None,
+            }
+        }
+        Kind::FixedResponse => {
+            let o = &store.fixed_responses.get(&key)?.object;
+            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
+        }
+        Kind::WasmPlugin => {
+            let o = &store.wasm_plugins.get(&key)?.object;
+            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
+        }
+        Kind::DnsZone => {
+            let o = &store.dns_zones.get(&key)?.object;
+            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
+        }
+        Kind::DnsRecord => {
+            let o = &store.dns_records.get(&key)?.object;
+            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
+        }
+        Kind::Issuer => {
+            let o = &store.issuers.get(&key)?.object;
+            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
+        }
+        Kind::ClusterIssuer => {
+            let o = &store.cluster_issuers.get(&key)?.object;
+            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
+        }
+        Kind::Certificate => {
+            let o = &store.certificates.get(&key)?.object;
+            Current {
+                metadata: &o.metadata,
+                conditions: o.status.as_ref().map_or(&[], |s| s.conditions.as_slice()),
+                ingress: None,
+                certificate: o.status.as_ref(),
+            }
+        }
+        Kind::IngressClass
+        | Kind::Service
+        | Kind::EndpointSlice
+        | Kind::Endpoints
+        | Kind::Secret => {
+            return None;
+        }
+    })
+}
+
+/// The Ingress status to apply, if it is not what the Ingress says already.
+fn ingress_body(
+    addresses: &[k8s_openapi::api::networking::v1::IngressLoadBalancerIngress],
+    current: &Current<'_>,
+) -> Option<Value> {
+    let now = current
+        .ingress
+        .and_then(|i| i.status.as_ref())
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.clone())
+        .unwrap_or_default();
+    if now == addresses {
+        return None;
+    }
+    Some(json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "status": {"loadBalancer": {"ingress": addresses}},
+    }))
+}
+
+/// The status to apply to a Gantry resource, if it is not what the resource says already.
+fn condition_body(
+    status: &ResourceStatus,
+    current: &Current<'_>,
+    certificates: &[CertificateStatus],
+) -> Option<Value> {
+    let reference = &status.reference;
+    let generation = current.metadata.generation;
+    let previous = current.conditions.iter().find(|c| c.type_ == "Ready");
+    let unchanged = previous.is_some_and(|c| {
+        c.status == status.ready
+            && c.reason == status.reason
+            && c.message == status.message
+            && c.observed_generation == generation
+    });
+    let mut body = json!({
+        "apiVersion": reference.kind.api_version(),
+        "kind": reference.kind.name(),
+        "status": {},
+    });
+    let mut certificate_unchanged = true;
+    if reference.kind == Kind::Certificate {
+        let owner = reference.to_string();
+        if let Some(issued) = certificates.iter().find(|c| c.owner == owner) {
+            let wanted = crate::config::crd::CertificateStatus {
+                conditions: Vec::new(),
+                not_before: issued.not_before.clone(),
+                not_after: issued.not_after.clone(),
+                renewal_time: issued.renewal_time.clone(),
+                revision: (issued.revision > 0).then_some(issued.revision),
+            };
+            let now = current
+                .certificate
+                .map(|c| crate::config::crd::CertificateStatus {
+                    conditions: Vec::new(),
+                    ..c.clone()
+                });
+            certificate_unchanged = now.as_ref() == Some(&wanted);
+            for (field, value) in [
+                ("notBefore", json!(wanted.not_before)),
+                ("notAfter", json!(wanted.not_after)),
+                ("renewalTime", json!(wanted.renewal_time)),
+                ("revision", json!(wanted.revision)),
+            ] {
+                if !value.is_null() {
+                    body["status"][field] = value;
+                }
+            }
+        }
+    }
+    if unchanged && certificate_unchanged {
+        return None;
+    }
+    let since = match previous {
+        Some(c) if c.status == status.ready => c.last_transition_time.clone(),
+        _ => Time(jiff::Timestamp::now()),
+    };
+    let condition = Condition {
+        type_: "Ready".to_owned(),
+        status: status.ready.to_owned(),
+        reason: status.reason.to_owned(),
+        message: truncate(&status.message, 32 * 1024),
+        observed_generation: generation,
+        last_transition_time: since,
+    };
+    body["status"]["conditions"] = json!([condition]);
+    Some(body)
+}
+
+/// The reference an Event is about, with the object's uid so that `kubectl describe` finds it.
+fn object_reference(store: &Store, reference: &ObjectRef) -> Option<ObjectReference> {
+    let metadata = current(store, reference)?.metadata;
+    Some(ObjectReference {
+        api_version: Some(reference.kind.api_version().to_owned()),
+        kind: Some(reference.kind.name().to_owned()),
+        name: Some(reference.name.clone()),
+        namespace: (!reference.namespace.is_empty()).then(|| reference.namespace.clone()),
+        uid: metadata.uid.clone(),
+        resource_version: metadata.resource_version.clone(),
+        ..Default::default()
+    })
+}
+
+fn truncate(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_owned();
+    }
+    let mut end = limit - 3;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &text[..end])
+}
+
+/// A leadership that never changes: the only replica leads.
+pub fn always_leader() -> watch::Receiver<bool> {
+    let (sender, receiver) = watch::channel(true);
+    // Kept so that the receiver never sees the channel closed.
+    std::mem::forget(sender);
+    receiver
+}
+
+/// This replica's name: the pod's (`POD_NAME`, from the downward API), else the host's.
+pub fn instance_name() -> String {
+    std::env::var("POD_NAME")
+        .ok()
+        .filter(|n| !n.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "gantry".to_owned())
+}
