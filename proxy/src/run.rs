@@ -134,6 +134,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let settings = crate::compile::Settings {
         publish_addresses: args.publish_address.clone(),
         publish_service: args.publish_service.clone(),
+        ingress_class: args.ingress_class.clone(),
     };
     let issued = FileStorage::new(args.state_dir.join("certificates"));
     let kube_mode = matches!(config, ConfigSource::Kube(_));

@@ -23,12 +23,17 @@ const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-cl
 #[derive(Debug)]
 pub struct Classes {
     ours: HashSet<String>,
+    /// The class name the legacy annotation may use.
+    legacy_name: String,
     any_default: bool,
     default_is_ours: bool,
 }
 
 impl Classes {
-    pub fn new(store: &Store) -> Self {
+    /// `only`: with `--ingress-class`, the one class of Gantry's this instance serves (so that
+    /// two Gantry deployments can split a cluster's Ingresses); else every IngressClass with
+    /// Gantry's controller.
+    pub fn new(store: &Store, only: Option<&str>) -> Self {
         let mut ours = HashSet::new();
         let mut any_default = false;
         let mut default_is_ours = false;
@@ -38,7 +43,8 @@ impl Classes {
                 .spec
                 .as_ref()
                 .and_then(|s| s.controller.as_deref());
-            let is_ours = controller == Some(CONTROLLER);
+            let is_ours =
+                controller == Some(CONTROLLER) && only.is_none_or(|only| only == name.as_str());
             let is_default = class
                 .object
                 .metadata
@@ -54,6 +60,7 @@ impl Classes {
         }
         Classes {
             ours,
+            legacy_name: only.unwrap_or(DEFAULT_CLASS_NAME).to_owned(),
             any_default,
             default_is_ours,
         }
@@ -67,7 +74,7 @@ impl Classes {
             .as_ref()
             .and_then(|a| a.get(LEGACY_ANNOTATION));
         if let Some(class) = legacy {
-            return if self.ours.contains(class) || class == DEFAULT_CLASS_NAME {
+            return if self.ours.contains(class) || *class == self.legacy_name {
                 Ok(())
             } else {
                 Err(format!(

@@ -37,6 +37,8 @@ pub use class::CONTROLLER;
 pub struct Settings {
     /// The addresses Ingress hosts resolve to in DNS zones that name none (`--publish-address`).
     pub publish_addresses: Vec<std::net::IpAddr>,
+    /// The one IngressClass served (`--ingress-class`); all of Gantry's when `None`.
+    pub ingress_class: Option<String>,
     /// The Service whose load-balancer addresses are Gantry's (`--publish-service`).
     pub publish_service: Option<crate::config::NamespacedName>,
 }
@@ -58,7 +60,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     compiler.check_secrets();
     compiler.check_fixed_responses();
 
-    let classes = class::Classes::new(store);
+    let classes = class::Classes::new(store, settings.ingress_class.as_deref());
     let mut ignored = Vec::new();
     let mut ours = Vec::new();
     for (key, stored) in oldest_first(store) {

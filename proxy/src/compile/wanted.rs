@@ -44,7 +44,8 @@ pub fn wanted_plugins(store: &Store) -> Vec<WantedPlugin> {
             problem,
         });
     }
-    let classes = Classes::new(store);
+    // Every class of Gantry's: loading a module that ends up unused costs little.
+    let classes = Classes::new(store, None);
     for (key, stored) in &store.ingresses {
         if classes.claim(&stored.object).is_err() {
             continue;

@@ -5,6 +5,7 @@
 mod acme;
 mod builtin_plugins;
 mod certificates;
+mod deploy;
 mod dns;
 mod dns_publish;
 mod dns_transfer;
