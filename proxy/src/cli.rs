@@ -96,6 +96,10 @@ pub struct RunArgs {
         value_name = "NAME"
     )]
     pub lease_name: String,
+    /// How long a Lease not renewed stands before another replica takes over (the holder
+    /// renews it every third of this).
+    #[arg(long, env = "GANTRY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub lease_duration: Duration,
     /// The Lease's namespace (default: the pod's, from `POD_NAMESPACE` or the service account).
     #[arg(long, env = "GANTRY_LEASE_NAMESPACE", value_name = "NS")]
     pub lease_namespace: Option<String>,

@@ -166,6 +166,9 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     server.bootstrap();
     let conf = server.configuration.clone();
 
+    // Who orders certificates, publishes DNS updates and writes status: in kube mode the
+    // replica holding the Lease, else this one.
+    let (leader_sender, leader) = tokio::sync::watch::channel(!kube_mode);
     let responses = crate::control::solver::Responses::default();
     let statuses = crate::control::cert_status::CertStatuses::default();
     let challenges = crate::control::challenges::Challenges::default();
@@ -220,21 +223,50 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             challenges: challenges.clone(),
             dns_addr: args.dns_addr,
             statuses: statuses.clone(),
+            leader: leader.clone(),
         },
     ));
     server.add_service(background_service("gantry config reloader", reloader));
+    let mut lease_release = None;
     if let (Some(runtime), Some(client)) = (&kube_runtime, kube_client) {
+        let instance = crate::control::kube_status::instance_name();
+        let lease_namespace = args
+            .lease_namespace
+            .clone()
+            .unwrap_or_else(crate::control::leader::pod_namespace);
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         runtime.spawn(
-            crate::control::kube_status::StatusWriter {
-                client,
-                snapshots: snapshots.clone(),
-                generations: generation_watch.clone(),
-                certificates: statuses.clone(),
-                leader: crate::control::kube_status::always_leader(),
-                instance: crate::control::kube_status::instance_name(),
+            crate::control::leader::LeaderElection {
+                client: client.clone(),
+                namespace: lease_namespace.clone(),
+                name: args.lease_name.clone(),
+                identity: instance.clone(),
+                duration: args.lease_duration,
+                leader: leader_sender.clone(),
+                stopping: stopping.clone(),
             }
             .run(),
         );
+        runtime.spawn(
+            crate::control::kube_status::StatusWriter {
+                client: client.clone(),
+                snapshots: snapshots.clone(),
+                generations: generation_watch.clone(),
+                certificates: statuses.clone(),
+                leader: leader.clone(),
+                instance: instance.clone(),
+            }
+            .run(),
+        );
+        lease_release = Some(crate::control::leader::LeaseRelease {
+            runtime: runtime.handle().clone(),
+            client,
+            namespace: lease_namespace,
+            name: args.lease_name.clone(),
+            identity: instance,
+            stopping,
+            leader: leader_sender.clone(),
+        });
     }
     server.add_service(background_service(
         "gantry dns",
@@ -245,6 +277,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             book: std::sync::Mutex::new(SerialBook::open(&args.state_dir)),
             metrics: metrics.clone(),
             challenges,
+            leader: leader.clone(),
         },
     ));
     server.add_service(background_service(
@@ -252,6 +285,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         Drain {
             open_connections: metrics.open_connections.clone(),
             timeout: args.drain_timeout,
+            lease: lease_release,
         },
     ));
 
@@ -266,6 +300,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         env!("CARGO_PKG_VERSION")
     );
     let _kube_runtime = kube_runtime;
+    let _leader_sender = leader_sender;
     server.run_forever()
 }
 

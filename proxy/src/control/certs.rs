@@ -51,6 +51,8 @@ pub struct CertService {
     pub challenges: Challenges,
     pub dns_addr: SocketAddr,
     pub statuses: CertStatuses,
+    /// Whether this replica leads: only the leader places orders.
+    pub leader: watch::Receiver<bool>,
 }
 
 /// Failures in a row of one certificate, and when to try again.
@@ -472,14 +474,20 @@ impl BackgroundService for CertService {
             orders: Arc::new(Semaphore::new(CONCURRENT_ORDERS)),
             done,
         };
+        let mut leader = self.leader.clone();
         loop {
-            let next = manager.pass();
+            let next = if *leader.borrow_and_update() {
+                manager.pass()
+            } else {
+                SystemTime::now() + LONGEST_WAIT
+            };
             let wait = next
                 .duration_since(SystemTime::now())
                 .unwrap_or(Duration::ZERO)
                 .min(LONGEST_WAIT);
             tokio::select! {
                 changed = generations.changed() => if changed.is_err() { return },
+                changed = leader.changed() => if changed.is_err() { return },
                 Some(outcome) = outcomes.recv() => manager.finish(outcome),
                 _ = tokio::time::sleep(wait) => {}
                 _ = shutdown.changed() => return,

@@ -215,6 +215,8 @@ pub struct DnsService {
     pub metrics: Arc<Metrics>,
     /// ACME challenge records, from the certificate manager.
     pub challenges: Challenges,
+    /// Whether this replica leads: only the leader publishes into other servers.
+    pub leader: watch::Receiver<bool>,
 }
 
 impl DnsService {
@@ -247,11 +249,20 @@ impl BackgroundService for DnsService {
         info!(addr = %server.udp_addr, "DNS listening (UDP and TCP)");
         notify_secondaries(changed, &self.metrics);
         let mut publishers = Publishers::new(self.metrics.clone());
-        publishers.apply(&publications);
+        let mut leader = self.leader.clone();
+        // Only the leader publishes; a replica that stops leading leaves what it published.
+        if *leader.borrow_and_update() {
+            publishers.apply(&publications);
+        }
         let mut generations = self.generations.clone();
         loop {
             tokio::select! {
                 changed = generations.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                changed = leader.changed() => {
                     if changed.is_err() {
                         break;
                     }
@@ -262,7 +273,9 @@ impl BackgroundService for DnsService {
             let (next, changed, publications) = self.zones(&zones.load());
             zones.store(Arc::new(next));
             notify_secondaries(changed, &self.metrics);
-            publishers.apply(&publications);
+            if *leader.borrow_and_update() {
+                publishers.apply(&publications);
+            }
         }
         server.shutdown().await;
     }

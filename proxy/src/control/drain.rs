@@ -16,6 +16,8 @@ const POLL: Duration = Duration::from_millis(20);
 pub struct Drain {
     pub open_connections: IntGaugeVec,
     pub timeout: Duration,
+    /// In kube mode: the Lease to give up first, so another replica leads while this drains.
+    pub lease: Option<crate::control::leader::LeaseRelease>,
 }
 
 impl Drain {
@@ -34,6 +36,9 @@ impl BackgroundService for Drain {
             if shutdown.changed().await.is_err() {
                 return;
             }
+        }
+        if let Some(lease) = &self.lease {
+            lease.release().await;
         }
         info!(
             open_connections = self.open(),

@@ -426,14 +426,6 @@ fn truncate(text: &str, limit: usize) -> String {
     format!("{}...", &text[..end])
 }
 
-/// A leadership that never changes: the only replica leads.
-pub fn always_leader() -> watch::Receiver<bool> {
-    let (sender, receiver) = watch::channel(true);
-    // Kept so that the receiver never sees the channel closed.
-    std::mem::forget(sender);
-    receiver
-}
-
 /// This replica's name: the pod's (`POD_NAME`, from the downward API), else the host's.
 pub fn instance_name() -> String {
     std::env::var("POD_NAME")

@@ -9,6 +9,7 @@ pub mod challenges;
 pub mod dns;
 pub mod drain;
 pub mod kube_status;
+pub mod leader;
 pub mod publish;
 pub mod reload;
 pub mod solver;

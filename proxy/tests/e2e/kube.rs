@@ -417,3 +417,98 @@ spec:
     assert_eq!(events.len(), 1, "{events:#?}");
     assert!(events[0]["series"].is_null(), "{events:#?}");
 }
+
+/// A replica: its own API user (so the fake's log tells who wrote what) and pod name.
+async fn replica(api: &FakeApi, kubectl: &Kubectl, name: &'static str) -> Gantry {
+    Gantry::start_kube(
+        &kubectl.kubeconfig_for(api, name),
+        Options {
+            args: vec!["--lease-duration", "3s", "--lease-namespace", "default"],
+            env: vec![("POD_NAME", name.to_owned())],
+            ..Options::default()
+        },
+    )
+    .await
+}
+
+async fn lease_holder(kubectl: &Kubectl) -> Option<String> {
+    let lease = kubectl.get("lease/gantry", "default").await?;
+    lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
+}
+
+/// Whether `user` wrote a status since request number `since`.
+fn wrote_status(api: &FakeApi, user: &str, since: usize) -> bool {
+    api.requests()[since..].iter().any(|r| {
+        r.starts_with("APPLY ") && r.contains("/status") && r.ends_with(&format!(" by {user}"))
+    })
+}
+
+#[tokio::test]
+async fn two_replicas_elect_one_leader_which_alone_writes_and_the_other_takes_over_when_it_dies() {
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
+    let a = replica(&api, &kubectl, "replica-a").await;
+    let b = replica(&api, &kubectl, "replica-b").await;
+    wait_until("one replica to hold the Lease", || async {
+        lease_holder(&kubectl).await.is_some()
+    })
+    .await;
+    let holder = lease_holder(&kubectl).await.unwrap();
+    let (leader, follower, follower_name) = if holder == "replica-a" {
+        (a, b, "replica-b")
+    } else {
+        (b, a, "replica-a")
+    };
+    // Both serve traffic.
+    for replica in [&leader, &follower] {
+        wait_until("each replica to serve", || {
+            served(replica, "web.example.test")
+        })
+        .await;
+    }
+    kubectl.apply(&config::fixed("default", "one", "one")).await;
+    wait_until("the leader to write the new resource's status", || async {
+        wrote_status(&api, &holder, 0)
+    })
+    .await;
+    assert!(
+        !wrote_status(&api, follower_name, 0),
+        "the follower wrote status: {:#?}",
+        api.requests()
+    );
+
+    // The leader dies without giving the Lease up: it expires, and the follower takes over.
+    leader.sigkill();
+    wait_until("the follower to take the Lease over", || async {
+        lease_holder(&kubectl).await.as_deref() == Some(follower_name)
+    })
+    .await;
+    let since = api.requests().len();
+    kubectl.apply(&config::fixed("default", "two", "two")).await;
+    wait_until("the new leader to write status", || async {
+        wrote_status(&api, follower_name, since)
+    })
+    .await;
+    wait_until("the new resource to be Ready", || async {
+        let object = kubectl.get("fixedresponse/two", "default").await.unwrap();
+        object["status"]["conditions"][0]["status"] == "True"
+    })
+    .await;
+    assert!(follower.log().contains("leading"), "{}", follower.log());
+    drop(leader);
+}
+
+#[tokio::test]
+async fn a_leader_that_stops_gives_the_lease_up_at_once() {
+    let (api, kubectl) = cluster().await;
+    let mut a = replica(&api, &kubectl, "replica-a").await;
+    wait_until("replica-a to lead", || async {
+        lease_holder(&kubectl).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    a.sigterm();
+    a.wait_exit(std::time::Duration::from_secs(30)).await;
+    let lease = kubectl.get("lease/gantry", "default").await.unwrap();
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease:#}");
+}

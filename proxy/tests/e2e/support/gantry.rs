@@ -275,6 +275,11 @@ impl Gantry {
         nix::unistd::Pid::from_raw(self.child.id() as i32)
     }
 
+    /// Kills the process at once, as a node failure would: nothing is cleaned up.
+    pub fn sigkill(&self) {
+        nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    }
+
     pub fn sigterm(&self) {
         nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
     }

@@ -134,7 +134,8 @@ async fn serve(
 }
 
 async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Response<Body> {
-    let authorized = user(&request).is_some();
+    let requester = user(&request).unwrap_or_default();
+    let authorized = !requester.is_empty();
     // As the public-info-viewer role allows anyone.
     let public = matches!(
         request.uri().path(),
@@ -260,6 +261,7 @@ async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Response<Body
         body,
         content_type,
         user_agent,
+        requester,
     };
     match (parts.method, &call.name) {
         (Method::GET, None) if call.flag("watch") => call.watch(),
@@ -290,6 +292,8 @@ struct Call {
     body: Bytes,
     content_type: String,
     user_agent: String,
+    /// Who asked (from the token).
+    requester: String,
 }
 
 impl Call {
@@ -330,6 +334,8 @@ impl Call {
             line.push(' ');
             line.push_str(details);
         }
+        line.push_str(" by ");
+        line.push_str(&self.requester);
         log(&self.state, line);
     }
 

@@ -170,8 +170,8 @@ impl FakeApi {
         self.state.inner.lock().unwrap().objects.compact();
     }
 
-    /// The requests served so far, one line each (`LIST ingresses`, `WATCH ingresses rv=7`,
-    /// `APPLY ingresses/status gantry`...).
+    /// The requests served so far, one line each (`LIST ingresses by gantry`,
+    /// `WATCH ingresses rv=7 by gantry`, `APPLY ingresses/status default/web gantry by gantry`...).
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()
     }
