@@ -5,6 +5,7 @@
 //! which name is the [`Solver`]'s choice.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use instant_acme::{
@@ -84,10 +85,68 @@ impl AcmeError {
     }
 }
 
-/// Where accounts and orders in progress are kept: `accounts/` and `orders/` under a folder.
-#[derive(Clone, Debug)]
+/// Where accounts and orders in progress are kept (`accounts` and `orders`, each a map from
+/// name to JSON): a folder by default, anything that implements [`AcmeState`] otherwise (in
+/// kube mode, a Secret, so that a new leader resumes what the old one started).
+#[derive(Clone)]
 pub struct AcmeStore {
+    state: Arc<dyn AcmeState>,
+}
+
+impl std::fmt::Debug for AcmeStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AcmeStore")
+    }
+}
+
+/// Storage for [`AcmeStore`]: small JSON documents by kind (`accounts`, `orders`) and name.
+/// A write must be durable when it returns: an order is saved before its challenges are shown.
+#[async_trait::async_trait]
+pub trait AcmeState: Send + Sync {
+    async fn read(&self, kind: &str, name: &str) -> Option<Vec<u8>>;
+    async fn write(&self, kind: &str, name: &str, bytes: Vec<u8>) -> Result<(), StorageError>;
+    async fn remove(&self, kind: &str, name: &str);
+}
+
+/// [`AcmeState`] in a folder: `KIND/NAME.json`.
+struct FolderState {
     root: PathBuf,
+}
+
+impl FolderState {
+    fn path(&self, kind: &str, name: &str) -> PathBuf {
+        self.root
+            .join(kind)
+            .join(format!("{}.json", file_name(name)))
+    }
+}
+
+#[async_trait::async_trait]
+impl AcmeState for FolderState {
+    async fn read(&self, kind: &str, name: &str) -> Option<Vec<u8>> {
+        tokio::fs::read(self.path(kind, name)).await.ok()
+    }
+
+    async fn write(&self, kind: &str, name: &str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        let path = self.path(kind, name);
+        let dir = self.root.join(kind);
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
+                path: dir.clone(),
+                source,
+            })?;
+            write_atomically(&path, &bytes)
+        })
+        .await
+        .map_err(|e| StorageError::Io {
+            path: self.root.clone(),
+            source: std::io::Error::other(e),
+        })?
+    }
+
+    async fn remove(&self, kind: &str, name: &str) {
+        let _ = tokio::fs::remove_file(self.path(kind, name)).await;
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -120,51 +179,52 @@ fn file_name(name: &str) -> String {
 }
 
 impl AcmeStore {
+    /// Kept in a folder.
     pub fn new(root: impl Into<PathBuf>) -> AcmeStore {
-        AcmeStore { root: root.into() }
+        AcmeStore {
+            state: Arc::new(FolderState { root: root.into() }),
+        }
     }
 
-    fn path(&self, kind: &str, name: &str) -> PathBuf {
-        self.root
-            .join(kind)
-            .join(format!("{}.json", file_name(name)))
+    /// Kept wherever `state` keeps it.
+    pub fn with_state(state: Arc<dyn AcmeState>) -> AcmeStore {
+        AcmeStore { state }
     }
 
-    fn read<T: for<'de> Deserialize<'de>>(&self, kind: &str, name: &str) -> Option<T> {
-        let text = std::fs::read(self.path(kind, name)).ok()?;
-        serde_json::from_slice(&text).ok()
+    async fn read<T: for<'de> Deserialize<'de>>(&self, kind: &str, name: &str) -> Option<T> {
+        let bytes = self.state.read(kind, name).await?;
+        serde_json::from_slice(&bytes).ok()
     }
 
-    fn write<T: Serialize>(&self, kind: &str, name: &str, value: &T) -> Result<(), StorageError> {
-        let path = self.path(kind, name);
-        let dir = self.root.join(kind);
-        std::fs::create_dir_all(&dir).map_err(|source| StorageError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    async fn write<T: Serialize>(
+        &self,
+        kind: &str,
+        name: &str,
+        value: &T,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| StorageError::Io {
-            path: path.clone(),
+            path: PathBuf::from(kind).join(name),
             source: std::io::Error::other(e),
         })?;
-        write_atomically(&path, &bytes)
+        self.state.write(kind, name, bytes).await
     }
 
     /// The order in progress for the certificate `name`, if any.
-    pub fn order(&self, name: &str) -> Option<PendingOrder> {
-        self.read("orders", name)
+    pub async fn order(&self, name: &str) -> Option<PendingOrder> {
+        self.read("orders", name).await
     }
 
-    fn save_order(&self, name: &str, order: &PendingOrder) -> Result<(), StorageError> {
-        self.write("orders", name, order)
+    async fn save_order(&self, name: &str, order: &PendingOrder) -> Result<(), StorageError> {
+        self.write("orders", name, order).await
     }
 
     /// Forgets `issuer`'s account, so that the next connection registers a new one.
-    pub fn forget_account(&self, issuer: &str) {
-        let _ = std::fs::remove_file(self.path("accounts", issuer));
+    pub async fn forget_account(&self, issuer: &str) {
+        self.state.remove("accounts", issuer).await;
     }
 
-    fn forget_order(&self, name: &str) {
-        let _ = std::fs::remove_file(self.path("orders", name));
+    async fn forget_order(&self, name: &str) {
+        self.state.remove("orders", name).await;
     }
 }
 
@@ -191,7 +251,7 @@ impl AcmeIssuer {
         let url = server.directory_url.as_str();
         let http = AcmeHttp::new(server.ca_bundle_pem.as_deref(), observer)?;
         let retry_after = http.retry_after();
-        let stored: Option<StoredAccount> = store.read("accounts", issuer);
+        let stored: Option<StoredAccount> = store.read("accounts", issuer).await;
         let account = match stored {
             Some(stored) if stored.directory_url == url => {
                 Account::builder_with_http(Box::new(http))
@@ -218,15 +278,17 @@ impl AcmeIssuer {
                     )
                     .await
                     .map_err(AcmeError::server(url))?;
-                store.write(
-                    "accounts",
-                    issuer,
-                    &StoredAccount {
-                        directory_url: url.to_owned(),
-                        email: server.email.clone(),
-                        credentials,
-                    },
-                )?;
+                store
+                    .write(
+                        "accounts",
+                        issuer,
+                        &StoredAccount {
+                            directory_url: url.to_owned(),
+                            email: server.email.clone(),
+                            credentials,
+                        },
+                    )
+                    .await?;
                 info!(
                     issuer,
                     server = url,
@@ -263,12 +325,12 @@ impl AcmeIssuer {
         store: &AcmeStore,
     ) -> Result<Bundle, AcmeError> {
         let url = self.server.directory_url.as_str();
-        let resumed = match store.order(name) {
+        let resumed = match store.order(name).await {
             Some(saved) if saved.issuer == issuer && saved.dns_names == request.dns_names => {
                 match self.account.order(saved.url.clone()).await {
                     Ok(mut order) => {
                         if order.state().status == OrderStatus::Invalid {
-                            store.forget_order(name);
+                            store.forget_order(name).await;
                             None
                         } else {
                             info!(certificate = name, order = %saved.url, "resuming the ACME order");
@@ -277,7 +339,7 @@ impl AcmeIssuer {
                     }
                     // The server answered that it has no such order (any longer).
                     Err(instant_acme::Error::Api(_)) => {
-                        store.forget_order(name);
+                        store.forget_order(name).await;
                         None
                     }
                     // Unreachable: try again later, with the same order.
@@ -285,7 +347,7 @@ impl AcmeIssuer {
                 }
             }
             Some(_) => {
-                store.forget_order(name);
+                store.forget_order(name).await;
                 None
             }
             None => None,
@@ -310,15 +372,15 @@ impl AcmeIssuer {
                     dns_names: request.dns_names.clone(),
                     key_pem: key.serialize_pem(),
                 };
-                store.save_order(name, &saved)?;
+                store.save_order(name, &saved).await?;
                 (order, saved)
             }
         };
         let result = self.complete(&mut order, &saved, solver).await;
         match &result {
-            Ok(_) => store.forget_order(name),
+            Ok(_) => store.forget_order(name).await,
             // A failed order cannot be finished; the next attempt starts a new one.
-            Err(AcmeError::Invalid { .. } | AcmeError::Order(_)) => store.forget_order(name),
+            Err(AcmeError::Invalid { .. } | AcmeError::Order(_)) => store.forget_order(name).await,
             Err(_) => {}
         }
         result

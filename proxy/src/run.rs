@@ -142,7 +142,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         config,
         plugins,
         settings,
-        issued: IssuedSecrets::new(issued.clone()),
+        issued: (!kube_mode).then(|| IssuedSecrets::new(issued.clone())),
     };
     let (generations, generation_watch) = tokio::sync::watch::channel(0u64);
     // In kube mode the first Snapshot waits for the first lists, in the reloader.
@@ -169,6 +169,10 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     // Who orders certificates, publishes DNS updates and writes status: in kube mode the
     // replica holding the Lease, else this one.
     let (leader_sender, leader) = tokio::sync::watch::channel(!kube_mode);
+    let lease_namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(crate::control::leader::pod_namespace);
     let responses = crate::control::solver::Responses::default();
     let statuses = crate::control::cert_status::CertStatuses::default();
     let challenges = crate::control::challenges::Challenges::default();
@@ -216,7 +220,19 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             snapshots: snapshots.clone(),
             generations: generation_watch.clone(),
             storage: issued,
-            acme_store: gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
+            acme_store: match &kube_client {
+                Some(client) => gantry_acme::acme::AcmeStore::with_state(Arc::new(
+                    crate::control::kube_state::SecretState::new(
+                        client.clone(),
+                        &lease_namespace,
+                        &format!("{}-acme", args.lease_name),
+                    ),
+                )),
+                None => gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
+            },
+            tls_secrets: kube_client
+                .clone()
+                .map(crate::control::kube_state::TlsSecrets::new),
             reload: reloader.changes(),
             metrics: metrics.clone(),
             responses,
@@ -230,10 +246,6 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let mut lease_release = None;
     if let (Some(runtime), Some(client)) = (&kube_runtime, kube_client) {
         let instance = crate::control::kube_status::instance_name();
-        let lease_namespace = args
-            .lease_namespace
-            .clone()
-            .unwrap_or_else(crate::control::leader::pod_namespace);
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         runtime.spawn(
             crate::control::leader::LeaderElection {

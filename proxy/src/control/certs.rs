@@ -51,6 +51,9 @@ pub struct CertService {
     pub challenges: Challenges,
     pub dns_addr: SocketAddr,
     pub statuses: CertStatuses,
+    /// In kube mode: issued certificates are also kept in their Secrets, and read back from
+    /// them by a new leader.
+    pub tls_secrets: Option<crate::control::kube_state::TlsSecrets>,
     /// Whether this replica leads: only the leader places orders.
     pub leader: watch::Receiver<bool>,
 }
@@ -178,7 +181,7 @@ impl Accounts {
     /// Drops `issuer`'s account, here and in `store`.
     async fn forget(&self, issuer: &str, store: &AcmeStore) {
         self.live.lock().await.remove(issuer);
-        store.forget_account(issuer);
+        store.forget_account(issuer).await;
     }
 
     /// Issues `wanted` with `issuer`'s account, registering a new account once if the server no
@@ -272,11 +275,21 @@ impl Manager<'_> {
                 continue;
             }
             let storage = &self.service.storage;
-            let stored = storage.load(&name).unwrap_or_else(|e| {
+            let mut stored = storage.load(&name).unwrap_or_else(|e| {
                 warn!("stored certificate unreadable, issuing again: {e}");
                 None
             });
-            let issuer = storage.issuer(&name);
+            let mut issuer = storage.issuer(&name);
+            if let Some(secrets) = &self.service.tls_secrets {
+                self.sync_secret(
+                    secrets,
+                    wanted,
+                    &snapshot.store,
+                    &mut stored,
+                    &mut issuer,
+                    now,
+                );
+            }
             if let Some(renew_at) = stored
                 .as_ref()
                 .and_then(|b| still_good(b, wanted, issuer.as_deref(), now))
@@ -380,6 +393,48 @@ impl Manager<'_> {
                 retry_after,
             });
         });
+    }
+
+    /// Kube mode: the cluster's Secret and the local copy agree. A certificate issued here is
+    /// written to its Secret; one the Secret holds (a former leader issued it) and that is still
+    /// good is taken instead of ordering again.
+    fn sync_secret(
+        &self,
+        secrets: &crate::control::kube_state::TlsSecrets,
+        wanted: &WantedCertificate,
+        cluster: &crate::config::Store,
+        stored: &mut Option<Bundle>,
+        issuer: &mut Option<String>,
+        now: SystemTime,
+    ) {
+        use crate::control::kube_state::TlsSecrets;
+        let name = wanted.secret.to_string();
+        let storage = &self.service.storage;
+        let good_here = stored
+            .as_ref()
+            .is_some_and(|b| still_good(b, wanted, issuer.as_deref(), now).is_some());
+        if good_here {
+            if let (Some(bundle), Some(by)) = (stored.as_ref(), issuer.as_deref())
+                && !TlsSecrets::holds(cluster, &name, bundle)
+            {
+                secrets.write(&name, bundle, by, storage.revision(&name));
+            }
+            return;
+        }
+        let Some((bundle, by)) = TlsSecrets::issued(cluster, &name) else {
+            return;
+        };
+        if still_good(&bundle, wanted, Some(&by), now).is_none() {
+            return;
+        }
+        match storage.store(&name, &bundle, &by) {
+            Ok(()) => {
+                info!(secret = %name, "taking the certificate its Secret holds");
+                *stored = Some(bundle);
+                *issuer = Some(by);
+            }
+            Err(e) => warn!(secret = %name, "cannot keep the Secret's certificate: {e}"),
+        }
     }
 
     /// Stores an issued certificate, or counts a failure.

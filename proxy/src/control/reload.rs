@@ -59,16 +59,19 @@ pub struct Sources {
     pub config: ConfigSource,
     pub plugins: Loader,
     pub settings: crate::compile::Settings,
-    pub issued: IssuedSecrets,
+    /// In folder mode; in kube mode issued certificates come back through the Secret watch.
+    pub issued: Option<IssuedSecrets>,
 }
 
 impl Sources {
     /// Reads everything again; `None` when nothing changed (unless `always`).
     pub fn read(&mut self, always: bool) -> Option<Snapshot> {
         let config_changed = self.config.rescan();
-        let issued_changed = self.issued.rescan();
+        let issued_changed = self.issued.as_mut().is_some_and(IssuedSecrets::rescan);
         let mut store = self.config.store();
-        self.issued.add_to(&mut store);
+        if let Some(issued) = &self.issued {
+            issued.add_to(&mut store);
+        }
         let (plugins, problems, plugins_changed) = self
             .plugins
             .load(&crate::compile::wanted::wanted_plugins(&store));
