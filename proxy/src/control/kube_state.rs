@@ -128,11 +128,9 @@ impl AcmeState for SecretState {
             .api
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-        {
-            if !matches!(&e, kube::Error::Api(status) if status.code == 404) {
+            && !matches!(&e, kube::Error::Api(status) if status.code == 404) {
                 warn!(secret = %self.name, "cannot update the ACME state: {e}");
             }
-        }
     }
 }
 
