@@ -22,6 +22,8 @@ const TTL: u32 = 60;
 #[derive(Clone, Debug, Default)]
 pub struct Challenges {
     values: Arc<Mutex<BTreeMap<Name, BTreeSet<String>>>>,
+    /// In kube mode, the values the leader presented, served by every replica.
+    shared: Arc<Mutex<BTreeMap<Name, BTreeSet<String>>>>,
     /// Woken on every change, for the DNS service to rebuild its zones.
     pub changed: Arc<Notify>,
 }
@@ -79,9 +81,40 @@ impl Challenges {
         self.values.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn records(&self) -> Vec<Record> {
+    /// The values this replica presented, to share with the others.
+    pub fn presented(&self) -> Vec<(String, String)> {
         self.lock()
             .iter()
+            .flat_map(|(name, values)| values.iter().map(move |v| (name.to_string(), v.clone())))
+            .collect()
+    }
+
+    /// Replaces the values shared by the leader.
+    pub fn set_shared(&self, values: &[(String, String)]) {
+        let mut shared: BTreeMap<Name, BTreeSet<String>> = BTreeMap::new();
+        for (name, value) in values {
+            if let Ok(mut name) = name.parse::<Name>() {
+                name = name.to_lowercase();
+                name.set_fqdn(true);
+                shared.entry(name).or_default().insert(value.clone());
+            }
+        }
+        let mut current = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != shared {
+            *current = shared;
+            drop(current);
+            self.changed.notify_one();
+        }
+    }
+
+    fn records(&self) -> Vec<Record> {
+        let mut all = self.lock().clone();
+        for (name, values) in self.shared.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            all.entry(name.clone())
+                .or_default()
+                .extend(values.iter().cloned());
+        }
+        all.iter()
             .flat_map(|(name, values)| {
                 values.iter().map(move |v| {
                     Record::from_rdata(name.clone(), TTL, RData::TXT(TXT::new(vec![v.clone()])))

@@ -128,9 +128,10 @@ impl AcmeState for SecretState {
             .api
             .patch(&self.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
-            && !matches!(&e, kube::Error::Api(status) if status.code == 404) {
-                warn!(secret = %self.name, "cannot update the ACME state: {e}");
-            }
+            && !matches!(&e, kube::Error::Api(status) if status.code == 404)
+        {
+            warn!(secret = %self.name, "cannot update the ACME state: {e}");
+        }
     }
 }
 

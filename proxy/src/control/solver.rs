@@ -27,26 +27,106 @@ pub struct Responses {
     http01: Arc<RwLock<HashMap<String, String>>>,
     /// Lowercased domain to validation certificate.
     tls_alpn01: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
+    /// TLS-ALPN-01 validation certificates and keys (DER), as presented, to share.
+    tls_alpn01_der: Arc<RwLock<HashMap<String, (Vec<u8>, Vec<u8>)>>>,
+    /// In kube mode, what the leader presented, answered by every replica.
+    shared: Arc<RwLock<SharedResponses>>,
+}
+
+/// HTTP-01 and TLS-ALPN-01 responses shared by the leader.
+#[derive(Debug, Default)]
+struct SharedResponses {
+    http01: HashMap<String, String>,
+    tls_alpn01: HashMap<String, Arc<CertifiedKey>>,
+}
+
+/// What one replica presented, in a form to pass to the others: HTTP-01 key authorizations by
+/// token, TLS-ALPN-01 certificates and keys (DER) by domain.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Presented {
+    pub http01: std::collections::BTreeMap<String, String>,
+    pub tls_alpn01: std::collections::BTreeMap<String, (Vec<u8>, Vec<u8>)>,
+    /// DNS-01 values: (name, value).
+    pub dns01: Vec<(String, String)>,
 }
 
 impl Responses {
     /// The key authorization to answer `/.well-known/acme-challenge/<token>` with.
     pub fn http01(&self, token: &str) -> Option<String> {
-        self.http01
+        let local = self
+            .http01
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(token)
-            .cloned()
+            .cloned();
+        local.or_else(|| {
+            self.shared
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .http01
+                .get(token)
+                .cloned()
+        })
     }
 
     /// The validation certificate for a TLS-ALPN-01 handshake naming `domain`.
     pub fn tls_alpn01(&self, domain: &str) -> Option<Arc<CertifiedKey>> {
-        let map = self.tls_alpn01.read().unwrap_or_else(|p| p.into_inner());
-        if map.is_empty() {
-            return None;
-        }
-        map.get(&domain.to_ascii_lowercase()).cloned()
+        let domain = domain.to_ascii_lowercase();
+        let local = {
+            let map = self.tls_alpn01.read().unwrap_or_else(|p| p.into_inner());
+            map.get(&domain).cloned()
+        };
+        local.or_else(|| {
+            let shared = self.shared.read().unwrap_or_else(|p| p.into_inner());
+            shared.tls_alpn01.get(&domain).cloned()
+        })
     }
+
+    /// What this replica presented (`dns01` left empty: [`Challenges`] holds it).
+    pub fn presented(&self) -> Presented {
+        Presented {
+            http01: self
+                .http01
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            tls_alpn01: self
+                .tls_alpn01_der
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            dns01: Vec::new(),
+        }
+    }
+
+    /// Replaces what the leader shared.
+    pub fn set_shared(&self, presented: &Presented) {
+        let mut tls_alpn01 = HashMap::new();
+        for (domain, (certificate, key)) in &presented.tls_alpn01 {
+            if let Ok(certified) = certified_key(certificate, key) {
+                tls_alpn01.insert(domain.to_ascii_lowercase(), Arc::new(certified));
+            }
+        }
+        *self.shared.write().unwrap_or_else(|p| p.into_inner()) = SharedResponses {
+            http01: presented.http01.clone().into_iter().collect(),
+            tls_alpn01,
+        };
+    }
+}
+
+fn certified_key(certificate: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()));
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
+        .map_err(|e| format!("the validation certificate's key: {e}"))?;
+    Ok(CertifiedKey::new(
+        vec![CertificateDer::from(certificate.to_vec())],
+        signing,
+    ))
 }
 
 /// The solver for one ACME issuer.
@@ -111,15 +191,19 @@ impl Solver for GantrySolver {
                 domain,
                 certificate,
             } => {
-                let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                    certificate.key_pkcs8_der.clone(),
-                ));
-                let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-                    .map_err(|e| format!("the validation certificate's key: {e}"))?;
-                let certified = CertifiedKey::new(
-                    vec![CertificateDer::from(certificate.certificate_der.clone())],
-                    signing,
-                );
+                let certified =
+                    certified_key(&certificate.certificate_der, &certificate.key_pkcs8_der)?;
+                self.responses
+                    .tls_alpn01_der
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(
+                        domain.to_ascii_lowercase(),
+                        (
+                            certificate.certificate_der.clone(),
+                            certificate.key_pkcs8_der.clone(),
+                        ),
+                    );
                 self.responses
                     .tls_alpn01
                     .write()
@@ -161,6 +245,11 @@ impl Solver for GantrySolver {
                     .remove(token);
             }
             Challenge::TlsAlpn01 { domain, .. } => {
+                self.responses
+                    .tls_alpn01_der
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&domain.to_ascii_lowercase());
                 self.responses
                     .tls_alpn01
                     .write()

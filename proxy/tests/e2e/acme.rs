@@ -10,7 +10,7 @@ use crate::support::config::{GANTRY_CLASS, service, tls_ingress};
 use crate::support::gantry::Options;
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::pki::client_config_trusting;
-use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until_within};
+use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until, wait_until_within};
 
 /// Room for an order: account, validation by Pebble, issuance, and one retry after a backoff.
 const ISSUANCE: Duration = Duration::from_secs(120);
@@ -617,4 +617,104 @@ stringData: {{secret: {MAC_KEY}}}
         message.contains("externalAccountRequired"),
         "the CA's reason is passed on: {status:#}"
     );
+}
+
+#[tokio::test]
+async fn a_new_leader_finishes_the_order_the_dead_one_started_without_a_second_order() {
+    use crate::kube::{cluster, lease_holder, replica};
+    let (api, kubectl) = cluster().await;
+    let echo = upstream::echo("echo").await;
+    kubectl.apply(GANTRY_CLASS).await;
+    kubectl
+        .apply(&service(
+            "default",
+            "echo",
+            "http",
+            None,
+            &[(echo.addr, true)],
+        ))
+        .await;
+    // example.test is published into BIND, which the CA asks and which is not running yet: the
+    // DNS-01 value cannot be seen, so the first leader's order waits.
+    let bind_port = crate::support::dns::free_port();
+    kubectl.apply(&crate::dns_publish::zone(bind_port)).await;
+    kubectl
+        .apply(&format!(
+            "{}---\n{}",
+            certificate("pub", &["pub.example.test"], "pub-tls", "pebble"),
+            tls_ingress("pub", "pub.example.test", "pub-tls", "")
+        ))
+        .await;
+    let first = replica(&api, &kubectl, "replica-a").await;
+    wait_until("replica-a to lead", || async {
+        lease_holder(&kubectl).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let second = replica(&api, &kubectl, "replica-b").await;
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: first.http.port(),
+        tls_port: first.https.port(),
+        dns: std::net::SocketAddr::from(([127, 0, 0, 1], bind_port)),
+        validity: None,
+        external_account: None,
+    })
+    .await;
+    kubectl
+        .apply(&format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: pebble}}
+spec:
+  acme:
+    server: {}
+    caBundle: {}
+    solvers: [{{dns01: {{}}}}]
+",
+            pebble.directory_url(),
+            pebble.ca_bundle()
+        ))
+        .await;
+
+    // The order is kept in the API, not on the leader's disk.
+    let saved_order = || async {
+        let secret = kubectl.get("secret/gantry-acme", "default").await?;
+        let encoded = secret["data"]["orders.default_pub-tls"]
+            .as_str()?
+            .to_owned();
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()?;
+        let order: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        order["url"].as_str().map(str::to_owned)
+    };
+    wait_until_within("the order to be saved in the API", ISSUANCE, || async {
+        saved_order().await.is_some()
+    })
+    .await;
+    let url = saved_order().await.unwrap();
+    first.sigkill();
+
+    let _bind = crate::dns_publish::named_primary(bind_port);
+    wait_until("replica-b to take the Lease over", || async {
+        lease_holder(&kubectl).await.as_deref() == Some("replica-b")
+    })
+    .await;
+    served_from(&second, &pebble, "pub.example.test").await;
+    let log = second.log();
+    assert!(
+        log.contains("resuming the ACME order") && log.contains(&url),
+        "replica-b did not finish the order {url}:\n{log}"
+    );
+    wait_until("the finished order to be forgotten", || async {
+        saved_order().await.is_none()
+    })
+    .await;
+    let secret = kubectl.get("secret/pub-tls", "default").await.unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+    assert_eq!(
+        secret["metadata"]["annotations"]["cert-manager.io/alt-names"],
+        "pub.example.test"
+    );
+    drop(first);
 }

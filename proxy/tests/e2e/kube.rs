@@ -68,7 +68,7 @@ spec:
 }
 
 /// The CRDs, applied as an operator would before starting Gantry.
-async fn cluster() -> (FakeApi, Kubectl) {
+pub async fn cluster() -> (FakeApi, Kubectl) {
     let api = FakeApi::start();
     let kubectl = Kubectl::new(&api);
     kubectl.ok(&["apply", "--server-side", "-f", CRDS]).await;
@@ -419,7 +419,7 @@ spec:
 }
 
 /// A replica: its own API user (so the fake's log tells who wrote what) and pod name.
-async fn replica(api: &FakeApi, kubectl: &Kubectl, name: &'static str) -> Gantry {
+pub async fn replica(api: &FakeApi, kubectl: &Kubectl, name: &'static str) -> Gantry {
     Gantry::start_kube(
         &kubectl.kubeconfig_for(api, name),
         Options {
@@ -431,7 +431,7 @@ async fn replica(api: &FakeApi, kubectl: &Kubectl, name: &'static str) -> Gantry
     .await
 }
 
-async fn lease_holder(kubectl: &Kubectl) -> Option<String> {
+pub async fn lease_holder(kubectl: &Kubectl) -> Option<String> {
     let lease = kubectl.get("lease/gantry", "default").await?;
     lease["spec"]["holderIdentity"].as_str().map(str::to_owned)
 }
