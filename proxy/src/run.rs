@@ -174,6 +174,9 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         .clone()
         .unwrap_or_else(crate::control::leader::pod_namespace);
     let responses = crate::control::solver::Responses::default();
+    // What the leader last shared of the challenges it presented (kube mode).
+    let (shared_challenges, shared_watch) =
+        tokio::sync::watch::channel(crate::control::solver::Presented::default());
     let statuses = crate::control::cert_status::CertStatuses::default();
     let challenges = crate::control::challenges::Challenges::default();
     let shared = Shared {
@@ -230,12 +233,16 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
                 )),
                 None => gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
             },
+            peers: kube_mode.then(|| crate::control::solver::Peers {
+                shared: shared_watch.clone(),
+                service: args.publish_service.clone(),
+            }),
             tls_secrets: kube_client
                 .clone()
                 .map(crate::control::kube_state::TlsSecrets::new),
             reload: reloader.changes(),
             metrics: metrics.clone(),
-            responses,
+            responses: responses.clone(),
             challenges: challenges.clone(),
             dns_addr: args.dns_addr,
             statuses: statuses.clone(),
@@ -256,6 +263,18 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
                 duration: args.lease_duration,
                 leader: leader_sender.clone(),
                 stopping: stopping.clone(),
+            }
+            .run(),
+        );
+        runtime.spawn(
+            crate::control::kube_challenges::SharedChallenges {
+                client: client.clone(),
+                namespace: lease_namespace.clone(),
+                name: format!("{}-acme-challenges", args.lease_name),
+                responses: responses.clone(),
+                challenges: challenges.clone(),
+                leader: leader.clone(),
+                written: shared_challenges,
             }
             .run(),
         );

@@ -54,6 +54,8 @@ pub struct CertService {
     /// In kube mode: issued certificates are also kept in their Secrets, and read back from
     /// them by a new leader.
     pub tls_secrets: Option<crate::control::kube_state::TlsSecrets>,
+    /// In kube mode: the other replicas, which must answer challenges too.
+    pub peers: Option<crate::control::solver::Peers>,
     /// Whether this replica leads: only the leader places orders.
     pub leader: watch::Receiver<bool>,
 }
@@ -374,6 +376,7 @@ impl Manager<'_> {
             challenges: service.challenges.clone(),
             dns_addr: service.dns_addr,
             snapshots: service.snapshots.clone(),
+            peers: service.peers.clone(),
         };
         let store = service.acme_store.clone();
         let accounts = self.accounts.clone();

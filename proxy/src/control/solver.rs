@@ -20,6 +20,9 @@ use crate::snapshot::SnapshotHandle;
 /// How long a DNS-01 value may take to be answered everywhere it must be.
 const DNS_VISIBLE_WAIT: Duration = Duration::from_secs(120);
 
+/// A TLS-ALPN-01 validation certificate and its PKCS#8 key, in DER.
+pub type ValidationDer = (Vec<u8>, Vec<u8>);
+
 /// HTTP-01 and TLS-ALPN-01 responses being served; cheap to clone and share.
 #[derive(Clone, Debug, Default)]
 pub struct Responses {
@@ -28,7 +31,7 @@ pub struct Responses {
     /// Lowercased domain to validation certificate.
     tls_alpn01: Arc<RwLock<HashMap<String, Arc<CertifiedKey>>>>,
     /// TLS-ALPN-01 validation certificates and keys (DER), as presented, to share.
-    tls_alpn01_der: Arc<RwLock<HashMap<String, (Vec<u8>, Vec<u8>)>>>,
+    tls_alpn01_der: Arc<RwLock<HashMap<String, ValidationDer>>>,
     /// In kube mode, what the leader presented, answered by every replica.
     shared: Arc<RwLock<SharedResponses>>,
 }
@@ -46,7 +49,7 @@ struct SharedResponses {
 #[serde(rename_all = "camelCase")]
 pub struct Presented {
     pub http01: std::collections::BTreeMap<String, String>,
-    pub tls_alpn01: std::collections::BTreeMap<String, (Vec<u8>, Vec<u8>)>,
+    pub tls_alpn01: std::collections::BTreeMap<String, ValidationDer>,
     /// DNS-01 values: (name, value).
     pub dns01: Vec<(String, String)>,
 }
@@ -129,6 +132,136 @@ fn certified_key(certificate: &[u8], key: &[u8]) -> Result<CertifiedKey, String>
     ))
 }
 
+/// Kube mode: what presenting a challenge also waits for, since any replica may be asked.
+#[derive(Clone)]
+pub struct Peers {
+    /// What the leader last shared with the other replicas.
+    pub shared: tokio::sync::watch::Receiver<Presented>,
+    /// The Service in front of every replica (`--publish-service`): each of its endpoints must
+    /// answer an HTTP-01 token before the CA is told to look.
+    pub service: Option<crate::config::NamespacedName>,
+}
+
+/// How long the other replicas may take to answer a challenge.
+const PEERS_WAIT: Duration = Duration::from_secs(60);
+
+impl Peers {
+    /// Waits until `shared(presented)` holds in what was written.
+    async fn shared(&self, holds: impl Fn(&Presented) -> bool) -> Result<(), String> {
+        let mut shared = self.shared.clone();
+        match tokio::time::timeout(PEERS_WAIT, shared.wait_for(|p| holds(p))).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(format!(
+                "the challenge could not be shared with the other replicas in {PEERS_WAIT:?}"
+            )),
+        }
+    }
+
+    /// Waits until every endpoint of the publish Service answers `token` with `key_authorization`.
+    async fn answered(
+        &self,
+        snapshots: &SnapshotHandle,
+        domain: &str,
+        token: &str,
+        key_authorization: &str,
+    ) -> Result<(), String> {
+        let Some(service) = &self.service else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + PEERS_WAIT;
+        loop {
+            let snapshot = snapshots.load_full();
+            let mut missing = None;
+            for peer in http_endpoints(&snapshot.store, service) {
+                if !answers_http01(peer, domain, token, key_authorization).await {
+                    missing = Some(peer);
+                    break;
+                }
+            }
+            let Some(peer) = missing else {
+                return Ok(());
+            };
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "replica {peer} (an endpoint of Service {service}) does not answer the HTTP-01 token after {PEERS_WAIT:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// The ready endpoints of `service`'s HTTP port (named `http`, else 80).
+fn http_endpoints(
+    store: &crate::config::Store,
+    service: &crate::config::NamespacedName,
+) -> Vec<SocketAddr> {
+    let mut peers = Vec::new();
+    for (key, slice) in &store.endpoint_slices {
+        let slice = &slice.object;
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        if key.namespace != service.namespace || owner != Some(&service.name) {
+            continue;
+        }
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("http"))
+            .and_then(|p| p.port)
+            .unwrap_or(80);
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    peers.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    peers
+}
+
+/// Whether the replica at `peer` answers the token as a CA would ask for it.
+async fn answers_http01(
+    peer: SocketAddr,
+    domain: &str,
+    token: &str,
+    key_authorization: &str,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ask = async {
+        let mut stream = tokio::net::TcpStream::connect(peer).await.ok()?;
+        let request = format!(
+            "GET /.well-known/acme-challenge/{token} HTTP/1.1\r\nHost: {domain}\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.ok()?;
+        let text = String::from_utf8_lossy(&response);
+        Some(text.starts_with("HTTP/1.1 200") && text.trim_end().ends_with(key_authorization))
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
 /// The solver for one ACME issuer.
 pub struct GantrySolver {
     pub issuing: AcmeIssuing,
@@ -137,6 +270,8 @@ pub struct GantrySolver {
     /// Gantry's own DNS listener, asked to confirm served DNS-01 values.
     pub dns_addr: SocketAddr,
     pub snapshots: SnapshotHandle,
+    /// In kube mode: the other replicas, which must answer too.
+    pub peers: Option<Peers>,
 }
 
 /// Where to reach a listener bound to `addr` from this host.
@@ -176,15 +311,23 @@ impl Solver for GantrySolver {
     async fn present(&self, challenge: &Challenge) -> Result<(), String> {
         match challenge {
             Challenge::Http01 {
+                domain,
                 token,
                 key_authorization,
-                ..
             } => {
                 self.responses
                     .http01
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(token.clone(), key_authorization.clone());
+                if let Some(peers) = &self.peers {
+                    peers
+                        .shared(|p| p.http01.get(token) == Some(key_authorization))
+                        .await?;
+                    peers
+                        .answered(&self.snapshots, domain, token, key_authorization)
+                        .await?;
+                }
                 Ok(())
             }
             Challenge::TlsAlpn01 {
@@ -209,6 +352,10 @@ impl Solver for GantrySolver {
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
                     .insert(domain.to_ascii_lowercase(), Arc::new(certified));
+                if let Some(peers) = &self.peers {
+                    let domain = domain.to_ascii_lowercase();
+                    peers.shared(|p| p.tls_alpn01.contains_key(&domain)).await?;
+                }
                 Ok(())
             }
             Challenge::Dns01 { domain, value } => {
@@ -219,6 +366,16 @@ impl Solver for GantrySolver {
                     return Err(format!("no DNSZone Gantry serves or publishes holds {at}"));
                 }
                 self.challenges.put(&at, value);
+                if let Some(peers) = &self.peers {
+                    let shared_name = {
+                        let mut name = at.to_lowercase();
+                        name.set_fqdn(true);
+                        name.to_string()
+                    };
+                    peers
+                        .shared(|p| p.dns01.iter().any(|(n, v)| *n == shared_name && v == value))
+                        .await?;
+                }
                 let deadline = Instant::now() + DNS_VISIBLE_WAIT;
                 for server in servers {
                     while !Challenges::visible_at(server, &at, value).await {

@@ -718,3 +718,67 @@ spec:
     );
     drop(first);
 }
+
+#[tokio::test]
+async fn every_replica_answers_the_http01_challenge_the_leader_presents() {
+    use crate::kube::{cluster, lease_holder, replica_with};
+    let (api, kubectl) = cluster().await;
+    let echo = upstream::echo("echo").await;
+    kubectl.apply(GANTRY_CLASS).await;
+    kubectl
+        .apply(&service(
+            "default",
+            "echo",
+            "http",
+            None,
+            &[(echo.addr, true)],
+        ))
+        .await;
+    kubectl.apply(ZONE).await;
+    let publish = ["--publish-service", "default/gantry"];
+    let leader = replica_with(&api, &kubectl, "replica-a", &publish).await;
+    wait_until("replica-a to lead", || async {
+        lease_holder(&kubectl).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    let follower = replica_with(&api, &kubectl, "replica-b", &publish).await;
+    // The Service in front of both, as the Deployment's pods would fill it.
+    kubectl
+        .apply(&service(
+            "default",
+            "gantry",
+            "http",
+            None,
+            &[(leader.http, true), (follower.http, true)],
+        ))
+        .await;
+    // The CA reaches the cluster through the follower only.
+    let pebble = Pebble::start(PebbleOptions {
+        http_port: follower.http.port(),
+        tls_port: follower.https.port(),
+        dns: follower.dns,
+        validity: None,
+        external_account: None,
+    })
+    .await;
+    kubectl.apply(&issuer("pebble", &pebble)).await;
+    kubectl
+        .apply(&format!(
+            "{}---\n{}",
+            certificate("web", &["web.example.test"], "web-tls", "pebble"),
+            tls_ingress("web", "web.example.test", "web-tls", "")
+        ))
+        .await;
+    served_from(&follower, &pebble, "web.example.test").await;
+    served_from(&leader, &pebble, "web.example.test").await;
+    assert!(
+        follower.log().contains("/.well-known/acme-challenge/"),
+        "the follower was not asked:\n{}",
+        follower.log()
+    );
+    assert!(
+        !follower.log().contains("ordering a certificate"),
+        "the follower ordered:\n{}",
+        follower.log()
+    );
+}

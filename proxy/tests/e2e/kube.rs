@@ -420,10 +420,22 @@ spec:
 
 /// A replica: its own API user (so the fake's log tells who wrote what) and pod name.
 pub async fn replica(api: &FakeApi, kubectl: &Kubectl, name: &'static str) -> Gantry {
+    replica_with(api, kubectl, name, &[]).await
+}
+
+/// A replica with extra arguments.
+pub async fn replica_with(
+    api: &FakeApi,
+    kubectl: &Kubectl,
+    name: &'static str,
+    extra: &[&str],
+) -> Gantry {
+    let mut args = vec!["--lease-duration", "3s", "--lease-namespace", "default"];
+    args.extend_from_slice(extra);
     Gantry::start_kube(
         &kubectl.kubeconfig_for(api, name),
         Options {
-            args: vec!["--lease-duration", "3s", "--lease-namespace", "default"],
+            args,
             env: vec![("POD_NAME", name.to_owned())],
             ..Options::default()
         },
