@@ -173,6 +173,15 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         .lease_namespace
         .clone()
         .unwrap_or_else(crate::control::leader::pod_namespace);
+    let mut book = SerialBook::open(&args.state_dir);
+    let (serials_outbox, serials_watch) = tokio::sync::watch::channel(Default::default());
+    let shared_serials = crate::control::dns::SharedSerials {
+        outbox: Arc::new(serials_outbox),
+        ..Default::default()
+    };
+    if kube_mode {
+        book.shared = Some(shared_serials.clone());
+    }
     let responses = crate::control::solver::Responses::default();
     // What the leader last shared of the challenges it presented (kube mode).
     let (shared_challenges, shared_watch) =
@@ -267,6 +276,17 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             .run(),
         );
         runtime.spawn(
+            crate::control::kube_serials::SerialSync {
+                client: client.clone(),
+                namespace: lease_namespace.clone(),
+                name: format!("{}-dns-serials", args.lease_name),
+                shared: shared_serials,
+                outbox: serials_watch,
+                leader: leader.clone(),
+            }
+            .run(),
+        );
+        runtime.spawn(
             crate::control::kube_challenges::SharedChallenges {
                 client: client.clone(),
                 namespace: lease_namespace.clone(),
@@ -305,7 +325,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             addr: args.dns_addr,
             snapshots,
             generations: generation_watch,
-            book: std::sync::Mutex::new(SerialBook::open(&args.state_dir)),
+            book: std::sync::Mutex::new(book),
             metrics: metrics.clone(),
             challenges,
             leader: leader.clone(),

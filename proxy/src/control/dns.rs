@@ -33,16 +33,33 @@ use crate::snapshot::{Publication, SnapshotHandle};
 const SERIALS_FILE: &str = "dns-serials.json";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct SerialEntry {
-    serial: u32,
-    digest: String,
+pub struct SerialEntry {
+    pub serial: u32,
+    pub digest: String,
 }
+
+/// Serials by zone origin.
+pub type Serials = BTreeMap<String, SerialEntry>;
 
 /// The last serial and content digest of every zone.
 #[derive(Debug)]
 pub struct SerialBook {
     path: PathBuf,
-    entries: BTreeMap<String, SerialEntry>,
+    entries: Serials,
+    /// In kube mode, the book the leader keeps in the API, so that every replica serves a zone
+    /// with the same serial and a new leader goes on counting from it.
+    pub shared: Option<SharedSerials>,
+}
+
+/// The serials shared through the API: read by every replica, written by the leader.
+#[derive(Clone, Debug, Default)]
+pub struct SharedSerials {
+    /// What the API holds.
+    pub entries: Arc<std::sync::Mutex<Serials>>,
+    /// Told when `entries` changes, so the zones are numbered again.
+    pub changed: Arc<tokio::sync::Notify>,
+    /// This replica's book, for the leader to write.
+    pub outbox: Arc<watch::Sender<Serials>>,
 }
 
 impl SerialBook {
@@ -60,17 +77,39 @@ impl SerialBook {
                 BTreeMap::new()
             }
         };
-        SerialBook { path, entries }
+        SerialBook {
+            path,
+            entries,
+            shared: None,
+        }
     }
 
     /// The serial for `spec` as it is now; records a change.
     fn serial(&mut self, spec: &ZoneSpec, now: u32) -> (u32, bool) {
         let digest = digest(spec);
         let key = spec.origin.to_string();
+        let shared = self.shared.as_ref().and_then(|s| {
+            s.entries
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&key)
+                .cloned()
+        });
+        // The cluster's number for this very content wins, so that replicas agree.
+        if let Some(entry) = shared.as_ref().filter(|e| e.digest == digest) {
+            let changed = self.entries.get(&key) != Some(entry);
+            self.entries.insert(key, entry.clone());
+            return (entry.serial, changed);
+        }
         match self.entries.get(&key) {
             Some(entry) if entry.digest == digest => (entry.serial, false),
             previous => {
-                let serial = previous.map_or(now, |e| e.serial.wrapping_add(1)).max(now);
+                let last = previous
+                    .map(|e| e.serial)
+                    .into_iter()
+                    .chain(shared.map(|e| e.serial))
+                    .max();
+                let serial = last.map_or(now, |s| s.wrapping_add(1)).max(now);
                 self.entries.insert(key, SerialEntry { serial, digest });
                 (serial, true)
             }
@@ -150,7 +189,24 @@ pub fn build_zones(
     if book_changed && let Err(e) = book.save() {
         error!(file = %book.path.display(), "keeping DNS serials failed: {e}");
     }
+    if let Some(shared) = &book.shared {
+        shared.outbox.send_if_modified(|out| {
+            let modified = *out != book.entries;
+            if modified {
+                out.clone_from(&book.entries);
+            }
+            modified
+        });
+    }
     (Zones::new(zones), changed)
+}
+
+/// Waits for the shared serials to change; forever in folder mode.
+async fn shared_serials_changed(changed: Option<&tokio::sync::Notify>) {
+    match changed {
+        Some(changed) => changed.notified().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Tells every secondary of each zone that it changed, in the background.
@@ -255,6 +311,13 @@ impl BackgroundService for DnsService {
             publishers.apply(&publications);
         }
         let mut generations = self.generations.clone();
+        let shared_changed = self
+            .book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .shared
+            .as_ref()
+            .map(|s| s.changed.clone());
         loop {
             tokio::select! {
                 changed = generations.changed() => {
@@ -268,6 +331,7 @@ impl BackgroundService for DnsService {
                     }
                 }
                 _ = self.challenges.changed.notified() => {}
+                () = shared_serials_changed(shared_changed.as_deref()) => {}
                 _ = shutdown.changed() => break,
             }
             let (next, changed, publications) = self.zones(&zones.load());

@@ -524,3 +524,84 @@ async fn a_leader_that_stops_gives_the_lease_up_at_once() {
     let lease = kubectl.get("lease/gantry", "default").await.unwrap();
     assert!(lease["spec"]["holderIdentity"].is_null(), "{lease:#}");
 }
+
+#[tokio::test]
+async fn every_replica_serves_a_zone_with_the_serial_the_leader_keeps_in_the_api() {
+    use crate::support::dns::dig;
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl
+        .apply(
+            "apiVersion: gantry.dev/v1alpha1
+kind: DNSZone
+metadata: {name: example}
+spec:
+  zone: example.test
+  nameServers: [{name: ns1.example.test, addresses: [192.0.2.53]}]
+  ingressAddresses: [192.0.2.10]
+",
+        )
+        .await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
+    let a = replica(&api, &kubectl, "replica-a").await;
+    wait_until("replica-a to lead", || async {
+        lease_holder(&kubectl).await.as_deref() == Some("replica-a")
+    })
+    .await;
+    // replica-b's disk remembers a much higher serial for other content (say, a pod's old
+    // state): alone, it would serve one above that.
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("dns-serials.json"),
+        r#"{"example.test.": {"serial": 4000000000, "digest": "older content"}}"#,
+    )
+    .unwrap();
+    let b = Gantry::start_kube(
+        &kubectl.kubeconfig_for(&api, "replica-b"),
+        Options {
+            flags_from_env: true,
+            args: vec!["--lease-duration", "3s", "--lease-namespace", "default"],
+            env: vec![
+                ("POD_NAME", "replica-b".to_owned()),
+                ("GANTRY_STATE_DIR", state.path().display().to_string()),
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    let serials = || async {
+        (
+            dig(a.dns, &["example.test", "SOA"]).await.serial(),
+            dig(b.dns, &["example.test", "SOA"]).await.serial(),
+        )
+    };
+    let kept = || async {
+        let map = kubectl
+            .get("configmap/gantry-dns-serials", "default")
+            .await?;
+        let serials: serde_json::Value =
+            serde_json::from_str(map["data"]["serials.json"].as_str()?).ok()?;
+        serials["example.test."]["serial"].as_u64()
+    };
+    wait_until(
+        "both replicas to serve the serial kept in the API",
+        || async {
+            let (from_a, from_b) = serials().await;
+            let kept = kept().await;
+            from_a.is_some() && from_a == from_b && from_a.map(u64::from) == kept
+        },
+    )
+    .await;
+    let (first, _) = serials().await;
+    assert!(first < Some(4_000_000_000), "{first:?}");
+
+    // A new host changes the zone: a new serial, the same on both.
+    kubectl
+        .apply(&web_ingress("shop", "shop.example.test"))
+        .await;
+    wait_until("both replicas to serve the new serial", || async {
+        let (from_a, from_b) = serials().await;
+        from_a > first && from_a == from_b && from_a.map(u64::from) == kept().await
+    })
+    .await;
+}
