@@ -173,6 +173,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         .lease_namespace
         .clone()
         .unwrap_or_else(crate::control::leader::pod_namespace);
+    let publish_failures = crate::control::publish::PublishFailures::default();
     let mut book = SerialBook::open(&args.state_dir);
     let (serials_outbox, serials_watch) = tokio::sync::watch::channel(Default::default());
     let shared_serials = crate::control::dns::SharedSerials {
@@ -306,6 +307,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
                 certificates: statuses.clone(),
                 leader: leader.clone(),
                 instance: instance.clone(),
+                publish_failures: publish_failures.clone(),
             }
             .run(),
         );
@@ -329,6 +331,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             metrics: metrics.clone(),
             challenges,
             leader: leader.clone(),
+            publish_failures: publish_failures.clone(),
         },
     ));
     server.add_service(background_service(

@@ -273,6 +273,8 @@ pub struct DnsService {
     pub challenges: Challenges,
     /// Whether this replica leads: only the leader publishes into other servers.
     pub leader: watch::Receiver<bool>,
+    /// Publications failing now, for the status writer.
+    pub publish_failures: crate::control::publish::PublishFailures,
 }
 
 impl DnsService {
@@ -304,7 +306,7 @@ impl BackgroundService for DnsService {
         };
         info!(addr = %server.udp_addr, "DNS listening (UDP and TCP)");
         notify_secondaries(changed, &self.metrics);
-        let mut publishers = Publishers::new(self.metrics.clone());
+        let mut publishers = Publishers::new(self.metrics.clone(), self.publish_failures.clone());
         let mut leader = self.leader.clone();
         // Only the leader publishes; a replica that stops leading leaves what it published.
         if *leader.borrow_and_update() {

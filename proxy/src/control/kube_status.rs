@@ -2,7 +2,7 @@
 //! Ingress's `status.loadBalancer`, a `Ready` condition (reason, message, observedGeneration) on
 //! every Gantry resource, and the issued certificate's dates on Certificates, all written by
 //! server-side apply with field manager `gantry`; and a Warning Event for each problem found in a
-//! resource and each failed issuance.
+//! resource, each failed issuance and each DNSZone failing to publish into another server.
 //!
 //! Writes happen only when what the cluster holds differs from what it should, so a restart or a
 //! new leader writes nothing that is already right. Events are rate-limited: one per resource
@@ -47,6 +47,8 @@ pub struct StatusWriter {
     pub leader: watch::Receiver<bool>,
     /// This replica's name, as Events report it.
     pub instance: String,
+    /// Publications into other DNS servers failing now.
+    pub publish_failures: crate::control::publish::PublishFailures,
 }
 
 /// What the writer remembers between passes.
@@ -204,6 +206,27 @@ impl StatusWriter {
                 ));
             }
         }
+        for (server, zone, reason) in self.publish_failures.all() {
+            let zone = zone.trim_end_matches('.');
+            let owner = snapshot.store.dns_zones.iter().find(|(_, z)| {
+                z.object
+                    .spec
+                    .zone
+                    .trim_end_matches('.')
+                    .eq_ignore_ascii_case(zone)
+            });
+            if let Some((key, _)) = owner {
+                due.push((
+                    ObjectRef {
+                        kind: Kind::DnsZone,
+                        namespace: String::new(),
+                        name: key.name.clone(),
+                    },
+                    "PublishFailed",
+                    format!("publishing into {server}: {reason}"),
+                ));
+            }
+        }
         // What is no longer wrong may be reported again if it comes back.
         let current: HashSet<_> = due.iter().cloned().collect();
         memory.reported.retain(|key, _| current.contains(key));
@@ -229,6 +252,7 @@ impl StatusWriter {
                 note: Some(truncate(note, 1024)),
                 action: match *reason {
                     "IssuanceFailed" => "Issue",
+                    "PublishFailed" => "Publish",
                     _ => "Validate",
                 }
                 .to_owned(),

@@ -25,17 +25,44 @@ const LAST_RETRY: Duration = Duration::from_secs(60);
 
 type TargetKey = (SocketAddr, String);
 
+/// Why publishing into each server and zone last failed, while it does; cheap to clone and
+/// share (the status writer reports them as Events).
+#[derive(Clone, Debug, Default)]
+pub struct PublishFailures(Arc<std::sync::Mutex<std::collections::BTreeMap<TargetKey, String>>>);
+
+impl PublishFailures {
+    fn set(&self, key: TargetKey, reason: Option<String>) {
+        let mut failures = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match reason {
+            Some(reason) => failures.insert(key, reason),
+            None => failures.remove(&key),
+        };
+    }
+
+    /// `(server, zone, reason)` for every failing publication.
+    pub fn all(&self) -> Vec<(SocketAddr, String, String)> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((server, zone), reason)| (*server, zone.clone(), reason.clone()))
+            .collect()
+    }
+}
+
 /// The publishing tasks, by server and zone.
 pub struct Publishers {
     tasks: HashMap<TargetKey, (watch::Sender<Publication>, AbortHandle)>,
     metrics: Arc<Metrics>,
+    failures: PublishFailures,
 }
 
 impl Publishers {
-    pub fn new(metrics: Arc<Metrics>) -> Self {
+    pub fn new(metrics: Arc<Metrics>, failures: PublishFailures) -> Self {
         Publishers {
             tasks: HashMap::new(),
             metrics,
+            failures,
         }
     }
 
@@ -49,10 +76,12 @@ impl Publishers {
             );
             wanted.insert(key, publication);
         }
+        let failures = &self.failures;
         self.tasks.retain(|key, (_, task)| {
             let keep = wanted.contains_key(key);
             if !keep {
                 task.abort();
+                failures.set(key.clone(), None);
             }
             keep
         });
@@ -69,7 +98,11 @@ impl Publishers {
                 }
                 None => {
                     let (sender, receiver) = watch::channel(publication.clone());
-                    let task = tokio::spawn(keep_published(receiver, self.metrics.clone()));
+                    let task = tokio::spawn(keep_published(
+                        receiver,
+                        self.metrics.clone(),
+                        self.failures.clone(),
+                    ));
                     self.tasks.insert(key, (sender, task.abort_handle()));
                 }
             }
@@ -85,14 +118,20 @@ impl Drop for Publishers {
     }
 }
 
-async fn keep_published(mut wanted: watch::Receiver<Publication>, metrics: Arc<Metrics>) {
+async fn keep_published(
+    mut wanted: watch::Receiver<Publication>,
+    metrics: Arc<Metrics>,
+    failures: PublishFailures,
+) {
     let mut retry = FIRST_RETRY;
     loop {
         let publication = wanted.borrow_and_update().clone();
         let target = &publication.target;
         let server = target.server.to_string();
+        let key = (target.server, target.zone.to_string());
         let pause = match publish(target, &publication.records).await {
             Ok(report) => {
+                failures.set(key, None);
                 metrics
                     .dns_updates
                     .with_label_values(&[&server, "success"])
@@ -112,6 +151,7 @@ async fn keep_published(mut wanted: watch::Receiver<Publication>, metrics: Arc<M
                     .with_label_values(&[&server, "failure"])
                     .inc();
                 warn!(zone = %target.zone, "publishing failed, trying again in {retry:?}: {e}");
+                failures.set(key, Some(e.to_string()));
                 let pause = retry;
                 retry = (retry * 2).min(LAST_RETRY);
                 pause

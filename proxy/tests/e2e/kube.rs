@@ -370,19 +370,7 @@ spec:
 ",
         )
         .await;
-    let events = || async {
-        let list = kubectl
-            .ok(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"])
-            .await;
-        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
-        list["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["regarding"]["name"] == "broken")
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let events = || events_about(&kubectl, "broken");
     wait_until("an Event about the broken Ingress", || async {
         !events().await.is_empty()
     })
@@ -604,4 +592,39 @@ spec:
         from_a > first && from_a == from_b && from_a.map(u64::from) == kept().await
     })
     .await;
+}
+
+/// The Events (events.k8s.io) about objects named `name`.
+async fn events_about(kubectl: &Kubectl, name: &str) -> Vec<serde_json::Value> {
+    let list = kubectl
+        .ok(&["get", "events.events.k8s.io", "-n", "default", "-o", "json"])
+        .await;
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["regarding"]["name"] == name)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_zone_that_cannot_be_published_gets_an_event() {
+    let (api, kubectl) = cluster().await;
+    // Published into a DNS server that is not there.
+    let port = crate::support::dns::free_port();
+    kubectl.apply(&crate::dns_publish::zone(port)).await;
+    let _gantry = gantry(&api, &kubectl).await;
+    wait_until("an Event about the zone", || async {
+        !events_about(&kubectl, "example").await.is_empty()
+    })
+    .await;
+    let event = &events_about(&kubectl, "example").await[0];
+    assert_eq!(event["reason"], "PublishFailed");
+    assert_eq!(event["regarding"]["kind"], "DNSZone");
+    assert!(
+        event["note"].as_str().unwrap().contains(&port.to_string()),
+        "{event:#}"
+    );
 }
