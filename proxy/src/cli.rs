@@ -81,6 +81,16 @@ pub struct RunArgs {
     /// or comma-separated in the variable).
     #[arg(long, env = "GANTRY_PUBLISH_ADDRESS", value_delimiter = ',')]
     pub publish_address: Vec<std::net::IpAddr>,
+    /// With --kube, read only the Secrets with these labels (a label selector, as kubectl's
+    /// `-l`), so that Gantry neither holds nor needs access to the others. Default: every Secret
+    /// in the watched namespaces.
+    #[arg(
+        long,
+        env = "GANTRY_SECRET_SELECTOR",
+        value_name = "SELECTOR",
+        requires = "kube"
+    )]
+    pub secret_selector: Option<String>,
     /// Serve only the Ingresses of this IngressClass (it must name Gantry's controller,
     /// gantry.dev/ingress-controller); the legacy `kubernetes.io/ingress.class` annotation may
     /// name it too. Default: every IngressClass with Gantry's controller, and the annotation

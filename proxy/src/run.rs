@@ -109,7 +109,12 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
                 runtime.block_on(crate::config::kube::client(args.kubeconfig.as_deref()))?;
             let source = {
                 let _entered = runtime.enter();
-                KubeSource::start(&client, &args.watch_namespace, changes.clone())
+                KubeSource::start(
+                    &client,
+                    &args.watch_namespace,
+                    args.secret_selector.as_deref(),
+                    changes.clone(),
+                )
             };
             kube_runtime = Some(runtime);
             kube_client = Some(client);

@@ -123,6 +123,7 @@ impl KubeSource {
     pub fn start(
         client: &Client,
         namespaces: &[String],
+        secret_selector: Option<&str>,
         changed: mpsc::UnboundedSender<()>,
     ) -> KubeSource {
         let changes = Arc::new(AtomicU64::new(0));
@@ -142,10 +143,15 @@ impl KubeSource {
                 let writer = Writer::new(resource.clone());
                 let reader = writer.as_reader();
                 let (synced_tx, synced) = watch::channel(false);
+                let mut config = watcher::Config::default();
+                if let (Kind::Secret, Some(selector)) = (kind, secret_selector) {
+                    config = config.labels(selector);
+                }
                 tokio::spawn(run_watch(
                     kind,
                     namespace.map(str::to_owned),
                     api,
+                    config,
                     writer,
                     synced_tx,
                     changes.clone(),
@@ -304,16 +310,14 @@ async fn run_watch(
     kind: Kind,
     namespace: Option<String>,
     api: Api<DynamicObject>,
+    config: watcher::Config,
     writer: Writer<DynamicObject>,
     synced: watch::Sender<bool>,
     changes: Arc<AtomicU64>,
     changed: mpsc::UnboundedSender<()>,
 ) {
     let scope = namespace.as_deref().unwrap_or("all namespaces");
-    let stream = reflector(
-        writer,
-        watcher(api, watcher::Config::default()).default_backoff(),
-    );
+    let stream = reflector(writer, watcher(api, config).default_backoff());
     let mut stream = std::pin::pin!(stream);
     let mut failing = false;
     let mut missing_crd = false;

@@ -628,3 +628,63 @@ async fn a_zone_that_cannot_be_published_gets_an_event() {
         "{event:#}"
     );
 }
+
+#[tokio::test]
+async fn only_the_watched_namespaces_and_selected_secrets_are_read() {
+    let (api, kubectl) = cluster().await;
+    let upstream = web_service(&kubectl).await;
+    kubectl
+        .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: team-a}\n")
+        .await;
+    kubectl
+        .apply(&config::service(
+            "team-a",
+            "web",
+            "http",
+            None,
+            &[(upstream.addr, true)],
+        ))
+        .await;
+    kubectl
+        .apply(&web_ingress("outside", "outside.example.test"))
+        .await;
+    kubectl
+        .apply(&config::ingress(
+            "team-a",
+            "inside",
+            Some("inside.example.test"),
+            &[("/", "Prefix", "web", "http")],
+        ))
+        .await;
+    let gantry = Gantry::start_kube(
+        &kubectl.kubeconfig_for(&api, "gantry"),
+        Options {
+            args: vec![
+                "--watch-namespace",
+                "team-a",
+                "--secret-selector",
+                "gantry.dev/tls=true",
+            ],
+            ..Options::default()
+        },
+    )
+    .await;
+    wait_until("the watched namespace's Ingress to be served", || {
+        served(&gantry, "inside.example.test")
+    })
+    .await;
+    assert!(!served(&gantry, "outside.example.test").await);
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.starts_with("LIST secrets in team-a gantry.dev/tls=true")),
+        "{requests:#?}"
+    );
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("LIST ingresses ") && !r.contains("team-a")),
+        "{requests:#?}"
+    );
+}

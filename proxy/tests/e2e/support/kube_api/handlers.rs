@@ -322,13 +322,11 @@ impl Call {
             line.push('/');
             line.push_str(sub);
         }
-        if let Some(name) = &self.name {
-            line.push(' ');
-            if let Some(ns) = &self.namespace {
-                line.push_str(ns);
-                line.push('/');
-            }
-            line.push_str(name);
+        match (&self.name, &self.namespace) {
+            (Some(name), Some(ns)) => line.push_str(&format!(" {ns}/{name}")),
+            (Some(name), None) => line.push_str(&format!(" {name}")),
+            (None, Some(ns)) => line.push_str(&format!(" in {ns}")),
+            (None, None) => {}
         }
         if !details.is_empty() {
             line.push(' ');
@@ -582,6 +580,14 @@ impl Call {
     }
 
     fn parse_body(&self) -> Result<Value, Response<Body>> {
+        if self.content_type.contains("protobuf") {
+            return Err(failure(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "UnsupportedMediaType",
+                "the fake API server speaks JSON and YAML only, not protobuf".into(),
+                json!({}),
+            ));
+        }
         let parsed = if self.content_type.contains("yaml") {
             yaml_serde::from_slice::<Value>(&self.body).map_err(|e| e.to_string())
         } else {

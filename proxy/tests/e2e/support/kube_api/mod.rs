@@ -12,7 +12,10 @@
 //!   `metadata.generation`, Secrets' `stringData`;
 //! - validation: built-in kinds against their OpenAPI types, custom resources against their CRD's
 //!   schema, unknown fields refused or pruned as `fieldValidation` says;
-//! - bearer-token authentication.
+//! - bearer-token authentication, over TLS (clients send tokens over TLS only).
+//!
+//! It speaks JSON (and YAML for server-side apply), not protobuf: `kubectl create` of a
+//! built-in kind, which sends protobuf, is refused with 415; tests use `kubectl apply`.
 //!
 //! A test can also break every watch, compact the history, or stop the server and start it again
 //! on the same port, to see how a client copes.
