@@ -150,12 +150,13 @@ impl KubeSource {
                 tokio::spawn(run_watch(
                     kind,
                     namespace.map(str::to_owned),
-                    api,
-                    config,
+                    watcher(api, config),
                     writer,
                     synced_tx,
-                    changes.clone(),
-                    changed.clone(),
+                    Announce {
+                        changes: changes.clone(),
+                        changed: changed.clone(),
+                    },
                 ));
                 watched.push(Watched {
                     kind,
@@ -304,20 +305,25 @@ fn parse_one(
     }
 }
 
+/// Where a watch tells of changes: a counter for [`KubeSource::rescan`], and the reloader.
+struct Announce {
+    changes: Arc<AtomicU64>,
+    changed: mpsc::UnboundedSender<()>,
+}
+
 /// One watch, until the process ends: events go into the reflector store, and every change is
 /// counted and announced.
 async fn run_watch(
     kind: Kind,
     namespace: Option<String>,
-    api: Api<DynamicObject>,
-    config: watcher::Config,
+    events: impl futures_util::Stream<Item = watcher::Result<watcher::Event<DynamicObject>>> + Send,
     writer: Writer<DynamicObject>,
     synced: watch::Sender<bool>,
-    changes: Arc<AtomicU64>,
-    changed: mpsc::UnboundedSender<()>,
+    announce: Announce,
 ) {
+    let Announce { changes, changed } = announce;
     let scope = namespace.as_deref().unwrap_or("all namespaces");
-    let stream = reflector(writer, watcher(api, config).default_backoff());
+    let stream = reflector(writer, events.default_backoff());
     let mut stream = std::pin::pin!(stream);
     let mut failing = false;
     let mut missing_crd = false;
