@@ -202,6 +202,59 @@ async fn a_watch_broken_by_410_gone_lists_again_and_misses_nothing() {
 }
 
 #[tokio::test]
+async fn bookmarks_carry_a_quiet_watch_forward() {
+    let (api, kubectl) = cluster().await;
+    let _upstream = web_service(&kubectl).await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
+    let gantry = gantry(&api, &kubectl).await;
+    wait_until("the Ingress to be served", || {
+        served(&gantry, "web.example.test")
+    })
+    .await;
+    // Changes to other kinds move the resourceVersion on; the Ingress watch sees them only as
+    // bookmarks.
+    for i in 0..3 {
+        kubectl
+            .apply(&config::fixed("default", &format!("page{i}"), "page"))
+            .await;
+    }
+    let last: u64 = api
+        .object("gantry.dev", "fixedresponses", "default", "page2")
+        .unwrap()["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let versions = |prefix: &str| -> Vec<u64> {
+        api.requests()
+            .iter()
+            .filter_map(|r| {
+                r.strip_prefix(prefix)?
+                    .strip_suffix(" by gantry")?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    wait_until("a bookmark past the latest change", || async {
+        versions("BOOKMARK ingresses rv=")
+            .iter()
+            .any(|rv| *rv >= last)
+    })
+    .await;
+    // A broken watch resumes from a bookmark, not from the Ingress's own older version.
+    api.break_watches();
+    wait_until("the Ingress watch to resume from a bookmark", || async {
+        let bookmarks = versions("BOOKMARK ingresses rv=");
+        versions("WATCH ingresses rv=")
+            .iter()
+            .any(|rv| *rv >= last && bookmarks.contains(rv))
+    })
+    .await;
+    assert!(served(&gantry, "web.example.test").await);
+}
+
+#[tokio::test]
 async fn traffic_keeps_flowing_while_the_api_server_is_away() {
     let (mut api, kubectl) = cluster().await;
     let _upstream = web_service(&kubectl).await;

@@ -109,9 +109,11 @@ async fn upstream_connections_are_kept_alive_and_reused() {
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
+    // One connection per worker thread at most, give or take one still on its way back to the
+    // pool when the next request starts (on a loaded machine): far fewer than one per request.
     let connections = echo.seen.connections.load(Ordering::SeqCst);
     assert!(
-        connections <= 2,
+        connections <= 4,
         "20 requests took {connections} upstream connections"
     );
 }

@@ -501,7 +501,10 @@ impl Call {
                         // Lagged or closed: end, and let the client resume.
                         Err(_) => return,
                     },
-                    _ = ticker.tick(), if bookmarks => call.bookmark(seen, false),
+                    _ = ticker.tick(), if bookmarks => {
+                        log(&call.state, format!("BOOKMARK {} rv={seen} by {}", call.resource.plural, call.requester));
+                        call.bookmark(seen, false)
+                    }
                     _ = epoch.changed() => return,
                     _ = tokio::time::sleep_until(deadline) => return,
                 };
