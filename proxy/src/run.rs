@@ -283,9 +283,12 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         );
         runtime.spawn(
             crate::control::kube_serials::SerialSync {
-                client: client.clone(),
-                namespace: lease_namespace.clone(),
-                name: format!("{}-dns-serials", args.lease_name),
+                document: crate::control::kube_document::SharedDocument::new(
+                    client.clone(),
+                    &lease_namespace,
+                    &format!("{}-dns-serials", args.lease_name),
+                    "serials.json",
+                ),
                 shared: shared_serials,
                 outbox: serials_watch,
                 leader: leader.clone(),
@@ -294,9 +297,12 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         );
         runtime.spawn(
             crate::control::kube_challenges::SharedChallenges {
-                client: client.clone(),
-                namespace: lease_namespace.clone(),
-                name: format!("{}-acme-challenges", args.lease_name),
+                document: crate::control::kube_document::SharedDocument::new(
+                    client.clone(),
+                    &lease_namespace,
+                    &format!("{}-acme-challenges", args.lease_name),
+                    "challenges.json",
+                ),
                 responses: responses.clone(),
                 challenges: challenges.clone(),
                 leader: leader.clone(),

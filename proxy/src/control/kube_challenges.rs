@@ -8,28 +8,19 @@
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use serde_json::json;
 use tokio::sync::watch;
 use tracing::warn;
 
 use super::challenges::Challenges;
-use super::kube_status::FIELD_MANAGER;
+use super::kube_document::SharedDocument;
 use super::solver::{Presented, Responses};
 
-/// The ConfigMap key holding the challenges, as JSON.
-const KEY: &str = "challenges.json";
 /// How often the leader looks for newly presented challenges.
 const PERIOD: Duration = Duration::from_millis(200);
 
 pub struct SharedChallenges {
-    pub client: Client,
-    pub namespace: String,
-    pub name: String,
+    /// The ConfigMap (key `challenges.json`).
+    pub document: SharedDocument,
     pub responses: Responses,
     pub challenges: Challenges,
     pub leader: watch::Receiver<bool>,
@@ -39,13 +30,11 @@ pub struct SharedChallenges {
 
 impl SharedChallenges {
     pub async fn run(self) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        tokio::spawn(follow(
-            api.clone(),
-            self.name.clone(),
-            self.responses.clone(),
-            self.challenges.clone(),
-        ));
+        let (responses, challenges) = (self.responses.clone(), self.challenges.clone());
+        tokio::spawn(self.document.clone().follow(move |presented: Presented| {
+            responses.set_shared(&presented);
+            challenges.set_shared(&presented.dns01);
+        }));
         let mut written: Option<Presented> = None;
         let mut ticker = tokio::time::interval(PERIOD);
         let mut failing = false;
@@ -61,47 +50,18 @@ impl SharedChallenges {
             if nothing_yet || written.as_ref() == Some(&presented) {
                 continue;
             }
-            let Ok(text) = serde_json::to_string(&presented) else {
-                continue;
-            };
-            let body = json!({
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "data": {KEY: text},
-            });
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch(&self.name, &params, &Patch::Apply(&body)).await {
-                Ok(_) => {
+            match self.document.write(&presented).await {
+                Ok(()) => {
                     self.written.send_replace(presented.clone());
                     written = Some(presented);
                     failing = false;
                 }
                 Err(e) if !failing => {
-                    warn!(configmap = %self.name, "cannot share the ACME challenges with the other replicas: {e}");
+                    warn!(configmap = %self.document.name(), "cannot share the ACME challenges with the other replicas: {e}");
                     failing = true;
                 }
                 Err(_) => {}
             }
         }
-    }
-}
-
-/// Keeps the shared layer of `responses` and `challenges` as the ConfigMap says.
-async fn follow(api: Api<ConfigMap>, name: String, responses: Responses, challenges: Challenges) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    while let Some(event) = stream.next().await {
-        let Ok(map) = event else {
-            continue;
-        };
-        let presented = map
-            .data
-            .as_ref()
-            .and_then(|d| d.get(KEY))
-            .and_then(|text| serde_json::from_str::<Presented>(text).ok())
-            .unwrap_or_default();
-        responses.set_shared(&presented);
-        challenges.set_shared(&presented.dns01);
     }
 }

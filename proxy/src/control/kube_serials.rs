@@ -6,25 +6,15 @@
 //! content itself, one above the cluster's last serial; once the leader's number arrives, the
 //! follower takes it.
 
-use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
-use serde_json::json;
 use tokio::sync::watch;
 use tracing::warn;
 
 use super::dns::{Serials, SharedSerials};
-use super::kube_status::FIELD_MANAGER;
-
-/// The ConfigMap key holding the serials, as JSON.
-const KEY: &str = "serials.json";
+use super::kube_document::SharedDocument;
 
 pub struct SerialSync {
-    pub client: Client,
-    pub namespace: String,
-    pub name: String,
+    /// The ConfigMap (key `serials.json`).
+    pub document: SharedDocument,
     pub shared: SharedSerials,
     pub outbox: watch::Receiver<Serials>,
     pub leader: watch::Receiver<bool>,
@@ -32,8 +22,15 @@ pub struct SerialSync {
 
 impl SerialSync {
     pub async fn run(mut self) {
-        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &self.namespace);
-        tokio::spawn(follow(api.clone(), self.name.clone(), self.shared.clone()));
+        let shared = self.shared.clone();
+        tokio::spawn(self.document.clone().follow(move |serials: Serials| {
+            let mut entries = shared.entries.lock().unwrap_or_else(|p| p.into_inner());
+            if *entries != serials {
+                *entries = serials;
+                drop(entries);
+                shared.changed.notify_one();
+            }
+        }));
         let mut failing = false;
         loop {
             tokio::select! {
@@ -44,9 +41,6 @@ impl SerialSync {
                 continue;
             }
             let book = self.outbox.borrow().clone();
-            if book.is_empty() {
-                continue;
-            }
             let current = self
                 .shared
                 .entries
@@ -56,55 +50,21 @@ impl SerialSync {
             // Only what grows: a stale book never takes a serial back.
             let mut merged = current.clone();
             for (zone, entry) in book {
-                let newer = current.get(&zone).is_none_or(|c| entry.serial > c.serial);
-                if newer {
+                if current.get(&zone).is_none_or(|c| entry.serial > c.serial) {
                     merged.insert(zone, entry);
                 }
             }
             if merged == current {
                 continue;
             }
-            let Ok(text) = serde_json::to_string(&merged) else {
-                continue;
-            };
-            let body = json!({
-                "apiVersion": "v1",
-                "kind": "ConfigMap",
-                "metadata": {"name": self.name, "namespace": self.namespace},
-                "data": {KEY: text},
-            });
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            match api.patch(&self.name, &params, &Patch::Apply(&body)).await {
-                Ok(_) => failing = false,
+            match self.document.write(&merged).await {
+                Ok(()) => failing = false,
                 Err(e) if !failing => {
-                    warn!(configmap = %self.name, "cannot keep the DNS serials in the API: {e}");
+                    warn!(configmap = %self.document.name(), "cannot keep the DNS serials in the API: {e}");
                     failing = true;
                 }
                 Err(_) => {}
             }
-        }
-    }
-}
-
-/// Keeps `shared` as the ConfigMap says.
-async fn follow(api: Api<ConfigMap>, name: String, shared: SharedSerials) {
-    let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
-    while let Some(event) = stream.next().await {
-        let Ok(map) = event else {
-            continue;
-        };
-        let serials: Serials = map
-            .data
-            .as_ref()
-            .and_then(|d| d.get(KEY))
-            .and_then(|text| serde_json::from_str(text).ok())
-            .unwrap_or_default();
-        let mut entries = shared.entries.lock().unwrap_or_else(|p| p.into_inner());
-        if *entries != serials {
-            *entries = serials;
-            drop(entries);
-            shared.changed.notify_one();
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod challenges;
 pub mod dns;
 pub mod drain;
 pub mod kube_challenges;
+pub mod kube_document;
 pub mod kube_serials;
 pub mod kube_state;
 pub mod kube_status;
