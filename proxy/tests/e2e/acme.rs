@@ -619,10 +619,14 @@ stringData: {{secret: {MAC_KEY}}}
     );
 }
 
-#[tokio::test]
-async fn a_new_leader_finishes_the_order_the_dead_one_started_without_a_second_order() {
-    use crate::kube::{cluster, lease_holder, replica};
-    let (api, kubectl) = cluster().await;
+/// Kube mode: the fake API server with Gantry's CRDs and IngressClass, and Service `echo` in
+/// front of a real upstream.
+async fn cluster_with_echo() -> (
+    crate::support::kube_api::FakeApi,
+    crate::support::kubectl::Kubectl,
+    upstream::Upstream,
+) {
+    let (api, kubectl) = crate::kube::cluster().await;
     let echo = upstream::echo("echo").await;
     kubectl.apply(GANTRY_CLASS).await;
     kubectl
@@ -634,6 +638,13 @@ async fn a_new_leader_finishes_the_order_the_dead_one_started_without_a_second_o
             &[(echo.addr, true)],
         ))
         .await;
+    (api, kubectl, echo)
+}
+
+#[tokio::test]
+async fn a_new_leader_finishes_the_order_the_dead_one_started_without_a_second_order() {
+    use crate::kube::{lease_holder, replica};
+    let (api, kubectl, _echo) = cluster_with_echo().await;
     // example.test is published into BIND, which the CA asks and which is not running yet: the
     // DNS-01 value cannot be seen, so the first leader's order waits.
     let bind_port = crate::support::dns::free_port();
@@ -716,24 +727,16 @@ spec:
         secret["metadata"]["annotations"]["cert-manager.io/alt-names"],
         "pub.example.test"
     );
+    let calls = api.calls();
+    crate::support::rbac::assert_allowed(&calls, "replica-a", "default");
+    crate::support::rbac::assert_allowed(&calls, "replica-b", "default");
     drop(first);
 }
 
 #[tokio::test]
 async fn every_replica_answers_the_http01_challenge_the_leader_presents() {
-    use crate::kube::{cluster, lease_holder, replica_with};
-    let (api, kubectl) = cluster().await;
-    let echo = upstream::echo("echo").await;
-    kubectl.apply(GANTRY_CLASS).await;
-    kubectl
-        .apply(&service(
-            "default",
-            "echo",
-            "http",
-            None,
-            &[(echo.addr, true)],
-        ))
-        .await;
+    use crate::kube::{lease_holder, replica_with};
+    let (api, kubectl, _echo) = cluster_with_echo().await;
     kubectl.apply(ZONE).await;
     let publish = ["--publish-service", "default/gantry"];
     let leader = replica_with(&api, &kubectl, "replica-a", &publish).await;
@@ -781,4 +784,8 @@ async fn every_replica_answers_the_http01_challenge_the_leader_presents() {
         "the follower ordered:\n{}",
         follower.log()
     );
+    // Everything both replicas did is allowed by the RBAC that deploy/ installs.
+    let calls = api.calls();
+    crate::support::rbac::assert_allowed(&calls, "replica-a", "default");
+    crate::support::rbac::assert_allowed(&calls, "replica-b", "default");
 }

@@ -365,6 +365,7 @@ spec:
         .filter_map(|m| m["manager"].as_str())
         .collect();
     assert!(managers.contains(&"gantry"), "{object:#}");
+    crate::support::rbac::assert_allowed(&api.calls(), "gantry", "default");
 
     // A change that breaks it: the condition says so, for the new generation.
     kubectl
@@ -457,6 +458,7 @@ spec:
     let events = events().await;
     assert_eq!(events.len(), 1, "{events:#?}");
     assert!(events[0]["series"].is_null(), "{events:#?}");
+    crate::support::rbac::assert_allowed(&api.calls(), "gantry", "default");
 }
 
 /// A replica: its own API user (so the fake's log tells who wrote what) and pod name.

@@ -11,6 +11,7 @@ pub mod kubectl;
 pub mod pebble;
 pub mod pki;
 pub mod plugins;
+pub mod rbac;
 pub mod upstream;
 
 use std::future::Future;

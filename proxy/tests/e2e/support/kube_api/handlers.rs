@@ -335,6 +335,27 @@ impl Call {
         line.push_str(" by ");
         line.push_str(&self.requester);
         log(&self.state, line);
+        // Server-side apply is a patch to RBAC.
+        let rbac_verb = match verb {
+            "APPLY" => "patch".to_owned(),
+            other => other.to_lowercase(),
+        };
+        self.record(&rbac_verb);
+    }
+
+    /// Records the call as RBAC sees it: verb, group, resource, namespace, user.
+    fn record(&self, verb: &str) {
+        let resource = match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource.plural),
+            None => self.resource.plural.clone(),
+        };
+        self.state.calls.lock().unwrap().push(super::Call {
+            verb: verb.to_owned(),
+            group: self.resource.group.clone(),
+            resource,
+            namespace: self.namespace.clone(),
+            user: self.requester.clone(),
+        });
     }
 
     fn filter(&self) -> Result<Filter, Response<Body>> {
@@ -846,6 +867,8 @@ impl Call {
             if let Some(ns) = &self.namespace {
                 base["metadata"]["namespace"] = json!(ns);
             }
+            // Applying what does not exist creates it, which RBAC checks as such.
+            self.record("create");
             let now = now();
             let request = ApplyRequest {
                 manager: &manager,

@@ -49,6 +49,20 @@ pub struct State {
     pub requests: Mutex<Vec<String>>,
     /// Users whose connections are dropped.
     pub cut_off: Mutex<std::collections::HashSet<String>>,
+    /// Every call, as RBAC sees it.
+    pub calls: Mutex<Vec<Call>>,
+}
+
+/// One call as RBAC authorizes it.
+#[derive(Clone, Debug)]
+pub struct Call {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch` or `delete`.
+    pub verb: String,
+    pub group: String,
+    /// The plural, with its subresource (`ingresses/status`).
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub user: String,
 }
 
 pub struct Inner {
@@ -82,6 +96,7 @@ impl FakeApi {
             watch_epoch: watch::channel(0).0,
             requests: Mutex::new(Vec::new()),
             cut_off: Mutex::default(),
+            calls: Mutex::default(),
         });
         for namespace in ["default", "kube-system", "kube-public"] {
             handlers::create_namespace(&state, namespace);
@@ -177,6 +192,11 @@ impl FakeApi {
     /// `WATCH ingresses rv=7 by gantry`, `APPLY ingresses/status default/web gantry by gantry`...).
     pub fn requests(&self) -> Vec<String> {
         self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Every call made so far, as RBAC sees it.
+    pub fn calls(&self) -> Vec<Call> {
+        self.state.calls.lock().unwrap().clone()
     }
 
     /// An object as stored, by group, plural, namespace (empty for cluster-scoped) and name.
