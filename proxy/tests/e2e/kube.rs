@@ -743,3 +743,52 @@ async fn only_the_watched_namespaces_and_selected_secrets_are_read() {
         "{requests:#?}"
     );
 }
+
+#[tokio::test]
+async fn a_failed_issuance_gets_an_event_on_its_certificate() {
+    let (api, kubectl) = cluster().await;
+    let closed = crate::support::upstream::closed_port();
+    kubectl
+        .apply(&format!(
+            "apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: gone}}
+spec:
+  acme:
+    server: https://{closed}/dir
+    solvers: [{{http01: {{}}}}]
+---
+apiVersion: gantry.dev/v1alpha1
+kind: Certificate
+metadata: {{name: web, namespace: default}}
+spec:
+  dnsNames: [web.example.test]
+  secretName: web-tls
+  issuerRef: {{name: gone, kind: ClusterIssuer}}
+"
+        ))
+        .await;
+    let _gantry = gantry(&api, &kubectl).await;
+    wait_until("an Event about the Certificate", || async {
+        events_about(&kubectl, "web")
+            .await
+            .iter()
+            .any(|e| e["reason"] == "IssuanceFailed")
+    })
+    .await;
+    let event = events_about(&kubectl, "web")
+        .await
+        .into_iter()
+        .find(|e| e["reason"] == "IssuanceFailed")
+        .unwrap();
+    assert_eq!(event["regarding"]["kind"], "Certificate");
+    assert!(
+        event["note"].as_str().unwrap().contains("default/web-tls"),
+        "{event:#}"
+    );
+    wait_until("the Certificate to be not Ready", || async {
+        let object = kubectl.get("certificate/web", "default").await.unwrap();
+        object["status"]["conditions"][0]["status"] == "False"
+    })
+    .await;
+}
