@@ -53,9 +53,9 @@ pub struct StatusWriter {
 
 /// What the writer remembers between passes.
 struct Memory {
-    /// The last status body written per object, to skip writing it again before the watch
-    /// brings the object back.
-    written: HashMap<ObjectRef, Value>,
+    /// The last status body written per object, with the object's resourceVersion when it was
+    /// written: until the watch brings a newer version, the same body is not written again.
+    written: HashMap<ObjectRef, (Option<String>, Value)>,
     /// When each Event was last sent.
     reported: HashMap<(ObjectRef, &'static str, String), Instant>,
     failing: bool,
@@ -124,13 +124,18 @@ impl StatusWriter {
             let Some(body) = body else {
                 continue;
             };
-            if memory.written.get(reference) == Some(&body) {
+            let version = current.metadata.resource_version.clone();
+            if memory
+                .written
+                .get(reference)
+                .is_some_and(|(at, written)| *at == version && *written == body)
+            {
                 continue;
             }
             result = self.write(reference, &body).await;
             match &result {
                 Ok(()) => {
-                    memory.written.insert(reference.clone(), body);
+                    memory.written.insert(reference.clone(), (version, body));
                 }
                 Err(_) => break,
             }

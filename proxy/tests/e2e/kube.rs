@@ -792,3 +792,37 @@ spec:
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_status_changed_behind_gantrys_back_is_set_right_again() {
+    let (api, kubectl) = cluster().await;
+    kubectl
+        .apply(&config::fixed("default", "hello", "hello"))
+        .await;
+    let _gantry = gantry(&api, &kubectl).await;
+    let ready = || async {
+        let object = kubectl.get("fixedresponse/hello", "default").await.unwrap();
+        object["status"]["conditions"][0]["status"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    wait_until("the FixedResponse to be Ready", || async {
+        ready().await.as_deref() == Some("True")
+    })
+    .await;
+    kubectl
+        .ok(&[
+            "patch",
+            "fixedresponse",
+            "hello",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"conditions":[{"type":"Ready","status":"False","reason":"Meddled","message":"by hand","lastTransitionTime":"2020-01-01T00:00:00Z"}]}}"#,
+        ])
+        .await;
+    wait_until("Gantry to set the condition right again", || async {
+        ready().await.as_deref() == Some("True")
+    })
+    .await;
+}
