@@ -110,6 +110,29 @@ async fn served(gantry: &Gantry, host: &str) -> bool {
     body(gantry, host, "/").await.is_some()
 }
 
+/// A cluster where Gantry serves Ingress `NAME` for `NAME.example.test` from Service `web`.
+struct Serving {
+    api: FakeApi,
+    kubectl: Kubectl,
+    gantry: Gantry,
+    upstream: upstream::Upstream,
+}
+
+async fn serving(name: &str) -> Serving {
+    let (api, kubectl) = cluster().await;
+    let upstream = web_service(&kubectl).await;
+    let host = format!("{name}.example.test");
+    kubectl.apply(&web_ingress(name, &host)).await;
+    let gantry = gantry(&api, &kubectl).await;
+    wait_until("the Ingress to be served", || served(&gantry, &host)).await;
+    Serving {
+        api,
+        kubectl,
+        gantry,
+        upstream,
+    }
+}
+
 async fn body(gantry: &Gantry, host: &str, path: &str) -> Option<String> {
     let response = gantry.send(&clients::http1(), "GET", host, path, &[]).await;
     (response.status() == 200).then_some(response.text().await.unwrap())
@@ -169,14 +192,12 @@ async fn an_ingress_applied_with_kubectl_is_served_and_its_changes_follow() {
 
 #[tokio::test]
 async fn a_watch_broken_by_410_gone_lists_again_and_misses_nothing() {
-    let (api, kubectl) = cluster().await;
-    let _upstream = web_service(&kubectl).await;
-    kubectl.apply(&web_ingress("old", "old.example.test")).await;
-    let gantry = gantry(&api, &kubectl).await;
-    wait_until("the first Ingress to be served", || {
-        served(&gantry, "old.example.test")
-    })
-    .await;
+    let Serving {
+        api,
+        kubectl,
+        gantry,
+        upstream: _upstream,
+    } = serving("old").await;
 
     // While Gantry is cut off, the cluster changes and its history is compacted: resuming
     // from the resourceVersion Gantry saw last is no longer possible.
@@ -203,14 +224,12 @@ async fn a_watch_broken_by_410_gone_lists_again_and_misses_nothing() {
 
 #[tokio::test]
 async fn bookmarks_carry_a_quiet_watch_forward() {
-    let (api, kubectl) = cluster().await;
-    let _upstream = web_service(&kubectl).await;
-    kubectl.apply(&web_ingress("web", "web.example.test")).await;
-    let gantry = gantry(&api, &kubectl).await;
-    wait_until("the Ingress to be served", || {
-        served(&gantry, "web.example.test")
-    })
-    .await;
+    let Serving {
+        api,
+        kubectl,
+        gantry,
+        upstream: _upstream,
+    } = serving("web").await;
     // Changes to other kinds move the resourceVersion on; the Ingress watch sees them only as
     // bookmarks.
     for i in 0..3 {
@@ -256,14 +275,12 @@ async fn bookmarks_carry_a_quiet_watch_forward() {
 
 #[tokio::test]
 async fn traffic_keeps_flowing_while_the_api_server_is_away() {
-    let (mut api, kubectl) = cluster().await;
-    let _upstream = web_service(&kubectl).await;
-    kubectl.apply(&web_ingress("web", "web.example.test")).await;
-    let gantry = gantry(&api, &kubectl).await;
-    wait_until("the Ingress to be served", || {
-        served(&gantry, "web.example.test")
-    })
-    .await;
+    let Serving {
+        mut api,
+        kubectl,
+        gantry,
+        upstream: _upstream,
+    } = serving("web").await;
 
     api.stop();
     // Long enough for the watches to notice and retry: the log says so.

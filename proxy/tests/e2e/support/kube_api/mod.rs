@@ -77,7 +77,8 @@ pub struct FakeApi {
     tls: tokio_rustls::TlsAcceptor,
     state: Arc<State>,
     runtime: Option<tokio::runtime::Runtime>,
-    server: Option<tokio::task::JoinHandle<()>>,
+    /// The accept loop, and what tells when it has stopped (the sender drops with it).
+    server: Option<(tokio::task::JoinHandle<()>, std::sync::mpsc::Receiver<()>)>,
 }
 
 impl FakeApi {
@@ -139,30 +140,33 @@ impl FakeApi {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
         let state = self.state.clone();
         let tls = self.tls.clone();
-        self.server = Some(self.runtime().spawn(handlers::accept(listener, tls, state)));
+        let (closed, stopped) = std::sync::mpsc::channel::<()>();
+        let task = self.runtime().spawn(async move {
+            // Dropped after the accept loop (and its listener) when the task is cancelled.
+            let _closed = closed;
+            handlers::accept(listener, tls, state).await;
+        });
+        self.server = Some((task, stopped));
     }
 
     /// The server goes away: the listener closes and every connection is cut.
     pub fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
+        if let Some((task, stopped)) = self.server.take() {
+            task.abort();
+            // The listener is closed once the loop is: the port is free to bind again.
+            let closed = stopped.recv_timeout(super::DEADLINE);
+            assert!(
+                matches!(closed, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)),
+                "the fake API server did not stop"
+            );
         }
         self.break_watches();
     }
 
     /// The server comes back on the same address, with everything it stored.
     pub fn restart(&mut self) {
-        // The old listener closes as soon as the runtime has cancelled its task.
-        let deadline = std::time::Instant::now() + super::DEADLINE;
-        let listener = loop {
-            match std::net::TcpListener::bind(self.addr) {
-                Ok(listener) => break listener,
-                Err(e) if std::time::Instant::now() > deadline => {
-                    panic!("rebind {}: {e}", self.addr)
-                }
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
-            }
-        };
+        let listener = std::net::TcpListener::bind(self.addr)
+            .unwrap_or_else(|e| panic!("rebind {}: {e}", self.addr));
         self.serve(listener);
     }
 
