@@ -360,14 +360,7 @@ impl Compiler<'_> {
                 .map(|(_, v)| (v.to_owned(), format!("metadata.annotations[{TARGET}]")));
             // Without a target annotation, a Service points at its load balancer's addresses.
             let target = target.or_else(|| {
-                let addresses: Vec<String> = stored
-                    .object
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.load_balancer.as_ref())
-                    .and_then(|lb| lb.ingress.as_ref())
-                    .into_iter()
-                    .flatten()
+                let addresses: Vec<String> = super::load_balancer_ingresses(&stored.object)
                     .filter_map(|i| i.ip.clone().or_else(|| i.hostname.clone()))
                     .collect();
                 (!addresses.is_empty())

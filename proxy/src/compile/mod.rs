@@ -105,8 +105,22 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         certificates,
         resources: resources(store),
         ingress_addresses: ingress_addresses(store, settings),
-        store: std::sync::Arc::new(store.clone()),
+        // The reloader hands the store over once compiled, without a copy.
+        store: std::sync::Arc::default(),
     }
+}
+
+/// A Service's load-balancer addresses, as its status has them.
+fn load_balancer_ingresses(
+    service: &k8s_openapi::api::core::v1::Service,
+) -> impl Iterator<Item = &k8s_openapi::api::core::v1::LoadBalancerIngress> {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .into_iter()
+        .flatten()
 }
 
 /// What an Ingress's `status.loadBalancer` says: the `--publish-service`'s load-balancer
@@ -129,14 +143,7 @@ fn ingress_addresses(
     let Some(service) = store.services.get(key) else {
         return Vec::new();
     };
-    let balanced: Vec<_> = service
-        .object
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.as_ref())
-        .into_iter()
-        .flatten()
+    let balanced: Vec<_> = load_balancer_ingresses(&service.object)
         .map(|lb| IngressLoadBalancerIngress {
             ip: lb.ip.clone(),
             hostname: lb.hostname.clone(),

@@ -79,7 +79,9 @@ impl Sources {
             return None;
         }
         store.problems.extend(problems);
-        Some(compile(&store, &plugins, &self.settings))
+        let mut snapshot = compile(&store, &plugins, &self.settings);
+        snapshot.store = Arc::new(store);
+        Some(snapshot)
     }
 }
 

@@ -43,7 +43,7 @@ pub struct Snapshot {
     pub resources: Vec<crate::config::ObjectRef>,
     /// What Gantry's Ingresses' `status.loadBalancer.ingress` should say.
     pub ingress_addresses: Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>,
-    /// The resources it was compiled from, for the status writer.
+    /// The resources it was compiled from, for the status writer (set by the reloader).
     pub store: std::sync::Arc<crate::config::Store>,
 }
 
