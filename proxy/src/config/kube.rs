@@ -29,22 +29,11 @@ use super::object::{Kind, Object, ObjectRef, Parsed, parse_object};
 use super::store::Store;
 use crate::problem::Problem;
 
-/// The kinds read in kube mode: what the folder reads, except the legacy Endpoints (a cluster
-/// has an EndpointSlice for every Service).
-const KINDS: [Kind; 12] = [
-    Kind::Ingress,
-    Kind::IngressClass,
-    Kind::Service,
-    Kind::EndpointSlice,
-    Kind::Secret,
-    Kind::FixedResponse,
-    Kind::WasmPlugin,
-    Kind::DnsZone,
-    Kind::DnsRecord,
-    Kind::Issuer,
-    Kind::ClusterIssuer,
-    Kind::Certificate,
-];
+/// Whether kube mode reads `kind`: everything the folder reads, except the legacy Endpoints
+/// (a cluster has an EndpointSlice for every Service).
+fn read_in_kube_mode(kind: Kind) -> bool {
+    kind != Kind::Endpoints
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum KubeError {
@@ -128,7 +117,7 @@ impl KubeSource {
     ) -> KubeSource {
         let changes = Arc::new(AtomicU64::new(0));
         let mut watched = Vec::new();
-        for kind in KINDS {
+        for kind in Kind::ALL.into_iter().filter(|k| read_in_kube_mode(*k)) {
             let resource = api_resource(kind);
             let scopes: Vec<Option<&str>> = if kind.namespaced() && !namespaces.is_empty() {
                 namespaces.iter().map(|ns| Some(ns.as_str())).collect()

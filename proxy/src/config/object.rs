@@ -38,7 +38,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Ingress,
         Kind::IngressClass,
         Kind::Service,

@@ -67,6 +67,23 @@ spec:
     )
 }
 
+/// A ClusterIssuer `pebble` proving every name by DNS-01.
+fn dns01_issuer(pebble: &Pebble) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: ClusterIssuer
+metadata: {{name: pebble}}
+spec:
+  acme:
+    server: {}
+    caBundle: {}
+    solvers: [{{dns01: {{}}}}]
+",
+        pebble.directory_url(),
+        pebble.ca_bundle()
+    )
+}
+
 fn issued(state: &std::path::Path, secret: &str) -> Option<String> {
     std::fs::read_to_string(state.join("certificates").join(secret).join("tls.crt")).ok()
 }
@@ -476,22 +493,7 @@ async fn an_order_cut_short_by_a_restart_is_resumed_not_started_again() {
         external_account: None,
     })
     .await;
-    config.write(
-        "issuer.yaml",
-        &format!(
-            "apiVersion: gantry.dev/v1alpha1
-kind: ClusterIssuer
-metadata: {{name: pebble}}
-spec:
-  acme:
-    server: {}
-    caBundle: {}
-    solvers: [{{dns01: {{}}}}]
-",
-            pebble.directory_url(),
-            pebble.ca_bundle()
-        ),
-    );
+    config.write("issuer.yaml", &dns01_issuer(&pebble));
     let saved = state.path().join("acme/orders/default_pub-tls.json");
     wait_until_within("the order to be saved", ISSUANCE, || async {
         saved.exists()
@@ -670,21 +672,7 @@ async fn a_new_leader_finishes_the_order_the_dead_one_started_without_a_second_o
         external_account: None,
     })
     .await;
-    kubectl
-        .apply(&format!(
-            "apiVersion: gantry.dev/v1alpha1
-kind: ClusterIssuer
-metadata: {{name: pebble}}
-spec:
-  acme:
-    server: {}
-    caBundle: {}
-    solvers: [{{dns01: {{}}}}]
-",
-            pebble.directory_url(),
-            pebble.ca_bundle()
-        ))
-        .await;
+    kubectl.apply(&dns01_issuer(&pebble)).await;
 
     // The order is kept in the API, not on the leader's disk.
     let saved_order = || async {

@@ -144,14 +144,7 @@ async fn an_ingress_applied_with_kubectl_is_served_and_its_changes_follow() {
     let _upstream = web_service(&kubectl).await;
     let gantry = gantry(&api, &kubectl).await;
 
-    kubectl
-        .apply(&config::ingress(
-            "default",
-            "web",
-            Some("web.example.test"),
-            &[("/", "Prefix", "web", "http")],
-        ))
-        .await;
+    kubectl.apply(&web_ingress("web", "web.example.test")).await;
     wait_until("the Ingress to be served", || async {
         body(&gantry, "web.example.test", "/hello")
             .await
@@ -163,12 +156,7 @@ async fn an_ingress_applied_with_kubectl_is_served_and_its_changes_follow() {
     kubectl
         .apply(&config::fixed("default", "maintenance", "back soon"))
         .await;
-    let mut changed = config::ingress(
-        "default",
-        "web",
-        Some("web.example.test"),
-        &[("/", "Prefix", "web", "http")],
-    );
+    let mut changed = web_ingress("web", "web.example.test");
     changed.push_str(&config::fixed_path("/status", "Prefix", "maintenance"));
     kubectl.apply(&changed).await;
     wait_until("the new path to be served", || async {
