@@ -487,6 +487,7 @@ pub fn plugin_test(
 fn spec(module: &str, config: Option<serde_json::Value>) -> WasmPluginSpec {
     WasmPluginSpec {
         module: module.to_owned(),
+        plugin_type: Default::default(),
         sha256: None,
         config,
         vm_config: None,
@@ -532,30 +533,25 @@ async fn try_exchange(
         req.insert_header(http::header::CONTENT_LENGTH, request.body.len())?;
     }
     let info = RequestInfo {
-        request_id: None,
-        protocol: "HTTP/1.1",
         tls: request.https,
         client: Some(SocketAddr::new(request.client, 40000)),
         server: Some(SocketAddr::from((
             [127, 0, 0, 1],
             if request.https { 443 } else { 80 },
         ))),
-        route_name: Arc::from("plugin-test"),
-        cluster_name: None,
-        upstream: None,
-        response_code: None,
+        ..RequestInfo::new(Arc::from("plugin-test"))
     };
     let mut filters = Filters::new(shared.clone(), std::slice::from_ref(plugin), info);
     let verdict = filters
         .request_headers(&mut req, request.body.is_empty())
         .await;
-    if let Some(seen) = stopped(&mut filters, &mut req, verdict) {
+    if let Some(seen) = stopped(&mut filters, &mut req, verdict).await? {
         return Ok(seen);
     }
     let mut body = (!request.body.is_empty()).then(|| Bytes::from(request.body.clone()));
     if body.is_some() {
         let verdict = filters.request_body(&mut req, &mut body, true);
-        if let Some(seen) = stopped(&mut filters, &mut req, verdict) {
+        if let Some(seen) = stopped(&mut filters, &mut req, verdict).await? {
             return Ok(seen);
         }
     }
@@ -581,7 +577,10 @@ async fn try_exchange(
         .await
     {
         Verdict::Continue => {}
-        Verdict::Respond(local) => filters.replace_response(&mut resp, local)?,
+        Verdict::Respond(local) => {
+            let grpc = crate::dataplane::headers::is_grpc(&req);
+            filters.replace_response(&mut resp, local, grpc)?;
+        }
         Verdict::Fail { plugin, failure } => {
             filters.finish(&mut req);
             return Ok(failed(plugin, failure.to_string()));
@@ -606,31 +605,33 @@ async fn try_exchange(
     })
 }
 
-/// What the client gets when the request phase did not go on.
-fn stopped(filters: &mut Filters, req: &mut RequestHeader, verdict: Verdict) -> Option<Seen> {
+/// What the client gets when the request phase did not go on: a local reply passes back
+/// through the plugin's response callbacks, as in the proxy.
+async fn stopped(
+    filters: &mut Filters,
+    req: &mut RequestHeader,
+    verdict: Verdict,
+) -> Result<Option<Seen>, Box<pingora::Error>> {
     let seen = match verdict {
-        Verdict::Continue => return None,
-        Verdict::Respond(local) => Seen {
-            status: local.status,
-            headers: local
-                .headers
-                .iter()
-                .map(|(n, v)| {
-                    (
-                        String::from_utf8_lossy(n).to_ascii_lowercase(),
-                        String::from_utf8_lossy(v).into_owned(),
-                    )
-                })
-                .collect(),
-            body: local.body.to_vec(),
-            upstream: None,
-            note: None,
-        },
+        Verdict::Continue => return Ok(None),
+        Verdict::Respond(local) => {
+            let grpc = crate::dataplane::headers::is_grpc(req);
+            match filters.local_reply(req, local, grpc).await? {
+                Some(reply) => Seen {
+                    status: reply.head.status.as_u16(),
+                    headers: header_pairs(&reply.head.headers),
+                    body: reply.body.to_vec(),
+                    upstream: None,
+                    note: reply.note,
+                },
+                None => reset(),
+            }
+        }
         Verdict::Fail { plugin, failure } => failed(plugin, failure.to_string()),
         Verdict::Close => reset(),
     };
     filters.finish(req);
-    Some(seen)
+    Ok(Some(seen))
 }
 
 fn failed(plugin: String, failure: String) -> Seen {

@@ -314,6 +314,7 @@ fn derived(
         ),
         spec: WasmPluginSpec {
             module: format!("builtin:{kind}"),
+            plugin_type: Default::default(),
             sha256: None,
             config: Some(config),
             vm_config: None,

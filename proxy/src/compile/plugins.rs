@@ -11,6 +11,7 @@ use super::annotations::{IngressSettings, PLUGINS};
 use super::nginx::DerivedPlugin;
 use super::{Compiler, IngressCtx};
 use crate::config::NamespacedName;
+use crate::config::crd::WasmPluginType;
 use crate::snapshot::Clusters;
 use crate::snapshot::clusters::ClusterPort;
 use crate::wasm::{FailurePolicy, PluginChain, PluginLoad};
@@ -30,6 +31,16 @@ impl Compiler<'_> {
         let mut seen = HashSet::new();
         for (position, name) in settings.plugins.iter().enumerate() {
             let key = NamespacedName::new(namespace, name);
+            if self.is_service(&key) {
+                self.problems.push(ingress.problem(
+                    format!("metadata.annotations[{PLUGINS}]"),
+                    format!(
+                        "WasmPlugin {key} is of type SERVICE: it runs on its own, on no route; \
+                         it is left out of this Ingress's plugins"
+                    ),
+                ));
+                continue;
+            }
             match self.plugins.get_key_value(&key) {
                 Some((key, load)) => {
                     if seen.insert(key) {
@@ -52,8 +63,9 @@ impl Compiler<'_> {
             .take_while(|(key, _)| &key.namespace == namespace)
         {
             let targets = stored.object.spec.targets.as_ref();
-            let applies =
-                targets.is_some_and(|t| t.all_ingresses || t.ingresses.contains(&ingress.key.name));
+            let applies = stored.object.spec.plugin_type == WasmPluginType::Http
+                && targets
+                    .is_some_and(|t| t.all_ingresses || t.ingresses.contains(&ingress.key.name));
             if applies
                 && seen.insert(key)
                 && let Some(load) = self.plugins.get(key)
@@ -89,6 +101,14 @@ impl Compiler<'_> {
             }
         }
         Ok((!chain.is_empty()).then(|| PluginChain::from(chain)))
+    }
+
+    /// Whether the WasmPlugin `key` is a service (runs on no route).
+    fn is_service(&self, key: &NamespacedName) -> bool {
+        self.store
+            .wasm_plugins
+            .get(key)
+            .is_some_and(|stored| stored.object.spec.plugin_type == WasmPluginType::Service)
     }
 
     /// Every port of every Service in the namespaces that have WasmPlugins.

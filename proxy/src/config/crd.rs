@@ -98,6 +98,11 @@ fn default_content_type() -> String {
 pub struct WasmPluginSpec {
     /// The module: a path to a `.wasm` file, relative to the configuration folder or absolute.
     pub module: String,
+    /// How the module runs: `HTTP` (the default), a filter on the routes it applies to; or
+    /// `SERVICE`, a root context alone, once in the process and on no route, as Envoy runs a
+    /// bootstrap `WasmService` with `singleton: true`.
+    #[serde(default, rename = "type")]
+    pub plugin_type: WasmPluginType,
     /// Hex SHA-256 the module must have; a module that does not match is not loaded.
     #[serde(default)]
     pub sha256: Option<String>,
@@ -133,6 +138,19 @@ pub struct WasmPluginSpec {
     /// The Ingresses (in the plugin's namespace) whose routes it filters.
     #[serde(default)]
     pub targets: Option<WasmPluginTargets>,
+}
+
+/// How a WasmPlugin's module runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum WasmPluginType {
+    /// An HTTP filter: a context per request on the routes the plugin applies to.
+    #[default]
+    #[serde(rename = "HTTP")]
+    Http,
+    /// A root context only: one instance in the process, with its ticks, queues, HTTP calls
+    /// and shared data, and no request.
+    #[serde(rename = "SERVICE")]
+    Service,
 }
 
 /// What a WasmPlugin applies to.

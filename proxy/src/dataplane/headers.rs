@@ -110,6 +110,20 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
     resp.remove_header("proxy-connection");
 }
 
+/// A gRPC request: `content-type: application/grpc`, or one of its `+proto` kinds.
+pub fn is_grpc(req: &RequestHeader) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The client waits for `100 Continue` before it sends the body (RFC 9110 section 10.1.1).
+pub fn expects_continue(req: &RequestHeader) -> bool {
+    req.version == http::Version::HTTP_11
+        && tokens(&req.headers, &http::header::EXPECT)
+            .any(|t| t.eq_ignore_ascii_case("100-continue"))
+}
+
 /// A WebSocket opening handshake (RFC 6455 section 4.1): an HTTP/1.1 GET asking to upgrade to
 /// `websocket`.
 pub fn is_websocket_upgrade(req: &RequestHeader) -> bool {

@@ -3,12 +3,13 @@
 //! fixed responses, 404, 503); `upstream_peer` picks an endpoint; the filters around them set
 //! the forwarding headers; `logging` writes the access log and the metrics.
 
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -23,6 +24,9 @@ use crate::metrics::Metrics;
 use crate::snapshot::{
     Action, FixedAnswer, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol, UpstreamTarget,
 };
+use crate::wasm::filter::Reply;
+use crate::wasm::host::Completion;
+use crate::wasm::local_reply::{WASM_FAIL_STREAM, plugin_failed};
 use crate::wasm::{self, Filters, LocalResponse, RequestInfo, Verdict};
 
 /// How long an idle upstream connection stays in the pool.
@@ -31,6 +35,10 @@ const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const UPSTREAM_H2_STREAMS: usize = 100;
 /// Most endpoints one request is tried against when connecting fails.
 const MAX_CONNECT_ATTEMPTS: usize = 3;
+/// Largest request body the plugins decide on before the upstream is chosen. It is the size of
+/// Pingora's retry buffer, through which a body read early is sent on: larger bodies, and those
+/// of unknown length, stream to the upstream while the plugins see them.
+const HELD_BODY_LIMIT: usize = 64 << 10;
 
 /// What the proxy shares across listeners.
 #[derive(Clone, Debug)]
@@ -43,6 +51,15 @@ pub struct Shared {
     pub access_log: bool,
     pub wasm: Arc<wasm::Shared>,
 }
+
+/// `response.code_details` of a response from the upstream (Envoy's
+/// `StreamInfo::ResponseCodeDetails`).
+const VIA_UPSTREAM: &str = "via_upstream";
+/// The error that abandons a request a plugin answered while its body streamed upstream.
+const PLUGIN_ANSWERED: ErrorType = ErrorType::Custom("PluginAnswered");
+/// The error that ends a request whose fail-closed plugin failed once it was under way: 503 if
+/// the response head is still unsent, else the connection is cut.
+const PLUGIN_FAILED: ErrorType = ErrorType::Custom("PluginFailed");
 
 /// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).
 const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
@@ -86,6 +103,15 @@ pub struct RequestCtx {
     has_body: bool,
     /// Whether the client's request had a Content-Length (a plugin may drop it).
     had_length: bool,
+    /// The request body as the plugins let it through, read before the upstream was chosen.
+    held_body: Option<Bytes>,
+    /// The held body is still to be sent to the upstream chosen now.
+    send_held_body: bool,
+    /// A plugin's answer given while the request body streamed to the upstream.
+    local_reply: Option<LocalResponse>,
+    /// Why the response is what it is (`response.code_details`), and Envoy's response flags.
+    code_details: Option<Arc<str>>,
+    response_flags: u64,
 }
 
 #[async_trait]
@@ -104,6 +130,11 @@ impl ProxyHttp for EdgeProxy {
             filters: None,
             has_body: false,
             had_length: false,
+            held_body: None,
+            send_held_body: false,
+            local_reply: None,
+            code_details: None,
+            response_flags: 0,
         }
     }
 
@@ -194,7 +225,7 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
                 Ok(true)
             }
-            Action::Proxy(_) => Ok(false),
+            Action::Proxy(_) => self.hold_request_body(session, ctx).await,
             Action::Respond(answer) => {
                 self.fixed(session, ctx, answer).await?;
                 Ok(true)
@@ -299,9 +330,13 @@ impl ProxyHttp for EdgeProxy {
         let h2c = ctx.route.as_ref().is_some_and(
             |r| matches!(&r.action, Action::Proxy(g) if g.protocol == UpstreamProtocol::H2c),
         );
-        // A plugin that rewrites the body drops its Content-Length; HTTP/1.1 then needs chunks
-        // (HTTP/2 frames the body itself).
-        if ctx.filters.is_some()
+        if let Some(held) = &ctx.held_body {
+            // The whole body is known: send it with its length, whatever the plugins made of it.
+            ctx.send_held_body = true;
+            upstream.remove_header(&http::header::TRANSFER_ENCODING);
+            upstream.remove_header(&http::header::EXPECT);
+            upstream.insert_header(CONTENT_LENGTH, held.len())?;
+        } else if ctx.filters.is_some()
             && ctx.has_body
             && ctx.had_length
             && !h2c
@@ -329,19 +364,27 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if std::mem::take(&mut ctx.send_held_body) {
+            // Pingora sends on the body it buffered while it was read early; the plugins have
+            // seen it already, and what they let through goes instead.
+            body.clone_from(&ctx.held_body);
+            return Ok(());
+        }
         let Some(filters) = ctx.filters.as_mut() else {
             return Ok(());
         };
         match filters.request_body(session.req_header_mut(), body, end_of_stream) {
             Verdict::Continue => Ok(()),
-            // The request is on its way upstream: the nearest answer is an error status.
-            Verdict::Respond(local) => Error::e_explain(
-                ErrorType::HTTPStatus(local.status),
-                "a plugin answered during the request body",
-            ),
+            // The request is on its way upstream: it is abandoned, and `fail_to_proxy` answers
+            // with the plugin's reply.
+            Verdict::Respond(local) => {
+                ctx.local_reply = Some(local);
+                Error::e_explain(PLUGIN_ANSWERED, "a plugin answered during the request body")
+            }
             Verdict::Fail { plugin, failure } => {
                 ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
-                Error::e_explain(ErrorType::HTTPStatus(503), "a plugin failed")
+                ctx.code_details = Some(Arc::from(WASM_FAIL_STREAM));
+                Error::e_explain(PLUGIN_FAILED, "a plugin failed")
             }
             Verdict::Close => {
                 Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream")
@@ -356,18 +399,26 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        ctx.code_details = Some(Arc::from(VIA_UPSTREAM));
         if let Some(filters) = ctx.filters.as_mut() {
-            Arc::make_mut(&mut filters.info).upstream = ctx.upstream;
+            let info = Arc::make_mut(&mut filters.info);
+            info.upstream = ctx.upstream;
+            info.response_code_details = ctx.code_details.clone();
             let had_length = upstream_response.headers.contains_key(CONTENT_LENGTH);
+            let grpc = headers::is_grpc(session.req_header());
             let verdict = filters
                 .response_headers(session.req_header_mut(), upstream_response, false)
                 .await;
             match verdict {
                 Verdict::Continue => {}
-                Verdict::Respond(local) => filters.replace_response(upstream_response, local)?,
+                Verdict::Respond(local) => {
+                    ctx.code_details = Some(local.details.clone());
+                    filters.replace_response(upstream_response, local, grpc)?;
+                }
                 Verdict::Fail { plugin, failure } => {
                     ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
-                    filters.replace_response(upstream_response, plugin_failed())?;
+                    ctx.code_details = Some(Arc::from(WASM_FAIL_STREAM));
+                    filters.replace_response(upstream_response, plugin_failed(), grpc)?;
                 }
                 Verdict::Close => {
                     return Error::e_explain(
@@ -435,10 +486,8 @@ impl ProxyHttp for EdgeProxy {
             // Answered 503 if the response head is still unsent; otherwise the connection is cut.
             Verdict::Fail { plugin, failure } => {
                 ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
-                Error::e_explain(
-                    ErrorType::HTTPStatus(503),
-                    "a plugin failed during the body",
-                )
+                ctx.code_details = Some(Arc::from(WASM_FAIL_STREAM));
+                Error::e_explain(PLUGIN_FAILED, "a plugin failed during the body")
             }
         }
     }
@@ -472,8 +521,29 @@ impl ProxyHttp for EdgeProxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
+        let started = session
+            .response_written()
+            .is_some_and(|r| !r.status.is_informational() || r.status == 101);
+        if let Some(local) = ctx.local_reply.take()
+            && !started
+        {
+            // The request body may be unread: the connection cannot carry another request.
+            session.set_keepalive(None);
+            let status = local.status;
+            let _ = self.send_local_reply(session, ctx, local).await;
+            return FailToProxy {
+                error_code: status,
+                can_reuse_downstream: false,
+            };
+        }
+        let (flags, details) = failure_flags(e);
+        ctx.response_flags |= flags;
+        if ctx.code_details.is_none() {
+            ctx.code_details = details.map(Arc::from);
+        }
         let code = match e.etype() {
             ErrorType::HTTPStatus(code) => *code,
+            etype if *etype == PLUGIN_FAILED => 503,
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
                 if e.esource() == &ErrorSource::Upstream =>
             {
@@ -489,9 +559,6 @@ impl ProxyHttp for EdgeProxy {
             },
         };
         // A response already under way cannot be replaced; the connection is just closed.
-        let started = session
-            .response_written()
-            .is_some_and(|r| !r.status.is_informational() || r.status == 101);
         if code > 0 && !started {
             // Pingora does not reuse a client connection after a failed proxy attempt; say so,
             // or a keep-alive client would send its next request into a closing socket.
@@ -520,7 +587,16 @@ impl ProxyHttp for EdgeProxy {
         let elapsed = ctx.start.elapsed();
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         if let Some(mut filters) = ctx.filters.take() {
-            Arc::make_mut(&mut filters.info).response_code = (status > 0).then_some(status);
+            let info = Arc::make_mut(&mut filters.info);
+            info.response_code = (status > 0).then_some(status);
+            info.response_code_details = ctx.code_details.clone();
+            info.response_flags = ctx.response_flags;
+            info.completion = Some(Completion {
+                duration: elapsed,
+                request_body_bytes: session.body_bytes_read() as u64,
+                response_body_bytes: session.body_bytes_sent() as u64,
+                response_head_bytes: session.response_written().map_or(0, head_bytes),
+            });
             filters.finish(session.req_header_mut());
         }
         let metrics = &self.shared.metrics;
@@ -590,24 +666,102 @@ impl EdgeProxy {
         ctx: &mut RequestCtx,
         verdict: Verdict,
     ) -> Result<()> {
-        let local = match verdict {
-            Verdict::Continue => return Ok(()),
-            Verdict::Respond(local) => local,
+        match verdict {
+            Verdict::Continue => Ok(()),
+            Verdict::Respond(local) => self.send_local_reply(session, ctx, local).await,
             Verdict::Fail { plugin, failure } => {
                 ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
-                plugin_failed()
+                self.send_local_reply(session, ctx, plugin_failed()).await
             }
             Verdict::Close => {
-                return Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream");
+                Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream")
+            }
+        }
+    }
+
+    /// Sends a plugin's local reply, back through the plugins' response callbacks.
+    async fn send_local_reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        local: LocalResponse,
+    ) -> Result<()> {
+        let grpc = headers::is_grpc(session.req_header());
+        let reply = match ctx.filters.as_mut() {
+            Some(filters) => {
+                filters
+                    .local_reply(session.req_header_mut(), local, grpc)
+                    .await?
+            }
+            None => {
+                let details = local.details.clone();
+                let (head, body) = wasm::local_reply::response(local, grpc)?;
+                Some(Reply {
+                    head,
+                    body,
+                    details,
+                    note: None,
+                })
             }
         };
-        let mut resp = ResponseHeader::build(local.status, Some(local.headers.len() + 2))?;
-        for (name, value) in local.headers {
-            resp.append_header(String::from_utf8_lossy(&name).into_owned(), value)?;
+        let Some(reply) = reply else {
+            return Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream");
+        };
+        ctx.code_details = Some(reply.details);
+        if let Some(note) = reply.note {
+            ctx.note = Some(Arc::from(note));
         }
-        resp.insert_header(CONTENT_LENGTH, local.body.len())?;
-        self.finish_own_response(session, ctx, resp, local.body)
+        self.finish_own_response(session, ctx, reply.head, reply.body)
             .await
+    }
+
+    /// Reads a request body the plugins take before the upstream is chosen, when it is small
+    /// enough to hold, so that a plugin deciding on the body (answering, refusing, rewriting)
+    /// does so before the upstream sees anything of the request, as Envoy holds a body while
+    /// a filter pauses on it. Returns whether the request was answered.
+    async fn hold_request_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let wanted = ctx
+            .filters
+            .as_ref()
+            .is_some_and(|filters| filters.wants_request_body());
+        let declared = session
+            .req_header()
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if !ctx.has_body || !wanted || !declared.is_some_and(|n| n <= HELD_BODY_LIMIT) {
+            return Ok(false);
+        }
+        if headers::expects_continue(session.req_header()) {
+            // The client waits for leave to send the body, which Gantry reads now.
+            session.write_continue_response().await?;
+        }
+        session.as_downstream_mut().enable_retry_buffering();
+        let mut held = BytesMut::new();
+        loop {
+            let mut chunk = session.read_request_body().await?;
+            let end = chunk.is_none() || session.is_body_done();
+            let Some(filters) = ctx.filters.as_mut() else {
+                return Ok(false);
+            };
+            match filters.request_body(session.req_header_mut(), &mut chunk, end) {
+                Verdict::Continue => {
+                    if let Some(data) = chunk {
+                        held.extend_from_slice(&data);
+                    }
+                }
+                verdict => {
+                    self.plugin_verdict(session, ctx, verdict).await?;
+                    return Ok(true);
+                }
+            }
+            if end {
+                break;
+            }
+        }
+        ctx.held_body = Some(held.freeze());
+        Ok(false)
     }
 
     fn https_location(&self, req: &RequestHeader) -> String {
@@ -768,18 +922,6 @@ pub(super) async fn next_endpoint(
     Ok(addr)
 }
 
-/// What a fail-closed plugin's failure answers.
-fn plugin_failed() -> LocalResponse {
-    LocalResponse {
-        status: 503,
-        headers: vec![(
-            b"content-type".to_vec(),
-            b"text/plain; charset=utf-8".to_vec(),
-        )],
-        body: Bytes::from_static(b"service unavailable: a plugin failed\n"),
-    }
-}
-
 /// The request as plugins' properties describe it.
 fn request_info(session: &Session, ctx: &RequestCtx, route: &Route) -> RequestInfo {
     let req = session.req_header();
@@ -788,20 +930,76 @@ fn request_info(session: &Session, ctx: &RequestCtx, route: &Route) -> RequestIn
         http::Version::HTTP_10 => "HTTP/1.0",
         _ => "HTTP/1.1",
     };
+    let client = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let server = session.server_addr().and_then(|a| a.as_inet()).copied();
     RequestInfo {
         request_id: ctx.request_id.clone(),
         protocol,
         tls: is_tls(session),
-        client: session.client_addr().and_then(|a| a.as_inet()).copied(),
-        server: session.server_addr().and_then(|a| a.as_inet()).copied(),
-        route_name: route.name.clone(),
+        client,
+        server,
+        connection_id: connection_id(session, client, server),
         cluster_name: match &route.action {
             Action::Proxy(group) => Some(Arc::from(group.name.as_str())),
             _ => None,
         },
-        upstream: None,
-        response_code: None,
+        ..RequestInfo::new(route.name.clone())
     }
+}
+
+/// An id for the client connection (`connection.id`), the same for all its requests: its two
+/// addresses and the time it was accepted, which no other connection shares.
+fn connection_id(session: &Session, client: Option<SocketAddr>, server: Option<SocketAddr>) -> u64 {
+    let accepted = session
+        .as_downstream()
+        .digest()
+        .and_then(|d| d.timing_digest.iter().flatten().next())
+        .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default();
+    let mut hasher = std::hash::DefaultHasher::new();
+    (client, server, accepted).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The response flags and code details (Envoy's words) of a request the proxy could not finish.
+fn failure_flags(e: &Error) -> (u64, Option<&'static str>) {
+    use wasm::host::response_flags::*;
+    match (e.esource(), e.etype()) {
+        (_, etype) if *etype == PLUGIN_FAILED => (0, None),
+        (_, ErrorType::HTTPStatus(503)) => (NO_HEALTHY_UPSTREAM, Some("no_healthy_upstream")),
+        (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::WriteTimedout) => {
+            (UPSTREAM_REQUEST_TIMEOUT, Some("upstream_response_timeout"))
+        }
+        (
+            ErrorSource::Upstream,
+            ErrorType::ConnectTimedout
+            | ErrorType::ConnectRefused
+            | ErrorType::ConnectNoRoute
+            | ErrorType::ConnectError,
+        ) => (
+            UPSTREAM_CONNECTION_FAILURE,
+            Some("upstream_reset_before_response_started{connection_failure}"),
+        ),
+        (ErrorSource::Upstream, _) => (
+            UPSTREAM_CONNECTION_TERMINATION,
+            Some("upstream_reset_before_response_started{connection_termination}"),
+        ),
+        (ErrorSource::Downstream, _) => (
+            DOWNSTREAM_CONNECTION_TERMINATION,
+            Some("downstream_remote_disconnect"),
+        ),
+        _ => (0, None),
+    }
+}
+
+/// A head's size as Envoy counts it: every name and value.
+fn head_bytes(resp: &ResponseHeader) -> u64 {
+    let fields: usize = resp
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    (fields + ":status".len() + 3) as u64
 }
 
 /// Answers with a short body of Gantry's own.

@@ -14,6 +14,22 @@ use tracing::debug;
 use super::host::{CallResponse, OutgoingCall};
 use crate::snapshot::UpstreamTarget;
 
+/// Fields of a plugin's call that Gantry sets itself or that belong to one connection: the Host
+/// is `:authority`, the length is the body's, and hop-by-hop fields (RFC 9110 section 7.6.1) are
+/// not the plugin's to choose. Kong's host drops a plugin's `Host` and `Connection` the same way
+/// (`ngx_http_proxy_wasm_dispatch.c`: "cannot override the Host header").
+const NOT_FORWARDED: &[&[u8]] = &[
+    b"host",
+    b"content-length",
+    b"connection",
+    b"keep-alive",
+    b"proxy-connection",
+    b"transfer-encoding",
+    b"upgrade",
+    b"te",
+    b"trailer",
+];
+
 /// Largest answer body kept; the rest is dropped.
 const MAX_BODY: usize = 4 << 20;
 
@@ -81,7 +97,20 @@ fn request_head(call: &OutgoingCall) -> Result<RequestHeader, CallError> {
     let head_error = |e: Box<pingora::Error>| CallError::Head(e.to_string());
     head.insert_header(HOST, find(b":authority"))
         .map_err(head_error)?;
-    for (name, value) in call.headers.iter().filter(|(k, _)| !k.starts_with(b":")) {
+    let named_by_connection: Vec<Vec<u8>> = call
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(b"connection"))
+        .flat_map(|(_, v)| v.split(|b| *b == b','))
+        .map(|token| token.trim_ascii().to_ascii_lowercase())
+        .collect();
+    let forwarded = call.headers.iter().filter(|(name, _)| {
+        let name = name.to_ascii_lowercase();
+        !name.starts_with(b":")
+            && !NOT_FORWARDED.contains(&name.as_slice())
+            && !named_by_connection.contains(&name)
+    });
+    for (name, value) in forwarded {
         let name = String::from_utf8_lossy(name).into_owned();
         head.append_header(name, value.as_slice())
             .map_err(head_error)?;

@@ -13,8 +13,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use tokio::task::JoinSet;
 
 use super::call;
-use super::host::{BodyKind, LocalResponse, OutgoingCall, RequestInfo, Wake};
+use super::host::{BodyKind, LocalResponse, OutgoingCall, RequestInfo, StreamProperties, Wake};
 use super::instance::{Action, Failure, Instance};
+use super::local_reply;
 use super::plugin::{FailurePolicy, Plugin};
 use super::runtime::Shared;
 use super::workers::{self, deliver};
@@ -48,6 +49,16 @@ struct Entry {
     response_body: BytesMut,
 }
 
+impl Entry {
+    /// Whether the plugin takes part in the response: it saw the request, and did not fail. A
+    /// local reply passes back through the plugins before the one that answered, and that one,
+    /// but not those after it (Envoy's encoder callbacks skip a filter whose context was never
+    /// created: `in_vm_context_created_` in `source/extensions/common/wasm/context.cc`).
+    fn sees_response(&self) -> bool {
+        !self.skip && self.context.is_some()
+    }
+}
+
 /// Everything a callback can hand over from the session.
 struct Io<'a> {
     request: Option<&'a mut RequestHeader>,
@@ -66,10 +77,23 @@ struct Step {
     calls: Vec<OutgoingCall>,
 }
 
+/// A local reply as it leaves the plugins.
+#[derive(Debug)]
+pub struct Reply {
+    pub head: ResponseHeader,
+    pub body: Bytes,
+    /// Envoy's `response.code_details` of what is sent.
+    pub details: Arc<str>,
+    /// A plugin that failed on the way, for the access log.
+    pub note: Option<String>,
+}
+
 /// One request's plugins.
 pub struct Filters {
     shared: Arc<Shared>,
     entries: Vec<Entry>,
+    /// What the plugins set with `proxy_set_property`, shared by all of them.
+    properties: StreamProperties,
     /// What properties report; the data plane keeps it up to date (shared with the running
     /// callback, so that lending it costs a reference count rather than a copy).
     pub info: Arc<RequestInfo>,
@@ -94,10 +118,18 @@ impl Filters {
                     response_body: BytesMut::new(),
                 })
                 .collect(),
+            properties: StreamProperties::default(),
             info: Arc::new(info),
             reroute: false,
             replacement_body: None,
         }
+    }
+
+    /// Whether a plugin of the chain takes the request body.
+    pub fn wants_request_body(&self) -> bool {
+        self.entries
+            .iter()
+            .any(|entry| !entry.skip && !entry.plugin.unneeded.request_body)
     }
 
     /// Runs one callback of entry `i` with `io` swapped into its instance.
@@ -113,10 +145,11 @@ impl Filters {
         let expected = entry.context.map(|(_, incarnation)| incarnation);
         let own = entry.context.map(|(id, _)| id);
         let wake = &entry.wake;
+        let properties = &self.properties;
         let ran = workers::with_instance(&self.shared, &entry.plugin, expected, |inst, _| {
             let id = match own {
                 Some(id) => id,
-                None => inst.create_context(wake.clone())?,
+                None => inst.create_context(wake.clone(), properties.clone())?,
             };
             let state = inst.state_mut();
             state.effective_context = id;
@@ -197,17 +230,16 @@ impl Filters {
         Ok(step)
     }
 
-    /// The verdict for a failure of entry `i`: fail-open plugins are left out from now on.
+    /// The verdict for a failure of entry `i`. The plugin is left out from now on (its
+    /// instance is gone): a fail-open one lets the request go on without it.
     fn failed(&mut self, i: usize, failure: Failure) -> Option<Verdict> {
         let entry = &mut self.entries[i];
         if let Failure::PausedTooLong(_) | Failure::Lost = failure {
             workers::report(&self.shared, &entry.plugin, &failure);
         }
+        entry.skip = true;
         match entry.plugin.info.failure_policy {
-            FailurePolicy::FailOpen => {
-                entry.skip = true;
-                None
-            }
+            FailurePolicy::FailOpen => None,
             FailurePolicy::FailClosed => Some(Verdict::Fail {
                 plugin: entry.plugin.info.name.clone(),
                 failure,
@@ -327,7 +359,7 @@ impl Filters {
     ) -> Verdict {
         Arc::make_mut(&mut self.info).response_code = Some(resp.status.as_u16());
         for i in (0..self.entries.len()).rev() {
-            if self.entries[i].skip {
+            if !self.entries[i].sees_response() {
                 continue;
             }
             let count = resp.headers.len() as u32 + 1;
@@ -368,7 +400,11 @@ impl Filters {
                 BodyKind::Request => entry.plugin.unneeded.request_body,
                 BodyKind::Response => entry.plugin.unneeded.response_body,
             };
-            if entry.skip || unneeded {
+            let reached = match kind {
+                BodyKind::Request => !entry.skip,
+                BodyKind::Response => entry.sees_response(),
+            };
+            if !reached || unneeded {
                 continue;
             }
             let mut buffer = {
@@ -457,7 +493,7 @@ impl Filters {
         trailers: &mut HeaderMap,
     ) -> Verdict {
         for i in (0..self.entries.len()).rev() {
-            if self.entries[i].skip {
+            if !self.entries[i].sees_response() {
                 continue;
             }
             let count = trailers.len() as u32;
@@ -504,30 +540,78 @@ impl Filters {
         self.body(BodyKind::Response, req, body, end_of_stream)
     }
 
+    /// Sends a plugin's local reply back through the response callbacks of the plugins the
+    /// request reached, as Envoy sends a local reply through its encoder filters
+    /// (`sendLocalReplyViaFilterChain`): they may change it as they change any response. A
+    /// plugin that answers again there replaces it outright (Envoy's `sendDirectLocalReply`).
+    /// `None` when a plugin reset the stream instead.
+    pub async fn local_reply(
+        &mut self,
+        req: &mut RequestHeader,
+        local: LocalResponse,
+        grpc: bool,
+    ) -> pingora::Result<Option<Reply>> {
+        let mut details = local.details.clone();
+        let (mut head, body) = local_reply::response(local, grpc)?;
+        let mut body = (!body.is_empty()).then_some(body);
+        let mut note = None;
+        let mut failed = |plugin: String, failure: Failure| {
+            note = Some(format!("plugin {plugin} {failure}"));
+            Some(local_reply::plugin_failed())
+        };
+        let replacement = match self.response_headers(req, &mut head, body.is_none()).await {
+            Verdict::Continue if body.is_some() => {
+                match self.body(BodyKind::Response, req, &mut body, true) {
+                    Verdict::Continue => None,
+                    Verdict::Fail { plugin, failure } => failed(plugin, failure),
+                    Verdict::Respond(_) | Verdict::Close => return Ok(None),
+                }
+            }
+            Verdict::Continue => None,
+            Verdict::Respond(again) => Some(again),
+            Verdict::Fail { plugin, failure } => failed(plugin, failure),
+            Verdict::Close => return Ok(None),
+        };
+        if let Some(local) = replacement {
+            details = local.details.clone();
+            let (replaced_head, replaced_body) = local_reply::response(local, grpc)?;
+            head = replaced_head;
+            body = Some(replaced_body);
+        }
+        let body = body.unwrap_or_default();
+        // The plugins may have changed the body; the reply is whole, so its length is known.
+        if head.headers.contains_key(http::header::CONTENT_LENGTH) {
+            head.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        }
+        Ok(Some(Reply {
+            head,
+            body,
+            details,
+            note,
+        }))
+    }
+
     /// Makes the upstream's response into a plugin's local response (status and headers now,
-    /// the body in place of the upstream's).
+    /// the body in place of the upstream's), shaped as any local reply (see [`local_reply`]).
     pub fn replace_response(
         &mut self,
         resp: &mut ResponseHeader,
         local: LocalResponse,
+        grpc: bool,
     ) -> Result<(), Box<pingora::Error>> {
-        let names: Vec<_> = resp.headers.keys().cloned().collect();
-        for name in &names {
-            resp.remove_header(name);
-        }
-        resp.set_status(local.status)?;
-        for (name, value) in local.headers {
-            resp.append_header(String::from_utf8_lossy(&name).into_owned(), value)?;
-        }
-        resp.insert_header(http::header::CONTENT_LENGTH, local.body.len())?;
-        self.replacement_body = Some(local.body);
+        let (head, body) = local_reply::response(local, grpc)?;
+        *resp = head;
+        self.replacement_body = Some(body);
         Ok(())
     }
 
-    /// Ends every context: `proxy_on_log`, `proxy_on_done`, `proxy_on_delete`.
+    /// Ends the request for every plugin of the chain: `proxy_on_log`, `proxy_on_done`,
+    /// `proxy_on_delete`. A plugin the request never reached (an earlier one answered) gets a
+    /// context first, as Envoy's `Context::log` creates one, so that every plugin logs every
+    /// request; one that failed and was left out does not.
     pub fn finish(&mut self, req: &mut RequestHeader) {
         for i in 0..self.entries.len() {
-            if self.entries[i].context.is_none() {
+            if self.entries[i].skip {
                 continue;
             }
             let mut io = Io {

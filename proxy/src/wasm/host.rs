@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue};
@@ -19,19 +19,76 @@ use super::runtime::Shared;
 use crate::snapshot::UpstreamGroup;
 
 /// What a request looks like to plugins' properties, filled in by the data plane.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RequestInfo {
     pub request_id: Option<HeaderValue>,
     pub protocol: &'static str,
     pub tls: bool,
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
+    /// When the request arrived (`request.time`).
+    pub start: SystemTime,
+    /// The client connection's `connection.id`: the same for every request of one connection.
+    pub connection_id: u64,
     pub route_name: Arc<str>,
     /// The upstream group (Service and port) the route sends to.
     pub cluster_name: Option<Arc<str>>,
     pub upstream: Option<SocketAddr>,
     pub response_code: Option<u16>,
+    /// Why the response is what it is, in Envoy's words (`via_upstream`, `route_not_found`, a
+    /// plugin's own details...): `response.code_details`.
+    pub response_code_details: Option<Arc<str>>,
+    /// Envoy's legacy response flags (`response.flags`), see [`response_flags`].
+    pub response_flags: u64,
+    /// What is known once the response is sent, for `proxy_on_log`.
+    pub completion: Option<Completion>,
 }
+
+/// Envoy's legacy response flag bits that Gantry sets (`StreamInfo::LegacyResponseFlag` in
+/// Envoy's `envoy/stream_info/stream_info.h`).
+pub mod response_flags {
+    pub const NO_HEALTHY_UPSTREAM: u64 = 0x2;
+    pub const UPSTREAM_REQUEST_TIMEOUT: u64 = 0x4;
+    pub const UPSTREAM_CONNECTION_FAILURE: u64 = 0x20;
+    pub const UPSTREAM_CONNECTION_TERMINATION: u64 = 0x40;
+    pub const NO_ROUTE_FOUND: u64 = 0x100;
+    pub const DOWNSTREAM_CONNECTION_TERMINATION: u64 = 0x4000;
+}
+
+/// The sizes and duration of a finished request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Completion {
+    pub duration: Duration,
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+    /// Names and values of the response head as sent, as Envoy counts a header map's size.
+    pub response_head_bytes: u64,
+}
+
+impl RequestInfo {
+    pub fn new(route_name: Arc<str>) -> Self {
+        RequestInfo {
+            request_id: None,
+            protocol: "HTTP/1.1",
+            tls: false,
+            client: None,
+            server: None,
+            start: SystemTime::now(),
+            connection_id: 0,
+            route_name,
+            cluster_name: None,
+            upstream: None,
+            response_code: None,
+            response_code_details: None,
+            response_flags: 0,
+            completion: None,
+        }
+    }
+}
+
+/// Properties plugins set on one request with `proxy_set_property`, seen by every plugin of the
+/// request as Envoy keeps them in the stream's filter state.
+pub type StreamProperties = Arc<Mutex<HashMap<String, Vec<u8>>>>;
 
 /// Which body a body buffer holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +110,8 @@ pub struct CallResponse {
 #[derive(Debug)]
 pub struct LocalResponse {
     pub status: u16,
+    /// The plugin's details (`response.code_details`), spaces made underscores as Envoy does.
+    pub details: Arc<str>,
     pub headers: Vec<(Vec<u8>, Vec<u8>)>,
     pub body: Bytes,
 }
@@ -86,8 +145,8 @@ impl Wake {
 /// One HTTP context's lasting state.
 #[derive(Debug)]
 pub struct ContextState {
-    /// Properties the plugin set on this context.
-    pub properties: HashMap<String, Vec<u8>>,
+    /// Properties set on this context's request, by this plugin or another.
+    pub properties: StreamProperties,
     pub resume_request: bool,
     pub resume_response: bool,
     /// The plugin asked to reset the stream.
@@ -101,9 +160,9 @@ pub struct ContextState {
 }
 
 impl ContextState {
-    pub fn new(wake: Arc<Wake>) -> Self {
+    pub fn new(wake: Arc<Wake>, properties: StreamProperties) -> Self {
         ContextState {
-            properties: HashMap::new(),
+            properties,
             resume_request: false,
             resume_response: false,
             close: false,
@@ -190,15 +249,11 @@ pub struct HostState {
     pub effective_context: u32,
     pub exchange: Exchange,
     pub contexts: HashMap<u32, ContextState>,
-    /// Properties the root context set.
-    pub root_properties: HashMap<String, Vec<u8>>,
     pub tick_period: Option<Duration>,
     pub calls: Vec<OutgoingCall>,
     pub next_token: u32,
     /// Where queue notifications for queues this instance registers are sent.
     pub queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
-    /// Whether the plugin's calls are for real (a worker's instance) or a trial at load.
-    pub live: bool,
     /// What the plugin logged at error level while starting, to explain a refusal.
     pub complaints: Vec<String>,
     /// Callbacks the plugin has no use for.
@@ -209,11 +264,7 @@ pub struct HostState {
 const MAX_COMPLAINTS: usize = 4;
 
 impl HostState {
-    pub fn new(
-        plugin: Arc<PluginInfo>,
-        shared: Arc<Shared>,
-        live: bool,
-    ) -> Result<Self, Box<pingora::Error>> {
+    pub fn new(plugin: Arc<PluginInfo>, shared: Arc<Shared>) -> Result<Self, Box<pingora::Error>> {
         let limit = MemoryLimit {
             bytes: plugin.memory_limit,
             hit: false,
@@ -228,12 +279,10 @@ impl HostState {
             effective_context: 0,
             exchange: Exchange::new()?,
             contexts: HashMap::new(),
-            root_properties: HashMap::new(),
             tick_period: None,
             calls: Vec::new(),
             next_token: 1,
             queue_events: None,
-            live,
             complaints: Vec::new(),
             unneeded: Default::default(),
         })

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::memory::AbiError;
-use super::host::{ContextState, HostState, Wake};
+use super::host::{ContextState, HostState, StreamProperties, Wake};
 use super::plugin::Plugin;
 use super::runtime::Shared;
 
@@ -109,10 +109,9 @@ impl Instance {
     pub fn new(
         plugin: &Plugin,
         shared: Arc<Shared>,
-        live: bool,
         queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
     ) -> Result<Instance, Failure> {
-        let mut state = HostState::new(plugin.info.clone(), shared.clone(), live)
+        let mut state = HostState::new(plugin.info.clone(), shared.clone())
             .map_err(|e| Failure::Instantiate(e.to_string()))?;
         state.queue_events = queue_events;
         let mut store = Store::new(&shared.engine, state);
@@ -237,15 +236,40 @@ impl Instance {
         ROOT_CONTEXT
     }
 
-    /// Creates an HTTP context whose request waits on `wake`; returns its id.
-    pub fn create_context(&mut self, wake: Arc<Wake>) -> Result<u32, Failure> {
+    /// Creates an HTTP context whose request waits on `wake` and shares `properties` with the
+    /// request's other plugins; returns its id.
+    pub fn create_context(
+        &mut self,
+        wake: Arc<Wake>,
+        properties: StreamProperties,
+    ) -> Result<u32, Failure> {
         let id = self.next_context_id;
         self.next_context_id = self.next_context_id.wrapping_add(1).max(ROOT_CONTEXT + 1);
         self.state_mut()
             .contexts
-            .insert(id, ContextState::new(wake));
-        self.call(|e| e.on_context_create.as_ref(), (id, ROOT_CONTEXT))?;
+            .insert(id, ContextState::new(wake, properties));
+        if let Err(failure) = self.call(|e| e.on_context_create.as_ref(), (id, ROOT_CONTEXT)) {
+            self.state_mut().contexts.remove(&id);
+            return Err(failure);
+        }
         Ok(id)
+    }
+
+    /// Creates an HTTP context and deletes it again: a module whose root context makes no HTTP
+    /// context (an Envoy bootstrap plugin, such as the Rust SDK's `hello_world`) fails here, at
+    /// load, rather than on every request.
+    pub fn probe_http_context(&mut self) -> Result<(), Failure> {
+        let id = self.create_context(Arc::default(), Arc::default())?;
+        let deleted = self.call(|e| e.on_delete.as_ref(), id).map(|_| ());
+        self.state_mut().contexts.remove(&id);
+        deleted
+    }
+
+    /// Ends the root context, as a VM that is shut down: `proxy_on_done`, `proxy_on_delete`.
+    pub fn finish_root(&mut self) -> Result<(), Failure> {
+        self.call(|e| e.on_done.as_ref(), ROOT_CONTEXT)?;
+        self.call(|e| e.on_delete.as_ref(), ROOT_CONTEXT)?;
+        Ok(())
     }
 
     /// A header or body callback's answer; a module without the callback goes on.

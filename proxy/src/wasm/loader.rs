@@ -2,7 +2,8 @@
 //! loaded plugins: reads each module, from a file or built into the binary (hashing it, and
 //! checking it against the resource's sha256), compiles it once per content hash (wasmtime's
 //! cache keeps the result on disk under the state dir), links it, and brings one trial instance
-//! up to check that `proxy_on_vm_start` and `proxy_on_configure` accept their configuration.
+//! up to check that `proxy_on_vm_start` and `proxy_on_configure` accept their configuration
+//! (for a SERVICE plugin, that instance is the one that serves, and the loader keeps it running).
 //! A plugin whose resource and module are unchanged is reused as it is, instances and all.
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,9 +21,10 @@ use super::host::HostState;
 use super::instance::{Failure, Instance};
 use super::plugin::{FailurePolicy, Plugin, PluginInfo};
 use super::runtime::{MAX_MEMORY_LIMIT, RuntimeError, Shared};
+use super::service::{self, Service, Started};
 use crate::compile::wanted::WantedPlugin;
 use crate::config::NamespacedName;
-use crate::config::crd::WasmPluginSpec;
+use crate::config::crd::{WasmPluginSpec, WasmPluginType};
 use crate::duration::parse_duration;
 use crate::problem::Problem;
 
@@ -59,6 +61,8 @@ pub struct Loader {
     /// SHA-256 of each built-in module, computed once.
     builtin_hashes: HashMap<String, String>,
     plugins: HashMap<NamespacedName, (WantedPlugin, String, PluginLoad, Option<Problem>)>,
+    /// The SERVICE plugins running, stopped when dropped.
+    services: HashMap<NamespacedName, Service>,
 }
 
 /// A problem with one field of a WasmPlugin.
@@ -152,6 +156,7 @@ impl Loader {
             modules: HashMap::new(),
             builtin_hashes: HashMap::new(),
             plugins: HashMap::new(),
+            services: HashMap::new(),
         })
     }
 
@@ -181,6 +186,8 @@ impl Loader {
                 Some((_, _, load, problem)) => (load, problem),
                 None => {
                     changed = true;
+                    // A new version of a service replaces the old one: stop the old first.
+                    self.services.remove(&want.key);
                     let result = match &want.problem {
                         Some((field, reason)) => Err(bad(field.clone(), reason.clone())),
                         None => {
@@ -188,23 +195,32 @@ impl Loader {
                         }
                     };
                     match result {
-                        Ok(plugin) => (PluginLoad::Ready(Arc::new(plugin)), None),
+                        Ok((plugin, started)) => {
+                            let plugin = Arc::new(plugin);
+                            if let Some(started) = started {
+                                let service =
+                                    Service::start(self.shared.clone(), plugin.clone(), started);
+                                self.services.insert(want.key.clone(), service);
+                            }
+                            let warning = (want.spec.plugin_type == WasmPluginType::Service
+                                && want.spec.targets.is_some())
+                            .then(|| {
+                                problem(
+                                    want,
+                                    bad(
+                                        "spec.targets",
+                                        "a SERVICE plugin runs on its own, on no route: \
+                                         its targets are ignored",
+                                    ),
+                                )
+                                .0
+                            });
+                            (PluginLoad::Ready(plugin), warning)
+                        }
                         Err(bad) => {
-                            let (field, reason) = match &want.field {
-                                None => (bad.field, bad.reason),
-                                Some(field) => (
-                                    field.clone(),
-                                    format!("{}: {}: {}", want.spec.module, bad.field, bad.reason),
-                                ),
-                            };
-                            let problem = Problem::field(
-                                want.file.clone(),
-                                want.object.clone(),
-                                field.clone(),
-                                reason.clone(),
-                            );
+                            let (problem, reason) = problem(want, bad);
                             let load = PluginLoad::Broken {
-                                reason: format!("{}: {field}: {reason}", want.object),
+                                reason,
                                 policy: want.spec.failure_policy,
                                 phase: want.spec.phase,
                                 priority: want.spec.priority,
@@ -222,6 +238,12 @@ impl Loader {
             loaded.insert(want.key.clone(), load);
         }
         self.plugins = kept;
+        let plugins = &self.plugins;
+        self.services.retain(|key, _| {
+            plugins
+                .get(key)
+                .is_some_and(|(_, _, load, _)| matches!(load, PluginLoad::Ready(_)))
+        });
         (loaded, problems, changed)
     }
 
@@ -280,7 +302,7 @@ impl Loader {
         key: &NamespacedName,
         spec: &WasmPluginSpec,
         source: ModuleSource,
-    ) -> Result<Plugin, Bad> {
+    ) -> Result<(Plugin, Option<Started>), Bad> {
         let deadline = match &spec.timeout {
             None => DEFAULT_DEADLINE,
             Some(text) => match parse_duration(text) {
@@ -348,17 +370,52 @@ impl Loader {
                     spec.priority,
                 )
             })
-            .and_then(|mut plugin| {
-                // A trial run: the plugin must come up with its configuration.
-                match Instance::new(&plugin, self.shared.clone(), false, None) {
-                    Ok(trial) => {
-                        plugin.unneeded = trial.state().unneeded;
-                        Ok(plugin)
-                    }
-                    Err(failure) => Err(refusal(&failure)),
-                }
-            })
+            .and_then(|plugin| self.bring_up(plugin, spec.plugin_type))
     }
+
+    /// Brings a plugin up once: it must come up with its configuration. A service's instance is
+    /// the one that serves. An HTTP plugin's is a trial on scratch state (its serving instances
+    /// start on the worker threads), which must also make an HTTP context.
+    fn bring_up(
+        &self,
+        mut plugin: Plugin,
+        plugin_type: WasmPluginType,
+    ) -> Result<(Plugin, Option<Started>), Bad> {
+        if plugin_type == WasmPluginType::Service {
+            let started = service::bring_up(&self.shared, &plugin).map_err(|f| refusal(&f))?;
+            return Ok((plugin, Some(started)));
+        }
+        let scratch = self
+            .shared
+            .scratch()
+            .map_err(|e| bad("spec.module", e.to_string()))?;
+        let mut trial = Instance::new(&plugin, scratch, None).map_err(|f| refusal(&f))?;
+        trial.probe_http_context().map_err(|failure| {
+            bad(
+                "spec.type",
+                format!(
+                    "the module makes no HTTP context (creating one {failure}): a module with \
+                     only a root context, such as an Envoy bootstrap plugin, runs as type SERVICE"
+                ),
+            )
+        })?;
+        plugin.unneeded = trial.state().unneeded;
+        Ok((plugin, None))
+    }
+}
+
+/// The problem `bad` makes for `want`, and the reason routes that apply it answer with.
+fn problem(want: &WantedPlugin, bad: Bad) -> (Problem, String) {
+    let (field, reason) = match &want.field {
+        None => (bad.field, bad.reason),
+        Some(field) => (
+            field.clone(),
+            format!("{}: {}: {}", want.spec.module, bad.field, bad.reason),
+        ),
+    };
+    let broken = format!("{}: {field}: {reason}", want.object);
+    let problem = Problem::field(want.file.clone(), want.object.clone(), field, reason);
+    (problem, broken)
 }
 
 fn hex(bytes: &[u8]) -> String {

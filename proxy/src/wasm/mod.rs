@@ -14,9 +14,11 @@ pub mod filter;
 pub mod host;
 pub mod instance;
 pub mod loader;
+pub mod local_reply;
 pub mod plugin;
 pub mod plugin_metrics;
 pub mod runtime;
+pub mod service;
 pub mod shared_data;
 pub mod workers;
 

@@ -99,6 +99,20 @@ impl Shared {
         Ok(shared)
     }
 
+    /// State for an instance whose effects must not be seen by the plugins that serve: the same
+    /// engine (and epoch), but shared data, queues and metrics of its own. A plugin's trial at
+    /// load runs on it, so that what its `proxy_on_configure` does once more than its serving
+    /// instances (a counter it bumps, a queue it registers) leaves no trace.
+    pub fn scratch(&self) -> Result<Arc<Self>, RuntimeError> {
+        Ok(Arc::new(Shared {
+            engine: self.engine.clone(),
+            data: SharedData::default(),
+            queues: SharedQueues::default(),
+            metrics: PluginMetrics::new(&prometheus::Registry::new())?,
+            snapshots: self.snapshots.clone(),
+        }))
+    }
+
     /// Epoch ticks for a deadline, at least one.
     pub fn ticks(deadline: Duration) -> u64 {
         (deadline.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64 + 1

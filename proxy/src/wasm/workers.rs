@@ -86,7 +86,7 @@ pub fn with_instance<R>(
             }
             let incarnation = INCARNATIONS.fetch_add(1, Ordering::Relaxed);
             let (events, queue_ready) = tokio::sync::mpsc::unbounded_channel();
-            match Instance::new(plugin, shared.clone(), true, Some(events)) {
+            match Instance::new(plugin, shared.clone(), Some(events)) {
                 Ok(instance) => {
                     slot.instance = Some(instance);
                     slot.incarnation = incarnation;

@@ -358,10 +358,12 @@ async fn plugins_read_properties_and_export_metrics() {
     assert!(props["requests metric"].as_u64().unwrap() >= 2);
 
     let metrics = gantry.metrics().await;
+    // Both responses passed the plugin's response callbacks: the proxied one, and the plugin's
+    // own local reply (Envoy sends local replies through the encoder filters).
     for line in [
         "gantry_plugin_counter{name=\"observe_requests\",plugin=\"default/observe\"} 2",
         "gantry_plugin_gauge{name=\"observe_last_status\",plugin=\"default/observe\"} 200",
-        "gantry_plugin_histogram_count{name=\"observe_response_bytes\",plugin=\"default/observe\"} 1",
+        "gantry_plugin_histogram_count{name=\"observe_response_bytes\",plugin=\"default/observe\"} 2",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
     }

@@ -5,7 +5,7 @@
 use wasmtime::Linker;
 
 use super::memory::{self, Caller_};
-use super::status::{NOT_FOUND, OK};
+use super::status::{BAD_ARGUMENT, NOT_FOUND, OK};
 use crate::wasm::host::{BodyKind, HostState};
 
 const REQUEST_BODY: u32 = 0;
@@ -13,6 +13,9 @@ const RESPONSE_BODY: u32 = 1;
 const CALL_RESPONSE_BODY: u32 = 4;
 const VM_CONFIGURATION: u32 = 6;
 const PLUGIN_CONFIGURATION: u32 = 7;
+/// The largest buffer type of the ABI (call data); a larger one is refused with `BadArgument`,
+/// as proxy-wasm-cpp-host refuses it (`if (type > WasmBufferType::MAX)` in `src/exports.cc`).
+const MAX_BUFFER_TYPE: u32 = 8;
 
 fn body_kind(kind: u32) -> Option<BodyKind> {
     match kind {
@@ -48,6 +51,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ret_ptr: u32,
          ret_len: u32|
          -> wasmtime::Result<u32> {
+            if kind > MAX_BUFFER_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let Some(bytes) = buffer(c.data(), kind) else {
                 return Ok(NOT_FOUND);
             };
@@ -62,6 +68,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_buffer_status",
         |mut c: Caller_<'_>, kind: u32, len_ptr: u32, flags_ptr: u32| -> wasmtime::Result<u32> {
+            if kind > MAX_BUFFER_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let Some(len) = buffer(c.data(), kind).map(<[u8]>::len) else {
                 return Ok(NOT_FOUND);
             };
@@ -81,6 +90,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ptr: u32,
          len: u32|
          -> wasmtime::Result<u32> {
+            if kind > MAX_BUFFER_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let data = memory::read(&mut c, "proxy_set_buffer_bytes", ptr, len)?;
             let state = c.data_mut();
             let Some(body) = body_kind(kind) else {

@@ -12,6 +12,10 @@ use super::status::{BAD_ARGUMENT, NOT_FOUND, OK};
 use crate::wasm::host::HostState;
 use crate::wasm::plugin_metrics::{MetricError, MetricKind};
 
+/// The ABI's highest log level (critical); a higher one is refused with `BadArgument`, as
+/// proxy-wasm-cpp-host refuses it (`if (level > LogLevel::Max)` in `src/exports.cc`).
+const MAX_LOG_LEVEL: u32 = 5;
+
 /// Logs a plugin's message under the `gantry::plugin` target, tagged with the plugin's name.
 pub fn log(plugin: &str, level: u32, message: &str) {
     match level {
@@ -19,6 +23,7 @@ pub fn log(plugin: &str, level: u32, message: &str) {
         1 => debug!(target: "gantry::plugin", plugin, "{message}"),
         2 => info!(target: "gantry::plugin", plugin, "{message}"),
         3 => warn!(target: "gantry::plugin", plugin, "{message}"),
+        // Error and critical.
         _ => error!(target: "gantry::plugin", plugin, "{message}"),
     }
 }
@@ -36,6 +41,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_log",
         |mut c: Caller_<'_>, level: u32, ptr: u32, len: u32| -> wasmtime::Result<u32> {
+            if level > MAX_LOG_LEVEL {
+                return Ok(BAD_ARGUMENT);
+            }
             let message = memory::read_string(&mut c, "proxy_log", ptr, len)?;
             log(&c.data().plugin.name, level, &message);
             if level >= 4 && c.data().contexts.is_empty() {

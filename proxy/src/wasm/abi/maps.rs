@@ -19,6 +19,9 @@ const RESPONSE_HEADERS: u32 = 2;
 const RESPONSE_TRAILERS: u32 = 3;
 const CALL_RESPONSE_HEADERS: u32 = 6;
 const CALL_RESPONSE_TRAILERS: u32 = 7;
+/// The largest map type of the ABI; a larger one is refused with `BadArgument`, as
+/// proxy-wasm-cpp-host refuses it (`if (type > WasmHeaderMapType::MAX)` in `src/exports.cc`).
+const MAX_MAP_TYPE: u32 = CALL_RESPONSE_TRAILERS;
 
 /// A map a host call works on.
 enum Map<'a> {
@@ -101,22 +104,62 @@ pub fn request_pairs(req: &RequestHeader, tls: bool) -> Vec<(Vec<u8>, Vec<u8>)> 
     out
 }
 
+/// Every entry of the response's head, `:status` first.
+pub fn response_pairs(resp: &ResponseHeader) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::with_capacity(resp.headers.len() + 1);
+    out.push((
+        b":status".to_vec(),
+        resp.status.as_str().as_bytes().to_vec(),
+    ));
+    out.extend(
+        resp.headers
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
+    );
+    out
+}
+
+/// Every value of field `name` (any case, pseudo-headers included), joined with `separator`,
+/// as Envoy's `request.headers.NAME` attribute reads a header map.
+pub fn request_value(
+    req: &RequestHeader,
+    tls: bool,
+    name: &str,
+    separator: &[u8],
+) -> Option<Vec<u8>> {
+    let name = name.to_ascii_lowercase();
+    match name.as_str() {
+        ":authority" => authority(req),
+        ":path" => Some(path(req).as_bytes().to_vec()),
+        ":method" => Some(req.method.as_str().as_bytes().to_vec()),
+        ":scheme" => Some(scheme(tls).to_vec()),
+        _ => joined(&req.headers, &name, separator),
+    }
+}
+
+/// Like [`request_value`], for the response's head.
+pub fn response_value(resp: &ResponseHeader, name: &str, separator: &[u8]) -> Option<Vec<u8>> {
+    let name = name.to_ascii_lowercase();
+    match name.as_str() {
+        ":status" => Some(resp.status.as_str().as_bytes().to_vec()),
+        _ => joined(&resp.headers, &name, separator),
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &str, separator: &[u8]) -> Option<Vec<u8>> {
+    let mut values = headers.get_all(name).iter();
+    let mut out = values.next()?.as_bytes().to_vec();
+    for value in values {
+        out.extend_from_slice(separator);
+        out.extend_from_slice(value.as_bytes());
+    }
+    Some(out)
+}
+
 fn pairs_of(map: &Map<'_>) -> Vec<(Vec<u8>, Vec<u8>)> {
     match map {
         Map::Request(req, tls) => request_pairs(req, *tls),
-        Map::Response(resp) => {
-            let mut out = Vec::with_capacity(resp.headers.len() + 1);
-            out.push((
-                b":status".to_vec(),
-                resp.status.as_str().as_bytes().to_vec(),
-            ));
-            out.extend(
-                resp.headers
-                    .iter()
-                    .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec())),
-            );
-            out
-        }
+        Map::Response(resp) => response_pairs(resp),
         Map::Trailers(map) => map
             .iter()
             .map(|(n, v)| (n.as_str().as_bytes().to_vec(), v.as_bytes().to_vec()))
@@ -315,6 +358,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_pairs",
         |mut c: Caller_<'_>, kind: u32, ret_ptr: u32, ret_len: u32| -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let bytes = match map(c.data_mut(), kind) {
                 Some(map) => {
                     let pairs = pairs_of(&map);
@@ -336,6 +382,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_header_map_pairs",
         |mut c: Caller_<'_>, kind: u32, ptr: u32, len: u32| -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let bytes = memory::read(&mut c, "proxy_set_header_map_pairs", ptr, len)?;
             let Ok(entries) = pairs::deserialize(&bytes) else {
                 return Ok(BAD_ARGUMENT);
@@ -365,6 +414,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          ret_ptr: u32,
          ret_len: u32|
          -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let name = lower(memory::read_string(
                 &mut c,
                 "proxy_get_header_map_value",
@@ -395,6 +447,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                   value_ptr: u32,
                   value_len: u32|
                   -> wasmtime::Result<u32> {
+                if kind > MAX_MAP_TYPE {
+                    return Ok(BAD_ARGUMENT);
+                }
                 let name = lower(memory::read_string(&mut c, function, key_ptr, key_len)?);
                 let v = memory::read(&mut c, function, value_ptr, value_len)?;
                 let state = c.data_mut();
@@ -413,6 +468,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_remove_header_map_value",
         |mut c: Caller_<'_>, kind: u32, key_ptr: u32, key_len: u32| -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let name = lower(memory::read_string(
                 &mut c,
                 "proxy_remove_header_map_value",
@@ -434,6 +492,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_get_header_map_size",
         |mut c: Caller_<'_>, kind: u32, ret: u32| -> wasmtime::Result<u32> {
+            if kind > MAX_MAP_TYPE {
+                return Ok(BAD_ARGUMENT);
+            }
             let size = map(c.data_mut(), kind).map_or(0, |map| {
                 pairs::serialize(pairs_of(&map).iter().map(|(k, v)| (&k[..], &v[..]))).len()
             });

@@ -1,15 +1,19 @@
 //! Properties: the attributes of the request and of the plugin under Envoy's names
-//! (`request.path`, `source.address`, `plugin_name`...), encoded as Envoy encodes them (strings as
-//! bytes, integers as 8-byte little-endian, booleans as one byte, maps in the ABI's map
-//! serialization), and properties plugins set themselves.
+//! (`request.path`, `request.headers.NAME`, `source.address`, `plugin_name`...), encoded as Envoy
+//! encodes them (strings as bytes, integers as 8-byte little-endian, timestamps and durations as
+//! little-endian `i64` nanoseconds, booleans as one byte, maps in the ABI's map serialization),
+//! and properties plugins set themselves, which every plugin of the request sees.
 
+use std::time::{Duration, UNIX_EPOCH};
+
+use pingora::http::RequestHeader;
 use wasmtime::Linker;
 
 use super::maps;
 use super::memory::{self, Caller_};
 use super::pairs;
-use super::status::{NOT_FOUND, OK};
-use crate::wasm::host::HostState;
+use super::status::{INTERNAL_FAILURE, NOT_FOUND, OK};
+use crate::wasm::host::{Completion, Exchange, HostState};
 
 fn int(value: impl Into<i64>) -> Vec<u8> {
     value.into().to_le_bytes().to_vec()
@@ -19,7 +23,14 @@ fn text(value: impl AsRef<[u8]>) -> Vec<u8> {
     value.as_ref().to_vec()
 }
 
-/// A property's value, or `None` when it does not exist (here, or not yet).
+/// Nanoseconds as Envoy encodes timestamps and durations: a little-endian `i64`.
+fn nanos(value: Duration) -> Vec<u8> {
+    int(i64::try_from(value.as_nanos()).unwrap_or(i64::MAX))
+}
+
+/// A property's value, or `None` when it does not exist (here, or not yet). Envoy's attributes
+/// come first, then what plugins set on the request (Envoy's attribute names shadow a set
+/// property of the same name too).
 fn lookup(state: &HostState, path: &str) -> Option<Vec<u8>> {
     let plugin = &state.plugin;
     match path {
@@ -28,19 +39,29 @@ fn lookup(state: &HostState, path: &str) -> Option<Vec<u8>> {
         "plugin_vm_id" => return Some(text(&plugin.vm_id)),
         _ => {}
     }
-    let set = match state.contexts.get(&state.effective_context) {
-        Some(context) => &context.properties,
-        None => &state.root_properties,
-    };
-    if let Some(value) = set.get(path) {
-        return Some(value.clone());
+    if state.in_exchange()
+        && let Some(value) = attribute(&state.exchange, path)
+    {
+        return Some(value);
     }
-    if !state.in_exchange() {
-        return None;
-    }
-    let exchange = &state.exchange;
+    let context = state.contexts.get(&state.effective_context)?;
+    let properties = context.properties.lock().ok()?;
+    properties.get(path).cloned()
+}
+
+/// An attribute of the request in the exchange (Envoy's list: `docs/root/intro/arch_overview/
+/// advanced/attributes.rst`), encoded as Envoy's `serializeValue` encodes it.
+fn attribute(exchange: &Exchange, path: &str) -> Option<Vec<u8>> {
     let info = exchange.info.as_ref()?;
     let req = exchange.has_request.then_some(&exchange.request);
+    let resp = exchange.has_response.then_some(&exchange.response);
+    let done = info.completion.as_ref();
+    if let Some(name) = path.strip_prefix("request.headers.") {
+        return req.and_then(|r| maps::request_value(r, info.tls, name, b","));
+    }
+    if let Some(name) = path.strip_prefix("response.headers.") {
+        return resp.and_then(|r| maps::response_value(r, name, b","));
+    }
     match path {
         "request.path" => req.map(|r| text(maps::path(r))),
         "request.url_path" => req.map(|r| text(r.uri.path())),
@@ -63,28 +84,63 @@ fn lookup(state: &HostState, path: &str) -> Option<Vec<u8>> {
             let pairs = maps::request_pairs(r, info.tls);
             pairs::serialize(pairs.iter().map(|(k, v)| (&k[..], &v[..])))
         }),
+        "request.time" => Some(nanos(
+            info.start.duration_since(UNIX_EPOCH).unwrap_or_default(),
+        )),
+        // Known once the request is complete, as in Envoy (`requestComplete()`): at log time.
+        "request.duration" => done.map(|d| nanos(d.duration)),
+        // The declared length when the head says it, else the body bytes received.
+        "request.size" => Some(int(request_size(req, done))),
+        "request.total_size" => {
+            let head = req.map_or(0, |r| head_bytes(&maps::request_pairs(r, info.tls)));
+            let body = done.map_or(0, |d| d.request_body_bytes);
+            Some(int(clamp(head.saturating_add(body))))
+        }
+        "response.size" => Some(int(clamp(done.map_or(0, |d| d.response_body_bytes)))),
+        "response.total_size" => {
+            Some(int(clamp(done.map_or(0, |d| {
+                d.response_body_bytes + d.response_head_bytes
+            }))))
+        }
+        "response.code" => info.response_code.map(int),
+        "response.code_details" => info.response_code_details.as_ref().map(|d| text(&**d)),
+        "response.flags" => Some(int(clamp(info.response_flags))),
+        "response.headers" => resp.map(|r| {
+            let pairs = maps::response_pairs(r);
+            pairs::serialize(pairs.iter().map(|(k, v)| (&k[..], &v[..])))
+        }),
         "source.address" => info.client.map(|a| text(a.to_string())),
         "source.port" => info.client.map(|a| int(a.port())),
         "destination.address" => info.server.map(|a| text(a.to_string())),
         "destination.port" => info.server.map(|a| int(a.port())),
         "upstream.address" => info.upstream.map(|a| text(a.to_string())),
         "upstream.port" => info.upstream.map(|a| int(a.port())),
-        "response.code" => info.response_code.map(int),
-        "response.headers" if exchange.has_response => {
-            let resp = &exchange.response;
-            let entries: Vec<(&[u8], &[u8])> = resp
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
-                .collect();
-            Some(pairs::serialize(entries))
-        }
+        "connection.id" | "connection_id" => Some(info.connection_id.to_le_bytes().to_vec()),
         "connection.mtls" => Some(vec![0]),
         "connection.tls" => Some(vec![u8::from(info.tls)]),
         "route_name" | "xds.route_name" => Some(text(&*info.route_name)),
         "xds.cluster_name" => info.cluster_name.as_ref().map(|c| text(&**c)),
         _ => None,
     }
+}
+
+fn clamp(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// `request.size`: the request's `content-length` when it has one, else the body bytes
+/// received so far (known at log time).
+fn request_size(req: Option<&RequestHeader>, done: Option<&Completion>) -> i64 {
+    let declared = req
+        .and_then(|r| r.headers.get(http::header::CONTENT_LENGTH))
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    declared.unwrap_or_else(|| clamp(done.map_or(0, |d| d.request_body_bytes)))
+}
+
+/// A head's size as Envoy counts a header map's (`byteSize`): every name and value.
+fn head_bytes(pairs: &[(Vec<u8>, Vec<u8>)]) -> u64 {
+    pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
 }
 
 /// A property path arrives as NUL-separated segments; it is looked up by its dotted form.
@@ -127,13 +183,15 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          -> wasmtime::Result<u32> {
             let raw = memory::read(&mut c, "proxy_set_property", path_ptr, path_len)?;
             let value = memory::read(&mut c, "proxy_set_property", value_ptr, value_len)?;
-            let state = c.data_mut();
-            let effective = state.effective_context;
-            let set = match state.contexts.get_mut(&effective) {
-                Some(context) => &mut context.properties,
-                None => &mut state.root_properties,
+            let state = c.data();
+            // A root context belongs to no request: Envoy answers NotFound there too.
+            let Some(context) = state.contexts.get(&state.effective_context) else {
+                return Ok(NOT_FOUND);
             };
-            set.insert(dotted(&raw), value);
+            let Ok(mut properties) = context.properties.lock() else {
+                return Ok(INTERNAL_FAILURE);
+            };
+            properties.insert(dotted(&raw), value);
             Ok(OK)
         },
     )?;

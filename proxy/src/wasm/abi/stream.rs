@@ -2,6 +2,7 @@
 //! locally, clearing the route cache, and HTTP calls to other upstreams (gRPC calls are refused
 //! with a status the SDKs report as an error).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,8 +15,14 @@ use crate::wasm::host::{HostState, LocalResponse, OutgoingCall};
 
 const HTTP_REQUEST: u32 = 0;
 const HTTP_RESPONSE: u32 = 1;
+/// The largest stream type of the ABI (upstream); a larger one is refused with `BadArgument`, as
+/// proxy-wasm-cpp-host refuses it (`if (type > WasmStreamType::MAX)` in `src/exports.cc`).
+const MAX_STREAM_TYPE: u32 = 3;
 
 fn resume(state: &mut HostState, stream: u32) -> u32 {
+    if stream > MAX_STREAM_TYPE {
+        return BAD_ARGUMENT;
+    }
     let Some(context) = state.context_mut() else {
         return OK;
     };
@@ -48,7 +55,10 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_close_stream",
-        |mut c: Caller_<'_>, _stream: u32| -> u32 {
+        |mut c: Caller_<'_>, stream: u32| -> u32 {
+            if stream > MAX_STREAM_TYPE {
+                return BAD_ARGUMENT;
+            }
             if let Some(context) = c.data_mut().context_mut() {
                 context.close = true;
                 context.wake.notify.notify_one();
@@ -71,8 +81,8 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_send_local_response",
         |mut c: Caller_<'_>,
          status: u32,
-         _details_ptr: u32,
-         _details_len: u32,
+         details_ptr: u32,
+         details_len: u32,
          body_ptr: u32,
          body_len: u32,
          headers_ptr: u32,
@@ -80,6 +90,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
          grpc_status: i32|
          -> wasmtime::Result<u32> {
             let f = "proxy_send_local_response";
+            let details = memory::read_string(&mut c, f, details_ptr, details_len)?;
             let body = memory::read(&mut c, f, body_ptr, body_len)?;
             let raw = memory::read(&mut c, f, headers_ptr, headers_len)?;
             let Ok(mut headers) = pairs::deserialize(&raw) else {
@@ -91,7 +102,8 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             else {
                 return Ok(BAD_ARGUMENT);
             };
-            if grpc_status >= 0 {
+            // The SDKs pass -1 for "no gRPC status"; Envoy takes only the known codes.
+            if (0..=16).contains(&grpc_status) {
                 headers.push((
                     b"grpc-status".to_vec(),
                     grpc_status.to_string().into_bytes(),
@@ -102,6 +114,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             context.local_response = Some(LocalResponse {
                 status,
+                details: Arc::from(details.replace(' ', "_")),
                 headers,
                 body: Bytes::from(body),
             });

@@ -1,0 +1,175 @@
+//! Service plugins (`type: SERVICE`): a module run for its root context alone, one instance in
+//! the process and on no route, as Envoy runs a bootstrap `WasmService` with `singleton: true`
+//! (the Rust SDK's `hello_world` is one). The instance the loader brought up is the one that
+//! serves: it lives on a task of its own, which makes its ticks, delivers its queue
+//! notifications and the answers to its HTTP calls, and shares data and queues with the HTTP
+//! plugins of its VM id. A failed instance is replaced after a pause that doubles with every
+//! failure in a row; a changed or removed WasmPlugin stops it (`proxy_on_done`, then
+//! `proxy_on_delete` on its root context).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, Interval, MissedTickBehavior};
+
+use super::call;
+use super::host::{CallResponse, OutgoingCall};
+use super::instance::{Failure, Instance};
+use super::plugin::Plugin;
+use super::runtime::Shared;
+use super::workers::{deliver, report};
+
+/// The first pause before a failed service is brought up again, and the longest.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+const LONGEST_RETRY: Duration = Duration::from_secs(60);
+
+/// An instance that has run its start-up callbacks, with what they left to do.
+pub struct Started {
+    instance: Instance,
+    queue_ready: UnboundedReceiver<u32>,
+    calls: Vec<OutgoingCall>,
+}
+
+impl std::fmt::Debug for Started {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("service::Started")
+    }
+}
+
+/// Instantiates the plugin and runs `proxy_on_vm_start` and `proxy_on_configure`.
+pub fn bring_up(shared: &Arc<Shared>, plugin: &Plugin) -> Result<Started, Failure> {
+    let (events, queue_ready) = unbounded_channel();
+    let mut instance = Instance::new(plugin, shared.clone(), Some(events))?;
+    let calls = std::mem::take(&mut instance.state_mut().calls);
+    Ok(Started {
+        instance,
+        queue_ready,
+        calls,
+    })
+}
+
+/// A running service; dropping it stops it.
+#[derive(Debug)]
+pub struct Service {
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Service {
+    /// Runs `started` (an instance of `plugin`) on a task of its own.
+    pub fn start(shared: Arc<Shared>, plugin: Arc<Plugin>, started: Started) -> Service {
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(run(shared, plugin, started, stopped));
+        Service { stop: Some(stop) }
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn run(
+    shared: Arc<Shared>,
+    plugin: Arc<Plugin>,
+    started: Started,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut next = Some(started);
+    let mut pause = FIRST_RETRY;
+    loop {
+        let started = match next.take() {
+            Some(started) => started,
+            None => match bring_up(&shared, &plugin) {
+                Ok(started) => started,
+                Err(failure) => {
+                    report(&shared, &plugin, &failure);
+                    if wait(&mut stopped, &mut pause).await {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let Err(failure) = serve(started, &mut stopped).await else {
+            return;
+        };
+        report(&shared, &plugin, &failure);
+        if wait(&mut stopped, &mut pause).await {
+            return;
+        }
+    }
+}
+
+/// Waits out the pause before the next try (doubling it for the one after); true when the
+/// service was stopped meanwhile.
+async fn wait(stopped: &mut oneshot::Receiver<()>, pause: &mut Duration) -> bool {
+    let this = *pause;
+    *pause = (*pause * 2).min(LONGEST_RETRY);
+    tokio::select! {
+        _ = stopped => true,
+        _ = tokio::time::sleep(this) => false,
+    }
+}
+
+/// Serves one instance until it fails (the failure) or the service is stopped (`Ok`).
+async fn serve(started: Started, stopped: &mut oneshot::Receiver<()>) -> Result<(), Failure> {
+    let Started {
+        mut instance,
+        mut queue_ready,
+        calls,
+    } = started;
+    let root = instance.root_context_id();
+    let mut in_flight: JoinSet<(u32, CallResponse)> = JoinSet::new();
+    let mut ticker: Option<(Duration, Interval)> = None;
+    dispatch(&mut in_flight, calls);
+    loop {
+        let period = instance.state().tick_period;
+        if ticker.as_ref().map(|(p, _)| *p) != period {
+            ticker = period.map(|period| {
+                // The first tick comes one period after the plugin asks, as in Envoy.
+                let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+                interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                (period, interval)
+            });
+        }
+        let ran = tokio::select! {
+            _ = &mut *stopped => {
+                let _ = instance.finish_root();
+                return Ok(());
+            }
+            () = next_tick(&mut ticker) => instance.on_tick(),
+            Some(queue) = queue_ready.recv() => instance.on_queue_ready(queue),
+            Some(Ok((token, response))) = in_flight.join_next(), if !in_flight.is_empty() => {
+                deliver(&mut instance, root, token, response).map(|_| ())
+            }
+        };
+        ran?;
+        let calls = std::mem::take(&mut instance.state_mut().calls);
+        dispatch(&mut in_flight, calls);
+    }
+}
+
+/// The next tick, or never when the plugin set no period.
+async fn next_tick(ticker: &mut Option<(Duration, Interval)>) {
+    match ticker {
+        Some((_, interval)) => {
+            interval.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn dispatch(in_flight: &mut JoinSet<(u32, CallResponse)>, calls: Vec<OutgoingCall>) {
+    for call in calls {
+        in_flight.spawn(async move {
+            let response = call::perform(&call).await;
+            (call.token, response)
+        });
+    }
+}
