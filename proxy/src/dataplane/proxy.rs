@@ -730,7 +730,7 @@ impl EdgeProxy {
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<usize>().ok());
-        if !ctx.has_body || !wanted || !declared.is_some_and(|n| n <= HELD_BODY_LIMIT) {
+        if !ctx.has_body || !wanted || declared.is_none_or(|n| n > HELD_BODY_LIMIT) {
             return Ok(false);
         }
         if headers::expects_continue(session.req_header()) {

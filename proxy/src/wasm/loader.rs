@@ -198,9 +198,15 @@ impl Loader {
                         Ok((plugin, started)) => {
                             let plugin = Arc::new(plugin);
                             if let Some(started) = started {
-                                let service =
-                                    Service::start(self.shared.clone(), plugin.clone(), started);
-                                self.services.insert(want.key.clone(), service);
+                                match Service::start(self.shared.clone(), plugin.clone(), started) {
+                                    Ok(service) => {
+                                        self.services.insert(want.key.clone(), service);
+                                    }
+                                    Err(e) => tracing::error!(
+                                        plugin = %want.key,
+                                        "cannot start the service plugin: {e}"
+                                    ),
+                                }
                             }
                             let warning = (want.spec.plugin_type == WasmPluginType::Service
                                 && want.spec.targets.is_some())

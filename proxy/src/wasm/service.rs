@@ -7,7 +7,7 @@
 //! failure in a row; a changed or removed WasmPlugin stops it (`proxy_on_done`, then
 //! `proxy_on_delete` on its root context).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -59,11 +59,33 @@ pub struct Service {
 
 impl Service {
     /// Runs `started` (an instance of `plugin`) on a task of its own.
-    pub fn start(shared: Arc<Shared>, plugin: Arc<Plugin>, started: Started) -> Service {
+    pub fn start(
+        shared: Arc<Shared>,
+        plugin: Arc<Plugin>,
+        started: Started,
+    ) -> std::io::Result<Service> {
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(run(shared, plugin, started, stopped));
-        Service { stop: Some(stop) }
+        runtime()?.spawn(run(shared, plugin, started, stopped));
+        Ok(Service { stop: Some(stop) })
     }
+}
+
+/// The runtime services run on: one thread of their own, started with the first service (as
+/// Envoy runs singleton services on its main thread), so that their callbacks never hold up
+/// a worker, and so that a service can start before any other runtime does.
+fn runtime() -> std::io::Result<tokio::runtime::Handle> {
+    static RUNTIME: OnceLock<tokio::runtime::Handle> = OnceLock::new();
+    if let Some(handle) = RUNTIME.get() {
+        return Ok(handle.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("gantry-wasm-services".to_owned())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+    Ok(RUNTIME.get_or_init(|| handle).clone())
 }
 
 impl Drop for Service {

@@ -13,6 +13,7 @@ mod kube;
 mod lifecycle;
 mod nginx_annotations;
 mod plugins;
+mod plugins_envoy;
 mod protocols;
 mod quickstart;
 mod reload;

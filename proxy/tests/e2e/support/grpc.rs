@@ -127,13 +127,27 @@ pub async fn tls_channel(addr: SocketAddr, host: &str, ca_pem: &str) -> Channel 
 }
 
 pub async fn unary(channel: Channel, message: &str) -> Result<EchoReply, Status> {
+    unary_with(channel, message, &[]).await
+}
+
+/// A unary call carrying `metadata` (ASCII request headers).
+pub async fn unary_with(
+    channel: Channel,
+    message: &str,
+    metadata: &[(&'static str, &str)],
+) -> Result<EchoReply, Status> {
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready()
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
-    let request = Request::new(EchoRequest {
+    let mut request = Request::new(EchoRequest {
         message: message.to_owned(),
     });
+    for (name, value) in metadata {
+        request
+            .metadata_mut()
+            .insert(*name, value.parse().expect("an ASCII metadata value"));
+    }
     grpc.unary(
         request,
         PathAndQuery::from_static(UNARY),

@@ -1,7 +1,9 @@
 //! Test plugin: pauses each request on an HTTP call to another upstream and resumes it, or
 //! refuses it, from the answer. Configuration: `{"cluster": "..."}` names the upstream.
 //! `/forbidden...` asks a path the upstream answers 403; `/timeout...` one it answers too late;
-//! `/slow...` one it answers after 1.5 s; `/unknown-cluster` calls a cluster that does not exist.
+//! `/slow...` one it answers after 1.5 s; `/unknown-cluster` calls a cluster that does not exist;
+//! `/hop-headers` adds a `host` of its own and hop-by-hop fields to the call, and reports what the
+//! upstream got of them in `x-callout-host`, `x-callout-hop` and `x-callout-kept`.
 
 use std::time::Duration;
 
@@ -89,6 +91,23 @@ impl Context for Callout {
             .ok()
             .and_then(|v| v["server"].as_str().map(str::to_owned))
             .unwrap_or_default();
+        let answer = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+        let seen = |name: &str| -> Option<String> {
+            let values = answer["headers"][name].as_array()?;
+            let values: Vec<&str> = values.iter().filter_map(|v| v.as_str()).collect();
+            Some(values.join(","))
+        };
+        if let Some(host) = seen("host") {
+            self.set_http_request_header("x-callout-host", Some(&host));
+        }
+        let hop: Vec<&str> = ["connection", "keep-alive", "x-hop-secret", "upgrade"]
+            .into_iter()
+            .filter(|name| seen(name).is_some())
+            .collect();
+        self.set_http_request_header("x-callout-hop", Some(&hop.join(",")));
+        if let Some(kept) = seen("x-kept") {
+            self.set_http_request_header("x-callout-kept", Some(&kept));
+        }
         self.set_http_request_header("x-callout-server", Some(&server));
         self.set_http_request_header("x-callout-status", Some(&status));
         self.resume_http_request();
@@ -117,12 +136,22 @@ impl HttpContext for Callout {
         } else {
             (self.cluster.as_str(), "/check", Duration::from_secs(10))
         };
-        let headers = vec![
+        let mut headers = vec![
             (":method", "GET"),
             (":path", call_path),
             (":authority", "callout.test"),
             ("x-original-path", path.as_str()),
         ];
+        if path.starts_with("/hop-headers") {
+            headers.extend([
+                ("host", "evil.test"),
+                ("connection", "keep-alive, x-hop-secret"),
+                ("keep-alive", "timeout=5"),
+                ("x-hop-secret", "1"),
+                ("upgrade", "h2c"),
+                ("x-kept", "yes"),
+            ]);
+        }
         match self.dispatch_http_call(cluster, headers, None, vec![], timeout) {
             Ok(_) => Action::Pause,
             Err(status) => {
