@@ -550,7 +550,7 @@ async fn try_exchange(
     }
     let mut body = (!request.body.is_empty()).then(|| Bytes::from(request.body.clone()));
     if body.is_some() {
-        let verdict = filters.request_body(&mut req, &mut body, true);
+        let verdict = filters.request_body(&mut req, &mut body, true).await;
         if let Some(seen) = stopped(&mut filters, &mut req, verdict).await? {
             return Ok(seen);
         }

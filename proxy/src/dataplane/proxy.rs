@@ -373,7 +373,10 @@ impl ProxyHttp for EdgeProxy {
         let Some(filters) = ctx.filters.as_mut() else {
             return Ok(());
         };
-        match filters.request_body(session.req_header_mut(), body, end_of_stream) {
+        match filters
+            .request_body(session.req_header_mut(), body, end_of_stream)
+            .await
+        {
             Verdict::Continue => Ok(()),
             // The request is on its way upstream: it is abandoned, and `fail_to_proxy` answers
             // with the plugin's reply.
@@ -745,7 +748,10 @@ impl EdgeProxy {
             let Some(filters) = ctx.filters.as_mut() else {
                 return Ok(false);
             };
-            match filters.request_body(session.req_header_mut(), &mut chunk, end) {
+            match filters
+                .request_body(session.req_header_mut(), &mut chunk, end)
+                .await
+            {
                 Verdict::Continue => {
                     if let Some(data) = chunk {
                         held.extend_from_slice(&data);

@@ -22,6 +22,9 @@ use super::workers::{self, deliver};
 
 /// Longest a plugin may hold a request paused.
 const PAUSE_LIMIT: Duration = Duration::from_secs(60);
+/// Most of a body one plugin may hold while it pauses: Envoy's default buffer limit
+/// (`per_connection_buffer_limit_bytes`).
+const BODY_HOLD_LIMIT: usize = 1 << 20;
 
 /// What the data plane does after a phase.
 #[derive(Debug)]
@@ -381,13 +384,16 @@ impl Filters {
 
     /// Passes one body chunk through the plugins (`kind` says which body). A plugin that pauses
     /// keeps the data buffered, and sees everything buffered so far on its next callback; what
-    /// it lets through goes on to the next plugin.
-    fn body(
+    /// it lets through goes on to the next plugin. A plugin that pauses on the last chunk holds
+    /// the body until it resumes it (after an HTTP call's answer, say), answers or fails, when
+    /// `hold_at_end` says the caller can wait; otherwise the body goes on.
+    async fn body(
         &mut self,
         kind: BodyKind,
         req: &mut RequestHeader,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
+        hold_at_end: bool,
     ) -> Verdict {
         let order: Vec<usize> = match kind {
             BodyKind::Request => (0..self.entries.len()).collect(),
@@ -434,56 +440,73 @@ impl Filters {
                 BodyKind::Request => inst.on_request_body(id, size, end_of_stream),
                 BodyKind::Response => inst.on_response_body(id, size, end_of_stream),
             });
-            match step {
+            let step = match step {
                 Err(failure) => {
                     if let Some(verdict) = self.failed(i, failure) {
                         return verdict;
                     }
                     data = buffer.freeze();
+                    continue;
                 }
-                Ok(step) => {
-                    if !step.calls.is_empty() {
-                        let mut calls = JoinSet::new();
-                        for call in step.calls {
-                            calls.spawn(async move {
-                                let response = call::perform(&call).await;
-                                (call.token, response)
-                            });
-                        }
-                        self.detach(i, calls);
-                    }
-                    if let Some(local) = step.local {
-                        return Verdict::Respond(local);
-                    }
-                    if step.close {
-                        return Verdict::Close;
-                    }
-                    if step.action == Action::Pause && !end_of_stream {
-                        let entry = &mut self.entries[i];
-                        match kind {
-                            BodyKind::Request => entry.request_body = buffer,
-                            BodyKind::Response => entry.response_body = buffer,
-                        }
-                        // Pingora reads a missing request chunk as the body's end; an empty
-                        // one is skipped. Held response chunks are simply not written.
-                        *body = (kind == BodyKind::Request).then(Bytes::new);
-                        return Verdict::Continue;
-                    }
-                    data = buffer.freeze();
+                Ok(step) => step,
+            };
+            if step.action == Action::Pause && end_of_stream && hold_at_end {
+                if let Some(verdict) = self.settle(i, &mut io, kind, Ok(step)).await {
+                    return verdict;
                 }
+                data = buffer.freeze();
+                continue;
             }
+            if !step.calls.is_empty() {
+                let mut calls = JoinSet::new();
+                for call in step.calls {
+                    calls.spawn(async move {
+                        let response = call::perform(&call).await;
+                        (call.token, response)
+                    });
+                }
+                self.detach(i, calls);
+            }
+            if let Some(local) = step.local {
+                return Verdict::Respond(local);
+            }
+            if step.close {
+                return Verdict::Close;
+            }
+            if step.action == Action::Pause && !end_of_stream {
+                if buffer.len() > BODY_HOLD_LIMIT {
+                    // Envoy's answer to a filter that buffers past its limit: 413 for a
+                    // request; a response whose head is sent can only be cut.
+                    return match kind {
+                        BodyKind::Request => Verdict::Respond(local_reply::payload_too_large()),
+                        BodyKind::Response => Verdict::Close,
+                    };
+                }
+                let entry = &mut self.entries[i];
+                match kind {
+                    BodyKind::Request => entry.request_body = buffer,
+                    BodyKind::Response => entry.response_body = buffer,
+                }
+                // Pingora reads a missing request chunk as the body's end; an empty one is
+                // skipped. Held response chunks are simply not written.
+                *body = (kind == BodyKind::Request).then(Bytes::new);
+                return Verdict::Continue;
+            }
+            data = buffer.freeze();
         }
         *body = (!data.is_empty()).then_some(data);
         Verdict::Continue
     }
 
-    pub fn request_body(
+    /// The request body's chunk through the plugins; a plugin may hold the request at its end.
+    pub async fn request_body(
         &mut self,
         req: &mut RequestHeader,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
     ) -> Verdict {
-        self.body(BodyKind::Request, req, body, end_of_stream)
+        self.body(BodyKind::Request, req, body, end_of_stream, true)
+            .await
     }
 
     /// `proxy_on_response_trailers` for every plugin, in reverse order.
@@ -526,6 +549,8 @@ impl Filters {
     }
 
     /// Response body; after a local response replaced the upstream's, its body is sent instead.
+    /// Pingora's response body phase cannot wait, so a plugin cannot hold the response at its
+    /// last chunk.
     pub fn response_body(
         &mut self,
         req: &mut RequestHeader,
@@ -537,7 +562,14 @@ impl Filters {
             *body = (!out.is_empty()).then_some(out);
             return Verdict::Continue;
         }
-        self.body(BodyKind::Response, req, body, end_of_stream)
+        let pass = self.body(BodyKind::Response, req, body, end_of_stream, false);
+        // Without waiting, the pass never suspends: one poll finishes it.
+        let mut pass = std::pin::pin!(pass);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match pass.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(verdict) => verdict,
+            std::task::Poll::Pending => Verdict::Close,
+        }
     }
 
     /// Sends a plugin's local reply back through the response callbacks of the plugins the
@@ -560,13 +592,11 @@ impl Filters {
             Some(local_reply::plugin_failed())
         };
         let replacement = match self.response_headers(req, &mut head, body.is_none()).await {
-            Verdict::Continue if body.is_some() => {
-                match self.body(BodyKind::Response, req, &mut body, true) {
-                    Verdict::Continue => None,
-                    Verdict::Fail { plugin, failure } => failed(plugin, failure),
-                    Verdict::Respond(_) | Verdict::Close => return Ok(None),
-                }
-            }
+            Verdict::Continue if body.is_some() => match self.response_body(req, &mut body, true) {
+                Verdict::Continue => None,
+                Verdict::Fail { plugin, failure } => failed(plugin, failure),
+                Verdict::Respond(_) | Verdict::Close => return Ok(None),
+            },
             Verdict::Continue => None,
             Verdict::Respond(again) => Some(again),
             Verdict::Fail { plugin, failure } => failed(plugin, failure),

@@ -29,6 +29,16 @@ pub fn plugin_failed() -> LocalResponse {
     }
 }
 
+/// Envoy's answer to a request body a filter buffers past its limit.
+pub fn payload_too_large() -> LocalResponse {
+    LocalResponse {
+        status: 413,
+        details: Arc::from("request_payload_too_large"),
+        headers: Vec::new(),
+        body: Bytes::from_static(b"Payload Too Large"),
+    }
+}
+
 /// A local reply's head and body, ready to be sent through the response callbacks.
 pub fn response(local: LocalResponse, grpc: bool) -> pingora::Result<(ResponseHeader, Bytes)> {
     if grpc {

@@ -246,6 +246,80 @@ async fn a_local_reply_from_the_request_body_is_sent_and_the_upstream_never_sees
     );
 }
 
+// Envoy holds a request whose filter pauses on the body's last chunk until the filter resumes
+// it (StopIterationAndBuffer at the end of the stream, then `continueDecoding`): a plugin may
+// check the whole body with an HTTP call first, and change it. Both a held body and one that
+// streams to the upstream wait.
+#[tokio::test]
+async fn a_plugin_holds_the_request_at_the_end_of_its_body_until_its_call_is_answered() {
+    let echo = upstream::echo("echo").await;
+    let auth = upstream::echo("auth").await;
+    let config = folder(&echo);
+    config.write(
+        "auth.yaml",
+        &service("default", "auth", "http", None, &[(auth.addr, true)]),
+    );
+    config.write(
+        "plugin.yaml",
+        &wasm_plugin("callout", &module("callout"), "  config: {cluster: auth}\n"),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress_with_plugins("web", "web.test", "echo", "callout"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+    for body in ["hello".to_owned(), "z".repeat(200 << 10)] {
+        let response = client
+            .post(gantry.url("/body-check"))
+            .header("host", "web.test")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let seen: Value = response.json().await.unwrap();
+        assert_eq!(seen["body"], format!("checked by auth: {body}"));
+    }
+    assert_eq!(auth.seen.requests.load(Ordering::SeqCst), 2);
+}
+
+// A filter may buffer at most Envoy's default buffer limit (1 MiB,
+// `per_connection_buffer_limit_bytes`); past it Envoy answers the request 413 "Payload Too
+// Large". Sent over HTTP/2, so that the answer reaches the client while it is still sending.
+#[tokio::test]
+async fn a_plugin_holding_more_than_the_buffer_limit_gets_the_request_refused() {
+    let echo = upstream::echo("echo").await;
+    let config = folder(&echo);
+    config.write(
+        "plugin.yaml",
+        &wasm_plugin("rewrite", &module("rewrite"), "  config: {tag: t}\n"),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress_with_plugins("web", "web.test", "echo", "rewrite"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    clients::crypto();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("web.test", gantry.http)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let response = client
+        .post(format!(
+            "http://web.test:{}/upper-request",
+            gantry.http.port()
+        ))
+        .body("b".repeat(2 << 20))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.text().await.unwrap(), "Payload Too Large");
+}
+
 // Envoy keeps `set_property` values in the stream's filter state (`Context::setProperty`, key
 // `wasm.` + path), which every filter of the stream reads; `request.headers.NAME` and
 // `response.headers.NAME` look a header up, several values joined with a comma

@@ -3,7 +3,9 @@
 //! `/forbidden...` asks a path the upstream answers 403; `/timeout...` one it answers too late;
 //! `/slow...` one it answers after 1.5 s; `/unknown-cluster` calls a cluster that does not exist;
 //! `/hop-headers` adds a `host` of its own and hop-by-hop fields to the call, and reports what the
-//! upstream got of them in `x-callout-host`, `x-callout-hop` and `x-callout-kept`.
+//! upstream got of them in `x-callout-host`, `x-callout-hop` and `x-callout-kept`;
+//! `/body-check` holds the request body, and at its end calls the upstream with it and pauses,
+//! then replaces the body with `checked by SERVER: BODY` and resumes the request.
 
 use std::time::Duration;
 
@@ -45,6 +47,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Callout {
             cluster: self.cluster.clone(),
+            body_check: false,
         }))
     }
 
@@ -55,6 +58,8 @@ impl RootContext for Root {
 
 struct Callout {
     cluster: String,
+    /// The request's body is checked, not its head.
+    body_check: bool,
 }
 
 impl Context for Callout {
@@ -87,6 +92,15 @@ impl Context for Callout {
         let body = self
             .get_http_call_response_body(0, body_size)
             .unwrap_or_default();
+        if self.body_check {
+            let answer = serde_json::from_slice::<serde_json::Value>(&body).unwrap_or_default();
+            let server = answer["server"].as_str().unwrap_or_default();
+            let checked = answer["body"].as_str().unwrap_or_default();
+            let replaced = format!("checked by {server}: {checked}");
+            self.set_http_request_body(0, usize::MAX, replaced.as_bytes());
+            self.resume_http_request();
+            return;
+        }
         let server = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["server"].as_str().map(str::to_owned))
@@ -115,8 +129,41 @@ impl Context for Callout {
 }
 
 impl HttpContext for Callout {
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !self.body_check {
+            return Action::Continue;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let headers = vec![
+            (":method", "POST"),
+            (":path", "/check-body"),
+            (":authority", "callout.test"),
+        ];
+        match self.dispatch_http_call(
+            &self.cluster,
+            headers,
+            Some(&body),
+            vec![],
+            Duration::from_secs(10),
+        ) {
+            Ok(_) => Action::Pause,
+            Err(_) => {
+                self.send_http_response(502, vec![], Some(b"dispatch failed\n"));
+                Action::Pause
+            }
+        }
+    }
+
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let path = self.get_http_request_header(":path").unwrap_or_default();
+        if path.starts_with("/body-check") {
+            self.body_check = true;
+            self.set_http_request_header("content-length", None);
+            return Action::Continue;
+        }
         let (cluster, call_path, timeout) = if path.starts_with("/forbidden") {
             (
                 self.cluster.as_str(),
