@@ -75,6 +75,7 @@ impl Sources {
         let (plugins, problems, plugins_changed) = self
             .plugins
             .load(&crate::compile::wanted::wanted_plugins(&store));
+        self.plugins.run_services();
         if !(always || config_changed || plugins_changed || issued_changed) {
             return None;
         }

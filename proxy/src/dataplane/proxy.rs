@@ -402,8 +402,9 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
-        ctx.code_details = Some(Arc::from(VIA_UPSTREAM));
         if let Some(filters) = ctx.filters.as_mut() {
+            // Only plugins read the details: a request without any spends nothing on them.
+            ctx.code_details = Some(Arc::from(VIA_UPSTREAM));
             let info = Arc::make_mut(&mut filters.info);
             info.upstream = ctx.upstream;
             info.response_code_details = ctx.code_details.clone();

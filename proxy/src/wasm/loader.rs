@@ -3,7 +3,8 @@
 //! checking it against the resource's sha256), compiles it once per content hash (wasmtime's
 //! cache keeps the result on disk under the state dir), links it, and brings one trial instance
 //! up to check that `proxy_on_vm_start` and `proxy_on_configure` accept their configuration
-//! (for a SERVICE plugin, that instance is the one that serves, and the loader keeps it running).
+//! (for a SERVICE plugin, that instance is the one that serves, and the loader keeps it running
+//! once told to).
 //! A plugin whose resource and module are unchanged is reused as it is, instances and all.
 
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +64,8 @@ pub struct Loader {
     plugins: HashMap<NamespacedName, (WantedPlugin, String, PluginLoad, Option<Problem>)>,
     /// The SERVICE plugins running, stopped when dropped.
     services: HashMap<NamespacedName, Service>,
+    /// SERVICE plugins brought up by a load and not started yet (see [`Loader::run_services`]).
+    pending: HashMap<NamespacedName, (Arc<Plugin>, Started)>,
 }
 
 /// A problem with one field of a WasmPlugin.
@@ -157,6 +160,7 @@ impl Loader {
             builtin_hashes: HashMap::new(),
             plugins: HashMap::new(),
             services: HashMap::new(),
+            pending: HashMap::new(),
         })
     }
 
@@ -188,6 +192,7 @@ impl Loader {
                     changed = true;
                     // A new version of a service replaces the old one: stop the old first.
                     self.services.remove(&want.key);
+                    self.pending.remove(&want.key);
                     let result = match &want.problem {
                         Some((field, reason)) => Err(bad(field.clone(), reason.clone())),
                         None => {
@@ -198,15 +203,8 @@ impl Loader {
                         Ok((plugin, started)) => {
                             let plugin = Arc::new(plugin);
                             if let Some(started) = started {
-                                match Service::start(self.shared.clone(), plugin.clone(), started) {
-                                    Ok(service) => {
-                                        self.services.insert(want.key.clone(), service);
-                                    }
-                                    Err(e) => tracing::error!(
-                                        plugin = %want.key,
-                                        "cannot start the service plugin: {e}"
-                                    ),
-                                }
+                                self.pending
+                                    .insert(want.key.clone(), (plugin.clone(), started));
                             }
                             let warning = (want.spec.plugin_type == WasmPluginType::Service
                                 && want.spec.targets.is_some())
@@ -245,12 +243,28 @@ impl Loader {
         }
         self.plugins = kept;
         let plugins = &self.plugins;
-        self.services.retain(|key, _| {
+        let ready = |key: &NamespacedName| {
             plugins
                 .get(key)
                 .is_some_and(|(_, _, load, _)| matches!(load, PluginLoad::Ready(_)))
-        });
+        };
+        self.services.retain(|key, _| ready(key));
+        self.pending.retain(|key, _| ready(key));
         (loaded, problems, changed)
+    }
+
+    /// Starts the SERVICE plugins the last loads brought up (those gone or changed are stopped
+    /// by the load itself). Only a serving Gantry calls this: `gantry validate` and `gantry
+    /// plugin test` check a service's start-up and let it go.
+    pub fn run_services(&mut self) {
+        for (key, (plugin, started)) in self.pending.drain() {
+            match Service::start(self.shared.clone(), plugin, started) {
+                Ok(service) => {
+                    self.services.insert(key, service);
+                }
+                Err(e) => tracing::error!(plugin = %key, "cannot start the service plugin: {e}"),
+            }
+        }
     }
 
     fn module_source(&mut self, spec: &WasmPluginSpec) -> Result<ModuleSource, Bad> {
