@@ -5,6 +5,8 @@ plugins chained.
 
 Run: ./bench/plugins.py                 (3 rounds of 10 s per load, ~5 minutes)
      ./bench/plugins.py --rounds 1 --duration 5   (a quick look)
+     ./bench/plugins.py --baseline PATH   (an A/B: another gantry binary, e.g. an earlier
+                                           commit's release build, measured in the same rounds)
 
 One Gantry (one worker, pinned to CPU 0) serves one host per chain; the hosts differ only in
 their plugins:
@@ -126,8 +128,7 @@ spec:
     (folder / "bench.yaml").write_text("---\n".join(yaml))
 
 
-def wrk(host, duration):
-    port = run.PORTS["gantry"][0]
+def wrk(host, duration, port):
     out = run.run_load(["wrk", "-t1", "-c50", f"-d{duration}s", "--latency", "-H", f"Host: {host}",
                         f"http://127.0.0.1:{port}/"])
     rps = float(run.re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
@@ -137,43 +138,10 @@ def wrk(host, duration):
     return rps, run.to_ms(p99.group(1), p99.group(2))
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--no-build", action="store_true")
-    args = parser.parse_args()
-    run.ensure_tools()
-    gantry_bin = run.ROOT / "target/release/gantry" if args.no_build else run.build_gantry()
-    module = build_plugin()
-    samples = {n: {"rps": [], "p99": [], "cpu_us": []} for n in CHAINS}
-    with tempfile.TemporaryDirectory(prefix="gantry-plugins-") as tmp:
-        setup = run.Setup(Path(tmp), gantry_bin)
-        try:
-            setup.start_upstream()
-            folder = Path(tmp) / "config"
-            config(folder, module)
-            proc = setup.start_gantry(folder, Path(tmp) / "state")
-            port = run.PORTS["gantry"][0]
-            for n in CHAINS:
-                run.wait_http(f"http://127.0.0.1:{port}/", host=host(n))
-                wrk(host(n), 2)  # warm up: instances, pools
-            order = list(CHAINS)
-            for r in range(args.rounds):
-                shift = r % len(order)
-                for n in order[shift:] + order[:shift]:
-                    (rps, p99), wall, cpu = run.measured(proc.pid, lambda: wrk(host(n),
-                                                                              args.duration))
-                    samples[n]["rps"].append(rps)
-                    samples[n]["p99"].append(p99)
-                    samples[n]["cpu_us"].append(cpu / (rps * wall) * 1e6)
-                    run.say(f"round {r + 1}: {n}: {rps:,.0f} req/s, p99 {p99:.2f} ms, "
-                            f"{samples[n]['cpu_us'][-1]:.1f} us CPU/request")
-        finally:
-            setup.stop()
+def report(title, samples, rounds, duration):
     med = {n: {k: statistics.median(v) for k, v in s.items()} for n, s in samples.items()}
     base = med["none"]
-    lines = [f"Plugins on one route ({args.rounds} rounds x {args.duration} s, wrk -c50, "
+    lines = [f"{title}Plugins on one route ({rounds} rounds x {duration} s, wrk -c50, "
              "Gantry on CPU 0, load + upstream on CPU 1), medians:"]
     for n, m in med.items():
         line = (f"  {n:<11} {m['rps']:>8,.0f} req/s ({m['rps'] / base['rps']:.2f}x of none), "
@@ -183,6 +151,65 @@ def main():
             per = (m["cpu_us"] - base["cpu_us"]) / sum(callbacks(p) for p in CHAINS[n])
             line += f", {per:.2f} us per callback"
         lines.append(line)
+    return lines, med
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--baseline", type=Path,
+                        help="another gantry binary, measured in the same rounds for an A/B")
+    args = parser.parse_args()
+    run.ensure_tools()
+    gantry_bin = run.ROOT / "target/release/gantry" if args.no_build else run.build_gantry()
+    module = build_plugin()
+    # Each Gantry under test, with the port offset it listens on; they take turns in every round.
+    binaries = {"gantry": (gantry_bin, 0)}
+    if args.baseline:
+        binaries["baseline"] = (args.baseline.resolve(), 1)
+    samples = {b: {n: {"rps": [], "p99": [], "cpu_us": []} for n in CHAINS} for b in binaries}
+    with tempfile.TemporaryDirectory(prefix="gantry-plugins-") as tmp:
+        setup = run.Setup(Path(tmp), gantry_bin)
+        try:
+            setup.start_upstream()
+            folder = Path(tmp) / "config"
+            config(folder, module)
+            procs = {}
+            for b, (binary, offset) in binaries.items():
+                procs[b] = setup.start_gantry(folder, Path(tmp) / f"state-{b}", binary, b, offset)
+            for b, (_, offset) in binaries.items():
+                port = run.PORTS["gantry"][0] + offset
+                for n in CHAINS:
+                    run.wait_http(f"http://127.0.0.1:{port}/", host=host(n))
+                    wrk(host(n), 2, port)  # warm up: instances, pools
+            order = list(CHAINS)
+            for r in range(args.rounds):
+                shift = r % len(order)
+                turns = list(binaries) if r % 2 == 0 else list(reversed(binaries))
+                for n in order[shift:] + order[:shift]:
+                    for b in turns:
+                        port = run.PORTS["gantry"][0] + binaries[b][1]
+                        (rps, p99), wall, cpu = run.measured(
+                            procs[b].pid, lambda: wrk(host(n), args.duration, port))
+                        s = samples[b][n]
+                        s["rps"].append(rps)
+                        s["p99"].append(p99)
+                        s["cpu_us"].append(cpu / (rps * wall) * 1e6)
+                        run.say(f"round {r + 1}: {b}: {n}: {rps:,.0f} req/s, p99 {p99:.2f} ms, "
+                                f"{s['cpu_us'][-1]:.1f} us CPU/request")
+        finally:
+            setup.stop()
+    lines, med = report("", samples["gantry"], args.rounds, args.duration)
+    if args.baseline:
+        base_lines, base_med = report(f"Baseline {args.baseline}: ", samples["baseline"],
+                                      args.rounds, args.duration)
+        lines += [""] + base_lines + ["", "This build against the baseline (same rounds):"]
+        for n in CHAINS:
+            new, old = med[n], base_med[n]
+            lines.append(f"  {n:<11} req/s {new['rps'] / old['rps']:.2f}x, "
+                         f"CPU per request {new['cpu_us'] / old['cpu_us']:.2f}x")
     text = "\n".join(lines)
     print("\n" + text)
     out = run.ROOT / "target/bench-plugins.txt"

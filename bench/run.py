@@ -289,13 +289,16 @@ spec:
           - {{path: /, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
 """)
 
-    def start_gantry(self, folder, state):
+    def start_gantry(self, folder, state, binary=None, name="gantry", offset=0):
+        """Starts Gantry (`binary`, else the one built); `offset` moves its ports, so that a
+        second Gantry can run beside it."""
         http, https = PORTS["gantry"]
-        cmd = [str(self.gantry_bin), "run", "--config", str(folder),
-               "--http-addr", f"127.0.0.1:{http}", "--https-addr", f"127.0.0.1:{https}",
-               "--admin-addr", f"127.0.0.1:{GANTRY_ADMIN}", "--state-dir", str(state),
+        cmd = [str(binary or self.gantry_bin), "run", "--config", str(folder),
+               "--http-addr", f"127.0.0.1:{http + offset}",
+               "--https-addr", f"127.0.0.1:{https + offset}",
+               "--admin-addr", f"127.0.0.1:{GANTRY_ADMIN + offset}", "--state-dir", str(state),
                "--threads", "1", "--access-log", "false", "--log", "warn"]
-        return self.start("gantry", cmd, PROXY_CPU)
+        return self.start(name, cmd, PROXY_CPU)
 
 
 def run_load(cmd):

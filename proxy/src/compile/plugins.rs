@@ -3,6 +3,7 @@
 //! namespace) or when the Ingress lists it in `gantry.dev/plugins`. The chain is ordered by
 //! phase (AUTHN, AUTHZ, STATS, then unspecified), then priority (higher first), then the order of
 //! the annotation, then name. Plugins that ingress-nginx annotations ask for join the chain too.
+//! SERVICE plugins run on no route: an Ingress that lists one gets a problem.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;

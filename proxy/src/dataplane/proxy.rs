@@ -3,9 +3,8 @@
 //! fixed responses, 404, 503); `upstream_peer` picks an endpoint; the filters around them set
 //! the forwarding headers; `logging` writes the access log and the metrics.
 
-use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -54,7 +53,7 @@ pub struct Shared {
 
 /// `response.code_details` of a response from the upstream (Envoy's
 /// `StreamInfo::ResponseCodeDetails`).
-const VIA_UPSTREAM: &str = "via_upstream";
+static VIA_UPSTREAM: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("via_upstream"));
 /// The error that abandons a request a plugin answered while its body streamed upstream.
 const PLUGIN_ANSWERED: ErrorType = ErrorType::Custom("PluginAnswered");
 /// The error that ends a request whose fail-closed plugin failed once it was under way: 503 if
@@ -177,7 +176,8 @@ impl ProxyHttp for EdgeProxy {
             match verdict {
                 Verdict::Continue => {}
                 other => {
-                    self.plugin_verdict(session, ctx, other).await?;
+                    // Boxed: a plugin's answer is the rare path, and its future is large.
+                    Box::pin(self.plugin_verdict(session, ctx, other)).await?;
                     return Ok(true);
                 }
             }
@@ -225,7 +225,11 @@ impl ProxyHttp for EdgeProxy {
                 .await?;
                 Ok(true)
             }
-            Action::Proxy(_) => self.hold_request_body(session, ctx).await,
+            Action::Proxy(_) if self.holds_request_body(session, ctx) => {
+                // Boxed: few requests take this path, and its future is large.
+                Box::pin(self.hold_request_body(session, ctx)).await
+            }
+            Action::Proxy(_) => Ok(false),
             Action::Respond(answer) => {
                 self.fixed(session, ctx, answer).await?;
                 Ok(true)
@@ -404,7 +408,7 @@ impl ProxyHttp for EdgeProxy {
         headers::strip_response_hop_by_hop(upstream_response);
         if let Some(filters) = ctx.filters.as_mut() {
             // Only plugins read the details: a request without any spends nothing on them.
-            ctx.code_details = Some(Arc::from(VIA_UPSTREAM));
+            ctx.code_details = Some(VIA_UPSTREAM.clone());
             let info = Arc::make_mut(&mut filters.info);
             info.upstream = ctx.upstream;
             info.response_code_details = ctx.code_details.clone();
@@ -534,7 +538,7 @@ impl ProxyHttp for EdgeProxy {
             // The request body may be unread: the connection cannot carry another request.
             session.set_keepalive(None);
             let status = local.status;
-            let _ = self.send_local_reply(session, ctx, local).await;
+            let _ = Box::pin(self.send_local_reply(session, ctx, local)).await;
             return FailToProxy {
                 error_code: status,
                 can_reuse_downstream: false,
@@ -719,24 +723,31 @@ impl EdgeProxy {
             .await
     }
 
-    /// Reads a request body the plugins take before the upstream is chosen, when it is small
-    /// enough to hold, so that a plugin deciding on the body (answering, refusing, rewriting)
-    /// does so before the upstream sees anything of the request, as Envoy holds a body while
-    /// a filter pauses on it. Returns whether the request was answered.
-    async fn hold_request_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let wanted = ctx
-            .filters
-            .as_ref()
-            .is_some_and(|filters| filters.wants_request_body());
-        let declared = session
+    /// Whether the request's body is read before the upstream is chosen: a plugin takes it, and
+    /// it is small enough to hold.
+    fn holds_request_body(&self, session: &Session, ctx: &RequestCtx) -> bool {
+        if !ctx.has_body
+            || !ctx
+                .filters
+                .as_ref()
+                .is_some_and(|filters| filters.wants_request_body())
+        {
+            return false;
+        }
+        session
             .req_header()
             .headers
             .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<usize>().ok());
-        if !ctx.has_body || !wanted || declared.is_none_or(|n| n > HELD_BODY_LIMIT) {
-            return Ok(false);
-        }
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .is_some_and(|n| n <= HELD_BODY_LIMIT)
+    }
+
+    /// Reads the request body before the upstream is chosen (see [`Self::holds_request_body`]),
+    /// so that a plugin deciding on the body (answering, refusing, rewriting) does so before the
+    /// upstream sees anything of the request, as Envoy holds a body while a filter pauses on
+    /// it. Returns whether the request was answered.
+    async fn hold_request_body(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if headers::expects_continue(session.req_header()) {
             // The client waits for leave to send the body, which Gantry reads now.
             session.write_continue_response().await?;
@@ -759,7 +770,7 @@ impl EdgeProxy {
                     }
                 }
                 verdict => {
-                    self.plugin_verdict(session, ctx, verdict).await?;
+                    Box::pin(self.plugin_verdict(session, ctx, verdict)).await?;
                     return Ok(true);
                 }
             }
@@ -945,7 +956,7 @@ fn request_info(session: &Session, ctx: &RequestCtx, route: &Route) -> RequestIn
         tls: is_tls(session),
         client,
         server,
-        connection_id: connection_id(session, client, server),
+        connection_accepted: connection_accepted(session),
         cluster_name: match &route.action {
             Action::Proxy(group) => Some(Arc::from(group.name.as_str())),
             _ => None,
@@ -954,18 +965,14 @@ fn request_info(session: &Session, ctx: &RequestCtx, route: &Route) -> RequestIn
     }
 }
 
-/// An id for the client connection (`connection.id`), the same for all its requests: its two
-/// addresses and the time it was accepted, which no other connection shares.
-fn connection_id(session: &Session, client: Option<SocketAddr>, server: Option<SocketAddr>) -> u64 {
-    let accepted = session
+/// When the client connection was accepted, since the epoch (for `connection.id`).
+fn connection_accepted(session: &Session) -> Duration {
+    session
         .as_downstream()
         .digest()
         .and_then(|d| d.timing_digest.iter().flatten().next())
         .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
-        .unwrap_or_default();
-    let mut hasher = std::hash::DefaultHasher::new();
-    (client, server, accepted).hash(&mut hasher);
-    hasher.finish()
+        .unwrap_or_default()
 }
 
 /// The response flags and code details (Envoy's words) of a request the proxy could not finish.

@@ -451,7 +451,8 @@ impl Filters {
                 Ok(step) => step,
             };
             if step.action == Action::Pause && end_of_stream && hold_at_end {
-                if let Some(verdict) = self.settle(i, &mut io, kind, Ok(step)).await {
+                // Boxed: waiting is rare, and its future would weigh on every body chunk's.
+                if let Some(verdict) = Box::pin(self.settle(i, &mut io, kind, Ok(step))).await {
                     return verdict;
                 }
                 data = buffer.freeze();

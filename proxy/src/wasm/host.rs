@@ -3,6 +3,7 @@
 //! (HTTP calls, a tick period).
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,8 +29,9 @@ pub struct RequestInfo {
     pub server: Option<SocketAddr>,
     /// When the request arrived (`request.time`).
     pub start: SystemTime,
-    /// The client connection's `connection.id`: the same for every request of one connection.
-    pub connection_id: u64,
+    /// When the client connection was accepted: with the two addresses, what tells it from
+    /// every other (see [`RequestInfo::connection_id`]).
+    pub connection_accepted: Duration,
     pub route_name: Arc<str>,
     /// The upstream group (Service and port) the route sends to.
     pub cluster_name: Option<Arc<str>>,
@@ -74,7 +76,7 @@ impl RequestInfo {
             client: None,
             server: None,
             start: SystemTime::now(),
-            connection_id: 0,
+            connection_accepted: Duration::ZERO,
             route_name,
             cluster_name: None,
             upstream: None,
@@ -83,6 +85,14 @@ impl RequestInfo {
             response_flags: 0,
             completion: None,
         }
+    }
+
+    /// `connection.id`: the same for every request of one client connection, and for no other.
+    /// Derived when a plugin asks, not for every request.
+    pub fn connection_id(&self) -> u64 {
+        let mut hasher = std::hash::DefaultHasher::new();
+        (self.client, self.server, self.connection_accepted).hash(&mut hasher);
+        hasher.finish()
     }
 }
 

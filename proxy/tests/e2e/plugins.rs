@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use serde_json::Value;
 
 use crate::support::config::{GANTRY_CLASS, service};
-use crate::support::plugins::{folder, ingress_with_plugins, module, wasm_plugin};
+use crate::support::plugins::{callout_folder, folder, ingress_with_plugins, module, wasm_plugin};
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
 /// GETs `path` on `host`; returns (status, headers, body).
@@ -176,26 +176,9 @@ async fn a_rewritten_path_is_routed_again() {
 
 #[tokio::test]
 async fn http_calls_pause_the_request_until_the_answer() {
-    let echo = upstream::echo("echo").await;
-    let auth = upstream::echo("auth").await;
-    let config = folder(&echo);
-    config.write(
-        "auth.yaml",
-        &service("default", "auth", "http", None, &[(auth.addr, true)]),
-    );
     // The cluster is named the way Istio names it.
-    config.write(
-        "plugin.yaml",
-        &wasm_plugin(
-            "callout",
-            &module("callout"),
-            "  config: {cluster: \"outbound|80||auth.default.svc.cluster.local\"}\n",
-        ),
-    );
-    config.write(
-        "ingress.yaml",
-        &ingress_with_plugins("web", "web.test", "echo", "callout"),
-    );
+    let (echo, auth, config) =
+        callout_folder("callout", "outbound|80||auth.default.svc.cluster.local").await;
     let gantry = Gantry::start(config.path()).await;
     let client = clients::http1();
 
@@ -665,21 +648,7 @@ async fn plugins_that_cannot_load_are_reported_and_follow_their_failure_policy()
 
 #[tokio::test]
 async fn a_changed_plugin_gets_new_instances_while_requests_in_flight_finish_on_the_old() {
-    let echo = upstream::echo("echo").await;
-    let auth = upstream::echo("auth").await;
-    let config = folder(&echo);
-    config.write(
-        "auth.yaml",
-        &service("default", "auth", "http", None, &[(auth.addr, true)]),
-    );
-    config.write(
-        "plugin.yaml",
-        &wasm_plugin("filter", &module("callout"), "  config: {cluster: auth}\n"),
-    );
-    config.write(
-        "ingress.yaml",
-        &ingress_with_plugins("web", "web.test", "echo", "filter"),
-    );
+    let (_echo, auth, config) = callout_folder("filter", "auth").await;
     let gantry = Gantry::start(config.path()).await;
 
     // A request paused on a slow HTTP call (1.5 s) when the plugin changes.

@@ -12,7 +12,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::support::config::{GANTRY_CLASS, service};
-use crate::support::plugins::{folder, ingress_with_plugins, module, wasm_plugin};
+use crate::support::plugins::{callout_folder, folder, ingress_with_plugins, module, wasm_plugin};
 use crate::support::upstream::Upstream;
 use crate::support::{ConfigDir, Gantry, clients, grpc, upstream, wait_for, wait_until};
 
@@ -252,21 +252,7 @@ async fn a_local_reply_from_the_request_body_is_sent_and_the_upstream_never_sees
 // streams to the upstream wait.
 #[tokio::test]
 async fn a_plugin_holds_the_request_at_the_end_of_its_body_until_its_call_is_answered() {
-    let echo = upstream::echo("echo").await;
-    let auth = upstream::echo("auth").await;
-    let config = folder(&echo);
-    config.write(
-        "auth.yaml",
-        &service("default", "auth", "http", None, &[(auth.addr, true)]),
-    );
-    config.write(
-        "plugin.yaml",
-        &wasm_plugin("callout", &module("callout"), "  config: {cluster: auth}\n"),
-    );
-    config.write(
-        "ingress.yaml",
-        &ingress_with_plugins("web", "web.test", "echo", "callout"),
-    );
+    let (_echo, auth, config) = callout_folder("callout", "auth").await;
     let gantry = Gantry::start(config.path()).await;
     let client = clients::http1();
     for body in ["hello".to_owned(), "z".repeat(200 << 10)] {
@@ -482,21 +468,7 @@ async fn unknown_log_levels_and_buffer_map_and_stream_types_are_bad_arguments() 
 // section 3.2: two Host fields are a 400).
 #[tokio::test]
 async fn http_calls_send_the_authority_as_their_only_host_and_no_hop_by_hop_fields() {
-    let echo = upstream::echo("echo").await;
-    let auth = upstream::echo("auth").await;
-    let config = folder(&echo);
-    config.write(
-        "auth.yaml",
-        &service("default", "auth", "http", None, &[(auth.addr, true)]),
-    );
-    config.write(
-        "plugin.yaml",
-        &wasm_plugin("callout", &module("callout"), "  config: {cluster: auth}\n"),
-    );
-    config.write(
-        "ingress.yaml",
-        &ingress_with_plugins("web", "web.test", "echo", "callout"),
-    );
+    let (_echo, auth, config) = callout_folder("callout", "auth").await;
     let gantry = Gantry::start(config.path()).await;
     let (status, body) = fetch(&clients::http1(), &gantry, "/hop-headers").await;
     assert_eq!(status, 200, "{body}");

@@ -115,7 +115,7 @@ fn attribute(exchange: &Exchange, path: &str) -> Option<Vec<u8>> {
         "destination.port" => info.server.map(|a| int(a.port())),
         "upstream.address" => info.upstream.map(|a| text(a.to_string())),
         "upstream.port" => info.upstream.map(|a| int(a.port())),
-        "connection.id" | "connection_id" => Some(info.connection_id.to_le_bytes().to_vec()),
+        "connection.id" | "connection_id" => Some(info.connection_id().to_le_bytes().to_vec()),
         "connection.mtls" => Some(vec![0]),
         "connection.tls" => Some(vec![u8::from(info.tls)]),
         "route_name" | "xds.route_name" => Some(text(&*info.route_name)),

@@ -62,6 +62,38 @@ pub fn builtin_plugin(name: &str, builtin: &str, config: &str, extra: &str) -> S
     )
 }
 
+/// The echo upstreams `echo` and `auth`, and a folder serving `web.test` from `echo` through
+/// the test plugin `callout` (WasmPlugin `name`) calling Service `auth` by `cluster`.
+pub async fn callout_folder(
+    name: &str,
+    cluster: &str,
+) -> (
+    super::upstream::Upstream,
+    super::upstream::Upstream,
+    super::ConfigDir,
+) {
+    let echo = super::upstream::echo("echo").await;
+    let auth = super::upstream::echo("auth").await;
+    let config = folder(&echo);
+    config.write(
+        "auth.yaml",
+        &super::config::service("default", "auth", "http", None, &[(auth.addr, true)]),
+    );
+    config.write(
+        "plugin.yaml",
+        &wasm_plugin(
+            name,
+            &module("callout"),
+            &format!("  config: {{cluster: \"{cluster}\"}}\n"),
+        ),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress_with_plugins("web", "web.test", "echo", name),
+    );
+    (echo, auth, config)
+}
+
 /// A folder with the echo upstream as Service `echo` and the Gantry IngressClass.
 pub fn folder(echo: &super::upstream::Upstream) -> super::ConfigDir {
     let config = super::ConfigDir::new();
