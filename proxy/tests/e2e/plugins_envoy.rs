@@ -468,7 +468,7 @@ async fn unknown_log_levels_and_buffer_map_and_stream_types_are_bad_arguments() 
 // section 3.2: two Host fields are a 400).
 #[tokio::test]
 async fn http_calls_send_the_authority_as_their_only_host_and_no_hop_by_hop_fields() {
-    let (_echo, auth, config) = callout_folder("callout", "auth").await;
+    let (_echo, _auth, config) = callout_folder("callout", "auth").await;
     let gantry = Gantry::start(config.path()).await;
     let (status, body) = fetch(&clients::http1(), &gantry, "/hop-headers").await;
     assert_eq!(status, 200, "{body}");
