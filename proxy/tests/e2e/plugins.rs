@@ -7,9 +7,11 @@ use std::sync::atomic::Ordering;
 
 use serde_json::Value;
 
-use crate::support::config::{GANTRY_CLASS, service};
-use crate::support::plugins::{callout_folder, folder, ingress_with_plugins, module, wasm_plugin};
-use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
+use crate::support::config::service;
+use crate::support::plugins::{
+    callout_folder, folder, grpc_folder, ingress_with_plugins, module, wasm_plugin,
+};
+use crate::support::{Gantry, clients, upstream, wait_until};
 
 /// GETs `path` on `host`; returns (status, headers, body).
 async fn get(
@@ -749,26 +751,7 @@ async fn compiled_modules_are_kept_in_the_state_dir_across_restarts() {
 
 #[tokio::test]
 async fn plugins_add_response_trailers_to_grpc() {
-    let server = crate::support::grpc::server("grpc-upstream").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "grpc.yaml",
-        &service(
-            "default",
-            "grpc",
-            "grpc",
-            Some("grpc"),
-            &[(server.addr, true)],
-        ),
-    );
-    config.write(
-        "plugin.yaml",
-        &wasm_plugin("rewrite", &module("rewrite"), "  config: {tag: t}\n"),
-    );
-    let ingress = ingress_with_plugins("grpc", "grpc.test", "grpc", "rewrite")
-        .replace("name: http", "name: grpc");
-    config.write("ingress.yaml", &ingress);
+    let (_server, config) = grpc_folder("rewrite", "rewrite", "{tag: t}").await;
     let gantry = Gantry::start(config.path()).await;
 
     let channel = crate::support::grpc::channel(gantry.http, "grpc.test").await;

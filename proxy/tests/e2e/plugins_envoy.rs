@@ -11,8 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::support::config::{GANTRY_CLASS, service};
-use crate::support::plugins::{callout_folder, folder, ingress_with_plugins, module, wasm_plugin};
+use crate::support::config::service;
+use crate::support::plugins::{
+    callout_folder, folder, grpc_folder, ingress_with_plugins, module, wasm_plugin,
+};
 use crate::support::upstream::Upstream;
 use crate::support::{ConfigDir, Gantry, clients, grpc, upstream, wait_for, wait_until};
 
@@ -154,26 +156,7 @@ async fn a_local_reply_passes_back_through_the_plugins_that_saw_the_request() {
 // the body as `grpc-message` (`Utility::prepareLocalReply`, `is_grpc` branch).
 #[tokio::test]
 async fn a_local_reply_to_a_grpc_client_is_a_grpc_status() {
-    let server = grpc::server("grpc-upstream").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "grpc.yaml",
-        &service(
-            "default",
-            "grpc",
-            "grpc",
-            Some("grpc"),
-            &[(server.addr, true)],
-        ),
-    );
-    config.write(
-        "plugin.yaml",
-        &wasm_plugin("a", &module("phases"), "  config: {tag: a}\n"),
-    );
-    let ingress =
-        ingress_with_plugins("grpc", "grpc.test", "grpc", "a").replace("name: http", "name: grpc");
-    config.write("ingress.yaml", &ingress);
+    let (_server, config) = grpc_folder("a", "phases", "{tag: a}").await;
     let gantry = Gantry::start(config.path()).await;
 
     let channel = grpc::channel(gantry.http, "grpc.test").await;

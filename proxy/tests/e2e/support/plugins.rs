@@ -94,6 +94,36 @@ pub async fn callout_folder(
     (echo, auth, config)
 }
 
+/// A gRPC upstream as Service `grpc` (port `grpc`, `appProtocol: grpc`) and a folder serving
+/// `grpc.test` from it through WasmPlugin `name` running `module` with `config`.
+pub async fn grpc_folder(
+    name: &str,
+    module_name: &str,
+    config: &str,
+) -> (super::upstream::Upstream, super::ConfigDir) {
+    let server = super::grpc::server("grpc-upstream").await;
+    let folder = super::ConfigDir::new();
+    folder.write("class.yaml", super::config::GANTRY_CLASS);
+    folder.write(
+        "grpc.yaml",
+        &super::config::service(
+            "default",
+            "grpc",
+            "grpc",
+            Some("grpc"),
+            &[(server.addr, true)],
+        ),
+    );
+    folder.write(
+        "plugin.yaml",
+        &wasm_plugin(name, &module(module_name), &format!("  config: {config}\n")),
+    );
+    let ingress =
+        ingress_with_plugins("grpc", "grpc.test", "grpc", name).replace("name: http", "name: grpc");
+    folder.write("ingress.yaml", &ingress);
+    (server, folder)
+}
+
 /// A folder with the echo upstream as Service `echo` and the Gantry IngressClass.
 pub fn folder(echo: &super::upstream::Upstream) -> super::ConfigDir {
     let config = super::ConfigDir::new();
