@@ -2,7 +2,8 @@
 //!
 //! Data flows one way: sources ([`config`]) fill a store, [`compile`] turns the store into an
 //! immutable [`snapshot::Snapshot`], and the [`dataplane`] reads the current Snapshot through an
-//! atomic pointer on every request, running each route's proxy-wasm plugins ([`wasm`]). [`control`] keeps the Snapshot current; [`admin`] shows it.
+//! atomic pointer on every request, running each route's proxy-wasm plugins ([`wasm`]) and
+//! choosing endpoints through [`upstream`]. [`control`] keeps the Snapshot current; [`admin`] shows it.
 
 pub mod admin;
 pub mod cli;
@@ -20,5 +21,6 @@ pub mod problem;
 pub mod run;
 pub mod snapshot;
 pub mod status;
+pub mod upstream;
 pub mod validate;
 pub mod wasm;

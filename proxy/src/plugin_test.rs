@@ -378,6 +378,7 @@ pub fn plugin_test(
         engine,
         &prometheus::Registry::new(),
         Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+        crate::upstream::Resolver::from_system().map_err(wasm::runtime::RuntimeError::from)?,
     )?;
     let root = cases_file
         .parent()

@@ -26,6 +26,7 @@ use crate::dataplane::{self, Shared, headers::RequestIds};
 use crate::default_cert::{self, DefaultCertError};
 use crate::metrics::Metrics;
 use crate::snapshot::Snapshot;
+use crate::upstream::Resolver;
 use crate::wasm::{self, Loader};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +129,13 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         .unwrap_or(u32::MAX)
         .min(2048);
     let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
-    let wasm = wasm::Shared::new(engine, &metrics.registry, snapshots.clone())?;
+    let resolver = Resolver::from_system().map_err(wasm::runtime::RuntimeError::from)?;
+    let wasm = wasm::Shared::new(
+        engine,
+        &metrics.registry,
+        snapshots.clone(),
+        resolver.clone(),
+    )?;
     // Plugin files named by relative paths are found next to the resources, or, in kube mode,
     // in the working directory.
     let plugin_root = match &config {
@@ -201,6 +208,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         request_ids: Arc::new(RequestIds::new(rand_prefix())),
         access_log: args.access_log,
         wasm,
+        resolver,
     };
     let listeners = dataplane::Listeners {
         http: &args.http_addr.to_string(),

@@ -29,6 +29,7 @@ pub fn validate(dir: &std::path::Path, out: &mut impl Write) -> Result<usize, Va
         engine,
         &prometheus::Registry::new(),
         Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+        crate::upstream::Resolver::from_system().map_err(wasm::runtime::RuntimeError::from)?,
     )?;
     let mut loader = Loader::new(shared, source.root())?;
     let (plugins, problems, _) = loader.load(&crate::compile::wanted::wanted_plugins(&store));

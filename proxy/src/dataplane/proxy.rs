@@ -21,8 +21,9 @@ use super::headers::{self, X_REQUEST_ID};
 use super::websocket;
 use crate::metrics::Metrics;
 use crate::snapshot::{
-    Action, FixedAnswer, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol, UpstreamTarget,
+    Action, FixedAnswer, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol,
 };
+use crate::upstream::{Attempts, Resolver, UpstreamError};
 use crate::wasm::filter::Reply;
 use crate::wasm::host::Completion;
 use crate::wasm::local_reply::{WASM_FAIL_STREAM, plugin_failed};
@@ -32,8 +33,6 @@ use crate::wasm::{self, Filters, LocalResponse, RequestInfo, Verdict};
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Concurrent streams on one HTTP/2 upstream connection.
 const UPSTREAM_H2_STREAMS: usize = 100;
-/// Most endpoints one request is tried against when connecting fails.
-const MAX_CONNECT_ATTEMPTS: usize = 3;
 /// Largest request body the plugins decide on before the upstream is chosen. It is the size of
 /// Pingora's retry buffer, through which a body read early is sent on: larger bodies, and those
 /// of unknown length, stream to the upstream while the plugins see them.
@@ -49,6 +48,8 @@ pub struct Shared {
     pub request_ids: Arc<headers::RequestIds>,
     pub access_log: bool,
     pub wasm: Arc<wasm::Shared>,
+    /// Resolves ExternalName Services.
+    pub resolver: Resolver,
 }
 
 /// `response.code_details` of a response from the upstream (Envoy's
@@ -90,9 +91,8 @@ pub struct RequestCtx {
     start: Instant,
     route: Option<Arc<Route>>,
     pub(super) request_id: Option<HeaderValue>,
-    attempts: usize,
-    /// Addresses of an ExternalName, resolved once per request and tried in turn.
-    resolved: Vec<SocketAddr>,
+    /// The endpoints tried so far.
+    pub(super) attempts: Attempts,
     upstream: Option<SocketAddr>,
     /// Why Gantry answered itself with an error, for the access log.
     note: Option<Arc<str>>,
@@ -122,8 +122,7 @@ impl ProxyHttp for EdgeProxy {
             start: Instant::now(),
             route: None,
             request_id: None,
-            attempts: 0,
-            resolved: Vec::new(),
+            attempts: Attempts::default(),
             upstream: None,
             note: None,
             filters: None,
@@ -164,7 +163,8 @@ impl ProxyHttp for EdgeProxy {
             && (!route.https_redirect || is_tls(session))
             && !matches!(route.action, Action::Unavailable(_))
         {
-            let info = request_info(session, ctx, &route);
+            let mut info = request_info(session, ctx, &route);
+            info.snapshot = Some(Arc::clone(&snapshot));
             let mut filters = Filters::new(self.shared.wasm.clone(), &chain, info);
             ctx.has_body = !session.is_body_empty();
             ctx.had_length = session.req_header().headers.contains_key(CONTENT_LENGTH);
@@ -263,7 +263,7 @@ impl ProxyHttp for EdgeProxy {
                 "upstream_peer for a route that does not proxy",
             );
         };
-        let addr = next_endpoint(group, ctx).await?;
+        let addr = next_endpoint(&self.shared.resolver, group, ctx).await?;
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let options = &mut peer.options;
@@ -287,14 +287,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> Box<Error> {
         self.count_upstream_error(ctx, &e);
         // Another endpoint may be up: try it, a few at most.
-        let endpoints = ctx.route.as_ref().map_or(0, |r| match &r.action {
-            Action::Proxy(group) => match group.target {
-                UpstreamTarget::ExternalName { .. } => ctx.resolved.len(),
-                UpstreamTarget::Endpoints(_) => group.endpoint_count(),
-            },
-            _ => 0,
+        let retry = ctx.route.as_ref().is_some_and(|r| match &r.action {
+            Action::Proxy(group) => ctx.attempts.may_retry(group),
+            _ => false,
         });
-        if ctx.attempts < endpoints.min(MAX_CONNECT_ATTEMPTS) {
+        if retry {
             e.set_retry(true);
         }
         e
@@ -834,9 +831,9 @@ impl EdgeProxy {
         group: Arc<UpstreamGroup>,
         route: &Route,
     ) -> Result<()> {
-        let attempts = group.endpoint_count().min(MAX_CONNECT_ATTEMPTS);
         let tls = is_tls(session);
-        match websocket::open(session, ctx, &group, route, attempts, tls).await {
+        let resolver = &self.shared.resolver;
+        match websocket::open(session, ctx, resolver, &group, route, tls).await {
             Err(websocket::OpenError::Connect(e) | websocket::OpenError::Handshake(e)) => {
                 self.count_upstream_error(ctx, &e);
                 ctx.note = Some(websocket::note(&e));
@@ -896,48 +893,24 @@ impl EdgeProxy {
     }
 }
 
-/// The endpoint for the next attempt: round robin over a Service's ready endpoints, or the next
-/// address of an ExternalName (resolved once per request).
+/// The endpoint for the next attempt (see [`Attempts`]), as the data plane's phases need it: a
+/// Pingora error, and a note for the access log.
 pub(super) async fn next_endpoint(
+    resolver: &Resolver,
     group: &UpstreamGroup,
     ctx: &mut RequestCtx,
 ) -> Result<SocketAddr> {
-    ctx.attempts += 1;
-    let addr = match &group.target {
-        UpstreamTarget::Endpoints(_) => match group.next_endpoint() {
-            Some(addr) => addr,
-            None => {
-                ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
-                return Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint");
-            }
-        },
-        UpstreamTarget::ExternalName { host, port } => {
-            if ctx.resolved.is_empty() {
-                ctx.resolved = tokio::net::lookup_host((host.as_str(), *port))
-                    .await
-                    .map_err(|e| {
-                        Error::because(ErrorType::ConnectError, format!("resolving {host}"), e)
-                            .into_up()
-                    })?
-                    .collect();
-            }
-            match ctx
-                .resolved
-                .get((ctx.attempts - 1) % ctx.resolved.len().max(1))
-            {
-                Some(addr) => *addr,
-                None => {
-                    return Err(Error::explain(
-                        ErrorType::ConnectError,
-                        format!("{host} has no address"),
-                    )
-                    .into_up());
-                }
-            }
+    match ctx.attempts.next(group, resolver).await {
+        Ok(addr) => {
+            ctx.upstream = Some(addr);
+            Ok(addr)
         }
-    };
-    ctx.upstream = Some(addr);
-    Ok(addr)
+        Err(e @ UpstreamError::NoEndpoint { .. }) => {
+            ctx.note = Some(Arc::from(e.to_string()));
+            Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint")
+        }
+        Err(e) => Err(Error::explain(ErrorType::ConnectError, e.to_string()).into_up()),
+    }
 }
 
 /// The request as plugins' properties describe it.

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use super::headers;
 use super::proxy::{RequestCtx, next_endpoint};
 use crate::snapshot::{Route, UpstreamGroup};
+use crate::upstream::Resolver;
 
 /// Why the tunnel could not be opened, for the caller to answer and count.
 pub enum OpenError {
@@ -27,40 +28,33 @@ pub enum OpenError {
     Handshake(Box<Error>),
 }
 
-/// Connects to the next endpoint that accepts, trying at most `attempts`.
+/// Connects to the next endpoint that accepts, as many as the request's attempts allow.
 async fn connect(
+    resolver: &Resolver,
     group: &UpstreamGroup,
     route: &Route,
     ctx: &mut RequestCtx,
-    attempts: usize,
 ) -> Result<TcpStream, Box<Error>> {
-    let mut last = None;
-    for _ in 0..attempts.max(1) {
-        let addr = next_endpoint(group, ctx).await?;
-        match tokio::time::timeout(route.timeouts.connect, TcpStream::connect(addr)).await {
+    loop {
+        let addr = next_endpoint(resolver, group, ctx).await?;
+        let failure = match tokio::time::timeout(route.timeouts.connect, TcpStream::connect(addr))
+            .await
+        {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 return Ok(stream);
             }
-            Ok(Err(e)) => {
-                last = Some(
-                    Error::because(
-                        ErrorType::ConnectRefused,
-                        format!("connecting to {addr}"),
-                        e,
-                    )
-                    .into_up(),
-                );
-            }
-            Err(_) => {
-                last = Some(
-                    Error::explain(ErrorType::ConnectTimedout, format!("connecting to {addr}"))
-                        .into_up(),
-                );
-            }
+            Ok(Err(e)) => Error::because(
+                ErrorType::ConnectRefused,
+                format!("connecting to {addr}"),
+                e,
+            ),
+            Err(_) => Error::explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
+        };
+        if !ctx.attempts.may_retry(group) {
+            return Err(failure.into_up());
         }
     }
-    Err(last.unwrap_or_else(|| Error::explain(ErrorType::ConnectError, "no endpoint to try")))
 }
 
 /// Opens the upstream connection and performs the handshake; returns the upstream session and
@@ -68,12 +62,12 @@ async fn connect(
 pub async fn open(
     session: &Session,
     ctx: &mut RequestCtx,
+    resolver: &Resolver,
     group: &UpstreamGroup,
     route: &Route,
-    attempts: usize,
     tls: bool,
 ) -> Result<(UpstreamSession, ResponseHeader), OpenError> {
-    let stream = connect(group, route, ctx, attempts)
+    let stream = connect(resolver, group, route, ctx)
         .await
         .map_err(OpenError::Connect)?;
     let mut upstream = UpstreamSession::new(Box::new(

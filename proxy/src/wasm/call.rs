@@ -9,10 +9,11 @@ use http::header::{CONTENT_LENGTH, HOST};
 use pingora::http::RequestHeader;
 use pingora::protocols::http::v1::client::HttpSession;
 use tokio::net::TcpStream;
+use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::host::{CallResponse, OutgoingCall};
-use crate::snapshot::UpstreamTarget;
+use crate::upstream::{Attempts, Resolver, UpstreamError};
 
 /// Fields of a plugin's call that Gantry sets itself or that belong to one connection: the Host
 /// is `:authority`, the length is the body's, and hop-by-hop fields (RFC 9110 section 7.6.1) are
@@ -35,12 +36,10 @@ const MAX_BODY: usize = 4 << 20;
 
 #[derive(Debug, thiserror::Error)]
 enum CallError {
-    #[error("no ready endpoint")]
-    NoEndpoint,
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
     #[error("connecting to {0}: {1}")]
     Connect(SocketAddr, std::io::Error),
-    #[error("resolving {0}: {1}")]
-    Resolve(String, std::io::Error),
     #[error("bad request head: {0}")]
     Head(String),
     #[error("{0}")]
@@ -55,9 +54,27 @@ impl From<Box<pingora::Error>> for CallError {
     }
 }
 
+/// Calls under way, each giving its token and answer.
+pub type InFlight = JoinSet<(u32, CallResponse)>;
+
+/// Starts `calls` in `in_flight`.
+pub fn start(
+    in_flight: &mut InFlight,
+    calls: impl IntoIterator<Item = OutgoingCall>,
+    resolver: &Resolver,
+) {
+    for call in calls {
+        let resolver = resolver.clone();
+        in_flight.spawn(async move {
+            let response = perform(&call, &resolver).await;
+            (call.token, response)
+        });
+    }
+}
+
 /// Makes the call; failures become an empty answer.
-pub async fn perform(call: &OutgoingCall) -> CallResponse {
-    match tokio::time::timeout(call.timeout, attempt(call)).await {
+pub async fn perform(call: &OutgoingCall, resolver: &Resolver) -> CallResponse {
+    match tokio::time::timeout(call.timeout, attempt(call, resolver)).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
             debug!(upstream = %call.upstream.name, "plugin HTTP call failed: {e}");
@@ -66,19 +83,6 @@ pub async fn perform(call: &OutgoingCall) -> CallResponse {
         Err(_) => {
             debug!(upstream = %call.upstream.name, "plugin HTTP call failed: {}", CallError::Timeout);
             CallResponse::default()
-        }
-    }
-}
-
-async fn endpoint(call: &OutgoingCall) -> Result<SocketAddr, CallError> {
-    match &call.upstream.target {
-        UpstreamTarget::Endpoints(_) => call.upstream.next_endpoint().ok_or(CallError::NoEndpoint),
-        UpstreamTarget::ExternalName { host, port } => {
-            tokio::net::lookup_host((host.as_str(), *port))
-                .await
-                .map_err(|e| CallError::Resolve(host.clone(), e))?
-                .next()
-                .ok_or(CallError::NoEndpoint)
         }
     }
 }
@@ -120,9 +124,9 @@ fn request_head(call: &OutgoingCall) -> Result<RequestHeader, CallError> {
     Ok(head)
 }
 
-async fn attempt(call: &OutgoingCall) -> Result<CallResponse, CallError> {
+async fn attempt(call: &OutgoingCall, resolver: &Resolver) -> Result<CallResponse, CallError> {
     let head = request_head(call)?;
-    let addr = endpoint(call).await?;
+    let addr = Attempts::default().next(&call.upstream, resolver).await?;
     let stream = TcpStream::connect(addr)
         .await
         .map_err(|e| CallError::Connect(addr, e))?;

@@ -271,12 +271,7 @@ impl Filters {
             if step.close {
                 return Some(Verdict::Close);
             }
-            for call in step.calls.drain(..) {
-                calls.spawn(async move {
-                    let response = call::perform(&call).await;
-                    (call.token, response)
-                });
-            }
+            call::start(&mut calls, step.calls.drain(..), &self.shared.resolver);
             if step.action == Action::Continue || step.resumed {
                 // Answers to calls nobody waits for any more are still delivered.
                 self.detach(i, calls);
@@ -460,12 +455,7 @@ impl Filters {
             }
             if !step.calls.is_empty() {
                 let mut calls = JoinSet::new();
-                for call in step.calls {
-                    calls.spawn(async move {
-                        let response = call::perform(&call).await;
-                        (call.token, response)
-                    });
-                }
+                call::start(&mut calls, step.calls, &self.shared.resolver);
                 self.detach(i, calls);
             }
             if let Some(local) = step.local {

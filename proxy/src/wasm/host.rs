@@ -17,7 +17,7 @@ use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
 use super::plugin::PluginInfo;
 use super::runtime::Shared;
-use crate::snapshot::UpstreamGroup;
+use crate::snapshot::{Snapshot, UpstreamGroup};
 
 /// What a request looks like to plugins' properties, filled in by the data plane.
 #[derive(Clone, Debug)]
@@ -44,6 +44,9 @@ pub struct RequestInfo {
     pub response_flags: u64,
     /// What is known once the response is sent, for `proxy_on_log`.
     pub completion: Option<Completion>,
+    /// The Snapshot the request started with: the Services its plugins' HTTP calls name are
+    /// looked up there, as the request's own route was.
+    pub snapshot: Option<Arc<Snapshot>>,
 }
 
 /// Envoy's legacy response flag bits that Gantry sets (`StreamInfo::LegacyResponseFlag` in
@@ -84,6 +87,7 @@ impl RequestInfo {
             response_code_details: None,
             response_flags: 0,
             completion: None,
+            snapshot: None,
         }
     }
 

@@ -10,6 +10,7 @@ use wasmtime::{Cache, CacheConfig, Config, Engine, OptLevel, PoolingAllocationCo
 use super::plugin_metrics::PluginMetrics;
 use super::shared_data::{SharedData, SharedQueues};
 use crate::snapshot::SnapshotHandle;
+use crate::upstream::{ResolveError, Resolver};
 
 /// How often the engine's epoch advances: the granularity of callback deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -27,6 +28,8 @@ pub enum RuntimeError {
     Engine(wasmtime::Error),
     #[error("plugin metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("the resolver for ExternalName Services: {0}")]
+    Resolver(#[from] ResolveError),
 }
 
 /// What every plugin instance on every thread shares.
@@ -35,8 +38,11 @@ pub struct Shared {
     pub data: SharedData,
     pub queues: SharedQueues,
     pub metrics: PluginMetrics,
-    /// The Snapshot now serving, for the Services that HTTP calls name.
+    /// The Snapshot now serving, for the Services that HTTP calls from root contexts name (a
+    /// request's plugins use the Snapshot the request started with).
     pub snapshots: SnapshotHandle,
+    /// Resolves the ExternalName Services that HTTP calls name.
+    pub resolver: Resolver,
 }
 
 impl std::fmt::Debug for Shared {
@@ -76,6 +82,7 @@ impl Shared {
         engine: Engine,
         registry: &prometheus::Registry,
         snapshots: SnapshotHandle,
+        resolver: Resolver,
     ) -> Result<Arc<Self>, RuntimeError> {
         let shared = Arc::new(Shared {
             engine,
@@ -83,6 +90,7 @@ impl Shared {
             queues: SharedQueues::default(),
             metrics: PluginMetrics::new(registry)?,
             snapshots,
+            resolver,
         });
         let engine = shared.engine.weak();
         // Advances the epoch for as long as the engine lives; a plain thread, as it only sleeps.
@@ -110,6 +118,7 @@ impl Shared {
             queues: SharedQueues::default(),
             metrics: PluginMetrics::new(&prometheus::Registry::new())?,
             snapshots: self.snapshots.clone(),
+            resolver: self.resolver.clone(),
         }))
     }
 

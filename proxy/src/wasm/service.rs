@@ -12,11 +12,10 @@ use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::call;
-use super::host::{CallResponse, OutgoingCall};
+use super::call::{self, InFlight};
+use super::host::OutgoingCall;
 use super::instance::{Failure, Instance};
 use super::plugin::Plugin;
 use super::runtime::Shared;
@@ -118,7 +117,7 @@ async fn run(
                 }
             },
         };
-        let Err(failure) = serve(started, &mut stopped).await else {
+        let Err(failure) = serve(&shared, started, &mut stopped).await else {
             return;
         };
         report(&shared, &plugin, &failure);
@@ -140,16 +139,20 @@ async fn wait(stopped: &mut oneshot::Receiver<()>, pause: &mut Duration) -> bool
 }
 
 /// Serves one instance until it fails (the failure) or the service is stopped (`Ok`).
-async fn serve(started: Started, stopped: &mut oneshot::Receiver<()>) -> Result<(), Failure> {
+async fn serve(
+    shared: &Shared,
+    started: Started,
+    stopped: &mut oneshot::Receiver<()>,
+) -> Result<(), Failure> {
     let Started {
         mut instance,
         mut queue_ready,
         calls,
     } = started;
     let root = instance.root_context_id();
-    let mut in_flight: JoinSet<(u32, CallResponse)> = JoinSet::new();
+    let mut in_flight = InFlight::new();
     let mut ticker: Option<(Duration, Interval)> = None;
-    dispatch(&mut in_flight, calls);
+    call::start(&mut in_flight, calls, &shared.resolver);
     loop {
         let period = instance.state().tick_period;
         if ticker.as_ref().map(|(p, _)| *p) != period {
@@ -173,7 +176,7 @@ async fn serve(started: Started, stopped: &mut oneshot::Receiver<()>) -> Result<
         };
         ran?;
         let calls = std::mem::take(&mut instance.state_mut().calls);
-        dispatch(&mut in_flight, calls);
+        call::start(&mut in_flight, calls, &shared.resolver);
     }
 }
 
@@ -184,14 +187,5 @@ async fn next_tick(ticker: &mut Option<(Duration, Interval)>) {
             interval.tick().await;
         }
         None => std::future::pending().await,
-    }
-}
-
-fn dispatch(in_flight: &mut JoinSet<(u32, CallResponse)>, calls: Vec<OutgoingCall>) {
-    for call in calls {
-        in_flight.spawn(async move {
-            let response = call::perform(&call).await;
-            (call.token, response)
-        });
     }
 }

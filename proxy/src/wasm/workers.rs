@@ -177,7 +177,7 @@ pub fn spawn_calls(
         let shared = shared.clone();
         let plugin = Arc::downgrade(plugin);
         tokio::spawn(async move {
-            let response = call::perform(&call).await;
+            let response = call::perform(&call, &shared.resolver).await;
             let Some(plugin) = plugin.upgrade() else {
                 return;
             };

@@ -721,6 +721,52 @@ async fn a_changed_plugin_gets_new_instances_while_requests_in_flight_finish_on_
     );
 }
 
+// A request keeps the Snapshot it started with, its plugins' HTTP calls included: a call made
+// after the Service it names changed still goes where the Service pointed when the request
+// arrived, as the request's own route does.
+#[tokio::test]
+async fn a_plugin_call_goes_where_its_service_pointed_when_the_request_arrived() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_echo, _auth, config) = callout_folder("callout", "auth").await;
+    let auth2 = upstream::echo("auth2").await;
+    let gantry = Gantry::start(config.path()).await;
+
+    // The body streams (chunked): the plugin calls out at its end, after the change below.
+    let mut stream = tokio::net::TcpStream::connect(gantry.http).await.unwrap();
+    stream
+        .write_all(
+            b"POST /body-check HTTP/1.1\r\nHost: web.test\r\nTransfer-Encoding: chunked\r\n\
+              Connection: close\r\n\r\n5\r\nhello\r\n",
+        )
+        .await
+        .unwrap();
+    let generation = gantry.generation().await;
+    config.write(
+        "auth.yaml",
+        &service("default", "auth", "http", None, &[(auth2.addr, true)]),
+    );
+    gantry.wait_generation_after(generation).await;
+    stream.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        response.contains("checked by auth: hello"),
+        "the call went to the new endpoint: {response}"
+    );
+
+    // A request arriving now calls the Service as it is now.
+    let response = clients::http1()
+        .post(gantry.url("/body-check"))
+        .header("host", "web.test")
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    let seen: Value = response.json().await.unwrap();
+    assert_eq!(seen["body"], "checked by auth2: again");
+}
+
 /// Every compiled-module file under `dir` with its modification time.
 fn cache_files(dir: &std::path::Path) -> BTreeSet<(String, std::time::SystemTime)> {
     let mut files = BTreeSet::new();

@@ -149,12 +149,22 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(BAD_ARGUMENT);
             }
             let state = c.data_mut();
-            let group = state
-                .shared
-                .snapshots
-                .load()
-                .clusters
-                .resolve(&state.plugin.namespace, &upstream);
+            // A request's plugins call into the Snapshot the request started with; a root
+            // context, which belongs to no request, into the one serving now.
+            let started_with = state
+                .in_exchange()
+                .then(|| state.exchange.info.as_ref()?.snapshot.clone())
+                .flatten();
+            let namespace = &state.plugin.namespace;
+            let group = match started_with {
+                Some(snapshot) => snapshot.clusters.resolve(namespace, &upstream),
+                None => state
+                    .shared
+                    .snapshots
+                    .load()
+                    .clusters
+                    .resolve(namespace, &upstream),
+            };
             let Some(group) = group else {
                 return Ok(BAD_ARGUMENT);
             };

@@ -1,0 +1,132 @@
+//! One request's attempts at an upstream group: the endpoint of each, and whether another may
+//! follow a failed one.
+
+use std::net::SocketAddr;
+
+use super::resolver::{ResolveError, Resolver};
+use crate::snapshot::{UpstreamGroup, UpstreamTarget};
+
+/// Most endpoints one request tries when connecting fails.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// Why no endpoint could be chosen.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("{group} has no ready endpoint")]
+    NoEndpoint { group: String },
+    #[error("resolving {host}: {source}")]
+    Resolve { host: String, source: ResolveError },
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+}
+
+/// The attempts one request made at one group.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    made: usize,
+    /// An ExternalName's addresses, looked up at the first attempt and taken in turn.
+    resolved: Vec<SocketAddr>,
+}
+
+impl Attempts {
+    /// The endpoint for the next attempt.
+    pub async fn next(
+        &mut self,
+        group: &UpstreamGroup,
+        resolver: &Resolver,
+    ) -> Result<SocketAddr, UpstreamError> {
+        self.made += 1;
+        match &group.target {
+            UpstreamTarget::Endpoints(_) => {
+                group
+                    .next_endpoint()
+                    .ok_or_else(|| UpstreamError::NoEndpoint {
+                        group: group.name.clone(),
+                    })
+            }
+            UpstreamTarget::ExternalName { host, port } => {
+                if self.resolved.is_empty() {
+                    self.resolved = resolver.resolve(host, *port).await.map_err(|source| {
+                        UpstreamError::Resolve {
+                            host: host.clone(),
+                            source,
+                        }
+                    })?;
+                }
+                let turn = (self.made - 1) % self.resolved.len().max(1);
+                self.resolved
+                    .get(turn)
+                    .copied()
+                    .ok_or_else(|| UpstreamError::NoAddress { host: host.clone() })
+            }
+        }
+    }
+
+    /// Whether a failed attempt may be followed by another: some endpoint is not tried yet,
+    /// and the request has made fewer than [`MAX_ATTEMPTS`].
+    pub fn may_retry(&self, group: &UpstreamGroup) -> bool {
+        let endpoints = match group.target {
+            UpstreamTarget::ExternalName { .. } => self.resolved.len(),
+            UpstreamTarget::Endpoints(_) => group.endpoint_count(),
+        };
+        self.made < endpoints.min(MAX_ATTEMPTS)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(endpoints: &[&str]) -> UpstreamGroup {
+        UpstreamGroup::new(
+            "default/web:80".to_owned(),
+            UpstreamTarget::Endpoints(endpoints.iter().map(|e| e.parse().unwrap()).collect()),
+            crate::snapshot::UpstreamProtocol::Http1,
+        )
+    }
+
+    #[tokio::test]
+    async fn attempts_take_the_endpoints_in_turn_a_few_at_most() {
+        let resolver = Resolver::from_system().unwrap();
+        let group = group(&["10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80"]);
+        let mut attempts = Attempts::default();
+        let mut seen = Vec::new();
+        while seen.is_empty() || attempts.may_retry(&group) {
+            seen.push(attempts.next(&group, &resolver).await.unwrap());
+        }
+        assert_eq!(seen.len(), MAX_ATTEMPTS);
+        seen.sort();
+        seen.dedup();
+        assert_eq!(
+            seen.len(),
+            MAX_ATTEMPTS,
+            "an endpoint tried twice: {seen:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_external_name_resolves_and_its_addresses_are_taken_in_turn() {
+        let resolver = Resolver::from_system().unwrap();
+        let group = UpstreamGroup::new(
+            "default/db:5432".to_owned(),
+            UpstreamTarget::ExternalName {
+                host: "127.0.0.1".to_owned(),
+                port: 5432,
+            },
+            crate::snapshot::UpstreamProtocol::Http1,
+        );
+        let mut attempts = Attempts::default();
+        let first = attempts.next(&group, &resolver).await.unwrap();
+        assert_eq!(first, "127.0.0.1:5432".parse().unwrap());
+        assert!(!attempts.may_retry(&group), "one address, one attempt");
+    }
+
+    #[tokio::test]
+    async fn a_group_without_endpoints_says_so() {
+        let resolver = Resolver::from_system().unwrap();
+        let mut attempts = Attempts::default();
+        let error = attempts.next(&group(&[]), &resolver).await.unwrap_err();
+        assert_eq!(error.to_string(), "default/web:80 has no ready endpoint");
+        assert!(!attempts.may_retry(&group(&[])));
+    }
+}

@@ -1,0 +1,11 @@
+//! Where a request goes upstream, apart from Pingora's phases: the endpoint each attempt takes
+//! (round robin over a Service's ready endpoints, or the addresses an ExternalName resolves to),
+//! how many attempts a request gets, and names resolved through one cache that keeps each answer
+//! for its TTL. The data plane's phases, its WebSocket tunnel and plugins' HTTP calls all ask
+//! here, so that load balancing, health and retries have one home.
+
+mod attempts;
+mod resolver;
+
+pub use attempts::{Attempts, MAX_ATTEMPTS, UpstreamError};
+pub use resolver::{ResolveError, Resolver};
