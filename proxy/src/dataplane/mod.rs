@@ -1,9 +1,13 @@
 //! The data plane: one Pingora service holding the HTTP and HTTPS listeners (so that both share
 //! one pool of `--threads` workers), reading the current Snapshot on every request.
 
+mod access_log;
+mod answers;
 mod cert_resolver;
 mod connections;
+mod failure;
 pub mod headers;
+mod plugins;
 mod proxy;
 mod tls;
 mod websocket;

@@ -15,8 +15,9 @@ use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::{Error, ErrorType, Result};
 use tokio::net::TcpStream;
 
-use super::headers;
-use super::proxy::{RequestCtx, next_endpoint};
+use super::answers::respond;
+use super::headers::{self, X_REQUEST_ID};
+use super::proxy::{EdgeProxy, RequestCtx, is_tls, next_endpoint};
 use crate::snapshot::{Route, UpstreamGroup};
 use crate::upstream::Resolver;
 
@@ -136,4 +137,55 @@ pub async fn forward_refusal(session: &mut Session, upstream: &mut UpstreamSessi
 /// Shared error text for the access log's note.
 pub fn note(e: &Error) -> Arc<str> {
     Arc::from(format!("websocket: {e}"))
+}
+
+impl EdgeProxy {
+    /// Proxies a WebSocket handshake and, once upgraded, the connection (see `websocket`).
+    pub(super) async fn websocket(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        group: Arc<UpstreamGroup>,
+        route: &Route,
+    ) -> Result<()> {
+        let tls = is_tls(session);
+        let resolver = &self.shared.resolver;
+        match open(session, ctx, resolver, &group, route, tls).await {
+            Err(OpenError::Connect(e) | OpenError::Handshake(e)) => {
+                self.count_upstream_error(ctx, &e);
+                ctx.note = Some(note(&e));
+                let (code, body) = match e.etype() {
+                    ErrorType::HTTPStatus(503) => (503, "service unavailable\n"),
+                    ErrorType::ConnectTimedout | ErrorType::ReadTimedout => (
+                        504,
+                        "gateway timeout: the upstream did not answer in time\n",
+                    ),
+                    _ => (502, "bad gateway: the upstream failed\n"),
+                };
+                session.set_keepalive(None);
+                respond(session, ctx, code, "text/plain; charset=utf-8", body).await
+            }
+            Ok((mut upstream, mut response)) => {
+                headers::strip_response_hop_by_hop(&mut response);
+                if let Some(id) = &ctx.request_id {
+                    response.insert_header(X_REQUEST_ID, id.clone())?;
+                }
+                let upgraded = response.status.as_u16() == 101;
+                session
+                    .write_response_header(Box::new(response), false)
+                    .await?;
+                let result = if upgraded {
+                    relay(session, &mut upstream).await
+                } else {
+                    forward_refusal(session, &mut upstream).await
+                };
+                // Either side closing, or the upstream going quiet past the read timeout, ends
+                // the connection; the reason goes to the access log.
+                if let Err(e) = result {
+                    ctx.note = Some(note(&e));
+                }
+                Ok(())
+            }
+        }
+    }
 }

@@ -1,0 +1,114 @@
+//! Gantry's own answers: a short text of its own (404 for no route, 503 for no endpoint, the
+//! errors of a failed request), a FixedResponse, the redirect to HTTPS, and the writing of any
+//! answer Gantry makes instead of the upstream.
+
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use pingora::Result;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::Session;
+
+use super::headers::{self, X_REQUEST_ID};
+use super::proxy::{EdgeProxy, RequestCtx};
+use crate::snapshot::FixedAnswer;
+
+impl EdgeProxy {
+    pub(super) async fn not_found(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        respond(
+            session,
+            ctx,
+            404,
+            "text/plain; charset=utf-8",
+            "no route for this host and path\n",
+        )
+        .await?;
+        Ok(true)
+    }
+
+    pub(super) fn https_location(&self, req: &RequestHeader) -> String {
+        let host = headers::request_host(req);
+        let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        if self.https_port == 443 {
+            format!("https://{host}{path}")
+        } else {
+            format!("https://{host}:{}{path}", self.https_port)
+        }
+    }
+
+    pub(super) async fn fixed(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        answer: &FixedAnswer,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
+        for (name, value) in &answer.headers {
+            resp.append_header(name.clone(), value.clone())?;
+        }
+        resp.insert_header(CONTENT_LENGTH, answer.body.len())?;
+        self.finish_own_response(session, ctx, resp, answer.body.clone())
+            .await
+    }
+
+    pub(super) async fn finish_own_response(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        mut resp: ResponseHeader,
+        body: Bytes,
+    ) -> Result<()> {
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header(X_REQUEST_ID, id.clone())?;
+        }
+        let head_only = session.req_header().method == http::Method::HEAD;
+        let end = body.is_empty() || head_only;
+        session.write_response_header(Box::new(resp), end).await?;
+        if !end {
+            session.write_response_body(Some(body), true).await?;
+        }
+        Ok(())
+    }
+
+    /// Answers that the request goes to HTTPS instead (308, the same path).
+    pub(super) async fn redirect_to_https(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+    ) -> Result<()> {
+        let location = self.https_location(session.req_header());
+        let mut resp = ResponseHeader::build(308, Some(3))?;
+        resp.insert_header(LOCATION, location)?;
+        resp.insert_header(CONTENT_LENGTH, "0")?;
+        self.finish_own_response(session, ctx, resp, Bytes::new())
+            .await
+    }
+}
+
+/// Answers with a short body of Gantry's own.
+pub(super) async fn respond(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Result<()> {
+    let body: Bytes = body.into();
+    let mut resp = ResponseHeader::build(status, Some(3))?;
+    resp.insert_header(CONTENT_TYPE, content_type)?;
+    resp.insert_header(CONTENT_LENGTH, body.len())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    let head_only = session.req_header().method == http::Method::HEAD;
+    session
+        .write_response_header(Box::new(resp), head_only)
+        .await?;
+    if !head_only {
+        session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
