@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rustls::sign::CertifiedKey;
 use tracing::{info, warn};
 
-use crate::compile::certs::{PemError, certified_key_from_pem};
+use crate::snapshot::tls::{PemError, certified_key_from_pem};
 
 const SUBJECT: &str = "Gantry default certificate";
 /// A name under `.invalid` (RFC 2606) can never be a real host.

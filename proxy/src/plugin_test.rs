@@ -30,11 +30,10 @@ use bytes::Bytes;
 use pingora::http::{RequestHeader, ResponseHeader};
 use serde::Deserialize;
 
-use crate::compile::wanted::WantedPlugin;
 use crate::config::crd::WasmPluginSpec;
 use crate::config::{Kind, NamespacedName, ObjectRef};
 use crate::snapshot::Snapshot;
-use crate::wasm::{self, Filters, Loader, PluginLoad, RequestInfo, Verdict};
+use crate::wasm::{self, Filters, Loader, PluginLoad, RequestInfo, Verdict, WantedPlugin};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginTestError {
@@ -494,8 +493,8 @@ fn spec(module: &str, config: Option<serde_json::Value>) -> WasmPluginSpec {
         vm_config: None,
         root_id: String::new(),
         vm_id: String::new(),
-        failure_policy: wasm::FailurePolicy::FailClosed,
-        phase: wasm::Phase::Unspecified,
+        failure_policy: crate::config::crd::FailurePolicy::FailClosed,
+        phase: crate::config::crd::Phase::Unspecified,
         priority: 0,
         timeout: Some("5s".to_owned()),
         memory_limit: None,

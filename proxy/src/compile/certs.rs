@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+use crate::config::TLS_SECRET_TYPE;
+use crate::snapshot::tls::{PemError, certified_key_from_pem};
 
 /// Why a Secret cannot serve: the field at fault and the reason.
 #[derive(Clone, Debug)]
@@ -55,38 +54,4 @@ pub fn certified_key(secret: &Secret) -> Result<Arc<CertifiedKey>, SecretError> 
         PemError::Certificate(reason) => error(&cert_field, reason),
         PemError::Key(reason) => error(&key_field, reason),
     })
-}
-
-/// Which half of a PEM pair is at fault, and why.
-#[derive(Debug, thiserror::Error)]
-pub enum PemError {
-    #[error("certificate: {0}")]
-    Certificate(String),
-    #[error("private key: {0}")]
-    Key(String),
-}
-
-/// A PEM certificate chain and PEM private key, checked to belong together.
-pub fn certified_key_from_pem(
-    cert_pem: &[u8],
-    key_pem: &[u8],
-) -> Result<Arc<CertifiedKey>, PemError> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PemError::Certificate(format!("is not PEM: {e}")))?;
-    if chain.is_empty() {
-        return Err(PemError::Certificate(
-            "holds no PEM CERTIFICATE block".into(),
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| PemError::Key(format!("holds no usable PEM private key: {e}")))?;
-    let provider = rustls::crypto::ring::default_provider();
-    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => {
-            PemError::Key("does not match the certificate in tls.crt".into())
-        }
-        other => PemError::Key(format!("cannot be used: {other}")),
-    })?;
-    Ok(Arc::new(certified))
 }

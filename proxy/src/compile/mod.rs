@@ -261,7 +261,7 @@ impl Compiler<'_> {
     /// Every TLS Secret is checked, used or not, so that a broken one shows before it is needed.
     fn check_secrets(&mut self) {
         for (key, stored) in &self.store.secrets {
-            if stored.object.type_.as_deref() != Some(certs::TLS_SECRET_TYPE) {
+            if stored.object.type_.as_deref() != Some(crate::config::TLS_SECRET_TYPE) {
                 continue;
             }
             let result = certs::certified_key(&stored.object);

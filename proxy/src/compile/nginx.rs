@@ -26,8 +26,8 @@ use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 
 use crate::config::crd::WasmPluginSpec;
+use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
-use crate::wasm::{FailurePolicy, Phase};
 
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 

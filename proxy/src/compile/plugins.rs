@@ -12,10 +12,11 @@ use super::annotations::{IngressSettings, PLUGINS};
 use super::nginx::DerivedPlugin;
 use super::{Compiler, IngressCtx};
 use crate::config::NamespacedName;
+use crate::config::crd::FailurePolicy;
 use crate::config::crd::WasmPluginType;
 use crate::snapshot::Clusters;
 use crate::snapshot::clusters::ClusterPort;
-use crate::wasm::{FailurePolicy, PluginChain, PluginLoad};
+use crate::wasm::{PluginChain, PluginLoad};
 
 /// The chain, `None` when no plugin applies; or why the routes must answer 503.
 pub type ChainResult = Result<Option<PluginChain>, Arc<str>>;

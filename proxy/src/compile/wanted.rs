@@ -2,29 +2,13 @@
 //! WasmPlugin (with the Secret a `builtin:acl` names read into its configuration) and every
 //! plugin an Ingress's ingress-nginx annotations ask for. Pure, like the rest of `compile`.
 
-use std::path::Path;
-use std::sync::Arc;
-
 use serde_json::Value;
 
 use super::class::Classes;
 use super::nginx::{HtpasswdForm, htpasswd, nginx_settings};
 use crate::config::crd::WasmPluginSpec;
 use crate::config::{Kind, NamespacedName, ObjectRef, Store};
-
-/// One plugin to load.
-#[derive(Clone, Debug, PartialEq)]
-pub struct WantedPlugin {
-    pub key: NamespacedName,
-    pub spec: WasmPluginSpec,
-    /// Where problems are reported.
-    pub file: Option<Arc<Path>>,
-    pub object: ObjectRef,
-    /// For plugins an annotation asks for: the field every problem is reported on.
-    pub field: Option<String>,
-    /// Found already, as (field, reason): the plugin cannot load.
-    pub problem: Option<(String, String)>,
-}
+use crate::wasm::WantedPlugin;
 
 pub fn wanted_plugins(store: &Store) -> Vec<WantedPlugin> {
     let mut wanted = Vec::new();

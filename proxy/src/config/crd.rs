@@ -122,10 +122,10 @@ pub struct WasmPluginSpec {
     pub vm_id: String,
     /// What happens to requests when the plugin fails.
     #[serde(default)]
-    pub failure_policy: crate::wasm::FailurePolicy,
+    pub failure_policy: FailurePolicy,
     /// Where the plugin runs in the chain (AUTHN, AUTHZ, STATS, UNSPECIFIED_PHASE).
     #[serde(default)]
-    pub phase: crate::wasm::Phase,
+    pub phase: Phase,
     /// Within a phase, higher runs first.
     #[serde(default)]
     pub priority: i32,
@@ -138,6 +138,46 @@ pub struct WasmPluginSpec {
     /// The Ingresses (in the plugin's namespace) whose routes it filters.
     #[serde(default)]
     pub targets: Option<WasmPluginTargets>,
+}
+
+/// What happens to a request when its plugin fails (traps, overruns its deadline or memory, or
+/// could not be loaded).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+pub enum FailurePolicy {
+    /// The request is answered 503.
+    #[default]
+    FailClosed,
+    /// The request goes on without the plugin.
+    FailOpen,
+}
+
+/// Where in the chain a plugin runs, as Istio's WasmPlugin orders them: authentication, then
+/// authorization, then statistics, then plugins that name no phase.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+pub enum Phase {
+    #[serde(rename = "AUTHN")]
+    Authn,
+    #[serde(rename = "AUTHZ")]
+    Authz,
+    #[serde(rename = "STATS")]
+    Stats,
+    #[default]
+    #[serde(rename = "UNSPECIFIED_PHASE")]
+    Unspecified,
 }
 
 /// How a WasmPlugin's module runs.

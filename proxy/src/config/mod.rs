@@ -7,5 +7,5 @@ pub mod kube;
 pub mod object;
 pub mod store;
 
-pub use object::{DEFAULT_NAMESPACE, Kind, Object, ObjectRef};
+pub use object::{DEFAULT_NAMESPACE, Kind, Object, ObjectRef, TLS_SECRET_TYPE};
 pub use store::{NamespacedName, Store, Stored};

@@ -16,6 +16,8 @@ use super::crd::{
 
 /// Namespace given to namespaced objects that name none, as kubectl does.
 pub const DEFAULT_NAMESPACE: &str = "default";
+/// The `type` of a Secret holding a TLS certificate and key (`tls.crt`, `tls.key`).
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
 /// The kinds Gantry reads. Everything else is skipped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -23,12 +23,12 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
-use crate::compile::certificates::{AcmeIssuing, Issuing, WantedCertificate};
 use crate::control::cert_status::{CertStatuses, CertificateStatus, Condition, rfc3339};
 use crate::control::challenges::Challenges;
 use crate::control::solver::{GantrySolver, Responses};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
+use crate::snapshot::certificates::{AcmeIssuing, Issuing, WantedCertificate};
 
 /// Longest wait between two looks, whatever the renewal times say.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);

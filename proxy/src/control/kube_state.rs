@@ -25,8 +25,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::kube_status::FIELD_MANAGER;
-use crate::compile::certs::TLS_SECRET_TYPE;
 use crate::config::Store;
+use crate::config::TLS_SECRET_TYPE;
 
 /// The annotation naming the issuer of a certificate Gantry issued (cert-manager's too).
 pub const ISSUER_ANNOTATION: &str = "gantry.dev/issuer-name";

@@ -157,7 +157,7 @@ impl IssuedSecrets {
                     annotations: Some(annotations),
                     ..Default::default()
                 },
-                type_: Some(crate::compile::certs::TLS_SECRET_TYPE.to_owned()),
+                type_: Some(crate::config::TLS_SECRET_TYPE.to_owned()),
                 data: Some(data),
                 ..Default::default()
             };

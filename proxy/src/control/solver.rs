@@ -13,9 +13,9 @@ use gantry_acme::challenge::{Challenge, ChallengeKind, Solver};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
-use crate::compile::certificates::{AcmeIssuing, challenge_name};
 use crate::control::challenges::Challenges;
 use crate::snapshot::SnapshotHandle;
+use crate::snapshot::certificates::{AcmeIssuing, challenge_name};
 
 /// How long a DNS-01 value may take to be answered everywhere it must be.
 const DNS_VISIBLE_WAIT: Duration = Duration::from_secs(120);

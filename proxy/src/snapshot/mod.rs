@@ -2,6 +2,7 @@
 //! the current one once per request through an atomic pointer; a new one never disturbs requests
 //! already running on the old.
 
+pub mod certificates;
 pub mod clusters;
 pub mod router;
 pub mod tls;
@@ -38,7 +39,7 @@ pub struct Snapshot {
     /// Records to publish into other DNS servers.
     pub dns_publications: Vec<Publication>,
     /// Certificates to keep issued.
-    pub certificates: Vec<crate::compile::certificates::WantedCertificate>,
+    pub certificates: Vec<certificates::WantedCertificate>,
     /// The resources `gantry status` reports on.
     pub resources: Vec<crate::config::ObjectRef>,
     /// What Gantry's Ingresses' `status.loadBalancer.ingress` should say.

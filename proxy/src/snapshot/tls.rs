@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
 use crate::config::NamespacedName;
@@ -30,4 +32,38 @@ impl TlsTable {
         }
         self.wildcard.get(super::wildcard_parent(server_name)?)
     }
+}
+
+/// Which half of a PEM pair is at fault, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("certificate: {0}")]
+    Certificate(String),
+    #[error("private key: {0}")]
+    Key(String),
+}
+
+/// A PEM certificate chain and PEM private key, checked to belong together.
+pub fn certified_key_from_pem(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<CertifiedKey>, PemError> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| PemError::Certificate(format!("is not PEM: {e}")))?;
+    if chain.is_empty() {
+        return Err(PemError::Certificate(
+            "holds no PEM CERTIFICATE block".into(),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| PemError::Key(format!("holds no usable PEM private key: {e}")))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => {
+            PemError::Key("does not match the certificate in tls.crt".into())
+        }
+        other => PemError::Key(format!("cannot be used: {other}")),
+    })?;
+    Ok(Arc::new(certified))
 }

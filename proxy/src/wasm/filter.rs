@@ -16,9 +16,10 @@ use super::call;
 use super::host::{BodyKind, LocalResponse, OutgoingCall, RequestInfo, StreamProperties, Wake};
 use super::instance::{Action, Failure, Instance};
 use super::local_reply;
-use super::plugin::{FailurePolicy, Plugin};
+use super::plugin::Plugin;
 use super::runtime::Shared;
 use super::workers::{self, deliver};
+use crate::config::crd::FailurePolicy;
 
 /// Longest a plugin may hold a request paused.
 const PAUSE_LIMIT: Duration = Duration::from_secs(60);

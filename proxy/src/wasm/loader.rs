@@ -20,17 +20,31 @@ use super::abi;
 use super::builtin;
 use super::host::HostState;
 use super::instance::{Failure, Instance};
-use super::plugin::{FailurePolicy, Plugin, PluginInfo};
+use super::plugin::{Plugin, PluginInfo};
 use super::runtime::{MAX_MEMORY_LIMIT, RuntimeError, Shared};
 use super::service::{self, Service, Started};
-use crate::compile::wanted::WantedPlugin;
-use crate::config::NamespacedName;
+use crate::config::crd::FailurePolicy;
 use crate::config::crd::{WasmPluginSpec, WasmPluginType};
+use crate::config::{NamespacedName, ObjectRef};
 use crate::duration::parse_duration;
 use crate::problem::Problem;
 
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
 pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
+
+/// One plugin to load, as the compiler worked it out from the resources (`compile::wanted`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct WantedPlugin {
+    pub key: NamespacedName,
+    pub spec: WasmPluginSpec,
+    /// Where problems are reported.
+    pub file: Option<Arc<Path>>,
+    pub object: ObjectRef,
+    /// For plugins an annotation asks for: the field every problem is reported on.
+    pub field: Option<String>,
+    /// Found already, as (field, reason): the plugin cannot load.
+    pub problem: Option<(String, String)>,
+}
 
 /// A WasmPlugin after loading.
 #[derive(Clone, Debug)]
@@ -40,7 +54,7 @@ pub enum PluginLoad {
     Broken {
         reason: String,
         policy: FailurePolicy,
-        phase: super::Phase,
+        phase: crate::config::crd::Phase,
         priority: i32,
     },
 }

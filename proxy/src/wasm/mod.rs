@@ -24,8 +24,8 @@ pub mod workers;
 
 pub use filter::{Filters, Verdict};
 pub use host::{LocalResponse, RequestInfo};
-pub use loader::{LoadedPlugins, Loader, PluginLoad};
-pub use plugin::{FailurePolicy, Phase, Plugin};
+pub use loader::{LoadedPlugins, Loader, PluginLoad, WantedPlugin};
+pub use plugin::Plugin;
 pub use runtime::Shared;
 
 /// A route's plugins, in the order they run.

@@ -6,50 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use wasmtime::InstancePre;
 
 use super::host::HostState;
-
-/// What happens to a request when its plugin fails (traps, overruns its deadline or memory, or
-/// could not be loaded).
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
-)]
-pub enum FailurePolicy {
-    /// The request is answered 503.
-    #[default]
-    FailClosed,
-    /// The request goes on without the plugin.
-    FailOpen,
-}
-
-/// Where in the chain a plugin runs, as Istio's WasmPlugin orders them: authentication, then
-/// authorization, then statistics, then plugins that name no phase.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Serialize,
-    Deserialize,
-    schemars::JsonSchema,
-)]
-pub enum Phase {
-    #[serde(rename = "AUTHN")]
-    Authn,
-    #[serde(rename = "AUTHZ")]
-    Authz,
-    #[serde(rename = "STATS")]
-    Stats,
-    #[default]
-    #[serde(rename = "UNSPECIFIED_PHASE")]
-    Unspecified,
-}
+use crate::config::crd::{FailurePolicy, Phase};
 
 /// A plugin's settings, shared by all its instances.
 #[derive(Debug)]
