@@ -13,7 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => match gantry::crds::render() {
+        Command::Crds => match gantry::cmd::crds::render() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -33,7 +33,7 @@ fn main() -> ExitCode {
                 log: "warn".to_owned(),
             };
             let _ = gantry::logging::init(&quiet);
-            match gantry::validate::validate(&args.dir, &mut std::io::stdout()) {
+            match gantry::cmd::validate::validate(&args.dir, &mut std::io::stdout()) {
                 Ok(0) => {
                     eprintln!("{}: no problems", args.dir.display());
                     ExitCode::SUCCESS
@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Status(args) => {
-            match gantry::status::status(args.admin_addr, &mut std::io::stdout()) {
+            match gantry::cmd::status::status(args.admin_addr, &mut std::io::stdout()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gantry status: {e}");
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
                 log: "warn".to_owned(),
             };
             let _ = gantry::logging::init(&quiet);
-            match gantry::plugin_test::plugin_test(
+            match gantry::cmd::plugin_test::plugin_test(
                 &args.plugin,
                 &args.cases,
                 &mut std::io::stdout(),
@@ -81,7 +81,7 @@ fn main() -> ExitCode {
                 eprintln!("gantry: {e}");
                 return ExitCode::from(2);
             }
-            match gantry::run::run(*args) {
+            match gantry::cmd::run::run(*args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");

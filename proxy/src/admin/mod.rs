@@ -21,7 +21,7 @@ use crate::snapshot::SnapshotHandle;
 pub type Readiness = Arc<AtomicBool>;
 
 pub struct AdminApp {
-    pub certificates: crate::control::cert_status::CertStatuses,
+    pub certificates: crate::certs::status::CertStatuses,
     pub snapshots: SnapshotHandle,
     pub metrics: Arc<Metrics>,
     pub ready: Readiness,

@@ -5,8 +5,8 @@
 
 use serde::Serialize;
 
+use crate::certs::status::CertificateStatus;
 use crate::config::ObjectRef;
-use crate::control::cert_status::CertificateStatus;
 use crate::snapshot::Snapshot;
 
 #[derive(Serialize)]

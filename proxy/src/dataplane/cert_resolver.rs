@@ -9,7 +9,7 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 
 use super::tls::ACME_TLS_ALPN;
-use crate::control::solver::Responses;
+use crate::certs::solver::Responses;
 use crate::snapshot::SnapshotHandle;
 
 #[derive(Debug)]

@@ -40,7 +40,7 @@ const UPSTREAM_H2_STREAMS: usize = 100;
 pub struct Shared {
     pub snapshots: SnapshotHandle,
     /// ACME HTTP-01 and TLS-ALPN-01 responses being served.
-    pub acme: crate::control::solver::Responses,
+    pub acme: crate::certs::solver::Responses,
     pub metrics: Arc<Metrics>,
     pub request_ids: Arc<headers::RequestIds>,
     pub access_log: bool,

@@ -15,16 +15,16 @@ use pingora::services::listening::Service;
 use tracing::info;
 
 use crate::admin::AdminApp;
+use crate::certs::default_cert::{self, DefaultCertError};
+use crate::certs::manager::CertService;
 use crate::cli::RunArgs;
+use crate::cmd::drain::Drain;
 use crate::config::folder::{FolderError, FolderSource};
 use crate::config::kube::{KubeError, KubeSource};
-use crate::control::certs::CertService;
-use crate::control::dns::{DnsService, SerialBook};
-use crate::control::drain::Drain;
-use crate::control::reload::{ConfigReloader, ConfigSource, IssuedSecrets, Sources, install};
 use crate::dataplane::{self, Shared, headers::RequestIds};
-use crate::default_cert::{self, DefaultCertError};
+use crate::dns::service::{DnsService, SerialBook};
 use crate::metrics::Metrics;
+use crate::reload::{ConfigReloader, ConfigSource, IssuedSecrets, Sources, install};
 use crate::snapshot::Snapshot;
 use crate::upstream::Resolver;
 use crate::wasm::{self, Loader};
@@ -184,23 +184,23 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let lease_namespace = args
         .lease_namespace
         .clone()
-        .unwrap_or_else(crate::control::leader::pod_namespace);
-    let publish_failures = crate::control::publish::PublishFailures::default();
+        .unwrap_or_else(crate::kube::leader::pod_namespace);
+    let publish_failures = crate::dns::publish::PublishFailures::default();
     let mut book = SerialBook::open(&args.state_dir);
     let (serials_outbox, serials_watch) = tokio::sync::watch::channel(Default::default());
-    let shared_serials = crate::control::dns::SharedSerials {
+    let shared_serials = crate::dns::service::SharedSerials {
         outbox: Arc::new(serials_outbox),
         ..Default::default()
     };
     if kube_mode {
         book.shared = Some(shared_serials.clone());
     }
-    let responses = crate::control::solver::Responses::default();
+    let responses = crate::certs::solver::Responses::default();
     // What the leader last shared of the challenges it presented (kube mode).
     let (shared_challenges, shared_watch) =
-        tokio::sync::watch::channel(crate::control::solver::Presented::default());
-    let statuses = crate::control::cert_status::CertStatuses::default();
-    let challenges = crate::control::challenges::Challenges::default();
+        tokio::sync::watch::channel(crate::certs::solver::Presented::default());
+    let statuses = crate::certs::status::CertStatuses::default();
+    let challenges = crate::certs::challenges::Challenges::default();
     let shared = Shared {
         acme: responses.clone(),
         snapshots: snapshots.clone(),
@@ -248,7 +248,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             storage: issued,
             acme_store: match &kube_client {
                 Some(client) => gantry_acme::acme::AcmeStore::with_state(Arc::new(
-                    crate::control::kube_state::SecretState::new(
+                    crate::kube::state::SecretState::new(
                         client.clone(),
                         &lease_namespace,
                         &format!("{}-acme", args.lease_name),
@@ -256,13 +256,11 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
                 )),
                 None => gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
             },
-            peers: kube_mode.then(|| crate::control::solver::Peers {
+            peers: kube_mode.then(|| crate::certs::solver::Peers {
                 shared: shared_watch.clone(),
                 service: args.publish_service.clone(),
             }),
-            tls_secrets: kube_client
-                .clone()
-                .map(crate::control::kube_state::TlsSecrets::new),
+            tls_secrets: kube_client.clone().map(crate::kube::state::TlsSecrets::new),
             reload: reloader.changes(),
             metrics: metrics.clone(),
             responses: responses.clone(),
@@ -275,10 +273,10 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     server.add_service(background_service("gantry config reloader", reloader));
     let mut lease_release = None;
     if let (Some(runtime), Some(client)) = (&kube_runtime, kube_client) {
-        let instance = crate::control::kube_status::instance_name();
+        let instance = crate::kube::status::instance_name();
         let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
         runtime.spawn(
-            crate::control::leader::LeaderElection {
+            crate::kube::leader::LeaderElection {
                 client: client.clone(),
                 namespace: lease_namespace.clone(),
                 name: args.lease_name.clone(),
@@ -290,8 +288,8 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             .run(),
         );
         runtime.spawn(
-            crate::control::kube_serials::SerialSync {
-                document: crate::control::kube_document::SharedDocument::new(
+            crate::kube::serials::SerialSync {
+                document: crate::kube::document::SharedDocument::new(
                     client.clone(),
                     &lease_namespace,
                     &format!("{}-dns-serials", args.lease_name),
@@ -304,8 +302,8 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             .run(),
         );
         runtime.spawn(
-            crate::control::kube_challenges::SharedChallenges {
-                document: crate::control::kube_document::SharedDocument::new(
+            crate::kube::challenges::SharedChallenges {
+                document: crate::kube::document::SharedDocument::new(
                     client.clone(),
                     &lease_namespace,
                     &format!("{}-acme-challenges", args.lease_name),
@@ -319,7 +317,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             .run(),
         );
         runtime.spawn(
-            crate::control::kube_status::StatusWriter {
+            crate::kube::status::StatusWriter {
                 client: client.clone(),
                 snapshots: snapshots.clone(),
                 generations: generation_watch.clone(),
@@ -330,7 +328,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             }
             .run(),
         );
-        lease_release = Some(crate::control::leader::LeaseRelease {
+        lease_release = Some(crate::kube::leader::LeaseRelease {
             runtime: runtime.handle().clone(),
             client,
             namespace: lease_namespace,

@@ -13,7 +13,7 @@ use gantry_acme::challenge::{Challenge, ChallengeKind, Solver};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
-use crate::control::challenges::Challenges;
+use crate::certs::challenges::Challenges;
 use crate::snapshot::SnapshotHandle;
 use crate::snapshot::certificates::{AcmeIssuing, challenge_name};
 

@@ -37,11 +37,11 @@ mod tests {
         let rendered = super::render().unwrap_or_default();
         assert!(rendered.contains("kind: CustomResourceDefinition"));
         assert!(
-            rendered == include_str!("../../deploy/crds.yaml"),
+            rendered == include_str!("../../../deploy/crds.yaml"),
             "deploy/crds.yaml is stale: run `cargo run -p gantry -- crds > deploy/crds.yaml`"
         );
         assert!(
-            rendered == include_str!("../../deploy/helm/gantry/crds/crds.yaml"),
+            rendered == include_str!("../../../deploy/helm/gantry/crds/crds.yaml"),
             "the Helm chart's CRDs are stale: copy deploy/crds.yaml to deploy/helm/gantry/crds/"
         );
     }

@@ -9,8 +9,8 @@
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::dns::{Serials, SharedSerials};
-use super::kube_document::SharedDocument;
+use super::document::SharedDocument;
+use crate::dns::service::{Serials, SharedSerials};
 
 pub struct SerialSync {
     /// The ConfigMap (key `serials.json`).

@@ -25,8 +25,8 @@ use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
-use crate::control::challenges::Challenges;
-use crate::control::publish::Publishers;
+use crate::certs::challenges::Challenges;
+use crate::dns::publish::Publishers;
 use crate::metrics::Metrics;
 use crate::snapshot::{Publication, SnapshotHandle};
 
@@ -274,7 +274,7 @@ pub struct DnsService {
     /// Whether this replica leads: only the leader publishes into other servers.
     pub leader: watch::Receiver<bool>,
     /// Publications failing now, for the status writer.
-    pub publish_failures: crate::control::publish::PublishFailures,
+    pub publish_failures: crate::dns::publish::PublishFailures,
 }
 
 impl DnsService {

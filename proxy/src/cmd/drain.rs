@@ -17,7 +17,7 @@ pub struct Drain {
     pub open_connections: IntGaugeVec,
     pub timeout: Duration,
     /// In kube mode: the Lease to give up first, so another replica leads while this drains.
-    pub lease: Option<crate::control::leader::LeaseRelease>,
+    pub lease: Option<crate::kube::leader::LeaseRelease>,
 }
 
 impl Drain {

@@ -24,7 +24,7 @@ use kube::{Api, Client};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::kube_status::FIELD_MANAGER;
+use super::status::FIELD_MANAGER;
 use crate::config::Store;
 use crate::config::TLS_SECRET_TYPE;
 

@@ -22,10 +22,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::status_view::{self, ResourceStatus};
+use crate::certs::status::{CertStatuses, CertificateStatus};
 use crate::config::crd::Condition;
 use crate::config::kube::api_resource;
 use crate::config::{Kind, NamespacedName, ObjectRef, Store};
-use crate::control::cert_status::{CertStatuses, CertificateStatus};
 use crate::snapshot::SnapshotHandle;
 
 /// The field manager of everything Gantry writes.
@@ -48,7 +48,7 @@ pub struct StatusWriter {
     /// This replica's name, as Events report it.
     pub instance: String,
     /// Publications into other DNS servers failing now.
-    pub publish_failures: crate::control::publish::PublishFailures,
+    pub publish_failures: crate::dns::publish::PublishFailures,
 }
 
 /// What the writer remembers between passes.

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
-use super::kube_status::FIELD_MANAGER;
+use super::status::FIELD_MANAGER;
 
 #[derive(Clone)]
 pub struct SharedDocument {

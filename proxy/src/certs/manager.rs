@@ -23,9 +23,9 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
-use crate::control::cert_status::{CertStatuses, CertificateStatus, Condition, rfc3339};
-use crate::control::challenges::Challenges;
-use crate::control::solver::{GantrySolver, Responses};
+use crate::certs::challenges::Challenges;
+use crate::certs::solver::{GantrySolver, Responses};
+use crate::certs::status::{CertStatuses, CertificateStatus, Condition, rfc3339};
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
 use crate::snapshot::certificates::{AcmeIssuing, Issuing, WantedCertificate};
@@ -53,9 +53,9 @@ pub struct CertService {
     pub statuses: CertStatuses,
     /// In kube mode: issued certificates are also kept in their Secrets, and read back from
     /// them by a new leader.
-    pub tls_secrets: Option<crate::control::kube_state::TlsSecrets>,
+    pub tls_secrets: Option<crate::kube::state::TlsSecrets>,
     /// In kube mode: the other replicas, which must answer challenges too.
-    pub peers: Option<crate::control::solver::Peers>,
+    pub peers: Option<crate::certs::solver::Peers>,
     /// Whether this replica leads: only the leader places orders.
     pub leader: watch::Receiver<bool>,
 }
@@ -403,14 +403,14 @@ impl Manager<'_> {
     /// good is taken instead of ordering again.
     fn sync_secret(
         &self,
-        secrets: &crate::control::kube_state::TlsSecrets,
+        secrets: &crate::kube::state::TlsSecrets,
         wanted: &WantedCertificate,
         cluster: &crate::config::Store,
         stored: &mut Option<Bundle>,
         issuer: &mut Option<String>,
         now: SystemTime,
     ) {
-        use crate::control::kube_state::TlsSecrets;
+        use crate::kube::state::TlsSecrets;
         let name = wanted.secret.to_string();
         let storage = &self.service.storage;
         let good_here = stored

@@ -11,9 +11,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::warn;
 
-use super::challenges::Challenges;
-use super::kube_document::SharedDocument;
-use super::solver::{Presented, Responses};
+use super::document::SharedDocument;
+use crate::certs::challenges::Challenges;
+use crate::certs::solver::{Presented, Responses};
 
 /// How often the leader looks for newly presented challenges.
 const PERIOD: Duration = Duration::from_millis(200);
