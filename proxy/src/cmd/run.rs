@@ -1,5 +1,6 @@
-//! `gantry run`: reads the folder, compiles the first Snapshot, and starts the Pingora server
-//! with the HTTP, HTTPS and admin listeners, the reloader and the drain watcher.
+//! `gantry run`: starts every subsystem and the Pingora server that runs them, each made by a
+//! constructor of its own below (the data plane, admin, reloader, certificates, DNS, kube mode's
+//! side effects, the drain) from the pieces they share (a [`Hub`]).
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -15,17 +16,23 @@ use pingora::services::listening::Service;
 use tracing::info;
 
 use crate::admin::AdminApp;
+use crate::certs::challenges::Challenges;
 use crate::certs::default_cert::{self, DefaultCertError};
 use crate::certs::manager::CertService;
+use crate::certs::solver::{Presented, Responses};
+use crate::certs::status::CertStatuses;
 use crate::cli::RunArgs;
 use crate::cmd::drain::Drain;
 use crate::config::folder::{FolderError, FolderSource};
 use crate::config::kube::{KubeError, KubeSource};
 use crate::dataplane::{self, Shared, headers::RequestIds};
+use crate::dns::publish::PublishFailures;
+use crate::dns::service::SharedSerials;
 use crate::dns::service::{DnsService, SerialBook};
+use crate::kube::leader::LeaseRelease;
 use crate::metrics::Metrics;
 use crate::reload::{ConfigReloader, ConfigSource, IssuedSecrets, Sources, install};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::upstream::Resolver;
 use crate::wasm::{self, Loader};
 
@@ -62,149 +69,32 @@ pub enum RunError {
 pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     // Pingora and rustls need one process-wide crypto provider; the first install wins.
     let _ = rustls::crypto::ring::default_provider().install_default();
-
-    std::fs::create_dir_all(&args.state_dir).map_err(|source| RunError::StateDir {
-        path: args.state_dir.clone(),
-        source,
-    })?;
-    // wasmtime's compilation cache takes absolute paths only; `--state-dir state` is fine too.
-    args.state_dir = std::path::absolute(&args.state_dir).map_err(|source| RunError::StateDir {
-        path: args.state_dir.clone(),
-        source,
-    })?;
+    prepare_state_dir(&mut args)?;
     let default_cert = default_cert::load_or_create(&args.state_dir)?;
-    // Pingora cannot report a failed bind except by panicking inside its runtime, so each
-    // address is tried first, while a clear error can still be given.
-    for (addr, flag) in [
-        (args.http_addr, "--http-addr"),
-        (args.https_addr, "--https-addr"),
-        (args.admin_addr, "--admin-addr"),
-        (args.dns_addr, "--dns-addr"),
-    ] {
-        TcpListener::bind(addr).map_err(|source| RunError::Listen { addr, flag, source })?;
-    }
-    std::net::UdpSocket::bind(args.dns_addr).map_err(|source| RunError::Listen {
-        addr: args.dns_addr,
-        flag: "--dns-addr",
-        source,
-    })?;
-
+    check_addresses(&args)?;
     let threads = args
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
         .unwrap_or(1);
     let (changes, changed) = tokio::sync::mpsc::unbounded_channel();
-    // The kube watches run on a runtime of their own, alive until the process exits.
-    let mut kube_runtime = None;
-    let mut kube_client = None;
-    let config = match &args.config {
-        Some(dir) => ConfigSource::Folder(FolderSource::open(dir)?),
-        None => {
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("gantry-kube")
-                .enable_all()
-                .build()
-                .map_err(RunError::Runtime)?;
-            let client =
-                runtime.block_on(crate::config::kube::client(args.kubeconfig.as_deref()))?;
-            let source = {
-                let _entered = runtime.enter();
-                KubeSource::start(
-                    &client,
-                    &args.watch_namespace,
-                    args.secret_selector.as_deref(),
-                    changes.clone(),
-                )
-            };
-            kube_runtime = Some(runtime);
-            kube_client = Some(client);
-            ConfigSource::Kube(source)
-        }
-    };
-    let metrics = Metrics::new()?;
-    let snapshots = Arc::new(ArcSwap::from_pointee(Snapshot::default()));
-    // Room in the instance pool for many plugins on every worker, plus trial instances.
-    let pool = u32::try_from(threads * 64 + 64)
-        .unwrap_or(u32::MAX)
-        .min(2048);
-    let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
+    let (config, kube) = config_source(&args, changes.clone())?;
+    let kube_mode = kube.is_some();
+    let hub = Hub::new(kube_mode)?;
     let resolver = Resolver::from_system().map_err(wasm::runtime::RuntimeError::from)?;
-    let wasm = wasm::Shared::new(
-        engine,
-        &metrics.registry,
-        snapshots.clone(),
-        resolver.clone(),
-    )?;
-    // Plugin files named by relative paths are found next to the resources, or, in kube mode,
-    // in the working directory.
-    let plugin_root = match &config {
-        ConfigSource::Folder(folder) => folder.root().to_owned(),
-        ConfigSource::Kube(_) => std::path::PathBuf::from("."),
-    };
-    let plugins = Loader::new(wasm.clone(), &plugin_root)?;
-    let settings = crate::compile::Settings {
-        publish_addresses: args.publish_address.clone(),
-        publish_service: args.publish_service.clone(),
-        ingress_class: args.ingress_class.clone(),
-    };
-    let issued = FileStorage::new(args.state_dir.join("certificates"));
-    let kube_mode = matches!(config, ConfigSource::Kube(_));
-    let mut sources = Sources {
-        config,
-        plugins,
-        settings,
-        issued: (!kube_mode).then(|| IssuedSecrets::new(issued.clone())),
-    };
-    let (generations, generation_watch) = tokio::sync::watch::channel(0u64);
+    let wasm = plugin_runtime(&args, threads, &hub, resolver.clone())?;
+    let mut sources = sources(&args, config, &wasm)?;
     // In kube mode the first Snapshot waits for the first lists, in the reloader.
     if !kube_mode && let Some(snapshot) = sources.read(true) {
-        install(&snapshots, &metrics, &generations, snapshot);
+        install(&hub.snapshots, &hub.metrics, &hub.generations, snapshot);
     }
     let ready = Arc::new(AtomicBool::new(false));
 
-    let mut conf = ServerConf {
-        threads,
-        // Pingora sleeps this long after SIGTERM before it stops; the drain watcher exits as
-        // soon as the connections are done, so this is only the backstop.
-        grace_period_seconds: Some(args.drain_timeout.as_secs() + 5),
-        graceful_shutdown_timeout_seconds: Some(1),
-        // Each connection stays on one worker thread, where its plugins' instances live.
-        work_stealing: false,
-        ..ServerConf::default()
-    };
-    conf.upstream_keepalive_pool_size = 1024;
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let mut server = server(&args, threads);
     let conf = server.configuration.clone();
-
-    // Who orders certificates, publishes DNS updates and writes status: in kube mode the
-    // replica holding the Lease, else this one.
-    let (leader_sender, leader) = tokio::sync::watch::channel(!kube_mode);
-    let lease_namespace = args
-        .lease_namespace
-        .clone()
-        .unwrap_or_else(crate::kube::leader::pod_namespace);
-    let publish_failures = crate::dns::publish::PublishFailures::default();
-    let mut book = SerialBook::open(&args.state_dir);
-    let (serials_outbox, serials_watch) = tokio::sync::watch::channel(Default::default());
-    let shared_serials = crate::dns::service::SharedSerials {
-        outbox: Arc::new(serials_outbox),
-        ..Default::default()
-    };
-    if kube_mode {
-        book.shared = Some(shared_serials.clone());
-    }
-    let responses = crate::certs::solver::Responses::default();
-    // What the leader last shared of the challenges it presented (kube mode).
-    let (shared_challenges, shared_watch) =
-        tokio::sync::watch::channel(crate::certs::solver::Presented::default());
-    let statuses = crate::certs::status::CertStatuses::default();
-    let challenges = crate::certs::challenges::Challenges::default();
     let shared = Shared {
-        acme: responses.clone(),
-        snapshots: snapshots.clone(),
-        metrics: metrics.clone(),
+        acme: hub.responses.clone(),
+        snapshots: hub.snapshots.clone(),
+        metrics: hub.metrics.clone(),
         request_ids: Arc::new(RequestIds::new(rand_prefix())),
         access_log: args.access_log,
         wasm,
@@ -220,143 +110,31 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         &listeners,
         default_cert,
     )?);
-
-    let admin = AdminApp {
-        certificates: statuses.clone(),
-        snapshots: snapshots.clone(),
-        metrics: metrics.clone(),
-        ready: ready.clone(),
-    };
-    let mut admin = Service::new("gantry admin".to_owned(), HttpServer::new_app(admin));
-    admin.add_tcp(&args.admin_addr.to_string());
-    admin.threads = Some(1);
-    server.add_service(admin);
-
+    server.add_service(admin(&args, &hub, ready.clone()));
     let reloader = ConfigReloader::new(
         sources,
-        snapshots.clone(),
-        metrics.clone(),
+        hub.snapshots.clone(),
+        hub.metrics.clone(),
         ready,
-        generations,
+        hub.generations.clone(),
         (changes, changed),
     );
     server.add_service(background_service(
         "gantry certificates",
-        CertService {
-            snapshots: snapshots.clone(),
-            generations: generation_watch.clone(),
-            storage: issued,
-            acme_store: match &kube_client {
-                Some(client) => gantry_acme::acme::AcmeStore::with_state(Arc::new(
-                    crate::kube::state::SecretState::new(
-                        client.clone(),
-                        &lease_namespace,
-                        &format!("{}-acme", args.lease_name),
-                    ),
-                )),
-                None => gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
-            },
-            peers: kube_mode.then(|| crate::certs::solver::Peers {
-                shared: shared_watch.clone(),
-                service: args.publish_service.clone(),
-            }),
-            tls_secrets: kube_client.clone().map(crate::kube::state::TlsSecrets::new),
-            reload: reloader.changes(),
-            metrics: metrics.clone(),
-            responses: responses.clone(),
-            challenges: challenges.clone(),
-            dns_addr: args.dns_addr,
-            statuses: statuses.clone(),
-            leader: leader.clone(),
-        },
+        certificates(&args, &hub, kube.as_ref(), reloader.changes()),
     ));
     server.add_service(background_service("gantry config reloader", reloader));
-    let mut lease_release = None;
-    if let (Some(runtime), Some(client)) = (&kube_runtime, kube_client) {
-        let instance = crate::kube::status::instance_name();
-        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        runtime.spawn(
-            crate::kube::leader::LeaderElection {
-                client: client.clone(),
-                namespace: lease_namespace.clone(),
-                name: args.lease_name.clone(),
-                identity: instance.clone(),
-                duration: args.lease_duration,
-                leader: leader_sender.clone(),
-                stopping: stopping.clone(),
-            }
-            .run(),
-        );
-        runtime.spawn(
-            crate::kube::serials::SerialSync {
-                document: crate::kube::document::SharedDocument::new(
-                    client.clone(),
-                    &lease_namespace,
-                    &format!("{}-dns-serials", args.lease_name),
-                    "serials.json",
-                ),
-                shared: shared_serials,
-                outbox: serials_watch,
-                leader: leader.clone(),
-            }
-            .run(),
-        );
-        runtime.spawn(
-            crate::kube::challenges::SharedChallenges {
-                document: crate::kube::document::SharedDocument::new(
-                    client.clone(),
-                    &lease_namespace,
-                    &format!("{}-acme-challenges", args.lease_name),
-                    "challenges.json",
-                ),
-                responses: responses.clone(),
-                challenges: challenges.clone(),
-                leader: leader.clone(),
-                written: shared_challenges,
-            }
-            .run(),
-        );
-        runtime.spawn(
-            crate::kube::status::StatusWriter {
-                client: client.clone(),
-                snapshots: snapshots.clone(),
-                generations: generation_watch.clone(),
-                certificates: statuses.clone(),
-                leader: leader.clone(),
-                instance: instance.clone(),
-                publish_failures: publish_failures.clone(),
-            }
-            .run(),
-        );
-        lease_release = Some(crate::kube::leader::LeaseRelease {
-            runtime: runtime.handle().clone(),
-            client,
-            namespace: lease_namespace,
-            name: args.lease_name.clone(),
-            identity: instance,
-            stopping,
-            leader: leader_sender.clone(),
-        });
-    }
+    let lease = kube.as_ref().map(|kube| kube_tasks(&args, &hub, kube));
     server.add_service(background_service(
         "gantry dns",
-        DnsService {
-            addr: args.dns_addr,
-            snapshots,
-            generations: generation_watch,
-            book: std::sync::Mutex::new(book),
-            metrics: metrics.clone(),
-            challenges,
-            leader: leader.clone(),
-            publish_failures: publish_failures.clone(),
-        },
+        dns(&args, &hub, kube.as_ref()),
     ));
     server.add_service(background_service(
         "gantry drain",
         Drain {
-            open_connections: metrics.open_connections.clone(),
+            open_connections: hub.metrics.open_connections.clone(),
             timeout: args.drain_timeout,
-            lease: lease_release,
+            lease,
         },
     ));
 
@@ -370,9 +148,349 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         "gantry {} starting",
         env!("CARGO_PKG_VERSION")
     );
-    let _kube_runtime = kube_runtime;
-    let _leader_sender = leader_sender;
+    // Kept alive until the process exits: the kube watches' runtime, and the leader's sender.
+    let _kube = kube;
+    let _hub = hub;
     server.run_forever()
+}
+
+/// What the subsystems share, made once: the Snapshot and its generations, the metrics, who
+/// leads, and what the certificate manager, the DNS service, the data plane and (in kube mode)
+/// the cluster's shared documents pass between them.
+struct Hub {
+    metrics: Arc<Metrics>,
+    snapshots: SnapshotHandle,
+    generations: tokio::sync::watch::Sender<u64>,
+    /// Made with the channel, before the first Snapshot: every clone sees that Snapshot as new.
+    generation_watch: tokio::sync::watch::Receiver<u64>,
+    /// Who orders certificates, publishes DNS updates and writes status: in kube mode the
+    /// replica holding the Lease, else this one.
+    leader: tokio::sync::watch::Sender<bool>,
+    leader_watch: tokio::sync::watch::Receiver<bool>,
+    /// The ACME HTTP-01 and TLS-ALPN-01 answers the data plane serves.
+    responses: Responses,
+    /// What the leader last shared of the challenges it presented (kube mode).
+    shared_challenges: tokio::sync::watch::Sender<Presented>,
+    shared_watch: tokio::sync::watch::Receiver<Presented>,
+    statuses: CertStatuses,
+    /// The DNS-01 records the DNS server serves.
+    challenges: Challenges,
+    publish_failures: PublishFailures,
+    shared_serials: SharedSerials,
+    serials: tokio::sync::watch::Receiver<crate::dns::service::Serials>,
+}
+
+impl Hub {
+    fn new(kube_mode: bool) -> Result<Self, RunError> {
+        let (serials_outbox, serials) = tokio::sync::watch::channel(Default::default());
+        let (generations, generation_watch) = tokio::sync::watch::channel(0u64);
+        let (leader, leader_watch) = tokio::sync::watch::channel(!kube_mode);
+        let (shared_challenges, shared_watch) = tokio::sync::watch::channel(Presented::default());
+        Ok(Hub {
+            metrics: Metrics::new()?,
+            snapshots: Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            generations,
+            generation_watch,
+            leader,
+            leader_watch,
+            responses: Responses::default(),
+            shared_challenges,
+            shared_watch,
+            statuses: CertStatuses::default(),
+            challenges: Challenges::default(),
+            publish_failures: PublishFailures::default(),
+            shared_serials: SharedSerials {
+                outbox: Arc::new(serials_outbox),
+                ..Default::default()
+            },
+            serials,
+        })
+    }
+}
+
+/// Kube mode's client, and the runtime its watches and side effects run on (beside Pingora's),
+/// alive until the process exits.
+struct Kube {
+    runtime: tokio::runtime::Runtime,
+    client: kube::Client,
+    /// Where the Lease and the shared documents live.
+    namespace: String,
+}
+
+/// Makes the state dir, absolute: wasmtime's compilation cache takes absolute paths only.
+fn prepare_state_dir(args: &mut RunArgs) -> Result<(), RunError> {
+    std::fs::create_dir_all(&args.state_dir).map_err(|source| RunError::StateDir {
+        path: args.state_dir.clone(),
+        source,
+    })?;
+    args.state_dir = std::path::absolute(&args.state_dir).map_err(|source| RunError::StateDir {
+        path: args.state_dir.clone(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Pingora cannot report a failed bind except by panicking inside its runtime, so each address
+/// is tried first, while a clear error can still be given.
+fn check_addresses(args: &RunArgs) -> Result<(), RunError> {
+    for (addr, flag) in [
+        (args.http_addr, "--http-addr"),
+        (args.https_addr, "--https-addr"),
+        (args.admin_addr, "--admin-addr"),
+        (args.dns_addr, "--dns-addr"),
+    ] {
+        TcpListener::bind(addr).map_err(|source| RunError::Listen { addr, flag, source })?;
+    }
+    std::net::UdpSocket::bind(args.dns_addr).map_err(|source| RunError::Listen {
+        addr: args.dns_addr,
+        flag: "--dns-addr",
+        source,
+    })?;
+    Ok(())
+}
+
+/// The folder, or in kube mode the API server's watches (started on their own runtime).
+fn config_source(
+    args: &RunArgs,
+    changes: tokio::sync::mpsc::UnboundedSender<()>,
+) -> Result<(ConfigSource, Option<Kube>), RunError> {
+    if let Some(dir) = &args.config {
+        return Ok((ConfigSource::Folder(FolderSource::open(dir)?), None));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("gantry-kube")
+        .enable_all()
+        .build()
+        .map_err(RunError::Runtime)?;
+    let client = runtime.block_on(crate::config::kube::client(args.kubeconfig.as_deref()))?;
+    let source = {
+        let _entered = runtime.enter();
+        KubeSource::start(
+            &client,
+            &args.watch_namespace,
+            args.secret_selector.as_deref(),
+            changes,
+        )
+    };
+    let namespace = args
+        .lease_namespace
+        .clone()
+        .unwrap_or_else(crate::kube::leader::pod_namespace);
+    let kube = Kube {
+        runtime,
+        client,
+        namespace,
+    };
+    Ok((ConfigSource::Kube(source), Some(kube)))
+}
+
+/// The Wasm engine and what plugins share.
+fn plugin_runtime(
+    args: &RunArgs,
+    threads: usize,
+    hub: &Hub,
+    resolver: Resolver,
+) -> Result<Arc<wasm::Shared>, RunError> {
+    // Room in the instance pool for many plugins on every worker, plus trial instances.
+    let pool = u32::try_from(threads * 64 + 64)
+        .unwrap_or(u32::MAX)
+        .min(2048);
+    let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
+    Ok(wasm::Shared::new(
+        engine,
+        &hub.metrics.registry,
+        hub.snapshots.clone(),
+        resolver,
+    )?)
+}
+
+/// What a reload reads: the resources, their plugins, and (in folder mode) the certificates
+/// Gantry issued.
+fn sources(
+    args: &RunArgs,
+    config: ConfigSource,
+    wasm: &Arc<wasm::Shared>,
+) -> Result<Sources, RunError> {
+    // Plugin files named by relative paths are found next to the resources, or, in kube mode,
+    // in the working directory.
+    let plugin_root = match &config {
+        ConfigSource::Folder(folder) => folder.root().to_owned(),
+        ConfigSource::Kube(_) => std::path::PathBuf::from("."),
+    };
+    let kube_mode = matches!(config, ConfigSource::Kube(_));
+    Ok(Sources {
+        config,
+        plugins: Loader::new(wasm.clone(), &plugin_root)?,
+        settings: crate::compile::Settings {
+            publish_addresses: args.publish_address.clone(),
+            publish_service: args.publish_service.clone(),
+            ingress_class: args.ingress_class.clone(),
+        },
+        issued: (!kube_mode).then(|| IssuedSecrets::new(issued_storage(args))),
+    })
+}
+
+fn issued_storage(args: &RunArgs) -> FileStorage {
+    FileStorage::new(args.state_dir.join("certificates"))
+}
+
+/// Pingora's server: `threads` workers with no work stealing, and a drain bounded by
+/// `--drain-timeout`.
+fn server(args: &RunArgs, threads: usize) -> Server {
+    let mut conf = ServerConf {
+        threads,
+        // Pingora sleeps this long after SIGTERM before it stops; the drain watcher exits as
+        // soon as the connections are done, so this is only the backstop.
+        grace_period_seconds: Some(args.drain_timeout.as_secs() + 5),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // Each connection stays on one worker thread, where its plugins' instances live.
+        work_stealing: false,
+        ..ServerConf::default()
+    };
+    conf.upstream_keepalive_pool_size = 1024;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    server
+}
+
+/// The admin listener, on one thread.
+fn admin(args: &RunArgs, hub: &Hub, ready: Arc<AtomicBool>) -> Service<HttpServer<AdminApp>> {
+    let app = AdminApp {
+        certificates: hub.statuses.clone(),
+        snapshots: hub.snapshots.clone(),
+        metrics: hub.metrics.clone(),
+        ready,
+    };
+    let mut admin = Service::new("gantry admin".to_owned(), HttpServer::new_app(app));
+    admin.add_tcp(&args.admin_addr.to_string());
+    admin.threads = Some(1);
+    admin
+}
+
+/// The certificate manager: ACME state in a folder, or in kube mode in a Secret; issued
+/// certificates also in their TLS Secrets in kube mode.
+fn certificates(
+    args: &RunArgs,
+    hub: &Hub,
+    kube: Option<&Kube>,
+    reload: tokio::sync::mpsc::UnboundedSender<()>,
+) -> CertService {
+    let acme_store = match kube {
+        Some(kube) => gantry_acme::acme::AcmeStore::with_state(Arc::new(
+            crate::kube::state::SecretState::new(
+                kube.client.clone(),
+                &kube.namespace,
+                &format!("{}-acme", args.lease_name),
+            ),
+        )),
+        None => gantry_acme::acme::AcmeStore::new(args.state_dir.join("acme")),
+    };
+    CertService {
+        snapshots: hub.snapshots.clone(),
+        generations: hub.generation_watch.clone(),
+        storage: issued_storage(args),
+        acme_store,
+        peers: kube.map(|_| crate::certs::solver::Peers {
+            shared: hub.shared_watch.clone(),
+            service: args.publish_service.clone(),
+        }),
+        tls_secrets: kube.map(|kube| crate::kube::state::TlsSecrets::new(kube.client.clone())),
+        reload,
+        metrics: hub.metrics.clone(),
+        responses: hub.responses.clone(),
+        challenges: hub.challenges.clone(),
+        dns_addr: args.dns_addr,
+        statuses: hub.statuses.clone(),
+        leader: hub.leader_watch.clone(),
+    }
+}
+
+/// Kube mode's side effects, on the kube runtime: the Lease, the shared DNS serials and
+/// challenges, and the status writer. Returns what the drain needs to give the Lease up.
+fn kube_tasks(args: &RunArgs, hub: &Hub, kube: &Kube) -> LeaseRelease {
+    let instance = crate::kube::status::instance_name();
+    let stopping = Arc::new(AtomicBool::new(false));
+    let document = |suffix: &str, file: &'static str| {
+        crate::kube::document::SharedDocument::new(
+            kube.client.clone(),
+            &kube.namespace,
+            &format!("{}-{suffix}", args.lease_name),
+            file,
+        )
+    };
+    let runtime = &kube.runtime;
+    runtime.spawn(
+        crate::kube::leader::LeaderElection {
+            client: kube.client.clone(),
+            namespace: kube.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: instance.clone(),
+            duration: args.lease_duration,
+            leader: hub.leader.clone(),
+            stopping: stopping.clone(),
+        }
+        .run(),
+    );
+    runtime.spawn(
+        crate::kube::serials::SerialSync {
+            document: document("dns-serials", "serials.json"),
+            shared: hub.shared_serials.clone(),
+            outbox: hub.serials.clone(),
+            leader: hub.leader_watch.clone(),
+        }
+        .run(),
+    );
+    runtime.spawn(
+        crate::kube::challenges::SharedChallenges {
+            document: document("acme-challenges", "challenges.json"),
+            responses: hub.responses.clone(),
+            challenges: hub.challenges.clone(),
+            leader: hub.leader_watch.clone(),
+            written: hub.shared_challenges.clone(),
+        }
+        .run(),
+    );
+    runtime.spawn(
+        crate::kube::status::StatusWriter {
+            client: kube.client.clone(),
+            snapshots: hub.snapshots.clone(),
+            generations: hub.generation_watch.clone(),
+            certificates: hub.statuses.clone(),
+            leader: hub.leader_watch.clone(),
+            instance: instance.clone(),
+            publish_failures: hub.publish_failures.clone(),
+        }
+        .run(),
+    );
+    LeaseRelease {
+        runtime: runtime.handle().clone(),
+        client: kube.client.clone(),
+        namespace: kube.namespace.clone(),
+        name: args.lease_name.clone(),
+        identity: instance,
+        stopping,
+        leader: hub.leader.clone(),
+    }
+}
+
+/// The DNS service: the Snapshot's zones with serials kept in the state dir (and, in kube mode,
+/// numbered as the leader numbers them).
+fn dns(args: &RunArgs, hub: &Hub, kube: Option<&Kube>) -> DnsService {
+    let mut book = SerialBook::open(&args.state_dir);
+    if kube.is_some() {
+        book.shared = Some(hub.shared_serials.clone());
+    }
+    DnsService {
+        addr: args.dns_addr,
+        snapshots: hub.snapshots.clone(),
+        generations: hub.generation_watch.clone(),
+        book: std::sync::Mutex::new(book),
+        metrics: hub.metrics.clone(),
+        challenges: hub.challenges.clone(),
+        leader: hub.leader_watch.clone(),
+        publish_failures: hub.publish_failures.clone(),
+    }
 }
 
 /// A prefix for request ids that differs between runs.
