@@ -2,6 +2,10 @@
 //! the binary embeds them (`module: builtin:ratelimit`, ...). They are built by a nested cargo
 //! into `target/builtin-plugins`, a target directory of their own, so that the outer build's
 //! lock is never waited on and debug and release builds share one plugin build.
+#![expect(
+    clippy::disallowed_methods,
+    reason = "a build script's inputs are the environment variables cargo sets"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,5 +1,7 @@
-//! The command line: `gantry run`, `gantry validate`, `gantry plugin test`, `gantry version`. Every flag of `run` can
-//! also be set by a `GANTRY_*` environment variable.
+//! The command line: `gantry run`, `validate`, `status`, `plugin test`, `crds`, `version`, and
+//! the reference of them all `gantry cli-reference` prints (`docs/cli.md`). Every flag of `run`
+//! can also be set by an environment variable; this is the one place Gantry reads the
+//! environment.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -36,6 +38,8 @@ pub enum Command {
     /// Print the CustomResourceDefinitions of Gantry's resources (YAML), as deploy/crds.yaml
     /// holds them.
     Crds,
+    /// Print the reference of every subcommand and flag (Markdown), as docs/cli.md holds it.
+    CliReference,
     /// Print the version.
     Version,
 }
@@ -110,9 +114,17 @@ pub struct RunArgs {
     /// renews it every third of this).
     #[arg(long, env = "GANTRY_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
-    /// The Lease's namespace (default: the pod's, from `POD_NAMESPACE` or the service account).
+    /// The Lease's namespace (default: the pod's, --pod-namespace, else the service account's,
+    /// else `default`).
     #[arg(long, env = "GANTRY_LEASE_NAMESPACE", value_name = "NS")]
     pub lease_namespace: Option<String>,
+    /// The pod's namespace, as the deployment passes it from the downward API.
+    #[arg(long, env = "POD_NAMESPACE", value_name = "NS")]
+    pub pod_namespace: Option<String>,
+    /// The pod's name, as the deployment passes it from the downward API: this replica's name
+    /// in the Lease and in Events (default: the host's name).
+    #[arg(long, env = "POD_NAME", value_name = "NAME")]
+    pub pod_name: Option<String>,
     /// With --kube, the Service (`NAMESPACE/NAME`) in front of Gantry: its load-balancer
     /// addresses go into every Gantry Ingress's `status.loadBalancer` (without it, the
     /// --publish-address list does).

@@ -23,6 +23,10 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::CliReference => {
+            print!("{}", gantry::cmd::cli_reference::render());
+            ExitCode::SUCCESS
+        }
         Command::Version => {
             println!("gantry {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

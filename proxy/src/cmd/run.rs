@@ -276,7 +276,7 @@ fn config_source(
     let namespace = args
         .lease_namespace
         .clone()
-        .unwrap_or_else(crate::kube::leader::pod_namespace);
+        .unwrap_or_else(|| crate::kube::leader::default_namespace(args.pod_namespace.as_deref()));
     let kube = Kube {
         runtime,
         client,
@@ -409,7 +409,7 @@ fn certificates(
 /// Kube mode's side effects, on the kube runtime: the Lease, the shared DNS serials and
 /// challenges, and the status writer. Returns what the drain needs to give the Lease up.
 fn kube_tasks(args: &RunArgs, hub: &Hub, kube: &Kube) -> LeaseRelease {
-    let instance = crate::kube::status::instance_name();
+    let instance = crate::kube::status::instance_name(args.pod_name.as_deref());
     let stopping = Arc::new(AtomicBool::new(false));
     let document = |suffix: &str, file: &'static str| {
         crate::kube::document::SharedDocument::new(

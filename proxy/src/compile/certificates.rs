@@ -328,6 +328,22 @@ impl Compiler<'_> {
     }
 }
 
+impl Compiler<'_> {
+    /// Whether Gantry issues the certificate kept in `secret` for `ingress` itself: the Ingress
+    /// names an issuer, or a Certificate keeps its certificate there. Until it is issued, the
+    /// hosts get the default certificate; that is no problem.
+    pub(super) fn issues_secret(&self, ingress: &IngressCtx<'_>, secret: &NamespacedName) -> bool {
+        let annotations = ingress.stored.object.metadata.annotations.as_ref();
+        let names_issuer = [ISSUER, CM_ISSUER, CLUSTER_ISSUER, CM_CLUSTER_ISSUER]
+            .iter()
+            .any(|a| annotations.is_some_and(|m| m.contains_key(*a)));
+        names_issuer
+            || self.store.certificates.iter().any(|(key, stored)| {
+                key.namespace == secret.namespace && stored.object.spec.secret_name == secret.name
+            })
+    }
+}
+
 /// An ACME issuer's settings, checked; errors name the field.
 fn acme_issuer(
     store: &Store,

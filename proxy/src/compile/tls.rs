@@ -40,6 +40,12 @@ impl Compiler<'_> {
                             secret: key,
                             key: cert,
                         })),
+                        Err(_)
+                            if !self.store.secrets.contains_key(&key)
+                                && self.issues_secret(ingress, &key) =>
+                        {
+                            None
+                        }
                         Err(reason) => {
                             self.problems.push(ingress.problem(
                                 format!("{field}.secretName"),

@@ -2,6 +2,8 @@
 //! errors of a failed request), a FixedResponse, the redirect to HTTPS, and the writing of any
 //! answer Gantry makes instead of the upstream.
 
+use std::sync::{Arc, LazyLock};
+
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use pingora::Result;
@@ -11,6 +13,9 @@ use pingora::prelude::Session;
 use super::headers::{self, X_REQUEST_ID};
 use super::proxy::{EdgeProxy, RequestCtx};
 use crate::snapshot::FixedAnswer;
+
+/// `response.code_details` of a FixedResponse (Envoy's words for a route's direct response).
+static DIRECT_RESPONSE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("direct_response"));
 
 impl EdgeProxy {
     pub(super) async fn not_found(
@@ -39,10 +44,12 @@ impl EdgeProxy {
         }
     }
 
+    /// A FixedResponse; the route's plugins see it as any response (Envoy's filters see a
+    /// route's direct response).
     pub(super) async fn fixed(
         &self,
         session: &mut Session,
-        ctx: &RequestCtx,
+        ctx: &mut RequestCtx,
         answer: &FixedAnswer,
     ) -> Result<()> {
         let mut resp = ResponseHeader::build(answer.status, Some(answer.headers.len() + 2))?;
@@ -50,8 +57,23 @@ impl EdgeProxy {
             resp.append_header(name.clone(), value.clone())?;
         }
         resp.insert_header(CONTENT_LENGTH, answer.body.len())?;
-        self.finish_own_response(session, ctx, resp, answer.body.clone())
-            .await
+        let Some(filters) = ctx.filters.as_mut() else {
+            return self
+                .finish_own_response(session, ctx, resp, answer.body.clone())
+                .await;
+        };
+        let grpc = headers::is_grpc(session.req_header());
+        let details = DIRECT_RESPONSE.clone();
+        let reply = filters
+            .own_response(
+                session.req_header_mut(),
+                resp,
+                answer.body.clone(),
+                details,
+                grpc,
+            )
+            .await?;
+        self.send_reply(session, ctx, reply).await
     }
 
     pub(super) async fn finish_own_response(

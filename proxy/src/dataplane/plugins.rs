@@ -129,6 +129,16 @@ impl EdgeProxy {
                 })
             }
         };
+        self.send_reply(session, ctx, reply).await
+    }
+
+    /// Sends a response that passed the plugins; `None`: a plugin reset the stream.
+    pub(super) async fn send_reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        reply: Option<Reply>,
+    ) -> Result<()> {
         let Some(reply) = reply else {
             return Error::e_explain(ErrorType::ConnectionClosed, "a plugin reset the stream");
         };

@@ -162,11 +162,11 @@ pub async fn release(client: Client, namespace: String, name: String, identity: 
     }
 }
 
-/// The namespace the Lease is in by default: the pod's (`POD_NAMESPACE`, from the downward
+/// The namespace the Lease is in by default: the pod's (`pod_namespace`, from the downward
 /// API), else the service account's, else `default`.
-pub fn pod_namespace() -> String {
-    std::env::var("POD_NAMESPACE")
-        .ok()
+pub fn default_namespace(pod_namespace: Option<&str>) -> String {
+    pod_namespace
+        .map(str::to_owned)
         .or_else(|| {
             std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace").ok()
         })

@@ -455,10 +455,10 @@ fn truncate(text: &str, limit: usize) -> String {
     format!("{}...", &text[..end])
 }
 
-/// This replica's name: the pod's (`POD_NAME`, from the downward API), else the host's.
-pub fn instance_name() -> String {
-    std::env::var("POD_NAME")
-        .ok()
+/// This replica's name: the pod's (`pod_name`, from the downward API), else the host's.
+pub fn instance_name(pod_name: Option<&str>) -> String {
+    pod_name
+        .map(str::to_owned)
         .filter(|n| !n.is_empty())
         .or_else(|| {
             std::fs::read_to_string("/etc/hostname")

@@ -575,8 +575,22 @@ impl Filters {
         local: LocalResponse,
         grpc: bool,
     ) -> pingora::Result<Option<Reply>> {
-        let mut details = local.details.clone();
-        let (mut head, body) = local_reply::response(local, grpc)?;
+        let details = local.details.clone();
+        let (head, body) = local_reply::response(local, grpc)?;
+        self.own_response(req, head, body, details, grpc).await
+    }
+
+    /// Sends a response the proxy makes itself (a local reply, a FixedResponse) back through
+    /// the response callbacks of the plugins the request reached. `None` when a plugin reset the
+    /// stream instead.
+    pub async fn own_response(
+        &mut self,
+        req: &mut RequestHeader,
+        mut head: ResponseHeader,
+        body: Bytes,
+        mut details: Arc<str>,
+        grpc: bool,
+    ) -> pingora::Result<Option<Reply>> {
         let mut body = (!body.is_empty()).then_some(body);
         let mut note = None;
         let mut failed = |plugin: String, failure: Failure| {

@@ -84,9 +84,7 @@ spec:
     )
 }
 
-fn issued(state: &std::path::Path, secret: &str) -> Option<String> {
-    std::fs::read_to_string(state.join("certificates").join(secret).join("tls.crt")).ok()
-}
+use crate::support::gantry::issued_certificate as issued;
 
 struct Setup {
     config: ConfigDir,

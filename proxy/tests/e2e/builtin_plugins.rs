@@ -521,6 +521,10 @@ async fn bad_plugin_configuration_is_a_problem_naming_the_field_and_the_route_fo
 #[test]
 fn the_example_plugin_builds_with_its_one_command_and_passes_its_cases() {
     let example = repo().join("examples/plugins/api-key");
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the cargo running the tests builds the plugin"
+    )]
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let status = Command::new(cargo)
         .current_dir(repo())

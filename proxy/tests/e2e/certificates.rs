@@ -80,9 +80,7 @@ fn indent(pem: &str) -> String {
 }
 
 /// The issued certificate kept under the state dir, in PEM.
-fn issued(state: &std::path::Path, secret: &str) -> Option<String> {
-    std::fs::read_to_string(state.join("certificates").join(secret).join("tls.crt")).ok()
-}
+use crate::support::gantry::issued_certificate as issued;
 
 #[tokio::test]
 async fn self_signed_and_ca_issuers_issue_certificates_a_real_client_verifies() {

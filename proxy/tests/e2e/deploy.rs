@@ -106,6 +106,10 @@ async fn every_manifest_in_deploy_is_accepted_by_the_api_server() {
 
 /// The real helm: `HELM` as `scripts/lib.sh` sets it, else `helm` on the PATH.
 fn helm(args: &[&str]) -> String {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "scripts/test.sh tells the tests where helm is"
+    )]
     let helm = std::env::var("HELM").unwrap_or_else(|_| "helm".to_owned());
     let output = std::process::Command::new(&helm)
         .args(args)

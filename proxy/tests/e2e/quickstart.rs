@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use crate::support::{ConfigDir, Gantry, clients, wait_until};
+use crate::support::dns::dig;
+use crate::support::{ConfigDir, Gantry, clients, wait_for, wait_until};
 
 #[tokio::test]
 async fn quickstart_answers_as_the_readme_says() {
@@ -92,13 +93,35 @@ async fn quickstart_answers_as_the_readme_says() {
         "Nothing is served at this host; try www.example.test.\n"
     );
 
-    // The certificate served for www.example.test is the one in the example's Secret.
-    let secret: serde_json::Value =
-        yaml_serde::from_str(&std::fs::read_to_string(example.join("www-tls.yaml")).unwrap())
-            .unwrap();
-    let certificate = secret["stringData"]["tls.crt"].as_str().unwrap();
+    // Its responses pass the built-in plugin of plugins.yaml.
+    let home = https.get(www("/")).send().await.unwrap();
+    assert_eq!(home.headers()["x-served-by"], "gantry-quickstart");
+
+    // Its certificate is the one Gantry issued itself (certificates.yaml), once issued.
+    let issued = wait_for(
+        "the certificate of www.example.test to be issued",
+        || async { gantry.issued("quickstart_www-example-test-tls") },
+    )
+    .await;
+    let issued = crate::support::pki::pem_to_der(&issued);
+    wait_until("the issued certificate to be served", || async {
+        clients::presented_certificate(gantry.https, "www.example.test").await == issued
+    })
+    .await;
+
+    // Gantry's DNS server answers for the example's hosts (dns.yaml).
+    let www = dig(gantry.dns, &["www.example.test", "A"]).await;
     assert_eq!(
-        clients::presented_certificate(gantry.https, "www.example.test").await,
-        crate::support::pki::pem_to_der(certificate)
+        www.answer(),
+        ["www.example.test. 300 A 127.0.0.1"],
+        "{}",
+        www.0
+    );
+    let app = dig(gantry.dns, &["shop.apps.example.test", "A"]).await;
+    assert_eq!(
+        app.answer(),
+        ["shop.apps.example.test. 300 A 127.0.0.1"],
+        "{}",
+        app.0
     );
 }

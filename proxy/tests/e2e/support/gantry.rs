@@ -261,6 +261,11 @@ impl Gantry {
     }
 
     /// What `gantry status` prints for this Gantry; the command must succeed.
+    /// The certificate chain this Gantry issued into Secret `secret` (`namespace_name`).
+    pub fn issued(&self, secret: &str) -> Option<String> {
+        issued_certificate(self.state.path(), secret)
+    }
+
     pub fn status_table(&self) -> StatusTable {
         let output = Command::new(env!("CARGO_BIN_EXE_gantry"))
             .args(["status", "--admin-addr", &self.admin.to_string()])
@@ -334,4 +339,10 @@ impl StatusTable {
             .find(|l| l.split_whitespace().next() == Some(secret))
             .unwrap_or_else(|| panic!("no row for {secret}:\n{}", self.0))
     }
+}
+
+/// The certificate chain issued into Secret `secret` (`namespace_name`), as kept under the state
+/// dir `state`.
+pub fn issued_certificate(state: &Path, secret: &str) -> Option<String> {
+    std::fs::read_to_string(state.join("certificates").join(secret).join("tls.crt")).ok()
 }

@@ -15,6 +15,10 @@ fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = repo().join("target/test-plugins");
+        #[expect(
+            clippy::disallowed_methods,
+            reason = "the cargo running the tests builds the plugins"
+        )]
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let status = Command::new(cargo)
             .args([
