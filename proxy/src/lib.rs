@@ -8,6 +8,7 @@
 //! the subcommands; [`admin`] shows it all.
 
 pub mod admin;
+pub mod backoff;
 pub mod certs;
 pub mod cli;
 pub mod cmd;

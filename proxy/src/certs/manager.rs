@@ -23,6 +23,7 @@ use pingora::services::background::BackgroundService;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::certs::challenges::Challenges;
 use crate::certs::solver::{GantrySolver, Responses};
 use crate::certs::status::{CertStatuses, CertificateStatus, Condition, rfc3339};
@@ -33,8 +34,10 @@ use crate::snapshot::certificates::{AcmeIssuing, Issuing, WantedCertificate};
 /// Longest wait between two looks, whatever the renewal times say.
 const LONGEST_WAIT: Duration = Duration::from_secs(3600);
 /// The first wait after a failure; it doubles with each failure in a row.
-const FIRST_BACKOFF: Duration = Duration::from_secs(10);
-const LONGEST_BACKOFF: Duration = Duration::from_secs(3600);
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(10),
+    longest: Duration::from_secs(3600),
+};
 /// ACME orders in progress at once.
 const CONCURRENT_ORDERS: usize = 16;
 
@@ -239,12 +242,6 @@ fn still_good(
         &wanted.secret.to_string(),
     );
     (same_issuer && bundle.covers(&wanted.request.dns_names) && now < renew_at).then_some(renew_at)
-}
-
-fn backoff(count: u32) -> Duration {
-    FIRST_BACKOFF
-        .saturating_mul(1 << count.saturating_sub(1).min(16))
-        .min(LONGEST_BACKOFF)
 }
 
 /// The state of one run of the service.
@@ -489,7 +486,7 @@ impl Manager<'_> {
                     .inc();
                 let count = self.failures.get(&name).map_or(0, |f| f.count) + 1;
                 let now = SystemTime::now();
-                let next_try = (now + backoff(count)).max(retry_after.unwrap_or(now));
+                let next_try = (now + BACKOFF.after(count)).max(retry_after.unwrap_or(now));
                 let wait = next_try.duration_since(now).unwrap_or_default();
                 warn!(secret = %name, issuer = %wanted.issuer, failures = count, "issuing a certificate failed, trying again in {}s: {e}", wait.as_secs());
                 let failure = Failure {

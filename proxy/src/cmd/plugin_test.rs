@@ -401,11 +401,7 @@ pub fn plugin_test(
                     key: key.clone(),
                     spec: spec(&module, config.clone()),
                     file: None,
-                    object: ObjectRef {
-                        kind: Kind::WasmPlugin,
-                        namespace: key.namespace.clone(),
-                        name: key.name.clone(),
-                    },
+                    object: ObjectRef::new(Kind::WasmPlugin, &key),
                     field: None,
                     problem: None,
                 };
@@ -592,7 +588,9 @@ async fn try_exchange(
     }
     match filters.response_body(&mut req, &mut response_body, true) {
         Verdict::Continue => {}
-        Verdict::Fail { plugin, failure } => note = Some(format!("plugin {plugin} {failure}")),
+        Verdict::Fail { plugin, failure } => {
+            note = Some(wasm::filter::failure_note(&plugin, &failure))
+        }
         other => note = Some(format!("the response body ended with {other:?}")),
     }
     filters.finish(&mut req);

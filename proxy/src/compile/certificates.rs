@@ -45,7 +45,7 @@ impl Compiler<'_> {
         let mut wanted: BTreeMap<NamespacedName, WantedCertificate> = BTreeMap::new();
         let mut issuers: BTreeMap<(String, NamespacedName), Checked> = BTreeMap::new();
         for (key, stored) in &self.store.certificates {
-            let owner = object(Kind::Certificate, key);
+            let owner = ObjectRef::new(Kind::Certificate, key);
             let problem = |field: &str, reason: String| {
                 Problem::field(stored.file.clone(), owner.clone(), field, reason)
             };
@@ -245,7 +245,7 @@ impl Compiler<'_> {
             (
                 &stored.object.spec,
                 stored.file.clone(),
-                object(Kind::Issuer, key),
+                ObjectRef::new(Kind::Issuer, key),
                 format!("Issuer {key}"),
             )
         } else {
@@ -255,7 +255,7 @@ impl Compiler<'_> {
             (
                 &stored.object.spec.0,
                 stored.file.clone(),
-                object(Kind::ClusterIssuer, key),
+                ObjectRef::new(Kind::ClusterIssuer, key),
                 format!("ClusterIssuer {}", key.name),
             )
         };
@@ -493,14 +493,6 @@ fn provable(
         }
     }
     Ok(())
-}
-
-fn object(kind: Kind, key: &NamespacedName) -> ObjectRef {
-    ObjectRef {
-        kind,
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
-    }
 }
 
 /// A certificate's lifetime: a duration of at least a minute.

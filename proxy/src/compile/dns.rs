@@ -342,11 +342,7 @@ impl Compiler<'_> {
             else {
                 continue;
             };
-            let object = ObjectRef {
-                kind: Kind::Service,
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            };
+            let object = ObjectRef::new(Kind::Service, key);
             let claim = Claim {
                 file: stored.file.clone(),
                 object,
@@ -381,11 +377,7 @@ impl Compiler<'_> {
             }
         }
         for (key, stored) in &self.store.dns_records {
-            let object = ObjectRef {
-                kind: Kind::DnsRecord,
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            };
+            let object = ObjectRef::new(Kind::DnsRecord, key);
             for (i, endpoint) in stored.object.spec.endpoints.iter().enumerate() {
                 let field = format!("spec.endpoints[{i}]");
                 let claim = Claim {

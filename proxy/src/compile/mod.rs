@@ -229,11 +229,7 @@ impl<'s> IngressCtx<'s> {
         IngressCtx {
             key,
             stored,
-            reference: ObjectRef {
-                kind: Kind::Ingress,
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            },
+            reference: ObjectRef::new(Kind::Ingress, key),
         }
     }
 
@@ -268,7 +264,7 @@ impl Compiler<'_> {
             if let Err(error) = &result {
                 self.problems.push(Problem::field(
                     stored.file.clone(),
-                    object_ref(Kind::Secret, key),
+                    ObjectRef::new(Kind::Secret, key),
                     &error.field,
                     &error.reason,
                 ));
@@ -282,20 +278,12 @@ impl Compiler<'_> {
             if let Err((field, reason)) = backend::fixed_answer(&stored.object) {
                 self.problems.push(Problem::field(
                     stored.file.clone(),
-                    object_ref(Kind::FixedResponse, key),
+                    ObjectRef::new(Kind::FixedResponse, key),
                     field,
                     reason,
                 ));
             }
         }
-    }
-}
-
-fn object_ref(kind: Kind, key: &NamespacedName) -> ObjectRef {
-    ObjectRef {
-        kind,
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
     }
 }
 

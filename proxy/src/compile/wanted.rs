@@ -19,11 +19,7 @@ pub fn wanted_plugins(store: &Store) -> Vec<WantedPlugin> {
             key: key.clone(),
             spec,
             file: stored.file.clone(),
-            object: ObjectRef {
-                kind: Kind::WasmPlugin,
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-            },
+            object: ObjectRef::new(Kind::WasmPlugin, key),
             field: None,
             problem,
         });
@@ -39,11 +35,7 @@ pub fn wanted_plugins(store: &Store) -> Vec<WantedPlugin> {
                 key: derived.key,
                 spec: derived.spec,
                 file: stored.file.clone(),
-                object: ObjectRef {
-                    kind: Kind::Ingress,
-                    namespace: key.namespace.clone(),
-                    name: key.name.clone(),
-                },
+                object: ObjectRef::new(Kind::Ingress, key),
                 field: Some(derived.field),
                 problem: None,
             });

@@ -23,14 +23,7 @@ impl EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
-        respond(
-            session,
-            ctx,
-            404,
-            "text/plain; charset=utf-8",
-            "no route for this host and path\n",
-        )
-        .await?;
+        respond_text(session, ctx, 404, "no route for this host and path\n").await?;
         Ok(true)
     }
 
@@ -108,6 +101,19 @@ impl EdgeProxy {
         self.finish_own_response(session, ctx, resp, Bytes::new())
             .await
     }
+}
+
+/// The type of Gantry's own short answers.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Answers with a short text of Gantry's own.
+pub(super) async fn respond_text(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    status: u16,
+    text: &'static str,
+) -> Result<()> {
+    respond(session, ctx, status, TEXT, text).await
 }
 
 /// Answers with a short body of Gantry's own.

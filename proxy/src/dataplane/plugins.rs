@@ -14,7 +14,7 @@ use pingora::{Error, ErrorType, Result};
 use super::headers;
 use super::proxy::{EdgeProxy, RequestCtx, is_tls};
 use crate::snapshot::{Action, Route, Snapshot};
-use crate::wasm::filter::Reply;
+use crate::wasm::filter::{Reply, failure_note};
 use crate::wasm::local_reply::plugin_failed;
 use crate::wasm::{self, Filters, LocalResponse, RequestInfo, Verdict};
 
@@ -95,7 +95,7 @@ impl EdgeProxy {
             Verdict::Continue => Ok(()),
             Verdict::Respond(local) => self.send_local_reply(session, ctx, local).await,
             Verdict::Fail { plugin, failure } => {
-                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                ctx.note = Some(Arc::from(failure_note(&plugin, &failure)));
                 self.send_local_reply(session, ctx, plugin_failed()).await
             }
             Verdict::Close => {

@@ -19,13 +19,14 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType, Result};
 
-use super::answers::respond;
+use super::answers::{respond, respond_text};
 use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::{Action, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol};
 use crate::upstream::{Attempts, Resolver, UpstreamError};
+use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
 use crate::wasm::local_reply::{WASM_FAIL_STREAM, plugin_failed};
 use crate::wasm::{self, Filters, LocalResponse, Verdict};
@@ -166,11 +167,10 @@ impl ProxyHttp for EdgeProxy {
             }
             Action::Proxy(group) if group.endpoint_count() == 0 => {
                 ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
-                respond(
+                respond_text(
                     session,
                     ctx,
                     503,
-                    "text/plain; charset=utf-8",
                     "service unavailable: no ready endpoint\n",
                 )
                 .await?;
@@ -187,14 +187,7 @@ impl ProxyHttp for EdgeProxy {
             }
             Action::Unavailable(reason) => {
                 ctx.note = Some(reason.clone());
-                respond(
-                    session,
-                    ctx,
-                    503,
-                    "text/plain; charset=utf-8",
-                    "backend unavailable\n",
-                )
-                .await?;
+                respond_text(session, ctx, 503, "backend unavailable\n").await?;
                 Ok(true)
             }
         }
@@ -337,7 +330,7 @@ impl ProxyHttp for EdgeProxy {
                 Error::e_explain(PLUGIN_ANSWERED, "a plugin answered during the request body")
             }
             Verdict::Fail { plugin, failure } => {
-                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                ctx.note = Some(Arc::from(failure_note(&plugin, &failure)));
                 ctx.code_details = Some(Arc::from(WASM_FAIL_STREAM));
                 Error::e_explain(PLUGIN_FAILED, "a plugin failed")
             }
@@ -372,7 +365,7 @@ impl ProxyHttp for EdgeProxy {
                     filters.replace_response(upstream_response, local, grpc)?;
                 }
                 Verdict::Fail { plugin, failure } => {
-                    ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                    ctx.note = Some(Arc::from(failure_note(&plugin, &failure)));
                     ctx.code_details = Some(Arc::from(WASM_FAIL_STREAM));
                     filters.replace_response(upstream_response, plugin_failed(), grpc)?;
                 }
@@ -409,7 +402,7 @@ impl ProxyHttp for EdgeProxy {
         match filters.response_trailers(session.req_header_mut(), upstream_trailers) {
             Verdict::Continue => Ok(None),
             Verdict::Fail { plugin, failure } => {
-                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                ctx.note = Some(Arc::from(failure_note(&plugin, &failure)));
                 Error::e_explain(
                     ErrorType::ConnectionClosed,
                     "a plugin failed on the trailers",
@@ -441,7 +434,7 @@ impl ProxyHttp for EdgeProxy {
             ),
             // Answered 503 if the response head is still unsent; otherwise the connection is cut.
             Verdict::Fail { plugin, failure } => {
-                ctx.note = Some(Arc::from(format!("plugin {plugin} {failure}")));
+                ctx.note = Some(Arc::from(failure_note(&plugin, &failure)));
                 ctx.code_details = Some(Arc::from(WASM_FAIL_STREAM));
                 Error::e_explain(PLUGIN_FAILED, "a plugin failed during the body")
             }
@@ -504,7 +497,7 @@ impl ProxyHttp for EdgeProxy {
             // or a keep-alive client would send its next request into a closing socket.
             session.set_keepalive(None);
             let text = failure::text(code);
-            let _ = respond(session, ctx, code, "text/plain; charset=utf-8", text).await;
+            let _ = respond_text(session, ctx, code, text).await;
         }
         FailToProxy {
             error_code: code,

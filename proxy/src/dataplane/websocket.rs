@@ -15,7 +15,7 @@ use pingora::protocols::http::v1::client::HttpSession as UpstreamSession;
 use pingora::{Error, ErrorType, Result};
 use tokio::net::TcpStream;
 
-use super::answers::respond;
+use super::answers::respond_text;
 use super::headers::{self, X_REQUEST_ID};
 use super::proxy::{EdgeProxy, RequestCtx, is_tls, next_endpoint};
 use crate::snapshot::{Route, UpstreamGroup};
@@ -163,7 +163,7 @@ impl EdgeProxy {
                     _ => (502, "bad gateway: the upstream failed\n"),
                 };
                 session.set_keepalive(None);
-                respond(session, ctx, code, "text/plain; charset=utf-8", body).await
+                respond_text(session, ctx, code, body).await
             }
             Ok((mut upstream, mut response)) => {
                 headers::strip_response_hop_by_hop(&mut response);

@@ -14,14 +14,17 @@ use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::{info, warn};
 
+use crate::backoff::Backoff;
 use crate::metrics::Metrics;
 use crate::snapshot::Publication;
 
 /// How often a settled target is checked again.
 const RESYNC: Duration = Duration::from_secs(60);
-/// Backoff after a failed pass: from the first to the last, doubling.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const LAST_RETRY: Duration = Duration::from_secs(60);
+/// Backoff after failed passes in a row.
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    longest: Duration::from_secs(60),
+};
 
 type TargetKey = (SocketAddr, String);
 
@@ -123,7 +126,7 @@ async fn keep_published(
     metrics: Arc<Metrics>,
     failures: PublishFailures,
 ) {
-    let mut retry = FIRST_RETRY;
+    let mut failed: u32 = 0;
     loop {
         let publication = wanted.borrow_and_update().clone();
         let target = &publication.target;
@@ -142,7 +145,7 @@ async fn keep_published(
                 for conflict in &report.conflicts {
                     warn!(%server, zone = %target.zone, "not published: {conflict} is there already and is not Gantry's");
                 }
-                retry = FIRST_RETRY;
+                failed = 0;
                 RESYNC
             }
             Err(e) => {
@@ -150,10 +153,10 @@ async fn keep_published(
                     .dns_updates
                     .with_label_values(&[&server, "failure"])
                     .inc();
-                warn!(zone = %target.zone, "publishing failed, trying again in {retry:?}: {e}");
+                failed = failed.saturating_add(1);
+                let pause = BACKOFF.after(failed);
+                warn!(zone = %target.zone, "publishing failed, trying again in {pause:?}: {e}");
                 failures.set(key, Some(e.to_string()));
-                let pause = retry;
-                retry = (retry * 2).min(LAST_RETRY);
                 pause
             }
         };

@@ -81,6 +81,11 @@ struct Step {
     calls: Vec<OutgoingCall>,
 }
 
+/// How a plugin's failure reads in the access log.
+pub fn failure_note(plugin: &str, failure: &Failure) -> String {
+    format!("plugin {plugin} {failure}")
+}
+
 /// A local reply as it leaves the plugins.
 #[derive(Debug)]
 pub struct Reply {
@@ -594,7 +599,7 @@ impl Filters {
         let mut body = (!body.is_empty()).then_some(body);
         let mut note = None;
         let mut failed = |plugin: String, failure: Failure| {
-            note = Some(format!("plugin {plugin} {failure}"));
+            note = Some(failure_note(&plugin, &failure));
             Some(local_reply::plugin_failed())
         };
         let replacement = match self.response_headers(req, &mut head, body.is_none()).await {

@@ -20,10 +20,13 @@ use super::instance::{Failure, Instance};
 use super::plugin::Plugin;
 use super::runtime::Shared;
 use super::workers::{deliver, report};
+use crate::backoff::Backoff;
 
-/// The first pause before a failed service is brought up again, and the longest.
-const FIRST_RETRY: Duration = Duration::from_secs(1);
-const LONGEST_RETRY: Duration = Duration::from_secs(60);
+/// The pauses before a failed service is brought up again.
+const BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(1),
+    longest: Duration::from_secs(60),
+};
 
 /// An instance that has run its start-up callbacks, with what they left to do.
 pub struct Started {
@@ -102,7 +105,7 @@ async fn run(
     mut stopped: oneshot::Receiver<()>,
 ) {
     let mut next = Some(started);
-    let mut pause = FIRST_RETRY;
+    let mut failures: u32 = 0;
     loop {
         let started = match next.take() {
             Some(started) => started,
@@ -110,7 +113,7 @@ async fn run(
                 Ok(started) => started,
                 Err(failure) => {
                     report(&shared, &plugin, &failure);
-                    if wait(&mut stopped, &mut pause).await {
+                    if wait(&mut stopped, &mut failures).await {
                         return;
                     }
                     continue;
@@ -121,20 +124,19 @@ async fn run(
             return;
         };
         report(&shared, &plugin, &failure);
-        if wait(&mut stopped, &mut pause).await {
+        if wait(&mut stopped, &mut failures).await {
             return;
         }
     }
 }
 
-/// Waits out the pause before the next try (doubling it for the one after); true when the
-/// service was stopped meanwhile.
-async fn wait(stopped: &mut oneshot::Receiver<()>, pause: &mut Duration) -> bool {
-    let this = *pause;
-    *pause = (*pause * 2).min(LONGEST_RETRY);
+/// Counts one more failure in a row and waits out the pause it earns; true when the service
+/// was stopped meanwhile.
+async fn wait(stopped: &mut oneshot::Receiver<()>, failures: &mut u32) -> bool {
+    *failures = failures.saturating_add(1);
     tokio::select! {
         _ = stopped => true,
-        _ = tokio::time::sleep(this) => false,
+        _ = tokio::time::sleep(BACKOFF.after(*failures)) => false,
     }
 }
 
