@@ -280,14 +280,7 @@ impl Manager<'_> {
             });
             let mut issuer = storage.issuer(&name);
             if let Some(secrets) = &self.service.tls_secrets {
-                self.sync_secret(
-                    secrets,
-                    wanted,
-                    &snapshot.store,
-                    &mut stored,
-                    &mut issuer,
-                    now,
-                );
+                self.sync_secret(secrets, wanted, &mut stored, &mut issuer, now);
             }
             if let Some(renew_at) = stored
                 .as_ref()
@@ -402,7 +395,6 @@ impl Manager<'_> {
         &self,
         secrets: &crate::kube::state::TlsSecrets,
         wanted: &WantedCertificate,
-        cluster: &crate::config::Store,
         stored: &mut Option<Bundle>,
         issuer: &mut Option<String>,
         now: SystemTime,
@@ -415,13 +407,13 @@ impl Manager<'_> {
             .is_some_and(|b| still_good(b, wanted, issuer.as_deref(), now).is_some());
         if good_here {
             if let (Some(bundle), Some(by)) = (stored.as_ref(), issuer.as_deref())
-                && !TlsSecrets::holds(cluster, &name, bundle)
+                && !TlsSecrets::holds(wanted, bundle)
             {
                 secrets.write(&name, bundle, by, storage.revision(&name));
             }
             return;
         }
-        let Some((bundle, by)) = TlsSecrets::issued(cluster, &name) else {
+        let Some((bundle, by)) = TlsSecrets::issued(wanted) else {
             return;
         };
         if still_good(&bundle, wanted, Some(&by), now).is_none() {

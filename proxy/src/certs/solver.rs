@@ -172,7 +172,7 @@ impl Peers {
         loop {
             let snapshot = snapshots.load_full();
             let mut missing = None;
-            for peer in http_endpoints(&snapshot.store, service) {
+            for &peer in &snapshot.publish_peers {
                 if !answers_http01(peer, domain, token, key_authorization).await {
                     missing = Some(peer);
                     break;
@@ -189,51 +189,6 @@ impl Peers {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-/// The ready endpoints of `service`'s HTTP port (named `http`, else 80).
-fn http_endpoints(
-    store: &crate::config::Store,
-    service: &crate::config::NamespacedName,
-) -> Vec<SocketAddr> {
-    let mut peers = Vec::new();
-    for (key, slice) in &store.endpoint_slices {
-        let slice = &slice.object;
-        let owner = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("kubernetes.io/service-name"));
-        if key.namespace != service.namespace || owner != Some(&service.name) {
-            continue;
-        }
-        let port = slice
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| p.name.as_deref() == Some("http"))
-            .and_then(|p| p.port)
-            .unwrap_or(80);
-        let Ok(port) = u16::try_from(port) else {
-            continue;
-        };
-        for endpoint in slice.endpoints.iter().flatten() {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
-            if !ready {
-                continue;
-            }
-            for address in &endpoint.addresses {
-                if let Ok(ip) = address.parse::<IpAddr>() {
-                    peers.push(SocketAddr::new(ip, port));
-                }
-            }
-        }
-    }
-    peers
 }
 
 /// Whether the replica at `peer` answers the token as a CA would ask for it.

@@ -21,7 +21,8 @@ use crate::duration::parse_duration;
 use crate::problem::Problem;
 use crate::snapshot::Publication;
 use crate::snapshot::certificates::{
-    AcmeIssuing, Issuing, SolverRule, WantedCertificate, challenge_name,
+    AcmeIssuing, ISSUED_BY_ANNOTATION, Issuing, SecretContents, SolverRule, WantedCertificate,
+    challenge_name,
 };
 
 pub const ISSUER: &str = "gantry.dev/issuer";
@@ -101,6 +102,7 @@ impl Compiler<'_> {
                     wanted.insert(
                         secret.clone(),
                         WantedCertificate {
+                            in_secret: secret_contents(self.store, &secret),
                             secret,
                             request,
                             issuing,
@@ -196,6 +198,7 @@ impl Compiler<'_> {
                 wanted.insert(
                     secret.clone(),
                     WantedCertificate {
+                        in_secret: secret_contents(self.store, &secret),
                         secret,
                         request: CertificateRequest {
                             dns_names: hosts,
@@ -342,6 +345,27 @@ impl Compiler<'_> {
                 key.namespace == secret.namespace && stored.object.spec.secret_name == secret.name
             })
     }
+}
+
+/// What the TLS Secret `key` holds (see [`WantedCertificate::in_secret`]).
+fn secret_contents(store: &Store, key: &NamespacedName) -> Option<SecretContents> {
+    let secret = &store.secrets.get(key)?.object;
+    let data = secret.data.as_ref()?;
+    let text = |name: &str| {
+        data.get(name)
+            .and_then(|b| String::from_utf8(b.0.clone()).ok())
+    };
+    Some(SecretContents {
+        chain_pem: text("tls.crt")?,
+        key_pem: text("tls.key"),
+        ca_pem: text("ca.crt"),
+        issued_by: secret
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ISSUED_BY_ANNOTATION))
+            .cloned(),
+    })
 }
 
 /// An ACME issuer's settings, checked; errors name the field.

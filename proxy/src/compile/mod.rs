@@ -45,7 +45,7 @@ pub struct Settings {
 
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
 /// are the store's WasmPlugins as the loader left them.
-pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
+pub fn compile(store: &Arc<Store>, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
     let mut compiler = Compiler {
         store,
         plugins,
@@ -105,8 +105,8 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         certificates,
         resources: resources(store),
         ingress_addresses: ingress_addresses(store, settings),
-        // The reloader hands the store over once compiled, without a copy.
-        store: std::sync::Arc::default(),
+        publish_peers: publish_peers(store, settings),
+        store: Arc::clone(store),
     }
 }
 
@@ -121,6 +121,53 @@ fn load_balancer_ingresses(
         .and_then(|lb| lb.ingress.as_ref())
         .into_iter()
         .flatten()
+}
+
+/// The replicas behind `--publish-service`: the ready endpoints of its EndpointSlices, at their
+/// port named `http` (80 without one). Each must answer an HTTP-01 token before the CA looks.
+fn publish_peers(store: &Store, settings: &Settings) -> Vec<std::net::SocketAddr> {
+    use std::net::{IpAddr, SocketAddr};
+    let Some(service) = &settings.publish_service else {
+        return Vec::new();
+    };
+    let mut peers = Vec::new();
+    for (key, slice) in &store.endpoint_slices {
+        let slice = &slice.object;
+        let owner = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        if key.namespace != service.namespace || owner != Some(&service.name) {
+            continue;
+        }
+        let port = slice
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some("http"))
+            .and_then(|p| p.port)
+            .unwrap_or(80);
+        let Ok(port) = u16::try_from(port) else {
+            continue;
+        };
+        for endpoint in slice.endpoints.iter().flatten() {
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for address in &endpoint.addresses {
+                if let Ok(ip) = address.parse::<IpAddr>() {
+                    peers.push(SocketAddr::new(ip, port));
+                }
+            }
+        }
+    }
+    peers
 }
 
 /// What an Ingress's `status.loadBalancer` says: the `--publish-service`'s load-balancer
@@ -301,7 +348,8 @@ mod tests {
     fn the_quickstart_compiles_to_its_golden_configuration() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let source = FolderSource::open(&manifest.join("../examples/quickstart")).unwrap();
-        let snapshot = compile(&source.store(), &Default::default(), &Default::default());
+        let store = std::sync::Arc::new(source.store());
+        let snapshot = compile(&store, &Default::default(), &Default::default());
         let actual = serde_json::to_string_pretty(&ConfigView::new(&snapshot)).unwrap() + "\n";
         let golden = manifest.join("tests/fixtures/quickstart.config.json");
         let expected = std::fs::read_to_string(&golden).unwrap_or_default();

@@ -25,11 +25,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::status::FIELD_MANAGER;
-use crate::config::Store;
 use crate::config::TLS_SECRET_TYPE;
-
-/// The annotation naming the issuer of a certificate Gantry issued (cert-manager's too).
-pub const ISSUER_ANNOTATION: &str = "gantry.dev/issuer-name";
+use crate::snapshot::certificates::{ISSUED_BY_ANNOTATION, WantedCertificate};
 
 /// ACME accounts and orders as keys (`KIND.NAME`) of one Secret.
 pub struct SecretState {
@@ -158,34 +155,25 @@ impl TlsSecrets {
         }
     }
 
-    /// Whether the cluster's Secret `namespace/name` already holds `bundle`.
-    pub fn holds(store: &Store, name: &str, bundle: &Bundle) -> bool {
-        let Some(secret) = find(store, name) else {
-            return false;
-        };
-        secret
-            .data
+    /// Whether the certificate's Secret already holds `bundle`.
+    pub fn holds(wanted: &WantedCertificate, bundle: &Bundle) -> bool {
+        wanted
+            .in_secret
             .as_ref()
-            .and_then(|d| d.get("tls.crt"))
-            .is_some_and(|crt| crt.0 == bundle.chain_pem.as_bytes())
+            .is_some_and(|held| held.chain_pem == bundle.chain_pem)
     }
 
-    /// What the cluster's Secret holds, if Gantry issued it (by `issuer`, as its annotation
+    /// What the certificate's Secret holds, if Gantry issued it (by `issuer`, as its annotation
     /// says).
-    pub fn issued(store: &Store, name: &str) -> Option<(Bundle, String)> {
-        let secret = find(store, name)?;
-        let issuer = secret
-            .metadata
-            .annotations
-            .as_ref()?
-            .get(ISSUER_ANNOTATION)?
-            .clone();
-        let data = secret.data.as_ref()?;
-        let text = |key: &str| {
-            data.get(key)
-                .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        };
-        let bundle = Bundle::from_pem(text("tls.crt")?, text("tls.key")?, text("ca.crt")).ok()?;
+    pub fn issued(wanted: &WantedCertificate) -> Option<(Bundle, String)> {
+        let held = wanted.in_secret.as_ref()?;
+        let issuer = held.issued_by.clone()?;
+        let bundle = Bundle::from_pem(
+            held.chain_pem.clone(),
+            held.key_pem.clone()?,
+            held.ca_pem.clone(),
+        )
+        .ok()?;
         Some((bundle, issuer))
     }
 
@@ -218,7 +206,7 @@ impl TlsSecrets {
                 "namespace": namespace,
                 "labels": managed_by(),
                 "annotations": {
-                    ISSUER_ANNOTATION: issuer,
+                    ISSUED_BY_ANNOTATION: issuer,
                     "cert-manager.io/issuer-name": issuer.rsplit(' ').next().unwrap_or(issuer),
                     "cert-manager.io/alt-names": bundle.dns_names.join(","),
                     "cert-manager.io/common-name": bundle.dns_names.first().cloned().unwrap_or_default(),
@@ -246,10 +234,4 @@ impl TlsSecrets {
                 .remove(&name);
         });
     }
-}
-
-fn find<'a>(store: &'a Store, name: &str) -> Option<&'a Secret> {
-    let (namespace, name) = name.split_once('/')?;
-    let key = crate::config::NamespacedName::new(namespace, name);
-    Some(&store.secrets.get(&key)?.object)
 }

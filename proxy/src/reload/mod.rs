@@ -80,9 +80,7 @@ impl Sources {
             return None;
         }
         store.problems.extend(problems);
-        let mut snapshot = compile(&store, &plugins, &self.settings);
-        snapshot.store = Arc::new(store);
-        Some(snapshot)
+        Some(compile(&Arc::new(store), &plugins, &self.settings))
     }
 }
 

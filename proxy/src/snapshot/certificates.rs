@@ -92,7 +92,23 @@ pub struct WantedCertificate {
     pub rotate_key: bool,
     /// The resource that asked for it.
     pub owner: ObjectRef,
+    /// What its TLS Secret holds now, if it exists: in kube mode the leader keeps the issued
+    /// certificate there, and a new leader takes it back instead of ordering again.
+    pub in_secret: Option<SecretContents>,
 }
+
+/// A TLS Secret's certificate, key and CA, and who issued them (the `gantry.dev/issuer-name`
+/// annotation Gantry writes; `None` when Gantry did not).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretContents {
+    pub chain_pem: String,
+    pub key_pem: Option<String>,
+    pub ca_pem: Option<String>,
+    pub issued_by: Option<String>,
+}
+
+/// The annotation naming the issuer of a TLS Secret Gantry wrote.
+pub const ISSUED_BY_ANNOTATION: &str = "gantry.dev/issuer-name";
 
 /// `_acme-challenge.NAME.` for a name or wildcard.
 pub fn challenge_name(name: &str) -> Option<Name> {

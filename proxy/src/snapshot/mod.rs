@@ -44,7 +44,12 @@ pub struct Snapshot {
     pub resources: Vec<crate::config::ObjectRef>,
     /// What Gantry's Ingresses' `status.loadBalancer.ingress` should say.
     pub ingress_addresses: Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>,
-    /// The resources it was compiled from, for the status writer (set by the reloader).
+    /// The replicas behind `--publish-service` (the ready HTTP endpoints of its
+    /// EndpointSlices), which must all answer an HTTP-01 token before the CA is told to look.
+    pub publish_peers: Vec<std::net::SocketAddr>,
+    /// The resources it was compiled from, for the status writer alone: it writes each
+    /// object's status against the object's own metadata (uid, generation, resourceVersion)
+    /// and the conditions it holds. Shared, not copied.
     pub store: std::sync::Arc<crate::config::Store>,
 }
 
