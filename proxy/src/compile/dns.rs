@@ -165,6 +165,14 @@ fn mailbox(email: &str) -> Result<Name, String> {
     parse_name(&format!("{local}.{domain}"))
 }
 
+/// external-dns's TTL annotation, in seconds, as Ingresses and Services both carry it.
+fn parse_ttl(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse::<u32>()
+        .map_err(|_| format!("{value:?} is not a number of seconds"))
+}
+
 fn address_records(name: &Name, ttl: u32, addresses: &[IpAddr]) -> (Vec<Record>, Vec<Record>) {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
@@ -315,12 +323,9 @@ impl Compiler<'_> {
                             .filter(|h| !h.is_empty())
                             .map(|h| (h.to_owned(), field.clone())),
                     ),
-                    TTL => match value.trim().parse::<u32>() {
+                    TTL => match parse_ttl(value) {
                         Ok(t) => ttl = Some(t),
-                        Err(_) => problems.push(
-                            ingress
-                                .problem(&field, format!("{value:?} is not a number of seconds")),
-                        ),
+                        Err(reason) => problems.push(ingress.problem(&field, reason)),
                     },
                     TARGET => targets = Some((value.to_owned(), field)),
                     _ => {}
@@ -348,9 +353,20 @@ impl Compiler<'_> {
                 object,
                 field: format!("metadata.annotations[{HOSTNAME}]"),
             };
-            let ttl = annotations(metadata)
-                .find(|(k, _)| *k == TTL)
-                .and_then(|(_, v)| v.trim().parse().ok());
+            let ttl = match annotations(metadata).find(|(k, _)| *k == TTL) {
+                None => None,
+                Some((_, value)) => match parse_ttl(value) {
+                    Ok(t) => Some(t),
+                    Err(reason) => {
+                        let at_ttl = Claim {
+                            field: format!("metadata.annotations[{TTL}]"),
+                            ..claim.clone()
+                        };
+                        problems.push(at_ttl.problem(reason));
+                        None
+                    }
+                },
+            };
             let target = annotations(metadata)
                 .find(|(k, _)| *k == TARGET)
                 .map(|(_, v)| (v.to_owned(), format!("metadata.annotations[{TARGET}]")));

@@ -9,6 +9,8 @@ pub mod certificates;
 pub mod certs;
 pub mod class;
 pub mod dns;
+#[cfg(test)]
+mod golden;
 mod names;
 pub mod nginx;
 mod plugins;
