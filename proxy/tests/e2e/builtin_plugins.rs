@@ -416,10 +416,7 @@ async fn header_edits_rewrites_redirects_and_cors_through_the_proxy() {
         .await;
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
-    let no_redirects = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
+    let no_redirects = clients::not_following_redirects();
     let moved = gantry
         .send(&no_redirects, "GET", "old.test", "/a/b?c=d", &[])
         .await;

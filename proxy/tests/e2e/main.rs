@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acme;
+mod batteries;
 mod builtin_plugins;
 mod certificates;
 mod deploy;

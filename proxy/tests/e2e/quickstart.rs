@@ -55,11 +55,7 @@ async fn quickstart_answers_as_the_readme_says() {
         "{\"service\": \"api\", \"version\": \"v1\"}\n"
     );
 
-    let plain = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let plain = clients::not_following_redirects();
     let redirect = plain
         .get(gantry.url("/"))
         .header("host", "www.example.test")

@@ -135,12 +135,7 @@ spec:
         ),
     );
     let gantry = Gantry::start(config.path()).await;
-    clients::crypto();
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = clients::not_following_redirects();
     let get = |host: &'static str| {
         let request = client
             .get(gantry.url("/some/path?q=1"))

@@ -27,6 +27,17 @@ pub fn http1() -> reqwest::Client {
         .unwrap()
 }
 
+/// HTTP/1.1 that hands redirects back to the test instead of following them.
+pub fn not_following_redirects() -> reqwest::Client {
+    crypto();
+    reqwest::Client::builder()
+        .http1_only()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 /// HTTPS trusting `ca`, with `hosts` resolved to `addr` so that SNI and Host are the names.
 pub fn https(ca: &TestCa, hosts: &[&str], addr: SocketAddr) -> reqwest::Client {
     https_with(ca.client_config(), hosts, addr)
