@@ -61,40 +61,54 @@ pub struct DnsServer {
     pub tcp_addr: SocketAddr,
 }
 
+/// How many ports to try when asked for any port and the one UDP got is taken for TCP.
+const PICK_ATTEMPTS: u32 = 16;
+
+/// UDP on `addr`, then TCP on the port UDP got, as clients expect one port for both.
+async fn bind_pair(
+    addr: SocketAddr,
+) -> Result<(UdpSocket, SocketAddr, TcpListener, SocketAddr), ServeError> {
+    let listen_error = |addr, protocol| {
+        move |source| ServeError::Listen {
+            addr,
+            protocol,
+            source,
+        }
+    };
+    let udp = UdpSocket::bind(addr)
+        .await
+        .map_err(listen_error(addr, "UDP"))?;
+    let udp_addr = udp.local_addr().map_err(listen_error(addr, "UDP"))?;
+    let tcp_wanted = SocketAddr::new(addr.ip(), udp_addr.port());
+    let tcp = TcpListener::bind(tcp_wanted)
+        .await
+        .map_err(listen_error(tcp_wanted, "TCP"))?;
+    let tcp_addr = tcp.local_addr().map_err(listen_error(tcp_wanted, "TCP"))?;
+    Ok((udp, udp_addr, tcp, tcp_addr))
+}
+
 impl DnsServer {
-    /// Binds UDP and TCP on `addr` (port 0 picks one, the same for both when possible) and
-    /// starts answering.
+    /// Binds UDP and TCP on `addr` (port 0 picks one, the same for both) and starts answering.
     pub async fn bind(
         addr: SocketAddr,
         zones: ZonesHandle,
         observer: Arc<dyn QueryObserver>,
     ) -> Result<DnsServer, ServeError> {
-        let udp = UdpSocket::bind(addr)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr,
-                protocol: "UDP",
-                source,
-            })?;
-        let udp_addr = udp.local_addr().map_err(|source| ServeError::Listen {
-            addr,
-            protocol: "UDP",
-            source,
-        })?;
-        // The same port for TCP as UDP got, as clients expect.
-        let tcp_wanted = SocketAddr::new(addr.ip(), udp_addr.port());
-        let tcp = TcpListener::bind(tcp_wanted)
-            .await
-            .map_err(|source| ServeError::Listen {
-                addr: tcp_wanted,
-                protocol: "TCP",
-                source,
-            })?;
-        let tcp_addr = tcp.local_addr().map_err(|source| ServeError::Listen {
-            addr: tcp_wanted,
-            protocol: "TCP",
-            source,
-        })?;
+        let mut attempts = 0;
+        let (udp, udp_addr, tcp, tcp_addr) = loop {
+            attempts += 1;
+            match bind_pair(addr).await {
+                // Port 0: the port UDP got may be taken for TCP by another process; pick again.
+                Err(ServeError::Listen {
+                    protocol: "TCP",
+                    source,
+                    ..
+                }) if addr.port() == 0
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && attempts < PICK_ATTEMPTS => {}
+                other => break other?,
+            }
+        };
         let mut server = hickory_server::Server::new(Handler { zones, observer });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, TCP_QUEUE);
