@@ -46,11 +46,11 @@ pub enum AcmeError {
     NoSolver(String),
     #[error("the server offers no {kind} challenge for {name}")]
     NoChallenge { kind: ChallengeKind, name: String },
-    #[error("publishing the {kind} challenge for {name}: {reason}")]
+    #[error("publishing the {kind} challenge for {name}: {source}")]
     Present {
         kind: ChallengeKind,
         name: String,
-        reason: String,
+        source: crate::challenge::PresentError,
     },
     #[error("the CA did not validate {name} by {kind}: {reason}")]
     Invalid {
@@ -499,10 +499,10 @@ impl AcmeIssuer {
             solver
                 .present(&challenge)
                 .await
-                .map_err(|reason| AcmeError::Present {
+                .map_err(|source| AcmeError::Present {
                     kind,
                     name: name.clone(),
-                    reason,
+                    source,
                 })?;
             let pending = handle.status == ChallengeStatus::Pending;
             published.push(challenge);

@@ -85,6 +85,9 @@ pub fn alpn_certificate(domain: &str, digest: &[u8]) -> Result<AlpnCertificate, 
     })
 }
 
+/// Why a solver could not publish a challenge; the solver's own error, kept whole.
+pub type PresentError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Where challenge responses go. Gantry's implementation knows, per issuer, which kind of
 /// challenge proves which name.
 #[async_trait]
@@ -94,7 +97,7 @@ pub trait Solver: Send + Sync {
 
     /// Publishes `challenge`, returning once the CA can see it (a DNS record in every
     /// authoritative server, say), or why it cannot be.
-    async fn present(&self, challenge: &Challenge) -> Result<(), String>;
+    async fn present(&self, challenge: &Challenge) -> Result<(), PresentError>;
 
     /// Takes `challenge` down again.
     async fn remove(&self, challenge: &Challenge);

@@ -40,6 +40,11 @@ impl Problem {
         }
     }
 
+    /// A problem with one object, at the field `error` names.
+    pub fn at(file: Option<Arc<Path>>, object: ObjectRef, error: FieldError) -> Self {
+        Self::field(file, object, error.field, error.reason)
+    }
+
     /// A problem with one field of one object.
     pub fn field(
         file: Option<Arc<Path>>,
@@ -54,6 +59,35 @@ impl Problem {
             field: (!field.is_empty()).then_some(field),
             reason: reason.into(),
         }
+    }
+}
+
+/// What is wrong with one field of an object not yet named: the checks of one part of a
+/// resource return it, and the caller, who knows the object, makes it a [`Problem`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct FieldError {
+    /// The field path, as kubectl spells it; empty for the object as a whole.
+    pub field: String,
+    pub reason: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        FieldError {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The same error, its field seen from `parent` (`spec.privateKey` + `size`).
+    pub fn under(self, parent: &str) -> Self {
+        let field = match (parent.is_empty(), self.field.is_empty()) {
+            (true, _) => self.field,
+            (false, true) => parent.to_owned(),
+            (false, false) => format!("{parent}.{}", self.field),
+        };
+        FieldError { field, ..self }
     }
 }
 

@@ -151,10 +151,21 @@ fn status(
     }
 }
 
-/// What an ACME task reports back.
+/// Why a certificate was not issued (or not kept once issued).
+#[derive(Debug, thiserror::Error)]
+enum IssueError {
+    #[error(transparent)]
+    Acme(#[from] gantry_acme::acme::AcmeError),
+    #[error(transparent)]
+    Local(#[from] local::LocalError),
+    #[error("keeping the issued certificate: {0}")]
+    Storage(#[from] gantry_acme::storage::StorageError),
+}
+
+/// What an issuing task reports back.
 struct Outcome {
     wanted: WantedCertificate,
-    result: Result<Bundle, String>,
+    result: Result<Bundle, IssueError>,
     /// The CA asked not to be called before this.
     retry_after: Option<SystemTime>,
 }
@@ -197,13 +208,13 @@ impl Accounts {
         acme: &AcmeIssuing,
         solver: &GantrySolver,
         store: &AcmeStore,
-    ) -> (Result<Bundle, String>, Option<SystemTime>) {
+    ) -> (Result<Bundle, IssueError>, Option<SystemTime>) {
         let name = wanted.secret.to_string();
         let mut registered_again = false;
         loop {
             let account = match self.get(&wanted.issuer, &acme.server, store).await {
                 Ok(account) => account,
-                Err(e) => return (Err(e.to_string()), None),
+                Err(e) => return (Err(e.into()), None),
             };
             let result = account
                 .issue(&name, &wanted.issuer, &wanted.request, solver, store)
@@ -214,7 +225,7 @@ impl Accounts {
                     self.forget(&wanted.issuer, store).await;
                     registered_again = true;
                 }
-                result => return (result.map_err(|e| e.to_string()), account.retry_after()),
+                result => return (result.map_err(IssueError::from), account.retry_after()),
             }
         }
     }
@@ -323,7 +334,7 @@ impl Manager<'_> {
                     let result = local::self_signed(&wanted.request, now);
                     self.finish(Outcome {
                         wanted: wanted.clone(),
-                        result: result.map_err(|e| e.to_string()),
+                        result: result.map_err(IssueError::from),
                         retry_after: None,
                     });
                 }
@@ -335,7 +346,7 @@ impl Manager<'_> {
                         local::signed_by_ca(&wanted.request, certificate_pem, key_pem, now);
                     self.finish(Outcome {
                         wanted: wanted.clone(),
-                        result: result.map_err(|e| e.to_string()),
+                        result: result.map_err(IssueError::from),
                         retry_after: None,
                     });
                 }
@@ -443,7 +454,7 @@ impl Manager<'_> {
                 .storage
                 .store(&name, &bundle, &wanted.issuer)
                 .map(|()| bundle)
-                .map_err(|e| e.to_string())
+                .map_err(IssueError::from)
         });
         let metrics = &self.service.metrics;
         match stored {
@@ -484,7 +495,7 @@ impl Manager<'_> {
                 let failure = Failure {
                     count,
                     next_try,
-                    reason: e,
+                    reason: e.to_string(),
                 };
                 let stored = self.service.storage.load(&name).ok().flatten();
                 self.service.statuses.set(status(

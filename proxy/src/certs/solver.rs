@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use gantry_acme::challenge::{Challenge, ChallengeKind, Solver};
+use gantry_acme::challenge::{Challenge, ChallengeKind, PresentError, Solver};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::sign::CertifiedKey;
 
@@ -19,6 +19,33 @@ use crate::snapshot::certificates::{AcmeIssuing, challenge_name};
 
 /// How long a DNS-01 value may take to be answered everywhere it must be.
 const DNS_VISIBLE_WAIT: Duration = Duration::from_secs(120);
+
+/// Why Gantry could not publish a challenge.
+#[derive(Debug, thiserror::Error)]
+pub enum SolverError {
+    #[error("the validation certificate's key: {0}")]
+    ValidationKey(rustls::Error),
+    #[error("{0:?} is not a valid DNS name")]
+    BadName(String),
+    #[error("no DNSZone Gantry serves or publishes holds {0}")]
+    NoZone(Box<gantry_dns::proto::rr::Name>),
+    #[error("{at} TXT is not answered by {server} after {waited:?}")]
+    NotAnswered {
+        at: Box<gantry_dns::proto::rr::Name>,
+        server: SocketAddr,
+        waited: Duration,
+    },
+    #[error("the challenge could not be shared with the other replicas in {0:?}")]
+    NotShared(Duration),
+    #[error(
+        "replica {peer} (an endpoint of Service {service}) does not answer the HTTP-01 token after {waited:?}"
+    )]
+    ReplicaSilent {
+        peer: SocketAddr,
+        service: crate::config::NamespacedName,
+        waited: Duration,
+    },
+}
 
 /// A TLS-ALPN-01 validation certificate and its PKCS#8 key, in DER.
 pub type ValidationDer = (Vec<u8>, Vec<u8>);
@@ -122,10 +149,10 @@ impl Responses {
     }
 }
 
-fn certified_key(certificate: &[u8], key: &[u8]) -> Result<CertifiedKey, String> {
+fn certified_key(certificate: &[u8], key: &[u8]) -> Result<CertifiedKey, SolverError> {
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.to_vec()));
-    let signing = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| format!("the validation certificate's key: {e}"))?;
+    let signing =
+        rustls::crypto::ring::sign::any_supported_type(&key).map_err(SolverError::ValidationKey)?;
     Ok(CertifiedKey::new(
         vec![CertificateDer::from(certificate.to_vec())],
         signing,
@@ -147,13 +174,11 @@ const PEERS_WAIT: Duration = Duration::from_secs(60);
 
 impl Peers {
     /// Waits until `shared(presented)` holds in what was written.
-    async fn shared(&self, holds: impl Fn(&Presented) -> bool) -> Result<(), String> {
+    async fn shared(&self, holds: impl Fn(&Presented) -> bool) -> Result<(), SolverError> {
         let mut shared = self.shared.clone();
         match tokio::time::timeout(PEERS_WAIT, shared.wait_for(|p| holds(p))).await {
             Ok(Ok(_)) => Ok(()),
-            _ => Err(format!(
-                "the challenge could not be shared with the other replicas in {PEERS_WAIT:?}"
-            )),
+            _ => Err(SolverError::NotShared(PEERS_WAIT)),
         }
     }
 
@@ -164,7 +189,7 @@ impl Peers {
         domain: &str,
         token: &str,
         key_authorization: &str,
-    ) -> Result<(), String> {
+    ) -> Result<(), SolverError> {
         let Some(service) = &self.service else {
             return Ok(());
         };
@@ -182,9 +207,11 @@ impl Peers {
                 return Ok(());
             };
             if Instant::now() > deadline {
-                return Err(format!(
-                    "replica {peer} (an endpoint of Service {service}) does not answer the HTTP-01 token after {PEERS_WAIT:?}"
-                ));
+                return Err(SolverError::ReplicaSilent {
+                    peer,
+                    service: service.clone(),
+                    waited: PEERS_WAIT,
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -257,13 +284,9 @@ impl GantrySolver {
     }
 }
 
-#[async_trait]
-impl Solver for GantrySolver {
-    fn choose(&self, name: &str) -> Option<ChallengeKind> {
-        self.issuing.choose(name)
-    }
-
-    async fn present(&self, challenge: &Challenge) -> Result<(), String> {
+impl GantrySolver {
+    /// Publishes `challenge` and waits until everything that must answer it does.
+    async fn publish(&self, challenge: &Challenge) -> Result<(), SolverError> {
         match challenge {
             Challenge::Http01 {
                 domain,
@@ -314,11 +337,11 @@ impl Solver for GantrySolver {
                 Ok(())
             }
             Challenge::Dns01 { domain, value } => {
-                let at = challenge_name(domain)
-                    .ok_or_else(|| format!("{domain:?} is not a valid DNS name"))?;
+                let at =
+                    challenge_name(domain).ok_or_else(|| SolverError::BadName(domain.clone()))?;
                 let servers = self.dns_servers(&at);
                 if servers.is_empty() {
-                    return Err(format!("no DNSZone Gantry serves or publishes holds {at}"));
+                    return Err(SolverError::NoZone(Box::new(at)));
                 }
                 self.challenges.put(&at, value);
                 if let Some(peers) = &self.peers {
@@ -335,9 +358,11 @@ impl Solver for GantrySolver {
                 for server in servers {
                     while !Challenges::visible_at(server, &at, value).await {
                         if Instant::now() > deadline {
-                            return Err(format!(
-                                "{at} TXT is not answered by {server} after {DNS_VISIBLE_WAIT:?}"
-                            ));
+                            return Err(SolverError::NotAnswered {
+                                at: Box::new(at),
+                                server,
+                                waited: DNS_VISIBLE_WAIT,
+                            });
                         }
                         tokio::time::sleep(Duration::from_millis(250)).await;
                     }
@@ -345,6 +370,17 @@ impl Solver for GantrySolver {
                 Ok(())
             }
         }
+    }
+}
+
+#[async_trait]
+impl Solver for GantrySolver {
+    fn choose(&self, name: &str) -> Option<ChallengeKind> {
+        self.issuing.choose(name)
+    }
+
+    async fn present(&self, challenge: &Challenge) -> Result<(), PresentError> {
+        Ok(self.publish(challenge).await?)
     }
 
     async fn remove(&self, challenge: &Challenge) {

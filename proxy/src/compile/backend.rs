@@ -13,6 +13,7 @@ use k8s_openapi::api::networking::v1::IngressBackend;
 
 use crate::config::crd::{FixedResponse, GROUP};
 use crate::config::{NamespacedName, Store};
+use crate::problem::FieldError;
 use crate::snapshot::{Action, FixedAnswer, UpstreamGroup, UpstreamProtocol, UpstreamTarget};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -36,7 +37,7 @@ pub struct Backends<'a> {
     store: &'a Store,
     slices: HashMap<NamespacedName, Vec<&'a EndpointSlice>>,
     groups: HashMap<(NamespacedName, String), Arc<UpstreamGroup>>,
-    answers: HashMap<NamespacedName, Result<Arc<FixedAnswer>, (String, String)>>,
+    answers: HashMap<NamespacedName, Result<Arc<FixedAnswer>, FieldError>>,
 }
 
 impl<'a> Backends<'a> {
@@ -243,33 +244,36 @@ impl<'a> Backends<'a> {
     pub fn answer(&mut self, key: &NamespacedName) -> Result<Arc<FixedAnswer>, String> {
         let result = self.answers.entry(key.clone()).or_insert_with(|| {
             match self.store.fixed_responses.get(key) {
-                None => Err((String::new(), format!("FixedResponse {key} not found"))),
+                None => Err(FieldError::new(
+                    "",
+                    format!("FixedResponse {key} not found"),
+                )),
                 Some(stored) => fixed_answer(&stored.object).map(Arc::new),
             }
         });
-        result.clone().map_err(|(field, reason)| {
-            if field.is_empty() {
-                reason
+        result.clone().map_err(|error| {
+            if error.field.is_empty() {
+                error.reason
             } else {
-                format!("FixedResponse {key} is invalid: {field}: {reason}")
+                format!("FixedResponse {key} is invalid: {error}")
             }
         })
     }
 }
 
 /// Checks a FixedResponse and builds its answer; on error, the field and the reason.
-pub fn fixed_answer(response: &FixedResponse) -> Result<FixedAnswer, (String, String)> {
+pub fn fixed_answer(response: &FixedResponse) -> Result<FixedAnswer, FieldError> {
     let spec = &response.spec;
     if !(200..=599).contains(&spec.status) {
-        return Err((
-            "spec.status".into(),
+        return Err(FieldError::new(
+            "spec.status",
             format!("{} is not an HTTP status in 200-599", spec.status),
         ));
     }
     let mut headers = Vec::with_capacity(spec.headers.len() + 1);
     let content_type = HeaderValue::from_str(&spec.content_type).map_err(|_| {
-        (
-            "spec.contentType".to_owned(),
+        FieldError::new(
+            "spec.contentType",
             format!("{:?} is not a valid header value", spec.content_type),
         )
     })?;
@@ -277,9 +281,9 @@ pub fn fixed_answer(response: &FixedResponse) -> Result<FixedAnswer, (String, St
     for (name, value) in &spec.headers {
         let field = format!("spec.headers[{name}]");
         let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| (field.clone(), "is not a valid header name".to_owned()))?;
+            .map_err(|_| FieldError::new(&field, "is not a valid header name"))?;
         let value = HeaderValue::from_str(value)
-            .map_err(|_| (field, "is not a valid header value".to_owned()))?;
+            .map_err(|_| FieldError::new(field, "is not a valid header value"))?;
         headers.push((name, value));
     }
     Ok(FixedAnswer {

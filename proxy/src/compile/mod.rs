@@ -324,12 +324,11 @@ impl Compiler<'_> {
 
     fn check_fixed_responses(&mut self) {
         for (key, stored) in &self.store.fixed_responses {
-            if let Err((field, reason)) = backend::fixed_answer(&stored.object) {
-                self.problems.push(Problem::field(
+            if let Err(error) = backend::fixed_answer(&stored.object) {
+                self.problems.push(Problem::at(
                     stored.file.clone(),
                     ObjectRef::new(Kind::FixedResponse, key),
-                    field,
-                    reason,
+                    error,
                 ));
             }
         }

@@ -8,6 +8,7 @@ use super::class::Classes;
 use super::nginx::{HtpasswdForm, htpasswd, nginx_settings};
 use crate::config::crd::WasmPluginSpec;
 use crate::config::{Kind, NamespacedName, ObjectRef, Store};
+use crate::problem::FieldError;
 use crate::wasm::WantedPlugin;
 
 pub fn wanted_plugins(store: &Store) -> Vec<WantedPlugin> {
@@ -51,7 +52,7 @@ fn resolve_secrets(
     store: &Store,
     key: &NamespacedName,
     spec: &mut WasmPluginSpec,
-) -> Result<(), (String, String)> {
+) -> Result<(), FieldError> {
     if spec.module != "builtin:acl" {
         return Ok(());
     }
@@ -64,27 +65,30 @@ fn resolve_secrets(
     };
     let field = |f: &str| format!("spec.config.basicAuth.{f}");
     let Value::String(name) = name else {
-        return Err((field("secretName"), "must be a Secret's name".to_owned()));
+        return Err(FieldError::new(
+            field("secretName"),
+            "must be a Secret's name",
+        ));
     };
     let form = match auth.remove("secretType") {
         None => HtpasswdForm::File,
         Some(Value::String(t)) if t == "auth-file" => HtpasswdForm::File,
         Some(Value::String(t)) if t == "auth-map" => HtpasswdForm::Map,
         Some(other) => {
-            return Err((
+            return Err(FieldError::new(
                 field("secretType"),
                 format!("{other} is not \"auth-file\" or \"auth-map\""),
             ));
         }
     };
     if auth.contains_key("htpasswd") {
-        return Err((
+        return Err(FieldError::new(
             field("secretName"),
-            "give htpasswd or secretName, not both".to_owned(),
+            "give htpasswd or secretName, not both",
         ));
     }
     let lines = htpasswd(store, &NamespacedName::new(&key.namespace, &name), form)
-        .map_err(|reason| (field("secretName"), reason))?;
+        .map_err(|reason| FieldError::new(field("secretName"), reason))?;
     auth.insert("htpasswd".to_owned(), Value::String(lines));
     Ok(())
 }

@@ -27,7 +27,7 @@ use crate::config::crd::FailurePolicy;
 use crate::config::crd::{WasmPluginSpec, WasmPluginType};
 use crate::config::{NamespacedName, ObjectRef};
 use crate::duration::parse_duration;
-use crate::problem::Problem;
+use crate::problem::{FieldError, Problem};
 
 pub const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
 pub const DEFAULT_MEMORY_LIMIT: usize = 64 << 20;
@@ -42,8 +42,8 @@ pub struct WantedPlugin {
     pub object: ObjectRef,
     /// For plugins an annotation asks for: the field every problem is reported on.
     pub field: Option<String>,
-    /// Found already, as (field, reason): the plugin cannot load.
-    pub problem: Option<(String, String)>,
+    /// Found already: the plugin cannot load.
+    pub problem: Option<FieldError>,
 }
 
 /// A WasmPlugin after loading.
@@ -80,19 +80,6 @@ pub struct Loader {
     services: HashMap<NamespacedName, Service>,
     /// SERVICE plugins brought up by a load and not started yet (see [`Loader::run_services`]).
     pending: HashMap<NamespacedName, (Arc<Plugin>, Started)>,
-}
-
-/// A problem with one field of a WasmPlugin.
-struct Bad {
-    field: String,
-    reason: String,
-}
-
-fn bad(field: impl Into<String>, reason: impl Into<String>) -> Bad {
-    Bad {
-        field: field.into(),
-        reason: reason.into(),
-    }
 }
 
 /// Where a module's bytes are.
@@ -136,7 +123,7 @@ fn config_bytes(value: Option<&serde_json::Value>) -> Bytes {
 
 /// The field and reason of a refused configuration: gantry-sdk plugins log
 /// ``invalid configuration at `FIELD`: REASON``, which names a field inside `spec.config`.
-fn refusal(failure: &Failure) -> Bad {
+fn refusal(failure: &Failure) -> FieldError {
     if let Failure::Rejected {
         callback: "proxy_on_configure",
         said: Some(said),
@@ -149,7 +136,7 @@ fn refusal(failure: &Failure) -> Bad {
         } else {
             format!("spec.config.{path}")
         };
-        return bad(field, reason);
+        return FieldError::new(field, reason);
     }
     if let Failure::Rejected {
         callback: "proxy_on_configure",
@@ -157,9 +144,9 @@ fn refusal(failure: &Failure) -> Bad {
     } = failure
         && let Some(reason) = said.strip_prefix("invalid configuration: ")
     {
-        return bad("spec.config", reason);
+        return FieldError::new("spec.config", reason);
     }
-    bad("spec.config", format!("the plugin {failure}"))
+    FieldError::new("spec.config", format!("the plugin {failure}"))
 }
 
 impl Loader {
@@ -208,7 +195,7 @@ impl Loader {
                     self.services.remove(&want.key);
                     self.pending.remove(&want.key);
                     let result = match &want.problem {
-                        Some((field, reason)) => Err(bad(field.clone(), reason.clone())),
+                        Some(error) => Err(error.clone()),
                         None => {
                             source.and_then(|source| self.load_one(&want.key, &want.spec, source))
                         }
@@ -225,7 +212,7 @@ impl Loader {
                             .then(|| {
                                 problem(
                                     want,
-                                    bad(
+                                    FieldError::new(
                                         "spec.targets",
                                         "a SERVICE plugin runs on its own, on no route: \
                                          its targets are ignored",
@@ -281,13 +268,13 @@ impl Loader {
         }
     }
 
-    fn module_source(&mut self, spec: &WasmPluginSpec) -> Result<ModuleSource, Bad> {
+    fn module_source(&mut self, spec: &WasmPluginSpec) -> Result<ModuleSource, FieldError> {
         if spec.module.is_empty() {
-            return Err(bad("spec.module", "required"));
+            return Err(FieldError::new("spec.module", "required"));
         }
         if let Some(name) = spec.module.strip_prefix("builtin:") {
             let Some(module) = builtin::module(name) else {
-                return Err(bad(
+                return Err(FieldError::new(
                     "spec.module",
                     format!(
                         "there is no built-in plugin {name:?}; there are {}",
@@ -336,39 +323,42 @@ impl Loader {
         key: &NamespacedName,
         spec: &WasmPluginSpec,
         source: ModuleSource,
-    ) -> Result<(Plugin, Option<Started>), Bad> {
+    ) -> Result<(Plugin, Option<Started>), FieldError> {
         let deadline = match &spec.timeout {
             None => DEFAULT_DEADLINE,
             Some(text) => match parse_duration(text) {
                 Ok(d) if !d.is_zero() => d,
-                Ok(_) => return Err(bad("spec.timeout", "must be more than zero")),
-                Err(reason) => return Err(bad("spec.timeout", reason)),
+                Ok(_) => return Err(FieldError::new("spec.timeout", "must be more than zero")),
+                Err(reason) => return Err(FieldError::new("spec.timeout", reason)),
             },
         };
         let memory_limit = match &spec.memory_limit {
             None => DEFAULT_MEMORY_LIMIT,
             Some(text) => match parse_bytes(text) {
                 Ok(n) if n > MAX_MEMORY_LIMIT => {
-                    return Err(bad("spec.memoryLimit", "must be at most 1Gi"));
+                    return Err(FieldError::new("spec.memoryLimit", "must be at most 1Gi"));
                 }
                 Ok(n) if n < (1 << 16) => {
-                    return Err(bad("spec.memoryLimit", "must be at least 64Ki (one page)"));
+                    return Err(FieldError::new(
+                        "spec.memoryLimit",
+                        "must be at least 64Ki (one page)",
+                    ));
                 }
                 Ok(n) => n,
-                Err(reason) => return Err(bad("spec.memoryLimit", reason)),
+                Err(reason) => return Err(FieldError::new("spec.memoryLimit", reason)),
             },
         };
         let bytes: std::borrow::Cow<'static, [u8]> = match source {
             ModuleSource::Builtin(bytes) => bytes.into(),
             ModuleSource::File(path) => std::fs::read(&path)
-                .map_err(|e| bad("spec.module", format!("{}: {e}", path.display())))?
+                .map_err(|e| FieldError::new("spec.module", format!("{}: {e}", path.display())))?
                 .into(),
         };
         let sha256 = hex(&Sha256::digest(&bytes));
         if let Some(expected) = &spec.sha256
             && !expected.eq_ignore_ascii_case(&sha256)
         {
-            return Err(bad(
+            return Err(FieldError::new(
                 "spec.sha256",
                 format!("the module's SHA-256 is {sha256}, not {expected}"),
             ));
@@ -380,11 +370,11 @@ impl Loader {
                 Module::new(&self.shared.engine, &bytes).map_err(|e| format!("{e:#}"))
             })
             .clone()
-            .map_err(|e| bad("spec.module", format!("does not compile: {e}")))?;
+            .map_err(|e| FieldError::new("spec.module", format!("does not compile: {e}")))?;
         let mut linker = self.linker.clone();
         abi::stub_other_wasi(&mut linker, &module)
             .and_then(|()| linker.instantiate_pre(&module))
-            .map_err(|e| bad("spec.module", format!("does not link: {e:#}")))
+            .map_err(|e| FieldError::new("spec.module", format!("does not link: {e:#}")))
             .map(|pre| {
                 Plugin::new(
                     PluginInfo {
@@ -414,7 +404,7 @@ impl Loader {
         &self,
         mut plugin: Plugin,
         plugin_type: WasmPluginType,
-    ) -> Result<(Plugin, Option<Started>), Bad> {
+    ) -> Result<(Plugin, Option<Started>), FieldError> {
         if plugin_type == WasmPluginType::Service {
             let started = service::bring_up(&self.shared, &plugin).map_err(|f| refusal(&f))?;
             return Ok((plugin, Some(started)));
@@ -422,10 +412,10 @@ impl Loader {
         let scratch = self
             .shared
             .scratch()
-            .map_err(|e| bad("spec.module", e.to_string()))?;
+            .map_err(|e| FieldError::new("spec.module", e.to_string()))?;
         let mut trial = Instance::new(&plugin, scratch, None).map_err(|f| refusal(&f))?;
         trial.probe_http_context().map_err(|failure| {
-            bad(
+            FieldError::new(
                 "spec.type",
                 format!(
                     "the module makes no HTTP context (creating one {failure}): a module with \
@@ -439,7 +429,7 @@ impl Loader {
 }
 
 /// The problem `bad` makes for `want`, and the reason routes that apply it answer with.
-fn problem(want: &WantedPlugin, bad: Bad) -> (Problem, String) {
+fn problem(want: &WantedPlugin, bad: FieldError) -> (Problem, String) {
     let (field, reason) = match &want.field {
         None => (bad.field, bad.reason),
         Some(field) => (
