@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::duration::parse_duration;
+use crate::problem::FieldError;
 use crate::snapshot::Timeouts;
 
 const PREFIX: &str = "gantry.dev/";
@@ -34,11 +35,10 @@ pub struct IngressSettings {
     pub plugins: Vec<String>,
 }
 
-/// Parses the annotations; problems come back as (field, reason), and a bad value leaves the
-/// default in place.
+/// Parses the annotations; a bad value is a problem and leaves the default in place.
 pub fn ingress_settings(
     annotations: Option<&BTreeMap<String, String>>,
-) -> (IngressSettings, Vec<(String, String)>) {
+) -> (IngressSettings, Vec<FieldError>) {
     let mut settings = IngressSettings {
         ssl_redirect: true,
         timeouts: Timeouts::default(),
@@ -77,7 +77,7 @@ pub fn ingress_settings(
             )),
         };
         if let Err(reason) = result {
-            problems.push((field, reason));
+            problems.push(FieldError::new(field, reason));
         }
     }
     (settings, problems)

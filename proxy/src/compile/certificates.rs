@@ -18,7 +18,7 @@ use super::{Compiler, IngressCtx, names};
 use crate::config::crd::{AcmeIssuer, CertificateSpec};
 use crate::config::{Kind, NamespacedName, ObjectRef, Store};
 use crate::duration::parse_duration;
-use crate::problem::Problem;
+use crate::problem::{FieldError, Problem};
 use crate::snapshot::Publication;
 use crate::snapshot::certificates::{
     AcmeIssuing, ISSUED_BY_ANNOTATION, Issuing, SecretContents, SolverRule, WantedCertificate,
@@ -53,8 +53,8 @@ impl Compiler<'_> {
             let spec = &stored.object.spec;
             let request = match request(spec) {
                 Ok(request) => request,
-                Err((field, reason)) => {
-                    self.problems.push(problem(&field, reason));
+                Err(error) => {
+                    self.problems.push(problem(&error.field, error.reason));
                     continue;
                 }
             };
@@ -164,10 +164,11 @@ impl Compiler<'_> {
             };
             let settings = match shim_settings(named) {
                 Ok(settings) => settings,
-                Err((field, reason)) => {
-                    self.problems.push(
-                        ingress.problem(&field, format!("{reason}; no certificate is issued")),
-                    );
+                Err(error) => {
+                    self.problems.push(ingress.problem(
+                        &error.field,
+                        format!("{}; no certificate is issued", error.reason),
+                    ));
                     continue;
                 }
             };
@@ -320,7 +321,7 @@ impl Compiler<'_> {
                 };
                 match acme_issuer(store, acme, namespace) {
                     Ok(issuing) => Ok((Issuing::Acme(issuing), display)),
-                    Err((field, reason)) => problem(&field, reason),
+                    Err(error) => problem(&error.field, error.reason),
                 }
             }
             _ => problem(
@@ -373,22 +374,25 @@ fn acme_issuer(
     store: &Store,
     acme: &AcmeIssuer,
     namespace: &str,
-) -> Result<AcmeIssuing, (String, String)> {
+) -> Result<AcmeIssuing, FieldError> {
     use base64::Engine;
     let field = |f: &str| format!("spec.acme.{f}");
     if acme.server.is_empty() {
-        return Err((field("server"), "required: the ACME directory URL".into()));
+        return Err(FieldError::new(
+            field("server"),
+            "required: the ACME directory URL",
+        ));
     }
     if !acme.server.starts_with("https://") {
-        return Err((
+        return Err(FieldError::new(
             field("server"),
             format!("{:?} is not an https:// URL", acme.server),
         ));
     }
     if acme.skip_tls_verify {
-        return Err((
+        return Err(FieldError::new(
             field("skipTLSVerify"),
-            "not supported: give the server's roots in caBundle instead".into(),
+            "not supported: give the server's roots in caBundle instead",
         ));
     }
     let ca_bundle_pem = match &acme.ca_bundle {
@@ -396,11 +400,11 @@ fn acme_issuer(
         Some(encoded) => {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(encoded.trim())
-                .map_err(|e| (field("caBundle"), format!("not base64: {e}")))?;
+                .map_err(|e| FieldError::new(field("caBundle"), format!("not base64: {e}")))?;
             let pem = String::from_utf8(bytes)
                 .ok()
                 .filter(|p| p.contains("-----BEGIN CERTIFICATE-----"))
-                .ok_or_else(|| (field("caBundle"), "holds no PEM certificate".into()))?;
+                .ok_or_else(|| FieldError::new(field("caBundle"), "holds no PEM certificate"))?;
             Some(pem)
         }
     };
@@ -410,7 +414,7 @@ fn acme_issuer(
             let secret_field = field("externalAccountBinding.keySecretRef");
             let secret_key = NamespacedName::new(namespace, &binding.key_secret_ref.name);
             let secret = store.secrets.get(&secret_key).ok_or_else(|| {
-                (
+                FieldError::new(
                     secret_field.clone(),
                     format!("Secret {secret_key} not found"),
                 )
@@ -418,7 +422,7 @@ fn acme_issuer(
             let entry = binding.key_secret_ref.key.as_deref().unwrap_or("secret");
             let (value, _) =
                 super::certs::secret_value(&secret.object, entry).ok_or_else(|| {
-                    (
+                    FieldError::new(
                         secret_field.clone(),
                         format!("Secret {secret_key} has no key {entry:?}"),
                     )
@@ -427,7 +431,7 @@ fn acme_issuer(
             let hmac = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .decode(text.trim().trim_end_matches('='))
                 .map_err(|e| {
-                    (
+                    FieldError::new(
                         secret_field,
                         format!("Secret {secret_key} key {entry:?} is not base64url: {e}"),
                     )
@@ -436,9 +440,9 @@ fn acme_issuer(
         }
     };
     if acme.solvers.is_empty() {
-        return Err((
+        return Err(FieldError::new(
             field("solvers"),
-            "at least one solver (http01, dns01 or tlsalpn01) is required".into(),
+            "at least one solver (http01, dns01 or tlsalpn01) is required",
         ));
     }
     let mut solvers = Vec::new();
@@ -448,9 +452,9 @@ fn acme_issuer(
             (None, Some(_), None) => ChallengeKind::Dns01,
             (None, None, Some(_)) => ChallengeKind::TlsAlpn01,
             _ => {
-                return Err((
+                return Err(FieldError::new(
                     format!("spec.acme.solvers[{i}]"),
-                    "set exactly one of http01, dns01 or tlsalpn01".into(),
+                    "set exactly one of http01, dns01 or tlsalpn01",
                 ));
             }
         };
@@ -528,25 +532,22 @@ fn lifetime(text: &str) -> Result<Duration, String> {
     }
 }
 
-/// The key of `algorithm` (case-insensitive) and `size`; errors name `algorithm` or `size`.
-fn key_algorithm(
-    algorithm: &str,
-    size: Option<u32>,
-) -> Result<KeyAlgorithm, (&'static str, String)> {
+/// The key of `algorithm` (case-insensitive) and `size`; errors name the field `algorithm` or `size`.
+fn key_algorithm(algorithm: &str, size: Option<u32>) -> Result<KeyAlgorithm, FieldError> {
     match (algorithm.to_ascii_uppercase().as_str(), size) {
         ("ECDSA", None | Some(256)) => Ok(KeyAlgorithm::EcdsaP256),
         ("ECDSA", Some(384)) => Ok(KeyAlgorithm::EcdsaP384),
         ("ED25519", _) => Ok(KeyAlgorithm::Ed25519),
-        ("ECDSA", Some(size)) => Err(("size", format!("{size} is not 256 or 384"))),
+        ("ECDSA", Some(size)) => Err(FieldError::new("size", format!("{size} is not 256 or 384"))),
         ("RSA", None) => Ok(KeyAlgorithm::Rsa(2048)),
         ("RSA", Some(size @ (2048 | 4096 | 8192))) => {
             Ok(KeyAlgorithm::Rsa(u16::try_from(size).unwrap_or(2048)))
         }
-        ("RSA", Some(size)) => Err((
+        ("RSA", Some(size)) => Err(FieldError::new(
             "size",
             format!("{size} is not 2048, 4096 or 8192 (bits of an RSA key)"),
         )),
-        (other, _) => Err((
+        (other, _) => Err(FieldError::new(
             "algorithm",
             format!("{other:?} is not ECDSA, RSA or Ed25519"),
         )),
@@ -570,40 +571,43 @@ const CM_KEY_ROTATION: &str = "cert-manager.io/private-key-rotation-policy";
 /// The ingress-shim annotations read; errors name the annotation.
 fn shim_settings<'a>(
     annotation: impl Fn(&str) -> Option<&'a str>,
-) -> Result<ShimSettings, (String, String)> {
+) -> Result<ShimSettings, FieldError> {
     let field = |name: &str| format!("metadata.annotations[{name}]");
     let duration = match annotation(CM_DURATION) {
         None => DEFAULT_DURATION,
-        Some(text) => lifetime(text).map_err(|reason| (field(CM_DURATION), reason))?,
+        Some(text) => {
+            lifetime(text).map_err(|reason| FieldError::new(field(CM_DURATION), reason))?
+        }
     };
     let renew_before = annotation(CM_RENEW_BEFORE)
-        .map(|text| parse_duration(text).map_err(|reason| (field(CM_RENEW_BEFORE), reason)))
+        .map(|text| {
+            parse_duration(text).map_err(|reason| FieldError::new(field(CM_RENEW_BEFORE), reason))
+        })
         .transpose()?;
     let size = annotation(CM_KEY_SIZE)
         .map(|text| {
             text.trim().parse::<u32>().map_err(|_| {
-                (
+                FieldError::new(
                     field(CM_KEY_SIZE),
                     format!("{text:?} is not a number of bits"),
                 )
             })
         })
         .transpose()?;
-    let key = key_algorithm(annotation(CM_KEY_ALGORITHM).unwrap_or("ECDSA"), size).map_err(
-        |(which, reason)| {
-            let name = if which == "size" {
+    let key =
+        key_algorithm(annotation(CM_KEY_ALGORITHM).unwrap_or("ECDSA"), size).map_err(|error| {
+            let name = if error.field == "size" {
                 CM_KEY_SIZE
             } else {
                 CM_KEY_ALGORITHM
             };
-            (field(name), reason)
-        },
-    )?;
+            FieldError::new(field(name), error.reason)
+        })?;
     let rotate_key = match annotation(CM_KEY_ROTATION) {
         None | Some("Always") => true,
         Some("Never") => false,
         Some(other) => {
-            return Err((
+            return Err(FieldError::new(
                 field(CM_KEY_ROTATION),
                 format!("{other:?} is not Always or Never"),
             ));
@@ -618,25 +622,26 @@ fn shim_settings<'a>(
 }
 
 /// The request of a Certificate; errors name the field.
-fn request(spec: &CertificateSpec) -> Result<CertificateRequest, (String, String)> {
+fn request(spec: &CertificateSpec) -> Result<CertificateRequest, FieldError> {
     if spec.dns_names.is_empty() {
-        return Err((
-            "spec.dnsNames".into(),
-            "at least one name is required".into(),
+        return Err(FieldError::new(
+            "spec.dnsNames",
+            "at least one name is required",
         ));
     }
     for (i, name) in spec.dns_names.iter().enumerate() {
-        names::check_host(name).map_err(|reason| (format!("spec.dnsNames[{i}]"), reason))?;
+        names::check_host(name)
+            .map_err(|reason| FieldError::new(format!("spec.dnsNames[{i}]"), reason))?;
     }
     if spec.secret_name.is_empty() {
-        return Err(("spec.secretName".into(), "required".into()));
+        return Err(FieldError::new("spec.secretName", "required"));
     }
     let duration = match spec.duration.as_deref() {
         None => DEFAULT_DURATION,
-        Some(text) => lifetime(text).map_err(|reason| ("spec.duration".to_owned(), reason))?,
+        Some(text) => lifetime(text).map_err(|reason| FieldError::new("spec.duration", reason))?,
     };
     let key = key_algorithm(&spec.private_key.algorithm, spec.private_key.size)
-        .map_err(|(field, reason)| (format!("spec.privateKey.{field}"), reason))?;
+        .map_err(|error| error.under("spec.privateKey"))?;
     Ok(CertificateRequest {
         dns_names: spec.dns_names.clone(),
         key,

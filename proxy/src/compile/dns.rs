@@ -18,7 +18,7 @@ use gantry_dns::{Secondary, Soa, TsigKey, ZoneSpec};
 
 use super::Compiler;
 use crate::config::{Kind, ObjectRef, Store};
-use crate::problem::Problem;
+use crate::problem::{FieldError, Problem};
 use crate::snapshot::Publication;
 
 /// external-dns's annotations, honoured on Ingresses and Services.
@@ -195,7 +195,7 @@ fn endpoint_records(
     record_type: &str,
     ttl: u32,
     targets: &[String],
-) -> Result<Vec<Record>, (String, String)> {
+) -> Result<Vec<Record>, FieldError> {
     let record_type = RecordType::from_str(&record_type.to_ascii_uppercase())
         .ok()
         .filter(|t| {
@@ -212,26 +212,23 @@ fn endpoint_records(
             )
         })
         .ok_or_else(|| {
-            (
-                "recordType".to_owned(),
+            FieldError::new(
+                "recordType",
                 format!("{record_type:?} is not one of A, AAAA, CNAME, TXT, MX, SRV, CAA, NS"),
             )
         })?;
     if targets.is_empty() {
-        return Err((
-            "targets".to_owned(),
-            "at least one target is required".to_owned(),
+        return Err(FieldError::new(
+            "targets",
+            "at least one target is required",
         ));
     }
     if record_type == RecordType::CNAME && targets.len() > 1 {
-        return Err((
-            "targets".to_owned(),
-            "a CNAME has exactly one target".to_owned(),
-        ));
+        return Err(FieldError::new("targets", "a CNAME has exactly one target"));
     }
     let mut records = Vec::with_capacity(targets.len());
     for (i, target) in targets.iter().enumerate() {
-        let bad = |reason: String| (format!("targets[{i}]"), reason);
+        let bad = |reason: String| FieldError::new(format!("targets[{i}]"), reason);
         let target = target.trim();
         let data = match record_type {
             RecordType::A => RData::A(A(target
@@ -429,13 +426,14 @@ impl Compiler<'_> {
                     Ok(records) => {
                         zone.claim(records, &claim, problems);
                     }
-                    Err((sub, reason)) => {
+                    Err(error) => {
+                        let error = error.under(&field);
                         problems.push(
                             Claim {
-                                field: format!("{field}.{sub}"),
+                                field: error.field,
                                 ..claim
                             }
-                            .problem(reason),
+                            .problem(error.reason),
                         );
                     }
                 }
@@ -533,24 +531,26 @@ impl Compiler<'_> {
                 addresses = publish.to_vec();
             }
             let mname = match (&spec.soa.primary, name_servers.first()) {
-                (Some(primary), _) => parse_name(primary).map_err(|r| ("spec.soa.primary", r)),
+                (Some(primary), _) => {
+                    parse_name(primary).map_err(|r| FieldError::new("spec.soa.primary", r))
+                }
                 (None, Some((first, _))) => Ok(first.clone()),
                 (None, None) => origin
                     .clone()
                     .prepend_label("ns")
-                    .map_err(|e| ("spec.zone", e.to_string())),
+                    .map_err(|e| FieldError::new("spec.zone", e.to_string())),
             };
             let rname = match &spec.soa.email {
-                Some(email) => mailbox(email).map_err(|r| ("spec.soa.email", r)),
+                Some(email) => mailbox(email).map_err(|r| FieldError::new("spec.soa.email", r)),
                 None => origin
                     .clone()
                     .prepend_label("hostmaster")
-                    .map_err(|e| ("spec.zone", e.to_string())),
+                    .map_err(|e| FieldError::new("spec.zone", e.to_string())),
             };
             let (mname, rname) = match (mname, rname) {
                 (Ok(m), Ok(r)) => (m, r),
-                (Err((field, reason)), _) | (_, Err((field, reason))) => {
-                    self.problems.push(problem(field, reason));
+                (Err(error), _) | (_, Err(error)) => {
+                    self.problems.push(problem(&error.field, error.reason));
                     continue;
                 }
             };
@@ -558,9 +558,9 @@ impl Compiler<'_> {
             for (i, target) in spec.publish.iter().enumerate() {
                 match publish_target(store, target, &origin) {
                     Ok(t) => publish_targets.push(t),
-                    Err((field, reason)) => {
-                        self.problems
-                            .push(problem(&format!("spec.publish[{i}]{field}"), reason));
+                    Err(error) => {
+                        let error = error.under(&format!("spec.publish[{i}]"));
+                        self.problems.push(problem(&error.field, error.reason));
                         bad = true;
                     }
                 }
@@ -569,9 +569,9 @@ impl Compiler<'_> {
             for (i, secondary) in spec.secondaries.iter().enumerate() {
                 match self.secondary(store, secondary) {
                     Ok(s) => secondaries.push(s),
-                    Err((field, reason)) => {
-                        self.problems
-                            .push(problem(&format!("spec.secondaries[{i}]{field}"), reason));
+                    Err(error) => {
+                        let error = error.under(&format!("spec.secondaries[{i}]"));
+                        self.problems.push(problem(&error.field, error.reason));
                         bad = true;
                     }
                 }
@@ -630,12 +630,12 @@ impl Compiler<'_> {
 }
 
 impl Compiler<'_> {
-    /// A secondary of a zone; errors name the field under the secondary (`.address`).
+    /// A secondary of a zone; errors name the field under the secondary (`address`).
     fn secondary(
         &self,
         store: &Store,
         secondary: &crate::config::crd::DnsSecondary,
-    ) -> Result<Secondary, (String, String)> {
+    ) -> Result<Secondary, FieldError> {
         let address = secondary.address.trim();
         let network: ipnet::IpNet = match address.parse::<ipnet::IpNet>() {
             Ok(net) => net.trunc(),
@@ -643,8 +643,8 @@ impl Compiler<'_> {
                 .parse::<IpAddr>()
                 .map(ipnet::IpNet::from)
                 .map_err(|_| {
-                    (
-                        ".address".to_owned(),
+                    FieldError::new(
+                        "address",
                         format!("{address:?} is not an IP address or CIDR"),
                     )
                 })?,
@@ -669,7 +669,7 @@ fn publish_target(
     store: &Store,
     target: &crate::config::crd::DnsPublishTarget,
     origin: &Name,
-) -> Result<gantry_dns::publish::Target, (String, String)> {
+) -> Result<gantry_dns::publish::Target, FieldError> {
     let text = target.server.trim();
     let server = text
         .parse::<std::net::SocketAddr>()
@@ -678,13 +678,13 @@ fn publish_target(
                 .map(|ip| std::net::SocketAddr::new(ip, 53))
         })
         .map_err(|_| {
-            (
-                ".server".to_owned(),
+            FieldError::new(
+                "server",
                 format!("{text:?} is not an address, or an address and port"),
             )
         })?;
     let zone = match &target.zone {
-        Some(zone) => parse_name(zone).map_err(|r| (".zone".to_owned(), r))?,
+        Some(zone) => parse_name(zone).map_err(|r| FieldError::new("zone", r))?,
         None => origin.clone(),
     };
     let key = match &target.tsig_key {
@@ -706,50 +706,44 @@ fn publish_target(
 }
 
 /// A TSIG key from its resource description and its Secret.
-fn tsig_key(
-    store: &Store,
-    key: &crate::config::crd::DnsTsigKey,
-) -> Result<TsigKey, (String, String)> {
+fn tsig_key(store: &Store, key: &crate::config::crd::DnsTsigKey) -> Result<TsigKey, FieldError> {
     use base64::Engine;
-    let name = parse_name(&key.name).map_err(|r| (".tsigKey.name".to_owned(), r))?;
+    let name = parse_name(&key.name).map_err(|r| FieldError::new("tsigKey.name", r))?;
     let algorithm = match key.algorithm.to_ascii_lowercase().as_str() {
         "hmac-sha256" => TsigAlgorithm::HmacSha256,
         "hmac-sha384" => TsigAlgorithm::HmacSha384,
         "hmac-sha512" => TsigAlgorithm::HmacSha512,
         other => {
-            return Err((
-                ".tsigKey.algorithm".to_owned(),
+            return Err(FieldError::new(
+                "tsigKey.algorithm",
                 format!("{other:?} is not hmac-sha256, hmac-sha384 or hmac-sha512"),
             ));
         }
     };
     let secret_ref = crate::config::NamespacedName::new(&key.secret_namespace, &key.secret_name);
-    let field = ".tsigKey.secretName".to_owned();
+    let bad = |reason: String| FieldError::new("tsigKey.secretName", reason);
     let secret = store
         .secrets
         .get(&secret_ref)
-        .ok_or_else(|| (field.clone(), format!("Secret {secret_ref} not found")))?;
+        .ok_or_else(|| bad(format!("Secret {secret_ref} not found")))?;
     let (value, _) =
         super::certs::secret_value(&secret.object, &key.secret_key).ok_or_else(|| {
-            (
-                field.clone(),
-                format!("Secret {secret_ref} has no key {:?}", key.secret_key),
-            )
+            bad(format!(
+                "Secret {secret_ref} has no key {:?}",
+                key.secret_key
+            ))
         })?;
     let text = String::from_utf8_lossy(value);
     let secret = base64::engine::general_purpose::STANDARD
         .decode(text.trim())
         .map_err(|_| {
-            (
-                field.clone(),
-                format!(
-                    "Secret {secret_ref}: {:?} is not base64 (as tsig-keygen prints it)",
-                    key.secret_key
-                ),
-            )
+            bad(format!(
+                "Secret {secret_ref}: {:?} is not base64 (as tsig-keygen prints it)",
+                key.secret_key
+            ))
         })?;
     if secret.is_empty() {
-        return Err((field, format!("Secret {secret_ref}: the secret is empty")));
+        return Err(bad(format!("Secret {secret_ref}: the secret is empty")));
     }
     Ok(TsigKey {
         name,

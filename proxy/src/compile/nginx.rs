@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use crate::config::crd::WasmPluginSpec;
 use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
+use crate::problem::FieldError;
 
 pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -208,8 +209,7 @@ pub struct NginxSettings {
     pub ssl_redirect: Option<bool>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
-    /// (field, reason).
-    pub problems: Vec<(String, String)>,
+    pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
     pub closed: Option<String>,
@@ -230,7 +230,7 @@ impl<'a> Annotations<'a> {
     }
 
     fn problem(&mut self, name: &str, reason: impl Into<String>) {
-        self.out.problems.push((field(name), reason.into()));
+        self.out.problems.push(FieldError::new(field(name), reason));
     }
 
     /// A problem that must close the routes (an access rule that cannot be applied).

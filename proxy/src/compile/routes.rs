@@ -126,8 +126,9 @@ impl Compiler<'_> {
         {
             settings.timeouts.read = timeout;
         }
-        for (field, reason) in annotation_problems.iter().chain(&nginx.problems) {
-            self.problems.push(ingress.problem(field, reason));
+        for error in annotation_problems.iter().chain(&nginx.problems) {
+            self.problems
+                .push(ingress.problem(&error.field, &error.reason));
         }
         let plugins = match &nginx.closed {
             Some(reason) => Err(Arc::from(reason.as_str())),

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::crd::{
     Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
 };
+use crate::problem::FieldError;
 
 /// Namespace given to namespaced objects that name none, as kubectl does.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -265,7 +266,7 @@ pub fn parse_object(mut value: Value) -> Parsed {
             object,
             unknown_fields,
         },
-        Err((field, reason)) => Parsed::Invalid {
+        Err(FieldError { field, reason }) => Parsed::Invalid {
             reference: Some(reference),
             field,
             reason,
@@ -292,7 +293,7 @@ fn default_namespace(value: &mut Value) -> String {
 }
 
 /// Deserializes into `K`, recording the path of the field at fault and of unknown fields.
-fn typed<K>(value: Value, unknown_fields: &mut Vec<String>) -> Result<Arc<K>, (String, String)>
+fn typed<K>(value: Value, unknown_fields: &mut Vec<String>) -> Result<Arc<K>, FieldError>
 where
     K: serde::de::DeserializeOwned,
 {
@@ -310,7 +311,7 @@ where
         Err(error) => {
             let path = track.path().to_string();
             let field = if path == "." { String::new() } else { path };
-            Err((field, error.to_string()))
+            Err(FieldError::new(field, error.to_string()))
         }
     }
 }
