@@ -15,6 +15,7 @@ use gantry_acme::{CertificateRequest, KeyAlgorithm};
 use gantry_dns::ZoneSpec;
 
 use super::{Compiler, IngressCtx, names};
+use crate::config::annotations::{self, Annotations};
 use crate::config::crd::{AcmeIssuer, CertificateSpec};
 use crate::config::{Kind, NamespacedName, ObjectRef, Store};
 use crate::duration::parse_duration;
@@ -120,30 +121,13 @@ impl Compiler<'_> {
             }
         }
         for ingress in ours {
-            let annotations = ingress.stored.object.metadata.annotations.as_ref();
-            let named = |key: &str| annotations.and_then(|a| a.get(key)).map(String::as_str);
-            let (kind, name, field) = match (
-                named(ISSUER).or(named(CM_ISSUER)),
-                named(CLUSTER_ISSUER).or(named(CM_CLUSTER_ISSUER)),
+            let named = Annotations::of(&ingress.stored.object.metadata);
+            let (kind, (annotation, name)) = match (
+                named.first(&[ISSUER, CM_ISSUER]),
+                named.first(&[CLUSTER_ISSUER, CM_CLUSTER_ISSUER]),
             ) {
-                (Some(name), _) => (
-                    "Issuer",
-                    name,
-                    if named(ISSUER).is_some() {
-                        ISSUER
-                    } else {
-                        CM_ISSUER
-                    },
-                ),
-                (None, Some(name)) => (
-                    "ClusterIssuer",
-                    name,
-                    if named(CLUSTER_ISSUER).is_some() {
-                        CLUSTER_ISSUER
-                    } else {
-                        CM_CLUSTER_ISSUER
-                    },
-                ),
+                (Some(issuer), _) => ("Issuer", issuer),
+                (None, Some(issuer)) => ("ClusterIssuer", issuer),
                 (None, None) => continue,
             };
             let issuer_key = if kind == "Issuer" {
@@ -151,7 +135,7 @@ impl Compiler<'_> {
             } else {
                 NamespacedName::new("", name)
             };
-            let field = format!("metadata.annotations[{field}]");
+            let field = annotations::field(annotation);
             let checked = self.issuer(&mut issuers, kind, &issuer_key);
             let (issuing, issuer) = match checked {
                 Ok(found) => found,
@@ -337,10 +321,9 @@ impl Compiler<'_> {
     /// names an issuer, or a Certificate keeps its certificate there. Until it is issued, the
     /// hosts get the default certificate; that is no problem.
     pub(super) fn issues_secret(&self, ingress: &IngressCtx<'_>, secret: &NamespacedName) -> bool {
-        let annotations = ingress.stored.object.metadata.annotations.as_ref();
-        let names_issuer = [ISSUER, CM_ISSUER, CLUSTER_ISSUER, CM_CLUSTER_ISSUER]
-            .iter()
-            .any(|a| annotations.is_some_and(|m| m.contains_key(*a)));
+        let names_issuer = Annotations::of(&ingress.stored.object.metadata)
+            .first(&[ISSUER, CM_ISSUER, CLUSTER_ISSUER, CM_CLUSTER_ISSUER])
+            .is_some();
         names_issuer
             || self.store.certificates.iter().any(|(key, stored)| {
                 key.namespace == secret.namespace && stored.object.spec.secret_name == secret.name
@@ -360,12 +343,9 @@ fn secret_contents(store: &Store, key: &NamespacedName) -> Option<SecretContents
         chain_pem: text("tls.crt")?,
         key_pem: text("tls.key"),
         ca_pem: text("ca.crt"),
-        issued_by: secret
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(ISSUED_BY_ANNOTATION))
-            .cloned(),
+        issued_by: Annotations::of(&secret.metadata)
+            .get(ISSUED_BY_ANNOTATION)
+            .map(str::to_owned),
     })
 }
 
@@ -569,10 +549,9 @@ const CM_KEY_SIZE: &str = "cert-manager.io/private-key-size";
 const CM_KEY_ROTATION: &str = "cert-manager.io/private-key-rotation-policy";
 
 /// The ingress-shim annotations read; errors name the annotation.
-fn shim_settings<'a>(
-    annotation: impl Fn(&str) -> Option<&'a str>,
-) -> Result<ShimSettings, FieldError> {
-    let field = |name: &str| format!("metadata.annotations[{name}]");
+fn shim_settings(annotations: Annotations<'_>) -> Result<ShimSettings, FieldError> {
+    let annotation = |key: &str| annotations.get(key);
+    let field = annotations::field;
     let duration = match annotation(CM_DURATION) {
         None => DEFAULT_DURATION,
         Some(text) => {

@@ -10,7 +10,7 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::networking::v1::Ingress;
 
-use crate::config::Store;
+use crate::config::{Annotations, Store};
 
 /// The `spec.controller` value of Gantry's IngressClasses.
 pub const CONTROLLER: &str = "gantry.dev/ingress-controller";
@@ -45,12 +45,8 @@ impl Classes {
                 .and_then(|s| s.controller.as_deref());
             let is_ours =
                 controller == Some(CONTROLLER) && only.is_none_or(|only| only == name.as_str());
-            let is_default = class
-                .object
-                .metadata
-                .annotations
-                .as_ref()
-                .and_then(|a| a.get(DEFAULT_CLASS_ANNOTATION))
+            let is_default = Annotations::of(&class.object.metadata)
+                .get(DEFAULT_CLASS_ANNOTATION)
                 .is_some_and(|v| v == "true");
             if is_ours {
                 ours.insert(name.clone());
@@ -68,11 +64,7 @@ impl Classes {
 
     /// `Ok` when the Ingress is Gantry's, else why not.
     pub fn claim(&self, ingress: &Ingress) -> Result<(), String> {
-        let legacy = ingress
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get(LEGACY_ANNOTATION));
+        let legacy = Annotations::of(&ingress.metadata).get(LEGACY_ANNOTATION);
         if let Some(class) = legacy {
             return if self.ours.contains(class) || *class == self.legacy_name {
                 Ok(())

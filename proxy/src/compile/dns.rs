@@ -17,6 +17,7 @@ use gantry_dns::proto::rr::{LowerName, Name, RData, Record, RecordType};
 use gantry_dns::{Secondary, Soa, TsigKey, ZoneSpec};
 
 use super::Compiler;
+use crate::config::annotations::{self, Annotations};
 use crate::config::{Kind, ObjectRef, Store};
 use crate::problem::{FieldError, Problem};
 use crate::snapshot::Publication;
@@ -273,14 +274,20 @@ fn zone_for<'z>(zones: &'z mut [ZoneBuild], name: &Name) -> Option<&'z mut ZoneB
         .max_by_key(|z| z.origin.num_labels())
 }
 
-fn annotations(
-    object: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> impl Iterator<Item = (&str, &str)> {
-    object
-        .annotations
-        .iter()
-        .flatten()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
+/// external-dns's TTL annotation on an Ingress or a Service, when it has one.
+fn annotated_ttl(annotations: Annotations<'_>) -> Result<Option<u32>, FieldError> {
+    annotations
+        .get(TTL)
+        .map(parse_ttl)
+        .transpose()
+        .map_err(|reason| FieldError::new(annotations::field(TTL), reason))
+}
+
+/// external-dns's target annotation on an Ingress or a Service, and its field.
+fn annotated_target(annotations: Annotations<'_>) -> Option<(String, String)> {
+    annotations
+        .get(TARGET)
+        .map(|value| (value.to_owned(), annotations::field(TARGET)))
 }
 
 impl Compiler<'_> {
@@ -308,26 +315,17 @@ impl Compiler<'_> {
                 .flatten()
                 .map(|h| (h, "spec.rules".to_owned()))
                 .collect();
-            let mut ttl = None;
-            let mut targets = None;
-            for (key, value) in annotations(&object.metadata) {
-                let field = format!("metadata.annotations[{key}]");
-                match key {
-                    HOSTNAME => hosts.extend(
-                        value
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|h| !h.is_empty())
-                            .map(|h| (h.to_owned(), field.clone())),
-                    ),
-                    TTL => match parse_ttl(value) {
-                        Ok(t) => ttl = Some(t),
-                        Err(reason) => problems.push(ingress.problem(&field, reason)),
-                    },
-                    TARGET => targets = Some((value.to_owned(), field)),
-                    _ => {}
-                }
-            }
+            let annotations = Annotations::of(&object.metadata);
+            hosts.extend(
+                annotations
+                    .list(HOSTNAME)
+                    .map(|h| (h.to_owned(), annotations::field(HOSTNAME))),
+            );
+            let ttl = annotated_ttl(annotations).unwrap_or_else(|error| {
+                problems.push(ingress.problem(&error.field, error.reason));
+                None
+            });
+            let targets = annotated_target(annotations);
             for (host, field) in hosts {
                 let claim = Claim {
                     field,
@@ -337,36 +335,25 @@ impl Compiler<'_> {
             }
         }
         for (key, stored) in &self.store.services {
-            let metadata = &stored.object.metadata;
-            let Some(hostnames) = annotations(metadata)
-                .find(|(k, _)| *k == HOSTNAME)
-                .map(|(_, v)| v)
-            else {
+            let annotations = Annotations::of(&stored.object.metadata);
+            if !annotations.has(HOSTNAME) {
                 continue;
-            };
+            }
             let object = ObjectRef::new(Kind::Service, key);
             let claim = Claim {
                 file: stored.file.clone(),
                 object,
-                field: format!("metadata.annotations[{HOSTNAME}]"),
+                field: annotations::field(HOSTNAME),
             };
-            let ttl = match annotations(metadata).find(|(k, _)| *k == TTL) {
-                None => None,
-                Some((_, value)) => match parse_ttl(value) {
-                    Ok(t) => Some(t),
-                    Err(reason) => {
-                        let at_ttl = Claim {
-                            field: format!("metadata.annotations[{TTL}]"),
-                            ..claim.clone()
-                        };
-                        problems.push(at_ttl.problem(reason));
-                        None
-                    }
-                },
-            };
-            let target = annotations(metadata)
-                .find(|(k, _)| *k == TARGET)
-                .map(|(_, v)| (v.to_owned(), format!("metadata.annotations[{TARGET}]")));
+            let ttl = annotated_ttl(annotations).unwrap_or_else(|error| {
+                let at_ttl = Claim {
+                    field: error.field,
+                    ..claim.clone()
+                };
+                problems.push(at_ttl.problem(error.reason));
+                None
+            });
+            let target = annotated_target(annotations);
             // Without a target annotation, a Service points at its load balancer's addresses.
             let target = target.or_else(|| {
                 let addresses: Vec<String> = super::load_balancer_ingresses(&stored.object)
@@ -381,11 +368,7 @@ impl Compiler<'_> {
                 ));
                 continue;
             };
-            for host in hostnames
-                .split(',')
-                .map(str::trim)
-                .filter(|h| !h.is_empty())
-            {
+            for host in annotations.list(HOSTNAME) {
                 publish_host(&mut zones, host, ttl, Some(&target), &claim, problems);
             }
         }

@@ -3,7 +3,6 @@
 //! resource and field. What fails validation is left out (as small a part as possible: one path,
 //! one TLS entry) and everything else applies.
 
-mod annotations;
 mod backend;
 pub mod certificates;
 pub mod certs;
@@ -15,6 +14,7 @@ mod names;
 pub mod nginx;
 mod plugins;
 mod routes;
+mod settings;
 mod tls;
 pub mod wanted;
 

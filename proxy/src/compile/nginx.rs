@@ -25,6 +25,7 @@ use std::time::Duration;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 
+use crate::config::annotations::{self, Annotations};
 use crate::config::crd::WasmPluginSpec;
 use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
@@ -216,15 +217,17 @@ pub struct NginxSettings {
 }
 
 fn field(name: &str) -> String {
-    format!("metadata.annotations[{PREFIX}{name}]")
+    annotations::field(&format!("{PREFIX}{name}"))
 }
 
-struct Annotations<'a> {
+/// The ingress-nginx annotations of one Ingress, by the name after the prefix, and what they
+/// ask for so far.
+struct NginxAnnotations<'a> {
     values: BTreeMap<&'a str, &'a str>,
     out: NginxSettings,
 }
 
-impl<'a> Annotations<'a> {
+impl<'a> NginxAnnotations<'a> {
     fn get(&self, name: &str) -> Option<&'a str> {
         self.values.get(name).copied().map(str::trim)
     }
@@ -346,14 +349,10 @@ pub fn path_regex(path: &str) -> String {
 
 /// Reads the ingress-nginx annotations of one Ingress.
 pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) -> NginxSettings {
-    let mut values = BTreeMap::new();
-    for (name, value) in ingress.metadata.annotations.iter().flatten() {
-        if let Some(short) = name.strip_prefix(PREFIX) {
-            values.insert(short, value.as_str());
-        }
-    }
-    let mut a = Annotations {
-        values,
+    let mut a = NginxAnnotations {
+        values: Annotations::of(&ingress.metadata)
+            .with_prefix(PREFIX)
+            .collect(),
         out: NginxSettings::default(),
     };
     if a.values.is_empty() {
@@ -423,7 +422,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out
 }
 
-fn cors(a: &mut Annotations<'_>) -> Option<Value> {
+fn cors(a: &mut NginxAnnotations<'_>) -> Option<Value> {
     if a.bool("enable-cors") != Some(true) {
         return None;
     }
@@ -454,7 +453,7 @@ fn cors(a: &mut Annotations<'_>) -> Option<Value> {
     Some(cors)
 }
 
-fn rewrites(a: &mut Annotations<'_>, ingress: &Ingress) -> Option<Value> {
+fn rewrites(a: &mut NginxAnnotations<'_>, ingress: &Ingress) -> Option<Value> {
     let use_regex = a.bool("use-regex") == Some(true);
     let target = a.get("rewrite-target").filter(|t| !t.is_empty());
     a.out.regex_paths = use_regex || target.is_some();
@@ -476,7 +475,7 @@ fn rewrites(a: &mut Annotations<'_>, ingress: &Ingress) -> Option<Value> {
     (!rules.is_empty()).then_some(Value::Array(rules))
 }
 
-fn rate_limit(a: &mut Annotations<'_>) -> Option<Value> {
+fn rate_limit(a: &mut NginxAnnotations<'_>) -> Option<Value> {
     let rps = a.positive("limit-rps");
     let rpm = a.positive("limit-rpm");
     if rps.is_none() && rpm.is_none() {
@@ -519,7 +518,7 @@ fn rate_limit(a: &mut Annotations<'_>) -> Option<Value> {
 
 /// The `builtin:acl` configuration and the annotation it is reported under.
 fn access(
-    a: &mut Annotations<'_>,
+    a: &mut NginxAnnotations<'_>,
     key: &NamespacedName,
     store: &Store,
 ) -> Option<(Value, &'static str)> {
@@ -561,7 +560,7 @@ fn access(
     Some((config, at))
 }
 
-fn basic_auth(a: &mut Annotations<'_>, key: &NamespacedName, store: &Store) -> Option<Value> {
+fn basic_auth(a: &mut NginxAnnotations<'_>, key: &NamespacedName, store: &Store) -> Option<Value> {
     let kind = a.get("auth-type")?;
     if kind != "basic" {
         a.closing(

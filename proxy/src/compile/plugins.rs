@@ -8,10 +8,11 @@
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
-use super::annotations::{IngressSettings, PLUGINS};
 use super::nginx::DerivedPlugin;
+use super::settings::{IngressSettings, PLUGINS};
 use super::{Compiler, IngressCtx};
 use crate::config::NamespacedName;
+use crate::config::annotations;
 use crate::config::crd::FailurePolicy;
 use crate::config::crd::WasmPluginType;
 use crate::snapshot::Clusters;
@@ -35,7 +36,7 @@ impl Compiler<'_> {
             let key = NamespacedName::new(namespace, name);
             if self.is_service(&key) {
                 self.problems.push(ingress.problem(
-                    format!("metadata.annotations[{PLUGINS}]"),
+                    annotations::field(PLUGINS),
                     format!(
                         "WasmPlugin {key} is of type SERVICE: it runs on its own, on no route; \
                          it is left out of this Ingress's plugins"
@@ -51,9 +52,8 @@ impl Compiler<'_> {
                 }
                 None => {
                     let reason = format!("WasmPlugin {key} not found");
-                    self.problems.push(
-                        ingress.problem(format!("metadata.annotations[{PLUGINS}]"), reason.clone()),
-                    );
+                    self.problems
+                        .push(ingress.problem(annotations::field(PLUGINS), reason.clone()));
                     return Err(Arc::from(reason));
                 }
             }

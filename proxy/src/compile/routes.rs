@@ -7,13 +7,14 @@ use std::sync::{Arc, OnceLock};
 
 use k8s_openapi::api::networking::v1::IngressBackend;
 
-use super::annotations::{
-    CONNECT_TIMEOUT, IngressSettings, READ_TIMEOUT, SSL_REDIRECT, ingress_settings,
-};
 use super::backend::Resolved;
 use super::nginx::{self, NginxSettings};
 use super::plugins::ChainResult;
+use super::settings::{
+    CONNECT_TIMEOUT, IngressSettings, READ_TIMEOUT, SSL_REDIRECT, ingress_settings,
+};
 use super::{Compiler, IngressCtx, names};
+use crate::config::Annotations;
 use crate::snapshot::{Action, HostRoutes, PathType, Route, Router};
 
 /// Routes by host as they are added, turned into a [`Router`] at the end.
@@ -107,10 +108,10 @@ impl RouteTable {
 impl Compiler<'_> {
     pub(super) fn add_routes(&mut self, ingress: &IngressCtx<'_>, nginx: &NginxSettings) {
         let object = &ingress.stored.object;
-        let annotations = object.metadata.annotations.as_ref();
+        let annotations = Annotations::of(&object.metadata);
         let (mut settings, annotation_problems) = ingress_settings(annotations);
         // Gantry's own annotations win over ingress-nginx's.
-        let has = |name: &str| annotations.is_some_and(|a| a.contains_key(name));
+        let has = |name: &str| annotations.has(name);
         if let Some(redirect) = nginx.ssl_redirect
             && !has(SSL_REDIRECT)
         {

@@ -1,7 +1,6 @@
 //! The `gantry.dev/*` annotations an Ingress may carry, parsed and checked.
 
-use std::collections::BTreeMap;
-
+use crate::config::annotations::{self, Annotations};
 use crate::duration::parse_duration;
 use crate::problem::FieldError;
 use crate::snapshot::Timeouts;
@@ -36,22 +35,19 @@ pub struct IngressSettings {
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
-pub fn ingress_settings(
-    annotations: Option<&BTreeMap<String, String>>,
-) -> (IngressSettings, Vec<FieldError>) {
+pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<FieldError>) {
     let mut settings = IngressSettings {
         ssl_redirect: true,
         timeouts: Timeouts::default(),
         plugins: Vec::new(),
     };
     let mut problems = Vec::new();
-    for (key, value) in annotations.into_iter().flatten() {
-        if !key.starts_with(PREFIX) {
-            continue;
-        }
-        let field = format!("metadata.annotations[{key}]");
-        let result = match key.as_str() {
-            SSL_REDIRECT => match value.as_str() {
+    for (key, value) in annotations
+        .iter()
+        .filter(|(key, _)| key.starts_with(PREFIX))
+    {
+        let result = match key {
+            SSL_REDIRECT => match value {
                 "true" | "false" => {
                     settings.ssl_redirect = value == "true";
                     Ok(())
@@ -62,12 +58,7 @@ pub fn ingress_settings(
             CONNECT_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.connect = d),
             READ_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.read = d),
             PLUGINS => {
-                settings.plugins = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|n| !n.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                settings.plugins = annotations.list(PLUGINS).map(str::to_owned).collect();
                 Ok(())
             }
             super::certificates::ISSUER | super::certificates::CLUSTER_ISSUER => Ok(()),
@@ -77,7 +68,7 @@ pub fn ingress_settings(
             )),
         };
         if let Err(reason) = result {
-            problems.push(FieldError::new(field, reason));
+            problems.push(FieldError::new(annotations::field(key), reason));
         }
     }
     (settings, problems)
