@@ -622,7 +622,7 @@ stringData: {{secret: {MAC_KEY}}}
 /// Kube mode: the fake API server with Gantry's CRDs and IngressClass, and Service `echo` in
 /// front of a real upstream.
 async fn cluster_with_echo() -> (
-    crate::support::kube_api::FakeApi,
+    fake_apiserver::FakeApi,
     crate::support::kubectl::Kubectl,
     upstream::Upstream,
 ) {

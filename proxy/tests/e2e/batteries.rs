@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use crate::support::config::{GANTRY_CLASS, ingress, service};
 use crate::support::dns::{Dig, dig};
 use crate::support::gantry::Options;
-use crate::support::kube_api::FakeApi;
 use crate::support::kubectl::Kubectl;
 use crate::support::pki::{TestCa, tls_secret};
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_for, wait_until};
+use fake_apiserver::FakeApi;
 
 /// Where the battery's resources come from.
 #[derive(Clone, Copy, Debug)]

@@ -1,12 +1,12 @@
 //! `deploy/`: every manifest, the kustomization and the rendered Helm chart are accepted by the
-//! API server (the fake one: see `support::kube_api`) through the real `kubectl apply
+//! API server (the fake one: see the fake-apiserver crate) through the real `kubectl apply
 //! --dry-run=server`, and the chart renders with the real `helm` (`scripts/lib.sh` installs it
 //! and sets `HELM`).
 
 use std::path::{Path, PathBuf};
 
-use crate::support::kube_api::FakeApi;
 use crate::support::kubectl::Kubectl;
+use fake_apiserver::FakeApi;
 
 /// Fails unless the Deployments in `yaml` start `gantry` with arguments it accepts.
 fn assert_gantry_accepts_its_arguments(yaml: &str) {

@@ -1,10 +1,10 @@
-//! Kube mode, against the fake API server (`support::kube_api`; no real API server can be
+//! Kube mode, against the fake API server (the fake-apiserver crate; no real API server can be
 //! installed here), with resources created and changed by the real `kubectl`.
 
 use crate::support::gantry::Options;
-use crate::support::kube_api::FakeApi;
 use crate::support::kubectl::Kubectl;
 use crate::support::{Gantry, clients, config, upstream, wait_until};
+use fake_apiserver::FakeApi;
 
 const CRDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/crds.yaml");
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::Output;
 
-use super::kube_api::FakeApi;
+use fake_apiserver::FakeApi;
 
 pub struct Kubectl {
     dir: tempfile::TempDir,

@@ -6,7 +6,6 @@ pub mod config;
 pub mod dns;
 pub mod gantry;
 pub mod grpc;
-pub mod kube_api;
 pub mod kubectl;
 pub mod pebble;
 pub mod pki;

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::kube_api::Call;
+use fake_apiserver::Call;
 
 struct Rule {
     groups: Vec<String>,

@@ -19,23 +19,37 @@
 //!
 //! A test can also break every watch, compact the history, or stop the server and start it again
 //! on the same port, to see how a client copes.
+//!
+//! `tests/conformance.rs` checks the behaviours Gantry's tests lean on against kube-rs, a real
+//! client, so that a change to the fake cannot quietly make it a worse model of the real server.
+
+// A test tool: a poisoned lock or a port that cannot be bound is a broken test, which should
+// stop loudly rather than answer something the real server never would.
+#![allow(clippy::unwrap_used)]
 
 mod fields;
-mod handlers;
+mod read;
+mod request;
+mod respond;
+mod server;
 mod store;
+mod tls;
 mod types;
 mod validate;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
-use rustls::pki_types::pem::PemObject;
 use serde_json::Value;
 use tokio::sync::watch;
 
 use store::Objects;
 use types::Types;
+
+/// How long the server may take to stop.
+const STOP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A bearer token is this prefix and the user's name.
 pub const TOKEN_PREFIX: &str = "gantry-test-token-for-";
@@ -100,28 +114,15 @@ impl FakeApi {
             calls: Mutex::default(),
         });
         for namespace in ["default", "kube-system", "kube-public"] {
-            handlers::create_namespace(&state, namespace);
+            write::create_namespace(&state, namespace);
         }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let ca = super::pki::TestCa::new();
-        let leaf = ca.leaf(&["127.0.0.1", "localhost"]);
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![super::pki::pem_to_der(&leaf.cert_pem).into()],
-            rustls::pki_types::PrivateKeyDer::from_pem_slice(leaf.key_pem.as_bytes()).unwrap(),
-        )
-        .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let (ca_pem, tls) = tls::server_config();
         let mut api = FakeApi {
             addr,
-            ca_pem: ca.cert_pem.clone(),
-            tls: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            ca_pem,
+            tls: tokio_rustls::TlsAcceptor::from(Arc::new(tls)),
             state,
             runtime: Some(runtime),
             server: None,
@@ -144,7 +145,7 @@ impl FakeApi {
         let task = self.runtime().spawn(async move {
             // Dropped after the accept loop (and its listener) when the task is cancelled.
             let _closed = closed;
-            handlers::accept(listener, tls, state).await;
+            server::accept(listener, tls, state).await;
         });
         self.server = Some((task, stopped));
     }
@@ -154,7 +155,7 @@ impl FakeApi {
         if let Some((task, stopped)) = self.server.take() {
             task.abort();
             // The listener is closed once the loop is: the port is free to bind again.
-            let closed = stopped.recv_timeout(super::DEADLINE);
+            let closed = stopped.recv_timeout(STOP_DEADLINE);
             assert!(
                 matches!(closed, Err(std::sync::mpsc::RecvTimeoutError::Disconnected)),
                 "the fake API server did not stop"

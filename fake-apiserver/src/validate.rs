@@ -6,7 +6,7 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::types::ResourceType;
+use crate::types::ResourceType;
 
 /// The unknown fields, or why the object is invalid.
 pub fn check(resource: &ResourceType, object: &Value) -> Result<Vec<String>, String> {
@@ -68,7 +68,7 @@ fn typed<K: DeserializeOwned>(object: &Value) -> Result<Vec<String>, String> {
     let mut track = serde_path_to_error::Track::new();
     let deserializer = serde_path_to_error::Deserializer::new(object, &mut track);
     let result: Result<K, _> = serde_ignored::deserialize(deserializer, |path| {
-        unknown.push(gantry::config::object::field_path(&path));
+        unknown.push(field_path(&path));
     });
     match result {
         Ok(_) => Ok(unknown),
@@ -195,4 +195,29 @@ pub fn prune(object: &mut Value, unknown: &[String]) {
             map.remove(&last);
         }
     }
+}
+
+/// A field path as the API server and kubectl write it: `spec.rules[1].http`.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    let mut parts = Vec::new();
+    let mut at = path;
+    loop {
+        at = match at {
+            Path::Root => break,
+            Path::Seq { parent, index } => {
+                parts.push(format!("[{index}]"));
+                parent
+            }
+            Path::Map { parent, key } => {
+                parts.push(format!(".{key}"));
+                parent
+            }
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => parent,
+        };
+    }
+    let joined: String = parts.into_iter().rev().collect();
+    joined.strip_prefix('.').unwrap_or(&joined).to_owned()
 }
