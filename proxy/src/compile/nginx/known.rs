@@ -1,0 +1,173 @@
+//! Every annotation ingress-nginx v1.15 reads, by what Gantry does with it: refuses (raw nginx
+//! configuration), honours (see the parent module), or reports as not honoured.
+
+/// Raw nginx configuration: nothing in Gantry can run it.
+pub(super) const SNIPPETS: [&str; 5] = [
+    "configuration-snippet",
+    "server-snippet",
+    "auth-snippet",
+    "modsecurity-snippet",
+    "stream-snippet",
+];
+
+/// Honoured (see the module's comment).
+pub(super) const HONOURED: [&str; 24] = [
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst-multiplier",
+    "limit-whitelist",
+    "limit-allowlist",
+    "whitelist-source-range",
+    "allowlist-source-range",
+    "denylist-source-range",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
+    "rewrite-target",
+    "use-regex",
+    "ssl-redirect",
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+];
+
+/// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
+pub(super) const NOT_HONOURED: [&str; 109] = [
+    "affinity",
+    "affinity-canary-behavior",
+    "affinity-mode",
+    "app-root",
+    "auth-always-set-cookie",
+    "auth-cache-duration",
+    "auth-cache-key",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-share-vars",
+    "auth-keepalive-timeout",
+    "auth-method",
+    "auth-proxy-set-headers",
+    "auth-request-redirect",
+    "auth-response-headers",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-tls-error-page",
+    "auth-tls-match-cn",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-url",
+    "backend-protocol",
+    "canary",
+    "canary-by-cookie",
+    "canary-by-header",
+    "canary-by-header-pattern",
+    "canary-by-header-value",
+    "canary-weight",
+    "canary-weight-total",
+    "client-body-buffer-size",
+    "connection-proxy-header",
+    "custom-headers",
+    "custom-http-errors",
+    "default-backend",
+    "disable-proxy-intercept-errors",
+    "enable-access-log",
+    "enable-global-auth",
+    "enable-modsecurity",
+    "enable-opentelemetry",
+    "enable-owasp-core-rules",
+    "enable-rewrite-log",
+    "fastcgi-index",
+    "fastcgi-params-configmap",
+    "force-ssl-redirect",
+    "from-to-www-redirect",
+    "http2-push-preload",
+    "limit-connections",
+    "limit-rate",
+    "limit-rate-after",
+    "load-balance",
+    "mirror-host",
+    "mirror-request-body",
+    "mirror-target",
+    "modsecurity-transaction-id",
+    "opentelemetry-operation-name",
+    "opentelemetry-trust-incoming-span",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "preserve-trailing-slash",
+    "proxy-body-size",
+    "proxy-buffer-size",
+    "proxy-buffering",
+    "proxy-buffers-number",
+    "proxy-busy-buffers-size",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
+    "proxy-http-version",
+    "proxy-max-temp-file-size",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
+    "proxy-request-buffering",
+    "proxy-send-timeout",
+    "proxy-ssl-ciphers",
+    "proxy-ssl-name",
+    "proxy-ssl-protocols",
+    "proxy-ssl-secret",
+    "proxy-ssl-server-name",
+    "proxy-ssl-verify",
+    "proxy-ssl-verify-depth",
+    "relative-redirects",
+    "satisfy",
+    "server-alias",
+    "service-upstream",
+    "session-cookie-change-on-failure",
+    "session-cookie-conditional-samesite-none",
+    "session-cookie-domain",
+    "session-cookie-expires",
+    "session-cookie-max-age",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-samesite",
+    "session-cookie-secure",
+    "ssl-ciphers",
+    "ssl-passthrough",
+    "ssl-prefer-server-ciphers",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "upstream-vhost",
+    "use-port-in-redirects",
+    "x-forwarded-prefix",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_annotation_is_classified_once() {
+        let mut all: Vec<&str> = SNIPPETS
+            .iter()
+            .chain(&HONOURED)
+            .chain(&NOT_HONOURED)
+            .copied()
+            .collect();
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count, "an annotation is in two lists");
+        // ingress-nginx v1.15 reads 136 annotations, and two aliases.
+        assert_eq!(count, 138);
+    }
+}

@@ -1,0 +1,288 @@
+//! ingress-nginx's annotations, for users moving over: the ones Gantry honours become built-in
+//! plugins on the Ingress's routes (and regex paths, redirects, timeouts) with the behaviour
+//! ingress-nginx documents; raw nginx snippets are refused; every other
+//! `nginx.ingress.kubernetes.io/*` annotation is reported, so that nothing is silently dropped.
+//!
+//! Honoured, and how (ingress-nginx v1.15):
+//! - `limit-rps`, `limit-rpm`, `limit-burst-multiplier` (default 5), `limit-whitelist` /
+//!   `limit-allowlist`: `builtin:ratelimit` per client address, per Ingress; a burst of
+//!   `limit x multiplier + 1` passes at once (as nginx's `limit_req ... burst nodelay` does), then
+//!   the rate; refused requests get 503, ingress-nginx's default status.
+//! - `whitelist-source-range` / `allowlist-source-range`, `denylist-source-range`,
+//!   `auth-type: basic`, `auth-secret`, `auth-secret-type`, `auth-realm`: `builtin:acl`; deny
+//!   ranges first, then allow ranges (everything else denied when there are some), 403; then basic
+//!   auth, 401, `Authorization` not forwarded.
+//! - `enable-cors` and `cors-*`: `builtin:headers` with ingress-nginx's defaults; an OPTIONS
+//!   request from an allowed origin is answered 204 before any other plugin.
+//! - `rewrite-target` and `use-regex`: the host's paths become case-insensitive regular
+//!   expressions anchored at the start, longest first; `builtin:headers` replaces the whole path
+//!   with the target (`$1`... from the path's groups), keeping the query string.
+//! - `ssl-redirect`, `proxy-connect-timeout`, `proxy-read-timeout`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::Value;
+
+use crate::config::annotations::{self, Annotations};
+use crate::config::crd::WasmPluginSpec;
+use crate::config::crd::{FailurePolicy, Phase};
+use crate::config::{NamespacedName, Store};
+use crate::problem::FieldError;
+
+mod known;
+mod plugins;
+
+use known::{HONOURED, NOT_HONOURED, SNIPPETS};
+pub use plugins::{HtpasswdForm, htpasswd};
+use plugins::{access, cors, rate_limit, rewrites};
+
+pub const PREFIX: &str = "nginx.ingress.kubernetes.io/";
+/// A plugin an Ingress's annotations ask for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DerivedPlugin {
+    pub key: NamespacedName,
+    pub spec: WasmPluginSpec,
+    /// The annotation field problems are reported on.
+    pub field: String,
+}
+
+/// What an Ingress's ingress-nginx annotations ask for.
+#[derive(Debug, Default)]
+pub struct NginxSettings {
+    /// In chain order.
+    pub plugins: Vec<DerivedPlugin>,
+    /// `use-regex` or `rewrite-target`: the host's paths are regular expressions.
+    pub regex_paths: bool,
+    pub ssl_redirect: Option<bool>,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub problems: Vec<FieldError>,
+    /// An access-control annotation is broken: the routes answer 503 rather than serve
+    /// unprotected.
+    pub closed: Option<String>,
+}
+
+fn field(name: &str) -> String {
+    annotations::field(&format!("{PREFIX}{name}"))
+}
+
+/// The ingress-nginx annotations of one Ingress, by the name after the prefix, and what they
+/// ask for so far.
+struct NginxAnnotations<'a> {
+    values: BTreeMap<&'a str, &'a str>,
+    out: NginxSettings,
+}
+
+impl<'a> NginxAnnotations<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.values.get(name).copied().map(str::trim)
+    }
+
+    fn problem(&mut self, name: &str, reason: impl Into<String>) {
+        self.out.problems.push(FieldError::new(field(name), reason));
+    }
+
+    /// A problem that must close the routes (an access rule that cannot be applied).
+    fn closing(&mut self, name: &str, reason: impl Into<String>) {
+        let reason = reason.into();
+        if self.out.closed.is_none() {
+            self.out.closed = Some(format!("annotation {PREFIX}{name}: {reason}"));
+        }
+        self.problem(
+            name,
+            format!("{reason}; the Ingress's routes answer 503 until it is fixed"),
+        );
+    }
+
+    fn bool(&mut self, name: &str) -> Option<bool> {
+        match self.get(name)? {
+            "true" => Some(true),
+            "false" => Some(false),
+            other => {
+                self.problem(name, format!("{other:?} is not \"true\" or \"false\""));
+                None
+            }
+        }
+    }
+
+    fn positive(&mut self, name: &str) -> Option<u64> {
+        let value = self.get(name)?;
+        match value.parse::<u64>() {
+            Ok(n) if n > 0 => Some(n),
+            _ => {
+                self.problem(name, format!("{value:?} is not a positive whole number"));
+                None
+            }
+        }
+    }
+
+    /// A comma-separated list of CIDRs; `None` (with the problem recorded) when one is bad.
+    fn cidrs(&mut self, name: &str, closing: bool) -> Option<Vec<String>> {
+        let value = self.get(name)?;
+        let mut list = Vec::new();
+        for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let ok =
+                entry.parse::<ipnet::IpNet>().is_ok() || entry.parse::<std::net::IpAddr>().is_ok();
+            if !ok {
+                let reason = format!("{entry:?} is not an IP address or CIDR");
+                if closing {
+                    self.closing(name, reason);
+                } else {
+                    self.problem(name, reason);
+                }
+                return None;
+            }
+            list.push(entry.to_owned());
+        }
+        Some(list)
+    }
+
+    fn list(&self, name: &str, default: &str) -> Vec<String> {
+        self.get(name)
+            .unwrap_or(default)
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+fn derived(
+    ingress: &NamespacedName,
+    kind: &str,
+    config: Value,
+    priority: i32,
+    timeout: &str,
+    field: String,
+) -> DerivedPlugin {
+    DerivedPlugin {
+        key: NamespacedName::new(
+            &ingress.namespace,
+            &format!("{}:nginx-{kind}", ingress.name),
+        ),
+        spec: WasmPluginSpec {
+            module: format!("builtin:{kind}"),
+            plugin_type: Default::default(),
+            sha256: None,
+            config: Some(config),
+            vm_config: None,
+            root_id: String::new(),
+            vm_id: String::new(),
+            failure_policy: FailurePolicy::FailClosed,
+            phase: Phase::Authn,
+            priority,
+            timeout: Some(timeout.to_owned()),
+            memory_limit: None,
+            targets: None,
+        },
+        field,
+    }
+}
+
+/// The paths of an Ingress, in the order ingress-nginx puts regex locations: longest first, then
+/// reverse lexicographic.
+pub fn nginx_path_order(paths: &mut Vec<String>) {
+    paths.sort();
+    paths.dedup();
+    paths.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| b.cmp(a)));
+}
+
+/// The regular expression ingress-nginx makes of a path: `~* "^PATH"`.
+pub fn path_regex(path: &str) -> String {
+    format!("(?i)^{path}")
+}
+
+/// Reads the ingress-nginx annotations of one Ingress.
+pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) -> NginxSettings {
+    let mut a = NginxAnnotations {
+        values: Annotations::of(&ingress.metadata)
+            .with_prefix(PREFIX)
+            .collect(),
+        out: NginxSettings::default(),
+    };
+    if a.values.is_empty() {
+        return a.out;
+    }
+    let names: Vec<&str> = a.values.keys().copied().collect();
+    for name in names {
+        if SNIPPETS.contains(&name) {
+            a.problem(name, "raw nginx configuration cannot be applied: Gantry has no nginx inside. Express it with a WasmPlugin (builtin:headers adds and removes headers)");
+        } else if NOT_HONOURED.contains(&name) {
+            a.problem(
+                name,
+                "ingress-nginx annotation that Gantry does not honour; it has no effect",
+            );
+        } else if !HONOURED.contains(&name) {
+            a.problem(
+                name,
+                "not an ingress-nginx annotation (a typo?); it has no effect",
+            );
+        }
+    }
+
+    a.out.ssl_redirect = a.bool("ssl-redirect");
+    a.out.connect_timeout = a.positive("proxy-connect-timeout").map(Duration::from_secs);
+    a.out.read_timeout = a.positive("proxy-read-timeout").map(Duration::from_secs);
+
+    let cors = cors(&mut a);
+    let rewrites = rewrites(&mut a, ingress);
+    if cors.is_some() || rewrites.is_some() {
+        let mut config = serde_json::Map::new();
+        if let Some(cors) = cors {
+            config.insert("cors".into(), cors);
+        }
+        if let Some(rewrites) = rewrites {
+            config.insert("rewrites".into(), rewrites);
+        }
+        let at = if config.contains_key("cors") {
+            "enable-cors"
+        } else {
+            "rewrite-target"
+        };
+        a.out.plugins.push(derived(
+            key,
+            "headers",
+            Value::Object(config),
+            1000,
+            "100ms",
+            field(at),
+        ));
+    }
+    if let Some(config) = rate_limit(&mut a) {
+        a.out.plugins.push(derived(
+            key,
+            "ratelimit",
+            config,
+            900,
+            "100ms",
+            field("limit-rps"),
+        ));
+    }
+    if let Some((config, at)) = access(&mut a, key, store) {
+        // bcrypt is slow on purpose; its first check per client may take a while.
+        a.out
+            .plugins
+            .push(derived(key, "acl", config, 800, "2s", field(at)));
+    }
+    a.out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn paths_are_ordered_as_ingress_nginx_orders_regex_locations() {
+        let mut paths = vec![
+            "/a".to_owned(),
+            "/abc".to_owned(),
+            "/b".to_owned(),
+            "/".to_owned(),
+            "/a".to_owned(),
+        ];
+        nginx_path_order(&mut paths);
+        assert_eq!(paths, ["/abc", "/b", "/a", "/"]);
+    }
+}
