@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod acme;
+mod acme_replicas;
 mod batteries;
 mod builtin_plugins;
 mod certificates;
@@ -11,9 +12,12 @@ mod dns;
 mod dns_publish;
 mod dns_transfer;
 mod kube;
+mod kube_events;
+mod kube_replicas;
 mod lifecycle;
 mod nginx_annotations;
 mod plugins;
+mod plugins_contained;
 mod plugins_envoy;
 mod protocols;
 mod quickstart;
