@@ -20,110 +20,119 @@ pub const DEFAULT_NAMESPACE: &str = "default";
 /// The `type` of a Secret holding a TLS certificate and key (`tls.crt`, `tls.key`).
 pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
 
-/// The kinds Gantry reads. Everything else is skipped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum Kind {
-    Ingress,
-    IngressClass,
-    Service,
-    EndpointSlice,
-    Endpoints,
-    Secret,
-    FixedResponse,
-    WasmPlugin,
-    #[serde(rename = "DNSZone")]
-    DnsZone,
-    #[serde(rename = "DNSRecord")]
-    DnsRecord,
-    Issuer,
-    ClusterIssuer,
-    Certificate,
+/// Declares the kinds Gantry reads, one line each: the variant, the type it parses into, its
+/// name, plural, apiVersion and scope. From the table come [`Kind`] and its lookups, [`Object`],
+/// and the parse of each kind, so that a new kind is one line here (and its store map, its
+/// compile pass and, for a CRD, `gantry crds`).
+macro_rules! kinds {
+    ($($variant:ident($ty:ty): $name:literal, $plural:literal, $api_version:expr, $scope:ident;)+) => {
+        /// The kinds Gantry reads. Everything else is skipped.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kind {
+            $($variant,)+
+        }
+
+        impl Kind {
+            pub const ALL: [Kind; [$(Kind::$variant),+].len()] = [$(Kind::$variant),+];
+
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $name,)+
+                }
+            }
+
+            /// The resource name in API paths (`ingresses`).
+            pub fn plural(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $plural,)+
+                }
+            }
+
+            pub fn api_version(self) -> &'static str {
+                match self {
+                    $(Kind::$variant => $api_version,)+
+                }
+            }
+
+            pub fn namespaced(self) -> bool {
+                match self {
+                    $(Kind::$variant => Scope::$scope == Scope::Namespaced,)+
+                }
+            }
+        }
+
+        /// One parsed object of a kind Gantry reads.
+        #[derive(Clone, Debug)]
+        pub enum Object {
+            $($variant(Arc<$ty>),)+
+        }
+
+        /// Deserializes `value`, known to be of `kind`.
+        fn typed_object(
+            kind: Kind,
+            value: Value,
+            unknown_fields: &mut Vec<String>,
+        ) -> Result<Object, FieldError> {
+            match kind {
+                $(Kind::$variant => typed(value, unknown_fields).map(Object::$variant),)+
+            }
+        }
+
+        /// Each kind as its Rust type describes itself to the API machinery: to check the table.
+        #[cfg(test)]
+        fn as_its_type_says(kind: Kind) -> (String, String, String, bool) {
+            use kube::Resource as _;
+            use std::any::TypeId;
+            match kind {
+                $(Kind::$variant => (
+                    <$ty>::kind(&()).into_owned(),
+                    <$ty>::plural(&()).into_owned(),
+                    <$ty>::api_version(&()).into_owned(),
+                    TypeId::of::<<$ty as kube::Resource>::Scope>()
+                        == TypeId::of::<k8s_openapi::NamespaceResourceScope>(),
+                ),)+
+            }
+        }
+    };
+}
+
+#[derive(PartialEq)]
+enum Scope {
+    Namespaced,
+    Cluster,
+}
+
+const GANTRY_V1ALPHA1: &str = "gantry.dev/v1alpha1";
+
+kinds! {
+    Ingress(Ingress): "Ingress", "ingresses", Ingress::API_VERSION, Namespaced;
+    IngressClass(IngressClass): "IngressClass", "ingressclasses", IngressClass::API_VERSION, Cluster;
+    Service(Service): "Service", "services", Service::API_VERSION, Namespaced;
+    EndpointSlice(EndpointSlice): "EndpointSlice", "endpointslices", EndpointSlice::API_VERSION, Namespaced;
+    Endpoints(Endpoints): "Endpoints", "endpoints", Endpoints::API_VERSION, Namespaced;
+    Secret(Secret): "Secret", "secrets", Secret::API_VERSION, Namespaced;
+    FixedResponse(FixedResponse): "FixedResponse", "fixedresponses", GANTRY_V1ALPHA1, Namespaced;
+    WasmPlugin(WasmPlugin): "WasmPlugin", "wasmplugins", GANTRY_V1ALPHA1, Namespaced;
+    DnsZone(DNSZone): "DNSZone", "dnszones", GANTRY_V1ALPHA1, Cluster;
+    DnsRecord(DNSRecord): "DNSRecord", "dnsrecords", GANTRY_V1ALPHA1, Namespaced;
+    Issuer(Issuer): "Issuer", "issuers", GANTRY_V1ALPHA1, Namespaced;
+    ClusterIssuer(ClusterIssuer): "ClusterIssuer", "clusterissuers", GANTRY_V1ALPHA1, Cluster;
+    Certificate(Certificate): "Certificate", "certificates", GANTRY_V1ALPHA1, Namespaced;
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
-        Kind::Ingress,
-        Kind::IngressClass,
-        Kind::Service,
-        Kind::EndpointSlice,
-        Kind::Endpoints,
-        Kind::Secret,
-        Kind::FixedResponse,
-        Kind::WasmPlugin,
-        Kind::DnsZone,
-        Kind::DnsRecord,
-        Kind::Issuer,
-        Kind::ClusterIssuer,
-        Kind::Certificate,
-    ];
-
     /// The kind for an `apiVersion` and `kind` pair, if Gantry reads it.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
         Kind::ALL
             .into_iter()
             .find(|k| k.api_version() == api_version && k.name() == kind)
     }
+}
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Ingress => Ingress::KIND,
-            Kind::IngressClass => IngressClass::KIND,
-            Kind::Service => Service::KIND,
-            Kind::EndpointSlice => EndpointSlice::KIND,
-            Kind::Endpoints => Endpoints::KIND,
-            Kind::Secret => Secret::KIND,
-            Kind::FixedResponse => "FixedResponse",
-            Kind::WasmPlugin => "WasmPlugin",
-            Kind::DnsZone => "DNSZone",
-            Kind::DnsRecord => "DNSRecord",
-            Kind::Issuer => "Issuer",
-            Kind::ClusterIssuer => "ClusterIssuer",
-            Kind::Certificate => "Certificate",
-        }
-    }
-
-    /// The resource name in API paths (`ingresses`).
-    pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Ingress => "ingresses",
-            Kind::IngressClass => "ingressclasses",
-            Kind::Service => "services",
-            Kind::EndpointSlice => "endpointslices",
-            Kind::Endpoints => "endpoints",
-            Kind::Secret => "secrets",
-            Kind::FixedResponse => "fixedresponses",
-            Kind::WasmPlugin => "wasmplugins",
-            Kind::DnsZone => "dnszones",
-            Kind::DnsRecord => "dnsrecords",
-            Kind::Issuer => "issuers",
-            Kind::ClusterIssuer => "clusterissuers",
-            Kind::Certificate => "certificates",
-        }
-    }
-
-    pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::Ingress => Ingress::API_VERSION,
-            Kind::IngressClass => IngressClass::API_VERSION,
-            Kind::Service => Service::API_VERSION,
-            Kind::EndpointSlice => EndpointSlice::API_VERSION,
-            Kind::Endpoints => Endpoints::API_VERSION,
-            Kind::Secret => Secret::API_VERSION,
-            Kind::FixedResponse
-            | Kind::WasmPlugin
-            | Kind::DnsZone
-            | Kind::DnsRecord
-            | Kind::Issuer
-            | Kind::ClusterIssuer
-            | Kind::Certificate => "gantry.dev/v1alpha1",
-        }
-    }
-
-    pub fn namespaced(self) -> bool {
-        !matches!(
-            self,
-            Kind::IngressClass | Kind::DnsZone | Kind::ClusterIssuer
-        )
+/// As its name (`DNSZone`), in `/config` and `gantry validate --json`.
+impl Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -161,24 +170,6 @@ impl fmt::Display for ObjectRef {
             write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
         }
     }
-}
-
-/// One parsed object of a kind Gantry reads.
-#[derive(Clone, Debug)]
-pub enum Object {
-    Ingress(Arc<Ingress>),
-    IngressClass(Arc<IngressClass>),
-    Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
-    Endpoints(Arc<Endpoints>),
-    Secret(Arc<Secret>),
-    FixedResponse(Arc<FixedResponse>),
-    WasmPlugin(Arc<WasmPlugin>),
-    DnsZone(Arc<DNSZone>),
-    DnsRecord(Arc<DNSRecord>),
-    Issuer(Arc<Issuer>),
-    ClusterIssuer(Arc<ClusterIssuer>),
-    Certificate(Arc<Certificate>),
 }
 
 /// What became of one document.
@@ -245,21 +236,7 @@ pub fn parse_object(mut value: Value) -> Parsed {
         name,
     };
     let mut unknown_fields = Vec::new();
-    let object = match kind {
-        Kind::Ingress => typed(value, &mut unknown_fields).map(Object::Ingress),
-        Kind::IngressClass => typed(value, &mut unknown_fields).map(Object::IngressClass),
-        Kind::Service => typed(value, &mut unknown_fields).map(Object::Service),
-        Kind::EndpointSlice => typed(value, &mut unknown_fields).map(Object::EndpointSlice),
-        Kind::Endpoints => typed(value, &mut unknown_fields).map(Object::Endpoints),
-        Kind::Secret => typed(value, &mut unknown_fields).map(Object::Secret),
-        Kind::FixedResponse => typed(value, &mut unknown_fields).map(Object::FixedResponse),
-        Kind::WasmPlugin => typed(value, &mut unknown_fields).map(Object::WasmPlugin),
-        Kind::DnsZone => typed(value, &mut unknown_fields).map(Object::DnsZone),
-        Kind::DnsRecord => typed(value, &mut unknown_fields).map(Object::DnsRecord),
-        Kind::Issuer => typed(value, &mut unknown_fields).map(Object::Issuer),
-        Kind::ClusterIssuer => typed(value, &mut unknown_fields).map(Object::ClusterIssuer),
-        Kind::Certificate => typed(value, &mut unknown_fields).map(Object::Certificate),
-    };
+    let object = typed_object(kind, value, &mut unknown_fields);
     match object {
         Ok(object) => Parsed::Object {
             reference,
@@ -329,5 +306,23 @@ pub fn field_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Some { parent }
         | Path::NewtypeStruct { parent }
         | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_declared_as_its_type_describes_itself() {
+        for kind in Kind::ALL {
+            let declared = (
+                kind.name().to_owned(),
+                kind.plural().to_owned(),
+                kind.api_version().to_owned(),
+                kind.namespaced(),
+            );
+            assert_eq!(declared, as_its_type_says(kind), "{kind:?}");
+        }
     }
 }
