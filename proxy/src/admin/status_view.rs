@@ -24,7 +24,7 @@ pub struct ResourceStatus {
 pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec<ResourceStatus> {
     snapshot
         .resources
-        .iter()
+        .keys()
         .map(|resource| {
             let problems: Vec<String> = snapshot
                 .problems

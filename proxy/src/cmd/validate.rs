@@ -34,7 +34,7 @@ pub fn validate(dir: &std::path::Path, out: &mut impl Write) -> Result<usize, Va
     let mut loader = Loader::new(shared, source.root())?;
     let (plugins, problems, _) = loader.load(&crate::compile::wanted::wanted_plugins(&store));
     store.problems.extend(problems);
-    let snapshot = compile(&Arc::new(store), &plugins, &Default::default());
+    let snapshot = compile(&store, &plugins, &Default::default());
     for problem in &snapshot.problems {
         let _ = writeln!(out, "{problem}");
     }

@@ -5,7 +5,6 @@
 //! diff before committing it.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -102,7 +101,7 @@ fn every_compile_pass_makes_what_its_golden_cases_say() {
         let folder = tempfile::tempdir().expect("a temporary folder");
         std::fs::copy(&case, folder.path().join("case.yaml")).expect("copy the case");
         let source = FolderSource::open(folder.path()).expect("read the case");
-        let store = Arc::new(source.store());
+        let store = source.store();
         let snapshot = compile(&store, &Default::default(), &Default::default());
         let problems: Vec<String> = snapshot
             .problems

@@ -13,6 +13,7 @@ mod golden;
 mod names;
 pub mod nginx;
 mod plugins;
+mod resources;
 mod routes;
 mod settings;
 mod tls;
@@ -47,7 +48,7 @@ pub struct Settings {
 
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
 /// are the store's WasmPlugins as the loader left them.
-pub fn compile(store: &Arc<Store>, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
+pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
     let mut compiler = Compiler {
         store,
         plugins,
@@ -105,10 +106,9 @@ pub fn compile(store: &Arc<Store>, plugins: &LoadedPlugins, settings: &Settings)
         dns,
         dns_publications,
         certificates,
-        resources: resources(store),
+        resources: resources::held_resources(store),
         ingress_addresses: ingress_addresses(store, settings),
         publish_peers: publish_peers(store, settings),
-        store: Arc::clone(store),
     }
 }
 
@@ -213,29 +213,6 @@ fn ingress_addresses(
             ip: Some(ip.clone()),
             ..Default::default()
         })
-        .collect()
-}
-
-/// The objects `gantry status` lists: Ingresses and every kind of Gantry's own.
-fn resources(store: &Store) -> Vec<ObjectRef> {
-    fn refs<'a, K: 'a>(
-        kind: Kind,
-        map: &'a std::collections::BTreeMap<NamespacedName, Stored<K>>,
-    ) -> impl Iterator<Item = ObjectRef> + 'a {
-        map.keys().map(move |key| ObjectRef {
-            kind,
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-        })
-    }
-    refs(Kind::Ingress, &store.ingresses)
-        .chain(refs(Kind::FixedResponse, &store.fixed_responses))
-        .chain(refs(Kind::WasmPlugin, &store.wasm_plugins))
-        .chain(refs(Kind::DnsZone, &store.dns_zones))
-        .chain(refs(Kind::DnsRecord, &store.dns_records))
-        .chain(refs(Kind::Issuer, &store.issuers))
-        .chain(refs(Kind::ClusterIssuer, &store.cluster_issuers))
-        .chain(refs(Kind::Certificate, &store.certificates))
         .collect()
 }
 
@@ -349,7 +326,7 @@ mod tests {
     fn the_quickstart_compiles_to_its_golden_configuration() {
         let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
         let source = FolderSource::open(&manifest.join("../examples/quickstart")).unwrap();
-        let store = std::sync::Arc::new(source.store());
+        let store = source.store();
         let snapshot = compile(&store, &Default::default(), &Default::default());
         let actual = serde_json::to_string_pretty(&ConfigView::new(&snapshot)).unwrap() + "\n";
         let golden = manifest.join("tests/fixtures/quickstart.config.json");

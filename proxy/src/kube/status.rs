@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client};
@@ -25,8 +25,9 @@ use crate::admin::status_view::{self, ResourceStatus};
 use crate::certs::status::{CertStatuses, CertificateStatus};
 use crate::config::crd::Condition;
 use crate::config::kube::api_resource;
-use crate::config::{Kind, NamespacedName, ObjectRef, Store};
-use crate::snapshot::SnapshotHandle;
+use crate::config::{Kind, ObjectRef};
+use crate::snapshot::resources::HeldResource;
+use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// The field manager of everything Gantry writes.
 pub const FIELD_MANAGER: &str = "gantry";
@@ -108,7 +109,7 @@ impl StatusWriter {
         let mut result = Ok(());
         for status in status_view::resources(&snapshot, &certificates) {
             let reference = &status.reference;
-            let Some(current) = current(&snapshot.store, reference) else {
+            let Some(current) = snapshot.resources.get(reference) else {
                 continue;
             };
             let body = match reference.kind {
@@ -117,14 +118,14 @@ impl StatusWriter {
                     if ignored.contains(key.as_str()) {
                         continue;
                     }
-                    ingress_body(&snapshot.ingress_addresses, &current)
+                    ingress_body(&snapshot.ingress_addresses, current)
                 }
-                _ => condition_body(&status, &current, &certificates),
+                _ => condition_body(&status, current, &certificates),
             };
             let Some(body) = body else {
                 continue;
             };
-            let version = current.metadata.resource_version.clone();
+            let version = current.resource_version.clone();
             if memory
                 .written
                 .get(reference)
@@ -196,7 +197,7 @@ impl StatusWriter {
             }
             let owner = snapshot
                 .resources
-                .iter()
+                .keys()
                 .find(|r| r.to_string() == certificate.owner);
             let message = certificate
                 .conditions
@@ -212,21 +213,13 @@ impl StatusWriter {
             }
         }
         for (server, zone, reason) in self.publish_failures.all() {
-            let zone = zone.trim_end_matches('.');
-            let owner = snapshot.store.dns_zones.iter().find(|(_, z)| {
-                z.object
-                    .spec
-                    .zone
-                    .trim_end_matches('.')
-                    .eq_ignore_ascii_case(zone)
-            });
-            if let Some((key, _)) = owner {
+            let owner = snapshot
+                .dns_publications
+                .iter()
+                .find(|p| p.target.server == server && p.target.zone.to_string() == zone);
+            if let Some(publication) = owner {
                 due.push((
-                    ObjectRef {
-                        kind: Kind::DnsZone,
-                        namespace: String::new(),
-                        name: key.name.clone(),
-                    },
+                    publication.zone.clone(),
                     "PublishFailed",
                     format!("publishing into {server}: {reason}"),
                 ));
@@ -247,7 +240,7 @@ impl StatusWriter {
             {
                 continue;
             }
-            let Some(regarding) = object_reference(&snapshot.store, &key.0) else {
+            let Some(regarding) = object_reference(snapshot, &key.0) else {
                 continue;
             };
             let (_, reason, note) = &key;
@@ -271,87 +264,12 @@ impl StatusWriter {
     }
 }
 
-/// What the cluster holds of an object: its metadata and status.
-struct Current<'a> {
-    metadata: &'a ObjectMeta,
-    conditions: &'a [Condition],
-    ingress: Option<&'a k8s_openapi::api::networking::v1::Ingress>,
-    certificate: Option<&'a crate::config::crd::CertificateStatus>,
-}
-
-fn current<'a>(store: &'a Store, reference: &ObjectRef) -> Option<Current<'a>> {
-    let key = NamespacedName::new(&reference.namespace, &reference.name);
-    let plain = |metadata, conditions: Option<&'a Vec<Condition>>| Current {
-        metadata,
-        conditions: conditions.map_or(&[], Vec::as_slice),
-        ingress: None,
-        certificate: None,
-    };
-    Some(match reference.kind {
-        Kind::Ingress => {
-            let ingress = &store.ingresses.get(&key)?.object;
-            Current {
-                metadata: &ingress.metadata,
-                conditions: &[],
-                ingress: Some(ingress),
-                certificate: None,
-            }
-        }
-        Kind::FixedResponse => {
-            let o = &store.fixed_responses.get(&key)?.object;
-            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
-        }
-        Kind::WasmPlugin => {
-            let o = &store.wasm_plugins.get(&key)?.object;
-            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
-        }
-        Kind::DnsZone => {
-            let o = &store.dns_zones.get(&key)?.object;
-            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
-        }
-        Kind::DnsRecord => {
-            let o = &store.dns_records.get(&key)?.object;
-            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
-        }
-        Kind::Issuer => {
-            let o = &store.issuers.get(&key)?.object;
-            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
-        }
-        Kind::ClusterIssuer => {
-            let o = &store.cluster_issuers.get(&key)?.object;
-            plain(&o.metadata, o.status.as_ref().map(|s| &s.conditions))
-        }
-        Kind::Certificate => {
-            let o = &store.certificates.get(&key)?.object;
-            Current {
-                metadata: &o.metadata,
-                conditions: o.status.as_ref().map_or(&[], |s| s.conditions.as_slice()),
-                ingress: None,
-                certificate: o.status.as_ref(),
-            }
-        }
-        Kind::IngressClass
-        | Kind::Service
-        | Kind::EndpointSlice
-        | Kind::Endpoints
-        | Kind::Secret => {
-            return None;
-        }
-    })
-}
-
 /// The Ingress status to apply, if it is not what the Ingress says already.
 fn ingress_body(
     addresses: &[k8s_openapi::api::networking::v1::IngressLoadBalancerIngress],
-    current: &Current<'_>,
+    current: &HeldResource,
 ) -> Option<Value> {
-    let now = current
-        .ingress
-        .and_then(|i| i.status.as_ref())
-        .and_then(|s| s.load_balancer.as_ref())
-        .and_then(|lb| lb.ingress.clone())
-        .unwrap_or_default();
-    if now == addresses {
+    if current.load_balancer == addresses {
         return None;
     }
     Some(json!({
@@ -364,11 +282,11 @@ fn ingress_body(
 /// The status to apply to a Gantry resource, if it is not what the resource says already.
 fn condition_body(
     status: &ResourceStatus,
-    current: &Current<'_>,
+    current: &HeldResource,
     certificates: &[CertificateStatus],
 ) -> Option<Value> {
     let reference = &status.reference;
-    let generation = current.metadata.generation;
+    let generation = current.generation;
     let previous = current.conditions.iter().find(|c| c.type_ == "Ready");
     let unchanged = previous.is_some_and(|c| {
         c.status == status.ready
@@ -394,6 +312,7 @@ fn condition_body(
             };
             let now = current
                 .certificate
+                .as_ref()
                 .map(|c| crate::config::crd::CertificateStatus {
                     conditions: Vec::new(),
                     ..c.clone()
@@ -431,15 +350,15 @@ fn condition_body(
 }
 
 /// The reference an Event is about, with the object's uid so that `kubectl describe` finds it.
-fn object_reference(store: &Store, reference: &ObjectRef) -> Option<ObjectReference> {
-    let metadata = current(store, reference)?.metadata;
+fn object_reference(snapshot: &Snapshot, reference: &ObjectRef) -> Option<ObjectReference> {
+    let held = snapshot.resources.get(reference)?;
     Some(ObjectReference {
         api_version: Some(reference.kind.api_version().to_owned()),
         kind: Some(reference.kind.name().to_owned()),
         name: Some(reference.name.clone()),
         namespace: (!reference.namespace.is_empty()).then(|| reference.namespace.clone()),
-        uid: metadata.uid.clone(),
-        resource_version: metadata.resource_version.clone(),
+        uid: held.uid.clone(),
+        resource_version: held.resource_version.clone(),
         ..Default::default()
     })
 }

@@ -80,7 +80,7 @@ impl Sources {
             return None;
         }
         store.problems.extend(problems);
-        Some(compile(&Arc::new(store), &plugins, &self.settings))
+        Some(compile(&store, &plugins, &self.settings))
     }
 }
 

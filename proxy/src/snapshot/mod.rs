@@ -4,6 +4,7 @@
 
 pub mod certificates;
 pub mod clusters;
+pub mod resources;
 pub mod router;
 pub mod tls;
 pub mod upstream;
@@ -40,22 +41,21 @@ pub struct Snapshot {
     pub dns_publications: Vec<Publication>,
     /// Certificates to keep issued.
     pub certificates: Vec<certificates::WantedCertificate>,
-    /// The resources `gantry status` reports on.
-    pub resources: Vec<crate::config::ObjectRef>,
+    /// The resources `gantry status` reports on (and, in kube mode, writes status and Events
+    /// on), with what the cluster holds of each.
+    pub resources: std::collections::BTreeMap<crate::config::ObjectRef, resources::HeldResource>,
     /// What Gantry's Ingresses' `status.loadBalancer.ingress` should say.
     pub ingress_addresses: Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>,
     /// The replicas behind `--publish-service` (the ready HTTP endpoints of its
     /// EndpointSlices), which must all answer an HTTP-01 token before the CA is told to look.
     pub publish_peers: Vec<std::net::SocketAddr>,
-    /// The resources it was compiled from, for the status writer alone: it writes each
-    /// object's status against the object's own metadata (uid, generation, resourceVersion)
-    /// and the conditions it holds. Shared, not copied.
-    pub store: std::sync::Arc<crate::config::Store>,
 }
 
 /// Records Gantry keeps in a zone of another DNS server.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Publication {
+    /// The DNSZone that asks for it, which Events about failures are on.
+    pub zone: crate::config::ObjectRef,
     pub target: gantry_dns::publish::Target,
     pub records: Vec<gantry_dns::proto::rr::Record>,
 }

@@ -105,6 +105,7 @@ impl ZoneBuild {
             .publish
             .into_iter()
             .map(|target| Publication {
+                zone: self.object.clone(),
                 records: published
                     .iter()
                     .filter(|r| target.zone.zone_of(&r.name))

@@ -1,0 +1,69 @@
+//! The resources Gantry reports on (Ingresses and every kind of Gantry's own), each with what the
+//! cluster holds of it: metadata, conditions, an Ingress's load-balancer status and a
+//! Certificate's issued fields, which the status writer compares with what it would write.
+
+use std::collections::BTreeMap;
+
+use crate::config::crd::ResourceStatus;
+use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
+use crate::snapshot::resources::HeldResource;
+
+pub(super) fn held_resources(store: &Store) -> BTreeMap<ObjectRef, HeldResource> {
+    let mut held = BTreeMap::new();
+    let mut add = |kind: Kind, key: &NamespacedName, resource: HeldResource| {
+        held.insert(ObjectRef::new(kind, key), resource);
+    };
+    for (key, stored) in &store.ingresses {
+        let ingress = &stored.object;
+        let mut resource = HeldResource::new(&ingress.metadata, &[]);
+        resource.load_balancer = ingress
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.clone())
+            .unwrap_or_default();
+        add(Kind::Ingress, key, resource);
+    }
+    fn plain<'a, K: 'a>(
+        map: &'a BTreeMap<NamespacedName, Stored<K>>,
+        parts: impl Fn(
+            &'a K,
+        ) -> (
+            &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            Option<&'a ResourceStatus>,
+        ),
+    ) -> impl Iterator<Item = (&'a NamespacedName, HeldResource)> {
+        map.iter().map(move |(key, stored)| {
+            let (metadata, status) = parts(&stored.object);
+            let conditions = status.map_or(&[][..], |s| s.conditions.as_slice());
+            (key, HeldResource::new(metadata, conditions))
+        })
+    }
+    for (key, resource) in plain(&store.fixed_responses, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::FixedResponse, key, resource);
+    }
+    for (key, resource) in plain(&store.wasm_plugins, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::WasmPlugin, key, resource);
+    }
+    for (key, resource) in plain(&store.dns_zones, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::DnsZone, key, resource);
+    }
+    for (key, resource) in plain(&store.dns_records, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::DnsRecord, key, resource);
+    }
+    for (key, resource) in plain(&store.issuers, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::Issuer, key, resource);
+    }
+    for (key, resource) in plain(&store.cluster_issuers, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::ClusterIssuer, key, resource);
+    }
+    for (key, stored) in &store.certificates {
+        let certificate = &stored.object;
+        let status = certificate.status.as_ref();
+        let conditions = status.map_or(&[][..], |s| s.conditions.as_slice());
+        let mut resource = HeldResource::new(&certificate.metadata, conditions);
+        resource.certificate = status.cloned();
+        add(Kind::Certificate, key, resource);
+    }
+    held
+}
