@@ -161,7 +161,16 @@ def main():
     parser.add_argument("--no-build", action="store_true")
     parser.add_argument("--baseline", type=Path,
                         help="another gantry binary, measured in the same rounds for an A/B")
+    parser.add_argument("--chains", help="only these chains, comma-separated (`none` for no plugin)")
     args = parser.parse_args()
+    if args.chains:
+        wanted = args.chains.split(",")
+        unknown = sorted(set(wanted) - set(CHAINS))
+        if unknown or "none" not in wanted:
+            raise SystemExit(f"--chains: unknown {unknown}, or no `none` (every ratio needs it)")
+        for name in list(CHAINS):
+            if name not in wanted:
+                del CHAINS[name]
     run.ensure_tools()
     gantry_bin = run.ROOT / "target/release/gantry" if args.no_build else run.build_gantry()
     module = build_plugin()

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::proxy::{HttpProxy, http_proxy};
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
@@ -57,8 +58,19 @@ pub fn proxy_service(
     ));
     let app = TlsApp::new(app, listeners.https, resolver);
     let mut service = Service::new("gantry proxy".to_owned(), app);
-    service.add_tcp(listeners.http);
     // Both listeners are plain TCP to Pingora: TlsApp does the HTTPS listener's handshakes.
-    service.add_tcp(&listeners.https.to_string());
+    for addr in [listeners.http.to_owned(), listeners.https.to_string()] {
+        service.add_listener(ListenerConfig::tcp(addr).l4_buffer(downstream_buffers()));
+    }
     Ok(service)
+}
+
+/// A client's socket is read without a buffer of its own. Pingora's default is a 64 KiB read
+/// buffer per connection, kept for as long as the connection is open, idle or not: more than half
+/// of what an idle keep-alive client cost (bench/README.md, "Idle connections"). The readers
+/// above it have buffers of their own (the HTTP/1 head's, h2's frames, rustls' records): `strace`
+/// counts the same reads and sends per request without it, over plain HTTP/1.1 and over TLS.
+/// Writes keep Pingora's small buffer, which gathers a response's head and body into one send.
+fn downstream_buffers() -> L4BufferSettings {
+    L4BufferSettings::default().read(0)
 }
