@@ -204,17 +204,9 @@ async fn tls(source: Source) {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    let redirect = clients::not_following_redirects()
-        .get(gantry.url("/x"))
-        .header("host", "secure.example.test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(redirect.status(), 308);
-    assert_eq!(
-        redirect.headers()["location"],
-        format!("https://secure.example.test:{}/x", gantry.https.port()).as_str()
-    );
+    gantry
+        .assert_redirects_to_https("secure.example.test", "/x")
+        .await;
 }
 
 // A zone Gantry serves answers for every host of its Ingresses inside it, a wildcard host as a

@@ -56,17 +56,9 @@ async fn quickstart_answers_as_the_readme_says() {
     );
 
     let plain = clients::not_following_redirects();
-    let redirect = plain
-        .get(gantry.url("/"))
-        .header("host", "www.example.test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(redirect.status(), 308);
-    assert_eq!(
-        redirect.headers()["location"],
-        format!("https://www.example.test:{}/", gantry.https.port()).as_str()
-    );
+    gantry
+        .assert_redirects_to_https("www.example.test", "/")
+        .await;
     let app = plain
         .get(gantry.url("/"))
         .header("host", "shop.apps.example.test")

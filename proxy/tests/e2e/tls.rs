@@ -143,12 +143,9 @@ spec:
         async move { request.send().await.unwrap() }
     };
 
-    let response = get("secure.test").await;
-    assert_eq!(response.status(), 308);
-    assert_eq!(
-        response.headers()["location"],
-        format!("https://secure.test:{}/some/path?q=1", gantry.https.port()).as_str()
-    );
+    gantry
+        .assert_redirects_to_https("secure.test", "/some/path?q=1")
+        .await;
     assert_eq!(
         get("open.test").await.status(),
         200,

@@ -186,6 +186,22 @@ impl Gantry {
         format!("http://{}{path}", self.http)
     }
 
+    /// Asserts that plain HTTP to `host` at `path` (with its query) is sent to HTTPS with a 308,
+    /// to the same host, path and query on the HTTPS listener's port.
+    pub async fn assert_redirects_to_https(&self, host: &str, path: &str) {
+        let redirect = super::clients::not_following_redirects()
+            .get(self.url(path))
+            .header("host", host)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(redirect.status(), 308, "{host}{path}");
+        assert_eq!(
+            redirect.headers()["location"],
+            format!("https://{host}:{}{path}", self.https.port()).as_str()
+        );
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.admin)
     }
