@@ -7,6 +7,7 @@ mod cert_resolver;
 mod connections;
 mod failure;
 pub mod headers;
+mod keepalive;
 mod plugins;
 mod proxy;
 mod tls;
