@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use prometheus::{IntGauge, IntGaugeVec};
@@ -39,7 +39,7 @@ impl Drop for OpenGuard<'_> {
 }
 
 #[async_trait]
-impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for CountedApp<A> {
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for CountedApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         session: Stream,
@@ -53,10 +53,14 @@ impl<A: HttpServerApp + Send + Sync + 'static> ServerApp for CountedApp<A> {
         };
         open.inc();
         let _guard = OpenGuard(open);
-        super::keepalive::serve(&self.inner, session, shutdown).await
+        let mut next = self.inner.process_new(session, shutdown).await;
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
+        None
     }
 
     async fn cleanup(&self) {
-        self.inner.http_cleanup().await;
+        self.inner.cleanup().await;
     }
 }

@@ -7,7 +7,6 @@ mod cert_resolver;
 mod connections;
 mod failure;
 pub mod headers;
-mod keepalive;
 mod plugins;
 mod proxy;
 mod tls;
