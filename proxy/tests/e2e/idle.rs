@@ -1,0 +1,76 @@
+//! What a silent keep-alive client costs. Gantry's listeners read clients' sockets without
+//! Pingora's 64 KiB per-connection read buffer, which an idle connection used to hold.
+//! `bench/idle.py` measures the figure against nginx and HAProxy; this test guards it. In this
+//! debug build a client costs about 51 KiB without the buffer and 112 KiB with it, so the bound
+//! sits between the two with room for noise.
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::config::{GANTRY_CLASS, fixed, fixed_path, ingress_head};
+use crate::support::{ConfigDir, Gantry};
+
+/// Clients opened before measuring, so that what is made once (pools, tables) is made.
+const WARM_UP: usize = 50;
+/// Clients measured.
+const CLIENTS: usize = 400;
+/// Above this, something is held per idle connection that should not be.
+const LIMIT_KIB: u64 = 80;
+
+/// One request on a new connection, its answer read whole; the connection is kept open.
+async fn ask_once(gantry: &Gantry) -> TcpStream {
+    let mut stream = TcpStream::connect(gantry.http).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: idle.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.ends_with(b"silence") {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+    stream
+}
+
+/// Gantry's resident memory, in KiB.
+fn rss_kib(gantry: &Gantry) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gantry.pid())).unwrap();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_holds_only_a_few_kib() {
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("fixed.yaml", &fixed("default", "silence", "silence"));
+    let mut ingress = ingress_head("default", "idle", Some("idle.test"), "");
+    ingress.push_str(&fixed_path("/", "Prefix", "silence"));
+    config.write("ingress.yaml", &ingress);
+    let gantry = Gantry::start(config.path()).await;
+
+    let mut open = Vec::with_capacity(WARM_UP + CLIENTS);
+    for _ in 0..WARM_UP {
+        open.push(ask_once(&gantry).await);
+    }
+    let before = rss_kib(&gantry);
+    for _ in 0..CLIENTS {
+        open.push(ask_once(&gantry).await);
+    }
+    let per_client = rss_kib(&gantry).saturating_sub(before) / CLIENTS as u64;
+    assert!(
+        per_client < LIMIT_KIB,
+        "each idle keep-alive client holds {per_client} KiB (at most {LIMIT_KIB} expected)"
+    );
+    drop(open);
+}
