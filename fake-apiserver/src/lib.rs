@@ -23,10 +23,6 @@
 //! `tests/conformance.rs` checks the behaviours Gantry's tests lean on against kube-rs, a real
 //! client, so that a change to the fake cannot quietly make it a worse model of the real server.
 
-// A test tool: a poisoned lock or a port that cannot be bound is a broken test, which should
-// stop loudly rather than answer something the real server never would.
-#![allow(clippy::unwrap_used)]
-
 mod fields;
 mod read;
 mod request;
@@ -102,7 +98,7 @@ impl FakeApi {
             .worker_threads(1)
             .enable_all()
             .build()
-            .unwrap();
+            .expect("a runtime for the fake API server");
         let state = Arc::new(State {
             inner: Mutex::new(Inner {
                 types: Types::default(),
@@ -116,8 +112,8 @@ impl FakeApi {
         for namespace in ["default", "kube-system", "kube-public"] {
             write::create_namespace(&state, namespace);
         }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let addr = listener.local_addr().expect("the bound address");
         let (ca_pem, tls) = tls::server_config();
         let mut api = FakeApi {
             addr,
@@ -132,13 +128,16 @@ impl FakeApi {
     }
 
     fn runtime(&self) -> &tokio::runtime::Runtime {
-        self.runtime.as_ref().unwrap()
+        self.runtime.as_ref().expect("the runtime lives until drop")
     }
 
     fn serve(&mut self, listener: std::net::TcpListener) {
-        listener.set_nonblocking(true).unwrap();
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
         let _entered = self.runtime().enter();
-        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let listener =
+            tokio::net::TcpListener::from_std(listener).expect("the listener in the runtime");
         let state = self.state.clone();
         let tls = self.tls.clone();
         let (closed, stopped) = std::sync::mpsc::channel::<()>();
@@ -174,13 +173,21 @@ impl FakeApi {
     /// Cuts `user` off, as a network partition would: its open watches end and its requests'
     /// connections are dropped, while other users carry on.
     pub fn cut_off(&self, user: &str) {
-        self.state.cut_off.lock().unwrap().insert(user.to_owned());
+        self.state
+            .cut_off
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(user.to_owned());
         self.break_watches();
     }
 
     /// Ends a partition made by [`FakeApi::cut_off`].
     pub fn reconnect(&self, user: &str) {
-        self.state.cut_off.lock().unwrap().remove(user);
+        self.state
+            .cut_off
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(user);
     }
 
     /// Ends every open watch; clients resume from the last resourceVersion they saw.
@@ -190,23 +197,40 @@ impl FakeApi {
 
     /// Forgets the change history: a watch resuming from before now gets 410 Gone.
     pub fn compact(&self) {
-        self.state.inner.lock().unwrap().objects.compact();
+        self.state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .objects
+            .compact();
     }
 
     /// The requests served so far, one line each (`LIST ingresses by gantry`,
     /// `WATCH ingresses rv=7 by gantry`, `APPLY ingresses/status default/web gantry by gantry`...).
     pub fn requests(&self) -> Vec<String> {
-        self.state.requests.lock().unwrap().clone()
+        self.state
+            .requests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every call made so far, as RBAC sees it.
     pub fn calls(&self) -> Vec<Call> {
-        self.state.calls.lock().unwrap().clone()
+        self.state
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// An object as stored, by group, plural, namespace (empty for cluster-scoped) and name.
     pub fn object(&self, group: &str, plural: &str, namespace: &str, name: &str) -> Option<Value> {
-        let inner = self.state.inner.lock().unwrap();
+        let inner = self
+            .state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         inner
             .objects
             .get(&(group.to_owned(), plural.to_owned()), namespace, name)

@@ -27,7 +27,11 @@ pub(crate) const BOOKMARK_PERIOD: Duration = Duration::from_millis(500);
 impl ResourceRequest {
     pub(crate) fn get(&self, name: &str) -> Response<Body> {
         self.log("GET", "");
-        let inner = self.state.inner.lock().unwrap();
+        let inner = self
+            .state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         match inner.objects.get(&self.key, self.namespace(), name) {
             Some(object) => json_response(StatusCode::OK, &self.shown(object.clone())),
             None => not_found(&self.resource, name),
@@ -43,7 +47,11 @@ impl ResourceRequest {
             Ok(f) => f,
             Err(response) => return response,
         };
-        let inner = self.state.inner.lock().unwrap();
+        let inner = self
+            .state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let items: Vec<Value> = inner
             .objects
             .list(&self.key, self.namespace.as_deref())
@@ -95,7 +103,11 @@ impl ResourceRequest {
         let mut changes;
         let mut seen;
         {
-            let inner = self.state.inner.lock().unwrap();
+            let inner = self
+                .state
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             changes = inner.objects.changes.subscribe();
             seen = inner.objects.revision;
             if from.is_empty() || from == "0" || initial_events {
@@ -211,7 +223,7 @@ impl ResourceRequest {
             .header("content-type", "application/json")
             .header("transfer-encoding", "chunked")
             .body(BodyExt::boxed(body))
-            .unwrap()
+            .expect("a status and fixed headers make a valid response")
     }
 
     pub(crate) fn event(&self, kind: &str, object: Value) -> Value {

@@ -86,13 +86,17 @@ impl ResourceRequest {
             Some(sub) => format!("{}/{sub}", self.resource.plural),
             None => self.resource.plural.clone(),
         };
-        self.state.calls.lock().unwrap().push(crate::Call {
-            verb: verb.to_owned(),
-            group: self.resource.group.clone(),
-            resource,
-            namespace: self.namespace.clone(),
-            user: self.requester.clone(),
-        });
+        self.state
+            .calls
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(crate::Call {
+                verb: verb.to_owned(),
+                group: self.resource.group.clone(),
+                resource,
+                namespace: self.namespace.clone(),
+                user: self.requester.clone(),
+            });
     }
 
     pub(crate) fn filter(&self) -> Result<Filter, Response<Body>> {

@@ -28,7 +28,7 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
         .status(status)
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(value.to_string())).boxed())
-        .unwrap()
+        .expect("a status and a fixed content type make a valid response")
 }
 
 /// A `Status` failure, as the API server words them.
@@ -72,7 +72,11 @@ pub(crate) fn invalid(resource: &ResourceType, name: &str, message: &str) -> Res
 }
 
 pub(crate) fn log(state: &State, line: String) {
-    state.requests.lock().unwrap().push(line);
+    state
+        .requests
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .push(line);
 }
 
 pub(crate) fn with_warnings(mut response: Response<Body>, warnings: &[String]) -> Response<Body> {

@@ -60,7 +60,11 @@ pub(crate) async fn serve(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, std::io::Error> {
     if let Some(user) = user(&request)
-        && state.cut_off.lock().unwrap().contains(&user)
+        && state
+            .cut_off
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .contains(&user)
     {
         return Err(std::io::Error::other(format!("{user} is cut off")));
     }
@@ -119,7 +123,10 @@ pub(crate) async fn handle(state: &Arc<State>, request: Request<Incoming>) -> Re
         .unwrap_or("application/json")
         .to_owned();
 
-    let inner = state.inner.lock().unwrap();
+    let inner = state
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let discovery = match segments.as_slice() {
         ["version"] => Some(json!({
             "major": "1", "minor": "32", "gitVersion": "v1.32.0-gantry-fake",

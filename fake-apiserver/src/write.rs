@@ -32,7 +32,13 @@ impl ResourceRequest {
             Some(name) if !name.is_empty() => name.to_owned(),
             _ => match object["metadata"]["generateName"].as_str() {
                 Some(prefix) => {
-                    let suffix = self.state.inner.lock().unwrap().objects.uid();
+                    let suffix = self
+                        .state
+                        .inner
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .objects
+                        .uid();
                     format!("{prefix}{}", &suffix[suffix.len() - 5..])
                 }
                 None => {
@@ -73,7 +79,11 @@ impl ResourceRequest {
             Err(r) => return r,
         };
         let now = now();
-        let mut inner = self.state.inner.lock().unwrap();
+        let mut inner = self
+            .state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(ns) = &self.namespace {
             let key = (String::new(), "namespaces".to_owned());
             if inner.objects.get(&key, "", ns).is_none() {
@@ -190,7 +200,11 @@ impl ResourceRequest {
         let force = self.flag("force");
         let api_version = self.resource.api_version();
         let exists = {
-            let inner = self.state.inner.lock().unwrap();
+            let inner = self
+                .state
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             inner
                 .objects
                 .get(&self.key, self.namespace(), name)
@@ -248,7 +262,11 @@ impl ResourceRequest {
         make: impl FnOnce(&Value) -> Result<Value, Response<Body>>,
     ) -> Response<Body> {
         let existing = {
-            let inner = self.state.inner.lock().unwrap();
+            let inner = self
+                .state
+                .inner
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             match inner.objects.get(&self.key, self.namespace(), name) {
                 Some(o) => o.clone(),
                 None => return not_found(&self.resource, name),
@@ -315,7 +333,11 @@ impl ResourceRequest {
                 &now,
             );
         }
-        let mut inner = self.state.inner.lock().unwrap();
+        let mut inner = self
+            .state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = inner.objects.get(&self.key, self.namespace(), name);
         if current.map(|c| &c["metadata"]["resourceVersion"])
             != Some(&existing["metadata"]["resourceVersion"])
@@ -349,7 +371,11 @@ impl ResourceRequest {
 
     pub(crate) fn delete(&self, name: &str) -> Response<Body> {
         self.log("DELETE", "");
-        let mut inner = self.state.inner.lock().unwrap();
+        let mut inner = self
+            .state
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if self.dry_run() {
             return match inner.objects.get(&self.key, self.namespace(), name) {
                 Some(o) => json_response(StatusCode::OK, &self.shown(o.clone())),
@@ -448,7 +474,10 @@ pub(crate) fn apply_json_patch(object: &mut Value, patch: &Value) -> Result<(), 
 
 /// Used at start-up, before anyone connects.
 pub(crate) fn create_namespace(state: &State, name: &str) {
-    let mut inner = state.inner.lock().unwrap();
+    let mut inner = state
+        .inner
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let uid = inner.objects.uid();
     let object = json!({
         "apiVersion": "v1",
