@@ -81,7 +81,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let kube_mode = kube.is_some();
     let hub = Hub::new(kube_mode)?;
     let resolver = Resolver::from_system().map_err(wasm::runtime::RuntimeError::from)?;
-    let wasm = plugin_runtime(&args, threads, &hub, resolver.clone())?;
+    let wasm = plugin_runtime(&args, &hub, resolver.clone())?;
     let mut sources = sources(&args, config, &wasm)?;
     // In kube mode the first Snapshot waits for the first lists, in the reloader.
     if !kube_mode && let Some(snapshot) = sources.read(true) {
@@ -288,15 +288,10 @@ fn config_source(
 /// The Wasm engine and what plugins share.
 fn plugin_runtime(
     args: &RunArgs,
-    threads: usize,
     hub: &Hub,
     resolver: Resolver,
 ) -> Result<Arc<wasm::Shared>, RunError> {
-    // Room in the instance pool for many plugins on every worker, plus trial instances.
-    let pool = u32::try_from(threads * 64 + 64)
-        .unwrap_or(u32::MAX)
-        .min(2048);
-    let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")), pool)?;
+    let engine = wasm::runtime::engine(Some(&args.state_dir.join("wasm-cache")))?;
     Ok(wasm::Shared::new(
         engine,
         &hub.metrics.registry,

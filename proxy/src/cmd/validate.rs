@@ -24,7 +24,7 @@ pub enum ValidateError {
 pub fn validate(dir: &std::path::Path, out: &mut impl Write) -> Result<usize, ValidateError> {
     let source = FolderSource::open(dir)?;
     let mut store = source.store();
-    let engine = wasm::runtime::engine(None, 16)?;
+    let engine = wasm::runtime::engine(None)?;
     let shared = wasm::Shared::new(
         engine,
         &prometheus::Registry::new(),

@@ -1,6 +1,6 @@
-//! The state behind one plugin instance (a wasmtime `Store`'s data): what the running callback
-//! may see and change, the live HTTP contexts, and what the plugin asked the host to do later
-//! (HTTP calls, a tick period).
+//! The state behind one VM instance (a wasmtime `Store`'s data): what the running callback
+//! may see and change, the root context of each plugin that uses the VM, the live HTTP
+//! contexts, and what the plugins asked the host to do later (HTTP calls, tick periods).
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -15,7 +15,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use tokio::sync::Notify;
 use wasmtime::{Memory, ResourceLimiter, TypedFunc};
 
-use super::plugin::PluginInfo;
+use super::plugin::{PluginInfo, VmInfo};
 use super::runtime::Shared;
 use crate::snapshot::{Snapshot, UpstreamGroup};
 
@@ -100,6 +100,10 @@ impl RequestInfo {
     }
 }
 
+/// Tells an instance that a queue one of its root contexts registered has items: the
+/// (root context, queue) pairs.
+pub type QueueEvents = tokio::sync::mpsc::UnboundedSender<(u32, u32)>;
+
 /// Properties plugins set on one request with `proxy_set_property`, seen by every plugin of the
 /// request as Envoy keeps them in the stream's filter state.
 pub type StreamProperties = Arc<Mutex<HashMap<String, Vec<u8>>>>;
@@ -156,9 +160,22 @@ impl Wake {
     }
 }
 
+/// One plugin's root context in an instance.
+#[derive(Debug)]
+pub struct RootState {
+    pub plugin: Arc<PluginInfo>,
+    /// The callback deadline in epoch ticks.
+    pub ticks: u64,
+    pub tick_period: Option<Duration>,
+}
+
 /// One HTTP context's lasting state.
 #[derive(Debug)]
 pub struct ContextState {
+    /// The root context (the plugin) the context belongs to.
+    pub root: u32,
+    /// Its plugin's callback deadline in epoch ticks.
+    pub ticks: u64,
     /// Properties set on this context's request, by this plugin or another.
     pub properties: StreamProperties,
     pub resume_request: bool,
@@ -174,8 +191,10 @@ pub struct ContextState {
 }
 
 impl ContextState {
-    pub fn new(wake: Arc<Wake>, properties: StreamProperties) -> Self {
+    pub fn new(root: u32, ticks: u64, wake: Arc<Wake>, properties: StreamProperties) -> Self {
         ContextState {
+            root,
+            ticks,
             properties,
             resume_request: false,
             resume_response: false,
@@ -252,22 +271,24 @@ impl ResourceLimiter for MemoryLimit {
 }
 
 pub struct HostState {
-    pub plugin: Arc<PluginInfo>,
+    pub vm: Arc<VmInfo>,
     pub shared: Arc<Shared>,
     pub limit: MemoryLimit,
     pub memory: Option<Memory>,
     pub allocate: Option<TypedFunc<u32, u32>>,
-    pub root_context_id: u32,
+    /// The root context of each plugin, by id.
+    pub roots: HashMap<u32, RootState>,
     /// The context host calls act on; set by the host before each callback and by the plugin
     /// with `proxy_set_effective_context`.
     pub effective_context: u32,
     pub exchange: Exchange,
     pub contexts: HashMap<u32, ContextState>,
-    pub tick_period: Option<Duration>,
+    /// A plugin changed its tick period since the host last looked.
+    pub ticks_changed: bool,
     pub calls: Vec<OutgoingCall>,
     pub next_token: u32,
-    /// Where queue notifications for queues this instance registers are sent.
-    pub queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+    /// Where notifications for queues this instance's root contexts register are sent.
+    pub queue_events: Option<QueueEvents>,
     /// What the plugin logged at error level while starting, to explain a refusal.
     pub complaints: Vec<String>,
     /// Callbacks the plugin has no use for.
@@ -278,22 +299,22 @@ pub struct HostState {
 const MAX_COMPLAINTS: usize = 4;
 
 impl HostState {
-    pub fn new(plugin: Arc<PluginInfo>, shared: Arc<Shared>) -> Result<Self, Box<pingora::Error>> {
+    pub fn new(vm: Arc<VmInfo>, shared: Arc<Shared>) -> Result<Self, Box<pingora::Error>> {
         let limit = MemoryLimit {
-            bytes: plugin.memory_limit,
+            bytes: vm.memory_limit,
             hit: false,
         };
         Ok(HostState {
-            plugin,
+            vm,
             shared,
             limit,
             memory: None,
             allocate: None,
-            root_context_id: 0,
+            roots: HashMap::new(),
             effective_context: 0,
             exchange: Exchange::new()?,
             contexts: HashMap::new(),
-            tick_period: None,
+            ticks_changed: false,
             calls: Vec::new(),
             next_token: 1,
             queue_events: None,
@@ -307,6 +328,25 @@ impl HostState {
         if self.complaints.len() < MAX_COMPLAINTS {
             self.complaints.push(message.to_owned());
         }
+    }
+
+    /// The root context `id` is or belongs to.
+    pub fn root_of(&self, id: u32) -> Option<u32> {
+        if self.roots.contains_key(&id) {
+            return Some(id);
+        }
+        self.contexts.get(&id).map(|context| context.root)
+    }
+
+    /// The plugin whose context is the effective one.
+    pub fn plugin(&self) -> Option<&Arc<PluginInfo>> {
+        let root = self.root_of(self.effective_context)?;
+        self.roots.get(&root).map(|root| &root.plugin)
+    }
+
+    /// The name of the plugin whose context is the effective one, for logs.
+    pub fn plugin_name(&self) -> &str {
+        self.plugin().map_or("", |plugin| plugin.name.as_str())
     }
 
     /// The effective HTTP context, if it is one (not the root).

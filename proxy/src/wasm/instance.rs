@@ -1,15 +1,17 @@
-//! One instance of a plugin: its store and the callbacks it exports, each call bounded by the
-//! plugin's deadline (epoch interruption) and memory limit, and failures told apart (trap,
-//! deadline, memory, bad host call) for the log and the metrics.
+//! One instance of a VM: its store and the callbacks it exports, each call bounded by the
+//! deadline of the plugin whose context it is (epoch interruption) and by the VM's memory limit,
+//! and failures told apart (trap, deadline, memory, bad host call) for the log and the metrics.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use wasmtime::{Store, Trap, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::memory::AbiError;
-use super::host::{ContextState, HostState, StreamProperties, Wake};
-use super::plugin::Plugin;
+use super::host::{ContextState, HostState, QueueEvents, RootState, StreamProperties, Wake};
+use super::plugin::{PluginInfo, Vm};
 use super::runtime::Shared;
+
 
 /// Why a plugin failed; its instance is replaced.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,15 +81,16 @@ pub enum Action {
     Pause,
 }
 
+/// One instance of a VM, on one thread: the root context of each plugin brought up in it, and
+/// their HTTP contexts.
 pub struct Instance {
     store: Store<HostState>,
     exports: Exports,
-    ticks: u64,
     next_context_id: u32,
 }
 
-/// The root context's id in every instance.
-const ROOT_CONTEXT: u32 = 1;
+/// The first context id; root and HTTP contexts share the numbering, as in Envoy.
+const FIRST_CONTEXT: u32 = 1;
 
 fn classify(error: wasmtime::Error, memory_hit: bool, limit: usize) -> Failure {
     if let Some(abi) = error.downcast_ref::<AbiError>() {
@@ -103,24 +106,31 @@ fn classify(error: wasmtime::Error, memory_hit: bool, limit: usize) -> Failure {
     }
 }
 
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.store.data().shared.metrics.vm_instances.dec();
+    }
+}
+
 impl Instance {
-    /// Instantiates the plugin and brings its root context up: `_initialize` (or `_start`),
-    /// then `proxy_on_context_create`, `proxy_on_vm_start` and `proxy_on_configure`.
+    /// Instantiates the VM and runs the module's `_initialize` (or `_start`) within `deadline`.
+    /// No root context is up yet: see [`Instance::add_root`].
     pub fn new(
-        plugin: &Plugin,
+        vm: &Vm,
         shared: Arc<Shared>,
-        queue_events: Option<tokio::sync::mpsc::UnboundedSender<u32>>,
+        queue_events: Option<QueueEvents>,
+        deadline: Duration,
     ) -> Result<Instance, Failure> {
-        let mut state = HostState::new(plugin.info.clone(), shared.clone())
+        let mut state = HostState::new(vm.info.clone(), shared.clone())
             .map_err(|e| Failure::Instantiate(e.to_string()))?;
         state.queue_events = queue_events;
         let mut store = Store::new(&shared.engine, state);
         store.limiter(|state| &mut state.limit);
         store.epoch_deadline_trap();
-        let ticks = Shared::ticks(plugin.info.deadline);
+        let ticks = Shared::ticks(deadline);
         store.set_epoch_deadline(ticks);
-        let limit = plugin.info.memory_limit;
-        let instance = plugin.pre.instantiate(&mut store).map_err(|e| {
+        let limit = vm.info.memory_limit;
+        let instance = vm.pre.instantiate(&mut store).map_err(|e| {
             let hit = store.data().limit.hit;
             match classify(e, hit, limit) {
                 Failure::Trap(reason) => Failure::Instantiate(reason),
@@ -162,31 +172,65 @@ impl Instance {
         let memory = instance.get_memory(&mut store, "memory");
         store.data_mut().allocate = allocate;
         store.data_mut().memory = memory;
-        store.data_mut().root_context_id = ROOT_CONTEXT;
-        store.data_mut().effective_context = ROOT_CONTEXT;
         let start: Option<TypedFunc<(), ()>> = match typed!("_initialize") {
             Some(f) => Some(f),
             None => typed!("_start"),
         };
+        shared.metrics.vm_instances.inc();
         let mut this = Instance {
             store,
             exports,
-            ticks,
-            next_context_id: ROOT_CONTEXT + 1,
+            next_context_id: FIRST_CONTEXT,
         };
         if let Some(start) = start {
-            Self::invoke(&mut this.store, this.ticks, &start, ())?;
-        }
-        this.call(|e| e.on_context_create.as_ref(), (ROOT_CONTEXT, 0))?;
-        let vm_config = this.store.data().plugin.vm_config.len() as u32;
-        if this.call(|e| e.on_vm_start.as_ref(), (ROOT_CONTEXT, vm_config))? == Some(0) {
-            return Err(this.rejected("proxy_on_vm_start"));
-        }
-        let config = this.store.data().plugin.config.len() as u32;
-        if this.call(|e| e.on_configure.as_ref(), (ROOT_CONTEXT, config))? == Some(0) {
-            return Err(this.rejected("proxy_on_configure"));
+            Self::invoke(&mut this.store, ticks, &start, ())?;
         }
         Ok(this)
+    }
+
+    /// Brings a plugin's root context up: `proxy_on_context_create`, `proxy_on_vm_start` and
+    /// `proxy_on_configure`, as Envoy starts each plugin of a VM. Returns the root context's id.
+    /// A refusal leaves the instance and its other root contexts as they were.
+    pub fn add_root(&mut self, plugin: &Arc<PluginInfo>) -> Result<u32, Failure> {
+        let root = self.next_id();
+        self.state_mut().roots.insert(
+            root,
+            RootState {
+                plugin: plugin.clone(),
+                ticks: Shared::ticks(plugin.deadline),
+                tick_period: None,
+            },
+        );
+        self.state_mut().complaints.clear();
+        let started = (|| {
+            self.call_as(root, |e| e.on_context_create.as_ref(), (root, 0))?;
+            let vm_config = self.store.data().vm.vm_config.len() as u32;
+            if self.call_as(root, |e| e.on_vm_start.as_ref(), (root, vm_config))? == Some(0) {
+                return Err(self.rejected("proxy_on_vm_start"));
+            }
+            let config = plugin.config.len() as u32;
+            if self.call_as(root, |e| e.on_configure.as_ref(), (root, config))? == Some(0) {
+                return Err(self.rejected("proxy_on_configure"));
+            }
+            Ok(root)
+        })();
+        if started.is_err() {
+            self.state_mut().roots.remove(&root);
+        }
+        started
+    }
+
+    /// A fresh context id: root and HTTP contexts are numbered alike, and an id in use is
+    /// never handed out again.
+    fn next_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_context_id;
+            self.next_context_id = self.next_context_id.wrapping_add(1).max(FIRST_CONTEXT);
+            let state = self.store.data();
+            if !state.roots.contains_key(&id) && !state.contexts.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     fn rejected(&mut self, callback: &'static str) -> Failure {
@@ -197,18 +241,30 @@ impl Instance {
         }
     }
 
-    /// Calls the export `pick` chooses, if the module has it. The export is borrowed, not
-    /// cloned: cloning a typed function takes reference counts on its type, which showed in
-    /// profiles of every callback.
-    fn call<P: WasmParams, R: WasmResults>(
+    /// Calls the export `pick` chooses, if the module has it, with `context` the effective
+    /// context and its plugin's deadline. The export is borrowed, not cloned: cloning a typed
+    /// function takes reference counts on its type, which showed in profiles of every callback.
+    fn call_as<P: WasmParams, R: WasmResults>(
         &mut self,
+        context: u32,
         pick: impl FnOnce(&Exports) -> Option<&TypedFunc<P, R>>,
         params: P,
     ) -> Result<Option<R>, Failure> {
-        match pick(&self.exports) {
-            Some(f) => Self::invoke(&mut self.store, self.ticks, f, params).map(Some),
-            None => Ok(None),
-        }
+        let Some(f) = pick(&self.exports) else {
+            return Ok(None);
+        };
+        let state = self.store.data_mut();
+        state.effective_context = context;
+        let ticks = match state.contexts.get(&context) {
+            Some(http) => http.ticks,
+            // A context that is gone (an HTTP call's answer delivered after its request ended)
+            // gets the default deadline.
+            None => state.roots.get(&context).map_or_else(
+                || Shared::ticks(super::loader::DEFAULT_DEADLINE),
+                |root| root.ticks,
+            ),
+        };
+        Self::invoke(&mut self.store, ticks, f, params).map(Some)
     }
 
     fn invoke<P: WasmParams, R: WasmResults>(
@@ -220,7 +276,7 @@ impl Instance {
         store.set_epoch_deadline(ticks);
         f.call(&mut *store, params).map_err(|e| {
             let state = store.data();
-            classify(e, state.limit.hit, state.plugin.memory_limit)
+            classify(e, state.limit.hit, state.vm.memory_limit)
         })
     }
 
@@ -232,44 +288,48 @@ impl Instance {
         self.store.data_mut()
     }
 
-    pub fn root_context_id(&self) -> u32 {
-        ROOT_CONTEXT
-    }
-
-    /// Creates an HTTP context whose request waits on `wake` and shares `properties` with the
-    /// request's other plugins; returns its id.
+    /// Creates an HTTP context of the plugin whose root context is `root`, whose request waits
+    /// on `wake` and shares `properties` with the request's other plugins; returns its id.
     pub fn create_context(
         &mut self,
+        root: u32,
         wake: Arc<Wake>,
         properties: StreamProperties,
     ) -> Result<u32, Failure> {
-        let id = self.next_context_id;
-        self.next_context_id = self.next_context_id.wrapping_add(1).max(ROOT_CONTEXT + 1);
+        let Some(ticks) = self.state().roots.get(&root).map(|root| root.ticks) else {
+            return Err(Failure::Lost);
+        };
+        let id = self.next_id();
         self.state_mut()
             .contexts
-            .insert(id, ContextState::new(wake, properties));
-        if let Err(failure) = self.call(|e| e.on_context_create.as_ref(), (id, ROOT_CONTEXT)) {
+            .insert(id, ContextState::new(root, ticks, wake, properties));
+        if let Err(failure) = self.call_as(id, |e| e.on_context_create.as_ref(), (id, root)) {
             self.state_mut().contexts.remove(&id);
             return Err(failure);
         }
         Ok(id)
     }
 
-    /// Creates an HTTP context and deletes it again: a module whose root context makes no HTTP
-    /// context (an Envoy bootstrap plugin, such as the Rust SDK's `hello_world`) fails here, at
-    /// load, rather than on every request.
-    pub fn probe_http_context(&mut self) -> Result<(), Failure> {
-        let id = self.create_context(Arc::default(), Arc::default())?;
-        let deleted = self.call(|e| e.on_delete.as_ref(), id).map(|_| ());
+    /// Creates an HTTP context of `root` and deletes it again: a module whose root context
+    /// makes no HTTP context (an Envoy bootstrap plugin, such as the Rust SDK's `hello_world`)
+    /// fails here, at load, rather than on every request.
+    pub fn probe_http_context(&mut self, root: u32) -> Result<(), Failure> {
+        let id = self.create_context(root, Arc::default(), Arc::default())?;
+        let deleted = self.call_as(id, |e| e.on_delete.as_ref(), id).map(|_| ());
         self.state_mut().contexts.remove(&id);
         deleted
     }
 
-    /// Ends the root context, as a VM that is shut down: `proxy_on_done`, `proxy_on_delete`.
-    pub fn finish_root(&mut self) -> Result<(), Failure> {
-        self.call(|e| e.on_done.as_ref(), ROOT_CONTEXT)?;
-        self.call(|e| e.on_delete.as_ref(), ROOT_CONTEXT)?;
-        Ok(())
+    /// Ends a root context, as when its plugin is removed or the VM shut down:
+    /// `proxy_on_done`, `proxy_on_delete`.
+    pub fn finish_root(&mut self, root: u32) -> Result<(), Failure> {
+        let result = (|| {
+            self.call_as(root, |e| e.on_done.as_ref(), root)?;
+            self.call_as(root, |e| e.on_delete.as_ref(), root)?;
+            Ok(())
+        })();
+        self.state_mut().roots.remove(&root);
+        result
     }
 
     /// A header or body callback's answer; a module without the callback goes on.
@@ -286,7 +346,8 @@ impl Instance {
         count: u32,
         eos: bool,
     ) -> Result<Action, Failure> {
-        self.call(
+        self.call_as(
+            id,
             |e| e.on_request_headers.as_ref(),
             (id, count, u32::from(eos)),
         )
@@ -294,7 +355,7 @@ impl Instance {
     }
 
     pub fn on_request_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
-        self.call(|e| e.on_request_body.as_ref(), (id, size, u32::from(eos)))
+        self.call_as(id, |e| e.on_request_body.as_ref(), (id, size, u32::from(eos)))
             .map(Self::action)
     }
 
@@ -304,7 +365,8 @@ impl Instance {
         count: u32,
         eos: bool,
     ) -> Result<Action, Failure> {
-        self.call(
+        self.call_as(
+            id,
             |e| e.on_response_headers.as_ref(),
             (id, count, u32::from(eos)),
         )
@@ -312,12 +374,12 @@ impl Instance {
     }
 
     pub fn on_response_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
-        self.call(|e| e.on_response_body.as_ref(), (id, size, u32::from(eos)))
+        self.call_as(id, |e| e.on_response_body.as_ref(), (id, size, u32::from(eos)))
             .map(Self::action)
     }
 
     pub fn on_response_trailers(&mut self, id: u32, count: u32) -> Result<Action, Failure> {
-        self.call(|e| e.on_response_trailers.as_ref(), (id, count))
+        self.call_as(id, |e| e.on_response_trailers.as_ref(), (id, count))
             .map(Self::action)
     }
 
@@ -329,19 +391,20 @@ impl Instance {
         body: u32,
         trailers: u32,
     ) -> Result<(), Failure> {
-        self.call(
+        self.call_as(
+            id,
             |e| e.on_http_call_response.as_ref(),
             (id, token, headers, body, trailers),
         )
         .map(|_| ())
     }
 
-    pub fn on_tick(&mut self) -> Result<(), Failure> {
-        self.call(|e| e.on_tick.as_ref(), ROOT_CONTEXT).map(|_| ())
+    pub fn on_tick(&mut self, root: u32) -> Result<(), Failure> {
+        self.call_as(root, |e| e.on_tick.as_ref(), root).map(|_| ())
     }
 
-    pub fn on_queue_ready(&mut self, queue: u32) -> Result<(), Failure> {
-        self.call(|e| e.on_queue_ready.as_ref(), (ROOT_CONTEXT, queue))
+    pub fn on_queue_ready(&mut self, root: u32, queue: u32) -> Result<(), Failure> {
+        self.call_as(root, |e| e.on_queue_ready.as_ref(), (root, queue))
             .map(|_| ())
     }
 
@@ -349,10 +412,10 @@ impl Instance {
     pub fn finish_context(&mut self, id: u32) -> Result<(), Failure> {
         let result = (|| {
             if !self.store.data().unneeded.log {
-                self.call(|e| e.on_log.as_ref(), id)?;
-                self.call(|e| e.on_done.as_ref(), id)?;
+                self.call_as(id, |e| e.on_log.as_ref(), id)?;
+                self.call_as(id, |e| e.on_done.as_ref(), id)?;
             }
-            self.call(|e| e.on_delete.as_ref(), id)?;
+            self.call_as(id, |e| e.on_delete.as_ref(), id)?;
             Ok(())
         })();
         self.state_mut().contexts.remove(&id);

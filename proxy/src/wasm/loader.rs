@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use super::abi;
 use super::builtin;
 use super::host::HostState;
 use super::instance::{Failure, Instance};
-use super::plugin::{Plugin, PluginInfo};
+use super::plugin::{Plugin, PluginInfo, Vm, VmInfo};
 use super::runtime::{MAX_MEMORY_LIMIT, RuntimeError, Shared};
 use super::service::{self, Service, Started};
 use crate::config::crd::FailurePolicy;
@@ -73,6 +73,9 @@ pub struct Loader {
     root: PathBuf,
     files: HashMap<PathBuf, FileSeen>,
     modules: HashMap<String, Result<Module, String>>,
+    /// The VMs plugins use, so that a plugin loaded later joins the VM its module's others
+    /// run in.
+    vms: HashMap<VmInfo, Weak<Vm>>,
     /// SHA-256 of each built-in module, computed once.
     builtin_hashes: HashMap<String, String>,
     plugins: HashMap<NamespacedName, (WantedPlugin, String, PluginLoad, Option<Problem>)>,
@@ -158,6 +161,7 @@ impl Loader {
             root: root.to_owned(),
             files: HashMap::new(),
             modules: HashMap::new(),
+            vms: HashMap::new(),
             builtin_hashes: HashMap::new(),
             plugins: HashMap::new(),
             services: HashMap::new(),
@@ -251,6 +255,7 @@ impl Loader {
         };
         self.services.retain(|key, _| ready(key));
         self.pending.retain(|key, _| ready(key));
+        self.vms.retain(|_, vm| vm.strong_count() > 0);
         (loaded, problems, changed)
     }
 
@@ -371,30 +376,38 @@ impl Loader {
             })
             .clone()
             .map_err(|e| FieldError::new("spec.module", format!("does not compile: {e}")))?;
-        let mut linker = self.linker.clone();
-        abi::stub_other_wasi(&mut linker, &module)
-            .and_then(|()| linker.instantiate_pre(&module))
-            .map_err(|e| FieldError::new("spec.module", format!("does not link: {e:#}")))
-            .map(|pre| {
-                Plugin::new(
-                    PluginInfo {
-                        name: key.to_string(),
-                        namespace: key.namespace.clone(),
-                        root_id: spec.root_id.clone(),
-                        vm_id: spec.vm_id.clone(),
-                        config: config_bytes(spec.config.as_ref()),
-                        vm_config: config_bytes(spec.vm_config.as_ref()),
-                        failure_policy: spec.failure_policy,
-                        deadline,
-                        memory_limit,
-                    },
-                    pre,
-                    sha256,
-                    spec.phase,
-                    spec.priority,
-                )
-            })
-            .and_then(|plugin| self.bring_up(plugin, spec.plugin_type))
+        let vm_info = VmInfo {
+            sha256,
+            vm_id: spec.vm_id.clone(),
+            vm_config: config_bytes(spec.vm_config.as_ref()),
+            memory_limit,
+        };
+        let vm = match self.vms.get(&vm_info).and_then(Weak::upgrade) {
+            Some(vm) => vm,
+            None => {
+                let mut linker = self.linker.clone();
+                let pre = abi::stub_other_wasi(&mut linker, &module)
+                    .and_then(|()| linker.instantiate_pre(&module))
+                    .map_err(|e| FieldError::new("spec.module", format!("does not link: {e:#}")))?;
+                let vm = Arc::new(Vm::new(vm_info.clone(), pre));
+                self.vms.insert(vm_info, Arc::downgrade(&vm));
+                vm
+            }
+        };
+        let plugin = Plugin::new(
+            PluginInfo {
+                name: key.to_string(),
+                namespace: key.namespace.clone(),
+                root_id: spec.root_id.clone(),
+                config: config_bytes(spec.config.as_ref()),
+                failure_policy: spec.failure_policy,
+                deadline,
+            },
+            vm,
+            spec.phase,
+            spec.priority,
+        );
+        self.bring_up(plugin, spec.plugin_type)
     }
 
     /// Brings a plugin up once: it must come up with its configuration. A service's instance is
@@ -413,8 +426,10 @@ impl Loader {
             .shared
             .scratch()
             .map_err(|e| FieldError::new("spec.module", e.to_string()))?;
-        let mut trial = Instance::new(&plugin, scratch, None).map_err(|f| refusal(&f))?;
-        trial.probe_http_context().map_err(|failure| {
+        let mut trial = Instance::new(&plugin.vm, scratch, None, plugin.info.deadline)
+            .map_err(|f| refusal(&f))?;
+        let root = trial.add_root(&plugin.info).map_err(|f| refusal(&f))?;
+        trial.probe_http_context(root).map_err(|failure| {
             FieldError::new(
                 "spec.type",
                 format!(

@@ -1,5 +1,8 @@
-//! A loaded plugin: its settings from the WasmPlugin resource and its module, compiled and
-//! linked, ready to be instantiated on each worker thread.
+//! A loaded plugin: its settings from the WasmPlugin resource, and the VM it runs in: its module,
+//! compiled and linked, ready to be instantiated on each worker thread. Plugins of one module
+//! share a VM when they agree on what an instance is made with (Envoy's VM key: the code, the VM
+//! id and the VM configuration; here also the memory limit, which bounds the whole instance);
+//! each plugin is a root context of it, as in Envoy.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,7 +14,7 @@ use wasmtime::InstancePre;
 use super::host::HostState;
 use crate::config::crd::{FailurePolicy, Phase};
 
-/// A plugin's settings, shared by all its instances.
+/// A plugin's settings, shared by its root contexts on every thread.
 #[derive(Debug)]
 pub struct PluginInfo {
     /// `namespace/name` of the WasmPlugin: the name in logs and metrics.
@@ -19,14 +22,50 @@ pub struct PluginInfo {
     pub namespace: String,
     /// The `plugin_root_id` property.
     pub root_id: String,
-    /// Scope of shared data and queues; plugins with the same VM id share them.
-    pub vm_id: String,
     pub config: Bytes,
-    pub vm_config: Bytes,
     pub failure_policy: FailurePolicy,
     /// Longest one callback may run.
     pub deadline: Duration,
+}
+
+/// What every instance of a VM is made with.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct VmInfo {
+    /// SHA-256 of the module.
+    pub sha256: String,
+    /// Scope of shared data and queues; plugins with the same VM id share them.
+    pub vm_id: String,
+    pub vm_config: Bytes,
+    /// The most memory an instance may grow to.
     pub memory_limit: usize,
+}
+
+/// A module linked and ready to instantiate, with what its instances are made with: one
+/// instance of it per worker thread holds the root contexts of every plugin that uses it.
+pub struct Vm {
+    /// Tells this VM apart from every other, for the per-thread instances.
+    pub id: u64,
+    pub info: Arc<VmInfo>,
+    pub pre: InstancePre<HostState>,
+}
+
+impl std::fmt::Debug for Vm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Vm")
+            .field("id", &self.id)
+            .field("info", &self.info)
+            .finish()
+    }
+}
+
+impl Vm {
+    pub fn new(info: VmInfo, pre: InstancePre<HostState>) -> Self {
+        Vm {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            info: Arc::new(info),
+            pre,
+        }
+    }
 }
 
 /// Callbacks a plugin said it has no use for (through Gantry's foreign function
@@ -59,11 +98,11 @@ impl Unneeded {
 
 /// A plugin ready to run.
 pub struct Plugin {
-    /// Tells this load apart from every other, so that a changed plugin gets new instances.
+    /// Tells this load apart from every other, so that a changed plugin gets a new root
+    /// context.
     pub id: u64,
     pub info: Arc<PluginInfo>,
-    pub pre: InstancePre<HostState>,
-    pub sha256: String,
+    pub vm: Arc<Vm>,
     pub phase: Phase,
     pub priority: i32,
     /// Learnt from the trial instance at load.
@@ -75,7 +114,7 @@ impl std::fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("id", &self.id)
             .field("name", &self.info.name)
-            .field("sha256", &self.sha256)
+            .field("vm", &self.vm.id)
             .finish()
     }
 }
@@ -83,18 +122,11 @@ impl std::fmt::Debug for Plugin {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Plugin {
-    pub fn new(
-        info: PluginInfo,
-        pre: InstancePre<HostState>,
-        sha256: String,
-        phase: Phase,
-        priority: i32,
-    ) -> Self {
+    pub fn new(info: PluginInfo, vm: Arc<Vm>, phase: Phase, priority: i32) -> Self {
         Plugin {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             info: Arc::new(info),
-            pre,
-            sha256,
+            vm,
             phase,
             priority,
             unneeded: Unneeded::default(),

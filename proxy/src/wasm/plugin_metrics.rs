@@ -52,6 +52,8 @@ pub struct PluginMetrics {
     /// Plugin failures by plugin and reason (`trap`, `timeout`, `memory`, `host-call`,
     /// `instantiate`).
     pub failures: IntCounterVec,
+    /// VM instances alive.
+    pub vm_instances: prometheus::IntGauge,
     table: RwLock<Table>,
 }
 
@@ -87,6 +89,13 @@ impl PluginMetrics {
             ),
             &["plugin", "reason"],
         )?;
+        let vm_instances = prometheus::IntGauge::new(
+            "gantry_plugin_vm_instances",
+            "Wasm VM instances alive: one per module in use (with its VM id, VM configuration and \
+             memory limit) on each worker thread that ran it, however many plugins share it; \
+             and one per SERVICE plugin",
+        )?;
+        registry.register(Box::new(vm_instances.clone()))?;
         registry.register(Box::new(counters.clone()))?;
         registry.register(Box::new(gauges.clone()))?;
         registry.register(Box::new(histograms.clone()))?;
@@ -96,6 +105,7 @@ impl PluginMetrics {
             gauges,
             histograms,
             failures,
+            vm_instances,
             table: RwLock::new(Table::default()),
         })
     }

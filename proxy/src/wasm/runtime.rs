@@ -1,11 +1,11 @@
-//! The Wasm runtime shared by every plugin: the wasmtime engine (epoch interruption, the pooling
-//! allocator, the on-disk compilation cache) and the state plugins share across threads.
+//! The Wasm runtime shared by every plugin: the wasmtime engine (epoch interruption, the on-disk
+//! compilation cache) and the state plugins share across threads.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmtime::{Cache, CacheConfig, Config, Engine, OptLevel, PoolingAllocationConfig};
+use wasmtime::{Cache, CacheConfig, Config, Engine, OptLevel};
 
 use super::plugin_metrics::PluginMetrics;
 use super::shared_data::{SharedData, SharedQueues};
@@ -14,7 +14,7 @@ use crate::upstream::{ResolveError, Resolver};
 
 /// How often the engine's epoch advances: the granularity of callback deadlines.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// The largest memory limit a plugin may ask for; also the size of a pooled memory slot.
+/// The largest memory limit a plugin may ask for.
 pub const MAX_MEMORY_LIMIT: usize = 1 << 30;
 
 #[derive(Debug, thiserror::Error)]
@@ -51,20 +51,15 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-/// Builds the engine. `cache_dir` keeps compiled modules across restarts; `instances` sizes the
-/// pool (instances of every plugin on every thread, plus trial instances at load).
-pub fn engine(cache_dir: Option<&Path>, instances: u32) -> Result<Engine, RuntimeError> {
+/// Builds the engine. `cache_dir` keeps compiled modules across restarts. Instances are
+/// allocated when made, not from a pool of fixed size: one VM instance per module serves all
+/// the plugins of that module on a thread, so instances are few and made seldom (a thread's
+/// first request through the module, or after a failure), and nothing caps how many plugins
+/// can serve.
+pub fn engine(cache_dir: Option<&Path>) -> Result<Engine, RuntimeError> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.cranelift_opt_level(OptLevel::Speed);
-    let mut pool = PoolingAllocationConfig::new();
-    pool.total_core_instances(instances)
-        .total_memories(instances)
-        .total_tables(instances)
-        .max_memories_per_module(1)
-        .max_tables_per_module(1)
-        .max_memory_size(MAX_MEMORY_LIMIT);
-    config.allocation_strategy(pool);
     if let Some(dir) = cache_dir {
         let mut cache = CacheConfig::new();
         cache.with_directory(dir);

@@ -31,7 +31,8 @@ const BACKOFF: Backoff = Backoff {
 /// An instance that has run its start-up callbacks, with what they left to do.
 pub struct Started {
     instance: Instance,
-    queue_ready: UnboundedReceiver<u32>,
+    root: u32,
+    queue_ready: UnboundedReceiver<(u32, u32)>,
     calls: Vec<OutgoingCall>,
 }
 
@@ -41,13 +42,21 @@ impl std::fmt::Debug for Started {
     }
 }
 
-/// Instantiates the plugin and runs `proxy_on_vm_start` and `proxy_on_configure`.
+/// Instantiates the plugin's VM (an instance of its own) and brings its root context up:
+/// `proxy_on_vm_start` and `proxy_on_configure`.
 pub fn bring_up(shared: &Arc<Shared>, plugin: &Plugin) -> Result<Started, Failure> {
     let (events, queue_ready) = unbounded_channel();
-    let mut instance = Instance::new(plugin, shared.clone(), Some(events))?;
+    let mut instance = Instance::new(
+        &plugin.vm,
+        shared.clone(),
+        Some(events),
+        plugin.info.deadline,
+    )?;
+    let root = instance.add_root(&plugin.info)?;
     let calls = std::mem::take(&mut instance.state_mut().calls);
     Ok(Started {
         instance,
+        root,
         queue_ready,
         calls,
     })
@@ -148,15 +157,15 @@ async fn serve(
 ) -> Result<(), Failure> {
     let Started {
         mut instance,
+        root,
         mut queue_ready,
         calls,
     } = started;
-    let root = instance.root_context_id();
     let mut in_flight = InFlight::new();
     let mut ticker: Option<(Duration, Interval)> = None;
     call::start(&mut in_flight, calls, &shared.resolver);
     loop {
-        let period = instance.state().tick_period;
+        let period = instance.state().roots.get(&root).and_then(|r| r.tick_period);
         if ticker.as_ref().map(|(p, _)| *p) != period {
             ticker = period.map(|period| {
                 // The first tick comes one period after the plugin asks, as in Envoy.
@@ -167,11 +176,11 @@ async fn serve(
         }
         let ran = tokio::select! {
             _ = &mut *stopped => {
-                let _ = instance.finish_root();
+                let _ = instance.finish_root(root);
                 return Ok(());
             }
-            () = next_tick(&mut ticker) => instance.on_tick(),
-            Some(queue) = queue_ready.recv() => instance.on_queue_ready(queue),
+            () = next_tick(&mut ticker) => instance.on_tick(root),
+            Some((root, queue)) = queue_ready.recv() => instance.on_queue_ready(root, queue),
             Some(Ok((token, response))) = in_flight.join_next(), if !in_flight.is_empty() => {
                 deliver(&mut instance, root, token, response).map(|_| ())
             }

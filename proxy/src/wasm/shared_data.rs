@@ -60,8 +60,9 @@ impl SharedData {
 
 struct Queue {
     items: VecDeque<Bytes>,
-    /// The instance that registered the queue last, told of each enqueue.
-    owner: Option<UnboundedSender<u32>>,
+    /// The root context that registered the queue last (where its instance hears, and its
+    /// id), told of each enqueue.
+    owner: Option<(UnboundedSender<(u32, u32)>, u32)>,
 }
 
 #[derive(Default)]
@@ -93,7 +94,12 @@ const QUEUE_LIMIT: usize = 10_000;
 
 impl SharedQueues {
     /// Registers (or takes over) a queue; returns its id.
-    pub fn register(&self, vm_id: &str, name: &str, owner: Option<UnboundedSender<u32>>) -> u32 {
+    pub fn register(
+        &self,
+        vm_id: &str,
+        name: &str,
+        owner: Option<(UnboundedSender<(u32, u32)>, u32)>,
+    ) -> u32 {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         let key = (vm_id.to_owned(), name.to_owned());
         let next = u32::try_from(table.ids.len() + 1).unwrap_or(u32::MAX);
@@ -119,8 +125,8 @@ impl SharedQueues {
             queue.items.pop_front();
         }
         queue.items.push_back(item);
-        if let Some(owner) = &queue.owner
-            && owner.send(id).is_err()
+        if let Some((events, root)) = &queue.owner
+            && events.send((*root, id)).is_err()
         {
             queue.owner = None;
         }
@@ -155,11 +161,11 @@ mod tests {
     fn queues() {
         let queues = SharedQueues::default();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let id = queues.register("", "q", Some(tx));
+        let id = queues.register("", "q", Some((tx, 7)));
         assert_eq!(queues.resolve("", "q"), Some(id));
         assert_eq!(queues.resolve("", "other"), None);
         queues.enqueue(id, Bytes::from("a")).unwrap();
-        assert_eq!(rx.try_recv().unwrap(), id);
+        assert_eq!(rx.try_recv().unwrap(), (7, id));
         assert_eq!(queues.dequeue(id).unwrap(), Some(Bytes::from("a")));
         assert_eq!(queues.dequeue(id).unwrap(), None);
         assert!(queues.dequeue(id + 1).is_err());

@@ -86,7 +86,7 @@ pub fn plugin_test(
         .enable_all()
         .build()
         .map_err(PluginTestError::Runtime)?;
-    let engine = wasm::runtime::engine(None, 64)?;
+    let engine = wasm::runtime::engine(None)?;
     let shared = wasm::Shared::new(
         engine,
         &prometheus::Registry::new(),

@@ -34,8 +34,8 @@ fn buffer(state: &HostState, kind: u32) -> Option<&[u8]> {
     }
     match kind {
         CALL_RESPONSE_BODY => state.exchange.call_response.as_ref().map(|r| &r.body[..]),
-        VM_CONFIGURATION => Some(&state.plugin.vm_config[..]),
-        PLUGIN_CONFIGURATION => Some(&state.plugin.config[..]),
+        VM_CONFIGURATION => Some(&state.vm.vm_config[..]),
+        PLUGIN_CONFIGURATION => state.plugin().map(|plugin| &plugin.config[..]),
         _ => None,
     }
 }

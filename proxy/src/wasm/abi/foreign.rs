@@ -50,7 +50,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                     };
                     let state = c.data();
                     let inserted = state.shared.data.insert(
-                        &state.plugin.vm_id,
+                        &state.vm.vm_id,
                         &key,
                         Bytes::copy_from_slice(value),
                     );

@@ -45,8 +45,10 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 return Ok(BAD_ARGUMENT);
             }
             let message = memory::read_string(&mut c, "proxy_log", ptr, len)?;
-            log(&c.data().plugin.name, level, &message);
-            if level >= 4 && c.data().contexts.is_empty() {
+            let state = c.data();
+            log(state.plugin_name(), level, &message);
+            // Said by a root context (starting up, most likely): kept to explain a refusal.
+            if level >= 4 && state.roots.contains_key(&state.effective_context) {
                 c.data_mut().complain(&message);
             }
             Ok(OK)
@@ -83,8 +85,14 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "env",
         "proxy_set_tick_period_milliseconds",
         |mut c: Caller_<'_>, period: u32| -> u32 {
-            c.data_mut().tick_period =
-                (period > 0).then(|| Duration::from_millis(u64::from(period)));
+            let state = c.data_mut();
+            let Some(root) = state.root_of(state.effective_context) else {
+                return BAD_ARGUMENT;
+            };
+            if let Some(root) = state.roots.get_mut(&root) {
+                root.tick_period = (period > 0).then(|| Duration::from_millis(u64::from(period)));
+                state.ticks_changed = true;
+            }
             OK
         },
     )?;
@@ -94,7 +102,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
         "proxy_set_effective_context",
         |mut c: Caller_<'_>, context: u32| -> u32 {
             let state = c.data_mut();
-            if context == state.root_context_id || state.contexts.contains_key(&context) {
+            if state.roots.contains_key(&context) || state.contexts.contains_key(&context) {
                 state.effective_context = context;
                 OK
             } else {
@@ -111,7 +119,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             let name = memory::read_string(&mut c, "proxy_define_metric", ptr, len)?;
             let state = c.data();
-            let id = state.shared.metrics.define(&state.plugin.name, &name, kind);
+            let id = state.shared.metrics.define(state.plugin_name(), &name, kind);
             memory::write_u32(&mut c, "proxy_define_metric", ret, id)?;
             Ok(OK)
         },

@@ -32,11 +32,10 @@ fn nanos(value: Duration) -> Vec<u8> {
 /// come first, then what plugins set on the request (Envoy's attribute names shadow a set
 /// property of the same name too).
 fn lookup(state: &HostState, path: &str) -> Option<Vec<u8>> {
-    let plugin = &state.plugin;
     match path {
-        "plugin_name" => return Some(text(&plugin.name)),
-        "plugin_root_id" => return Some(text(&plugin.root_id)),
-        "plugin_vm_id" => return Some(text(&plugin.vm_id)),
+        "plugin_name" => return state.plugin().map(|plugin| text(&plugin.name)),
+        "plugin_root_id" => return state.plugin().map(|plugin| text(&plugin.root_id)),
+        "plugin_vm_id" => return Some(text(&state.vm.vm_id)),
         _ => {}
     }
     if state.in_exchange()

@@ -21,7 +21,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let f = "proxy_get_shared_data";
             let key = memory::read_string(&mut c, f, key_ptr, key_len)?;
             let state = c.data();
-            let Some((value, cas)) = state.shared.data.get(&state.plugin.vm_id, &key) else {
+            let Some((value, cas)) = state.shared.data.get(&state.vm.vm_id, &key) else {
                 return Ok(NOT_FOUND);
             };
             memory::give(&mut c, f, &value, ret_ptr, ret_len)?;
@@ -46,7 +46,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             match state
                 .shared
                 .data
-                .set(&state.plugin.vm_id, &key, Bytes::from(value), cas)
+                .set(&state.vm.vm_id, &key, Bytes::from(value), cas)
             {
                 Ok(()) => Ok(OK),
                 Err(_) => Ok(CAS_MISMATCH),
@@ -60,11 +60,11 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let f = "proxy_register_shared_queue";
             let name = memory::read_string(&mut c, f, name_ptr, name_len)?;
             let state = c.data();
-            let id = state.shared.queues.register(
-                &state.plugin.vm_id,
-                &name,
-                state.queue_events.clone(),
-            );
+            let owner = state
+                .queue_events
+                .clone()
+                .zip(state.root_of(state.effective_context));
+            let id = state.shared.queues.register(&state.vm.vm_id, &name, owner);
             memory::write_u32(&mut c, f, ret, id)?;
             Ok(OK)
         },

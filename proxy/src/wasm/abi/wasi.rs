@@ -58,7 +58,7 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             let message = String::from_utf8_lossy(&text);
             let message = message.trim_end();
             if !message.is_empty() {
-                general::log(&c.data().plugin.name, if fd == 1 { 2 } else { 3 }, message);
+                general::log(c.data().plugin_name(), if fd == 1 { 2 } else { 3 }, message);
             }
             memory::write_u32(&mut c, f, written, total)?;
             Ok(SUCCESS)

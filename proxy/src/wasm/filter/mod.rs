@@ -159,10 +159,10 @@ impl Filters {
         let own = entry.context.map(|(id, _)| id);
         let wake = &entry.wake;
         let properties = &self.properties;
-        let ran = workers::with_instance(&self.shared, &entry.plugin, expected, |inst, _| {
+        let ran = workers::with_instance(&self.shared, &entry.plugin, expected, |inst, root| {
             let id = match own {
                 Some(id) => id,
-                None => inst.create_context(wake.clone(), properties.clone())?,
+                None => inst.create_context(root, wake.clone(), properties.clone())?,
             };
             let state = inst.state_mut();
             state.effective_context = id;
@@ -204,7 +204,7 @@ impl Filters {
             }
             exchange.context_id = 0;
             exchange.info = None;
-            state.effective_context = state.root_context_id;
+            state.effective_context = 0;
             let action = result?;
             let mut step = Step {
                 action,
