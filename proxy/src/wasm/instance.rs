@@ -12,7 +12,6 @@ use super::host::{ContextState, HostState, QueueEvents, RootState, StreamPropert
 use super::plugin::{PluginInfo, Vm};
 use super::runtime::Shared;
 
-
 /// Why a plugin failed; its instance is replaced.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum Failure {
@@ -355,8 +354,12 @@ impl Instance {
     }
 
     pub fn on_request_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
-        self.call_as(id, |e| e.on_request_body.as_ref(), (id, size, u32::from(eos)))
-            .map(Self::action)
+        self.call_as(
+            id,
+            |e| e.on_request_body.as_ref(),
+            (id, size, u32::from(eos)),
+        )
+        .map(Self::action)
     }
 
     pub fn on_response_headers(
@@ -374,8 +377,12 @@ impl Instance {
     }
 
     pub fn on_response_body(&mut self, id: u32, size: u32, eos: bool) -> Result<Action, Failure> {
-        self.call_as(id, |e| e.on_response_body.as_ref(), (id, size, u32::from(eos)))
-            .map(Self::action)
+        self.call_as(
+            id,
+            |e| e.on_response_body.as_ref(),
+            (id, size, u32::from(eos)),
+        )
+        .map(Self::action)
     }
 
     pub fn on_response_trailers(&mut self, id: u32, count: u32) -> Result<Action, Failure> {

@@ -165,7 +165,11 @@ async fn serve(
     let mut ticker: Option<(Duration, Interval)> = None;
     call::start(&mut in_flight, calls, &shared.resolver);
     loop {
-        let period = instance.state().roots.get(&root).and_then(|r| r.tick_period);
+        let period = instance
+            .state()
+            .roots
+            .get(&root)
+            .and_then(|r| r.tick_period);
         if ticker.as_ref().map(|(p, _)| *p) != period {
             ticker = period.map(|period| {
                 // The first tick comes one period after the plugin asks, as in Envoy.

@@ -291,7 +291,9 @@ fn start_ticker(
             let Some(plugin) = plugin.upgrade() else {
                 return;
             };
-            match with_instance(&shared, &plugin, Some(incarnation), |i, root| i.on_tick(root)) {
+            match with_instance(&shared, &plugin, Some(incarnation), |i, root| {
+                i.on_tick(root)
+            }) {
                 Ok(ran) => spawn_calls(&shared, &plugin, incarnation, ran.calls),
                 Err(_) => return,
             }

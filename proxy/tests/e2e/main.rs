@@ -20,6 +20,7 @@ mod nginx_annotations;
 mod plugins;
 mod plugins_contained;
 mod plugins_envoy;
+mod plugins_scale;
 mod protocols;
 mod quickstart;
 mod reload;

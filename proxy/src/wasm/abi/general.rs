@@ -119,7 +119,10 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
             };
             let name = memory::read_string(&mut c, "proxy_define_metric", ptr, len)?;
             let state = c.data();
-            let id = state.shared.metrics.define(state.plugin_name(), &name, kind);
+            let id = state
+                .shared
+                .metrics
+                .define(state.plugin_name(), &name, kind);
             memory::write_u32(&mut c, "proxy_define_metric", ret, id)?;
             Ok(OK)
         },

@@ -155,7 +155,9 @@ pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
                 .in_exchange()
                 .then(|| state.exchange.info.as_ref()?.snapshot.clone())
                 .flatten();
-            let namespace = state.plugin().map_or("", |plugin| plugin.namespace.as_str());
+            let namespace = state
+                .plugin()
+                .map_or("", |plugin| plugin.namespace.as_str());
             let group = match started_with {
                 Some(snapshot) => snapshot.clusters.resolve(namespace, &upstream),
                 None => state

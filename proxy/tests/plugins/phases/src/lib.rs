@@ -18,8 +18,10 @@
 //! - `x-attributes: TAG`: stores the request's attributes, read in `on_log`, as JSON in shared
 //!   data `attributes:ID` (with `x-journal: ID`).
 //!
-//! Every plugin adds `x-response-seen: TAG` to every response it sees. `on_configure` counts the
-//! instances configured in shared data `configured:TAG`. The first plugin answers
+//! Every plugin adds `x-response-seen: TAG` to every response it sees, and `x-vm-roots: TAG=N`
+//! with N the plugins configured in its VM (a global of the module, so plugins sharing a VM see
+//! one another's). `on_configure` counts the instances configured in shared data
+//! `configured:TAG`. The first plugin answers
 //! `/journal/ID`, `/shared/KEY` (a shared data value), `/enqueue/QUEUE/MESSAGE` (onto a queue of
 //! the plugin's VM id) and `/bad-arguments` (the statuses of host calls given unknown log
 //! levels, buffer, map and stream types, as JSON).
@@ -27,6 +29,7 @@
 #![allow(clashing_extern_declarations)]
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -38,6 +41,9 @@ proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Trace);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
 }}
+
+/// The root contexts configured in this VM: every plugin sharing the VM adds to it.
+static ROOTS_IN_VM: AtomicU32 = AtomicU32::new(0);
 
 #[derive(Default, Deserialize)]
 struct Config {
@@ -60,6 +66,7 @@ impl RootContext for Root {
             return false;
         };
         self.tag = config.tag;
+        ROOTS_IN_VM.fetch_add(1, Ordering::Relaxed);
         update(&format!("configured:{}", self.tag), |old| {
             let count: u64 = old.parse().unwrap_or(0);
             (count + 1).to_string()
@@ -371,6 +378,8 @@ impl HttpContext for Phases {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         self.journal("response_headers");
         self.add_http_response_header("x-response-seen", &self.tag.clone());
+        let roots = ROOTS_IN_VM.load(Ordering::Relaxed);
+        self.add_http_response_header("x-vm-roots", &format!("{}={roots}", self.tag));
         if self.named("x-read-headers") {
             let value = self.text("response.headers.content-type");
             let value = value.as_str().unwrap_or("not found").to_owned();
