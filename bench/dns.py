@@ -3,6 +3,8 @@
 
 Run: ./bench/dns.py                    (3 rounds of 10 s per server, ~3 minutes plus the build)
      ./bench/dns.py --rounds 1 --duration 5   (a quick look)
+     ./bench/dns.py --baseline PATH   (an A/B: another gantry binary, e.g. an earlier commit's
+                                      release build, measured in the same rounds as "before")
 
 Every server serves the same zone, example.test: an SOA, two NS, and 1,000 A records
 (host0..host999). Gantry gets it as a DNSZone and a DNSRecord; the others as a zone file. Each
@@ -101,19 +103,21 @@ def queries(path):
 class Servers(run.Setup):
     """The four servers, started and stopped one at a time (run.Setup's process handling)."""
 
-    def __init__(self, work, gantry_bin):
+    def __init__(self, work, gantry_bin, baseline=None):
         super().__init__(work, gantry_bin)
+        self.baseline = baseline
         zone_file(work / "example.test.zone")
 
     def start_server(self, name):
         work = self.work
         port = PORTS[name]
-        if name == "gantry":
+        if name in ("gantry", "before"):
             gantry_config(work / "gantry-config")
-            cmd = [str(self.gantry_bin), "run", "--config", str(work / "gantry-config"),
+            binary = self.gantry_bin if name == "gantry" else self.baseline
+            cmd = [str(binary), "run", "--config", str(work / "gantry-config"),
                    "--http-addr", "127.0.0.1:15380", "--https-addr", "127.0.0.1:15443",
                    "--admin-addr", "127.0.0.1:15390", "--dns-addr", f"127.0.0.1:{port}",
-                   "--state-dir", str(work / "gantry-state"), "--threads", "1",
+                   "--state-dir", str(work / f"{name}-state"), "--threads", "1",
                    "--log", "warn", "--access-log", "false"]
         elif name == "bind":
             (work / "bind").mkdir(exist_ok=True)
@@ -221,16 +225,20 @@ def main():
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--no-build", action="store_true")
+    parser.add_argument("--baseline", type=Path,
+                        help="another gantry binary, measured in the same rounds as `before`")
     args = parser.parse_args()
     ensure_tools()
     gantry_bin = run.ROOT / "target/release/gantry" if args.no_build else run.build_gantry()
+    if args.baseline:
+        PORTS["before"] = 15305
     names = list(PORTS)
     samples = {n: {"qps": [], "cpu_us": [], "lost": []} for n in names}
     with tempfile.TemporaryDirectory(prefix="gantry-dns-") as tmp:
         work = Path(tmp)
         query_file = work / "queries.txt"
         queries(query_file)
-        servers = Servers(work, gantry_bin)
+        servers = Servers(work, gantry_bin, args.baseline)
         try:
             for name in names:
                 proc = servers.start_server(name)

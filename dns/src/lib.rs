@@ -3,13 +3,14 @@
 //! when new ones arrive, without disturbing queries in flight.
 //!
 //! [`zone`] builds one zone; [`answer`] answers a question from the zones served; [`server`] is
-//! the hickory-server request handler and listeners.
+//! the hickory-server request handler and listeners; `udp` is the batched UDP loop.
 
 pub mod answer;
 pub mod notify;
 pub mod publish;
 pub mod server;
 pub mod transfer;
+mod udp;
 pub mod zone;
 
 pub use answer::{Answer, Zones};

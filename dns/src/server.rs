@@ -1,5 +1,5 @@
-//! The listeners (UDP and TCP, run by hickory-server) and the request handler that answers from
-//! the zones now served. Zones are read through an atomic pointer: a new set applies to the next
+//! The listeners (UDP in Gantry's batched loop, see [`crate::udp`]; TCP run by hickory-server)
+//! and the request handler that answers from the zones now served. Zones are read through an atomic pointer: a new set applies to the next
 //! query, and queries in flight finish on the set they started with.
 
 use std::net::SocketAddr;
@@ -57,6 +57,7 @@ pub enum ServeError {
 /// The DNS listeners, serving until dropped or shut down.
 pub struct DnsServer {
     server: hickory_server::Server<Handler>,
+    udp: tokio::task::JoinHandle<()>,
     pub udp_addr: SocketAddr,
     pub tcp_addr: SocketAddr,
 }
@@ -109,11 +110,13 @@ impl DnsServer {
                 other => break other?,
             }
         };
-        let mut server = hickory_server::Server::new(Handler { zones, observer });
-        server.register_socket(udp);
+        let handler = Handler { zones, observer };
+        let udp = tokio::spawn(crate::udp::serve(udp, handler.clone()));
+        let mut server = hickory_server::Server::new(handler);
         server.register_listener(tcp, TCP_IDLE, TCP_QUEUE);
         Ok(DnsServer {
             server,
+            udp,
             udp_addr,
             tcp_addr,
         })
@@ -121,12 +124,20 @@ impl DnsServer {
 
     /// Stops accepting and answering.
     pub async fn shutdown(mut self) {
+        self.udp.abort();
         if let Err(e) = self.server.shutdown_gracefully().await {
             debug!("DNS server shut down: {e}");
         }
     }
 }
 
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        self.udp.abort();
+    }
+}
+
+#[derive(Clone)]
 pub struct Handler {
     zones: ZonesHandle,
     observer: Arc<dyn QueryObserver>,

@@ -200,3 +200,41 @@ async fn a_flood_from_one_source_does_not_stop_answers_to_others() {
     assert_eq!(still_answers(addr).await, ResponseCode::NoError);
     server.shutdown().await;
 }
+
+// The UDP loop reads and answers queries in batches (up to 32 per system call): a burst larger
+// than a batch, from many clients at once, gets every query answered, each to its own sender
+// with its own id.
+#[tokio::test]
+async fn a_burst_from_many_clients_is_answered_each_to_its_sender() {
+    const CLIENTS: u16 = 16;
+    const EACH: u16 = 8;
+    let server = start().await;
+    let mut sockets = Vec::new();
+    for client in 0..CLIENTS {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        for n in 0..EACH {
+            let id = client * 100 + n;
+            let q = query(id, "www.example.test.", RecordType::A, DNSClass::IN);
+            socket.send_to(&q, server.udp_addr).await.unwrap();
+        }
+        sockets.push(socket);
+    }
+    for (client, socket) in (0..CLIENTS).zip(&sockets) {
+        let mut ids = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while ids.len() < usize::from(EACH) {
+            let (n, _) =
+                tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buffer))
+                    .await
+                    .expect("every query answered")
+                    .unwrap();
+            let answer = Message::from_vec(&buffer[..n]).unwrap();
+            assert_eq!(answer.metadata.response_code, ResponseCode::NoError);
+            assert_eq!(answer.answers.len(), 1);
+            ids.push(answer.metadata.id);
+        }
+        ids.sort_unstable();
+        let expected: Vec<u16> = (0..EACH).map(|n| client * 100 + n).collect();
+        assert_eq!(ids, expected, "client {client}");
+    }
+}
