@@ -4,6 +4,8 @@
 Run: ./bench/run.py            (all of it, ~6 minutes)
      ./bench/run.py --rounds 1 --duration 5   (a quick look)
      ./bench/run.py --only scale              (just the 10,000-Ingress scale run)
+     ./bench/run.py --baseline PATH   (also another gantry binary, e.g. an earlier commit's
+                                      release build, in the same rounds, as "before")
 
 One upstream (nginx, one worker, answering a small fixed body) and, in front of it, three proxies
 with one worker each and equivalent settings (upstream keep-alive, X-Forwarded-* and a request id
@@ -353,6 +355,12 @@ def comparison(args, setup):
         "haproxy": setup.start_haproxy,
         "gantry": lambda: setup.start_gantry(gantry_folder, setup.work / "gantry-state"),
     }
+    if args.baseline:
+        # Another gantry binary on the next ports, measured in the same rounds.
+        PORTS["before"] = tuple(port + 1 for port in PORTS["gantry"])
+        starters["before"] = lambda: setup.start_gantry(
+            gantry_folder, setup.work / "before-state", binary=args.baseline, name="before",
+            offset=1)
     pids = {}
     for name, start in starters.items():
         pids[name] = start().pid
@@ -365,7 +373,8 @@ def comparison(args, setup):
             "h2_per_cpu", "tls", "tls_cpu", "tls_per_cpu", "rss"]
     results = {name: {k: [] for k in keys} for name in names}
     for round_index in range(args.rounds):
-        order = names[round_index % 3:] + names[:round_index % 3]
+        shift = round_index % len(names)
+        order = names[shift:] + names[:shift]
         say(f"round {round_index + 1} of {args.rounds}: {', '.join(order)}")
         for name in order:
             http, https = PORTS[name]
@@ -392,7 +401,7 @@ def comparison(args, setup):
                   f"h2 {h2_rps:8.0f}/s mean {h2_mean:6.2f} ms cpu {100 * h2_cpu / h2_wall:3.0f}% | "
                   f"TLS {tls:6.0f}/s cpu {100 * tls_cpu / tls_wall:3.0f}% | RSS {rss / 1024:5.1f} MiB",
                   flush=True)
-    setup.stop("nginx", "haproxy", "gantry")
+    setup.stop(*names)
     return results
 
 
@@ -417,10 +426,16 @@ def report(results, rounds):
              "load side was the limit and 'per proxy CPU-second' is the fairer comparison.", ""]
     header = f"{'':44} {'nginx':>10} {'HAProxy':>10} {'Gantry':>10} {'G/nginx':>8} {'G/HAProxy':>9}"
     lines.append(header)
+    if "before" in med:
+        lines[-1] += f" {'before':>10} {'G/before':>9}"
     for title, key, fmt in rows:
         n, h, g = med["nginx"][key], med["haproxy"][key], med["gantry"][key]
-        lines.append(f"{title:44} {fmt.format(n):>10} {fmt.format(h):>10} {fmt.format(g):>10} "
-                     f"{g / n:>8.2f} {g / h:>9.2f}")
+        line = (f"{title:44} {fmt.format(n):>10} {fmt.format(h):>10} {fmt.format(g):>10} "
+                f"{g / n:>8.2f} {g / h:>9.2f}")
+        if "before" in med:
+            b = med["before"][key]
+            line += f" {fmt.format(b):>10} {g / b:>9.2f}"
+        lines.append(line)
     return "\n".join(lines)
 
 
@@ -497,6 +512,9 @@ def main():
     parser.add_argument("--only", choices=["compare", "scale"])
     parser.add_argument("--no-build", action="store_true",
                         help="use target/release/gantry as it is")
+    parser.add_argument("--baseline", type=Path,
+                        help="another gantry binary (an earlier build), measured beside the others"
+                             " in the same rounds as `before`")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two CPUs: one for the proxy, one for the load and the upstream")
