@@ -51,6 +51,7 @@ PORTS = {  # proxy: (http, https)
     "gantry": (18083, 18443),
 }
 GANTRY_ADMIN = 18903
+GANTRY_DNS = 18953
 HOST = "bench.test"
 BODY = "hello from the upstream: a small fixed body, the same for every request.\n"
 PROXY_CPU = "0"
@@ -299,6 +300,7 @@ spec:
                "--http-addr", f"127.0.0.1:{http + offset}",
                "--https-addr", f"127.0.0.1:{https + offset}",
                "--admin-addr", f"127.0.0.1:{GANTRY_ADMIN + offset}", "--state-dir", str(state),
+               "--dns-addr", f"127.0.0.1:{GANTRY_DNS + offset}",
                "--threads", "1", "--access-log", "false", "--log", "warn"]
         return self.start(name, cmd, PROXY_CPU)
 

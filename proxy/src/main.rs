@@ -6,7 +6,10 @@ use clap::Parser;
 use gantry::cli::{Cli, Command, LogArgs, LogFormat, PluginCommand};
 
 /// Pingora allocates many small objects per request; mimalloc serves them faster than glibc's
-/// malloc and hands memory back after load (see bench/README.md for the measurements).
+/// malloc and hands memory back after load (see bench/README.md for the measurements). It is
+/// built without transparent huge pages (`no_thp`): advised huge pages over its arenas were split
+/// by every purge and faulted in afresh, 2 MiB zeroed by the kernel at a time, which was most of
+/// the CPU of new TLS connections.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
