@@ -1,6 +1,7 @@
-//! The listeners (UDP in Gantry's batched loop, see [`crate::udp`]; TCP run by hickory-server)
-//! and the request handler that answers from the zones now served. Zones are read through an atomic pointer: a new set applies to the next
-//! query, and queries in flight finish on the set they started with.
+//! The listeners (UDP in Gantry's batched loop, see `crate::udp`; TCP run by hickory-server) and
+//! the request handler that answers from the zones now served. Zones are read through an atomic
+//! pointer: a new set applies to the next query, and queries in flight finish on the set they
+//! started with.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -139,8 +140,8 @@ impl Drop for DnsServer {
 
 #[derive(Clone)]
 pub struct Handler {
-    zones: ZonesHandle,
-    observer: Arc<dyn QueryObserver>,
+    pub(crate) zones: ZonesHandle,
+    pub(crate) observer: Arc<dyn QueryObserver>,
 }
 
 impl Handler {

@@ -1,7 +1,8 @@
 //! The UDP listener: one loop that reads queries in batches (`recvmmsg`), answers each with the
-//! same handler as TCP into buffers it keeps, and sends the answers in batches (`sendmmsg`), as
-//! Knot and NSD serve UDP. hickory-server's own UDP loop spawns a task per datagram and sends
-//! each answer through a channel to the socket, which cost more than the answers themselves.
+//! same handler as TCP into buffers it keeps (or from the answers it keeps, see [`cache`]), and
+//! sends the answers in batches (`sendmmsg`), as Knot and NSD serve UDP. hickory-server's own
+//! UDP loop spawns a task per datagram and sends each answer through a channel to the socket,
+//! which cost more than the answers themselves.
 //!
 //! What a client sees is what hickory-server's loop gives it: a datagram shorter than a header,
 //! a response, or one from an address that cannot be answered (port 0, unspecified, broadcast) is
@@ -14,7 +15,7 @@ use std::os::fd::AsRawFd;
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::Record;
+use hickory_proto::rr::{Record, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
 use hickory_server::net::NetError;
 use hickory_server::net::runtime::TokioTime;
@@ -27,6 +28,10 @@ use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
 use crate::server::{Handler, MAX_UDP_PAYLOAD};
+
+mod cache;
+
+use cache::AnswerCache;
 
 /// Datagrams read (and answers sent) per system call.
 const BATCH: usize = 32;
@@ -120,6 +125,7 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
     let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
     let mut to_send: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
     let out = Arc::new(Mutex::new(Vec::with_capacity(512)));
+    let mut cache = AnswerCache::default();
     loop {
         received.clear();
         let read = receive(&socket, &mut queries, &mut received).await;
@@ -128,6 +134,7 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
             continue;
         }
         to_send.clear();
+        cache.serving(handler.zones.load_full());
         for (slot, &(len, src)) in received.iter().enumerate() {
             let Some(query) = queries[slot].get(..len) else {
                 continue;
@@ -136,9 +143,17 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
                 debug!(%src, "a DNS query from an address that cannot be answered");
                 continue;
             }
-            if answer(&handler, query, src, &out).await {
+            if let Some(kept) = cache.answer(query, &mut answers[slot]) {
+                handler.observer.answered(kept.query_type, kept.code);
+                to_send.push((slot, src));
+                continue;
+            }
+            if let Some(keep) = answer(&handler, query, src, &out).await {
                 let mut answer = out.lock().unwrap_or_else(|p| p.into_inner());
                 std::mem::swap(&mut *answer, &mut answers[slot]);
+                if let Some((query_type, code)) = keep {
+                    cache.keep(query, &answers[slot], query_type, code);
+                }
                 to_send.push((slot, src));
             }
         }
@@ -148,18 +163,19 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
     }
 }
 
-/// Answers one query into `out`; false when it gets no answer.
+/// What the answer to a query is known by, when it may be kept: the query type and the code.
+type Keep = Option<(RecordType, ResponseCode)>;
+
+/// Answers one query into `out`; `None` when it gets no answer.
 async fn answer(
     handler: &Handler,
     query: &[u8],
     src: SocketAddr,
     out: &Arc<Mutex<Vec<u8>>>,
-) -> bool {
-    let Ok(header) = Header::read(&mut BinDecoder::new(query)) else {
-        return false;
-    };
+) -> Option<Keep> {
+    let header = Header::read(&mut BinDecoder::new(query)).ok()?;
     if header.metadata.message_type == MessageType::Response {
-        return false;
+        return None;
     }
     let request = match Request::from_bytes(query.to_vec(), src, Protocol::Udp) {
         Ok(request) => request,
@@ -167,7 +183,9 @@ async fn answer(
             debug!(%src, %error, "a DNS query that does not parse");
             let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
             out.clear();
-            return emit_header(&mut out, ResponseCode::FormErr, Some(&header.metadata)).is_ok();
+            return emit_header(&mut out, ResponseCode::FormErr, Some(&header.metadata))
+                .ok()
+                .map(|_| None);
         }
     };
     let responder = Responder {
@@ -179,10 +197,24 @@ async fn answer(
         },
     };
     out.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    handler
+    let info = handler
         .handle_request::<_, TokioTime>(&request, responder)
         .await;
-    !out.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    if out.lock().unwrap_or_else(|p| p.into_inner()).is_empty() {
+        return None;
+    }
+    // The same bytes get the same answer from the same zones, except where the sender (a
+    // transfer's access) or the time (a TSIG signature) has a say.
+    let keep = match request.queries.queries() {
+        [only]
+            if request.signature.is_none()
+                && !matches!(only.query_type(), RecordType::AXFR | RecordType::IXFR) =>
+        {
+            Some((only.query_type(), info.response_code))
+        }
+        _ => None,
+    };
+    Some(keep)
 }
 
 /// Waits for queries and reads as many as are waiting, up to a batch: their lengths and
