@@ -39,10 +39,21 @@ const TCP_QUEUE: usize = 256;
 /// Told of every query answered, for metrics.
 pub trait QueryObserver: Send + Sync + 'static {
     fn answered(&self, query_type: RecordType, response_code: ResponseCode);
+
+    /// What counts one more answer of this type and code, for answers given many times over
+    /// (those the UDP loop keeps): it skips the lookup `answered` makes.
+    fn counter(&self, query_type: RecordType, response_code: ResponseCode) -> Counter;
 }
+
+/// Counts one more answer of a given type and code.
+pub type Counter = Box<dyn Fn() + Send + Sync>;
 
 impl QueryObserver for () {
     fn answered(&self, _: RecordType, _: ResponseCode) {}
+
+    fn counter(&self, _: RecordType, _: ResponseCode) -> Counter {
+        Box::new(|| {})
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,14 @@
 use std::net::{Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gantry_dns::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use gantry_dns::proto::rr::rdata::A;
 use gantry_dns::proto::rr::{Name, RData, Record, RecordType};
-use gantry_dns::server::{DnsServer, ZonesHandle};
+use gantry_dns::server::{Counter, DnsServer, QueryObserver, ZonesHandle};
 use gantry_dns::{Soa, Zone, ZoneSpec, Zones};
 use tokio::net::UdpSocket;
 
@@ -47,6 +48,28 @@ async fn start(zones: &ZonesHandle) -> DnsServer {
     DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones.clone(), Arc::new(()))
         .await
         .unwrap()
+}
+
+/// Counts NOERROR answers to A questions, as the query metrics do.
+#[derive(Default)]
+struct Answered(Arc<AtomicU64>);
+
+impl QueryObserver for Answered {
+    fn answered(&self, query_type: RecordType, code: ResponseCode) {
+        if query_type == RecordType::A && code == ResponseCode::NoError {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn counter(&self, query_type: RecordType, code: ResponseCode) -> Counter {
+        let count = self.0.clone();
+        let counted = query_type == RecordType::A && code == ResponseCode::NoError;
+        Box::new(move || {
+            if counted {
+                count.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    }
 }
 
 fn query(id: u16, qname: &str) -> Vec<u8> {
@@ -151,4 +174,22 @@ async fn a_kept_answer_has_the_new_id_and_case_and_goes_when_the_zones_change() 
     let answer = ask(&socket, server.udp_addr, 11, "www.example.test.").await;
     assert_eq!(answer.metadata.id, 11);
     assert_eq!(address(&answer), Some(Ipv4Addr::new(192, 0, 2, 2)));
+}
+
+// Kept answers are counted as the others are: three answers to one question, three in the
+// query metrics.
+#[tokio::test]
+async fn kept_answers_are_counted() {
+    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(zones(1, 1)));
+    let answered = Answered::default();
+    let count = answered.0.clone();
+    let server = DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones, Arc::new(answered))
+        .await
+        .unwrap();
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for id in 1..=3 {
+        let answer = ask(&socket, server.udp_addr, id, "www.example.test.").await;
+        assert_eq!(address(&answer), Some(Ipv4Addr::new(192, 0, 2, 1)));
+    }
+    assert_eq!(count.load(Ordering::Relaxed), 3);
 }

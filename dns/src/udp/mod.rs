@@ -144,7 +144,7 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
                 continue;
             }
             if let Some(kept) = cache.answer(query, &mut answers[slot]) {
-                handler.observer.answered(kept.query_type, kept.code);
+                (kept.count)();
                 to_send.push((slot, src));
                 continue;
             }
@@ -152,7 +152,8 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
                 let mut answer = out.lock().unwrap_or_else(|p| p.into_inner());
                 std::mem::swap(&mut *answer, &mut answers[slot]);
                 if let Some((query_type, code)) = keep {
-                    cache.keep(query, &answers[slot], query_type, code);
+                    let count = handler.observer.counter(query_type, code);
+                    cache.keep(query, &answers[slot], count);
                 }
                 to_send.push((slot, src));
             }

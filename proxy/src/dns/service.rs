@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use gantry_dns::proto::op::ResponseCode;
 use gantry_dns::proto::rr::RecordType;
-use gantry_dns::server::{DnsServer, QueryObserver, ZonesHandle};
+use gantry_dns::server::{Counter, DnsServer, QueryObserver, ZonesHandle};
 use gantry_dns::{Zone, ZoneSpec, Zones};
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -245,6 +245,13 @@ impl QueryObserver for QueryCounter {
         self.0
             .with_label_values(&[&query_type.to_string(), &rcode_label(response_code)])
             .inc();
+    }
+
+    fn counter(&self, query_type: RecordType, response_code: ResponseCode) -> Counter {
+        let counter = self
+            .0
+            .with_label_values(&[&query_type.to_string(), &rcode_label(response_code)]);
+        Box::new(move || counter.inc())
     }
 }
 
