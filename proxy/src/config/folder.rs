@@ -6,9 +6,11 @@
 //! names start with `.` are skipped: editors' swap files, and the `..data` links of a mounted
 //! ConfigMap (whose visible files are followed instead).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -34,7 +36,10 @@ pub enum FolderError {
 #[derive(Debug)]
 pub struct FolderSource {
     root: PathBuf,
-    files: BTreeMap<PathBuf, LoadedFile>,
+    files: HashMap<PathBuf, LoadedFile>,
+    /// The files in the order the walk finds them (by name, directory by directory): of two
+    /// definitions of one object, the first in this order wins.
+    order: Vec<PathBuf>,
     /// Problems walking the folder itself (unreadable directories, link loops).
     walk_problems: Vec<Problem>,
 }
@@ -42,9 +47,43 @@ pub struct FolderSource {
 #[derive(Debug)]
 struct LoadedFile {
     path: Arc<Path>,
+    /// What the file looked like when read; `None` when it must be read again to be sure.
+    stamp: Option<FileStamp>,
     contents: Vec<u8>,
     objects: Vec<(ObjectRef, Object)>,
     problems: Vec<Problem>,
+}
+
+/// What tells a file's contents changed without reading them: its identity, size and times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileStamp {
+    device: u64,
+    inode: u64,
+    len: u64,
+    modified: (i64, i64),
+    changed: (i64, i64),
+}
+
+/// A file modified this recently may be written again within the file system's timestamp
+/// granularity without its stamp changing: it is read again next time ("racy" files, as git
+/// calls them).
+const RACY: Duration = Duration::from_secs(2);
+
+impl FileStamp {
+    fn of(path: &Path) -> Option<FileStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta.modified().ok()?;
+        let recent = SystemTime::now()
+            .duration_since(modified)
+            .map_or(true, |age| age < RACY);
+        (!recent).then(|| FileStamp {
+            device: meta.dev(),
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: (meta.mtime(), meta.mtime_nsec()),
+            changed: (meta.ctime(), meta.ctime_nsec()),
+        })
+    }
 }
 
 impl FolderSource {
@@ -61,7 +100,8 @@ impl FolderSource {
         }
         let mut source = FolderSource {
             root: root.to_owned(),
-            files: BTreeMap::new(),
+            files: HashMap::new(),
+            order: Vec::new(),
             walk_problems: Vec::new(),
         };
         source.rescan();
@@ -72,10 +112,11 @@ impl FolderSource {
         &self.root
     }
 
-    /// Reads the folder again, parsing only files whose contents changed. Returns whether
-    /// anything changed.
+    /// Reads the folder again, parsing only files whose contents changed (a file whose stamp is
+    /// unchanged is not even read). Returns whether anything changed.
     pub fn rescan(&mut self) -> bool {
         let mut previous = std::mem::take(&mut self.files);
+        let previous_order = std::mem::take(&mut self.order);
         let mut walk_problems = Vec::new();
         let mut changed = false;
         let mut to_parse = Vec::new();
@@ -97,13 +138,22 @@ impl FolderSource {
                 continue;
             }
             let path = entry.into_path();
-            let old = previous.remove(&path);
+            self.order.push(path.clone());
+            let mut old = previous.remove(&path);
+            let stamp = FileStamp::of(&path);
+            if stamp.is_some() && old.as_ref().is_some_and(|old| old.stamp == stamp) {
+                if let Some(old) = old.take() {
+                    self.files.insert(path, old);
+                }
+                continue;
+            }
             match std::fs::read(&path) {
                 Ok(bytes) => match old {
-                    Some(old) if old.contents == bytes => {
+                    Some(mut old) if old.contents == bytes => {
+                        old.stamp = stamp;
                         self.files.insert(path, old);
                     }
-                    old => to_parse.push((path, bytes, old)),
+                    old => to_parse.push((path, bytes, old, stamp)),
                 },
                 Err(error) => {
                     changed = true;
@@ -117,6 +167,8 @@ impl FolderSource {
         for loaded in parse_all(to_parse) {
             self.files.insert(loaded.path.to_path_buf(), loaded);
         }
+        // A file renamed or a folder reordered changes which copy of a duplicate wins.
+        changed |= self.order != previous_order;
         changed |= !previous.is_empty() || walk_problems != self.walk_problems;
         self.walk_problems = walk_problems;
         changed
@@ -128,7 +180,7 @@ impl FolderSource {
         let mut store = Store::default();
         let mut first_seen: HashMap<&ObjectRef, &Arc<Path>> = HashMap::new();
         store.problems.extend(self.walk_problems.iter().cloned());
-        for file in self.files.values() {
+        for file in self.order.iter().filter_map(|path| self.files.get(path)) {
             for (reference, object) in &file.objects {
                 if store.insert(reference, object.clone(), Some(file.path.clone())) {
                     first_seen.insert(reference, &file.path);
@@ -155,9 +207,13 @@ const FILES_PER_THREAD: usize = 64;
 
 /// Parses changed files, spread over the CPUs when there are many (a whole folder at start, or
 /// thousands of files written at once): files are independent, and parsing is most of a reload.
-fn parse_all(work: Vec<(PathBuf, Vec<u8>, Option<LoadedFile>)>) -> Vec<LoadedFile> {
-    let parse = |(path, bytes, old): (PathBuf, Vec<u8>, Option<LoadedFile>)| {
-        parse_file(Arc::from(path.as_path()), bytes, old)
+/// A changed file to parse: its path, contents, what it held before and its stamp.
+type ToParse = (PathBuf, Vec<u8>, Option<LoadedFile>, Option<FileStamp>);
+
+fn parse_all(work: Vec<ToParse>) -> Vec<LoadedFile> {
+    let parse = |(path, bytes, old, stamp): ToParse| LoadedFile {
+        stamp,
+        ..parse_file(Arc::from(path.as_path()), bytes, old)
     };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = cpus.min(work.len() / FILES_PER_THREAD).max(1);
@@ -227,6 +283,7 @@ fn parse_file(path: Arc<Path>, contents: Vec<u8>, previous: Option<LoadedFile>) 
     }
     LoadedFile {
         path: parser.path,
+        stamp: None,
         contents,
         objects: parser.objects,
         problems: parser.problems,
@@ -324,6 +381,7 @@ fn keep_previous(
     LoadedFile {
         problems: vec![Problem::file(Some(path.clone()), reason)],
         path,
+        stamp: None,
         contents,
         objects,
     }
@@ -431,6 +489,23 @@ items:
         std::fs::remove_file(dir.path().join("b.yaml")).unwrap();
         assert!(source.rescan());
         assert!(source.store().secrets.is_empty());
+    }
+
+    // A file is not read again while its stamp (inode, size, times) is unchanged; one written
+    // within the file system's timestamp granularity of being read could keep its stamp, so a
+    // recently written file is always read again.
+    #[test]
+    fn a_file_rewritten_at_once_with_the_same_size_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = |name: &str| {
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: a}}\n")
+        };
+        write(dir.path(), "s.yaml", &service("one"));
+        let mut source = FolderSource::open(dir.path()).unwrap();
+        write(dir.path(), "s.yaml", &service("two"));
+        assert!(source.rescan());
+        let names: Vec<String> = source.store().services.keys().map(|k| k.name.clone()).collect();
+        assert_eq!(names, ["two"]);
     }
 
     #[test]
