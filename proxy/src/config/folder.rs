@@ -504,7 +504,12 @@ items:
         let mut source = FolderSource::open(dir.path()).unwrap();
         write(dir.path(), "s.yaml", &service("two"));
         assert!(source.rescan());
-        let names: Vec<String> = source.store().services.keys().map(|k| k.name.clone()).collect();
+        let names: Vec<String> = source
+            .store()
+            .services
+            .keys()
+            .map(|k| k.name.clone())
+            .collect();
         assert_eq!(names, ["two"]);
     }
 
