@@ -3,45 +3,23 @@
 //! others.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::str::FromStr;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use gantry_dns::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
-use gantry_dns::proto::rr::rdata::A;
-use gantry_dns::proto::rr::{DNSClass, Name, RData, Record, RecordType};
+use gantry_dns::proto::rr::{DNSClass, RecordType};
 use gantry_dns::server::DnsServer;
-use gantry_dns::{Soa, Zone, ZoneSpec, Zones};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-fn name(s: &str) -> Name {
-    Name::from_str(s).unwrap()
-}
+mod support;
+
+use support::{name, small_zone};
 
 async fn start() -> DnsServer {
-    let (zone, _) = Zone::new(ZoneSpec {
-        origin: name("example.test."),
-        soa: Soa {
-            mname: name("ns.example.test."),
-            rname: name("hostmaster.example.test."),
-            serial: 1,
-            refresh: 3600,
-            retry: 600,
-            expire: 86400,
-            minimum: 60,
-            ttl: 300,
-        },
-        records: vec![Record::from_rdata(
-            name("www.example.test."),
-            300,
-            RData::A(A(Ipv4Addr::new(192, 0, 2, 1))),
-        )],
-        secondaries: Vec::new(),
-    });
-    let zones = Arc::new(ArcSwap::from_pointee(Zones::new([Arc::new(zone)])));
+    let zones = Arc::new(ArcSwap::from_pointee(small_zone(1, 1)));
     DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones, Arc::new(()))
         .await
         .unwrap()

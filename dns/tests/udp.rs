@@ -3,7 +3,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -11,38 +10,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use gantry_dns::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use gantry_dns::proto::rr::rdata::A;
-use gantry_dns::proto::rr::{Name, RData, Record, RecordType};
+use gantry_dns::proto::rr::{RData, RecordType};
 use gantry_dns::server::{Counter, DnsServer, QueryObserver, ZonesHandle};
-use gantry_dns::{Soa, Zone, ZoneSpec, Zones};
 use tokio::net::UdpSocket;
 
-fn name(s: &str) -> Name {
-    Name::from_str(s).unwrap()
-}
+mod support;
 
-/// example.test with www at 192.0.2.`last`, serial `serial`.
-fn zones(serial: u32, last: u8) -> Zones {
-    let (zone, _) = Zone::new(ZoneSpec {
-        origin: name("example.test."),
-        soa: Soa {
-            mname: name("ns.example.test."),
-            rname: name("hostmaster.example.test."),
-            serial,
-            refresh: 3600,
-            retry: 600,
-            expire: 86400,
-            minimum: 60,
-            ttl: 300,
-        },
-        records: vec![Record::from_rdata(
-            name("www.example.test."),
-            300,
-            RData::A(A(Ipv4Addr::new(192, 0, 2, last))),
-        )],
-        secondaries: Vec::new(),
-    });
-    Zones::new([Arc::new(zone)])
-}
+use support::{name, small_zone};
 
 async fn start(zones: &ZonesHandle) -> DnsServer {
     DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones.clone(), Arc::new(()))
@@ -119,7 +93,7 @@ fn address(answer: &Message) -> Option<Ipv4Addr> {
 async fn a_burst_from_many_clients_is_answered_each_to_its_sender() {
     const CLIENTS: u16 = 16;
     const EACH: u16 = 8;
-    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(zones(1, 1)));
+    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(small_zone(1, 1)));
     let server = start(&zones).await;
     let mut sockets = Vec::new();
     for client in 0..CLIENTS {
@@ -155,7 +129,7 @@ async fn a_burst_from_many_clients_is_answered_each_to_its_sender() {
 // the next query gets the new answer.
 #[tokio::test]
 async fn a_kept_answer_has_the_new_id_and_case_and_goes_when_the_zones_change() {
-    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(zones(1, 1)));
+    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(small_zone(1, 1)));
     let server = start(&zones).await;
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for id in [7, 8] {
@@ -170,7 +144,7 @@ async fn a_kept_answer_has_the_new_id_and_case_and_goes_when_the_zones_change() 
         assert_eq!(address(&answer), Some(Ipv4Addr::new(192, 0, 2, 1)));
     }
 
-    zones.store(Arc::new(self::zones(2, 2)));
+    zones.store(Arc::new(small_zone(2, 2)));
     let answer = ask(&socket, server.udp_addr, 11, "www.example.test.").await;
     assert_eq!(answer.metadata.id, 11);
     assert_eq!(address(&answer), Some(Ipv4Addr::new(192, 0, 2, 2)));
@@ -180,7 +154,7 @@ async fn a_kept_answer_has_the_new_id_and_case_and_goes_when_the_zones_change() 
 // query metrics.
 #[tokio::test]
 async fn kept_answers_are_counted() {
-    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(zones(1, 1)));
+    let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(small_zone(1, 1)));
     let answered = Answered::default();
     let count = answered.0.clone();
     let server = DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones, Arc::new(answered))
