@@ -25,7 +25,7 @@ use hickory_server::zone_handler::MessageResponse;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use crate::server::{Handler, MAX_UDP_PAYLOAD};
 
@@ -130,6 +130,15 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
         received.clear();
         let read = receive(&socket, &mut queries, &mut received).await;
         if let Err(error) = read {
+            // As hickory-server's loop: a socket that is gone for good ends it; any other error
+            // is one datagram's.
+            if matches!(
+                error.kind(),
+                io::ErrorKind::NotConnected | io::ErrorKind::ConnectionAborted
+            ) {
+                error!(%error, "the DNS UDP socket failed; UDP queries are no longer answered");
+                return;
+            }
             warn!(%error, "receiving DNS queries failed");
             continue;
         }
