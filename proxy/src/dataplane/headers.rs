@@ -24,6 +24,12 @@ pub fn request_host(req: &RequestHeader) -> Cow<'_, str> {
         .or_else(|| absolute_form_authority(req.raw_path()))
         .or_else(|| req.headers.get(HOST).and_then(|h| h.to_str().ok()))
         .unwrap_or("");
+    normalise_host(raw)
+}
+
+/// A request's authority as routing compares it: lower case, without port, trailing dot or
+/// user information.
+pub fn normalise_host(raw: &str) -> Cow<'_, str> {
     let host = strip_port(raw);
     let host = host.strip_suffix('.').unwrap_or(host);
     let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
@@ -181,17 +187,36 @@ impl RequestIds {
     }
 
     pub fn next(&self) -> HeaderValue {
+        HeaderValue::from_bytes(&self.next_bytes()).unwrap_or(HeaderValue::from_static("0"))
+    }
+
+    /// The next id's digits, without allocating.
+    pub fn next_bytes(&self) -> [u8; 32] {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let id = format!("{:016x}{n:016x}", self.prefix);
-        HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+        let mut id = [0u8; 32];
+        for (i, digit) in id.iter_mut().enumerate() {
+            let word = if i < 16 { self.prefix } else { n };
+            let shift = 60 - 4 * (i % 16);
+            *digit = HEX[((word >> shift) & 0xf) as usize];
+        }
+        id
     }
 }
+
+/// Longest request id a client may send and have kept.
+pub const MOST_REQUEST_ID_BYTES: usize = 128;
 
 /// An id a client sent is kept when it looks like one (short, visible ASCII), so that a trace
 /// started before Gantry continues through it.
 pub fn acceptable_request_id(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
-    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+    acceptable_request_id_bytes(value.as_bytes())
+}
+
+pub fn acceptable_request_id_bytes(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && bytes.len() <= MOST_REQUEST_ID_BYTES
+        && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
 #[cfg(test)]
@@ -216,6 +241,13 @@ mod tests {
             "a.example.com"
         );
         assert_eq!(host_of("/", None), "");
+    }
+
+    #[test]
+    fn request_ids_are_the_prefix_then_the_counter_in_hex() {
+        let ids = RequestIds::new(0x0123_4567_89ab_cdef);
+        assert_eq!(ids.next(), "0123456789abcdef0000000000000000");
+        assert_eq!(&ids.next_bytes(), b"0123456789abcdef0000000000000001");
     }
 
     #[test]

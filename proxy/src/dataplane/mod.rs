@@ -6,6 +6,7 @@ mod answers;
 mod cert_resolver;
 mod connections;
 mod failure;
+mod h1;
 pub mod headers;
 mod plugins;
 mod proxy;
@@ -17,18 +18,19 @@ use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::proxy::{HttpProxy, http_proxy};
+use pingora::proxy::http_proxy;
 use pingora::server::configuration::ServerConf;
 use pingora::services::listening::Service;
 use rustls::sign::CertifiedKey;
 
 pub use cert_resolver::SniResolver;
 pub use connections::CountedApp;
+pub use h1::H1App;
 pub use proxy::{EdgeProxy, Shared};
 pub use tls::TlsApp;
 
 /// The proxy service, wrapped to count connections.
-pub type ProxyService = Service<TlsApp<CountedApp<HttpProxy<EdgeProxy>>>>;
+pub type ProxyService = Service<TlsApp<CountedApp<H1App>>>;
 
 /// Where the proxy listens.
 pub struct Listeners<'a> {
@@ -50,7 +52,8 @@ pub fn proxy_service(
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     proxy.server_options = Some(options);
-    let app = CountedApp::new(proxy, shared.metrics.open_connections.clone());
+    let app = H1App::new(proxy, shared.clone(), listeners.https.port());
+    let app = CountedApp::new(app, shared.metrics.open_connections.clone());
     let resolver = Arc::new(SniResolver::new(
         shared.snapshots.clone(),
         shared.acme.clone(),

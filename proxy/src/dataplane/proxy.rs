@@ -51,7 +51,7 @@ pub struct Shared {
 }
 
 /// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).
-const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
+pub(super) const ACME_CHALLENGE_PATH: &str = "/.well-known/acme-challenge/";
 
 /// The proxy, for both listeners.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ mod deploy;
 mod dns;
 mod dns_publish;
 mod dns_transfer;
+mod http1_relay;
 mod idle;
 mod kube;
 mod kube_events;

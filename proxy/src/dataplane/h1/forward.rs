@@ -1,0 +1,583 @@
+//! One fast-path request: an endpoint chosen and connected (or a pooled connection taken), the
+//! request head sent, the response relayed to the client; failures answered, retried and
+//! counted as Pingora's phases do (`fail_to_connect`, `error_while_proxy`, `fail_to_proxy`), and
+//! the request logged and counted.
+
+use std::io::ErrorKind;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pingora::protocols::Stream;
+use pingora::protocols::http::date::get_cached_date;
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::{BError, Error, ErrorSource, ErrorType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::chunked::{ChunkedEnd, ChunkedError};
+use super::response::{self, Framing, Ours};
+use super::{H1App, Request, Work, pool};
+use crate::dataplane::proxy::{RequestCtx, next_endpoint};
+use crate::dataplane::{access_log, failure};
+use pingora::proxy::ProxyHttp;
+
+/// A response head longer than this is refused (502), as Pingora's client refuses one.
+const MOST_RESPONSE_HEAD_BYTES: usize = 1024 * 1024;
+/// Reads from the upstream are this large at least.
+const READ_SIZE: usize = 16 * 1024;
+/// Most times a request moves on from a pooled connection the upstream had closed.
+const MOST_STALE_RETRIES: usize = 3;
+
+/// How the exchange with one upstream connection failed.
+struct Failure {
+    error: BError,
+    /// The upstream sent nothing before the failure: on a pooled connection it had probably
+    /// closed it, and the request may go again.
+    upstream_silent: bool,
+    /// The response head (or part of the response) reached the client: it cannot be replaced by
+    /// an error answer.
+    started: bool,
+    status: u16,
+    body_bytes: usize,
+}
+
+impl Failure {
+    fn before(error: BError) -> Self {
+        Failure {
+            error,
+            upstream_silent: false,
+            started: false,
+            status: 0,
+            body_bytes: 0,
+        }
+    }
+}
+
+/// A response relayed in full.
+struct Sent {
+    status: u16,
+    body_bytes: usize,
+}
+
+/// Forwards the request; `true` when the client's connection can carry another.
+pub(super) async fn forward(
+    app: &H1App,
+    client: &mut Stream,
+    req: &Request,
+    work: &mut Work,
+    keep_alive: bool,
+    peer: Option<&PeerAddr>,
+) -> bool {
+    let edge = &app.edge;
+    let mut ctx: RequestCtx = edge.new_ctx();
+    ctx.start = req.start;
+    ctx.route = Some(req.route.clone());
+    let timeouts = req.route.timeouts;
+    let mut stale = 0;
+    let result = loop {
+        let addr = match next_endpoint(&app.shared().resolver, &req.group, &mut ctx).await {
+            Ok(addr) => addr,
+            Err(e) => break Err(Failure::before(e)),
+        };
+        let (upstream, pooled) = match pool::take(addr) {
+            Some(upstream) => (upstream, true),
+            None => match connect(addr, timeouts.connect).await {
+                Ok(upstream) => (upstream, false),
+                Err(e) => {
+                    edge.count_upstream_error(&ctx, &e);
+                    if ctx.attempts.may_retry(&req.group) {
+                        continue;
+                    }
+                    break Err(Failure::before(e));
+                }
+            },
+        };
+        match exchange(client, upstream, addr, req, work, timeouts.read, keep_alive).await {
+            Ok(sent) => break Ok(sent),
+            Err(failure) if pooled && failure.upstream_silent && stale < MOST_STALE_RETRIES => {
+                stale += 1;
+            }
+            Err(failure) => {
+                if failure.error.esource() == &ErrorSource::Upstream {
+                    edge.count_upstream_error(&ctx, &failure.error);
+                }
+                break Err(failure);
+            }
+        }
+    };
+
+    let (status, body_bytes, kept, error) = match result {
+        Ok(sent) => (sent.status, sent.body_bytes, keep_alive, None),
+        Err(failure) if !failure.started => {
+            let status = failure::status(&failure.error);
+            if status > 0 {
+                answer_error(
+                    client,
+                    req.head_only,
+                    status,
+                    &work.request_id,
+                    &mut work.relay,
+                )
+                .await;
+            }
+            (status, 0, false, Some(failure.error))
+        }
+        Err(failure) => (
+            failure.status,
+            failure.body_bytes,
+            false,
+            Some(failure.error),
+        ),
+    };
+    let elapsed = req.start.elapsed();
+    let metrics = &app.shared().metrics;
+    req.route
+        .metrics
+        .get_or_init(|| metrics.route(&req.route.name))
+        .observe(status, elapsed);
+    if let Some(log) = &req.log {
+        access_log::write_entry(&access_log::Entry {
+            client: peer,
+            method: &log.method,
+            host: &log.host,
+            path: &log.path,
+            version: http::Version::HTTP_11,
+            tls: client.get_ssl_digest().is_some(),
+            status,
+            elapsed,
+            bytes_sent: body_bytes,
+            route: &req.route.name,
+            upstream: ctx.upstream,
+            request_id: std::str::from_utf8(&work.request_id).unwrap_or(""),
+            note: ctx.note.as_deref().unwrap_or(""),
+            error: error.as_deref(),
+        });
+    }
+    kept
+}
+
+/// Connects to an endpoint within the route's connect timeout.
+async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, BError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            let kind = match e.kind() {
+                ErrorKind::ConnectionRefused => ErrorType::ConnectRefused,
+                ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => {
+                    ErrorType::ConnectNoRoute
+                }
+                _ => ErrorType::ConnectError,
+            };
+            return Err(Error::because(kind, format!("connecting to {addr}"), e).into_up());
+        }
+        Err(_) => {
+            return Err(Error::explain(
+                ErrorType::ConnectTimedout,
+                format!("connecting to {addr}: no answer within {timeout:?}"),
+            )
+            .into_up());
+        }
+    };
+    // Heads are written whole; there is nothing to gain from Nagle's delay.
+    stream.set_nodelay(true).ok();
+    Ok(stream)
+}
+
+/// An upstream read or write within the route's read timeout.
+async fn timed<T>(
+    limit: Duration,
+    what: &'static str,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, BError> {
+    match tokio::time::timeout(limit, io).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            let kind = if what.starts_with("writing") {
+                ErrorType::WriteError
+            } else {
+                ErrorType::ReadError
+            };
+            Err(Error::because(kind, what, e).into_up())
+        }
+        Err(_) => {
+            let kind = if what.starts_with("writing") {
+                ErrorType::WriteTimedout
+            } else {
+                ErrorType::ReadTimedout
+            };
+            Err(Error::explain(kind, format!("{what}: no progress within {limit:?}")).into_up())
+        }
+    }
+}
+
+/// A write to the client; its failure is the client's (nothing is answered, nothing counted).
+async fn to_client(client: &mut Stream, bytes: &[u8]) -> Result<(), BError> {
+    client
+        .write_all(bytes)
+        .await
+        .map_err(|e| Error::because(ErrorType::WriteError, "writing to the client", e).into_down())
+}
+
+async fn flush_client(client: &mut Stream) -> Result<(), BError> {
+    client
+        .flush()
+        .await
+        .map_err(|e| Error::because(ErrorType::WriteError, "writing to the client", e).into_down())
+}
+
+/// Sends the request on one upstream connection and relays the response.
+async fn exchange(
+    client: &mut Stream,
+    mut upstream: TcpStream,
+    addr: SocketAddr,
+    req: &Request,
+    work: &mut Work,
+    read_timeout: Duration,
+    keep_alive: bool,
+) -> Result<Sent, Failure> {
+    let silent = |error| Failure {
+        error,
+        upstream_silent: true,
+        started: false,
+        status: 0,
+        body_bytes: 0,
+    };
+    let broken = |error| Failure {
+        error,
+        upstream_silent: false,
+        started: false,
+        status: 0,
+        body_bytes: 0,
+    };
+    timed(
+        read_timeout,
+        "writing the request head",
+        upstream.write_all(&work.upstream_head),
+    )
+    .await
+    .map_err(|e| {
+        // A pooled connection the upstream closed may take the write and fail it at once.
+        if e.etype() == &ErrorType::WriteError {
+            silent(e)
+        } else {
+            broken(e)
+        }
+    })?;
+
+    let date = get_cached_date();
+    let ours = Ours {
+        head_request: req.head_only,
+        request_id: &work.request_id,
+        keep_alive,
+        date: date.as_bytes(),
+    };
+    let upstream_buf = &mut work.upstream;
+    upstream_buf.clear();
+    let mut heard = false;
+    let relayed = loop {
+        if !upstream_buf.is_empty() {
+            match response::relay_head(upstream_buf, &ours, &mut work.relay) {
+                Ok(Some(relayed)) if (100..200).contains(&relayed.status) => {
+                    upstream_buf.advance(relayed.len);
+                    to_client(client, &work.relay).await.map_err(broken)?;
+                    flush_client(client).await.map_err(broken)?;
+                    continue;
+                }
+                Ok(Some(relayed)) => break relayed,
+                Ok(None) if upstream_buf.len() > MOST_RESPONSE_HEAD_BYTES => {
+                    return Err(broken(
+                        Error::explain(ErrorType::InvalidHTTPHeader, "response head too long")
+                            .into_up(),
+                    ));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(broken(
+                        Error::because(ErrorType::InvalidHTTPHeader, "upstream response", e)
+                            .into_up(),
+                    ));
+                }
+            }
+        }
+        upstream_buf.reserve(READ_SIZE);
+        let read = timed(
+            read_timeout,
+            "reading the response head",
+            upstream.read_buf(upstream_buf),
+        )
+        .await;
+        match read {
+            Ok(0) if !heard => {
+                return Err(silent(
+                    Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "upstream closed before responding",
+                    )
+                    .into_up(),
+                ));
+            }
+            Ok(0) => {
+                return Err(broken(
+                    Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "upstream closed within the response head",
+                    )
+                    .into_up(),
+                ));
+            }
+            Ok(_) => heard = true,
+            Err(e) if !heard && e.etype() == &ErrorType::ReadError => return Err(silent(e)),
+            Err(e) => return Err(broken(e)),
+        }
+    };
+    upstream_buf.advance(relayed.len);
+
+    let mut relay = Relay {
+        client,
+        status: relayed.status,
+        body_bytes: 0,
+    };
+    let complete = relay
+        .body(
+            &mut upstream,
+            relayed.framing,
+            &mut work.relay,
+            upstream_buf,
+            read_timeout,
+        )
+        .await?;
+    if complete && relayed.reusable {
+        pool::put(addr, upstream);
+    }
+    Ok(Sent {
+        status: relay.status,
+        body_bytes: relay.body_bytes,
+    })
+}
+
+/// The response on its way to the client, once its head is known.
+struct Relay<'c> {
+    client: &'c mut Stream,
+    status: u16,
+    body_bytes: usize,
+}
+
+impl Relay<'_> {
+    fn failed(&self, error: BError) -> Failure {
+        Failure {
+            error,
+            upstream_silent: false,
+            started: true,
+            status: self.status,
+            body_bytes: self.body_bytes,
+        }
+    }
+
+    /// Sends the head (in `head`) and the body; `Ok(true)` when the upstream's message ended
+    /// exactly, so its connection can be used again.
+    async fn body(
+        &mut self,
+        upstream: &mut TcpStream,
+        framing: Framing,
+        head: &mut Vec<u8>,
+        buf: &mut BytesMut,
+        read_timeout: Duration,
+    ) -> Result<bool, Failure> {
+        match framing {
+            Framing::Empty => {
+                self.send(head).await?;
+                Ok(buf.is_empty())
+            }
+            Framing::Length(length) => {
+                self.delimited(Delimiter::Length(length), upstream, head, buf, read_timeout)
+                    .await
+            }
+            Framing::Chunked => {
+                let delimiter = Delimiter::Chunked(ChunkedEnd::default());
+                self.delimited(delimiter, upstream, head, buf, read_timeout)
+                    .await
+            }
+            Framing::UntilClose => {
+                let first = std::mem::take(buf);
+                chunk(head, &first);
+                self.body_bytes += first.len();
+                *buf = first;
+                self.send(head).await?;
+                loop {
+                    let n = self.read_some(upstream, buf, read_timeout).await?;
+                    head.clear();
+                    if n == 0 {
+                        head.extend_from_slice(b"0\r\n\r\n");
+                        self.send(head).await?;
+                        return Ok(false);
+                    }
+                    chunk(head, buf);
+                    self.body_bytes += n;
+                    self.send(head).await?;
+                }
+            }
+        }
+    }
+
+    /// A body whose end its framing tells: sent as it comes, up to that end. `Ok(true)` when
+    /// the upstream sent nothing past it.
+    async fn delimited(
+        &mut self,
+        mut delimiter: Delimiter,
+        upstream: &mut TcpStream,
+        head: &mut Vec<u8>,
+        buf: &mut BytesMut,
+        read_timeout: Duration,
+    ) -> Result<bool, Failure> {
+        let mut part = |buf: &BytesMut, this: &mut Self| {
+            let (part, ended) = delimiter.feed(buf).map_err(|e| this.framing_error(e))?;
+            this.body_bytes += part;
+            Ok::<_, Failure>((part, ended, buf.len() == part))
+        };
+        let (first, mut ended, mut exact) = part(buf, self)?;
+        head.extend_from_slice(&buf[..first]);
+        self.send(head).await?;
+        while !ended {
+            if self.read_some(upstream, buf, read_timeout).await? == 0 {
+                return Err(self.failed(
+                    Error::explain(
+                        ErrorType::ConnectionClosed,
+                        "upstream closed within the body",
+                    )
+                    .into_up(),
+                ));
+            }
+            let next;
+            (next, ended, exact) = part(buf, self)?;
+            self.send(&buf[..next]).await?;
+        }
+        Ok(exact)
+    }
+
+    /// The next bytes of the body, in place of those in `buf`; 0 when the upstream closed.
+    async fn read_some(
+        &self,
+        upstream: &mut TcpStream,
+        buf: &mut BytesMut,
+        read_timeout: Duration,
+    ) -> Result<usize, Failure> {
+        buf.clear();
+        buf.reserve(READ_SIZE);
+        timed(
+            read_timeout,
+            "reading the response body",
+            upstream.read_buf(buf),
+        )
+        .await
+        .map_err(|e| self.failed(e))
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Failure> {
+        to_client(self.client, bytes)
+            .await
+            .map_err(|e| self.failed(e))?;
+        flush_client(self.client).await.map_err(|e| self.failed(e))
+    }
+
+    fn framing_error(&self, e: ChunkedError) -> Failure {
+        self.failed(
+            Error::because(ErrorType::InvalidHTTPHeader, "upstream response body", e).into_up(),
+        )
+    }
+}
+
+/// Where a body with a known end stops.
+enum Delimiter {
+    /// Bytes still to come.
+    Length(u64),
+    Chunked(ChunkedEnd),
+}
+
+impl Delimiter {
+    /// How many of `bytes` belong to the body, and whether it has ended.
+    fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ChunkedError> {
+        match self {
+            Delimiter::Length(left) => {
+                let part = take(bytes.len(), left);
+                Ok((part, *left == 0))
+            }
+            Delimiter::Chunked(end) => end.feed(bytes),
+        }
+    }
+}
+
+/// How much of `available` bytes belong to a body with `left` still to come; counts them off.
+fn take(available: usize, left: &mut u64) -> usize {
+    let part = usize::try_from(*left).unwrap_or(usize::MAX).min(available);
+    *left -= part as u64;
+    part
+}
+
+/// Appends `data` to `out` as one chunk (nothing for no data, which would end the body).
+fn chunk(out: &mut Vec<u8>, data: &[u8]) {
+    if data.is_empty() {
+        return;
+    }
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{:x}\r\n", data.len());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Gantry's answer for a request it could not proxy, as `fail_to_proxy` gives it: the status's
+/// short text, the request id, and the connection closed after it.
+async fn answer_error(
+    client: &mut Stream,
+    head_only: bool,
+    status: u16,
+    request_id: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let text = failure::text(status);
+    let reason = http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    out.clear();
+    use std::io::Write;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\nx-request-id: ",
+        text.len()
+    );
+    out.extend_from_slice(request_id);
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(get_cached_date().as_bytes());
+    out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+    if !head_only {
+        out.extend_from_slice(text.as_bytes());
+    }
+    if to_client(client, out).await.is_ok() {
+        let _ = flush_client(client).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_counts_off_what_belongs_to_the_body() {
+        let mut left = 10;
+        assert_eq!(take(4, &mut left), 4);
+        assert_eq!(take(100, &mut left), 6);
+        assert_eq!(left, 0);
+        assert_eq!(take(5, &mut left), 0);
+    }
+
+    #[test]
+    fn chunks_are_framed_in_hex() {
+        let mut out = Vec::new();
+        chunk(&mut out, &[b'x'; 26]);
+        chunk(&mut out, b"");
+        assert_eq!(out, b"1a\r\nxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n");
+    }
+}

@@ -1,0 +1,318 @@
+//! Gantry's own HTTP/1.1 request path, beneath Pingora's `ProxyHttp` phases.
+//!
+//! Every connection on both listeners comes here first. HTTP/2 (by ALPN, or h2c by its preface)
+//! goes straight to Pingora's proxy. An HTTP/1.1 connection is read by the loop below: each
+//! request head is parsed in place, and a plain one (a bodiless GET or HEAD to a route that
+//! proxies to HTTP/1.1 endpoints, without plugins or a redirect to answer) is forwarded by
+//! [`forward`]: its head written to a pooled upstream connection with the forwarding fields,
+//! the response head relayed with Gantry's fields and the body copied as it comes, with no
+//! per-request session, header maps or tasks. Every other request is handed, as the bytes read
+//! so far, to Pingora's proxy on the same connection, whose phases serve it exactly as before;
+//! when it is done the connection comes back here for the next request.
+//!
+//! bench/README.md ("A request path of Gantry's own") has what this saves and where the time
+//! goes now.
+
+mod chunked;
+mod forward;
+mod pool;
+mod request;
+mod response;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use pingora::apps::{HttpServerApp, ServerApp};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::{ALPN, Stream};
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::debug;
+
+use super::headers;
+use super::proxy::{ACME_CHALLENGE_PATH, EdgeProxy, Shared};
+use crate::snapshot::{Action, Route, UpstreamGroup, UpstreamProtocol};
+use request::Parse;
+
+/// The HTTP/2 connection preface (RFC 9113 section 3.4), which starts an h2c connection.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// How long a client's connection may wait for its next request, and for each read of a head.
+const KEEPALIVE: Duration = Duration::from_secs(60);
+/// The first read of a request, into the stack.
+const FIRST_READ: usize = 2048;
+/// A head longer than this is left to Pingora's path, which has its own limit.
+const MOST_HEAD_BYTES: usize = 16 * 1024;
+
+/// The listeners' app: Gantry's HTTP/1.1 path in front of Pingora's proxy.
+pub struct H1App {
+    proxy: Arc<HttpProxy<EdgeProxy>>,
+    /// The phases' state, for what both paths share: the Snapshot, metrics, request ids.
+    edge: EdgeProxy,
+}
+
+impl H1App {
+    pub fn new(proxy: HttpProxy<EdgeProxy>, shared: Shared, https_port: u16) -> Self {
+        H1App {
+            proxy: Arc::new(proxy),
+            edge: EdgeProxy::new(shared, https_port),
+        }
+    }
+
+    fn shared(&self) -> &Shared {
+        &self.edge.shared
+    }
+}
+
+#[async_trait]
+impl ServerApp for H1App {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if stream.get_ssl_digest().is_some() {
+            if !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
+                return self.proxy.process_new(stream, shutdown).await;
+            }
+        } else {
+            // Pingora's own test for h2c, which keeps the bytes for whoever reads next.
+            let mut preface = [0u8; H2_PREFACE.len()];
+            match stream.try_peek(&mut preface).await {
+                Ok(true) if preface == *H2_PREFACE => {
+                    return self.proxy.process_new(stream, shutdown).await;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!("read error while peeking for an h2c preface: {e}");
+                    return None;
+                }
+            }
+        }
+        serve(self, stream, shutdown).await;
+        None
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.cleanup().await;
+    }
+}
+
+/// The buffers one request works in. They belong to the request, not the connection: taken from
+/// the thread's spares when a request arrives and given back when it is done, so that a
+/// connection waiting for its next request holds none.
+#[derive(Default)]
+struct Work {
+    /// The upstream's request head.
+    upstream_head: Vec<u8>,
+    /// What the upstream sent.
+    upstream: BytesMut,
+    /// The client's response head (and the body's first bytes, sent with it).
+    relay: Vec<u8>,
+    /// The request's id: the client's if acceptable, else a new one.
+    request_id: Vec<u8>,
+}
+
+/// Spare work buffers kept per thread, at most this many.
+const MOST_SPARE_WORK: usize = 64;
+/// Buffers grown past this by a large response are not kept.
+const MOST_KEPT_CAPACITY: usize = 64 * 1024;
+
+thread_local! {
+    static SPARE_WORK: std::cell::RefCell<Vec<Work>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+impl Work {
+    fn take() -> Work {
+        SPARE_WORK.with_borrow_mut(Vec::pop).unwrap_or_default()
+    }
+
+    fn give_back(self) {
+        if self.upstream.capacity() > MOST_KEPT_CAPACITY
+            || self.relay.capacity() > MOST_KEPT_CAPACITY
+        {
+            return;
+        }
+        SPARE_WORK.with_borrow_mut(|spare| {
+            if spare.len() < MOST_SPARE_WORK {
+                spare.push(self);
+            }
+        });
+    }
+}
+
+/// A request the fast path forwards.
+struct Request {
+    /// Bytes the head took in the client's buffer.
+    head_len: usize,
+    start: Instant,
+    head_only: bool,
+    close: bool,
+    route: Arc<Route>,
+    group: Arc<UpstreamGroup>,
+    /// What the access log says of the request, kept only when the log is on.
+    log: Option<LogHead>,
+}
+
+struct LogHead {
+    method: String,
+    host: String,
+    path: String,
+}
+
+enum Planned {
+    Partial,
+    Fast(Request),
+    Elsewhere,
+}
+
+/// The client connection's loop: one request after another until the client or Gantry closes.
+async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
+    let mut shutdown = shutdown.clone();
+    let peer = stream
+        .get_socket_digest()
+        .and_then(|d| d.peer_addr().cloned());
+    let client_ip = peer.as_ref().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let tls = stream.get_ssl_digest().is_some();
+    // What the client sent and is not yet handled.
+    let mut received = BytesMut::new();
+    loop {
+        if received.is_empty() && !read_more(&mut stream, &mut received, &mut shutdown).await {
+            return;
+        }
+        let mut work = Work::take();
+        let planned = loop {
+            match plan(app, &received, client_ip, tls, &mut work) {
+                Planned::Partial if received.len() > MOST_HEAD_BYTES => break Planned::Elsewhere,
+                Planned::Partial => {}
+                planned => break planned,
+            }
+            if !read_more(&mut stream, &mut received, &mut shutdown).await {
+                return;
+            }
+        };
+        match planned {
+            Planned::Fast(request) => {
+                received.advance(request.head_len);
+                let keep_alive = !request.close && !*shutdown.borrow();
+                let kept = forward::forward(
+                    app,
+                    &mut stream,
+                    &request,
+                    &mut work,
+                    keep_alive,
+                    peer.as_ref(),
+                )
+                .await;
+                work.give_back();
+                if !kept {
+                    stream.shutdown().await.ok();
+                    return;
+                }
+                if received.is_empty() {
+                    // Nothing pipelined: the buffer goes, and the wait reads into the stack.
+                    received = BytesMut::new();
+                }
+            }
+            Planned::Partial | Planned::Elsewhere => {
+                work.give_back();
+                let mut session = ServerSession::new_http1(stream);
+                session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+                session.set_pipelined_prefix(std::mem::take(&mut received));
+                let Some(reused) = app.proxy.process_new_http(session, &shutdown).await else {
+                    return;
+                };
+                stream = reused.consume().0;
+            }
+        }
+    }
+}
+
+/// Reads the client's next bytes: `false` when the connection is done (closed, idle too long,
+/// broken, or Gantry shutting down while it waits between requests).
+///
+/// Between requests the wait reads into the task's own stack, so that a connection that is only
+/// waiting holds no buffer (the first bytes are copied out once they came); most request heads
+/// fit in one such read, and a longer one is read on into the connection's buffer.
+async fn read_more(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> bool {
+    if buf.is_empty() {
+        let mut first = [0u8; FIRST_READ];
+        let read = tokio::time::timeout(KEEPALIVE, stream.read(&mut first));
+        let n = tokio::select! {
+            read = read => match read {
+                Ok(Ok(n)) if n > 0 => n,
+                _ => return false,
+            },
+            _ = shutdown.changed() => return false,
+        };
+        buf.extend_from_slice(&first[..n]);
+        return true;
+    }
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(4096);
+    }
+    let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)).await;
+    matches!(read, Ok(Ok(n)) if n > 0)
+}
+
+/// Parses the head at the start of `buf` and decides which path serves it; for the fast path,
+/// sets the request id and writes the upstream's request head in `work`.
+fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut Work) -> Planned {
+    let mut slots = request::header_slots();
+    let head = match request::parse(buf, &mut slots) {
+        Parse::Partial => return Planned::Partial,
+        Parse::Elsewhere => return Planned::Elsewhere,
+        Parse::Head(head) => head,
+    };
+    if head.path().starts_with(ACME_CHALLENGE_PATH) {
+        return Planned::Elsewhere;
+    }
+    let shared = app.shared();
+    let snapshot = shared.snapshots.load();
+    let host = headers::normalise_host(head.host);
+    let Some(route) = snapshot.router.route(&host, head.path()) else {
+        return Planned::Elsewhere;
+    };
+    if route.plugins.is_some() || (route.https_redirect && !tls) {
+        return Planned::Elsewhere;
+    }
+    let Action::Proxy(group) = &route.action else {
+        return Planned::Elsewhere;
+    };
+    if group.endpoint_count() == 0 || group.protocol != UpstreamProtocol::Http1 {
+        return Planned::Elsewhere;
+    }
+    work.request_id.clear();
+    match head.request_id {
+        Some(id) if headers::acceptable_request_id_bytes(id) => {
+            work.request_id.extend_from_slice(id);
+        }
+        _ => work
+            .request_id
+            .extend_from_slice(&shared.request_ids.next_bytes()),
+    }
+    request::write_upstream(
+        &head,
+        client,
+        tls,
+        &work.request_id,
+        &mut work.upstream_head,
+    );
+    let log = shared.access_log.then(|| LogHead {
+        method: head.method.to_owned(),
+        host: host.into_owned(),
+        path: head.target.to_owned(),
+    });
+    Planned::Fast(Request {
+        head_len: head.len,
+        start: Instant::now(),
+        head_only: head.head_only(),
+        close: head.close,
+        route: route.clone(),
+        group: group.clone(),
+        log,
+    })
+}
