@@ -70,7 +70,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             debug!("a connection on the HTTPS listener is not a plain socket");
             return None;
         };
-        let tls = match self.acceptor.tls_handshake(*l4).await {
+        // Boxed: the handshake's state is large and needed only until it is done, and a future
+        // holds room for its largest state for as long as it lives (the whole connection).
+        let tls = match Box::pin(self.acceptor.tls_handshake(*l4)).await {
             Ok(tls) => tls,
             Err(e) => {
                 debug!("TLS handshake failed: {e}");

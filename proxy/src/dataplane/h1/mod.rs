@@ -198,14 +198,16 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
             Planned::Fast(request) => {
                 received.advance(request.head_len);
                 let keep_alive = !request.close && !*shutdown.borrow();
-                let kept = forward::forward(
+                // Boxed: the forwarding's state is needed only while a request is under way,
+                // and this loop's future is held by the connection for as long as it is open.
+                let kept = Box::pin(forward::forward(
                     app,
                     &mut stream,
                     &request,
                     &mut work,
                     keep_alive,
                     peer.as_ref(),
-                )
+                ))
                 .await;
                 work.give_back();
                 if !kept {
