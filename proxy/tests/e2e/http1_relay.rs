@@ -1,9 +1,10 @@
 //! HTTP/1.1 relaying as a keep-alive client sees it, whichever of Gantry's two request paths
-//! serves a request (plain GETs and HEADs take Gantry's own; bodies, upgrades and plugins take
-//! Pingora's phases): every way an upstream may frame its body (RFC 9112 section 6.3) reaches
+//! serves a request (plain requests, bodies with a length included, take Gantry's own; chunked
+//! bodies, upgrades and plugins take Pingora's phases): every way an upstream may frame its body (RFC 9112 section 6.3) reaches
 //! the client whole on a connection that stays open, informational heads are passed on, pooled
-//! upstream connections the upstream has closed cost no request, pipelined requests are answered
-//! in order, and requests of both paths share one client connection.
+//! upstream connections the upstream has closed cost no request, request bodies arrive whole,
+//! pipelined requests (after a body too) are answered in order, and requests of both paths share
+//! one client connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -57,14 +58,29 @@ async fn send(
     path: &str,
     body: &str,
 ) -> Answer {
+    send_with(sender, method, host, path, &[], body).await
+}
+
+async fn send_with(
+    sender: &mut SendRequest<Full<Bytes>>,
+    method: &str,
+    host: &str,
+    path: &str,
+    fields: &[(&str, &str)],
+    body: &str,
+) -> Answer {
     sender
         .ready()
         .await
         .expect("Gantry kept the connection open");
-    let request = hyper::Request::builder()
+    let mut request = hyper::Request::builder()
         .method(method)
         .uri(path)
-        .header("host", host)
+        .header("host", host);
+    for (name, value) in fields {
+        request = request.header(*name, *value);
+    }
+    let request = request
         .body(Full::new(Bytes::from(body.to_owned())))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
@@ -227,18 +243,65 @@ async fn pipelined_requests_are_answered_in_order() {
 async fn requests_of_both_paths_share_one_client_connection() {
     let echo = upstream::echo("echo").await;
     let (_config, _gantry, mut client) = through_gantry(echo.addr, "mixed.test").await;
+    let large = "0123456789abcdef".repeat(64 * 1024);
     for round in 0..3 {
         let get = send(&mut client, "GET", "mixed.test", "/plain", "").await;
         let seen: Value = serde_json::from_slice(&get.body).unwrap();
         assert_eq!((get.status, seen["path"].as_str()), (200, Some("/plain")));
 
+        // A body with its length, small (read with the head) and large (1 MiB, streamed).
         let body = format!("body {round}");
         let post = send(&mut client, "POST", "mixed.test", "/with-body", &body).await;
         let seen: Value = serde_json::from_slice(&post.body).unwrap();
         assert_eq!(seen["body"], body.as_str());
+        let put = send(&mut client, "PUT", "mixed.test", "/large", &large).await;
+        let seen: Value = serde_json::from_slice(&put.body).unwrap();
+        assert_eq!(seen["body"].as_str().map(str::len), Some(large.len()));
+        assert!(
+            seen["body"] == large.as_str(),
+            "the large body changed on its way"
+        );
+
+        // A chunked body: Pingora's path, on the same connection.
+        let chunked = send_with(
+            &mut client,
+            "POST",
+            "mixed.test",
+            "/chunked",
+            &[("transfer-encoding", "chunked")],
+            "in chunks",
+        )
+        .await;
+        let seen: Value = serde_json::from_slice(&chunked.body).unwrap();
+        assert_eq!(seen["body"], "in chunks");
 
         // No route: answered by Gantry itself, still on the same connection.
         let missing = send(&mut client, "GET", "elsewhere.test", "/", "").await;
         assert_eq!(missing.status, 404);
     }
+}
+
+#[tokio::test]
+async fn a_request_pipelined_after_a_body_is_answered_after_it() {
+    let echo = upstream::echo("echo").await;
+    let config = echo_folder(echo.addr, "body-pipe.test");
+    let gantry = Gantry::start(config.path()).await;
+    let raw = clients::raw(
+        gantry.http,
+        "POST /first HTTP/1.1\r\nHost: body-pipe.test\r\nContent-Length: 5\r\n\r\nhello\
+         GET /second HTTP/1.1\r\nHost: body-pipe.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let first = raw
+        .find("\"/first\"")
+        .unwrap_or_else(|| panic!("unanswered: {raw}"));
+    let second = raw
+        .find("\"/second\"")
+        .unwrap_or_else(|| panic!("unanswered: {raw}"));
+    assert!(first < second, "answered out of order: {raw}");
+    assert!(
+        raw.contains("\"hello\""),
+        "the body did not reach the upstream: {raw}"
+    );
+    assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{raw}");
 }

@@ -65,6 +65,7 @@ pub(super) async fn forward(
     app: &H1App,
     client: &mut Stream,
     req: &Request,
+    received: &mut BytesMut,
     work: &mut Work,
     keep_alive: bool,
     peer: Option<&PeerAddr>,
@@ -74,6 +75,10 @@ pub(super) async fn forward(
     ctx.start = req.start;
     ctx.route = Some(req.route.clone());
     let timeouts = req.route.timeouts;
+    // A body the client's buffer holds whole is sent from there and kept until the request is
+    // done, so that the request can go again; a longer one streams.
+    let buffered = received.len() as u64 >= req.body_len;
+    let may_resend = req.idempotent && buffered;
     let mut stale = 0;
     let result = loop {
         let addr = match next_endpoint(&app.shared().resolver, &req.group, &mut ctx).await {
@@ -93,9 +98,30 @@ pub(super) async fn forward(
                 }
             },
         };
-        match exchange(client, upstream, addr, req, work, timeouts.read, keep_alive).await {
+        let body = Body {
+            received: &mut *received,
+            buffered,
+        };
+        match exchange(
+            client,
+            upstream,
+            addr,
+            req,
+            body,
+            work,
+            timeouts.read,
+            keep_alive,
+        )
+        .await
+        {
             Ok(sent) => break Ok(sent),
-            Err(failure) if pooled && failure.upstream_silent && stale < MOST_STALE_RETRIES => {
+            // As on Pingora's path, only a request that may be repeated goes again.
+            Err(failure)
+                if pooled
+                    && failure.upstream_silent
+                    && may_resend
+                    && stale < MOST_STALE_RETRIES =>
+            {
                 stale += 1;
             }
             Err(failure) => {
@@ -107,6 +133,13 @@ pub(super) async fn forward(
         }
     };
 
+    if buffered {
+        received.advance(
+            usize::try_from(req.body_len)
+                .unwrap_or(usize::MAX)
+                .min(received.len()),
+        );
+    }
     let (status, body_bytes, kept, error) = match result {
         Ok(sent) => (sent.status, sent.body_bytes, keep_alive, None),
         Err(failure) if !failure.started => {
@@ -226,12 +259,22 @@ async fn flush_client(client: &mut Stream) -> Result<(), BError> {
         .map_err(|e| Error::because(ErrorType::WriteError, "writing to the client", e).into_down())
 }
 
+/// The request body's bytes: those read with the head, and where the rest comes from.
+struct Body<'a> {
+    /// What the client sent after the head.
+    received: &'a mut BytesMut,
+    /// `received` holds the whole body: it is sent from there and left in place.
+    buffered: bool,
+}
+
 /// Sends the request on one upstream connection and relays the response.
+#[allow(clippy::too_many_arguments)]
 async fn exchange(
     client: &mut Stream,
     mut upstream: TcpStream,
     addr: SocketAddr,
     req: &Request,
+    body: Body<'_>,
     work: &mut Work,
     read_timeout: Duration,
     keep_alive: bool,
@@ -264,6 +307,18 @@ async fn exchange(
             broken(e)
         }
     })?;
+
+    if req.body_len > 0 {
+        send_body(
+            client,
+            &mut upstream,
+            req.body_len,
+            body,
+            &mut work.upstream,
+            read_timeout,
+        )
+        .await?;
+    }
 
     let date = get_cached_date();
     let ours = Ours {
@@ -354,6 +409,78 @@ async fn exchange(
         status: relay.status,
         body_bytes: relay.body_bytes,
     })
+}
+
+/// How long a client may take to send each part of its request body (Pingora's read timeout).
+const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends the request body to the upstream: from the client's buffer when it holds it whole,
+/// else as the client sends it (bytes past the body, a pipelined request, go back to the
+/// buffer). A failure to read the client is the client's: nothing is answered.
+async fn send_body(
+    client: &mut Stream,
+    upstream: &mut TcpStream,
+    length: u64,
+    body: Body<'_>,
+    scratch: &mut BytesMut,
+    write_timeout: Duration,
+) -> Result<(), Failure> {
+    let failure = |error, upstream_silent| Failure {
+        error,
+        upstream_silent,
+        started: false,
+        status: 0,
+        body_bytes: 0,
+    };
+    let received = body.received;
+    let mut left = length;
+    let first = take(received.len(), &mut left);
+    timed(
+        write_timeout,
+        "writing the request body",
+        upstream.write_all(&received[..first]),
+    )
+    .await
+    .map_err(|e| {
+        let silent = body.buffered && e.etype() == &ErrorType::WriteError;
+        failure(e, silent)
+    })?;
+    if body.buffered {
+        return Ok(());
+    }
+    received.clear();
+    while left > 0 {
+        scratch.clear();
+        scratch.reserve(READ_SIZE);
+        let n = match tokio::time::timeout(CLIENT_READ_TIMEOUT, client.read_buf(scratch)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            Ok(Ok(_)) => {
+                let e = Error::explain(
+                    ErrorType::ConnectionClosed,
+                    "the client closed within its body",
+                );
+                return Err(failure(e.into_down(), false));
+            }
+            Ok(Err(e)) => {
+                let e = Error::because(ErrorType::ReadError, "reading the request body", e);
+                return Err(failure(e.into_down(), false));
+            }
+            Err(_) => {
+                let e = Error::explain(ErrorType::ReadTimedout, "the client's body stalled");
+                return Err(failure(e.into_down(), false));
+            }
+        };
+        let part = take(n, &mut left);
+        timed(
+            write_timeout,
+            "writing the request body",
+            upstream.write_all(&scratch[..part]),
+        )
+        .await
+        .map_err(|e| failure(e, false))?;
+        received.extend_from_slice(&scratch[part..n]);
+    }
+    Ok(())
 }
 
 /// The response on its way to the client, once its head is known.

@@ -2,8 +2,9 @@
 //!
 //! Every connection on both listeners comes here first. HTTP/2 (by ALPN, or h2c by its preface)
 //! goes straight to Pingora's proxy. An HTTP/1.1 connection is read by the loop below: each
-//! request head is parsed in place, and a plain one (a bodiless GET or HEAD to a route that
-//! proxies to HTTP/1.1 endpoints, without plugins or a redirect to answer) is forwarded by
+//! request head is parsed in place, and a plain one (without a body or with a `Content-Length`,
+//! to a route that proxies to HTTP/1.1 endpoints, without plugins or a redirect to answer) is
+//! forwarded by
 //! [`forward`]: its head written to a pooled upstream connection with the forwarding fields,
 //! the response head relayed with Gantry's fields and the body copied as it comes, with no
 //! per-request session, header maps or tasks. Every other request is handed, as the bytes read
@@ -151,6 +152,9 @@ struct Request {
     start: Instant,
     head_only: bool,
     close: bool,
+    /// The body's length (0 without one); its bytes follow the head.
+    body_len: u64,
+    idempotent: bool,
     route: Arc<Route>,
     group: Arc<UpstreamGroup>,
     /// What the access log says of the request, kept only when the log is on.
@@ -204,6 +208,7 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                     app,
                     &mut stream,
                     &request,
+                    &mut received,
                     &mut work,
                     keep_alive,
                     peer.as_ref(),
@@ -313,6 +318,8 @@ fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut W
         start: Instant::now(),
         head_only: head.head_only(),
         close: head.close,
+        body_len: head.body_len,
+        idempotent: head.idempotent(),
         route: route.clone(),
         group: group.clone(),
         log,

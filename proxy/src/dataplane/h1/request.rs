@@ -2,9 +2,10 @@
 //! connection's buffer, checked for what the fast path forwards by itself, and written out as
 //! the upstream's request head.
 //!
-//! The fast path takes bodiless GET and HEAD requests with nothing unusual in their framing;
-//! every other request ([`Parse::Elsewhere`]) goes to Pingora's path, which parses the same bytes
-//! again and answers as before (400 for a malformed head, bodies, upgrades, `Expect`, HTTP/1.0).
+//! The fast path takes requests without a body or with one `Content-Length`, and nothing unusual
+//! in their framing; every other request ([`Parse::Elsewhere`]) goes to Pingora's path, which
+//! parses the same bytes again and answers as before (400 for a malformed head, chunked bodies,
+//! upgrades, `Expect`, `CONNECT`, HTTP/1.0).
 
 use std::io::Write;
 use std::net::IpAddr;
@@ -45,6 +46,8 @@ pub(super) struct Head<'h, 'b> {
     pub close: bool,
     /// The client's `X-Request-Id`, if it sent one.
     pub request_id: Option<&'b [u8]>,
+    /// The body's length (0 without one).
+    pub body_len: u64,
 }
 
 impl Head<'_, '_> {
@@ -57,6 +60,14 @@ impl Head<'_, '_> {
 
     pub fn head_only(&self) -> bool {
         self.method == "HEAD"
+    }
+
+    /// Whether the request may be sent again after a failure (RFC 9110 section 9.2.2).
+    pub fn idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE"
+        )
     }
 }
 
@@ -84,9 +95,7 @@ pub(super) fn parse<'h, 'b>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parse::Elsewhere;
     };
-    if !matches!(method, "GET" | "HEAD")
-        || !target.starts_with('/')
-        || !target.bytes().all(is_plain_target_byte)
+    if method == "CONNECT" || !target.starts_with('/') || !target.bytes().all(is_plain_target_byte)
     {
         return Parse::Elsewhere;
     }
@@ -95,6 +104,7 @@ pub(super) fn parse<'h, 'b>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]
     let mut hosts = 0;
     let mut close = false;
     let mut request_id = None;
+    let mut body_len = None;
     for header in headers {
         let name = header.name;
         if name.eq_ignore_ascii_case("host") {
@@ -102,8 +112,17 @@ pub(super) fn parse<'h, 'b>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]
             host = std::str::from_utf8(header.value)
                 .ok()
                 .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()));
-        } else if name.eq_ignore_ascii_case("content-length")
-            || name.eq_ignore_ascii_case("transfer-encoding")
+        } else if name.eq_ignore_ascii_case("content-length") {
+            let length = std::str::from_utf8(header.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok());
+            match (length, body_len) {
+                (Some(length), None) => body_len = Some(length),
+                // Lists, repeats and anything unparsable: Pingora's path decides (400).
+                _ => return Parse::Elsewhere,
+            }
+        } else if name.eq_ignore_ascii_case("transfer-encoding")
             || name.eq_ignore_ascii_case("upgrade")
             || name.eq_ignore_ascii_case("expect")
         {
@@ -132,6 +151,7 @@ pub(super) fn parse<'h, 'b>(buf: &'b [u8], slots: &'h mut [httparse::Header<'b>]
         len,
         close,
         request_id,
+        body_len: body_len.unwrap_or(0),
     })
 }
 
@@ -236,8 +256,10 @@ mod tests {
     #[test]
     fn what_the_fast_path_does_not_take_goes_elsewhere() {
         for request in [
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx",
-            "GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\nx",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\nx",
+            "CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\n\r\n",
@@ -255,6 +277,19 @@ mod tests {
                 "{request:?} was taken"
             );
         }
+    }
+
+    #[test]
+    fn a_body_s_length_is_read_and_the_field_forwarded() {
+        let request = "POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello";
+        let mut slots = header_slots();
+        let Parse::Head(head) = parse(request.as_bytes(), &mut slots) else {
+            panic!("not taken");
+        };
+        assert_eq!((head.body_len, head.len), (5, request.len() - 5));
+        assert!(!head.idempotent());
+        let out = forwarded(request, None).unwrap();
+        assert!(out.contains("\r\nContent-Length: 5\r\n"), "{out}");
     }
 
     #[test]
