@@ -305,3 +305,40 @@ async fn a_request_pipelined_after_a_body_is_answered_after_it() {
     );
     assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{raw}");
 }
+
+#[tokio::test]
+async fn http2_streams_get_every_body_framing_of_an_http1_upstream() {
+    let upstream = scripted().await;
+    let config = echo_folder(upstream.addr, "h2relay.test");
+    let gantry = Gantry::start(config.path()).await;
+    clients::crypto();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("h2relay.test", gantry.http)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("http://h2relay.test:{}{path}", gantry.http.port());
+    let get = |path: &'static str| client.get(url(path)).send();
+    // Each framing becomes HTTP/2 data: the chunked one without its chunk sizes, the one that
+    // ends when the upstream closes as it comes.
+    for (path, body) in [
+        ("/length", "hello"),
+        ("/chunked", "hello world"),
+        ("/until-close", "all of it"),
+        ("/early-hints", "ok"),
+    ] {
+        let response = get(path).await.unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["x-request-id"].len(), 32);
+        assert!(!response.headers().contains_key("transfer-encoding"));
+        assert_eq!(response.text().await.unwrap(), body, "{path}");
+    }
+    let empty = get("/no-content").await.unwrap();
+    assert_eq!(empty.status(), 204);
+    assert_eq!(empty.headers()["x-seen"], "yes");
+    let head = client.head(url("/length")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-length"], "5");
+}

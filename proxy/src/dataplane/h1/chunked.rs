@@ -2,6 +2,8 @@
 //! are: the fast path relays an upstream's chunks, extensions and trailers unchanged and only
 //! needs to know where the message stops, so that the connection can carry the next one.
 
+use std::ops::Range;
+
 /// The chunked framing was broken: the connection cannot be trusted for another message.
 #[derive(Debug, thiserror::Error)]
 #[error("malformed chunked body: {0}")]
@@ -42,14 +44,20 @@ pub(super) struct ChunkedEnd {
 
 impl ChunkedEnd {
     /// Takes the next bytes of the body. Returns how many of them belong to it (all unless it
-    /// ends within them) and whether it has ended.
-    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ChunkedError> {
+    /// ends within them) and whether it has ended; the chunks' data among them (without the
+    /// framing) are pushed to `data` as ranges of `bytes`.
+    pub(super) fn feed(
+        &mut self,
+        bytes: &[u8],
+        data: &mut Vec<Range<usize>>,
+    ) -> Result<(usize, bool), ChunkedError> {
         let mut at = 0;
         while at < bytes.len() {
             if self.state == State::Data {
                 let available = (bytes.len() - at) as u64;
                 let take = self.size.min(available);
                 // `take` is at most `available`, a usize.
+                data.push(at..at + take as usize);
                 at += take as usize;
                 self.size -= take;
                 if self.size == 0 {
@@ -118,11 +126,11 @@ mod tests {
         (0..=body.len())
             .map(|split| {
                 let mut end = ChunkedEnd::default();
-                let (first, first_done) = end.feed(&body[..split]).ok()?;
+                let (first, first_done) = end.feed(&body[..split], &mut Vec::new()).ok()?;
                 if first_done {
                     return Some(first);
                 }
-                let (second, done) = end.feed(&body[split..]).ok()?;
+                let (second, done) = end.feed(&body[split..], &mut Vec::new()).ok()?;
                 done.then_some(split + second)
             })
             .collect()
@@ -154,7 +162,7 @@ mod tests {
             b"11111111111111111\r\n",
         ] {
             assert!(
-                ChunkedEnd::default().feed(body).is_err(),
+                ChunkedEnd::default().feed(body, &mut Vec::new()).is_err(),
                 "{:?} was accepted",
                 String::from_utf8_lossy(body)
             );
@@ -162,10 +170,14 @@ mod tests {
     }
 
     #[test]
-    fn an_unfinished_body_has_not_ended() {
+    fn an_unfinished_body_has_not_ended_and_its_data_is_told_apart() {
         let mut end = ChunkedEnd::default();
-        assert_eq!(end.feed(b"5\r\nhel").unwrap(), (6, false));
-        assert_eq!(end.feed(b"lo\r\n0\r\n").unwrap(), (7, false));
-        assert_eq!(end.feed(b"\r\n").unwrap(), (2, true));
+        let mut data = Vec::new();
+        assert_eq!(end.feed(b"5\r\nhel", &mut data).unwrap(), (6, false));
+        assert_eq!(data.first(), Some(&(3..6)));
+        data.clear();
+        assert_eq!(end.feed(b"lo\r\n0\r\n", &mut data).unwrap(), (7, false));
+        assert_eq!(data.first(), Some(&(0..2)));
+        assert_eq!(end.feed(b"\r\n", &mut data).unwrap(), (2, true));
     }
 }

@@ -5,6 +5,7 @@
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
@@ -16,9 +17,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkedEnd, ChunkedError};
+use super::client::Client;
 use super::response::{self, Framing, Ours};
-use super::{H1App, Request, Work, pool};
-use crate::dataplane::proxy::{RequestCtx, next_endpoint};
+use super::{Request, Work, pool};
+use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
 use pingora::proxy::ProxyHttp;
 
@@ -62,15 +64,14 @@ struct Sent {
 
 /// Forwards the request; `true` when the client's connection can carry another.
 pub(super) async fn forward(
-    app: &H1App,
-    client: &mut Stream,
+    edge: &EdgeProxy,
+    mut client: Client<'_>,
     req: &Request,
     received: &mut BytesMut,
     work: &mut Work,
     keep_alive: bool,
     peer: Option<&PeerAddr>,
 ) -> bool {
-    let edge = &app.edge;
     let mut ctx: RequestCtx = edge.new_ctx();
     ctx.start = req.start;
     ctx.route = Some(req.route.clone());
@@ -81,7 +82,7 @@ pub(super) async fn forward(
     let may_resend = req.idempotent && buffered;
     let mut stale = 0;
     let result = loop {
-        let addr = match next_endpoint(&app.shared().resolver, &req.group, &mut ctx).await {
+        let addr = match next_endpoint(&edge.shared.resolver, &req.group, &mut ctx).await {
             Ok(addr) => addr,
             Err(e) => break Err(Failure::before(e)),
         };
@@ -103,7 +104,7 @@ pub(super) async fn forward(
             buffered,
         };
         match exchange(
-            client,
+            &mut client,
             upstream,
             addr,
             req,
@@ -146,7 +147,7 @@ pub(super) async fn forward(
             let status = failure::status(&failure.error);
             if status > 0 {
                 answer_error(
-                    client,
+                    &mut client,
                     req.head_only,
                     status,
                     &work.request_id,
@@ -164,7 +165,7 @@ pub(super) async fn forward(
         ),
     };
     let elapsed = req.start.elapsed();
-    let metrics = &app.shared().metrics;
+    let metrics = &edge.shared.metrics;
     req.route
         .metrics
         .get_or_init(|| metrics.route(&req.route.name))
@@ -175,8 +176,12 @@ pub(super) async fn forward(
             method: &log.method,
             host: &log.host,
             path: &log.path,
-            version: http::Version::HTTP_11,
-            tls: client.get_ssl_digest().is_some(),
+            version: if client.is_h2() {
+                http::Version::HTTP_2
+            } else {
+                http::Version::HTTP_11
+            },
+            tls: client.tls(),
             status,
             elapsed,
             bytes_sent: body_bytes,
@@ -244,21 +249,6 @@ async fn timed<T>(
     }
 }
 
-/// A write to the client; its failure is the client's (nothing is answered, nothing counted).
-async fn to_client(client: &mut Stream, bytes: &[u8]) -> Result<(), BError> {
-    client
-        .write_all(bytes)
-        .await
-        .map_err(|e| Error::because(ErrorType::WriteError, "writing to the client", e).into_down())
-}
-
-async fn flush_client(client: &mut Stream) -> Result<(), BError> {
-    client
-        .flush()
-        .await
-        .map_err(|e| Error::because(ErrorType::WriteError, "writing to the client", e).into_down())
-}
-
 /// The request body's bytes: those read with the head, and where the rest comes from.
 struct Body<'a> {
     /// What the client sent after the head.
@@ -270,7 +260,7 @@ struct Body<'a> {
 /// Sends the request on one upstream connection and relays the response.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
-    client: &mut Stream,
+    client: &mut Client<'_>,
     mut upstream: TcpStream,
     addr: SocketAddr,
     req: &Request,
@@ -308,9 +298,9 @@ async fn exchange(
         }
     })?;
 
-    if req.body_len > 0 {
+    if let (true, Client::H1(stream)) = (req.body_len > 0, &mut *client) {
         send_body(
-            client,
+            stream,
             &mut upstream,
             req.body_len,
             body,
@@ -334,9 +324,9 @@ async fn exchange(
         if !upstream_buf.is_empty() {
             match response::relay_head(upstream_buf, &ours, &mut work.relay) {
                 Ok(Some(relayed)) if (100..200).contains(&relayed.status) => {
+                    // Passed on over HTTP/1.1; over HTTP/2, Pingora's session sends none.
                     upstream_buf.advance(relayed.len);
-                    to_client(client, &work.relay).await.map_err(broken)?;
-                    flush_client(client).await.map_err(broken)?;
+                    client.write_h1(&work.relay).await.map_err(broken)?;
                     continue;
                 }
                 Ok(Some(relayed)) => break relayed,
@@ -391,16 +381,11 @@ async fn exchange(
     let mut relay = Relay {
         client,
         status: relayed.status,
+        framing: relayed.framing,
         body_bytes: 0,
     };
     let complete = relay
-        .body(
-            &mut upstream,
-            relayed.framing,
-            &mut work.relay,
-            upstream_buf,
-            read_timeout,
-        )
+        .body(&mut upstream, &mut work.relay, upstream_buf, read_timeout)
         .await?;
     if complete && relayed.reusable {
         pool::put(addr, upstream);
@@ -484,13 +469,14 @@ async fn send_body(
 }
 
 /// The response on its way to the client, once its head is known.
-struct Relay<'c> {
-    client: &'c mut Stream,
+struct Relay<'c, 'a> {
+    client: &'c mut Client<'a>,
     status: u16,
+    framing: Framing,
     body_bytes: usize,
 }
 
-impl Relay<'_> {
+impl Relay<'_, '_> {
     fn failed(&self, error: BError) -> Failure {
         Failure {
             error,
@@ -506,14 +492,13 @@ impl Relay<'_> {
     async fn body(
         &mut self,
         upstream: &mut TcpStream,
-        framing: Framing,
         head: &mut Vec<u8>,
         buf: &mut BytesMut,
         read_timeout: Duration,
     ) -> Result<bool, Failure> {
-        match framing {
+        match self.framing {
             Framing::Empty => {
-                self.send(head).await?;
+                self.start(head, &[], &[], true).await?;
                 Ok(buf.is_empty())
             }
             Framing::Length(length) => {
@@ -526,22 +511,15 @@ impl Relay<'_> {
                     .await
             }
             Framing::UntilClose => {
-                let first = std::mem::take(buf);
-                chunk(head, &first);
-                self.body_bytes += first.len();
-                *buf = first;
-                self.send(head).await?;
+                self.body_bytes += buf.len();
+                self.start(head, buf, &[], false).await?;
                 loop {
                     let n = self.read_some(upstream, buf, read_timeout).await?;
-                    head.clear();
+                    self.body_bytes += n;
+                    self.more(&buf[..n], &[], n == 0, head).await?;
                     if n == 0 {
-                        head.extend_from_slice(b"0\r\n\r\n");
-                        self.send(head).await?;
                         return Ok(false);
                     }
-                    chunk(head, buf);
-                    self.body_bytes += n;
-                    self.send(head).await?;
                 }
             }
         }
@@ -557,14 +535,17 @@ impl Relay<'_> {
         buf: &mut BytesMut,
         read_timeout: Duration,
     ) -> Result<bool, Failure> {
-        let mut part = |buf: &BytesMut, this: &mut Self| {
-            let (part, ended) = delimiter.feed(buf).map_err(|e| this.framing_error(e))?;
+        let mut data = Vec::new();
+        let mut part = |buf: &BytesMut, this: &mut Self, data: &mut Vec<Range<usize>>| {
+            data.clear();
+            let (part, ended) = delimiter
+                .feed(buf, data)
+                .map_err(|e| this.framing_error(e))?;
             this.body_bytes += part;
             Ok::<_, Failure>((part, ended, buf.len() == part))
         };
-        let (first, mut ended, mut exact) = part(buf, self)?;
-        head.extend_from_slice(&buf[..first]);
-        self.send(head).await?;
+        let (first, mut ended, mut exact) = part(buf, self, &mut data)?;
+        self.start(head, &buf[..first], &data, ended).await?;
         while !ended {
             if self.read_some(upstream, buf, read_timeout).await? == 0 {
                 return Err(self.failed(
@@ -576,10 +557,97 @@ impl Relay<'_> {
                 ));
             }
             let next;
-            (next, ended, exact) = part(buf, self)?;
-            self.send(&buf[..next]).await?;
+            (next, ended, exact) = part(buf, self, &mut data)?;
+            self.more(&buf[..next], &data, ended, head).await?;
         }
         Ok(exact)
+    }
+
+    /// Sends the head with the body's first bytes (as the upstream framed them; `data` their
+    /// chunks' data when chunked). Over HTTP/1.1 they go in one write.
+    async fn start(
+        &mut self,
+        head: &mut Vec<u8>,
+        raw: &[u8],
+        data: &[Range<usize>],
+        ended: bool,
+    ) -> Result<(), Failure> {
+        if self.client.is_h2() {
+            let no_body = ended && self.h2_data(raw, data).next().is_none();
+            self.client
+                .head_h2(head, no_body)
+                .await
+                .map_err(|e| self.failed(e))?;
+            if no_body {
+                return Ok(());
+            }
+            return self.more(raw, data, ended, head).await;
+        }
+        self.frame_h1(raw, ended, head);
+        self.client.write_h1(head).await.map_err(|e| self.failed(e))
+    }
+
+    /// Sends more of the body (as the upstream framed it); `ended` when it is all sent. `out` is
+    /// room to frame it in.
+    async fn more(
+        &mut self,
+        raw: &[u8],
+        data: &[Range<usize>],
+        ended: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Failure> {
+        if self.client.is_h2() {
+            let pieces: Vec<&[u8]> = self.h2_data(raw, data).collect();
+            let last = pieces.len().saturating_sub(1);
+            for (i, piece) in pieces.iter().enumerate() {
+                let end = ended && i == last;
+                self.client
+                    .data_h2(piece, end)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+            }
+            if ended && pieces.is_empty() {
+                self.client
+                    .data_h2(&[], true)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+            }
+            return Ok(());
+        }
+        out.clear();
+        self.frame_h1(raw, ended, out);
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.client.write_h1(out).await.map_err(|e| self.failed(e))
+    }
+
+    /// Body bytes as an HTTP/1.1 client gets them, appended to `out`: as the upstream framed
+    /// them, except a body until close, which goes in chunks.
+    fn frame_h1(&self, raw: &[u8], ended: bool, out: &mut Vec<u8>) {
+        if self.framing == Framing::UntilClose {
+            chunk(out, raw);
+            if ended {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        } else {
+            out.extend_from_slice(raw);
+        }
+    }
+
+    /// The body's data as an HTTP/2 client gets it: without chunked framing.
+    fn h2_data<'b>(
+        &self,
+        raw: &'b [u8],
+        data: &'b [Range<usize>],
+    ) -> impl Iterator<Item = &'b [u8]> + use<'b> {
+        let chunked = self.framing == Framing::Chunked;
+        let whole = (!chunked && !raw.is_empty()).then_some(raw);
+        let ranges = data
+            .iter()
+            .filter(move |_| chunked)
+            .map(move |range| &raw[range.clone()]);
+        whole.into_iter().chain(ranges)
     }
 
     /// The next bytes of the body, in place of those in `buf`; 0 when the upstream closed.
@@ -600,13 +668,6 @@ impl Relay<'_> {
         .map_err(|e| self.failed(e))
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), Failure> {
-        to_client(self.client, bytes)
-            .await
-            .map_err(|e| self.failed(e))?;
-        flush_client(self.client).await.map_err(|e| self.failed(e))
-    }
-
     fn framing_error(&self, e: ChunkedError) -> Failure {
         self.failed(
             Error::because(ErrorType::InvalidHTTPHeader, "upstream response body", e).into_up(),
@@ -623,13 +684,17 @@ enum Delimiter {
 
 impl Delimiter {
     /// How many of `bytes` belong to the body, and whether it has ended.
-    fn feed(&mut self, bytes: &[u8]) -> Result<(usize, bool), ChunkedError> {
+    fn feed(
+        &mut self,
+        bytes: &[u8],
+        data: &mut Vec<Range<usize>>,
+    ) -> Result<(usize, bool), ChunkedError> {
         match self {
             Delimiter::Length(left) => {
                 let part = take(bytes.len(), left);
                 Ok((part, *left == 0))
             }
-            Delimiter::Chunked(end) => end.feed(bytes),
+            Delimiter::Chunked(end) => end.feed(bytes, data),
         }
     }
 }
@@ -654,9 +719,9 @@ fn chunk(out: &mut Vec<u8>, data: &[u8]) {
 }
 
 /// Gantry's answer for a request it could not proxy, as `fail_to_proxy` gives it: the status's
-/// short text, the request id, and the connection closed after it.
+/// short text, the request id, and (over HTTP/1.1) the connection closed after it.
 async fn answer_error(
-    client: &mut Stream,
+    client: &mut Client<'_>,
     head_only: bool,
     status: u16,
     request_id: &[u8],
@@ -679,12 +744,17 @@ async fn answer_error(
     out.extend_from_slice(b"\r\ndate: ");
     out.extend_from_slice(get_cached_date().as_bytes());
     out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");
+    // The client may be gone; there is nothing more to do for it then.
+    if client.is_h2() {
+        if client.head_h2(out, head_only).await.is_ok() && !head_only {
+            let _ = client.data_h2(text.as_bytes(), true).await;
+        }
+        return;
+    }
     if !head_only {
         out.extend_from_slice(text.as_bytes());
     }
-    if to_client(client, out).await.is_ok() {
-        let _ = flush_client(client).await;
-    }
+    let _ = client.write_h1(out).await;
 }
 
 #[cfg(test)]

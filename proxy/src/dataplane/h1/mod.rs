@@ -1,7 +1,7 @@
 //! Gantry's own HTTP/1.1 request path, beneath Pingora's `ProxyHttp` phases.
 //!
 //! Every connection on both listeners comes here first. HTTP/2 (by ALPN, or h2c by its preface)
-//! goes straight to Pingora's proxy. An HTTP/1.1 connection is read by the loop below: each
+//! is served by Pingora's HTTP/2 server, each stream offered to the fast path first ([`h2`]). An HTTP/1.1 connection is read by the loop below: each
 //! request head is parsed in place, and a plain one (without a body or with a `Content-Length`,
 //! to a route that proxies to HTTP/1.1 endpoints, without plugins or a redirect to answer) is
 //! forwarded by
@@ -15,7 +15,9 @@
 //! goes now.
 
 mod chunked;
+mod client;
 mod forward;
+mod h2;
 mod pool;
 mod request;
 mod response;
@@ -51,14 +53,21 @@ const MOST_HEAD_BYTES: usize = 16 * 1024;
 /// The listeners' app: Gantry's HTTP/1.1 path in front of Pingora's proxy.
 pub struct H1App {
     proxy: Arc<HttpProxy<EdgeProxy>>,
+    /// HTTP/2 connections: Pingora's, with each stream offered to the fast path first.
+    h2: Arc<h2::H2Streams>,
     /// The phases' state, for what both paths share: the Snapshot, metrics, request ids.
     edge: EdgeProxy,
 }
 
 impl H1App {
     pub fn new(proxy: HttpProxy<EdgeProxy>, shared: Shared, https_port: u16) -> Self {
+        let proxy = Arc::new(proxy);
         H1App {
-            proxy: Arc::new(proxy),
+            h2: Arc::new(h2::H2Streams::new(
+                proxy.clone(),
+                EdgeProxy::new(shared.clone(), https_port),
+            )),
+            proxy,
             edge: EdgeProxy::new(shared, https_port),
         }
     }
@@ -76,6 +85,9 @@ impl ServerApp for H1App {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if stream.get_ssl_digest().is_some() {
+            if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                return self.h2.process_new(stream, shutdown).await;
+            }
             if !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
                 return self.proxy.process_new(stream, shutdown).await;
             }
@@ -84,7 +96,7 @@ impl ServerApp for H1App {
             let mut preface = [0u8; H2_PREFACE.len()];
             match stream.try_peek(&mut preface).await {
                 Ok(true) if preface == *H2_PREFACE => {
-                    return self.proxy.process_new(stream, shutdown).await;
+                    return self.h2.process_new(stream, shutdown).await;
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -205,8 +217,8 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                 // Boxed: the forwarding's state is needed only while a request is under way,
                 // and this loop's future is held by the connection for as long as it is open.
                 let kept = Box::pin(forward::forward(
-                    app,
-                    &mut stream,
+                    &app.edge,
+                    client::Client::H1(&mut stream),
                     &request,
                     &mut received,
                     &mut work,
@@ -274,33 +286,12 @@ fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut W
         Parse::Elsewhere => return Planned::Elsewhere,
         Parse::Head(head) => head,
     };
-    if head.path().starts_with(ACME_CHALLENGE_PATH) {
-        return Planned::Elsewhere;
-    }
     let shared = app.shared();
-    let snapshot = shared.snapshots.load();
     let host = headers::normalise_host(head.host);
-    let Some(route) = snapshot.router.route(&host, head.path()) else {
+    let Some((route, group)) = fast_route(shared, &host, head.path(), tls) else {
         return Planned::Elsewhere;
     };
-    if route.plugins.is_some() || (route.https_redirect && !tls) {
-        return Planned::Elsewhere;
-    }
-    let Action::Proxy(group) = &route.action else {
-        return Planned::Elsewhere;
-    };
-    if group.endpoint_count() == 0 || group.protocol != UpstreamProtocol::Http1 {
-        return Planned::Elsewhere;
-    }
-    work.request_id.clear();
-    match head.request_id {
-        Some(id) if headers::acceptable_request_id_bytes(id) => {
-            work.request_id.extend_from_slice(id);
-        }
-        _ => work
-            .request_id
-            .extend_from_slice(&shared.request_ids.next_bytes()),
-    }
+    set_request_id(work, head.request_id, &shared.request_ids);
     request::write_upstream(
         &head,
         client,
@@ -320,8 +311,45 @@ fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut W
         close: head.close,
         body_len: head.body_len,
         idempotent: head.idempotent(),
-        route: route.clone(),
-        group: group.clone(),
+        route,
+        group,
         log,
     })
+}
+
+/// The route a request takes on the fast path, if it may: one that proxies to HTTP/1.1
+/// endpoints, with no plugin or redirect to answer (and not ACME's HTTP-01 path, which Gantry
+/// answers whatever the routes say).
+fn fast_route(
+    shared: &Shared,
+    host: &str,
+    path: &str,
+    tls: bool,
+) -> Option<(Arc<Route>, Arc<UpstreamGroup>)> {
+    if path.starts_with(ACME_CHALLENGE_PATH) {
+        return None;
+    }
+    let snapshot = shared.snapshots.load();
+    let route = snapshot.router.route(host, path)?;
+    if route.plugins.is_some() || (route.https_redirect && !tls) {
+        return None;
+    }
+    let Action::Proxy(group) = &route.action else {
+        return None;
+    };
+    if group.endpoint_count() == 0 || group.protocol != UpstreamProtocol::Http1 {
+        return None;
+    }
+    Some((route.clone(), group.clone()))
+}
+
+/// The request's id in `work`: the client's if acceptable, else a new one.
+fn set_request_id(work: &mut Work, theirs: Option<&[u8]>, ids: &headers::RequestIds) {
+    work.request_id.clear();
+    match theirs {
+        Some(id) if headers::acceptable_request_id_bytes(id) => {
+            work.request_id.extend_from_slice(id);
+        }
+        _ => work.request_id.extend_from_slice(&ids.next_bytes()),
+    }
 }

@@ -191,6 +191,85 @@ pub(super) fn write_upstream(
         }
         field(out, name.as_bytes(), header.value);
     }
+    forwarding_fields(
+        out,
+        forwarded_for,
+        client,
+        tls,
+        head.host.as_bytes(),
+        request_id,
+    );
+}
+
+/// Writes the upstream's HTTP/1.1 request head for an HTTP/2 request: `Host` from the
+/// authority (RFC 9113 section 8.3.1), the cookie fields joined into one (section 8.2.3), the
+/// rest less hop-by-hop fields, and the forwarding fields as [`write_upstream`] sets them.
+pub(super) fn write_upstream_h2(
+    req: &pingora::http::RequestHeader,
+    client: Option<IpAddr>,
+    tls: bool,
+    request_id: &[u8],
+    out: &mut Vec<u8>,
+) {
+    let host_field = req.headers.get(http::header::HOST).map(|h| h.as_bytes());
+    let authority = req
+        .uri
+        .authority()
+        .map(|a| a.as_str().as_bytes())
+        .or(host_field)
+        .unwrap_or_default();
+    out.clear();
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        req.uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    field(out, b"host", authority);
+    let mut forwarded_for = Vec::new();
+    let mut cookies = Vec::new();
+    for (name, value) in &req.headers {
+        let name = name.as_str();
+        let dropped = name == "host" || HOP_BY_HOP.contains(&name) || REPLACED.contains(&name);
+        if dropped {
+            continue;
+        }
+        if client.is_some() && name == "x-forwarded-for" {
+            forwarded_for.push(value.as_bytes());
+        } else if name == "cookie" {
+            cookies.push(value.as_bytes());
+        } else {
+            field(out, name.as_bytes(), value.as_bytes());
+        }
+    }
+    if !cookies.is_empty() {
+        out.extend_from_slice(b"cookie: ");
+        out.extend_from_slice(&cookies.join(&b"; "[..]));
+        out.extend_from_slice(b"\r\n");
+    }
+    forwarding_fields(
+        out,
+        forwarded_for,
+        client,
+        tls,
+        host_field.unwrap_or(authority),
+        request_id,
+    );
+}
+
+/// `X-Forwarded-For` (the client after what earlier proxies said), `-Proto`, `-Host`, the
+/// request id, and the end of the head.
+fn forwarding_fields(
+    out: &mut Vec<u8>,
+    forwarded_for: Vec<&[u8]>,
+    client: Option<IpAddr>,
+    tls: bool,
+    host: &[u8],
+    request_id: &[u8],
+) {
     if let Some(ip) = client {
         out.extend_from_slice(b"x-forwarded-for: ");
         for earlier in forwarded_for.into_iter().filter(|v| is_text(v)) {
@@ -203,7 +282,7 @@ pub(super) fn write_upstream(
     }
     let proto: &[u8] = if tls { b"https" } else { b"http" };
     field(out, b"x-forwarded-proto", proto);
-    field(out, b"x-forwarded-host", head.host.as_bytes());
+    field(out, b"x-forwarded-host", host);
     field(out, b"x-request-id", request_id);
     out.extend_from_slice(b"\r\n");
 }

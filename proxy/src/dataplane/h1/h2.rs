@@ -1,0 +1,121 @@
+//! HTTP/2 connections: Pingora's HTTP/2 server (handshake, streams, flow control, shutdown),
+//! with each stream's request offered to the fast path first. A plain one (no body, to a route
+//! the fast path takes) is forwarded to the HTTP/1.1 upstream by [`super::forward`] and its
+//! response written to the stream; every other stream goes to Pingora's proxy untouched, as
+//! before.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::protocols::http::v2::server::H2Options;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+
+use super::client::Client;
+use super::{LogHead, Request, Work, fast_route, forward, request, set_request_id};
+use crate::dataplane::headers::{self, X_REQUEST_ID};
+use crate::dataplane::proxy::EdgeProxy;
+
+pub(super) struct H2Streams {
+    proxy: Arc<HttpProxy<EdgeProxy>>,
+    edge: EdgeProxy,
+    /// h2c: a plain connection handed over here starts with the HTTP/2 preface.
+    options: HttpServerOptions,
+}
+
+impl H2Streams {
+    pub fn new(proxy: Arc<HttpProxy<EdgeProxy>>, edge: EdgeProxy) -> Self {
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        H2Streams {
+            proxy,
+            edge,
+            options,
+        }
+    }
+
+    /// The request of a stream the fast path takes; its upstream head and id are in `work`.
+    fn plan(&self, session: &mut ServerSession, work: &mut Work) -> Option<Request> {
+        if !session.is_http2() || !session.is_body_empty() {
+            return None;
+        }
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let req = session.req_header();
+        let path = req.uri.path();
+        if req.method == http::Method::CONNECT || !path.starts_with('/') {
+            return None;
+        }
+        let shared = &self.edge.shared;
+        let host = headers::request_host(req);
+        let (route, group) = fast_route(shared, &host, path, tls)?;
+        let theirs = req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
+        set_request_id(work, theirs, &shared.request_ids);
+        request::write_upstream_h2(req, client, tls, &work.request_id, &mut work.upstream_head);
+        let log = shared.access_log.then(|| LogHead {
+            method: req.method.as_str().to_owned(),
+            host: host.into_owned(),
+            path: req
+                .uri
+                .path_and_query()
+                .map_or("", |p| p.as_str())
+                .to_owned(),
+        });
+        Some(Request {
+            head_len: 0,
+            start: Instant::now(),
+            head_only: req.method == http::Method::HEAD,
+            close: false,
+            body_len: 0,
+            idempotent: req.method.is_idempotent(),
+            route,
+            group,
+            log,
+        })
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for H2Streams {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let mut work = Work::take();
+        let Some(request) = self.plan(&mut session, &mut work) else {
+            work.give_back();
+            return self.proxy.process_new_http(session, shutdown).await;
+        };
+        let peer = session.client_addr().cloned();
+        // An HTTP/2 request on this path has no body: nothing is read after its head.
+        let mut no_body = BytesMut::new();
+        Box::pin(forward::forward(
+            &self.edge,
+            Client::H2(&mut session),
+            &request,
+            &mut no_body,
+            &mut work,
+            true,
+            peer.as_ref(),
+        ))
+        .await;
+        work.give_back();
+        None
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+
+    fn h2_options(&self) -> Option<H2Options> {
+        self.proxy.h2_options()
+    }
+}
