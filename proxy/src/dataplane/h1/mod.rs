@@ -1,15 +1,15 @@
-//! Gantry's own HTTP/1.1 request path, beneath Pingora's `ProxyHttp` phases.
+//! Gantry's own request path for HTTP/1.1 upstreams, beneath Pingora's `ProxyHttp` phases.
 //!
 //! Every connection on both listeners comes here first. HTTP/2 (by ALPN, or h2c by its preface)
-//! is served by Pingora's HTTP/2 server, each stream offered to the fast path first ([`h2`]). An HTTP/1.1 connection is read by the loop below: each
-//! request head is parsed in place, and a plain one (without a body or with a `Content-Length`,
-//! to a route that proxies to HTTP/1.1 endpoints, without plugins or a redirect to answer) is
-//! forwarded by
-//! [`forward`]: its head written to a pooled upstream connection with the forwarding fields,
-//! the response head relayed with Gantry's fields and the body copied as it comes, with no
-//! per-request session, header maps or tasks. Every other request is handed, as the bytes read
-//! so far, to Pingora's proxy on the same connection, whose phases serve it exactly as before;
-//! when it is done the connection comes back here for the next request.
+//! is served by Pingora's HTTP/2 server, each stream offered to the fast path first ([`h2`]).
+//! An HTTP/1.1 connection is read by the loop below: each request head is parsed in place, and
+//! a plain one (without a body or with a `Content-Length`, to a route that proxies to HTTP/1.1
+//! endpoints, without plugins or a redirect to answer) is forwarded by [`forward`]: its head
+//! written to a pooled upstream connection with the forwarding fields, the response head relayed
+//! with Gantry's fields and the body copied as it comes, with no per-request session, header
+//! maps or tasks. Every other request is handed, as the bytes read so far, to Pingora's proxy on
+//! the same connection, whose phases serve it exactly as before; when it is done the connection
+//! comes back here for the next request.
 //!
 //! bench/README.md ("A request path of Gantry's own") has what this saves and where the time
 //! goes now.
