@@ -597,16 +597,17 @@ impl Relay<'_, '_> {
         out: &mut Vec<u8>,
     ) -> Result<(), Failure> {
         if self.client.is_h2() {
-            let pieces: Vec<&[u8]> = self.h2_data(raw, data).collect();
-            let last = pieces.len().saturating_sub(1);
-            for (i, piece) in pieces.iter().enumerate() {
-                let end = ended && i == last;
+            let mut pieces = self.h2_data(raw, data).peekable();
+            let mut sent = false;
+            while let Some(piece) = pieces.next() {
+                let end = ended && pieces.peek().is_none();
                 self.client
                     .data_h2(piece, end)
                     .await
                     .map_err(|e| self.failed(e))?;
+                sent = true;
             }
-            if ended && pieces.is_empty() {
+            if ended && !sent {
                 self.client
                     .data_h2(&[], true)
                     .await
@@ -614,11 +615,15 @@ impl Relay<'_, '_> {
             }
             return Ok(());
         }
+        if self.framing != Framing::UntilClose {
+            // Relayed as the upstream framed it, without a copy.
+            if raw.is_empty() {
+                return Ok(());
+            }
+            return self.client.write_h1(raw).await.map_err(|e| self.failed(e));
+        }
         out.clear();
         self.frame_h1(raw, ended, out);
-        if out.is_empty() {
-            return Ok(());
-        }
         self.client.write_h1(out).await.map_err(|e| self.failed(e))
     }
 
