@@ -80,10 +80,8 @@ impl RouteTable {
     }
 
     pub(super) fn into_router(self) -> Router {
-        let mut router = Router {
-            default_backend: self.default_backend,
-            ..Router::default()
-        };
+        let mut router = Router::default();
+        router.default_backend = self.default_backend;
         for (key, mut routes) in self.hosts {
             // Longest first, as ingress-nginx orders its regex locations.
             routes.regex.sort_by(|(_, a), (_, b)| {

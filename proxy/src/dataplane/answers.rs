@@ -15,7 +15,8 @@ use super::proxy::{EdgeProxy, RequestCtx};
 use crate::snapshot::FixedAnswer;
 
 /// `response.code_details` of a FixedResponse (Envoy's words for a route's direct response).
-static DIRECT_RESPONSE: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from("direct_response"));
+pub(super) static DIRECT_RESPONSE: LazyLock<Arc<str>> =
+    LazyLock::new(|| Arc::from("direct_response"));
 
 impl EdgeProxy {
     pub(super) async fn not_found(
@@ -104,7 +105,7 @@ impl EdgeProxy {
 }
 
 /// The type of Gantry's own short answers.
-const TEXT: &str = "text/plain; charset=utf-8";
+pub(super) const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Answers with a short text of Gantry's own.
 pub(super) async fn respond_text(

@@ -30,9 +30,23 @@ pub struct Router {
     pub wildcard_hosts: HashMap<String, HostRoutes>,
     pub any_host: HostRoutes,
     pub default_backend: Option<Arc<Route>>,
+    /// Whether every route that proxies does so to HTTP/1.1 endpoints, worked out once when
+    /// first asked: a plugin may send a request to any route, and Gantry's own request path
+    /// proxies to HTTP/1.1 alone.
+    http1_only: OnceLock<bool>,
 }
 
 impl Router {
+    /// Whether every route that proxies does so to HTTP/1.1 endpoints.
+    pub fn proxies_only_http1(&self) -> bool {
+        *self.http1_only.get_or_init(|| {
+            self.routes().all(|route| match &route.action {
+                Action::Proxy(group) => group.protocol == super::UpstreamProtocol::Http1,
+                _ => true,
+            })
+        })
+    }
+
     /// The route for a request. `host` must be lower case, without port or trailing dot.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         if let Some(route) = self.exact_hosts.get(host).and_then(|h| h.lookup(path)) {

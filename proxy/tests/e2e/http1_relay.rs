@@ -1,10 +1,11 @@
 //! HTTP/1.1 relaying as a keep-alive client sees it, whichever of Gantry's two request paths
-//! serves a request (plain requests, bodies with a length included, take Gantry's own; chunked
-//! bodies, upgrades and plugins take Pingora's phases): every way an upstream may frame its body (RFC 9112 section 6.3) reaches
-//! the client whole on a connection that stays open, informational heads are passed on, pooled
-//! upstream connections the upstream has closed cost no request, request bodies arrive whole,
-//! pipelined requests (after a body too) are answered in order, and requests of both paths share
-//! one client connection.
+//! serves a request (plain requests, bodies with a length and routes with plugins included, take
+//! Gantry's own; chunked bodies, upgrades and bodies a plugin wants take Pingora's phases): every
+//! way an upstream may frame its body (RFC 9112 section 6.3) reaches the client whole on a
+//! connection that stays open, through plugins that rewrite it too, informational heads are
+//! passed on, pooled upstream connections the upstream has closed cost no request, request
+//! bodies arrive whole, pipelined requests (after a body too) are answered in order, and
+//! requests of both paths share one client connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::config::echo_folder;
+use crate::support::plugins::{ingress_with_plugins, module, wasm_plugin};
 use crate::support::upstream::{self, Seen, Upstream};
 use crate::support::{ConfigDir, Gantry, clients};
 
@@ -97,15 +99,17 @@ async fn send_with(
 }
 
 /// Reads request heads (these tests send no request bodies to it) and answers each with the
-/// bytes scripted for its path; `/until-close` closes the connection after its answer.
+/// bytes scripted for the last element of its path; `until-close` closes the connection after
+/// its answer.
 async fn scripted() -> Upstream {
     let seen = Arc::new(Seen::default());
     upstream::serve("scripted", seen, |mut stream, _| async move {
         let mut buf = Vec::new();
         while let Some(head) = read_head(&mut stream, &mut buf).await {
-            let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
-            let answer = scripted_answer(&path);
-            if stream.write_all(answer).await.is_err() || path == "/until-close" {
+            let path = head.split(' ').nth(1).unwrap_or("/");
+            let last = path.rsplit('/').next().unwrap_or("").to_owned();
+            let answer = scripted_answer(&last);
+            if stream.write_all(answer).await.is_err() || last == "until-close" {
                 return;
             }
         }
@@ -113,19 +117,19 @@ async fn scripted() -> Upstream {
     .await
 }
 
-fn scripted_answer(path: &str) -> &'static [u8] {
-    match path {
-        "/length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-        "/chunked" => {
+fn scripted_answer(last: &str) -> &'static [u8] {
+    match last {
+        "length" => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+        "chunked" => {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\r\n\
               5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-checksum: 42\r\n\r\n"
         }
-        "/until-close" => b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it",
-        "/early-hints" => {
+        "until-close" => b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nall of it",
+        "early-hints" => {
             b"HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n\
               HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
         }
-        "/no-content" => b"HTTP/1.1 204 No Content\r\nX-Seen: yes\r\n\r\n",
+        "no-content" => b"HTTP/1.1 204 No Content\r\nX-Seen: yes\r\n\r\n",
         _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
     }
 }
@@ -306,18 +310,23 @@ async fn a_request_pipelined_after_a_body_is_answered_after_it() {
     assert_eq!(raw.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{raw}");
 }
 
+/// An HTTP/2 client (h2c, prior knowledge) that sends `host` to Gantry's plain listener.
+fn h2c_client(gantry: &Gantry, host: &str) -> reqwest::Client {
+    clients::crypto();
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve(host, gantry.http)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn http2_streams_get_every_body_framing_of_an_http1_upstream() {
     let upstream = scripted().await;
     let config = echo_folder(upstream.addr, "h2relay.test");
     let gantry = Gantry::start(config.path()).await;
-    clients::crypto();
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .resolve("h2relay.test", gantry.http)
-        .no_proxy()
-        .build()
-        .unwrap();
+    let client = h2c_client(&gantry, "h2relay.test");
     let url = |path: &str| format!("http://h2relay.test:{}{path}", gantry.http.port());
     let get = |path: &'static str| client.get(url(path)).send();
     // Each framing becomes HTTP/2 data: the chunked one without its chunk sizes, the one that
@@ -341,4 +350,116 @@ async fn http2_streams_get_every_body_framing_of_an_http1_upstream() {
     let head = client.head(url("/length")).send().await.unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-length"], "5");
+}
+
+/// `host` served from `upstream` through the test plugin `rewrite` (built with the upstream
+/// proxy-wasm SDK), which takes every response body: under `/upper-response` it upper-cases the
+/// body and drops its `Content-Length`; under `/deny` it answers 403 itself; under
+/// `/respond-late` it replaces the upstream's response with its own 418.
+fn plugin_folder(upstream: SocketAddr, host: &str) -> ConfigDir {
+    let config = echo_folder(upstream, host);
+    config.write(
+        "plugin.yaml",
+        &wasm_plugin("rewrite", &module("rewrite"), "  config: {tag: t}\n"),
+    );
+    config.write(
+        "ingress.yaml",
+        &ingress_with_plugins("echo", host, "echo", "rewrite"),
+    );
+    config
+}
+
+#[tokio::test]
+async fn plugins_see_and_rewrite_every_body_framing_on_a_keep_alive_connection() {
+    let upstream = scripted().await;
+    let config = plugin_folder(upstream.addr, "plugged.test");
+    let gantry = Gantry::start(config.path()).await;
+    let mut client = one_connection(gantry.http).await;
+    let host = "plugged.test";
+
+    for _ in 0..2 {
+        for (framing, body) in [
+            ("length", "hello"),
+            ("chunked", "hello world"),
+            ("until-close", "all of it"),
+            ("early-hints", "ok"),
+        ] {
+            // Passed through the plugin unchanged: its length (where it had one) kept.
+            let kept = send(&mut client, "GET", host, &format!("/{framing}"), "").await;
+            assert_eq!(
+                (kept.status, &kept.body[..]),
+                (200, body.as_bytes()),
+                "{framing}"
+            );
+            assert_eq!(kept.head["x-plugin-response"], "t", "{framing}");
+            assert_eq!(kept.head["x-request-id"].len(), 32);
+
+            // Rewritten by the plugin, which drops the length: sent in chunks.
+            let path = format!("/upper-response/{framing}");
+            let upper = send(&mut client, "GET", host, &path, "").await;
+            assert_eq!(upper.status, 200, "{framing}");
+            assert_eq!(upper.body, body.to_uppercase(), "{framing}");
+            assert_eq!(upper.head["transfer-encoding"], "chunked", "{framing}");
+            assert!(!upper.head.contains_key("content-length"), "{framing}");
+        }
+
+        let empty = send(&mut client, "GET", host, "/no-content", "").await;
+        assert_eq!((empty.status, empty.body.len()), (204, 0));
+        assert_eq!(empty.head["x-plugin-response"], "t");
+        let head = send(&mut client, "HEAD", host, "/length", "").await;
+        assert_eq!((head.status, head.body.len()), (200, 0));
+        assert_eq!(head.head["content-length"], "5");
+
+        // The plugin's own answers, before the upstream is asked and in place of its answer
+        // (whose body is never read), leave the connection usable.
+        let denied = send(&mut client, "GET", host, "/deny", "").await;
+        assert_eq!(
+            (denied.status, &denied.body[..]),
+            (403, &b"denied by plugin\n"[..])
+        );
+        assert_eq!(denied.head["x-denied-by"], "t");
+        for framing in ["length", "chunked", "until-close"] {
+            let path = format!("/respond-late/{framing}");
+            let late = send(&mut client, "GET", host, &path, "").await;
+            assert_eq!(late.status, 418, "{framing}");
+            assert_eq!(late.body, "replaced by plugin\n", "{framing}");
+            assert_eq!(late.head["x-late"], "t");
+        }
+    }
+}
+
+#[tokio::test]
+async fn plugins_see_and_rewrite_every_body_framing_of_http2_streams() {
+    let upstream = scripted().await;
+    let config = plugin_folder(upstream.addr, "h2plugged.test");
+    let gantry = Gantry::start(config.path()).await;
+    let client = h2c_client(&gantry, "h2plugged.test");
+    let url = |path: &str| format!("http://h2plugged.test:{}{path}", gantry.http.port());
+    for (framing, body) in [
+        ("length", "hello"),
+        ("chunked", "hello world"),
+        ("until-close", "all of it"),
+    ] {
+        for (path, expected) in [
+            (format!("/{framing}"), body.to_owned()),
+            (format!("/upper-response/{framing}"), body.to_uppercase()),
+        ] {
+            let response = client.get(url(&path)).send().await.unwrap();
+            assert_eq!(response.version(), reqwest::Version::HTTP_2);
+            assert_eq!(response.status(), 200, "{path}");
+            assert_eq!(response.headers()["x-plugin-response"], "t", "{path}");
+            assert_eq!(response.text().await.unwrap(), expected, "{path}");
+        }
+    }
+    let denied = client.get(url("/deny")).send().await.unwrap();
+    assert_eq!(denied.status(), 403);
+    assert_eq!(denied.headers()["x-request-id"].len(), 32);
+    assert_eq!(denied.text().await.unwrap(), "denied by plugin\n");
+    let late = client
+        .get(url("/respond-late/chunked"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(late.status(), 418);
+    assert_eq!(late.text().await.unwrap(), "replaced by plugin\n");
 }

@@ -12,6 +12,9 @@ use pingora::protocols::http::ServerSession;
 use pingora::{BError, Error, ErrorType};
 use tokio::io::AsyncWriteExt;
 
+use super::response::{ClientFraming, Ours, write_head};
+use crate::dataplane::headers::X_REQUEST_ID;
+
 /// Most header fields in a relayed head (as the relay accepts from the upstream).
 const MOST_HEADERS: usize = 256;
 
@@ -67,6 +70,47 @@ impl Client<'_> {
         Ok(())
     }
 
+    /// A whole response Gantry (or a plugin) made: the head with Gantry's fields (written in
+    /// `out` for HTTP/1.1) and the body, unless the request was `HEAD`.
+    pub async fn answer(
+        &mut self,
+        mut head: ResponseHeader,
+        body: &[u8],
+        ours: &Ours<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), BError> {
+        let head_only = ours.head_request;
+        let session = match self {
+            Client::H1(_) => {
+                write_head(&head, ClientFraming::AsFields, ours, out);
+                if !head_only {
+                    out.extend_from_slice(body);
+                }
+                return self.write_h1(out).await;
+            }
+            Client::H2(session) => session,
+        };
+        let id = HeaderValue::from_bytes(ours.request_id)
+            .map_err(|e| Error::because(ErrorType::InternalError, "the request id", e))?;
+        head.insert_header(X_REQUEST_ID, id)?;
+        let end = head_only || body.is_empty();
+        session
+            .write_response_header(Box::new(head))
+            .await
+            .map_err(Error::into_down)?;
+        session
+            .write_response_body(
+                if end {
+                    Bytes::new()
+                } else {
+                    Bytes::copy_from_slice(body)
+                },
+                true,
+            )
+            .await
+            .map_err(Error::into_down)
+    }
+
     /// Body data of an HTTP/2 stream; `end` ends the stream.
     pub async fn data_h2(&mut self, data: &[u8], end: bool) -> Result<(), BError> {
         let Client::H2(session) = self else {
@@ -84,7 +128,7 @@ fn client_error(what: &'static str, e: std::io::Error) -> BError {
 }
 
 /// A response head the relay wrote as HTTP/1.1 bytes, as Pingora's response header.
-fn response_header(head: &[u8]) -> Result<ResponseHeader, BError> {
+pub(super) fn response_header(head: &[u8]) -> Result<ResponseHeader, BError> {
     let mut slots = [httparse::EMPTY_HEADER; MOST_HEADERS];
     let mut resp = httparse::Response::new(&mut slots);
     let parsed = resp.parse(head);

@@ -1,14 +1,16 @@
-//! One fast-path request: an endpoint chosen and connected (or a pooled connection taken), the
-//! request head sent, the response relayed to the client; failures answered, retried and
-//! counted as Pingora's phases do (`fail_to_connect`, `error_while_proxy`, `fail_to_proxy`), and
-//! the request logged and counted.
+//! One fast-path request: the route's plugins asked first when it has any, an endpoint chosen
+//! and connected (or a pooled connection taken), the request head sent, the response relayed to
+//! the client (through the plugins); failures answered, retried and counted as Pingora's phases
+//! do (`fail_to_connect`, `error_while_proxy`, `fail_to_proxy`), and the request logged and
+//! counted.
 
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
 use pingora::protocols::Stream;
 use pingora::protocols::http::date::get_cached_date;
 use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
@@ -17,11 +19,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::chunked::{ChunkedEnd, ChunkedError};
-use super::client::Client;
-use super::response::{self, Framing, Ours};
+use super::client::{self, Client};
+use super::plugged::{Before, Plugged};
+use super::response::{self, ClientFraming, Framing, Ours};
 use super::{Request, Work, pool};
 use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
+use crate::snapshot::UpstreamGroup;
+use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
 
 /// A response head longer than this is refused (502), as Pingora's client refuses one.
@@ -66,7 +71,7 @@ struct Sent {
 pub(super) async fn forward(
     edge: &EdgeProxy,
     mut client: Client<'_>,
-    req: &Request,
+    req: &mut Request,
     received: &mut BytesMut,
     work: &mut Work,
     keep_alive: bool,
@@ -74,63 +79,59 @@ pub(super) async fn forward(
 ) -> bool {
     let mut ctx: RequestCtx = edge.new_ctx();
     ctx.start = req.start;
-    ctx.route = Some(req.route.clone());
-    let timeouts = req.route.timeouts;
+    let mut route = req.route.clone();
+    let mut group = req.group.clone();
     // A body the client's buffer holds whole is sent from there and kept until the request is
     // done, so that the request can go again; a longer one streams.
     let buffered = received.len() as u64 >= req.body_len;
-    let may_resend = req.idempotent && buffered;
-    let mut stale = 0;
-    let result = loop {
-        let addr = match next_endpoint(&edge.shared.resolver, &req.group, &mut ctx).await {
-            Ok(addr) => addr,
-            Err(e) => break Err(Failure::before(e)),
-        };
-        let (upstream, pooled) = match pool::take(addr) {
-            Some(upstream) => (upstream, true),
-            None => match connect(addr, timeouts.connect).await {
-                Ok(upstream) => (upstream, false),
-                Err(e) => {
-                    edge.count_upstream_error(&ctx, &e);
-                    if ctx.attempts.may_retry(&req.group) {
-                        continue;
-                    }
-                    break Err(Failure::before(e));
-                }
-            },
-        };
-        let body = Body {
-            received: &mut *received,
-            buffered,
-        };
-        match exchange(
-            &mut client,
-            upstream,
-            addr,
-            req,
-            body,
-            work,
-            timeouts.read,
-            keep_alive,
-        )
-        .await
-        {
-            Ok(sent) => break Ok(sent),
-            // As on Pingora's path, only a request that may be repeated goes again.
-            Err(failure)
-                if pooled
-                    && failure.upstream_silent
-                    && may_resend
-                    && stale < MOST_STALE_RETRIES =>
-            {
-                stale += 1;
+    let mut plugged = req.plugged.take();
+    let mut answer = None;
+    if let Some(plugged) = plugged.as_deref_mut() {
+        match plugged.request(edge, &mut route).await {
+            Before::Proxy(next) => {
+                group = next;
+                plugged.write_upstream(&work.request_id, &mut work.upstream_head);
             }
-            Err(failure) => {
-                if failure.error.esource() == &ErrorSource::Upstream {
-                    edge.count_upstream_error(&ctx, &failure.error);
-                }
-                break Err(failure);
-            }
+            Before::Answer(head, body) => answer = Some(Some((head, body))),
+            Before::Close => answer = Some(None),
+        }
+    }
+    ctx.route = Some(route.clone());
+    let req = &*req;
+    let result = match answer {
+        None => {
+            proxy(
+                edge,
+                &mut client,
+                &mut ctx,
+                req,
+                &group,
+                plugged.as_deref_mut(),
+                received,
+                buffered,
+                work,
+                keep_alive,
+            )
+            .await
+        }
+        Some(answer) => {
+            let kept = keep_alive && (req.body_len == 0 || buffered);
+            let date = get_cached_date();
+            let ours = Ours {
+                head_request: req.head_only,
+                request_id: &work.request_id,
+                keep_alive: kept,
+                date: date.as_bytes(),
+            };
+            answered(
+                &mut client,
+                answer,
+                plugged.as_deref_mut(),
+                &ours,
+                &mut work.relay,
+            )
+            .await
+            .map(|sent| (sent, kept))
         }
     };
 
@@ -142,7 +143,7 @@ pub(super) async fn forward(
         );
     }
     let (status, body_bytes, kept, error) = match result {
-        Ok(sent) => (sent.status, sent.body_bytes, keep_alive, None),
+        Ok((sent, kept)) => (sent.status, sent.body_bytes, kept, None),
         Err(failure) if !failure.started => {
             let status = failure::status(&failure.error);
             if status > 0 {
@@ -165,10 +166,28 @@ pub(super) async fn forward(
         ),
     };
     let elapsed = req.start.elapsed();
+    if let Some(plugged) = plugged.as_deref_mut() {
+        if let Some(e) = &error {
+            let (flags, details) = failure::flags(e);
+            plugged.failed(flags, details);
+        }
+        if ctx.note.is_none() {
+            ctx.note = plugged.note.take();
+        }
+        plugged.finish(
+            status,
+            Completion {
+                duration: elapsed,
+                request_body_bytes: req.body_len,
+                response_body_bytes: body_bytes as u64,
+                response_head_bytes: 0,
+            },
+        );
+    }
     let metrics = &edge.shared.metrics;
-    req.route
+    route
         .metrics
-        .get_or_init(|| metrics.route(&req.route.name))
+        .get_or_init(|| metrics.route(&route.name))
         .observe(status, elapsed);
     if let Some(log) = &req.log {
         access_log::write_entry(&access_log::Entry {
@@ -185,7 +204,7 @@ pub(super) async fn forward(
             status,
             elapsed,
             bytes_sent: body_bytes,
-            route: &req.route.name,
+            route: &route.name,
             upstream: ctx.upstream,
             request_id: std::str::from_utf8(&work.request_id).unwrap_or(""),
             note: ctx.note.as_deref().unwrap_or(""),
@@ -193,6 +212,113 @@ pub(super) async fn forward(
         });
     }
     kept
+}
+
+/// Sends an answer made before the upstream was asked: a plugin's, or Gantry's own; `None`: a
+/// plugin reset the stream, and nothing is sent.
+async fn answered(
+    client: &mut Client<'_>,
+    answer: Option<(Box<pingora::http::ResponseHeader>, Bytes)>,
+    plugged: Option<&mut Plugged>,
+    ours: &Ours<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Sent, Failure> {
+    let Some((head, body)) = answer else {
+        return Err(Failure::before(
+            Error::explain(ErrorType::ConnectionClosed, "a plugin reset the stream").into_down(),
+        ));
+    };
+    if let Some(plugged) = plugged {
+        plugged.sent_head(&head);
+    }
+    let status = head.status.as_u16();
+    client
+        .answer(*head, &body, ours, out)
+        .await
+        .map_err(|error| Failure {
+            error,
+            upstream_silent: false,
+            started: true,
+            status,
+            body_bytes: 0,
+        })?;
+    Ok(Sent {
+        status,
+        body_bytes: if ours.head_request { 0 } else { body.len() },
+    })
+}
+
+/// Proxies the request to the group's endpoints: `Ok` with whether the client's connection can
+/// carry another request.
+#[allow(clippy::too_many_arguments)]
+async fn proxy(
+    edge: &EdgeProxy,
+    client: &mut Client<'_>,
+    ctx: &mut RequestCtx,
+    req: &Request,
+    group: &UpstreamGroup,
+    mut plugged: Option<&mut Plugged>,
+    received: &mut BytesMut,
+    buffered: bool,
+    work: &mut Work,
+    keep_alive: bool,
+) -> Result<(Sent, bool), Failure> {
+    let timeouts = req.route.timeouts;
+    let may_resend = req.idempotent && buffered;
+    let mut stale = 0;
+    loop {
+        let addr = match next_endpoint(&edge.shared.resolver, group, ctx).await {
+            Ok(addr) => addr,
+            Err(e) => return Err(Failure::before(e)),
+        };
+        let (upstream, pooled) = match pool::take(addr) {
+            Some(upstream) => (upstream, true),
+            None => match connect(addr, timeouts.connect).await {
+                Ok(upstream) => (upstream, false),
+                Err(e) => {
+                    edge.count_upstream_error(ctx, &e);
+                    if ctx.attempts.may_retry(group) {
+                        continue;
+                    }
+                    return Err(Failure::before(e));
+                }
+            },
+        };
+        let body = Body {
+            received: &mut *received,
+            buffered,
+        };
+        match exchange(
+            client,
+            upstream,
+            addr,
+            req,
+            plugged.as_deref_mut(),
+            body,
+            work,
+            timeouts.read,
+            keep_alive,
+        )
+        .await
+        {
+            Ok(sent) => return Ok((sent, keep_alive)),
+            // As on Pingora's path, only a request that may be repeated goes again.
+            Err(failure)
+                if pooled
+                    && failure.upstream_silent
+                    && may_resend
+                    && stale < MOST_STALE_RETRIES =>
+            {
+                stale += 1;
+            }
+            Err(failure) => {
+                if failure.error.esource() == &ErrorSource::Upstream {
+                    edge.count_upstream_error(ctx, &failure.error);
+                }
+                return Err(failure);
+            }
+        }
+    }
 }
 
 /// Connects to an endpoint within the route's connect timeout.
@@ -264,6 +390,7 @@ async fn exchange(
     mut upstream: TcpStream,
     addr: SocketAddr,
     req: &Request,
+    plugged: Option<&mut Plugged>,
     body: Body<'_>,
     work: &mut Work,
     read_timeout: Duration,
@@ -322,10 +449,11 @@ async fn exchange(
     let mut heard = false;
     let relayed = loop {
         if !upstream_buf.is_empty() {
-            match response::relay_head(upstream_buf, &ours, &mut work.relay) {
+            match response::read_head(upstream_buf, req.head_only, &mut work.relay) {
                 Ok(Some(relayed)) if (100..200).contains(&relayed.status) => {
                     // Passed on over HTTP/1.1; over HTTP/2, Pingora's session sends none.
                     upstream_buf.advance(relayed.len);
+                    work.relay.extend_from_slice(b"\r\n");
                     client.write_h1(&work.relay).await.map_err(broken)?;
                     continue;
                 }
@@ -378,11 +506,57 @@ async fn exchange(
     };
     upstream_buf.advance(relayed.len);
 
+    let mut status = relayed.status;
+    let mut filter = None;
+    let mut chunk_out = false;
+    match plugged {
+        None => response::end_head(
+            &mut work.relay,
+            &ours,
+            relayed.framing == Framing::UntilClose,
+        ),
+        Some(plugged) => {
+            work.relay.extend_from_slice(b"\r\n");
+            let mut resp = client::response_header(&work.relay).map_err(broken)?;
+            let replaced = plugged.response(&mut resp, addr).await.map_err(broken)?;
+            plugged.sent_head(&resp);
+            status = resp.status.as_u16();
+            if let Some(body) = replaced {
+                // The upstream's body is not read: its connection is not used again.
+                return answered(
+                    client,
+                    Some((Box::new(resp), body)),
+                    None,
+                    &ours,
+                    &mut work.relay,
+                )
+                .await;
+            }
+            let filtered = plugged.wants_response_body() && relayed.framing != Framing::Empty;
+            let framing = match relayed.framing {
+                // The plugins may change the body: its length is what they leave in the head,
+                // else it goes in chunks.
+                _ if filtered && resp.headers.contains_key(CONTENT_LENGTH) => {
+                    ClientFraming::AsFields
+                }
+                _ if filtered => ClientFraming::Chunked,
+                Framing::Empty => ClientFraming::AsFields,
+                Framing::Length(n) => ClientFraming::Length(n),
+                Framing::Chunked | Framing::UntilClose => ClientFraming::Chunked,
+            };
+            chunk_out = framing == ClientFraming::Chunked;
+            response::write_head(&resp, framing, &ours, &mut work.relay);
+            filter = filtered.then_some(plugged);
+        }
+    }
+
     let mut relay = Relay {
         client,
-        status: relayed.status,
+        status,
         framing: relayed.framing,
         body_bytes: 0,
+        filter,
+        chunk_out,
     };
     let complete = relay
         .body(&mut upstream, &mut work.relay, upstream_buf, read_timeout)
@@ -469,14 +643,18 @@ async fn send_body(
 }
 
 /// The response on its way to the client, once its head is known.
-struct Relay<'c, 'a> {
+struct Relay<'c, 'a, 'p> {
     client: &'c mut Client<'a>,
     status: u16,
     framing: Framing,
     body_bytes: usize,
+    /// The plugins that take the body: it goes through them, and out as they leave it.
+    filter: Option<&'p mut Plugged>,
+    /// The client gets the plugins' body in chunks (HTTP/1.1).
+    chunk_out: bool,
 }
 
-impl Relay<'_, '_> {
+impl Relay<'_, '_, '_> {
     fn failed(&self, error: BError) -> Failure {
         Failure {
             error,
@@ -572,8 +750,11 @@ impl Relay<'_, '_> {
         data: &[Range<usize>],
         ended: bool,
     ) -> Result<(), Failure> {
+        if self.filter.is_some() {
+            return self.filtered(head, true, raw, data, ended).await;
+        }
         if self.client.is_h2() {
-            let no_body = ended && self.h2_data(raw, data).next().is_none();
+            let no_body = ended && self.data(raw, data).next().is_none();
             self.client
                 .head_h2(head, no_body)
                 .await
@@ -596,8 +777,12 @@ impl Relay<'_, '_> {
         ended: bool,
         out: &mut Vec<u8>,
     ) -> Result<(), Failure> {
+        if self.filter.is_some() {
+            out.clear();
+            return self.filtered(out, false, raw, data, ended).await;
+        }
         if self.client.is_h2() {
-            let mut pieces = self.h2_data(raw, data).peekable();
+            let mut pieces = self.data(raw, data).peekable();
             let mut sent = false;
             while let Some(piece) = pieces.next() {
                 let end = ended && pieces.peek().is_none();
@@ -640,8 +825,70 @@ impl Relay<'_, '_> {
         }
     }
 
-    /// The body's data as an HTTP/2 client gets it: without chunked framing.
-    fn h2_data<'b>(
+    /// Body bytes through the plugins, sent as they leave them: after the head in `out` when
+    /// `with_head`, in chunks when the client gets chunks.
+    async fn filtered(
+        &mut self,
+        out: &mut Vec<u8>,
+        with_head: bool,
+        raw: &[u8],
+        data: &[Range<usize>],
+        ended: bool,
+    ) -> Result<(), Failure> {
+        let mut pieces = self.data(raw, data);
+        let mut body = match (pieces.next(), pieces.next()) {
+            (None, _) => None,
+            (Some(one), None) => Some(Bytes::copy_from_slice(one)),
+            (Some(first), Some(second)) => {
+                let mut all = BytesMut::from(first);
+                all.extend_from_slice(second);
+                pieces.for_each(|piece| all.extend_from_slice(piece));
+                Some(all.freeze())
+            }
+        };
+        let passed = match self.filter.as_deref_mut() {
+            Some(plugged) => plugged.response_body(&mut body, ended),
+            None => Ok(()),
+        };
+        passed.map_err(|e| self.failed(e))?;
+        let bytes = body.unwrap_or_default();
+        if self.client.is_h2() {
+            if with_head {
+                let no_body = ended && bytes.is_empty();
+                self.client
+                    .head_h2(out, no_body)
+                    .await
+                    .map_err(|e| self.failed(e))?;
+                if no_body {
+                    return Ok(());
+                }
+            }
+            if bytes.is_empty() && !ended {
+                return Ok(());
+            }
+            return self
+                .client
+                .data_h2(&bytes, ended)
+                .await
+                .map_err(|e| self.failed(e));
+        }
+        if self.chunk_out {
+            chunk(out, &bytes);
+            if ended {
+                out.extend_from_slice(b"0\r\n\r\n");
+            }
+        } else {
+            out.extend_from_slice(&bytes);
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.client.write_h1(out).await.map_err(|e| self.failed(e))
+    }
+
+    /// The body's data without the upstream's chunked framing (as an HTTP/2 client and the
+    /// plugins get it).
+    fn data<'b>(
         &self,
         raw: &'b [u8],
         data: &'b [Range<usize>],

@@ -16,6 +16,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use super::client::Client;
+use super::plugged::{Connection, Plugged};
 use super::{LogHead, Request, Work, fast_route, forward, request, set_request_id};
 use crate::dataplane::headers::{self, X_REQUEST_ID};
 use crate::dataplane::proxy::EdgeProxy;
@@ -55,10 +56,44 @@ impl H2Streams {
         }
         let shared = &self.edge.shared;
         let host = headers::request_host(req);
-        let (route, group) = fast_route(shared, &host, path, tls)?;
+        let fast = fast_route(shared, &host, path, tls, false)?;
         let theirs = req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
         set_request_id(work, theirs, &shared.request_ids);
-        request::write_upstream_h2(req, client, tls, &work.request_id, &mut work.upstream_head);
+        let plugged = match fast.plugins {
+            Some((chain, snapshot)) => {
+                let connection = Connection {
+                    client: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                    server: session.server_addr().and_then(|a| a.as_inet()).copied(),
+                    tls,
+                    accepted: session
+                        .digest()
+                        .and_then(|d| d.timing_digest.iter().flatten().next())
+                        .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
+                        .unwrap_or_default(),
+                };
+                Some(Box::new(Plugged::new(
+                    shared,
+                    &fast.route,
+                    &chain,
+                    snapshot,
+                    req.clone(),
+                    &connection,
+                    &work.request_id,
+                    None,
+                )))
+            }
+            None => {
+                request::write_upstream_header(
+                    req,
+                    None,
+                    client,
+                    tls,
+                    &work.request_id,
+                    &mut work.upstream_head,
+                );
+                None
+            }
+        };
         let log = shared.access_log.then(|| LogHead {
             method: req.method.as_str().to_owned(),
             host: host.into_owned(),
@@ -75,8 +110,9 @@ impl H2Streams {
             close: false,
             body_len: 0,
             idempotent: req.method.is_idempotent(),
-            route,
-            group,
+            route: fast.route,
+            group: fast.group,
+            plugged,
             log,
         })
     }
@@ -90,7 +126,7 @@ impl HttpServerApp for H2Streams {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let mut work = Work::take();
-        let Some(request) = self.plan(&mut session, &mut work) else {
+        let Some(mut request) = self.plan(&mut session, &mut work) else {
             work.give_back();
             return self.proxy.process_new_http(session, shutdown).await;
         };
@@ -100,7 +136,7 @@ impl HttpServerApp for H2Streams {
         Box::pin(forward::forward(
             &self.edge,
             Client::H2(&mut session),
-            &request,
+            &mut request,
             &mut no_body,
             &mut work,
             true,

@@ -4,12 +4,13 @@
 //! is served by Pingora's HTTP/2 server, each stream offered to the fast path first ([`h2`]).
 //! An HTTP/1.1 connection is read by the loop below: each request head is parsed in place, and
 //! a plain one (without a body or with a `Content-Length`, to a route that proxies to HTTP/1.1
-//! endpoints, without plugins or a redirect to answer) is forwarded by [`forward`]: its head
-//! written to a pooled upstream connection with the forwarding fields, the response head relayed
-//! with Gantry's fields and the body copied as it comes, with no per-request session, header
-//! maps or tasks. Every other request is handed, as the bytes read so far, to Pingora's proxy on
-//! the same connection, whose phases serve it exactly as before; when it is done the connection
-//! comes back here for the next request.
+//! endpoints, without a redirect to answer) is forwarded by [`forward`]: its head written to a
+//! pooled upstream connection with the forwarding fields, the response head relayed with
+//! Gantry's fields and the body copied as it comes, with no per-request session, header maps or
+//! tasks. A route's plugins run there too ([`plugged`]), on header maps built for them only.
+//! Every other request is handed, as the bytes read so far, to Pingora's proxy on the same
+//! connection, whose phases serve it exactly as before; when it is done the connection comes
+//! back here for the next request.
 //!
 //! bench/README.md ("A request path of Gantry's own") has what this saves and where the time
 //! goes now.
@@ -18,6 +19,7 @@ mod chunked;
 mod client;
 mod forward;
 mod h2;
+mod plugged;
 mod pool;
 mod request;
 mod response;
@@ -38,7 +40,8 @@ use tracing::debug;
 
 use super::headers;
 use super::proxy::{ACME_CHALLENGE_PATH, EdgeProxy, Shared};
-use crate::snapshot::{Action, Route, UpstreamGroup, UpstreamProtocol};
+use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup, UpstreamProtocol};
+use plugged::{Connection, Plugged};
 use request::Parse;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4), which starts an h2c connection.
@@ -169,6 +172,8 @@ struct Request {
     idempotent: bool,
     route: Arc<Route>,
     group: Arc<UpstreamGroup>,
+    /// The route's plugins, when it has any; the upstream's head is written once they ran.
+    plugged: Option<Box<Plugged>>,
     /// What the access log says of the request, kept only when the log is on.
     log: Option<LogHead>,
 }
@@ -193,6 +198,8 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
         .and_then(|d| d.peer_addr().cloned());
     let client_ip = peer.as_ref().and_then(|a| a.as_inet()).map(|a| a.ip());
     let tls = stream.get_ssl_digest().is_some();
+    // The connection as plugins see it, found out when a request first needs it.
+    let mut connection = None;
     // What the client sent and is not yet handled.
     let mut received = BytesMut::new();
     loop {
@@ -201,7 +208,13 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
         }
         let mut work = Work::take();
         let planned = loop {
-            match plan(app, &received, client_ip, tls, &mut work) {
+            let client = Downstream {
+                stream: &stream,
+                ip: client_ip,
+                tls,
+                connection: &mut connection,
+            };
+            match plan(app, &received, client, &mut work) {
                 Planned::Partial if received.len() > MOST_HEAD_BYTES => break Planned::Elsewhere,
                 Planned::Partial => {}
                 planned => break planned,
@@ -211,7 +224,7 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
             }
         };
         match planned {
-            Planned::Fast(request) => {
+            Planned::Fast(mut request) => {
                 received.advance(request.head_len);
                 let keep_alive = !request.close && !*shutdown.borrow();
                 // Boxed: the forwarding's state is needed only while a request is under way,
@@ -219,7 +232,7 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                 let kept = Box::pin(forward::forward(
                     &app.edge,
                     client::Client::H1(&mut stream),
-                    &request,
+                    &mut request,
                     &mut received,
                     &mut work,
                     keep_alive,
@@ -277,9 +290,43 @@ async fn read_more(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut Shutd
     matches!(read, Ok(Ok(n)) if n > 0)
 }
 
+/// The client's connection, as [`plan`] needs it.
+struct Downstream<'a> {
+    stream: &'a Stream,
+    ip: Option<IpAddr>,
+    tls: bool,
+    /// What plugins see of it, found out once.
+    connection: &'a mut Option<Connection>,
+}
+
+impl Downstream<'_> {
+    fn connection(&mut self) -> Connection {
+        *self.connection.get_or_insert_with(|| {
+            let socket = self.stream.get_socket_digest();
+            let inet = |a: Option<&pingora::protocols::l4::socket::SocketAddr>| {
+                a.and_then(|a| a.as_inet()).copied()
+            };
+            Connection {
+                client: inet(socket.as_ref().and_then(|d| d.peer_addr())),
+                server: inet(socket.as_ref().and_then(|d| d.local_addr())),
+                tls: self.tls,
+                accepted: self
+                    .stream
+                    .get_timing_digest()
+                    .iter()
+                    .flatten()
+                    .next()
+                    .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
+                    .unwrap_or_default(),
+            }
+        })
+    }
+}
+
 /// Parses the head at the start of `buf` and decides which path serves it; for the fast path,
-/// sets the request id and writes the upstream's request head in `work`.
-fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut Work) -> Planned {
+/// sets the request id and (when no plugin is to see the request first) writes the upstream's
+/// request head in `work`.
+fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) -> Planned {
     let mut slots = request::header_slots();
     let head = match request::parse(buf, &mut slots) {
         Parse::Partial => return Planned::Partial,
@@ -288,17 +335,38 @@ fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut W
     };
     let shared = app.shared();
     let host = headers::normalise_host(head.host);
-    let Some((route, group)) = fast_route(shared, &host, head.path(), tls) else {
+    let Some(fast) = fast_route(shared, &host, head.path(), client.tls, head.body_len > 0) else {
         return Planned::Elsewhere;
     };
     set_request_id(work, head.request_id, &shared.request_ids);
-    request::write_upstream(
-        &head,
-        client,
-        tls,
-        &work.request_id,
-        &mut work.upstream_head,
-    );
+    let plugged = match fast.plugins {
+        Some((chain, snapshot)) => {
+            let Some(req) = plugged::request_header(&head) else {
+                return Planned::Elsewhere;
+            };
+            let length = (head.body_len > 0).then_some(head.body_len);
+            Some(Box::new(Plugged::new(
+                shared,
+                &fast.route,
+                &chain,
+                snapshot,
+                req,
+                &client.connection(),
+                &work.request_id,
+                length,
+            )))
+        }
+        None => {
+            request::write_upstream(
+                &head,
+                client.ip,
+                client.tls,
+                &work.request_id,
+                &mut work.upstream_head,
+            );
+            None
+        }
+    };
     let log = shared.access_log.then(|| LogHead {
         method: head.method.to_owned(),
         host: host.into_owned(),
@@ -311,27 +379,38 @@ fn plan(app: &H1App, buf: &[u8], client: Option<IpAddr>, tls: bool, work: &mut W
         close: head.close,
         body_len: head.body_len,
         idempotent: head.idempotent(),
-        route,
-        group,
+        route: fast.route,
+        group: fast.group,
+        plugged,
         log,
     })
 }
 
+/// A route the fast path takes.
+struct FastRoute {
+    route: Arc<Route>,
+    group: Arc<UpstreamGroup>,
+    /// Its plugins, and the Snapshot they route in when they change the request.
+    plugins: Option<(crate::wasm::PluginChain, Arc<Snapshot>)>,
+}
+
 /// The route a request takes on the fast path, if it may: one that proxies to HTTP/1.1
-/// endpoints, with no plugin or redirect to answer (and not ACME's HTTP-01 path, which Gantry
-/// answers whatever the routes say).
+/// endpoints, without a redirect to answer, and with no plugin that the fast path cannot run
+/// (see [`plugged::may_take`]); and not ACME's HTTP-01 path, which Gantry answers whatever the
+/// routes say.
 fn fast_route(
     shared: &Shared,
     host: &str,
     path: &str,
     tls: bool,
-) -> Option<(Arc<Route>, Arc<UpstreamGroup>)> {
+    has_body: bool,
+) -> Option<FastRoute> {
     if path.starts_with(ACME_CHALLENGE_PATH) {
         return None;
     }
     let snapshot = shared.snapshots.load();
     let route = snapshot.router.route(host, path)?;
-    if route.plugins.is_some() || (route.https_redirect && !tls) {
+    if route.https_redirect && !tls {
         return None;
     }
     let Action::Proxy(group) = &route.action else {
@@ -340,7 +419,18 @@ fn fast_route(
     if group.endpoint_count() == 0 || group.protocol != UpstreamProtocol::Http1 {
         return None;
     }
-    Some((route.clone(), group.clone()))
+    let plugins = match &route.plugins {
+        Some(chain) if plugged::may_take(chain, has_body, &snapshot) => {
+            Some((chain.clone(), Arc::clone(&snapshot)))
+        }
+        Some(_) => return None,
+        None => None,
+    };
+    Some(FastRoute {
+        route: route.clone(),
+        group: group.clone(),
+        plugins,
+    })
 }
 
 /// The request's id in `work`: the client's if acceptable, else a new one.

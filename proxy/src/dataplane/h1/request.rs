@@ -201,11 +201,14 @@ pub(super) fn write_upstream(
     );
 }
 
-/// Writes the upstream's HTTP/1.1 request head for an HTTP/2 request: `Host` from the
-/// authority (RFC 9113 section 8.3.1), the cookie fields joined into one (section 8.2.3), the
-/// rest less hop-by-hop fields, and the forwarding fields as [`write_upstream`] sets them.
-pub(super) fn write_upstream_h2(
+/// Writes the upstream's HTTP/1.1 request head from Pingora's request header (an HTTP/2
+/// request, or a head the plugins saw): `Host` from the authority (RFC 9113 section 8.3.1), the
+/// cookie fields joined into one (section 8.2.3), the rest less hop-by-hop fields, the body's
+/// `length` in place of any `Content-Length` field when given, and the forwarding fields as
+/// [`write_upstream`] sets them.
+pub(super) fn write_upstream_header(
     req: &pingora::http::RequestHeader,
+    length: Option<u64>,
     client: Option<IpAddr>,
     tls: bool,
     request_id: &[u8],
@@ -233,7 +236,10 @@ pub(super) fn write_upstream_h2(
     let mut cookies = Vec::new();
     for (name, value) in &req.headers {
         let name = name.as_str();
-        let dropped = name == "host" || HOP_BY_HOP.contains(&name) || REPLACED.contains(&name);
+        let dropped = name == "host"
+            || HOP_BY_HOP.contains(&name)
+            || REPLACED.contains(&name)
+            || (length.is_some() && name == "content-length");
         if dropped {
             continue;
         }
@@ -249,6 +255,10 @@ pub(super) fn write_upstream_h2(
         out.extend_from_slice(b"cookie: ");
         out.extend_from_slice(&cookies.join(&b"; "[..]));
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(length) = length {
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {length}\r\n");
     }
     forwarding_fields(
         out,

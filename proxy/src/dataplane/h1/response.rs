@@ -48,12 +48,11 @@ pub(super) struct Ours<'a> {
     pub date: &'a [u8],
 }
 
-/// Parses the head at the start of `buf` and writes the client's head into `out`. `Ok(None)`:
-/// more bytes are needed. A 1xx head is written as it is (less hop-by-hop fields) and the final
-/// head follows it.
-pub(super) fn relay_head(
+/// Parses the head at the start of `buf` and writes its status line and the fields the client
+/// gets of it into `out`: the head without Gantry's fields and its final empty line.
+pub(super) fn read_head(
     buf: &[u8],
-    ours: &Ours<'_>,
+    head_request: bool,
     out: &mut Vec<u8>,
 ) -> Result<Option<Relayed>, HeadError> {
     let mut slots = [httparse::EMPTY_HEADER; MOST_HEADERS];
@@ -111,7 +110,7 @@ pub(super) fn relay_head(
             }
         }
     }
-    let no_body = ours.head_request || matches!(status, 204 | 304) || informational;
+    let no_body = head_request || matches!(status, 204 | 304) || informational;
     let framing = match (chunked, length) {
         _ if no_body => Framing::Empty,
         (Some(true), _) => Framing::Chunked,
@@ -163,27 +162,83 @@ pub(super) fn relay_head(
         );
         out.extend_from_slice(b"\r\n");
     }
-    if !informational {
-        if framing == Framing::UntilClose {
-            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        }
-        out.extend_from_slice(b"x-request-id: ");
-        out.extend_from_slice(ours.request_id);
-        out.extend_from_slice(b"\r\ndate: ");
-        out.extend_from_slice(ours.date);
-        out.extend_from_slice(if ours.keep_alive {
-            b"\r\nconnection: keep-alive\r\n"
-        } else {
-            b"\r\nconnection: close\r\n"
-        });
-    }
-    out.extend_from_slice(b"\r\n");
     Ok(Some(Relayed {
         status,
         len,
         framing,
         reusable,
     }))
+}
+
+/// Ends a final response head in `out`: Gantry's fields (and `Transfer-Encoding: chunked` when
+/// `chunked` says the client gets chunks the upstream's fields do not announce), then the empty
+/// line.
+pub(super) fn end_head(out: &mut Vec<u8>, ours: &Ours<'_>, chunked: bool) {
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"x-request-id: ");
+    out.extend_from_slice(ours.request_id);
+    out.extend_from_slice(b"\r\ndate: ");
+    out.extend_from_slice(ours.date);
+    out.extend_from_slice(if ours.keep_alive {
+        b"\r\nconnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    });
+}
+
+/// How the client's response body is framed when the head is written from Pingora's
+/// [`ResponseHeader`] (a plugin's or Gantry's own answer, or a head the plugins saw).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ClientFraming {
+    /// As the head's own fields say: a response without a body (HEAD, 204, 304), or one whose
+    /// `Content-Length` the plugins left to describe the body they pass on.
+    AsFields,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes a whole HTTP/1.1 response head from Pingora's [`ResponseHeader`] into `out`: its
+/// fields less hop-by-hop ones and Gantry's own, the body's framing as `framing` says, and
+/// Gantry's fields.
+pub(super) fn write_head(
+    resp: &pingora::http::ResponseHeader,
+    framing: ClientFraming,
+    ours: &Ours<'_>,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(itoa3(resp.status.as_u16()).as_slice());
+    out.push(b' ');
+    let reason = resp
+        .get_reason_phrase()
+        .or(resp.status.canonical_reason())
+        .unwrap_or("");
+    out.extend_from_slice(reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in &resp.headers {
+        let name = name.as_str();
+        let framing_field = name == "content-length" || name == "transfer-encoding";
+        let dropped = matches!(
+            name,
+            "connection" | "upgrade" | "keep-alive" | "proxy-connection" | "x-request-id" | "date"
+        ) || (framing_field && framing != ClientFraming::AsFields);
+        if dropped {
+            continue;
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let ClientFraming::Length(n) = framing {
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "content-length: {n}\r\n");
+    }
+    end_head(out, ours, framing == ClientFraming::Chunked);
 }
 
 /// A status code's three digits.
@@ -206,6 +261,23 @@ mod tests {
         keep_alive: true,
         date: b"Sun, 06 Dec 2026 10:00:00 GMT",
     };
+
+    /// The head as the fast path relays it without plugins.
+    fn relay_head(
+        buf: &[u8],
+        ours: &Ours<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Relayed>, HeadError> {
+        let Some(relayed) = read_head(buf, ours.head_request, out)? else {
+            return Ok(None);
+        };
+        if (100..200).contains(&relayed.status) {
+            out.extend_from_slice(b"\r\n");
+        } else {
+            end_head(out, ours, relayed.framing == Framing::UntilClose);
+        }
+        Ok(Some(relayed))
+    }
 
     fn relay(head: &str, ours: &Ours<'_>) -> (Relayed, String) {
         let mut out = Vec::new();
@@ -269,6 +341,35 @@ mod tests {
             assert_eq!(relayed.framing, Framing::Empty);
             assert!(relayed.reusable);
         }
+    }
+
+    #[test]
+    fn a_head_the_plugins_saw_gets_the_framing_the_client_is_sent() {
+        let mut resp = pingora::http::ResponseHeader::build(201, None).unwrap();
+        resp.append_header("content-length", "5").unwrap();
+        resp.append_header("x-plugin", "a").unwrap();
+        resp.append_header("connection", "close").unwrap();
+        resp.append_header("x-request-id", "plugin's").unwrap();
+        let mut out = Vec::new();
+        let ours = Ours {
+            keep_alive: false,
+            ..OURS
+        };
+        write_head(&resp, ClientFraming::Chunked, &ours, &mut out);
+        assert_eq!(
+            String::from_utf8(out.clone()).unwrap(),
+            "HTTP/1.1 201 Created\r\nx-plugin: a\r\ntransfer-encoding: chunked\r\n\
+             x-request-id: id-1\r\ndate: Sun, 06 Dec 2026 10:00:00 GMT\r\n\
+             connection: close\r\n\r\n"
+        );
+        write_head(&resp, ClientFraming::Length(7), &OURS, &mut out);
+        let head = String::from_utf8(out.clone()).unwrap();
+        assert!(head.contains("content-length: 7\r\n"), "{head}");
+        assert!(!head.contains("content-length: 5"), "{head}");
+        write_head(&resp, ClientFraming::AsFields, &OURS, &mut out);
+        let head = String::from_utf8(out).unwrap();
+        assert!(head.contains("content-length: 5\r\n"), "{head}");
+        assert!(!head.contains("transfer-encoding"), "{head}");
     }
 
     #[test]

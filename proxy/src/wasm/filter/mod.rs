@@ -145,6 +145,16 @@ impl Filters {
             .any(|entry| !entry.skip && !entry.plugin.unneeded.request_body)
     }
 
+    /// Whether a plugin of the chain takes the response body (or a local reply's body
+    /// replaced the upstream's): without either, the body goes to the client as it came.
+    pub fn wants_response_body(&self) -> bool {
+        self.replacement_body.is_some()
+            || self
+                .entries
+                .iter()
+                .any(|entry| entry.sees_response() && !entry.plugin.unneeded.response_body)
+    }
+
     /// Runs one callback of entry `i` with `io` swapped into its instance.
     fn run(
         &mut self,
