@@ -46,20 +46,20 @@ pub(super) fn may_take(chain: &PluginChain, has_body: bool, snapshot: &Snapshot)
         && snapshot.router.proxies_only_http1()
 }
 
-/// Pingora's request header for an HTTP/1.1 head, as its own parser would make it; `None` for a
-/// head it could not hold (which Pingora's path then answers).
+/// Pingora's request header for an HTTP/1.1 head; `None` for a head it could not hold (which
+/// Pingora's path then answers). Built as `http`'s parts, without the map of names' case that
+/// Pingora's builders keep: the upstream's head is written with names in lower case.
 pub(super) fn request_header(head: &Head<'_, '_>) -> Option<RequestHeader> {
-    let mut req = RequestHeader::build(
-        head.method,
-        head.target.as_bytes(),
-        Some(head.headers.len()),
-    )
-    .ok()?;
+    let mut parts = http::Request::new(()).into_parts().0;
+    parts.method = http::Method::from_bytes(head.method.as_bytes()).ok()?;
+    parts.uri = head.target.parse().ok()?;
+    parts.headers.reserve(head.headers.len());
     for field in head.headers {
+        let name = http::HeaderName::from_bytes(field.name.as_bytes()).ok()?;
         let value = HeaderValue::from_bytes(field.value).ok()?;
-        req.append_header(field.name.to_owned(), value).ok()?;
+        parts.headers.append(name, value);
     }
-    Some(req)
+    Some(RequestHeader::from(parts))
 }
 
 /// One request's plugins on the fast path.
