@@ -87,7 +87,9 @@ pub(super) async fn forward(
     let mut plugged = req.plugged.take();
     let mut answer = None;
     if let Some(plugged) = plugged.as_deref_mut() {
-        match plugged.request(edge, &mut route).await {
+        // Boxed, as the plugins' response phase below: their futures are large, and would
+        // weigh on every request's, plugins or not.
+        match Box::pin(plugged.request(edge, &mut route)).await {
             Before::Proxy(next) => {
                 group = next;
                 plugged.write_upstream(&work.request_id, &mut work.upstream_head);
@@ -518,7 +520,9 @@ async fn exchange(
         Some(plugged) => {
             work.relay.extend_from_slice(b"\r\n");
             let mut resp = client::response_header(&work.relay).map_err(broken)?;
-            let replaced = plugged.response(&mut resp, addr).await.map_err(broken)?;
+            let replaced = Box::pin(plugged.response(&mut resp, addr))
+                .await
+                .map_err(broken)?;
             plugged.sent_head(&resp);
             status = resp.status.as_u16();
             if let Some(body) = replaced {
