@@ -35,7 +35,7 @@ use pingora::protocols::http::ServerSession;
 use pingora::protocols::{ALPN, Stream};
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
 use super::headers;
@@ -263,25 +263,40 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
     }
 }
 
+thread_local! {
+    /// Where a connection waiting for its next request reads into: the worker thread's, lent
+    /// for each poll of the read only (see [`read_more`]).
+    static FIRST_READ_ROOM: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; FIRST_READ].into_boxed_slice());
+}
+
 /// Reads the client's next bytes: `false` when the connection is done (closed, idle too long,
 /// broken, or Gantry shutting down while it waits between requests).
 ///
-/// Between requests the wait reads into the task's own stack, so that a connection that is only
-/// waiting holds no buffer (the first bytes are copied out once they came); most request heads
-/// fit in one such read, and a longer one is read on into the connection's buffer.
+/// Between requests the wait reads into room the worker thread lends for each poll, so that a
+/// connection that is only waiting holds no buffer, in its task or anywhere (the first bytes are
+/// copied out once they came); most request heads fit in one such read, and a longer one is
+/// read on into the connection's buffer.
 async fn read_more(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> bool {
     if buf.is_empty() {
-        let mut first = [0u8; FIRST_READ];
-        let read = tokio::time::timeout(KEEPALIVE, stream.read(&mut first));
-        let n = tokio::select! {
-            read = read => match read {
-                Ok(Ok(n)) if n > 0 => n,
-                _ => return false,
-            },
-            _ = shutdown.changed() => return false,
+        let first = std::future::poll_fn(|cx| {
+            FIRST_READ_ROOM.with_borrow_mut(|room| {
+                let mut read = tokio::io::ReadBuf::new(room);
+                match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut read) {
+                    std::task::Poll::Ready(Ok(())) => {
+                        buf.extend_from_slice(read.filled());
+                        std::task::Poll::Ready(Ok(read.filled().len()))
+                    }
+                    std::task::Poll::Ready(Err(e)) => std::task::Poll::Ready(Err(e)),
+                    std::task::Poll::Pending => std::task::Poll::Pending,
+                }
+            })
+        });
+        let read = tokio::time::timeout(KEEPALIVE, first);
+        return tokio::select! {
+            read = read => matches!(read, Ok(Ok(n)) if n > 0),
+            _ = shutdown.changed() => false,
         };
-        buf.extend_from_slice(&first[..n]);
-        return true;
     }
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
