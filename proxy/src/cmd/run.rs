@@ -101,7 +101,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         resolver,
     };
     let listeners = dataplane::Listeners {
-        http: &args.http_addr.to_string(),
+        http: args.http_addr,
         https: args.https_addr,
     };
     server.add_service(dataplane::proxy_service(
@@ -109,7 +109,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         &shared,
         &listeners,
         default_cert,
-    )?);
+    ));
     server.add_service(admin(&args, &hub, ready.clone()));
     let reloader = ConfigReloader::new(
         sources,
