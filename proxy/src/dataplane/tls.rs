@@ -70,23 +70,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             debug!("a connection on the HTTPS listener is not a plain socket");
             return None;
         };
-        // Boxed: the handshake's state is large and needed only until it is done, and a future
-        // holds room for its largest state for as long as it lives (the whole connection).
-        let tls = match Box::pin(self.acceptor.tls_handshake(*l4)).await {
-            Ok(tls) => tls,
+        // Boxed, the stream made a `Stream` inside: the handshake's state, and the TLS stream
+        // itself, are large, and a future holds room for its largest state for as long as it
+        // lives (here, the whole connection, plain or not).
+        let handshake = Box::pin(async move {
+            let tls = self.acceptor.tls_handshake(*l4).await?;
+            let acme = matches!(
+                tls.selected_alpn_proto(),
+                Some(ALPN::Custom(custom)) if custom.protocol() == ACME_TLS_ALPN
+            );
+            Ok::<_, Box<pingora::Error>>((!acme).then(|| Box::new(tls) as Stream))
+        });
+        match handshake.await {
+            Ok(Some(tls)) => self.inner.process_new(tls, shutdown).await,
+            // The validation certificate was the answer.
+            Ok(None) => None,
             Err(e) => {
                 debug!("TLS handshake failed: {e}");
-                return None;
+                None
             }
-        };
-        let acme = matches!(
-            tls.selected_alpn_proto(),
-            Some(ALPN::Custom(custom)) if custom.protocol() == ACME_TLS_ALPN
-        );
-        if acme {
-            return None;
         }
-        self.inner.process_new(Box::new(tls), shutdown).await
     }
 
     async fn cleanup(&self) {
