@@ -25,7 +25,7 @@ use super::response::{self, ClientFraming, Framing, Ours};
 use super::{Request, Work, pool};
 use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
-use crate::snapshot::UpstreamGroup;
+use crate::snapshot::{Route, UpstreamGroup};
 use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
 
@@ -107,6 +107,7 @@ pub(super) async fn forward(
                 &mut client,
                 &mut ctx,
                 req,
+                &route,
                 &group,
                 plugged.as_deref_mut(),
                 received,
@@ -250,14 +251,16 @@ async fn answered(
     })
 }
 
-/// Proxies the request to the group's endpoints: `Ok` with whether the client's connection can
-/// carry another request.
+/// Proxies the request to the group's endpoints, within the time limits of `route` (the one a
+/// plugin may have sent it to): `Ok` with whether the client's connection can carry another
+/// request.
 #[allow(clippy::too_many_arguments)]
 async fn proxy(
     edge: &EdgeProxy,
     client: &mut Client<'_>,
     ctx: &mut RequestCtx,
     req: &Request,
+    route: &Route,
     group: &UpstreamGroup,
     mut plugged: Option<&mut Plugged>,
     received: &mut BytesMut,
@@ -265,7 +268,7 @@ async fn proxy(
     work: &mut Work,
     keep_alive: bool,
 ) -> Result<(Sent, bool), Failure> {
-    let timeouts = req.route.timeouts;
+    let timeouts = route.timeouts;
     let may_resend = req.idempotent && buffered;
     let mut stale = 0;
     loop {
