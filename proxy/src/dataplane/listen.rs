@@ -137,8 +137,4 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
     fn name(&self) -> &str {
         &self.name
     }
-
-    fn threads(&self) -> Option<usize> {
-        None
-    }
 }

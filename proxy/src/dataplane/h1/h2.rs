@@ -16,7 +16,7 @@ use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
 
 use super::client::Client;
-use super::plugged::{Connection, Plugged};
+use super::plugged::{self, Connection, Plugged};
 use super::{LogHead, Request, Work, fast_route, forward, request, set_request_id};
 use crate::dataplane::headers::{self, X_REQUEST_ID};
 use crate::dataplane::proxy::EdgeProxy;
@@ -67,9 +67,7 @@ impl H2Streams {
                     tls,
                     accepted: session
                         .digest()
-                        .and_then(|d| d.timing_digest.iter().flatten().next())
-                        .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
-                        .unwrap_or_default(),
+                        .map_or_else(Default::default, |d| plugged::accepted(&d.timing_digest)),
                 };
                 Some(Box::new(Plugged::new(
                     shared,

@@ -325,14 +325,7 @@ impl Downstream<'_> {
                 client: inet(socket.as_ref().and_then(|d| d.peer_addr())),
                 server: inet(socket.as_ref().and_then(|d| d.local_addr())),
                 tls: self.tls,
-                accepted: self
-                    .stream
-                    .get_timing_digest()
-                    .iter()
-                    .flatten()
-                    .next()
-                    .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
-                    .unwrap_or_default(),
+                accepted: plugged::accepted(&self.stream.get_timing_digest()),
             }
         })
     }

@@ -39,6 +39,16 @@ pub(super) struct Connection {
     pub accepted: Duration,
 }
 
+/// When a connection was accepted, since the epoch, from its timing digests (the first layer's).
+pub(super) fn accepted(timing: &[Option<pingora::protocols::TimingDigest>]) -> Duration {
+    timing
+        .iter()
+        .flatten()
+        .next()
+        .and_then(|t| t.established_ts.duration_since(std::time::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+}
+
 /// Whether the fast path may take a request to a route with these plugins: they do not want
 /// its body, and no plugin can send it to a route the fast path does not proxy to.
 pub(super) fn may_take(chain: &PluginChain, has_body: bool, snapshot: &Snapshot) -> bool {
