@@ -16,9 +16,11 @@ cargo fmt --all -- --check
 for manifest in plugins/Cargo.toml examples/plugins/api-key/Cargo.toml proxy/tests/plugins/Cargo.toml; do
     cargo fmt --all --manifest-path "$manifest" -- --check
 done
-echo "==> cargo clippy (all targets, warnings are errors; the build embeds the built-in plugins)"
+echo "==> cargo clippy (all targets, warnings are errors; the SDK and the built-in plugins also as wasm32)"
 cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy -p gantry-sdk --target wasm32-wasip1 -- -D warnings
 cargo clippy --manifest-path plugins/Cargo.toml --all-targets --target-dir target/plugins -- -D warnings
+cargo clippy --manifest-path plugins/Cargo.toml --target wasm32-wasip1 --target-dir target/plugins -- -D warnings
 echo "==> the Dockerfile's build stage, run on this host (no container engine can run here), with the dev profile"
 scripts/build-image-stage.sh dev target/image-stage/gantry
 target/image-stage/gantry version

@@ -1,6 +1,6 @@
 //! The proxy-wasm contexts behind a [`Filter`]: a root context that reads and checks the
 //! configuration, and an HTTP context per request that calls the filter's hooks. Used through
-//! [`export_filter!`](crate::export_filter).
+//! [`export_filter!`](crate::export_filter) when built to wasm32.
 
 use std::rc::Rc;
 
@@ -9,7 +9,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 
 use crate::config::{self, ConfigError};
-use crate::http::{Request, Response};
+use crate::http::{LocalResponse, Request, Response};
 use crate::{Filter, Flow};
 
 /// Registers `F` as the module's plugin; call it from the module's entry point.
@@ -80,9 +80,25 @@ fn act(flow: Flow) -> Action {
     match flow {
         Flow::Continue => Action::Continue,
         Flow::Respond(response) => {
-            response.send();
+            send(&response);
             Action::Pause
         }
+    }
+}
+
+/// Sends a local response (the host answers once the hook returns).
+fn send(response: &LocalResponse) {
+    let headers: Vec<(&str, &str)> = response
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let body = (!response.body.is_empty()).then_some(response.body.as_slice());
+    if let Err(status) = hostcalls::send_http_response(u32::from(response.status), headers, body) {
+        let _ = hostcalls::log(
+            LogLevel::Debug,
+            &format!("send_http_response: host answered {status:?}"),
+        );
     }
 }
 

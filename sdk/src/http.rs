@@ -4,38 +4,35 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::{LogLevel, MapType};
+use crate::host::{self, LogLevel, MapType, Status};
 
-/// Gantry's foreign function that keeps a request on the route it matched although its path or
-/// host changed (Envoy and Gantry route a changed request again by default).
-const KEEP_ROUTE: &str = "gantry_keep_route";
-
-fn report(what: &str, status: proxy_wasm::types::Status) {
-    let _ = hostcalls::log(
-        LogLevel::Debug,
-        &format!("{what}: host answered {status:?}"),
-    );
+fn report(what: &str, status: Status) {
+    host::with(|h| {
+        h.log(
+            LogLevel::Debug,
+            &format!("{what}: host answered {status:?}"),
+        )
+    });
 }
 
 fn get(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value(map, name).ok().flatten()
+    host::with(|h| h.map_value(map, name))
 }
 
 fn set(map: MapType, name: &str, value: Option<&str>) {
-    if let Err(status) = hostcalls::set_map_value(map, name, value) {
+    if let Err(status) = host::with(|h| h.set_map_value(map, name, value)) {
         report(name, status);
     }
 }
 
 fn add(map: MapType, name: &str, value: &str) {
-    if let Err(status) = hostcalls::add_map_value(map, name, value) {
+    if let Err(status) = host::with(|h| h.add_map_value(map, name, value)) {
         report(name, status);
     }
 }
 
 fn pairs(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map(map).unwrap_or_default()
+    host::with(|h| h.map_pairs(map))
 }
 
 /// A request on its way upstream.
@@ -112,15 +109,14 @@ impl Request {
 
     /// A property (Envoy's attribute names: `["request", "id"]`, `["route_name"]`, ...) as text.
     pub fn property(&self, path: &[&str]) -> Option<String> {
-        let bytes = hostcalls::get_property(path.to_vec()).ok().flatten()?;
-        String::from_utf8(bytes).ok()
+        crate::property(path)
     }
 
     /// Keeps the request on the route it matched although the plugin changes its path or host
     /// (a rewrite for the upstream, not a new destination). Hosts without Gantry's extension
     /// ignore this.
     pub fn keep_route(&mut self) {
-        let _ = hostcalls::call_foreign_function(KEEP_ROUTE, None);
+        host::with(|h| h.keep_route());
     }
 }
 
@@ -187,18 +183,5 @@ impl LocalResponse {
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();
         self
-    }
-
-    /// Sends it (the host answers once the hook returns).
-    pub(crate) fn send(&self) {
-        let headers: Vec<(&str, &str)> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.as_str(), v.as_str()))
-            .collect();
-        let body = (!self.body.is_empty()).then_some(self.body.as_slice());
-        if let Err(status) = hostcalls::send_http_response(u32::from(self.status), headers, body) {
-            report("send_http_response", status);
-        }
     }
 }

@@ -40,9 +40,13 @@
 //! refuse to start: Gantry reports it on the WasmPlugin, naming the field.
 
 pub mod config;
+#[cfg(target_arch = "wasm32")]
 pub mod glue;
+pub mod host;
 pub mod http;
 pub mod metrics;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod native;
 pub mod net;
 pub mod shared;
 
@@ -85,13 +89,43 @@ pub trait Filter: Sized + 'static {
     }
 }
 
-/// Makes a [`Filter`] the module's plugin: defines the module's entry point, which registers
-/// the filter's root and HTTP contexts with the proxy-wasm runtime.
+/// Logs a line through the host (Gantry logs it with the plugin's name).
+pub fn log(level: host::LogLevel, message: &str) {
+    host::with(|h| h.log(level, message));
+}
+
+/// The host's clock.
+pub fn now() -> std::time::SystemTime {
+    host::with(|h| h.now())
+}
+
+/// A property (Envoy's attribute names: `["request", "id"]`, `["plugin_name"]`, ...) as text.
+pub fn property(path: &[&str]) -> Option<String> {
+    let bytes = host::with(|h| h.property(path))?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Makes a [`Filter`] the crate's plugin. Built to wasm32, it defines the module's entry point,
+/// which registers the filter's root and HTTP contexts with the proxy-wasm runtime; built
+/// natively, a `configure_native` function for a host that compiles the filter in (see
+/// [`native`]).
 #[macro_export]
 macro_rules! export_filter {
     ($filter:ty) => {
+        #[cfg(target_arch = "wasm32")]
         $crate::proxy_wasm::main! {{
             $crate::glue::register::<$filter>();
         }}
+
+        /// This filter, configured from `config` (JSON), for a host that compiles it in.
+        #[cfg(not(target_arch = "wasm32"))]
+        pub fn configure_native(
+            config: &[u8],
+        ) -> ::std::result::Result<
+            ::std::sync::Arc<dyn $crate::native::NativeFilter>,
+            $crate::ConfigError,
+        > {
+            $crate::native::configure::<$filter>(config)
+        }
     };
 }

@@ -1,8 +1,7 @@
 //! Counters a plugin defines; Gantry exports them on `/metrics` as `gantry_plugin_counter`,
 //! labelled with the plugin and the counter's name.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::MetricType;
+use crate::host;
 
 /// A counter, defined once (in `configure`) and incremented by requests.
 #[derive(Debug, Clone, Copy)]
@@ -14,13 +13,13 @@ impl Counter {
     /// Defines the counter; a host that refuses leaves it inert rather than failing the plugin.
     pub fn define(name: &str) -> Self {
         Counter {
-            id: hostcalls::define_metric(MetricType::Counter, name).ok(),
+            id: host::with(|h| h.define_counter(name)),
         }
     }
 
     pub fn add(&self, n: u64) {
         if let Some(id) = self.id {
-            let _ = hostcalls::increment_metric(id, i64::try_from(n).unwrap_or(i64::MAX));
+            host::with(|h| h.increment_counter(id, i64::try_from(n).unwrap_or(i64::MAX)));
         }
     }
 

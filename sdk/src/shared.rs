@@ -2,13 +2,7 @@
 //! changed with compare-and-swap so that concurrent requests on several threads never lose an
 //! update.
 
-use proxy_wasm::hostcalls;
-use proxy_wasm::types::Status;
-
-/// Gantry's foreign function that creates a key only if it is absent. The standard ABI has no
-/// such call (a write with no version overwrites), so two threads creating the same key at once
-/// could lose one's update; on other hosts the SDK falls back to that plain write.
-const INSERT: &str = "gantry_shared_data_insert";
+use crate::host::{self, Status};
 
 /// Most attempts at one update before giving up: contention this long means something is wrong.
 const MAX_ATTEMPTS: usize = 1000;
@@ -21,14 +15,14 @@ pub fn update<T>(
     mut change: impl FnMut(Option<&[u8]>) -> (Option<Vec<u8>>, T),
 ) -> Result<T, Status> {
     for _ in 0..MAX_ATTEMPTS {
-        let (current, cas) = hostcalls::get_shared_data(key)?;
+        let (current, cas) = get(key)?;
         let (next, result) = change(current.as_deref());
         let Some(next) = next else {
             return Ok(result);
         };
         let written = match cas {
-            Some(cas) => hostcalls::set_shared_data(key, Some(&next), Some(cas)),
-            None => insert(key, &next),
+            Some(cas) => host::with(|h| h.set_shared_data(key, &next, Some(cas))),
+            None => host::with(|h| h.insert_shared_data(key, &next)),
         };
         match written {
             Ok(()) => return Ok(result),
@@ -39,16 +33,7 @@ pub fn update<T>(
     Err(Status::CasMismatch)
 }
 
-/// Creates `key` unless it exists (then `CasMismatch`).
-fn insert(key: &str, value: &[u8]) -> Result<(), Status> {
-    let mut arguments = Vec::with_capacity(4 + key.len() + value.len());
-    arguments.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    arguments.extend_from_slice(key.as_bytes());
-    arguments.extend_from_slice(value);
-    match hostcalls::call_foreign_function(INSERT, Some(&arguments)) {
-        Ok(Some(answer)) if answer.as_slice() == b"inserted" => Ok(()),
-        Ok(_) => Err(Status::CasMismatch),
-        Err(Status::NotFound) => hostcalls::set_shared_data(key, Some(value), None),
-        Err(other) => Err(other),
-    }
+/// The value at `key` (`None` when there is none) and its version.
+pub fn get(key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
+    host::with(|h| h.shared_data(key))
 }

@@ -5,8 +5,8 @@
 
 mod htpasswd;
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use gantry_sdk::net::{CidrSet, ClientAddress};
 use gantry_sdk::{ConfigError, Filter, Flow, LocalResponse, Request, export_filter};
@@ -122,8 +122,9 @@ struct Auth {
     body: String,
     forward_credentials: bool,
     /// Credentials already checked (by SHA-256, never in clear), so that a slow hash such as
-    /// bcrypt is paid once per client rather than once per request.
-    checked: RefCell<HashMap<[u8; 32], bool>>,
+    /// bcrypt is paid once per client rather than once per request. Shared by the threads of
+    /// a host that compiles the plugin in.
+    checked: Mutex<HashMap<[u8; 32], bool>>,
 }
 
 /// Most remembered credential checks per instance.
@@ -186,12 +187,18 @@ impl Auth {
             return false;
         };
         let key: [u8; 32] = Sha256::digest(credentials.as_bytes()).into();
-        if let Some(known) = self.checked.borrow().get(&key) {
-            return *known;
+        let known = self
+            .checked
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&key)
+            .copied();
+        if let Some(known) = known {
+            return known;
         }
         let (user, password) = credentials.split_once(':').unwrap_or((&credentials, ""));
         let ok = self.users.verify(user, password);
-        let mut checked = self.checked.borrow_mut();
+        let mut checked = self.checked.lock().unwrap_or_else(PoisonError::into_inner);
         if checked.len() >= CHECKED_LIMIT {
             checked.clear();
         }
@@ -265,7 +272,7 @@ impl Filter for Acl {
                     challenge: format!("Basic realm=\"{}\"", auth.realm),
                     body: auth.body,
                     forward_credentials: auth.forward_credentials,
-                    checked: RefCell::new(HashMap::new()),
+                    checked: Mutex::new(HashMap::new()),
                 })
             }
         };

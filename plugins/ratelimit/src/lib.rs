@@ -5,10 +5,9 @@
 
 mod bucket;
 
+use gantry_sdk::host::LogLevel;
 use gantry_sdk::metrics::Counter;
 use gantry_sdk::net::{CidrSet, ClientAddress};
-use gantry_sdk::proxy_wasm::hostcalls;
-use gantry_sdk::proxy_wasm::types::LogLevel;
 use gantry_sdk::{ConfigError, Filter, Flow, LocalResponse, Request, Response, export_filter};
 use serde::Deserialize;
 
@@ -163,14 +162,13 @@ pub struct Pending {
 }
 
 fn now_nanos() -> u64 {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    gantry_sdk::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 fn log(level: LogLevel, message: &str) {
-    let _ = hostcalls::log(level, message);
+    gantry_sdk::log(level, message);
 }
 
 impl RateLimit {
@@ -271,11 +269,7 @@ impl Filter for RateLimit {
                 window,
             });
         }
-        let plugin = hostcalls::get_property(vec!["plugin_name"])
-            .ok()
-            .flatten()
-            .and_then(|b| String::from_utf8(b).ok())
-            .unwrap_or_default();
+        let plugin = gantry_sdk::property(&["plugin_name"]).unwrap_or_default();
         let needs_client =
             !config.exempt.is_empty() || limits.iter().any(|l| l.key.contains(&KeyPart::Client));
         Ok(RateLimit {
@@ -317,9 +311,7 @@ impl Filter for RateLimit {
         let mut refused = None;
         if self.limits.len() > 1 {
             for (i, limit) in self.limits.iter().enumerate() {
-                let state = hostcalls::get_shared_data(&keys[i])
-                    .ok()
-                    .and_then(|(v, _)| v);
+                let state = gantry_sdk::shared::get(&keys[i]).ok().and_then(|(v, _)| v);
                 if let Decision::Refuse { retry_after } = limit.bucket.peek(state.as_deref(), now) {
                     refused = Some((i, retry_after));
                     break;

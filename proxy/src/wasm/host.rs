@@ -222,20 +222,27 @@ pub struct Exchange {
     pub info: Option<Arc<RequestInfo>>,
 }
 
+impl Default for Exchange {
+    fn default() -> Self {
+        Exchange::new()
+    }
+}
+
 impl Exchange {
-    fn new() -> Result<Self, Box<pingora::Error>> {
-        Ok(Exchange {
+    /// Nothing lent yet: the heads are placeholders that the session's are swapped with.
+    pub fn new() -> Self {
+        Exchange {
             context_id: 0,
-            request: RequestHeader::build("GET", b"/", Some(0))?,
+            request: RequestHeader::from(http::Request::new(()).into_parts().0),
             has_request: false,
-            response: ResponseHeader::build(200, Some(0))?,
+            response: ResponseHeader::from(http::Response::new(()).into_parts().0),
             has_response: false,
             response_trailers: None,
             body: BytesMut::new(),
             body_kind: None,
             call_response: None,
             info: None,
-        })
+        }
     }
 }
 
@@ -312,7 +319,7 @@ impl HostState {
             allocate: None,
             roots: HashMap::new(),
             effective_context: 0,
-            exchange: Exchange::new()?,
+            exchange: Exchange::new(),
             contexts: HashMap::new(),
             ticks_changed: false,
             calls: Vec::new(),

@@ -1,6 +1,7 @@
 //! Turns the wanted plugins (WasmPlugins, and those ingress-nginx annotations ask for) into
-//! loaded plugins: reads each module, from a file or built into the binary (hashing it, and
-//! checking it against the resource's sha256), compiles it once per content hash (wasmtime's
+//! loaded plugins. A built-in plugin is configured in place (it is compiled into Gantry, see
+//! [`super::native`]). A module is read from its file (hashing it, and checking it against the
+//! resource's sha256), compiled once per content hash (wasmtime's
 //! cache keeps the result on disk under the state dir), links it, and brings one trial instance
 //! up to check that `proxy_on_vm_start` and `proxy_on_configure` accept their configuration
 //! (for a SERVICE plugin, that instance is the one that serves, and the loader keeps it running
@@ -20,7 +21,8 @@ use super::abi;
 use super::builtin;
 use super::host::HostState;
 use super::instance::{Failure, Instance};
-use super::plugin::{Plugin, PluginInfo, Vm, VmInfo};
+use super::native;
+use super::plugin::{Code, Plugin, PluginInfo, Vm, VmInfo};
 use super::runtime::{MAX_MEMORY_LIMIT, RuntimeError, Shared};
 use super::service::{self, Service, Started};
 use crate::config::crd::FailurePolicy;
@@ -76,8 +78,6 @@ pub struct Loader {
     /// The VMs plugins use, so that a plugin loaded later joins the VM its module's others
     /// run in.
     vms: HashMap<VmInfo, Weak<Vm>>,
-    /// SHA-256 of each built-in module, computed once.
-    builtin_hashes: HashMap<String, String>,
     plugins: HashMap<NamespacedName, (WantedPlugin, String, PluginLoad, Option<Problem>)>,
     /// The SERVICE plugins running, stopped when dropped.
     services: HashMap<NamespacedName, Service>,
@@ -85,9 +85,9 @@ pub struct Loader {
     pending: HashMap<NamespacedName, (Arc<Plugin>, Started)>,
 }
 
-/// Where a module's bytes are.
+/// Where a plugin's code is.
 enum ModuleSource {
-    Builtin(&'static [u8]),
+    Builtin(builtin::Configure),
     File(PathBuf),
 }
 
@@ -126,6 +126,17 @@ fn config_bytes(value: Option<&serde_json::Value>) -> Bytes {
 
 /// The field and reason of a refused configuration: gantry-sdk plugins log
 /// ``invalid configuration at `FIELD`: REASON``, which names a field inside `spec.config`.
+/// The resource's field for `path` inside the plugin's configuration (`limits[0].per`).
+fn config_field(path: &str) -> String {
+    if path.is_empty() {
+        "spec.config".to_owned()
+    } else if path.starts_with('[') {
+        format!("spec.config{path}")
+    } else {
+        format!("spec.config.{path}")
+    }
+}
+
 fn refusal(failure: &Failure) -> FieldError {
     if let Failure::Rejected {
         callback: "proxy_on_configure",
@@ -134,12 +145,7 @@ fn refusal(failure: &Failure) -> FieldError {
         && let Some(rest) = said.strip_prefix("invalid configuration at `")
         && let Some((path, reason)) = rest.split_once("`: ")
     {
-        let field = if path.starts_with('[') {
-            format!("spec.config{path}")
-        } else {
-            format!("spec.config.{path}")
-        };
-        return FieldError::new(field, reason);
+        return FieldError::new(config_field(path), reason);
     }
     if let Failure::Rejected {
         callback: "proxy_on_configure",
@@ -162,7 +168,6 @@ impl Loader {
             files: HashMap::new(),
             modules: HashMap::new(),
             vms: HashMap::new(),
-            builtin_hashes: HashMap::new(),
             plugins: HashMap::new(),
             services: HashMap::new(),
             pending: HashMap::new(),
@@ -180,11 +185,8 @@ impl Loader {
             let source = self.module_source(&want.spec);
             let sha256 = match &source {
                 Ok(ModuleSource::File(path)) => self.hash(path).unwrap_or_default(),
-                Ok(ModuleSource::Builtin(_)) => self
-                    .builtin_hashes
-                    .get(want.spec.module.as_str())
-                    .cloned()
-                    .unwrap_or_default(),
+                // The binary's own code: its name says all.
+                Ok(ModuleSource::Builtin(_)) => want.spec.module.clone(),
                 Err(_) => String::new(),
             };
             let previous = self
@@ -278,7 +280,7 @@ impl Loader {
             return Err(FieldError::new("spec.module", "required"));
         }
         if let Some(name) = spec.module.strip_prefix("builtin:") {
-            let Some(module) = builtin::module(name) else {
+            let Some(configure) = builtin::find(name) else {
                 return Err(FieldError::new(
                     "spec.module",
                     format!(
@@ -287,10 +289,7 @@ impl Loader {
                     ),
                 ));
             };
-            self.builtin_hashes
-                .entry(spec.module.clone())
-                .or_insert_with(|| hex(&Sha256::digest(module)));
-            return Ok(ModuleSource::Builtin(module));
+            return Ok(ModuleSource::Builtin(configure));
         }
         let path = Path::new(&spec.module);
         Ok(ModuleSource::File(if path.is_absolute() {
@@ -353,12 +352,24 @@ impl Loader {
                 Err(reason) => return Err(FieldError::new("spec.memoryLimit", reason)),
             },
         };
-        let bytes: std::borrow::Cow<'static, [u8]> = match source {
-            ModuleSource::Builtin(bytes) => bytes.into(),
-            ModuleSource::File(path) => std::fs::read(&path)
-                .map_err(|e| FieldError::new("spec.module", format!("{}: {e}", path.display())))?
-                .into(),
+        let info = Arc::new(PluginInfo {
+            name: key.to_string(),
+            namespace: key.namespace.clone(),
+            root_id: spec.root_id.clone(),
+            config: config_bytes(spec.config.as_ref()),
+            failure_policy: spec.failure_policy,
+            deadline,
+        });
+        let path = match source {
+            ModuleSource::Builtin(configure) => {
+                return self
+                    .load_builtin(spec, info, configure)
+                    .map(|plugin| (plugin, None));
+            }
+            ModuleSource::File(path) => path,
         };
+        let bytes = std::fs::read(&path)
+            .map_err(|e| FieldError::new("spec.module", format!("{}: {e}", path.display())))?;
         let sha256 = hex(&Sha256::digest(&bytes));
         if let Some(expected) = &spec.sha256
             && !expected.eq_ignore_ascii_case(&sha256)
@@ -394,20 +405,38 @@ impl Loader {
                 vm
             }
         };
-        let plugin = Plugin::new(
-            PluginInfo {
-                name: key.to_string(),
-                namespace: key.namespace.clone(),
-                root_id: spec.root_id.clone(),
-                config: config_bytes(spec.config.as_ref()),
-                failure_policy: spec.failure_policy,
-                deadline,
-            },
-            vm,
+        let plugin = Plugin::new(info, Code::Wasm(vm), spec.phase, spec.priority);
+        self.bring_up(plugin, spec.plugin_type)
+    }
+
+    /// Configures a built-in plugin: it must accept its configuration.
+    fn load_builtin(
+        &self,
+        spec: &WasmPluginSpec,
+        info: Arc<PluginInfo>,
+        configure: builtin::Configure,
+    ) -> Result<Plugin, FieldError> {
+        if spec.plugin_type == WasmPluginType::Service {
+            return Err(FieldError::new(
+                "spec.type",
+                "a built-in plugin is an HTTP filter: SERVICE is for modules that run on their own",
+            ));
+        }
+        if spec.sha256.is_some() {
+            return Err(FieldError::new(
+                "spec.sha256",
+                "a built-in plugin is compiled into Gantry: there is no module to check",
+            ));
+        }
+        let vm_id: Arc<str> = Arc::from(spec.vm_id.as_str());
+        let filter = native::configure(&self.shared, &info, &vm_id, configure)
+            .map_err(|e| FieldError::new(config_field(&e.field), e.reason))?;
+        Ok(Plugin::new(
+            info,
+            Code::Native { filter, vm_id },
             spec.phase,
             spec.priority,
-        );
-        self.bring_up(plugin, spec.plugin_type)
+        ))
     }
 
     /// Brings a plugin up once: it must come up with its configuration. A service's instance is
@@ -426,8 +455,11 @@ impl Loader {
             .shared
             .scratch()
             .map_err(|e| FieldError::new("spec.module", e.to_string()))?;
-        let mut trial = Instance::new(&plugin.vm, scratch, None, plugin.info.deadline)
-            .map_err(|f| refusal(&f))?;
+        let Some(vm) = plugin.vm() else {
+            return Ok((plugin, None));
+        };
+        let mut trial =
+            Instance::new(vm, scratch, None, plugin.info.deadline).map_err(|f| refusal(&f))?;
         let root = trial.add_root(&plugin.info).map_err(|f| refusal(&f))?;
         trial.probe_http_context(root).map_err(|failure| {
             FieldError::new(

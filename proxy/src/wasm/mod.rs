@@ -5,7 +5,8 @@
 //! [`workers`] keeps one instance of each plugin per worker thread; [`filter`] runs a request's
 //! contexts through the data plane's phases; [`abi`] is the host side of the ABI. Every callback
 //! runs under an epoch deadline and a memory limit: a plugin that traps, loops or exhausts its
-//! memory loses its instance, and its failure policy decides the request.
+//! memory loses its instance, and its failure policy decides the request. The built-in plugins
+//! ([`builtin`]) are compiled in instead and run natively on the same host ([`native`]).
 
 pub mod abi;
 pub mod builtin;
@@ -15,6 +16,7 @@ pub mod host;
 pub mod instance;
 pub mod loader;
 pub mod local_reply;
+pub mod native;
 pub mod plugin;
 pub mod plugin_metrics;
 pub mod runtime;

@@ -2,7 +2,8 @@
 //! compiled and linked, ready to be instantiated on each worker thread. Plugins of one module
 //! share a VM when they agree on what an instance is made with (Envoy's VM key: the code, the VM
 //! id and the VM configuration; here also the memory limit, which bounds the whole instance);
-//! each plugin is a root context of it, as in Envoy.
+//! each plugin is a root context of it, as in Envoy. A built-in plugin has no VM: it is compiled
+//! into Gantry (see [`super::native`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -96,13 +97,25 @@ impl Unneeded {
     }
 }
 
+/// What runs a plugin's code.
+pub enum Code {
+    /// A module: one instance of its VM per worker thread.
+    Wasm(Arc<Vm>),
+    /// A built-in plugin compiled into Gantry, configured.
+    Native {
+        filter: Arc<dyn gantry_sdk::native::NativeFilter>,
+        /// Scope of its shared data, as a VM id scopes a module's.
+        vm_id: Arc<str>,
+    },
+}
+
 /// A plugin ready to run.
 pub struct Plugin {
     /// Tells this load apart from every other, so that a changed plugin gets a new root
     /// context.
     pub id: u64,
     pub info: Arc<PluginInfo>,
-    pub vm: Arc<Vm>,
+    pub code: Code,
     pub phase: Phase,
     pub priority: i32,
     /// Learnt from the trial instance at load.
@@ -114,7 +127,7 @@ impl std::fmt::Debug for Plugin {
         f.debug_struct("Plugin")
             .field("id", &self.id)
             .field("name", &self.info.name)
-            .field("vm", &self.vm.id)
+            .field("vm", &self.vm().map(|vm| vm.id))
             .finish()
     }
 }
@@ -122,14 +135,31 @@ impl std::fmt::Debug for Plugin {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Plugin {
-    pub fn new(info: PluginInfo, vm: Arc<Vm>, phase: Phase, priority: i32) -> Self {
+    pub fn new(info: Arc<PluginInfo>, code: Code, phase: Phase, priority: i32) -> Self {
+        // A built-in works on heads only (the SDK's filters do).
+        let unneeded = match code {
+            Code::Wasm(_) => Unneeded::default(),
+            Code::Native { .. } => Unneeded {
+                request_body: true,
+                response_body: true,
+                log: true,
+            },
+        };
         Plugin {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-            info: Arc::new(info),
-            vm,
+            info,
+            code,
             phase,
             priority,
-            unneeded: Unneeded::default(),
+            unneeded,
+        }
+    }
+
+    /// The VM of a module's plugin; `None` for a built-in.
+    pub fn vm(&self) -> Option<&Arc<Vm>> {
+        match &self.code {
+            Code::Wasm(vm) => Some(vm),
+            Code::Native { .. } => None,
         }
     }
 }

@@ -45,13 +45,13 @@ impl std::fmt::Debug for Started {
 /// Instantiates the plugin's VM (an instance of its own) and brings its root context up:
 /// `proxy_on_vm_start` and `proxy_on_configure`.
 pub fn bring_up(shared: &Arc<Shared>, plugin: &Plugin) -> Result<Started, Failure> {
+    let Some(vm) = plugin.vm() else {
+        return Err(Failure::Instantiate(
+            "a built-in plugin is an HTTP filter, not a SERVICE".to_owned(),
+        ));
+    };
     let (events, queue_ready) = unbounded_channel();
-    let mut instance = Instance::new(
-        &plugin.vm,
-        shared.clone(),
-        Some(events),
-        plugin.info.deadline,
-    )?;
+    let mut instance = Instance::new(vm, shared.clone(), Some(events), plugin.info.deadline)?;
     let root = instance.add_root(&plugin.info)?;
     let calls = std::mem::take(&mut instance.state_mut().calls);
     Ok(Started {

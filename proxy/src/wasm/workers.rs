@@ -146,7 +146,9 @@ pub fn with_instance<R>(
         let Ok(mut slots) = slots.try_borrow_mut() else {
             return Err(Failure::Lost);
         };
-        let vm = &plugin.vm;
+        let Some(vm) = plugin.vm() else {
+            return Err(Failure::Lost);
+        };
         if !slots.contains_key(&vm.id) {
             slots.retain(|_, slot| slot.vm.strong_count() > 0);
             slots.insert(

@@ -1,13 +1,13 @@
 //! The built-in plugins (`builtin:ratelimit`, `builtin:acl`, `builtin:headers`): through
-//! `gantry plugin test` with each plugin's own cases, and end to end through the real proxy with
-//! real clients.
+//! `gantry plugin test` with each plugin's own cases (compiled in, and built to wasm32 as other
+//! proxy-wasm hosts run them), and end to end through the real proxy with real clients.
 
 use std::process::Command;
 use std::time::Instant;
 
 use serde_json::Value;
 
-use crate::support::plugins::{builtin_plugin, folder, ingress_with_plugins};
+use crate::support::plugins::{builtin_module, builtin_plugin, folder, ingress_with_plugins};
 use crate::support::{Gantry, clients, upstream, wait_until};
 
 fn repo() -> &'static std::path::Path {
@@ -79,6 +79,22 @@ fn each_builtin_plugin_passes_its_own_cases_through_gantry_plugin_test() {
         assert_eq!(code, 0, "builtin:{plugin}:\n{out}");
         assert!(out.contains(" passed, 0 failed"), "{out}");
         assert!(!out.contains("FAIL"), "{out}");
+    }
+}
+
+// The built-ins run compiled into Gantry; the same source built to wasm32 is what any other
+// proxy-wasm host runs, and must answer every case alike.
+#[test]
+fn each_builtin_plugin_built_to_wasm_passes_the_same_cases_as_compiled_in() {
+    for plugin in ["ratelimit", "acl", "headers"] {
+        let cases = repo().join(format!("plugins/{plugin}/tests/cases.yaml"));
+        let module = builtin_module(plugin);
+        let (code, out) = plugin_test(&module.display().to_string(), &cases);
+        assert_eq!(code, 0, "{}:\n{out}", module.display());
+        assert!(out.contains(" passed, 0 failed"), "{out}");
+        let (_, compiled_in) = plugin_test(&format!("builtin:{plugin}"), &cases);
+        let count = |out: &str| out.lines().filter(|l| l.starts_with("ok ")).count();
+        assert_eq!(count(&out), count(&compiled_in), "{out}\n{compiled_in}");
     }
 }
 
@@ -184,6 +200,11 @@ async fn a_rate_limit_lets_exactly_its_requests_and_burst_through_under_concurre
         metrics.contains(
             "gantry_plugin_counter{name=\"ratelimit_allowed\",plugin=\"default/hourly\"} 60"
         ),
+        "{metrics}"
+    );
+    // Compiled into Gantry, the built-ins need no VM instance on either worker thread.
+    assert!(
+        metrics.contains("\ngantry_plugin_vm_instances 0\n"),
         "{metrics}"
     );
 }

@@ -11,7 +11,7 @@ use wasmtime::Linker;
 use super::memory::{self, Caller_};
 use super::pairs;
 use super::status::{BAD_ARGUMENT, NOT_FOUND, OK};
-use crate::wasm::host::HostState;
+use crate::wasm::host::{Exchange, HostState};
 
 const REQUEST_HEADERS: u32 = 0;
 const REQUEST_TRAILERS: u32 = 1;
@@ -47,7 +47,12 @@ impl From<Box<pingora::Error>> for Refused {
 
 fn map(state: &mut HostState, kind: u32) -> Option<Map<'_>> {
     let in_exchange = state.in_exchange();
-    let exchange = &mut state.exchange;
+    exchange_map(&mut state.exchange, in_exchange, kind)
+}
+
+/// Map `kind` of `exchange`; the request's and response's heads are there only for the context
+/// whose callback runs (`in_exchange`).
+fn exchange_map(exchange: &mut Exchange, in_exchange: bool, kind: u32) -> Option<Map<'_>> {
     match kind {
         REQUEST_HEADERS if in_exchange && exchange.has_request => {
             let tls = exchange.info.as_ref().is_some_and(|i| i.tls);
@@ -70,6 +75,45 @@ fn map(state: &mut HostState, kind: u32) -> Option<Map<'_>> {
             .as_mut()
             .map(|r| Map::Pairs(&mut r.trailers)),
         _ => None,
+    }
+}
+
+/// The map operations of the ABI on an exchange, for a host that compiles plugins in (see
+/// [`crate::wasm::native`]): the same semantics, without a module's memory in between. Names
+/// are matched in lower case; a refusal is the ABI's status. A change to the request's head
+/// returns `true`: the request is routed again (see `touched`).
+pub mod direct {
+    use super::*;
+
+    pub fn value(exchange: &mut Exchange, kind: u32, name: &str) -> Option<Vec<u8>> {
+        let name = lower(name.to_owned());
+        exchange_map(exchange, true, kind).and_then(|map| get(&map, &name))
+    }
+
+    pub fn pairs(exchange: &mut Exchange, kind: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        exchange_map(exchange, true, kind).map_or_else(Vec::new, |map| pairs_of(&map))
+    }
+
+    /// Adds a value (`replace == false`), replaces the values (`Some`), or removes the field.
+    pub fn change(
+        exchange: &mut Exchange,
+        kind: u32,
+        name: &str,
+        value: Option<&[u8]>,
+        replace: bool,
+    ) -> Result<bool, u32> {
+        let name = lower(name.to_owned());
+        let result = match exchange_map(exchange, true, kind) {
+            Some(mut map) => match value {
+                Some(v) => put(&mut map, &name, v, replace),
+                None => remove(&mut map, &name),
+            },
+            None => Err(Refused::NotFound),
+        };
+        match result {
+            Ok(()) => Ok(kind == REQUEST_HEADERS),
+            Err(refused) => Err(status(Err(refused))),
+        }
     }
 }
 

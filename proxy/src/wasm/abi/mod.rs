@@ -5,11 +5,11 @@
 
 mod buffers;
 mod foreign;
-mod general;
-mod maps;
+pub mod general;
+pub mod maps;
 pub mod memory;
 pub mod pairs;
-mod properties;
+pub mod properties;
 mod shared;
 mod stream;
 mod wasi;

@@ -13,7 +13,8 @@ use super::maps;
 use super::memory::{self, Caller_};
 use super::pairs;
 use super::status::{INTERNAL_FAILURE, NOT_FOUND, OK};
-use crate::wasm::host::{Completion, Exchange, HostState};
+use crate::wasm::host::{Completion, Exchange, HostState, StreamProperties};
+use crate::wasm::plugin::PluginInfo;
 
 fn int(value: impl Into<i64>) -> Vec<u8> {
     value.into().to_le_bytes().to_vec()
@@ -32,19 +33,39 @@ fn nanos(value: Duration) -> Vec<u8> {
 /// come first, then what plugins set on the request (Envoy's attribute names shadow a set
 /// property of the same name too).
 fn lookup(state: &HostState, path: &str) -> Option<Vec<u8>> {
+    let properties = state
+        .contexts
+        .get(&state.effective_context)
+        .map(|context| &context.properties);
+    let exchange = state.in_exchange().then_some(&state.exchange);
+    lookup_in(
+        state.plugin().map(|p| &**p),
+        &state.vm.vm_id,
+        exchange,
+        properties,
+        path,
+    )
+}
+
+/// A property for `plugin` (of VM `vm_id`), with the request in `exchange` if a request's
+/// callback runs, and the properties set on that request.
+pub fn lookup_in(
+    plugin: Option<&PluginInfo>,
+    vm_id: &str,
+    exchange: Option<&Exchange>,
+    properties: Option<&StreamProperties>,
+    path: &str,
+) -> Option<Vec<u8>> {
     match path {
-        "plugin_name" => return state.plugin().map(|plugin| text(&plugin.name)),
-        "plugin_root_id" => return state.plugin().map(|plugin| text(&plugin.root_id)),
-        "plugin_vm_id" => return Some(text(&state.vm.vm_id)),
+        "plugin_name" => return plugin.map(|plugin| text(&plugin.name)),
+        "plugin_root_id" => return plugin.map(|plugin| text(&plugin.root_id)),
+        "plugin_vm_id" => return Some(text(vm_id)),
         _ => {}
     }
-    if state.in_exchange()
-        && let Some(value) = attribute(&state.exchange, path)
-    {
+    if let Some(value) = exchange.and_then(|exchange| attribute(exchange, path)) {
         return Some(value);
     }
-    let context = state.contexts.get(&state.effective_context)?;
-    let properties = context.properties.lock().ok()?;
+    let properties = properties?.lock().ok()?;
     properties.get(path).cloned()
 }
 

@@ -7,6 +7,7 @@
 
 mod phases;
 
+use std::any::Any;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,8 @@ use crate::wasm::host::{
     BodyKind, LocalResponse, OutgoingCall, RequestInfo, StreamProperties, Wake,
 };
 use crate::wasm::instance::{Action, Failure, Instance};
-use crate::wasm::plugin::Plugin;
+use crate::wasm::native::{self, Hook, Lent};
+use crate::wasm::plugin::{Code, Plugin};
 use crate::wasm::runtime::Shared;
 use crate::wasm::workers::{self, deliver};
 
@@ -50,6 +52,8 @@ struct Entry {
     plugin: Arc<Plugin>,
     /// The context id and the incarnation of the instance that holds it.
     context: Option<(u32, u64)>,
+    /// A built-in's state for this request, made when its first hook runs.
+    native: Option<Box<dyn Any + Send + Sync>>,
     wake: Arc<Wake>,
     /// Failed, fail-open: left out for the rest of the request.
     skip: bool,
@@ -63,7 +67,7 @@ impl Entry {
     /// but not those after it (Envoy's encoder callbacks skip a filter whose context was never
     /// created: `in_vm_context_created_` in `source/extensions/common/wasm/context.cc`).
     fn sees_response(&self) -> bool {
-        !self.skip && self.context.is_some()
+        !self.skip && (self.context.is_some() || self.native.is_some())
     }
 }
 
@@ -125,6 +129,7 @@ impl Filters {
                 .map(|plugin| Entry {
                     plugin: plugin.clone(),
                     context: None,
+                    native: None,
                     wake: Arc::new(Wake::default()),
                     skip: false,
                     request_body: BytesMut::new(),
@@ -251,6 +256,45 @@ impl Filters {
         step.calls = own;
         self.reroute |= step.reroute;
         Ok(step)
+    }
+
+    /// Runs a header hook of entry `i`, a built-in compiled in, with `io`'s heads lent.
+    fn run_native(&mut self, i: usize, io: &mut Io<'_>, hook: Hook) -> Result<Step, Failure> {
+        let entry = &mut self.entries[i];
+        let Code::Native { filter, vm_id } = &entry.plugin.code else {
+            return Err(Failure::Lost);
+        };
+        let state = entry.native.get_or_insert_with(|| filter.new_state());
+        let ran = native::run(
+            hook,
+            Lent {
+                shared: &self.shared,
+                plugin: &entry.plugin.info,
+                vm_id,
+                filter: &**filter,
+                state: &mut **state,
+                request: io.request.as_deref_mut(),
+                response: io.response.as_deref_mut(),
+                info: self.info.clone(),
+                properties: &self.properties,
+            },
+        );
+        let outcome =
+            ran.inspect_err(|failure| workers::report(&self.shared, &entry.plugin, failure))?;
+        self.reroute |= outcome.reroute;
+        Ok(Step {
+            action: Action::Continue,
+            local: outcome.local,
+            close: false,
+            resumed: false,
+            reroute: outcome.reroute,
+            calls: Vec::new(),
+        })
+    }
+
+    /// Whether entry `i` is a built-in compiled in.
+    fn is_native(&self, i: usize) -> bool {
+        matches!(self.entries[i].plugin.code, Code::Native { .. })
     }
 
     /// The verdict for a failure of entry `i`. The plugin is left out from now on (its

@@ -14,6 +14,7 @@ use crate::wasm::call;
 use crate::wasm::host::{BodyKind, LocalResponse};
 use crate::wasm::instance::{Action, Failure};
 use crate::wasm::local_reply;
+use crate::wasm::native::Hook;
 use crate::wasm::workers;
 
 impl Filters {
@@ -34,9 +35,13 @@ impl Filters {
                 trailers: None,
                 body: None,
             };
-            let step = self.run(i, &mut io, BodyKind::Request, |inst, id| {
-                inst.on_request_headers(id, count, end_of_stream)
-            });
+            let step = if self.is_native(i) {
+                self.run_native(i, &mut io, Hook::Request)
+            } else {
+                self.run(i, &mut io, BodyKind::Request, |inst, id| {
+                    inst.on_request_headers(id, count, end_of_stream)
+                })
+            };
             if let Some(verdict) = self.settle(i, &mut io, BodyKind::Request, step).await {
                 return verdict;
             }
@@ -63,9 +68,13 @@ impl Filters {
                 trailers: None,
                 body: None,
             };
-            let step = self.run(i, &mut io, BodyKind::Response, |inst, id| {
-                inst.on_response_headers(id, count, end_of_stream)
-            });
+            let step = if self.is_native(i) {
+                self.run_native(i, &mut io, Hook::Response)
+            } else {
+                self.run(i, &mut io, BodyKind::Response, |inst, id| {
+                    inst.on_response_headers(id, count, end_of_stream)
+                })
+            };
             if let Some(verdict) = self.settle(i, &mut io, BodyKind::Response, step).await {
                 return verdict;
             }
@@ -203,7 +212,8 @@ impl Filters {
         trailers: &mut HeaderMap,
     ) -> Verdict {
         for i in (0..self.entries.len()).rev() {
-            if !self.entries[i].sees_response() {
+            // A built-in works on heads only.
+            if !self.entries[i].sees_response() || self.is_native(i) {
                 continue;
             }
             let count = trailers.len() as u32;
@@ -342,6 +352,10 @@ impl Filters {
     /// request; one that failed and was left out does not.
     pub fn finish(&mut self, req: &mut RequestHeader) {
         for i in 0..self.entries.len() {
+            if self.is_native(i) {
+                self.entries[i].native = None;
+                continue;
+            }
             if self.entries[i].skip {
                 continue;
             }

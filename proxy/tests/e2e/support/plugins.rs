@@ -1,5 +1,6 @@
 //! The test plugin corpus (`proxy/tests/plugins`, written against the upstream `proxy-wasm`
-//! SDK), built to wasm32-wasip1 once per test run, and YAML for WasmPlugin resources.
+//! SDK) and the built-in plugins (`plugins/`, which Gantry compiles in), built to wasm32-wasip1
+//! once per test run, and YAML for WasmPlugin resources.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,40 +10,53 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
 }
 
-/// Builds the corpus (once per test process; cargo makes concurrent builds wait for each other)
-/// and returns where the modules are.
+/// Builds the wasm32-wasip1 modules of the cargo workspace `manifest` (relative to the
+/// repository) into `target` (cargo makes concurrent builds wait for each other) and returns
+/// where the modules are.
+fn build(manifest: &str, target: &str) -> PathBuf {
+    let target = repo().join(target);
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "the cargo running the tests builds the plugins"
+    )]
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip1",
+            "--manifest-path",
+        ])
+        .arg(repo().join(manifest))
+        .arg("--target-dir")
+        .arg(&target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("run cargo to build plugins");
+    assert!(
+        status.success(),
+        "building {manifest} failed (is the wasm32-wasip1 target installed? \
+         `rustup target add wasm32-wasip1`)"
+    );
+    target.join("wasm32-wasip1/release")
+}
+
+/// The test corpus, built once per test process.
 fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let target = repo().join("target/test-plugins");
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "the cargo running the tests builds the plugins"
-        )]
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--release",
-                "--target",
-                "wasm32-wasip1",
-                "--manifest-path",
-            ])
-            .arg(repo().join("proxy/tests/plugins/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_TARGET_DIR")
-            .env_remove("CARGO_BUILD_TARGET")
-            .status()
-            .expect("run cargo to build the test plugins");
-        assert!(
-            status.success(),
-            "building the test plugins failed (is the wasm32-wasip1 target installed? \
-             `rustup target add wasm32-wasip1`)"
-        );
-        target.join("wasm32-wasip1/release")
-    })
+    DIR.get_or_init(|| build("proxy/tests/plugins/Cargo.toml", "target/test-plugins"))
+}
+
+/// Built-in plugin `name` (`ratelimit`, `acl`, `headers`) built to wasm32-wasip1, as any other
+/// proxy-wasm host runs it.
+pub fn builtin_module(name: &str) -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| build("plugins/Cargo.toml", "target/builtin-plugins"))
+        .join(format!("gantry_plugin_{name}.wasm"))
 }
 
 /// The path of test plugin `name` (`rewrite`, `callout`, `shared`, `observe`, `hostile`).
