@@ -2,8 +2,8 @@
 # Gantry's container image: docker build -t ghcr.io/gantry-dev/gantry:0.1.0 .
 #
 # The build stage runs scripts/build-image-stage.sh, the same script a host can run, which
-# installs cmake (for Pingora's zlib-ng) and the Rust target wasm32-wasip1 (proxy/build.rs builds
-# the built-in plugins for it) and runs `cargo build --release --locked -p gantry`. The final
+# installs cmake (for Pingora's zlib-ng) and runs `cargo build --release --locked -p gantry` (the
+# built-in plugins are compiled in). The final
 # image holds the binary alone, on distroless's glibc base (the binary links libc and libgcc_s),
 # as the non-root user 65532.
 

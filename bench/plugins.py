@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What proxy-wasm plugins cost: one route through Gantry with no plugin, with 1 and 3 header-only
-plugins built with the upstream SDK, with each built-in plugin alone, and with the three built-in
-plugins chained.
+plugins built with the upstream SDK, with each built-in plugin alone, with the three built-in
+plugins chained, and with the same three built to wasm32 and run as modules.
 
 Run: ./bench/plugins.py                 (3 rounds of 10 s per load, ~5 minutes)
      ./bench/plugins.py --rounds 1 --duration 5   (a quick look)
@@ -16,13 +16,17 @@ their plugins:
     every response header and adds two;
   - builtin:ratelimit (a per-client limit high enough never to refuse, RateLimit fields on every
     answer), builtin:acl (one allow rule by CIDR), builtin:headers (a request header set, a
-    response header added, CORS configured), and the three chained.
+    response header added, CORS configured), and the three chained; the built-ins are compiled
+    into Gantry;
+  - the same three chained, built to wasm32 (`plugins/`) and loaded as modules, as any other
+    proxy-wasm host runs them.
 The upstream is nginx answering a small fixed body; wrk (HTTP/1.1 keep-alive, 50 connections) and
 the upstream share CPU 1. Rounds rotate the order of the hosts; medians are reported with ratios
 against no plugin, and the proxy's CPU time per request, from which the cost of one callback
 follows: a plugin built with the upstream SDK gets 7 callbacks per request (context create,
-request headers, response headers, response body, log, done, delete); a gantry-sdk filter tells
-the host it needs no body, log or done callbacks, and gets 4.
+request headers, response headers, response body, log, done, delete); a gantry-sdk module tells
+the host it needs no body, log or done callbacks, and gets 4; a compiled-in built-in gets its 2
+hooks.
 
 Needs (installed when missing): nginx, wrk, the wasm32-wasip1 Rust target.
 """
@@ -38,7 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the shared setup of bench/run.py)
 
 def callbacks(plugin):
-    return 7 if plugin.startswith("rewrite") else 4
+    if plugin.startswith("rewrite"):
+        return 7
+    return 4 if plugin.startswith("wasm-") else 2
 
 
 # Host label -> the WasmPlugins on its route.
@@ -50,6 +56,7 @@ CHAINS = {
     "acl": ["builtin-acl"],
     "headers": ["builtin-headers"],
     "3 built-in": ["builtin-headers", "builtin-ratelimit", "builtin-acl"],
+    "3 as wasm": ["wasm-headers", "wasm-ratelimit", "wasm-acl"],
 }
 BUILTINS = {
     "builtin-ratelimit": ("ratelimit", "{limits: [{requests: 100000000, per: second}]}"),
@@ -63,20 +70,24 @@ def host(label):
     return label.replace(" ", "-") + ".test"
 
 
-def build_plugin():
-    run.say("building the test plugins (wasm32-wasip1)")
+def build_plugins():
+    """The test corpus's `rewrite` module, and the folder of the built-ins' wasm32 modules."""
+    run.say("building the test plugins and the built-ins to wasm32-wasip1")
     installed = subprocess.run(["rustup", "target", "list", "--installed"],
                                capture_output=True, text=True).stdout.split()
     if "wasm32-wasip1" not in installed:
         subprocess.run(["rustup", "target", "add", "wasm32-wasip1"], check=True)
-    target = run.ROOT / "target/test-plugins"
-    subprocess.run(["cargo", "build", "--release", "--target", "wasm32-wasip1", "--manifest-path",
-                    str(run.ROOT / "proxy/tests/plugins/Cargo.toml"), "--target-dir", str(target)],
-                   check=True)
-    return target / "wasm32-wasip1/release/test_rewrite.wasm"
+    built = []
+    for manifest, target in [("proxy/tests/plugins/Cargo.toml", "target/test-plugins"),
+                             ("plugins/Cargo.toml", "target/builtin-plugins")]:
+        subprocess.run(["cargo", "build", "--release", "--locked", "--target", "wasm32-wasip1",
+                        "--manifest-path", str(run.ROOT / manifest), "--target-dir",
+                        str(run.ROOT / target)], check=True)
+        built.append(run.ROOT / target / "wasm32-wasip1/release")
+    return built[0] / "test_rewrite.wasm", built[1]
 
 
-def config(folder, module):
+def config(folder, module, builtins_wasm):
     folder.mkdir(parents=True, exist_ok=True)
     yaml = [f"""apiVersion: v1
 kind: Service
@@ -108,6 +119,13 @@ kind: WasmPlugin
 metadata: {{name: {name}, namespace: bench}}
 spec:
   module: builtin:{builtin}
+  config: {plugin_config}
+""")
+        yaml.append(f"""apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata: {{name: wasm-{builtin}, namespace: bench}}
+spec:
+  module: {builtins_wasm / f"gantry_plugin_{builtin}.wasm"}
   config: {plugin_config}
 """)
     for i, (label, names) in enumerate(CHAINS.items()):
@@ -173,7 +191,7 @@ def main():
                 del CHAINS[name]
     run.ensure_tools()
     gantry_bin = run.ROOT / "target/release/gantry" if args.no_build else run.build_gantry()
-    module = build_plugin()
+    module, builtins_wasm = build_plugins()
     # Each Gantry under test, with the port offset it listens on; they take turns in every round.
     binaries = {"gantry": (gantry_bin, 0)}
     if args.baseline:
@@ -184,7 +202,7 @@ def main():
         try:
             setup.start_upstream()
             folder = Path(tmp) / "config"
-            config(folder, module)
+            config(folder, module, builtins_wasm)
             procs = {}
             for b, (binary, offset) in binaries.items():
                 procs[b] = setup.start_gantry(folder, Path(tmp) / f"state-{b}", binary, b, offset)

@@ -6,8 +6,7 @@
 #
 # PROFILE is a cargo profile: release (the default, as in the image) or dev for a quicker check.
 # OUT, if given, is where the binary is copied to; the last line printed is the binary's path.
-# Installs what is missing (cmake for Pingora's zlib-ng, the Rust target wasm32-wasip1 that
-# proxy/build.rs builds the built-in plugins for), saying so.
+# Installs what is missing (cmake for Pingora's zlib-ng), saying so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -16,7 +15,6 @@ profile="${1:-release}"
 out="${2:-}"
 
 needs_build_tools
-needs_wasm_target
 
 echo "==> cargo build --profile $profile --locked -p gantry (rustc $(rustc --version | cut -d' ' -f2))"
 cargo build --profile "$profile" --locked -p gantry

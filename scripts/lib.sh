@@ -22,7 +22,8 @@ needs_build_tools() {
     needs cmake cmake
 }
 
-# Plugins (the test corpus, and later the built-in ones) are built for wasm32-wasip1.
+# Plugins (the test corpus, the built-ins as other hosts run them, the example) are built for
+# wasm32-wasip1.
 needs_wasm_target() {
     if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1; then
         echo "==> the Rust target wasm32-wasip1 is missing: installing it with rustup"
