@@ -45,13 +45,20 @@ pub struct Outcome {
     pub reroute: bool,
 }
 
-/// Whose call runs, and what it did besides its result.
+/// Whose call runs, and what it did besides its result. The plugin and its scope stay after the
+/// call, so that the next call of the same plugin on this thread need not take them again.
 #[derive(Default)]
 struct Call {
     shared: Option<Arc<Shared>>,
     plugin: Option<Arc<PluginInfo>>,
     vm_id: Option<Arc<str>>,
     properties: Option<StreamProperties>,
+    done: Done,
+}
+
+/// What a call did besides its result.
+#[derive(Default)]
+struct Done {
     touched: bool,
     keep_route: bool,
     /// What the plugin logged at error level while being configured.
@@ -216,14 +223,22 @@ impl Lender {
         properties: Option<&StreamProperties>,
     ) {
         let mut call = self.call.borrow_mut();
-        call.shared = Some(shared.clone());
-        call.plugin = Some(plugin.clone());
-        call.vm_id = Some(vm_id.clone());
+        if !call.shared.as_ref().is_some_and(|s| Arc::ptr_eq(s, shared)) {
+            call.shared = Some(shared.clone());
+        }
+        if !call.plugin.as_ref().is_some_and(|p| Arc::ptr_eq(p, plugin)) {
+            call.plugin = Some(plugin.clone());
+        }
+        if !call.vm_id.as_ref().is_some_and(|v| Arc::ptr_eq(v, vm_id)) {
+            call.vm_id = Some(vm_id.clone());
+        }
         call.properties = properties.cloned();
     }
 
-    fn end(&self) -> Call {
-        std::mem::take(&mut *self.call.borrow_mut())
+    fn end(&self) -> Done {
+        let mut call = self.call.borrow_mut();
+        call.properties = None;
+        std::mem::take(&mut call.done)
     }
 
     fn plugin_name(&self) -> String {
@@ -274,7 +289,7 @@ impl Host for Lender {
             true,
         );
         let touched = changed.map_err(status)?;
-        self.call.borrow_mut().touched |= touched;
+        self.call.borrow_mut().done.touched |= touched;
         Ok(())
     }
 
@@ -287,7 +302,7 @@ impl Host for Lender {
             false,
         );
         let touched = changed.map_err(status)?;
-        self.call.borrow_mut().touched |= touched;
+        self.call.borrow_mut().done.touched |= touched;
         Ok(())
     }
 
@@ -304,8 +319,13 @@ impl Host for Lender {
         )
     }
 
+    fn peer_address(&self) -> Option<std::net::IpAddr> {
+        let exchange = self.exchange.borrow();
+        exchange.info.as_ref()?.client.map(|a| a.ip())
+    }
+
     fn keep_route(&self) {
-        self.call.borrow_mut().keep_route = true;
+        self.call.borrow_mut().done.keep_route = true;
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), Status> {
@@ -344,7 +364,11 @@ impl Host for Lender {
         general::log(&self.plugin_name(), level as u32, message);
         let configuring = self.exchange.borrow().context_id == 0;
         if configuring && level as u32 >= LogLevel::Error as u32 {
-            self.call.borrow_mut().complaints.push(message.to_owned());
+            self.call
+                .borrow_mut()
+                .done
+                .complaints
+                .push(message.to_owned());
         }
     }
 
@@ -361,5 +385,130 @@ impl Host for Lender {
         if let Some(shared) = self.call.borrow().shared.as_ref() {
             let _ = shared.metrics.increment(id, by);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arc_swap::ArcSwap;
+
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use crate::wasm::runtime;
+
+    fn shared() -> Arc<Shared> {
+        Shared::new(
+            runtime::engine(None).unwrap(),
+            &prometheus::Registry::new(),
+            Arc::new(ArcSwap::from_pointee(Snapshot::default())),
+            crate::upstream::Resolver::from_system().unwrap(),
+        )
+        .unwrap()
+    }
+
+    fn plugin(config: &str) -> Arc<PluginInfo> {
+        Arc::new(PluginInfo {
+            name: "default/test".to_owned(),
+            namespace: "default".to_owned(),
+            root_id: String::new(),
+            config: Bytes::copy_from_slice(config.as_bytes()),
+            failure_policy: Default::default(),
+            deadline: std::time::Duration::from_millis(100),
+        })
+    }
+
+    fn request_hook(
+        shared: &Arc<Shared>,
+        plugin: &Arc<PluginInfo>,
+        filter: &dyn NativeFilter,
+        req: &mut RequestHeader,
+    ) -> Result<Outcome, Failure> {
+        let mut state = filter.new_state();
+        run(
+            Hook::Request,
+            Lent {
+                shared,
+                plugin,
+                vm_id: &Arc::from(""),
+                filter,
+                state: &mut *state,
+                request: Some(req),
+                response: None,
+                info: Arc::new(RequestInfo::new(Arc::from("default/web"))),
+                properties: &StreamProperties::default(),
+            },
+        )
+    }
+
+    struct Panics;
+
+    impl NativeFilter for Panics {
+        fn new_state(&self) -> Box<dyn Any + Send + Sync> {
+            Box::new(())
+        }
+        fn on_request(&self, _: &mut (dyn Any + Send + Sync)) -> Flow {
+            panic!("on purpose");
+        }
+        fn on_response(&self, _: &mut (dyn Any + Send + Sync)) -> Flow {
+            Flow::Continue
+        }
+        fn needs_response(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_builtin_changes_the_lent_request_which_is_then_routed_again() {
+        let shared = shared();
+        let plugin = plugin(r#"{"request": {"set": {"x-env": "production"}}}"#);
+        let filter = configure(
+            &shared,
+            &plugin,
+            &Arc::from(""),
+            gantry_plugin_headers::configure_native,
+        )
+        .unwrap();
+        let mut req = RequestHeader::build("GET", b"/orders", None).unwrap();
+        let outcome = request_hook(&shared, &plugin, &*filter, &mut req).unwrap();
+        assert!(outcome.local.is_none());
+        assert!(outcome.reroute, "a changed request head is routed again");
+        assert_eq!(req.headers["x-env"], "production");
+        assert_eq!(req.uri.path(), "/orders");
+    }
+
+    #[test]
+    fn a_refused_configuration_names_its_field() {
+        let shared = shared();
+        let plugin = plugin(r#"{"limits": [{"requests": 0, "per": "second"}]}"#);
+        let refused = configure(
+            &shared,
+            &plugin,
+            &Arc::from(""),
+            gantry_plugin_ratelimit::configure_native,
+        )
+        .err()
+        .unwrap();
+        assert_eq!(refused.field, "limits[0].requests");
+    }
+
+    #[test]
+    fn a_panicking_builtin_fails_and_gives_the_request_head_back() {
+        let shared = shared();
+        let plugin = plugin("");
+        let mut req = RequestHeader::build("GET", b"/kept", None).unwrap();
+        match request_hook(&shared, &plugin, &Panics, &mut req) {
+            Err(Failure::Trap(reason)) => assert!(reason.contains("on purpose"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(req.uri.path(), "/kept");
+        // The host is free again for the next call on this thread.
+        let filter = configure(
+            &shared,
+            &plugin,
+            &Arc::from(""),
+            gantry_plugin_headers::configure_native,
+        )
+        .unwrap();
+        assert!(request_hook(&shared, &plugin, &*filter, &mut req).is_ok());
     }
 }
