@@ -42,12 +42,18 @@ impl<F: Filter> RootContext for Root<F> {
     fn on_configure(&mut self, _size: usize) -> bool {
         match self.configure() {
             Ok(filter) => {
-                self.filter = Some(Rc::new(filter));
                 // A filter works on headers only: Gantry need not call it for bodies or at the
-                // end of each request (other hosts answer NOT_FOUND, which changes nothing).
+                // end of each request, nor on responses it does not look at (other hosts answer
+                // NOT_FOUND, which changes nothing).
+                let mut unneeded =
+                    "proxy_on_request_body,proxy_on_response_body,proxy_on_log".to_owned();
+                if !filter.needs_response() {
+                    unneeded.push_str(",proxy_on_response_headers");
+                }
+                self.filter = Some(Rc::new(filter));
                 let _ = hostcalls::call_foreign_function(
                     "gantry_unneeded_callbacks",
-                    Some(b"proxy_on_request_body,proxy_on_response_body,proxy_on_log"),
+                    Some(unneeded.as_bytes()),
                 );
                 true
             }

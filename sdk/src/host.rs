@@ -3,6 +3,7 @@
 //! filter in (Gantry's built-in plugins, see [`native`](crate::native)), which lends itself for
 //! the length of each call. Every part of the SDK that talks to the host goes through here.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::SystemTime;
 
 pub use proxy_wasm::types::{LogLevel, MapType, Status};
@@ -18,6 +19,15 @@ pub trait Host {
     fn add_map_value(&self, map: MapType, name: &str, value: &str) -> Result<(), Status>;
     /// A property (Envoy's attribute names) as bytes.
     fn property(&self, path: &[&str]) -> Option<Vec<u8>>;
+    /// The address of the peer that connected: the `source.address` property.
+    fn peer_address(&self) -> Option<IpAddr> {
+        let bytes = self.property(&["source", "address"])?;
+        let text = std::str::from_utf8(&bytes).ok()?;
+        text.parse::<SocketAddr>()
+            .map(|a| a.ip())
+            .or_else(|_| text.parse::<IpAddr>())
+            .ok()
+    }
     /// Keeps the request on its route although its path or host changes (Gantry's extension;
     /// other hosts ignore it).
     fn keep_route(&self);

@@ -2,7 +2,7 @@
 //! are matched case-insensitively (the host keeps them in lower case); Envoy's pseudo-headers
 //! (`:method`, `:path`, `:authority`, `:scheme`, `:status`) are read and written like headers.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use crate::host::{self, LogLevel, MapType, Status};
 
@@ -100,11 +100,7 @@ impl Request {
 
     /// The address of the peer that connected (the client, or the proxy in front of Gantry).
     pub fn peer_address(&self) -> Option<IpAddr> {
-        let text = self.property(&["source", "address"])?;
-        text.parse::<SocketAddr>()
-            .map(|a| a.ip())
-            .or_else(|_| text.parse::<IpAddr>())
-            .ok()
+        host::with(|h| h.peer_address())
     }
 
     /// A property (Envoy's attribute names: `["request", "id"]`, `["route_name"]`, ...) as text.

@@ -5,7 +5,9 @@
 //! [`Flow`]. [`export_filter!`] turns it into a proxy-wasm module (ABI v0.2.1) built on the
 //! upstream [`proxy_wasm`] crate, so the same module also runs in Envoy and Istio; only
 //! [`Request::keep_route`] and the exact first insert of [`shared::update`] use Gantry's own
-//! extensions, and both fall back to standard behaviour elsewhere.
+//! extensions, and both fall back to standard behaviour elsewhere. Every call to the host goes
+//! through [`host::Host`]; built natively, the same filter can be compiled into a host instead
+//! ([`native`], as Gantry runs its built-in plugins).
 //!
 //! ```ignore
 //! use gantry_sdk::{export_filter, ConfigError, Filter, Flow, LocalResponse, Request};
@@ -86,6 +88,13 @@ pub trait Filter: Sized + 'static {
     /// on.
     fn on_response(&self, _response: &mut Response, _state: &mut Self::State) -> Flow {
         Flow::Continue
+    }
+
+    /// Whether [`Filter::on_response`] has anything to do with this configuration. When it has
+    /// not, the host is told so and need not call it (Gantry then does not even take the
+    /// response's head apart for the plugin).
+    fn needs_response(&self) -> bool {
+        true
     }
 }
 

@@ -44,6 +44,8 @@ pub trait NativeFilter: Send + Sync {
     fn on_request(&self, state: &mut (dyn Any + Send + Sync)) -> Flow;
     /// The response hook, on the lent host's response.
     fn on_response(&self, state: &mut (dyn Any + Send + Sync)) -> Flow;
+    /// Whether the response hook has anything to do ([`Filter::needs_response`]).
+    fn needs_response(&self) -> bool;
 }
 
 struct Native<F>(F);
@@ -69,6 +71,10 @@ where
             Some(state) => self.0.on_response(&mut Response::new(), state),
             None => Flow::Continue,
         }
+    }
+
+    fn needs_response(&self) -> bool {
+        self.0.needs_response()
     }
 }
 

@@ -224,6 +224,11 @@ impl Filter for Acl {
     type Config = Config;
     type State = ();
 
+    /// Access is decided on the request alone.
+    fn needs_response(&self) -> bool {
+        false
+    }
+
     fn configure(config: Config) -> Result<Self, ConfigError> {
         if !(400..=599).contains(&config.denied.status) {
             return Err(ConfigError::new(

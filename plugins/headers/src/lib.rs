@@ -345,6 +345,10 @@ impl Filter for Headers {
         Flow::Continue
     }
 
+    fn needs_response(&self) -> bool {
+        self.cors.is_some() || !self.response.is_empty()
+    }
+
     fn on_response(&self, response: &mut Response, exchange: &mut Exchange) -> Flow {
         for (name, value) in exchange.cors.drain(..) {
             response.set_header(name, &value);

@@ -377,6 +377,10 @@ impl Filter for RateLimit {
         }
     }
 
+    fn needs_response(&self) -> bool {
+        self.headers
+    }
+
     fn on_response(&self, response: &mut Response, pending: &mut Pending) -> Flow {
         if let Some((policy, remaining)) = pending.fields.take() {
             response.set_header("ratelimit-policy", &policy);

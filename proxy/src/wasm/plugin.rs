@@ -75,6 +75,8 @@ impl Vm {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Unneeded {
     pub request_body: bool,
+    /// `proxy_on_response_headers`: the plugin does nothing with responses.
+    pub response_headers: bool,
     pub response_body: bool,
     /// `proxy_on_log` and `proxy_on_done` (`proxy_on_delete` is always made: the SDKs free the
     /// context there).
@@ -88,6 +90,7 @@ impl Unneeded {
         for name in list.split(',').map(str::trim) {
             match name {
                 "proxy_on_request_body" => unneeded.request_body = true,
+                "proxy_on_response_headers" => unneeded.response_headers = true,
                 "proxy_on_response_body" => unneeded.response_body = true,
                 "proxy_on_log" => unneeded.log = true,
                 _ => {}
@@ -137,10 +140,11 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 impl Plugin {
     pub fn new(info: Arc<PluginInfo>, code: Code, phase: Phase, priority: i32) -> Self {
         // A built-in works on heads only (the SDK's filters do).
-        let unneeded = match code {
+        let unneeded = match &code {
             Code::Wasm(_) => Unneeded::default(),
-            Code::Native { .. } => Unneeded {
+            Code::Native { filter, .. } => Unneeded {
                 request_body: true,
+                response_headers: !filter.needs_response(),
                 response_body: true,
                 log: true,
             },

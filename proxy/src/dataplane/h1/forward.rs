@@ -514,7 +514,8 @@ async fn exchange(
     let mut status = relayed.status;
     let mut filter = None;
     let mut chunk_out = false;
-    match plugged {
+    // Plugins with nothing to do with the response leave it as the upstream sent it.
+    match plugged.filter(|plugged| plugged.wants_response()) {
         None => response::end_head(
             &mut work.relay,
             &ours,

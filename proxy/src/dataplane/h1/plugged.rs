@@ -303,6 +303,11 @@ impl Plugged {
         Ok(Some(body.unwrap_or_default()))
     }
 
+    /// Whether the plugins do anything with the upstream's response.
+    pub fn wants_response(&self) -> bool {
+        self.filters.wants_response()
+    }
+
     /// Whether the plugins take the response body.
     pub fn wants_response_body(&self) -> bool {
         self.filters.wants_response_body()

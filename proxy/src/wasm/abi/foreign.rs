@@ -7,8 +7,8 @@
 //!   data key only if it does not exist, answering `inserted` or `exists`; the ABI's own write
 //!   with no version overwrites, so two threads creating one key could lose an update;
 //! - `gantry_unneeded_callbacks` (comma-separated callback names): callbacks the plugin has no
-//!   use for (`proxy_on_request_body`, `proxy_on_response_body`, `proxy_on_log`, which covers
-//!   `proxy_on_done`), so the host does not make them.
+//!   use for (`proxy_on_request_body`, `proxy_on_response_headers`, `proxy_on_response_body`,
+//!   `proxy_on_log`, which covers `proxy_on_done`), so the host does not make them.
 
 use bytes::Bytes;
 use wasmtime::Linker;

@@ -54,7 +54,8 @@ struct Entry {
     context: Option<(u32, u64)>,
     /// A built-in's state for this request, made when its first hook runs.
     native: Option<Box<dyn Any + Send + Sync>>,
-    wake: Arc<Wake>,
+    /// What wakes the request when a module's context paused it; made with the context.
+    wake: Option<Arc<Wake>>,
     /// Failed, fail-open: left out for the rest of the request.
     skip: bool,
     request_body: BytesMut,
@@ -130,7 +131,7 @@ impl Filters {
                     plugin: plugin.clone(),
                     context: None,
                     native: None,
-                    wake: Arc::new(Wake::default()),
+                    wake: None,
                     skip: false,
                     request_body: BytesMut::new(),
                     response_body: BytesMut::new(),
@@ -148,6 +149,16 @@ impl Filters {
         self.entries
             .iter()
             .any(|entry| !entry.skip && !entry.plugin.unneeded.request_body)
+    }
+
+    /// Whether a plugin of the chain does anything with the upstream's response (its head, its
+    /// body, or its sizes at the end): without any, the response goes to the client as it came.
+    pub fn wants_response(&self) -> bool {
+        self.entries.iter().any(|entry| {
+            let unneeded = entry.plugin.unneeded;
+            entry.sees_response()
+                && !(unneeded.response_headers && unneeded.response_body && unneeded.log)
+        })
     }
 
     /// Whether a plugin of the chain takes the response body (or a local reply's body
@@ -172,7 +183,7 @@ impl Filters {
         let entry = &mut self.entries[i];
         let expected = entry.context.map(|(_, incarnation)| incarnation);
         let own = entry.context.map(|(id, _)| id);
-        let wake = &entry.wake;
+        let wake = entry.wake.get_or_insert_with(Arc::default);
         let properties = &self.properties;
         let ran = workers::with_instance(&self.shared, &entry.plugin, expected, |inst, root| {
             let id = match own {
@@ -341,7 +352,10 @@ impl Filters {
                 self.detach(i, calls);
                 return None;
             }
-            let wake = self.entries[i].wake.clone();
+            let wake = self.entries[i]
+                .wake
+                .get_or_insert_with(Arc::default)
+                .clone();
             let next = tokio::select! {
                 Some(Ok((token, response))) = calls.join_next(), if !calls.is_empty() => {
                     self.run(i, io, phase, |inst, id| deliver(inst, id, token, response))

@@ -58,7 +58,8 @@ impl Filters {
     ) -> Verdict {
         Arc::make_mut(&mut self.info).response_code = Some(resp.status.as_u16());
         for i in (0..self.entries.len()).rev() {
-            if !self.entries[i].sees_response() {
+            let entry = &self.entries[i];
+            if !entry.sees_response() || entry.plugin.unneeded.response_headers {
                 continue;
             }
             let count = resp.headers.len() as u32 + 1;
