@@ -135,8 +135,8 @@ struct Limit {
     name: String,
     bucket: Bucket,
     key: Vec<KeyPart>,
-    requests: u64,
-    window: u64,
+    /// Its item of the `RateLimit-Policy` field: `"NAME";q=REQUESTS;w=WINDOW`.
+    policy: String,
 }
 
 pub struct RateLimit {
@@ -149,16 +149,18 @@ pub struct RateLimit {
     client_address: ClientAddress,
     exempt: CidrSet,
     headers: bool,
+    /// The `RateLimit-Policy` field of a request every limit let through.
+    policy: String,
     /// Whether a key or the exemptions look at the client's address.
     needs_client: bool,
     allowed: Counter,
     limited: Counter,
 }
 
-/// What a request's response must carry.
+/// What a request's response must carry: its `RateLimit` field (with the whole policy).
 #[derive(Default)]
 pub struct Pending {
-    fields: Option<(String, String)>,
+    remaining: Option<String>,
 }
 
 fn now_nanos() -> u64 {
@@ -172,41 +174,48 @@ fn log(level: LogLevel, message: &str) {
 }
 
 impl RateLimit {
-    fn key(&self, limit: &Limit, request: &Request, client: Option<std::net::IpAddr>) -> String {
-        let mut key = String::new();
-        for part in &limit.key {
-            let value = match part {
-                KeyPart::Client => client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string()),
+    /// Writes the shared-data key of limit `i` for this request into `key`.
+    fn key(&self, i: usize, request: &Request, client: Option<std::net::IpAddr>, key: &mut String) {
+        use std::fmt::Write;
+        key.clear();
+        let _ = write!(key, "{}/{i}/", self.scope);
+        for part in &self.limits[i].key {
+            key.push('\u{1f}');
+            match part {
+                KeyPart::Client => match client {
+                    Some(ip) => {
+                        let _ = write!(key, "{ip}");
+                    }
+                    None => key.push_str("unknown"),
+                },
                 KeyPart::Path => {
                     let path = request.path();
-                    path.split('?').next().unwrap_or_default().to_owned()
+                    key.push_str(path.split('?').next().unwrap_or_default());
                 }
-                KeyPart::Route => request.property(&["route_name"]).unwrap_or_default(),
+                KeyPart::Route => {
+                    key.push_str(&request.property(&["route_name"]).unwrap_or_default())
+                }
                 KeyPart::Host => {
                     let host = request.authority().to_ascii_lowercase();
-                    strip_port(&host).to_owned()
+                    key.push_str(strip_port(&host));
                 }
-                KeyPart::Method => request.method(),
-                KeyPart::Header(name) => request.header(name).unwrap_or_default(),
-            };
-            key.push('\u{1f}');
-            key.push_str(&value);
+                KeyPart::Method => key.push_str(&request.method()),
+                KeyPart::Header(name) => key.push_str(&request.header(name).unwrap_or_default()),
+            }
         }
-        key
     }
 
-    fn fields(&self, states: &[(usize, u64, u64)]) -> (String, String) {
-        let mut policy = Vec::new();
-        let mut remaining = Vec::new();
+    /// The `RateLimit` field: for each limit (index, requests left, seconds to reset).
+    fn remaining(&self, states: &[(usize, u64, u64)]) -> String {
+        use std::fmt::Write;
+        let mut field = String::new();
         for &(i, left, reset) in states {
-            let limit = &self.limits[i];
-            policy.push(format!(
-                "\"{}\";q={};w={}",
-                limit.name, limit.requests, limit.window
-            ));
-            remaining.push(format!("\"{}\";r={left};t={reset}", limit.name));
+            if !field.is_empty() {
+                field.push_str(", ");
+            }
+            let _ = write!(field, "\"{}\";r={left};t={reset}", self.limits[i].name);
         }
-        (policy.join(", "), remaining.join(", "))
+        field
     }
 }
 
@@ -262,17 +271,22 @@ impl Filter for RateLimit {
                 ));
             }
             limits.push(Limit {
+                policy: format!("\"{name}\";q={};w={window}", limit.requests),
                 name,
                 bucket: Bucket::new(limit.requests, window, limit.burst),
                 key,
-                requests: limit.requests,
-                window,
             });
         }
         let plugin = gantry_sdk::property(&["plugin_name"]).unwrap_or_default();
         let needs_client =
             !config.exempt.is_empty() || limits.iter().any(|l| l.key.contains(&KeyPart::Client));
+        let policy = limits
+            .iter()
+            .map(|l| l.policy.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
         Ok(RateLimit {
+            policy,
             needs_client,
             limits,
             scope: format!("gantry/ratelimit/{plugin}"),
@@ -301,11 +315,12 @@ impl Filter for RateLimit {
             return Flow::Continue;
         }
         let now = now_nanos();
-        let keys: Vec<String> = self
-            .limits
-            .iter()
-            .enumerate()
-            .map(|(i, limit)| format!("{}/{i}/{}", self.scope, self.key(limit, request, client)))
+        let keys: Vec<String> = (0..self.limits.len())
+            .map(|i| {
+                let mut key = String::new();
+                self.key(i, request, client, &mut key);
+                key
+            })
             .collect();
         // A request must pass every limit, and is counted only once it passes them all.
         let mut refused = None;
@@ -344,7 +359,7 @@ impl Filter for RateLimit {
             None => {
                 self.allowed.inc();
                 if self.headers {
-                    pending.fields = Some(self.fields(&states));
+                    pending.remaining = Some(self.remaining(&states));
                 }
                 Flow::Continue
             }
@@ -366,8 +381,7 @@ impl Filter for RateLimit {
                     .header("content-type", "text/plain; charset=utf-8")
                     .body(self.body.clone());
                 if self.headers {
-                    let (policy, _) = self.fields(&[(i, 0, retry_after)]);
-                    response = response.header("ratelimit-policy", policy).header(
+                    response = response.header("ratelimit-policy", &limit.policy).header(
                         "ratelimit",
                         format!("\"{}\";r=0;t={retry_after}", limit.name),
                     );
@@ -382,8 +396,8 @@ impl Filter for RateLimit {
     }
 
     fn on_response(&self, response: &mut Response, pending: &mut Pending) -> Flow {
-        if let Some((policy, remaining)) = pending.fields.take() {
-            response.set_header("ratelimit-policy", &policy);
+        if let Some(remaining) = pending.remaining.take() {
+            response.set_header("ratelimit-policy", &self.policy);
             response.set_header("ratelimit", &remaining);
         }
         Flow::Continue
