@@ -6,6 +6,7 @@ use crate::problem::Problem;
 use crate::snapshot::{
     Action, IgnoredIngress, PathType, Snapshot, Timeouts, UpstreamProtocol, UpstreamTarget,
 };
+use crate::upstream::balance::Balance;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,6 +42,8 @@ enum BackendView<'a> {
         upstream: &'a str,
         protocol: UpstreamProtocol,
         target: &'a UpstreamTarget,
+        /// How requests are spread over the endpoints (`round_robin`, `hash $request_uri`...).
+        balance: &'a Balance,
     },
     FixedResponse {
         status: u16,
@@ -75,6 +78,7 @@ impl<'a> ConfigView<'a> {
                         upstream: &group.name,
                         protocol: group.protocol,
                         target: &group.target,
+                        balance: &route.balance,
                     },
                     Action::Respond(answer) => BackendView::FixedResponse {
                         status: answer.status,

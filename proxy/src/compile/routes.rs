@@ -125,6 +125,9 @@ impl Compiler<'_> {
         {
             settings.timeouts.read = timeout;
         }
+        if let Some(balance) = &nginx.balance {
+            settings.balance = balance.clone();
+        }
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -344,6 +347,7 @@ impl Compiler<'_> {
             action,
             https_redirect,
             timeouts: settings.timeouts,
+            balance: settings.balance.clone(),
             plugins,
             metrics: OnceLock::new(),
         })

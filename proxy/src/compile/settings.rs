@@ -32,6 +32,8 @@ pub struct IngressSettings {
     pub timeouts: Timeouts,
     /// WasmPlugin names from `gantry.dev/plugins`, in order.
     pub plugins: Vec<String>,
+    /// How the routes' requests are spread over endpoints.
+    pub balance: crate::upstream::balance::Balance,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -40,6 +42,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         ssl_redirect: true,
         timeouts: Timeouts::default(),
         plugins: Vec::new(),
+        balance: Default::default(),
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -25,6 +25,7 @@ use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::{Action, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol};
+use crate::upstream::balance::{self, Balance};
 use crate::upstream::{Attempts, Resolver, UpstreamError};
 use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
@@ -157,6 +158,7 @@ impl ProxyHttp for EdgeProxy {
             self.redirect_to_https(session, ctx).await?;
             return Ok(true);
         }
+        ctx.attempts = Attempts::new(route.balance.clone(), balance_key(session, &route));
         match &route.action {
             Action::Proxy(group)
                 if group.endpoint_count() > 0
@@ -347,6 +349,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        ctx.attempts.responded();
         if let Some(filters) = ctx.filters.as_mut() {
             // Only plugins read the details: a request without any spends nothing on them.
             ctx.code_details = Some(VIA_UPSTREAM.clone());
@@ -542,6 +545,26 @@ impl ProxyHttp for EdgeProxy {
 
 /// The endpoint for the next attempt (see [`Attempts`]), as the data plane's phases need it: a
 /// Pingora error, and a note for the access log.
+/// The request's hash when its route hashes, from the head as the plugins left it.
+fn balance_key(session: &Session, route: &Route) -> Option<u64> {
+    let Balance::Hash(key) = &route.balance else {
+        return None;
+    };
+    let req = session.req_header();
+    let host = headers::request_host(req);
+    Some(
+        key.hash(&balance::Request {
+            target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            host: &host,
+            client: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            fields: &req.headers,
+        }),
+    )
+}
+
 pub(super) async fn next_endpoint(
     resolver: &Resolver,
     group: &UpstreamGroup,

@@ -143,6 +143,8 @@ pub struct Route {
     /// Answer plain-HTTP requests with a redirect to HTTPS.
     pub https_redirect: bool,
     pub timeouts: Timeouts,
+    /// How its requests are spread over the group's endpoints.
+    pub balance: crate::upstream::balance::Balance,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -206,6 +208,7 @@ mod tests {
             action: Action::Unavailable(Arc::from("test")),
             https_redirect: false,
             timeouts: Timeouts::default(),
+            balance: Default::default(),
             plugins: None,
             metrics: OnceLock::new(),
         })

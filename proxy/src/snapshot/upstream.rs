@@ -1,10 +1,11 @@
 //! Upstream groups: where a route's requests go (the ready endpoints of a Service port, or an
-//! ExternalName) and how they are spread over them (round robin).
+//! ExternalName), with what each endpoint is doing for the balancer (`upstream::balance`).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde::Serialize;
+
+use crate::upstream::balance::{Balance, Balancer};
 
 /// The endpoints of one Service port.
 #[derive(Debug)]
@@ -13,7 +14,7 @@ pub struct UpstreamGroup {
     pub name: String,
     pub target: UpstreamTarget,
     pub protocol: UpstreamProtocol,
-    next: AtomicUsize,
+    pub balancer: Balancer,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -37,11 +38,15 @@ pub enum UpstreamProtocol {
 
 impl UpstreamGroup {
     pub fn new(name: String, target: UpstreamTarget, protocol: UpstreamProtocol) -> Self {
+        let endpoints = match &target {
+            UpstreamTarget::Endpoints(addrs) => addrs.len(),
+            UpstreamTarget::ExternalName { .. } => 0,
+        };
         UpstreamGroup {
             name,
             target,
             protocol,
-            next: AtomicUsize::new(0),
+            balancer: Balancer::new(endpoints),
         }
     }
 
@@ -49,11 +54,11 @@ impl UpstreamGroup {
     /// target is an ExternalName).
     pub fn next_endpoint(&self) -> Option<SocketAddr> {
         match &self.target {
-            UpstreamTarget::Endpoints(addrs) if !addrs.is_empty() => {
-                let i = self.next.fetch_add(1, Ordering::Relaxed);
-                Some(addrs[i % addrs.len()])
-            }
-            _ => None,
+            UpstreamTarget::Endpoints(addrs) => self
+                .balancer
+                .pick(addrs, &Balance::RoundRobin, None, &[])
+                .map(|i| addrs[i]),
+            UpstreamTarget::ExternalName { .. } => None,
         }
     }
 

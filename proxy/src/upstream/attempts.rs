@@ -1,8 +1,9 @@
-//! One request's attempts at an upstream group: the endpoint of each, and whether another may
-//! follow a failed one.
+//! One request's attempts at an upstream group: the endpoint of each (by the route's balancing,
+//! never one already tried while another is left), and whether another may follow a failed one.
 
 use std::net::SocketAddr;
 
+use super::balance::{Balance, InFlight};
 use super::resolver::{ResolveError, Resolver};
 use crate::snapshot::{UpstreamGroup, UpstreamTarget};
 
@@ -24,11 +25,28 @@ pub enum UpstreamError {
 #[derive(Debug, Default)]
 pub struct Attempts {
     made: usize,
+    /// How the route spreads its requests, and this request's hash key if it hashes.
+    balance: Balance,
+    key: Option<u64>,
+    /// The endpoints tried, by index.
+    tried: Vec<usize>,
+    /// The attempt under way, counted at its endpoint until the next attempt or the end.
+    current: Option<InFlight>,
     /// An ExternalName's addresses, looked up at the first attempt and taken in turn.
     resolved: Vec<SocketAddr>,
 }
 
 impl Attempts {
+    /// A request's attempts on a route balanced by `balance`; `key` is the request's hash when
+    /// it hashes.
+    pub fn new(balance: Balance, key: Option<u64>) -> Self {
+        Attempts {
+            balance,
+            key,
+            ..Attempts::default()
+        }
+    }
+
     /// The endpoint for the next attempt.
     pub async fn next(
         &mut self,
@@ -37,12 +55,17 @@ impl Attempts {
     ) -> Result<SocketAddr, UpstreamError> {
         self.made += 1;
         match &group.target {
-            UpstreamTarget::Endpoints(_) => {
-                group
-                    .next_endpoint()
+            UpstreamTarget::Endpoints(addrs) => {
+                self.current = None;
+                let i = group
+                    .balancer
+                    .pick(addrs, &self.balance, self.key, &self.tried)
                     .ok_or_else(|| UpstreamError::NoEndpoint {
                         group: group.name.clone(),
-                    })
+                    })?;
+                self.tried.push(i);
+                self.current = Some(group.balancer.start(i));
+                Ok(addrs[i])
             }
             UpstreamTarget::ExternalName { host, port } => {
                 if self.resolved.is_empty() {
@@ -59,6 +82,13 @@ impl Attempts {
                     .copied()
                     .ok_or_else(|| UpstreamError::NoAddress { host: host.clone() })
             }
+        }
+    }
+
+    /// The attempt under way got its response head (for the endpoint's response-time average).
+    pub fn responded(&self) {
+        if let Some(current) = &self.current {
+            current.responded();
         }
     }
 

@@ -1,10 +1,12 @@
 //! Where a request goes upstream, apart from Pingora's phases: the endpoint each attempt takes
-//! (round robin over a Service's ready endpoints, or the addresses an ExternalName resolves to),
+//! (chosen over a Service's ready endpoints by the route's [`balance::Balance`], or the
+//! addresses an ExternalName resolves to),
 //! how many attempts a request gets, and names resolved through one cache that keeps each answer
 //! for its TTL. The data plane's phases, its WebSocket tunnel and plugins' HTTP calls all ask
 //! here, so that load balancing, health and retries have one home.
 
 mod attempts;
+pub mod balance;
 mod resolver;
 
 pub use attempts::{Attempts, MAX_ATTEMPTS, UpstreamError};

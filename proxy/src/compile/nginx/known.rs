@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 24] = [
+pub(super) const HONOURED: [&str; 26] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -36,10 +36,12 @@ pub(super) const HONOURED: [&str; 24] = [
     "ssl-redirect",
     "proxy-connect-timeout",
     "proxy-read-timeout",
+    "load-balance",
+    "upstream-hash-by",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 109] = [
+pub(super) const NOT_HONOURED: [&str; 107] = [
     "affinity",
     "affinity-canary-behavior",
     "affinity-mode",
@@ -92,7 +94,6 @@ pub(super) const NOT_HONOURED: [&str; 109] = [
     "limit-connections",
     "limit-rate",
     "limit-rate-after",
-    "load-balance",
     "mirror-host",
     "mirror-request-body",
     "mirror-target",
@@ -143,7 +144,6 @@ pub(super) const NOT_HONOURED: [&str; 109] = [
     "ssl-prefer-server-ciphers",
     "temporal-redirect",
     "temporal-redirect-code",
-    "upstream-hash-by",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
     "upstream-vhost",

@@ -18,6 +18,9 @@
 //!   expressions anchored at the start, longest first; `builtin:headers` replaces the whole path
 //!   with the target (`$1`... from the path's groups), keeping the query string.
 //! - `ssl-redirect`, `proxy-connect-timeout`, `proxy-read-timeout`.
+//! - `load-balance` (`round_robin`, `ewma`; Gantry adds `least_request` and `random`) and
+//!   `upstream-hash-by` (consistent hashing on a key of nginx variables, which wins over
+//!   `load-balance`), for the Ingress's routes.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -30,6 +33,7 @@ use crate::config::crd::WasmPluginSpec;
 use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
+use crate::upstream::balance::{Balance, HashKey};
 
 mod known;
 mod plugins;
@@ -58,6 +62,8 @@ pub struct NginxSettings {
     pub ssl_redirect: Option<bool>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    /// `load-balance`, or `upstream-hash-by` (which wins, as in ingress-nginx).
+    pub balance: Option<Balance>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -195,6 +201,25 @@ pub fn path_regex(path: &str) -> String {
     format!("(?i)^{path}")
 }
 
+/// `upstream-hash-by` (consistent hashing on its key), else `load-balance`. A bad value is a
+/// problem and leaves round robin.
+fn balance(a: &mut NginxAnnotations<'_>) -> Option<Balance> {
+    if let Some(template) = a.get("upstream-hash-by") {
+        match HashKey::parse(template) {
+            Ok(key) => return Some(Balance::Hash(std::sync::Arc::new(key))),
+            Err(reason) => a.problem("upstream-hash-by", reason),
+        }
+    }
+    let name = a.get("load-balance")?;
+    match Balance::parse(name) {
+        Ok(balance) => Some(balance),
+        Err(reason) => {
+            a.problem("load-balance", reason);
+            None
+        }
+    }
+}
+
 /// Reads the ingress-nginx annotations of one Ingress.
 pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) -> NginxSettings {
     let mut a = NginxAnnotations {
@@ -226,6 +251,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.ssl_redirect = a.bool("ssl-redirect");
     a.out.connect_timeout = a.positive("proxy-connect-timeout").map(Duration::from_secs);
     a.out.read_timeout = a.positive("proxy-read-timeout").map(Duration::from_secs);
+    a.out.balance = balance(&mut a);
 
     let cors = cors(&mut a);
     let rewrites = rewrites(&mut a, ingress);

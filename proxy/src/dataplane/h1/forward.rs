@@ -26,6 +26,8 @@ use super::{Request, Work, pool};
 use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
 use crate::snapshot::{Route, UpstreamGroup};
+use crate::upstream::Attempts;
+use crate::upstream::balance::Balance;
 use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
 
@@ -99,6 +101,11 @@ pub(super) async fn forward(
         }
     }
     ctx.route = Some(route.clone());
+    let hash = match (&route.balance, plugged.as_deref()) {
+        (Balance::Hash(key), Some(plugged)) => Some(plugged.hash(key)),
+        _ => req.hash,
+    };
+    ctx.attempts = Attempts::new(route.balance.clone(), hash);
     let req = &*req;
     let result = match answer {
         None => {
@@ -271,10 +278,15 @@ async fn proxy(
     let timeouts = route.timeouts;
     let may_resend = req.idempotent && buffered;
     let mut stale = 0;
+    // A pooled connection found closed is replaced by a new one to the same endpoint.
+    let mut again = None;
     loop {
-        let addr = match next_endpoint(&edge.shared.resolver, group, ctx).await {
-            Ok(addr) => addr,
-            Err(e) => return Err(Failure::before(e)),
+        let addr = match again.take() {
+            Some(addr) => addr,
+            None => match next_endpoint(&edge.shared.resolver, group, ctx).await {
+                Ok(addr) => addr,
+                Err(e) => return Err(Failure::before(e)),
+            },
         };
         let (upstream, pooled) = match pool::take(addr) {
             Some(upstream) => (upstream, true),
@@ -297,6 +309,7 @@ async fn proxy(
             client,
             upstream,
             addr,
+            &ctx.attempts,
             req,
             plugged.as_deref_mut(),
             body,
@@ -315,6 +328,7 @@ async fn proxy(
                     && stale < MOST_STALE_RETRIES =>
             {
                 stale += 1;
+                again = Some(addr);
             }
             Err(failure) => {
                 if failure.error.esource() == &ErrorSource::Upstream {
@@ -394,6 +408,7 @@ async fn exchange(
     client: &mut Client<'_>,
     mut upstream: TcpStream,
     addr: SocketAddr,
+    attempts: &Attempts,
     req: &Request,
     plugged: Option<&mut Plugged>,
     body: Body<'_>,
@@ -462,7 +477,10 @@ async fn exchange(
                     client.write_h1(&work.relay).await.map_err(broken)?;
                     continue;
                 }
-                Ok(Some(relayed)) => break relayed,
+                Ok(Some(relayed)) => {
+                    attempts.responded();
+                    break relayed;
+                }
                 Ok(None) if upstream_buf.len() > MOST_RESPONSE_HEAD_BYTES => {
                     return Err(broken(
                         Error::explain(ErrorType::InvalidHTTPHeader, "response head too long")

@@ -20,6 +20,7 @@ use super::plugged::{self, Connection, Plugged};
 use super::{LogHead, Request, Work, fast_route, forward, request, set_request_id};
 use crate::dataplane::headers::{self, X_REQUEST_ID};
 use crate::dataplane::proxy::EdgeProxy;
+use crate::upstream::balance::{self, Balance};
 
 pub(super) struct H2Streams {
     proxy: Arc<HttpProxy<EdgeProxy>>,
@@ -92,6 +93,15 @@ impl H2Streams {
                 None
             }
         };
+        let hash = match (&fast.route.balance, &plugged) {
+            (Balance::Hash(key), None) => Some(key.hash(&balance::Request {
+                target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+                host: &host,
+                client,
+                fields: &req.headers,
+            })),
+            _ => None,
+        };
         let log = shared.access_log.then(|| LogHead {
             method: req.method.as_str().to_owned(),
             host: host.into_owned(),
@@ -111,6 +121,7 @@ impl H2Streams {
             route: fast.route,
             group: fast.group,
             plugged,
+            hash,
             log,
         })
     }

@@ -41,6 +41,7 @@ use tracing::debug;
 use super::headers;
 use super::proxy::{ACME_CHALLENGE_PATH, EdgeProxy, Shared};
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup, UpstreamProtocol};
+use crate::upstream::balance::{self, Balance};
 use plugged::{Connection, Plugged};
 use request::Parse;
 
@@ -174,6 +175,8 @@ struct Request {
     group: Arc<UpstreamGroup>,
     /// The route's plugins, when it has any; the upstream's head is written once they ran.
     plugged: Option<Box<Plugged>>,
+    /// The request's hash when the route hashes (without plugins, which may change the head).
+    hash: Option<u64>,
     /// What the access log says of the request, kept only when the log is on.
     log: Option<LogHead>,
 }
@@ -375,6 +378,15 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
             None
         }
     };
+    let hash = match (&fast.route.balance, &plugged) {
+        (Balance::Hash(key), None) => Some(key.hash(&balance::Request {
+            target: head.target,
+            host: &host,
+            client: client.ip,
+            fields: &head.headers,
+        })),
+        _ => None,
+    };
     let log = shared.access_log.then(|| LogHead {
         method: head.method.to_owned(),
         host: host.into_owned(),
@@ -390,6 +402,7 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
         route: fast.route,
         group: fast.group,
         plugged,
+        hash,
         log,
     })
 }

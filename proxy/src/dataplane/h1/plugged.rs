@@ -24,6 +24,7 @@ use crate::dataplane::headers;
 use crate::dataplane::plugins::{VIA_UPSTREAM, head_bytes};
 use crate::dataplane::proxy::{EdgeProxy, Shared};
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup};
+use crate::upstream::balance::{self, HashKey};
 use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
 use crate::wasm::local_reply::{WASM_FAIL_STREAM, plugin_failed};
@@ -247,6 +248,17 @@ impl Plugged {
                 text(500, "error\n")
             }
         }
+    }
+
+    /// The request's hash on `key`, from the head the plugins left.
+    pub fn hash(&self, key: &HashKey) -> u64 {
+        let host = crate::dataplane::headers::request_host(&self.req);
+        key.hash(&balance::Request {
+            target: self.req.uri.path_and_query().map_or("/", |p| p.as_str()),
+            host: &host,
+            client: self.client,
+            fields: &self.req.headers,
+        })
     }
 
     /// Writes the upstream's request head from the head the plugins left.

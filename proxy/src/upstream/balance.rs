@@ -1,0 +1,557 @@
+//! How a route's requests are spread over its upstream group's endpoints: round robin (the
+//! default), least request and peak EWMA (both the power of two random choices), random, and
+//! consistent hashing on a key made from the request (ingress-nginx's `upstream-hash-by`), on a
+//! ring of 160 points per endpoint so that adding or removing one moves few keys. What each
+//! endpoint is doing (requests in flight, response-time average) is kept beside the group's
+//! addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// How endpoints are chosen.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    /// In turn (`load-balance: round_robin`, ingress-nginx's default).
+    #[default]
+    RoundRobin,
+    /// The less busy of two endpoints picked at random (Envoy's `LEAST_REQUEST`).
+    LeastRequest,
+    /// The lower of two random endpoints' response-time average times their requests in flight
+    /// (`load-balance: ewma`; Finagle's peak EWMA, which ingress-nginx's balancer follows).
+    Ewma,
+    /// Uniformly at random.
+    Random,
+    /// Consistent hashing on a key made from the request (`upstream-hash-by`).
+    Hash(Arc<HashKey>),
+}
+
+impl std::fmt::Display for Balance {
+    /// As `/config` shows it: the `load-balance` name, or `hash TEMPLATE`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Balance::RoundRobin => f.write_str("round_robin"),
+            Balance::LeastRequest => f.write_str("least_request"),
+            Balance::Ewma => f.write_str("ewma"),
+            Balance::Random => f.write_str("random"),
+            Balance::Hash(key) => write!(f, "hash {}", key.template),
+        }
+    }
+}
+
+impl Serialize for Balance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl Balance {
+    /// The ingress-nginx `load-balance` value, or one of Gantry's (`least_request`, `random`).
+    pub fn parse(name: &str) -> Result<Balance, String> {
+        match name {
+            "round_robin" => Ok(Balance::RoundRobin),
+            "ewma" => Ok(Balance::Ewma),
+            "least_request" => Ok(Balance::LeastRequest),
+            "random" => Ok(Balance::Random),
+            other => Err(format!(
+                "{other:?} is not a load-balancing algorithm: round_robin, ewma, least_request or \
+                 random (consistent hashing is upstream-hash-by)"
+            )),
+        }
+    }
+}
+
+/// A request's fields, whichever path read it.
+pub trait Fields {
+    /// The first value of header `name` (lower case).
+    fn field(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl Fields for &[httparse::Header<'_>] {
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+impl Fields for http::HeaderMap {
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(http::HeaderValue::as_bytes)
+    }
+}
+
+/// What a hash key is made from.
+pub struct Request<'a> {
+    /// The target as sent: path and query.
+    pub target: &'a str,
+    pub host: &'a str,
+    pub client: Option<IpAddr>,
+    pub fields: &'a dyn Fields,
+}
+
+/// One piece of a hash key's template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    /// `$request_uri`: path and query as sent.
+    RequestUri,
+    /// `$uri`: the path.
+    Uri,
+    /// `$args` / `$query_string`.
+    Args,
+    /// `$host`.
+    Host,
+    /// `$remote_addr`.
+    RemoteAddr,
+    /// `$http_NAME` (underscores for dashes, any case).
+    Header(String),
+    /// `$cookie_NAME`.
+    Cookie(String),
+    /// `$arg_NAME`.
+    Arg(String),
+}
+
+/// A hash key's template: text and nginx variables (`$request_uri`, `${host}-x`, `$http_x_user`,
+/// `$cookie_session`, `$arg_id`, `$remote_addr`...), as ingress-nginx's `upstream-hash-by` takes
+/// them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HashKey {
+    template: String,
+    parts: Vec<Part>,
+}
+
+impl HashKey {
+    pub fn parse(template: &str) -> Result<HashKey, String> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = template;
+        while let Some(i) = rest.find('$') {
+            text.push_str(&rest[..i]);
+            rest = &rest[i + 1..];
+            let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
+                let end = braced
+                    .find('}')
+                    .ok_or_else(|| format!("{template:?}: a `${{` without its `}}`"))?;
+                (&braced[..end], &braced[end + 1..])
+            } else {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (&rest[..end], &rest[end..])
+            };
+            if name.is_empty() {
+                return Err(format!("{template:?}: a `$` with no variable name"));
+            }
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(variable(name).ok_or_else(|| {
+                format!(
+                    "{template:?}: ${name} is not a variable Gantry can hash on ($request_uri, \
+                     $uri, $args, $host, $remote_addr, $http_NAME, $cookie_NAME, $arg_NAME)"
+                )
+            })?);
+            rest = after;
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        if !parts.iter().any(|p| !matches!(p, Part::Text(_))) {
+            return Err(format!(
+                "{template:?} names no variable: every request would go to one endpoint"
+            ));
+        }
+        Ok(HashKey {
+            template: template.to_owned(),
+            parts,
+        })
+    }
+
+    /// The key's hash for `request`; a variable the request lacks counts as empty, as in nginx.
+    pub fn hash(&self, request: &Request<'_>) -> u64 {
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(text) => hasher.update(text.as_bytes()),
+                Part::RequestUri => hasher.update(request.target.as_bytes()),
+                Part::Uri => {
+                    let path = request.target.split('?').next().unwrap_or_default();
+                    hasher.update(path.as_bytes());
+                }
+                Part::Args => {
+                    let query = request.target.split_once('?').map_or("", |(_, q)| q);
+                    hasher.update(query.as_bytes());
+                }
+                Part::Host => hasher.update(request.host.as_bytes()),
+                Part::RemoteAddr => {
+                    if let Some(ip) = request.client {
+                        hasher.update(ip.to_string().as_bytes());
+                    }
+                }
+                Part::Header(name) => {
+                    if let Some(value) = request.fields.field(name) {
+                        hasher.update(value);
+                    }
+                }
+                Part::Cookie(name) => {
+                    if let Some(value) =
+                        request.fields.field("cookie").and_then(|c| cookie(c, name))
+                    {
+                        hasher.update(value);
+                    }
+                }
+                Part::Arg(name) => {
+                    let query = request.target.split_once('?').map_or("", |(_, q)| q);
+                    if let Some(value) = query
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix(name.as_str())?.strip_prefix('='))
+                    {
+                        hasher.update(value.as_bytes());
+                    }
+                }
+            }
+        }
+        hasher.digest()
+    }
+}
+
+fn variable(name: &str) -> Option<Part> {
+    Some(match name {
+        "request_uri" => Part::RequestUri,
+        "uri" | "document_uri" => Part::Uri,
+        "args" | "query_string" => Part::Args,
+        "host" => Part::Host,
+        "remote_addr" | "binary_remote_addr" => Part::RemoteAddr,
+        _ => {
+            if let Some(header) = name.strip_prefix("http_") {
+                Part::Header(header.replace('_', "-").to_ascii_lowercase())
+            } else if let Some(cookie) = name.strip_prefix("cookie_") {
+                Part::Cookie(cookie.to_owned())
+            } else if let Some(arg) = name.strip_prefix("arg_") {
+                Part::Arg(arg.to_owned())
+            } else {
+                return None;
+            }
+        }
+    })
+}
+
+/// Cookie `name`'s value in a `Cookie` field.
+fn cookie<'c>(field: &'c [u8], name: &str) -> Option<&'c [u8]> {
+    field.split(|b| *b == b';').find_map(|pair| {
+        let pair = pair.trim_ascii();
+        let value = pair.strip_prefix(name.as_bytes())?.strip_prefix(b"=")?;
+        Some(value)
+    })
+}
+
+/// What one endpoint is doing.
+#[derive(Debug, Default)]
+pub struct EndpointLoad {
+    in_flight: AtomicU32,
+    /// Response-time average in nanoseconds (0: none measured yet).
+    ewma_nanos: AtomicU64,
+    /// When the average last moved, in nanoseconds since the group was made.
+    touched_nanos: AtomicU64,
+}
+
+/// How fast the response-time average forgets (ingress-nginx's ewma decay time, 10 s).
+const DECAY: Duration = Duration::from_secs(10);
+
+/// Points each endpoint has on the hash ring (ingress-nginx's chash, and Ketama, use 160).
+const POINTS: u64 = 160;
+
+/// The balancing state of one group of endpoints.
+#[derive(Debug)]
+pub struct Balancer {
+    endpoints: Arc<[EndpointLoad]>,
+    next: std::sync::atomic::AtomicUsize,
+    ring: OnceLock<Vec<(u64, usize)>>,
+    born: Instant,
+}
+
+impl Balancer {
+    pub fn new(endpoints: usize) -> Self {
+        Balancer {
+            endpoints: (0..endpoints).map(|_| EndpointLoad::default()).collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            ring: OnceLock::new(),
+            born: Instant::now(),
+        }
+    }
+
+    /// The index of the endpoint for the next attempt among `addrs`, skipping those in `tried`
+    /// while any other is left.
+    pub fn pick(
+        &self,
+        addrs: &[SocketAddr],
+        balance: &Balance,
+        key: Option<u64>,
+        tried: &[usize],
+    ) -> Option<usize> {
+        let n = addrs.len();
+        if n == 0 {
+            return None;
+        }
+        let fresh = |i: &usize| !tried.contains(i);
+        let untried = n > tried.len();
+        match balance {
+            Balance::RoundRobin => {
+                for _ in 0..n {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
+                    if !untried || fresh(&i) {
+                        return Some(i);
+                    }
+                }
+                Some(self.next.fetch_add(1, Ordering::Relaxed) % n)
+            }
+            Balance::Random => Some(self.random_untried(n, tried, untried)),
+            Balance::LeastRequest | Balance::Ewma => {
+                let a = self.random_untried(n, tried, untried);
+                // Two different endpoints when there are two to choose from.
+                let mut b = self.random_untried(n, tried, untried);
+                if n - tried.len().min(n) >= 2 {
+                    while b == a {
+                        b = self.random_untried(n, tried, untried);
+                    }
+                }
+                let cost = |i: usize| match balance {
+                    Balance::Ewma => self.ewma_cost(i),
+                    _ => u128::from(self.endpoints[i].in_flight.load(Ordering::Relaxed)),
+                };
+                Some(if cost(b) < cost(a) { b } else { a })
+            }
+            Balance::Hash(_) => {
+                let ring = self.ring.get_or_init(|| ring(addrs));
+                let key = key.unwrap_or(0);
+                let start = ring.partition_point(|(point, _)| *point < key);
+                (0..ring.len())
+                    .map(|step| ring[(start + step) % ring.len()].1)
+                    .find(|i| !untried || fresh(i))
+            }
+        }
+    }
+
+    fn random_untried(&self, n: usize, tried: &[usize], untried: bool) -> usize {
+        loop {
+            let i = fastrand::usize(..n);
+            if !untried || !tried.contains(&i) {
+                return i;
+            }
+        }
+    }
+
+    /// Peak EWMA's cost: the average response time times the requests in flight plus one; an
+    /// endpoint never measured costs nothing, so that it is tried.
+    fn ewma_cost(&self, i: usize) -> u128 {
+        let load = &self.endpoints[i];
+        let ewma = u128::from(load.ewma_nanos.load(Ordering::Relaxed));
+        ewma * (u128::from(load.in_flight.load(Ordering::Relaxed)) + 1)
+    }
+
+    /// Counts a request in flight at endpoint `i` until the returned guard is dropped.
+    pub fn start(&self, i: usize) -> InFlight {
+        if let Some(load) = self.endpoints.get(i) {
+            load.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+        InFlight {
+            endpoints: self.endpoints.clone(),
+            index: i,
+            started: Instant::now(),
+            born: self.born,
+        }
+    }
+
+    /// Requests in flight at endpoint `i`.
+    pub fn in_flight(&self, i: usize) -> u32 {
+        self.endpoints
+            .get(i)
+            .map_or(0, |l| l.in_flight.load(Ordering::Relaxed))
+    }
+}
+
+/// The ring: `POINTS` points per endpoint, by the hash of its address, sorted.
+fn ring(addrs: &[SocketAddr]) -> Vec<(u64, usize)> {
+    let mut ring = Vec::with_capacity(addrs.len() * POINTS as usize);
+    for (i, addr) in addrs.iter().enumerate() {
+        let name = addr.to_string();
+        for point in 0..POINTS {
+            let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+            hasher.update(name.as_bytes());
+            hasher.update(&point.to_le_bytes());
+            ring.push((hasher.digest(), i));
+        }
+    }
+    ring.sort_unstable();
+    ring
+}
+
+/// One request at one endpoint.
+#[derive(Debug)]
+pub struct InFlight {
+    endpoints: Arc<[EndpointLoad]>,
+    index: usize,
+    started: Instant,
+    born: Instant,
+}
+
+impl InFlight {
+    /// The endpoint's response head arrived: its response time joins the endpoint's average,
+    /// which forgets older ones over [`DECAY`]; a slower one is taken at once (peak EWMA).
+    pub fn responded(&self) {
+        let Some(load) = self.endpoints.get(self.index) else {
+            return;
+        };
+        let now = Instant::now();
+        let rtt = now.duration_since(self.started).as_nanos() as f64;
+        let now_nanos = now.duration_since(self.born).as_nanos() as u64;
+        let last = load.touched_nanos.swap(now_nanos, Ordering::Relaxed);
+        let old = load.ewma_nanos.load(Ordering::Relaxed) as f64;
+        let next = if old == 0.0 || rtt > old {
+            rtt
+        } else {
+            let elapsed = now_nanos.saturating_sub(last) as f64;
+            let weight = (-elapsed / DECAY.as_nanos() as f64).exp();
+            old * weight + rtt * (1.0 - weight)
+        };
+        load.ewma_nanos.store(next as u64, Ordering::Relaxed);
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(load) = self.endpoints.get(self.index) {
+            load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: usize) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| format!("10.0.0.{i}:80").parse().unwrap())
+            .collect()
+    }
+
+    fn request<'a>(target: &'a str, fields: &'a http::HeaderMap) -> Request<'a> {
+        Request {
+            target,
+            host: "shop.test",
+            client: Some("203.0.113.7".parse().unwrap()),
+            fields,
+        }
+    }
+
+    #[test]
+    fn templates_parse_as_ingress_nginx_writes_them() {
+        for ok in [
+            "$request_uri",
+            "$request_uri$host",
+            "${request_uri}-text-value",
+            "$http_x_user",
+            "$cookie_session",
+            "$arg_id",
+            "$remote_addr",
+        ] {
+            assert!(HashKey::parse(ok).is_ok(), "{ok}");
+        }
+        assert!(HashKey::parse("$nope").unwrap_err().contains("$nope"));
+        assert!(HashKey::parse("plain text").is_err());
+        assert!(HashKey::parse("${request_uri").is_err());
+        assert!(HashKey::parse("$").is_err());
+        assert!(Balance::parse("ewma").is_ok());
+        assert!(Balance::parse("chash").is_err());
+    }
+
+    #[test]
+    fn keys_read_what_their_variables_name() {
+        let mut fields = http::HeaderMap::new();
+        fields.insert("x-user", "alice".parse().unwrap());
+        fields.insert("cookie", "a=1; session=s42; b=2".parse().unwrap());
+        let key =
+            |t: &str, target: &str| HashKey::parse(t).unwrap().hash(&request(target, &fields));
+        assert_eq!(key("$http_x_user", "/a"), key("$http_X_User", "/b"));
+        assert_ne!(key("$http_x_user", "/"), key("$http_x_other", "/"));
+        assert_eq!(key("$cookie_session", "/a"), key("$cookie_session", "/b"));
+        assert_ne!(key("$cookie_session", "/a"), key("$cookie_a", "/a"));
+        assert_eq!(key("$arg_id", "/x?a=1&id=7"), key("$arg_id", "/y?id=7"));
+        assert_ne!(key("$arg_id", "/x?id=7"), key("$arg_id", "/x?id=8"));
+        assert_eq!(key("$uri", "/p?q=1"), key("$uri", "/p?q=2"));
+        assert_ne!(key("$request_uri", "/p?q=1"), key("$request_uri", "/p?q=2"));
+    }
+
+    #[test]
+    fn a_hash_key_keeps_its_endpoint_and_adding_one_moves_few_keys() {
+        let three = Balancer::new(3);
+        let four = Balancer::new(4);
+        let hash = Balance::Hash(Arc::new(HashKey::parse("$request_uri").unwrap()));
+        let mut counts = [0usize; 3];
+        let mut moved = 0;
+        let keys = 3000u64;
+        for k in 0..keys {
+            let key = xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes());
+            let before = three.pick(&addrs(3), &hash, Some(key), &[]).unwrap();
+            assert_eq!(three.pick(&addrs(3), &hash, Some(key), &[]), Some(before));
+            counts[before] += 1;
+            let after = four.pick(&addrs(4), &hash, Some(key), &[]).unwrap();
+            if after != before {
+                assert_eq!(after, 3, "a key moved between endpoints that stayed");
+                moved += 1;
+            }
+        }
+        // Each of three takes a third (within 20%); a fourth takes about a quarter of the keys.
+        for c in counts {
+            assert!((800..=1200).contains(&c), "{counts:?}");
+        }
+        assert!(
+            (450..=1050).contains(&moved),
+            "{moved} of {keys} keys moved"
+        );
+    }
+
+    #[test]
+    fn retries_go_to_endpoints_not_tried_yet() {
+        let balancer = Balancer::new(3);
+        for balance in [
+            Balance::RoundRobin,
+            Balance::Random,
+            Balance::LeastRequest,
+            Balance::Ewma,
+            Balance::Hash(Arc::new(HashKey::parse("$uri").unwrap())),
+        ] {
+            let mut tried = Vec::new();
+            for _ in 0..3 {
+                let i = balancer
+                    .pick(&addrs(3), &balance, Some(42), &tried)
+                    .unwrap();
+                assert!(!tried.contains(&i), "{balance:?} took {i} again: {tried:?}");
+                tried.push(i);
+            }
+        }
+    }
+
+    #[test]
+    fn least_request_avoids_a_busy_endpoint() {
+        let balancer = Balancer::new(2);
+        let _busy: Vec<InFlight> = (0..5).map(|_| balancer.start(0)).collect();
+        for _ in 0..50 {
+            let i = balancer
+                .pick(&addrs(2), &Balance::LeastRequest, None, &[])
+                .unwrap();
+            assert!(
+                i == 1 || balancer.in_flight(1) >= 5,
+                "picked the endpoint with 5 in flight"
+            );
+        }
+        drop(_busy);
+        assert_eq!(balancer.in_flight(0), 0);
+    }
+}
