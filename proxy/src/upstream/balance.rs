@@ -320,11 +320,11 @@ impl Balancer {
                         b = self.random_untried(n, tried, untried);
                     }
                 }
-                let cost = |i: usize| match balance {
-                    Balance::Ewma => self.ewma_cost(i),
-                    _ => u128::from(self.endpoints[i].in_flight.load(Ordering::Relaxed)),
+                let better = match balance {
+                    Balance::Ewma => self.ewma_cost(b, a) < self.ewma_cost(a, b),
+                    _ => self.in_flight(b) < self.in_flight(a),
                 };
-                Some(if cost(b) < cost(a) { b } else { a })
+                Some(if better { b } else { a })
             }
             Balance::Hash(_) => {
                 let ring = self.ring.get_or_init(|| ring(addrs));
@@ -346,12 +346,16 @@ impl Balancer {
         }
     }
 
-    /// Peak EWMA's cost: the average response time times the requests in flight plus one; an
-    /// endpoint never measured costs nothing, so that it is tried.
-    fn ewma_cost(&self, i: usize) -> u128 {
-        let load = &self.endpoints[i];
-        let ewma = u128::from(load.ewma_nanos.load(Ordering::Relaxed));
-        ewma * (u128::from(load.in_flight.load(Ordering::Relaxed)) + 1)
+    /// Peak EWMA's cost of `i` against `other`: the average response time times the requests
+    /// in flight plus one. While either has no average yet, requests in flight alone decide, so
+    /// that a new endpoint is tried without every request piling onto it.
+    fn ewma_cost(&self, i: usize, other: usize) -> u128 {
+        let ewma = |i: usize| u128::from(self.endpoints[i].ewma_nanos.load(Ordering::Relaxed));
+        let in_flight = u128::from(self.in_flight(i)) + 1;
+        if ewma(i) == 0 || ewma(other) == 0 {
+            return in_flight;
+        }
+        ewma(i) * in_flight
     }
 
     /// Counts a request in flight at endpoint `i` until the returned guard is dropped.

@@ -17,6 +17,7 @@ mod kube;
 mod kube_events;
 mod kube_replicas;
 mod lifecycle;
+mod load_balancing;
 mod nginx_annotations;
 mod plugins;
 mod plugins_contained;

@@ -51,6 +51,11 @@ impl Drop for Upstream {
 /// `/slow/MS` waits MS milliseconds first; `/status/CODE` answers CODE; `/hop` answers with
 /// hop-by-hop fields that a proxy must remove.
 pub async fn echo(name: &str) -> Upstream {
+    slow_echo(name, Duration::ZERO).await
+}
+
+/// [`echo`] that takes `delay` over every answer: an endpoint slower than its peers.
+pub async fn slow_echo(name: &str, delay: Duration) -> Upstream {
     let seen = Arc::new(Seen::default());
     let counted = seen.clone();
     serve(name, seen, move |stream, name| {
@@ -60,7 +65,13 @@ pub async fn echo(name: &str) -> Upstream {
             let service = hyper::service::service_fn(move |req| {
                 let seen = seen.clone();
                 let name = name.clone();
-                async move { Ok::<_, Infallible>(answer(req, &name, connection, &seen).await) }
+                async move {
+                    if !delay.is_zero() {
+                        // Slow on purpose: the endpoint's slowness is what the test is about.
+                        tokio::time::sleep(delay).await;
+                    }
+                    Ok::<_, Infallible>(answer(req, &name, connection, &seen).await)
+                }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

@@ -1,0 +1,282 @@
+//! Load balancing per route with several real endpoints of one Service, as ingress-nginx's
+//! annotations define it (docs/user-guide/nginx-configuration/annotations.md: "Custom NGINX
+//! upstream hashing" for `upstream-hash-by`, a template of nginx variables; "Custom NGINX load
+//! balancing" for `load-balance`, `round_robin` or `ewma`). Shares are checked within binomial
+//! tolerances, never exactly, except where the algorithm is deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use crate::support::config::{GANTRY_CLASS, ingress_head, service};
+use crate::support::upstream::{self, Upstream};
+use crate::support::{ConfigDir, Gantry, clients, wait_until};
+
+/// An Ingress sending every path of `host` to Service `web`, with `annotations` (YAML lines of
+/// `key: value`, indented for the annotations map).
+fn web_ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
+    let mut metadata = String::new();
+    if !annotations.is_empty() {
+        metadata.push_str("\n  annotations:");
+        for (key, value) in annotations {
+            metadata.push_str(&format!(
+                "\n    nginx.ingress.kubernetes.io/{key}: {value:?}"
+            ));
+        }
+    }
+    ingress_head("default", name, Some(host), &metadata)
+        + "          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: web
+                port:
+                  name: http
+"
+}
+
+fn web_service(endpoints: &[&Upstream]) -> String {
+    let endpoints: Vec<_> = endpoints.iter().map(|u| (u.addr, true)).collect();
+    service("default", "web", "http", None, &endpoints)
+}
+
+/// Which endpoint answered a request for `host` with `headers`.
+async fn served_by(
+    gantry: &Gantry,
+    client: &reqwest::Client,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let response = gantry.send(client, "GET", host, "/", headers).await;
+    assert_eq!(response.status(), 200, "{host}");
+    let body: serde_json::Value = response.json().await.unwrap();
+    body["server"].as_str().unwrap().to_owned()
+}
+
+/// How many requests each endpoint got when `clients` clients at once send `each` requests
+/// for `host`, each on its own connection.
+async fn spread(
+    gantry: &Gantry,
+    host: &str,
+    clients: usize,
+    each: usize,
+) -> BTreeMap<String, usize> {
+    load(gantry, host, clients, Load::Requests(each)).await
+}
+
+/// How long each client of a load keeps sending.
+enum Load {
+    Requests(usize),
+    /// For this long: the load's concurrency stays whole to the end, as a least-request
+    /// balancer needs to tell a busy endpoint.
+    For(Duration),
+}
+
+async fn load(gantry: &Gantry, host: &str, clients: usize, load: Load) -> BTreeMap<String, usize> {
+    let until = match load {
+        Load::For(period) => Some(tokio::time::Instant::now() + period),
+        Load::Requests(_) => None,
+    };
+    let each = match load {
+        Load::Requests(n) => n,
+        Load::For(_) => usize::MAX,
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let url = gantry.url("/");
+        let host = host.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let client = clients::http1();
+            let mut seen = Vec::new();
+            for _ in 0..each {
+                if until.is_some_and(|until| tokio::time::Instant::now() >= until) {
+                    break;
+                }
+                let response = client.get(&url).header("host", &host).send().await.unwrap();
+                assert_eq!(response.status(), 200);
+                let body: serde_json::Value = response.json().await.unwrap();
+                seen.push(body["server"].as_str().unwrap().to_owned());
+            }
+            seen
+        }));
+    }
+    let mut counts = BTreeMap::new();
+    for task in tasks {
+        for server in task.await.unwrap() {
+            *counts.entry(server).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+// `upstream-hash-by: "$http_x_user"`: every request of one user goes to one endpoint, users
+// spread over all of them, and a fourth endpoint takes users only for itself (a consistent
+// hash: no user moves between endpoints that stayed).
+#[tokio::test]
+async fn hashing_keeps_each_key_on_one_endpoint_and_a_new_endpoint_takes_only_its_share() {
+    let (a, b, c, d) = (
+        upstream::echo("a").await,
+        upstream::echo("b").await,
+        upstream::echo("c").await,
+        upstream::echo("d").await,
+    );
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &web_service(&[&a, &b, &c]));
+    config.write(
+        "ingress.yaml",
+        &web_ingress(
+            "hashed",
+            "hash.test",
+            &[("upstream-hash-by", "$http_x_user")],
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+
+    let users: Vec<String> = (0..60).map(|u| format!("user-{u}")).collect();
+    let mut placed = HashMap::new();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for user in &users {
+        let first = served_by(&gantry, &client, "hash.test", &[("x-user", user)]).await;
+        for _ in 0..2 {
+            let again = served_by(&gantry, &client, "hash.test", &[("x-user", user)]).await;
+            assert_eq!(again, first, "{user} moved without any change");
+        }
+        *counts.entry(first.clone()).or_default() += 1;
+        placed.insert(user.clone(), first);
+    }
+    // 60 users over 3 endpoints: 20 each on average (binomial sd 3.7, the ring's own unevenness
+    // on top); every endpoint takes some, none takes most.
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (server, n) in &counts {
+        assert!(
+            (6..=36).contains(n),
+            "{server} took {n} of 60 users: {counts:?}"
+        );
+    }
+
+    let generation = gantry.generation().await;
+    config.write("svc.yaml", &web_service(&[&a, &b, &c, &d]));
+    gantry.wait_generation_after(generation).await;
+    let mut moved = 0;
+    for user in &users {
+        let now = served_by(&gantry, &client, "hash.test", &[("x-user", user)]).await;
+        if now != placed[user] {
+            assert_eq!(now, "d", "{user} moved from {} to {now}", placed[user]);
+            moved += 1;
+        }
+    }
+    // A quarter of the users on average (15 of 60).
+    assert!(
+        (3..=30).contains(&moved),
+        "{moved} of 60 users moved to the new endpoint"
+    );
+}
+
+// One endpoint of three answers 300 ms late, under a steady load of 12 clients. Round robin
+// gives it its third regardless; least request and peak EWMA (`load-balance: ewma`) steer away
+// from it once it is busy or known slow.
+#[tokio::test]
+async fn least_request_and_ewma_send_little_to_a_slow_endpoint_where_round_robin_sends_a_third() {
+    let (a, b) = (upstream::echo("a").await, upstream::echo("b").await);
+    let slow = upstream::slow_echo("slow", Duration::from_millis(300)).await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &web_service(&[&a, &b, &slow]));
+    config.write(
+        "ingress.yaml",
+        &[
+            web_ingress("rr", "rr.test", &[]),
+            web_ingress("least", "least.test", &[("load-balance", "least_request")]),
+            web_ingress("ewma", "ewma.test", &[("load-balance", "ewma")]),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+
+    let share = |counts: &BTreeMap<String, usize>| {
+        counts.get("slow").copied().unwrap_or(0) as f64 / counts.values().sum::<usize>() as f64
+    };
+    let period = Load::For(Duration::from_millis(1500));
+    let rr = load(&gantry, "rr.test", 12, period).await;
+    assert!((0.25..=0.42).contains(&share(&rr)), "round robin: {rr:?}");
+    for host in ["least.test", "ewma.test"] {
+        let counts = load(&gantry, host, 12, Load::For(Duration::from_millis(1500))).await;
+        assert!(
+            share(&counts) < 0.10,
+            "{host}: the slow endpoint took {:.0}% (round robin gave it {:.0}%): {counts:?}",
+            share(&counts) * 100.0,
+            share(&rr) * 100.0
+        );
+    }
+}
+
+// `load-balance: random` spreads requests evenly in expectation; a value that is not an
+// algorithm, or a hash template naming no variable Gantry knows, is a problem naming the
+// annotation, and the route goes on with round robin.
+#[tokio::test]
+async fn random_spreads_evenly_and_bad_values_are_problems_that_leave_round_robin() {
+    let (a, b, c) = (
+        upstream::echo("a").await,
+        upstream::echo("b").await,
+        upstream::echo("c").await,
+    );
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &web_service(&[&a, &b, &c]));
+    config.write(
+        "ingress.yaml",
+        &[
+            web_ingress("random", "random.test", &[("load-balance", "random")]),
+            web_ingress("typo", "typo.test", &[("load-balance", "fastest")]),
+            web_ingress("badhash", "badhash.test", &[("upstream-hash-by", "$nope")]),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+
+    // 300 requests over 3 endpoints: 100 each on average, binomial sd 8.2.
+    let counts = spread(&gantry, "random.test", 3, 100).await;
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    for (server, n) in &counts {
+        assert!(
+            (60..=140).contains(n),
+            "{server} took {n} of 300: {counts:?}"
+        );
+    }
+
+    let problems = gantry.problems().await;
+    for wanted in [
+        "Ingress default/typo: metadata.annotations[nginx.ingress.kubernetes.io/load-balance]: \"fastest\" is not a load-balancing algorithm",
+        "Ingress default/badhash: metadata.annotations[nginx.ingress.kubernetes.io/upstream-hash-by]: \"$nope\": $nope is not a variable",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(wanted)),
+            "no problem {wanted:?} in {problems:#?}"
+        );
+    }
+    let config_view = gantry.config().await;
+    for host in ["typo.test", "badhash.test"] {
+        let route = config_view["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == host)
+            .unwrap();
+        assert_eq!(route["backend"]["balance"], "round_robin", "{route:#}");
+        let counts = spread(&gantry, host, 1, 6).await;
+        assert_eq!(
+            counts.values().copied().collect::<Vec<_>>(),
+            [2, 2, 2],
+            "{host}: {counts:?}"
+        );
+    }
+    wait_until("random's route in /config", || async {
+        gantry.config().await["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["host"] == "random.test" && r["backend"]["balance"] == "random")
+    })
+    .await;
+}
