@@ -25,7 +25,7 @@ use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::{Action, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol};
-use crate::upstream::balance::{self, Balance};
+use crate::upstream::balance;
 use crate::upstream::{Attempts, Resolver, UpstreamError};
 use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
@@ -350,6 +350,11 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
         ctx.attempts.responded();
+        if let Some(route) = &ctx.route
+            && let Some(cookie) = ctx.attempts.set_cookie(route.cookie_path())
+        {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         if let Some(filters) = ctx.filters.as_mut() {
             // Only plugins read the details: a request without any spends nothing on them.
             ctx.code_details = Some(VIA_UPSTREAM.clone());
@@ -547,22 +552,20 @@ impl ProxyHttp for EdgeProxy {
 /// Pingora error, and a note for the access log.
 /// The request's hash when its route hashes, from the head as the plugins left it.
 fn balance_key(session: &Session, route: &Route) -> Option<u64> {
-    let Balance::Hash(key) = &route.balance else {
+    if !route.balance.keyed() {
         return None;
-    };
+    }
     let req = session.req_header();
     let host = headers::request_host(req);
-    Some(
-        key.hash(&balance::Request {
-            target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
-            host: &host,
-            client: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            fields: &req.headers,
-        }),
-    )
+    route.balance.key(&balance::Request {
+        target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
+        host: &host,
+        client: session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip()),
+        fields: &req.headers,
+    })
 }
 
 pub(super) async fn next_endpoint(

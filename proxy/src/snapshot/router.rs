@@ -151,6 +151,19 @@ pub struct Route {
     pub metrics: OnceLock<RouteMetrics>,
 }
 
+impl Route {
+    /// Where a session affinity cookie applies when the route does not say: the route's path
+    /// (a prefix or exact path), or `/` for the default backend and regular expressions.
+    pub fn cookie_path(&self) -> &str {
+        match &self.path {
+            Some((PathType::Prefix | PathType::Exact | PathType::ImplementationSpecific, path)) => {
+                path
+            }
+            _ => "/",
+        }
+    }
+}
+
 /// What a matched route does.
 #[derive(Clone, Debug)]
 pub enum Action {

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use super::affinity::{self, Affinity, Mode};
 use super::balance::{Balance, InFlight};
 use super::resolver::{ResolveError, Resolver};
 use crate::snapshot::{UpstreamGroup, UpstreamTarget};
@@ -32,6 +33,8 @@ pub struct Attempts {
     tried: Vec<usize>,
     /// The attempt under way, counted at its endpoint until the next attempt or the end.
     current: Option<InFlight>,
+    /// The affinity cookie's value the client is to be given.
+    set_cookie: Option<String>,
     /// An ExternalName's addresses, looked up at the first attempt and taken in turn.
     resolved: Vec<SocketAddr>,
 }
@@ -57,6 +60,16 @@ impl Attempts {
         match &group.target {
             UpstreamTarget::Endpoints(addrs) => {
                 self.current = None;
+                let retry = !self.tried.is_empty();
+                if let Balance::Cookie(affinity) = &self.balance
+                    && affinity.mode == Mode::Balanced
+                    && self.key.is_none()
+                {
+                    // A new session: a key of its own, given to the client.
+                    let session = format!("{:016x}", fastrand::u64(..));
+                    self.key = Some(affinity::session_hash(session.as_bytes()));
+                    self.set_cookie = Some(session);
+                }
                 let i = group
                     .balancer
                     .pick(addrs, &self.balance, self.key, &self.tried)
@@ -64,6 +77,10 @@ impl Attempts {
                         group: group.name.clone(),
                     })?;
                 self.tried.push(i);
+                if let Balance::Cookie(affinity) = &self.balance {
+                    let affinity = affinity.clone();
+                    self.stick(&affinity, group, addrs, i, retry);
+                }
                 self.current = Some(group.balancer.start(i));
                 Ok(addrs[i])
             }
@@ -83,6 +100,49 @@ impl Attempts {
                     .ok_or_else(|| UpstreamError::NoAddress { host: host.clone() })
             }
         }
+    }
+
+    /// Decides the cookie for a sticky request sent to endpoint `i`: a persistent session gets
+    /// the endpoint's id when it had none (or its endpoint is gone); a session whose endpoint
+    /// failed moves to this one when `change-on-failure` says so.
+    fn stick(
+        &mut self,
+        affinity: &Affinity,
+        group: &UpstreamGroup,
+        addrs: &[SocketAddr],
+        i: usize,
+        retry: bool,
+    ) {
+        let id = affinity::endpoint_id(&addrs[i]);
+        match affinity.mode {
+            Mode::Persistent if (!retry || affinity.change_on_failure) && self.key != Some(id) => {
+                self.set_cookie = Some(format!("{id:016x}"));
+            }
+            Mode::Balanced if retry && affinity.change_on_failure => {
+                // A session key that the ring puts on this endpoint.
+                for _ in 0..256 {
+                    let session = format!("{:016x}", fastrand::u64(..));
+                    let key = affinity::session_hash(session.as_bytes());
+                    if group.balancer.pick(addrs, &self.balance, Some(key), &[]) == Some(i) {
+                        self.set_cookie = Some(session);
+                        break;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The `Set-Cookie` field a sticky request's response carries, if the client is to get a
+    /// new affinity cookie; `route_path` is the cookie's path unless the route sets one.
+    pub fn set_cookie(&self, route_path: &str) -> Option<String> {
+        let (Balance::Cookie(affinity), Some(value)) = (&self.balance, &self.set_cookie) else {
+            return None;
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Some(affinity.set_cookie(value, route_path, now))
     }
 
     /// The attempt under way got its response head (for the endpoint's response-time average).

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::affinity::{self, Affinity, Mode};
+
 /// How endpoints are chosen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Balance {
@@ -27,6 +29,8 @@ pub enum Balance {
     Random,
     /// Consistent hashing on a key made from the request (`upstream-hash-by`).
     Hash(Arc<HashKey>),
+    /// Sticky sessions by cookie (`affinity: cookie`; see [`super::affinity`]).
+    Cookie(Arc<Affinity>),
 }
 
 impl std::fmt::Display for Balance {
@@ -38,6 +42,15 @@ impl std::fmt::Display for Balance {
             Balance::Ewma => f.write_str("ewma"),
             Balance::Random => f.write_str("random"),
             Balance::Hash(key) => write!(f, "hash {}", key.template),
+            Balance::Cookie(affinity) => write!(
+                f,
+                "cookie {} ({})",
+                affinity.name,
+                match affinity.mode {
+                    Mode::Balanced => "balanced",
+                    Mode::Persistent => "persistent",
+                }
+            ),
         }
     }
 }
@@ -49,6 +62,20 @@ impl Serialize for Balance {
 }
 
 impl Balance {
+    /// Whether requests need a key ([`Balance::key`]) to be balanced.
+    pub fn keyed(&self) -> bool {
+        matches!(self, Balance::Hash(_) | Balance::Cookie(_))
+    }
+
+    /// The request's key: its hash, or what its affinity cookie says.
+    pub fn key(&self, request: &Request<'_>) -> Option<u64> {
+        match self {
+            Balance::Hash(key) => Some(key.hash(request)),
+            Balance::Cookie(affinity) => affinity.key(request.fields.field("cookie")),
+            _ => None,
+        }
+    }
+
     /// The ingress-nginx `load-balance` value, or one of Gantry's (`least_request`, `random`).
     pub fn parse(name: &str) -> Result<Balance, String> {
         match name {
@@ -272,6 +299,8 @@ pub struct Balancer {
     endpoints: Arc<[EndpointLoad]>,
     next: std::sync::atomic::AtomicUsize,
     ring: OnceLock<Vec<(u64, usize)>>,
+    /// Each endpoint's id in persistent affinity cookies.
+    ids: OnceLock<Vec<u64>>,
     born: Instant,
 }
 
@@ -281,6 +310,7 @@ impl Balancer {
             endpoints: (0..endpoints).map(|_| EndpointLoad::default()).collect(),
             next: std::sync::atomic::AtomicUsize::new(0),
             ring: OnceLock::new(),
+            ids: OnceLock::new(),
             born: Instant::now(),
         }
     }
@@ -326,15 +356,31 @@ impl Balancer {
                 };
                 Some(if better { b } else { a })
             }
-            Balance::Hash(_) => {
-                let ring = self.ring.get_or_init(|| ring(addrs));
-                let key = key.unwrap_or(0);
-                let start = ring.partition_point(|(point, _)| *point < key);
-                (0..ring.len())
-                    .map(|step| ring[(start + step) % ring.len()].1)
-                    .find(|i| !untried || fresh(i))
+            Balance::Hash(_) => self.on_ring(addrs, key, tried),
+            Balance::Cookie(affinity) if affinity.mode == Mode::Balanced => {
+                self.on_ring(addrs, key, tried)
+            }
+            Balance::Cookie(_) => {
+                // A persistent cookie: the endpoint it names while it is there, else in turn.
+                let ids = self
+                    .ids
+                    .get_or_init(|| addrs.iter().map(affinity::endpoint_id).collect());
+                key.and_then(|key| ids.iter().position(|id| *id == key))
+                    .filter(|i| !untried || fresh(i))
+                    .or_else(|| self.pick(addrs, &Balance::RoundRobin, None, tried))
             }
         }
+    }
+
+    /// The endpoint whose ring point follows `key`, or the next one not tried yet.
+    fn on_ring(&self, addrs: &[SocketAddr], key: Option<u64>, tried: &[usize]) -> Option<usize> {
+        let ring = self.ring.get_or_init(|| ring(addrs));
+        let key = key.unwrap_or(0);
+        let untried = addrs.len() > tried.len();
+        let start = ring.partition_point(|(point, _)| *point < key);
+        (0..ring.len())
+            .map(|step| ring[(start + step) % ring.len()].1)
+            .find(|i| !untried || !tried.contains(i))
     }
 
     fn random_untried(&self, n: usize, tried: &[usize], untried: bool) -> usize {

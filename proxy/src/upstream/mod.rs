@@ -5,6 +5,7 @@
 //! for its TTL. The data plane's phases, its WebSocket tunnel and plugins' HTTP calls all ask
 //! here, so that load balancing, health and retries have one home.
 
+pub mod affinity;
 mod attempts;
 pub mod balance;
 mod resolver;

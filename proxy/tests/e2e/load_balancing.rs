@@ -280,3 +280,119 @@ async fn random_spreads_evenly_and_bad_values_are_problems_that_leave_round_robi
     })
     .await;
 }
+
+/// The endpoint that answered, and the `Set-Cookie` it came with.
+async fn sticky(
+    gantry: &Gantry,
+    client: &reqwest::Client,
+    host: &str,
+    cookie: Option<&str>,
+) -> (String, Option<String>) {
+    let headers: Vec<(&str, &str)> = cookie.map(|c| ("cookie", c)).into_iter().collect();
+    let response = gantry.send(client, "GET", host, "/", &headers).await;
+    assert_eq!(response.status(), 200, "{host}");
+    let set_cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body: serde_json::Value = response.json().await.unwrap();
+    (body["server"].as_str().unwrap().to_owned(), set_cookie)
+}
+
+/// `NAME=value` of a `Set-Cookie` field.
+fn pair(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().to_owned()
+}
+
+// `affinity: cookie` as ingress-nginx's annotations define it ("Session Affinity"): a client
+// without the cookie gets one (`INGRESSCOOKIE` unless named, HttpOnly, with the attributes
+// asked for), and with it every request goes to the same endpoint, with no new cookie. In
+// `persistent` mode the cookie names the endpoint; when that endpoint leaves, the client is
+// sent to another and given a new cookie, never an error.
+#[tokio::test]
+async fn sticky_sessions_keep_a_client_on_one_endpoint_and_move_it_when_its_endpoint_leaves() {
+    let (a, b, c) = (
+        upstream::echo("a").await,
+        upstream::echo("b").await,
+        upstream::echo("c").await,
+    );
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &web_service(&[&a, &b, &c]));
+    config.write(
+        "ingress.yaml",
+        &[
+            web_ingress(
+                "balanced",
+                "balanced.test",
+                &[
+                    ("affinity", "cookie"),
+                    ("session-cookie-max-age", "3600"),
+                    ("session-cookie-samesite", "Lax"),
+                    ("session-cookie-secure", "true"),
+                ],
+            ),
+            web_ingress(
+                "persistent",
+                "persistent.test",
+                &[
+                    ("affinity", "cookie"),
+                    ("affinity-mode", "persistent"),
+                    ("session-cookie-name", "route"),
+                ],
+            ),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+
+    let mut sessions = BTreeMap::new();
+    for _ in 0..24 {
+        let (first, set_cookie) = sticky(&gantry, &client, "balanced.test", None).await;
+        let set_cookie = set_cookie.expect("a new client gets a cookie");
+        assert!(set_cookie.starts_with("INGRESSCOOKIE="), "{set_cookie}");
+        assert!(
+            set_cookie.ends_with("; Path=/; Max-Age=3600; SameSite=Lax; Secure; HttpOnly"),
+            "{set_cookie}"
+        );
+        let cookie = pair(&set_cookie);
+        for _ in 0..3 {
+            let (again, renewed) = sticky(&gantry, &client, "balanced.test", Some(&cookie)).await;
+            assert_eq!(again, first, "{cookie} left its endpoint");
+            assert_eq!(renewed, None, "a client with its cookie gets no new one");
+        }
+        *sessions.entry(first).or_insert(0) += 1;
+    }
+    // 24 sessions over 3 endpoints: 8 each on average.
+    assert!(
+        sessions.len() >= 2,
+        "every session on one endpoint: {sessions:?}"
+    );
+
+    let (home, set_cookie) = sticky(&gantry, &client, "persistent.test", None).await;
+    let cookie = pair(&set_cookie.expect("a new client gets a cookie"));
+    assert!(cookie.starts_with("route="), "{cookie}");
+    for _ in 0..3 {
+        let (again, renewed) = sticky(&gantry, &client, "persistent.test", Some(&cookie)).await;
+        assert_eq!(again, home);
+        assert_eq!(renewed, None);
+    }
+    let staying: Vec<&Upstream> = [&a, &b, &c]
+        .into_iter()
+        .zip(["a", "b", "c"])
+        .filter(|(_, name)| *name != home)
+        .map(|(u, _)| u)
+        .collect();
+    let generation = gantry.generation().await;
+    config.write("svc.yaml", &web_service(&staying));
+    gantry.wait_generation_after(generation).await;
+    let (moved, renewed) = sticky(&gantry, &client, "persistent.test", Some(&cookie)).await;
+    assert_ne!(moved, home, "sent to an endpoint that left");
+    let renewed = pair(&renewed.expect("a moved client gets a new cookie"));
+    assert_ne!(renewed, cookie);
+    for _ in 0..3 {
+        let (again, _) = sticky(&gantry, &client, "persistent.test", Some(&renewed)).await;
+        assert_eq!(again, moved, "the new cookie holds");
+    }
+}

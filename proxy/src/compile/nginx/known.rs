@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 26] = [
+pub(super) const HONOURED: [&str; 36] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -38,13 +38,21 @@ pub(super) const HONOURED: [&str; 26] = [
     "proxy-read-timeout",
     "load-balance",
     "upstream-hash-by",
+    "affinity",
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-path",
+    "session-cookie-domain",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-samesite",
+    "session-cookie-secure",
+    "session-cookie-change-on-failure",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 107] = [
-    "affinity",
+pub(super) const NOT_HONOURED: [&str; 97] = [
     "affinity-canary-behavior",
-    "affinity-mode",
     "app-root",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -130,15 +138,7 @@ pub(super) const NOT_HONOURED: [&str; 107] = [
     "satisfy",
     "server-alias",
     "service-upstream",
-    "session-cookie-change-on-failure",
     "session-cookie-conditional-samesite-none",
-    "session-cookie-domain",
-    "session-cookie-expires",
-    "session-cookie-max-age",
-    "session-cookie-name",
-    "session-cookie-path",
-    "session-cookie-samesite",
-    "session-cookie-secure",
     "ssl-ciphers",
     "ssl-passthrough",
     "ssl-prefer-server-ciphers",

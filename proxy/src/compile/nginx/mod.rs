@@ -18,9 +18,11 @@
 //!   expressions anchored at the start, longest first; `builtin:headers` replaces the whole path
 //!   with the target (`$1`... from the path's groups), keeping the query string.
 //! - `ssl-redirect`, `proxy-connect-timeout`, `proxy-read-timeout`.
-//! - `load-balance` (`round_robin`, `ewma`; Gantry adds `least_request` and `random`) and
-//!   `upstream-hash-by` (consistent hashing on a key of nginx variables, which wins over
-//!   `load-balance`), for the Ingress's routes.
+//! - `load-balance` (`round_robin`, `ewma`; Gantry adds `least_request` and `random`),
+//!   `upstream-hash-by` (consistent hashing on a key of nginx variables), and `affinity: cookie`
+//!   with `affinity-mode` and `session-cookie-name`, `-path`, `-domain`, `-max-age`, `-expires`,
+//!   `-samesite`, `-secure`, `-change-on-failure` (sticky sessions), for the Ingress's routes;
+//!   affinity wins over hashing, which wins over `load-balance`, as in ingress-nginx.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +35,7 @@ use crate::config::crd::WasmPluginSpec;
 use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
+use crate::upstream::affinity::{Affinity, Mode, SameSite};
 use crate::upstream::balance::{Balance, HashKey};
 
 mod known;
@@ -201,9 +204,18 @@ pub fn path_regex(path: &str) -> String {
     format!("(?i)^{path}")
 }
 
-/// `upstream-hash-by` (consistent hashing on its key), else `load-balance`. A bad value is a
-/// problem and leaves round robin.
+/// `affinity: cookie` (sticky sessions), else `upstream-hash-by` (consistent hashing on its
+/// key), else `load-balance`, as ingress-nginx's balancer picks its implementation. A bad value
+/// is a problem and leaves round robin.
 fn balance(a: &mut NginxAnnotations<'_>) -> Option<Balance> {
+    match a.get("affinity") {
+        Some("cookie") => return affinity(a).map(|aff| Balance::Cookie(std::sync::Arc::new(aff))),
+        Some(other) => a.problem(
+            "affinity",
+            format!("{other:?} is not an affinity type: the one there is is \"cookie\""),
+        ),
+        None => {}
+    }
     if let Some(template) = a.get("upstream-hash-by") {
         match HashKey::parse(template) {
             Ok(key) => return Some(Balance::Hash(std::sync::Arc::new(key))),
@@ -218,6 +230,69 @@ fn balance(a: &mut NginxAnnotations<'_>) -> Option<Balance> {
             None
         }
     }
+}
+
+/// The `affinity-mode` and `session-cookie-*` annotations. A bad value is a problem; the rest
+/// applies.
+fn affinity(a: &mut NginxAnnotations<'_>) -> Option<Affinity> {
+    let mut affinity = Affinity::default();
+    match a.get("affinity-mode") {
+        None | Some("balanced") => {}
+        Some("persistent") => affinity.mode = Mode::Persistent,
+        Some(other) => a.problem(
+            "affinity-mode",
+            format!("{other:?} is not \"balanced\" or \"persistent\""),
+        ),
+    }
+    if let Some(name) = a.get("session-cookie-name") {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if token {
+            affinity.name = name.to_owned();
+        } else {
+            a.problem(
+                "session-cookie-name",
+                format!("{name:?} is not a cookie name"),
+            );
+        }
+    }
+    let attribute = |value: &str| !value.bytes().any(|b| b == b';' || b.is_ascii_control());
+    for (annotation, slot) in [
+        ("session-cookie-path", &mut affinity.path),
+        ("session-cookie-domain", &mut affinity.domain),
+    ] {
+        if let Some(value) = a.get(annotation) {
+            if attribute(value) && !value.is_empty() {
+                *slot = Some(value.to_owned());
+            } else {
+                a.problem(
+                    annotation,
+                    format!("{value:?} cannot be a cookie attribute"),
+                );
+            }
+        }
+    }
+    affinity.max_age = a.positive("session-cookie-max-age");
+    affinity.expires = a.positive("session-cookie-expires");
+    affinity.secure = a.bool("session-cookie-secure").unwrap_or(false);
+    affinity.change_on_failure = a.bool("session-cookie-change-on-failure").unwrap_or(false);
+    if let Some(same_site) = a.get("session-cookie-samesite") {
+        affinity.same_site = match same_site.to_ascii_lowercase().as_str() {
+            "none" => Some(SameSite::None),
+            "lax" => Some(SameSite::Lax),
+            "strict" => Some(SameSite::Strict),
+            _ => {
+                a.problem(
+                    "session-cookie-samesite",
+                    format!("{same_site:?} is not None, Lax or Strict"),
+                );
+                None
+            }
+        };
+    }
+    Some(affinity)
 }
 
 /// Reads the ingress-nginx annotations of one Ingress.

@@ -27,7 +27,6 @@ use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
 use crate::snapshot::{Route, UpstreamGroup};
 use crate::upstream::Attempts;
-use crate::upstream::balance::Balance;
 use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
 
@@ -101,8 +100,8 @@ pub(super) async fn forward(
         }
     }
     ctx.route = Some(route.clone());
-    let hash = match (&route.balance, plugged.as_deref()) {
-        (Balance::Hash(key), Some(plugged)) => Some(plugged.hash(key)),
+    let hash = match plugged.as_deref() {
+        Some(plugged) if route.balance.keyed() => plugged.key(&route.balance),
         _ => req.hash,
     };
     ctx.attempts = Attempts::new(route.balance.clone(), hash);
@@ -132,6 +131,7 @@ pub(super) async fn forward(
                 request_id: &work.request_id,
                 keep_alive: kept,
                 date: date.as_bytes(),
+                set_cookie: None,
             };
             answered(
                 &mut client,
@@ -305,11 +305,13 @@ async fn proxy(
             received: &mut *received,
             buffered,
         };
+        let set_cookie = ctx.attempts.set_cookie(route.cookie_path());
         match exchange(
             client,
             upstream,
             addr,
             &ctx.attempts,
+            set_cookie.as_deref(),
             req,
             plugged.as_deref_mut(),
             body,
@@ -409,6 +411,7 @@ async fn exchange(
     mut upstream: TcpStream,
     addr: SocketAddr,
     attempts: &Attempts,
+    set_cookie: Option<&str>,
     req: &Request,
     plugged: Option<&mut Plugged>,
     body: Body<'_>,
@@ -463,6 +466,7 @@ async fn exchange(
         request_id: &work.request_id,
         keep_alive,
         date: date.as_bytes(),
+        set_cookie,
     };
     let upstream_buf = &mut work.upstream;
     upstream_buf.clear();

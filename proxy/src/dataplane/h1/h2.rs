@@ -20,7 +20,7 @@ use super::plugged::{self, Connection, Plugged};
 use super::{LogHead, Request, Work, fast_route, forward, request, set_request_id};
 use crate::dataplane::headers::{self, X_REQUEST_ID};
 use crate::dataplane::proxy::EdgeProxy;
-use crate::upstream::balance::{self, Balance};
+use crate::upstream::balance;
 
 pub(super) struct H2Streams {
     proxy: Arc<HttpProxy<EdgeProxy>>,
@@ -93,13 +93,13 @@ impl H2Streams {
                 None
             }
         };
-        let hash = match (&fast.route.balance, &plugged) {
-            (Balance::Hash(key), None) => Some(key.hash(&balance::Request {
+        let hash = match &plugged {
+            None if fast.route.balance.keyed() => fast.route.balance.key(&balance::Request {
                 target: req.uri.path_and_query().map_or("/", |p| p.as_str()),
                 host: &host,
                 client,
                 fields: &req.headers,
-            })),
+            }),
             _ => None,
         };
         let log = shared.access_log.then(|| LogHead {

@@ -41,7 +41,7 @@ use tracing::debug;
 use super::headers;
 use super::proxy::{ACME_CHALLENGE_PATH, EdgeProxy, Shared};
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup, UpstreamProtocol};
-use crate::upstream::balance::{self, Balance};
+use crate::upstream::balance;
 use plugged::{Connection, Plugged};
 use request::Parse;
 
@@ -378,13 +378,13 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
             None
         }
     };
-    let hash = match (&fast.route.balance, &plugged) {
-        (Balance::Hash(key), None) => Some(key.hash(&balance::Request {
+    let hash = match &plugged {
+        None if fast.route.balance.keyed() => fast.route.balance.key(&balance::Request {
             target: head.target,
             host: &host,
             client: client.ip,
             fields: &head.headers,
-        })),
+        }),
         _ => None,
     };
     let log = shared.access_log.then(|| LogHead {

@@ -24,7 +24,7 @@ use crate::dataplane::headers;
 use crate::dataplane::plugins::{VIA_UPSTREAM, head_bytes};
 use crate::dataplane::proxy::{EdgeProxy, Shared};
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup};
-use crate::upstream::balance::{self, HashKey};
+use crate::upstream::balance::{self, Balance};
 use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
 use crate::wasm::local_reply::{WASM_FAIL_STREAM, plugin_failed};
@@ -250,10 +250,10 @@ impl Plugged {
         }
     }
 
-    /// The request's hash on `key`, from the head the plugins left.
-    pub fn hash(&self, key: &HashKey) -> u64 {
+    /// The request's key for `balance`, from the head the plugins left.
+    pub fn key(&self, balance: &Balance) -> Option<u64> {
         let host = crate::dataplane::headers::request_host(&self.req);
-        key.hash(&balance::Request {
+        balance.key(&balance::Request {
             target: self.req.uri.path_and_query().map_or("/", |p| p.as_str()),
             host: &host,
             client: self.client,

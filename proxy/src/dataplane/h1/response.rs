@@ -46,6 +46,8 @@ pub(super) struct Ours<'a> {
     /// The client's connection stays open after this response.
     pub keep_alive: bool,
     pub date: &'a [u8],
+    /// A new session affinity cookie (`Set-Cookie`'s value).
+    pub set_cookie: Option<&'a str>,
 }
 
 /// Parses the head at the start of `buf` and writes its status line and the fields the client
@@ -177,6 +179,11 @@ pub(super) fn end_head(out: &mut Vec<u8>, ours: &Ours<'_>, chunked: bool) {
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
+    if let Some(cookie) = ours.set_cookie {
+        out.extend_from_slice(b"set-cookie: ");
+        out.extend_from_slice(cookie.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ours.request_id);
     out.extend_from_slice(b"\r\ndate: ");
@@ -260,6 +267,7 @@ mod tests {
         request_id: b"id-1",
         keep_alive: true,
         date: b"Sun, 06 Dec 2026 10:00:00 GMT",
+        set_cookie: None,
     };
 
     /// The head as the fast path relays it without plugins.
