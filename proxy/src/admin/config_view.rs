@@ -33,6 +33,26 @@ struct RouteView<'a> {
     https_redirect: bool,
     timeouts_ms: Timeouts,
     backend: BackendView<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canary: Option<CanaryView<'a>>,
+}
+
+/// A canary Ingress on a route: its rules and where it sends.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CanaryView<'a> {
+    ingress: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_header: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_header_value: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_header_pattern: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    by_cookie: Option<&'a str>,
+    weight: u32,
+    weight_total: u32,
+    upstream: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +93,24 @@ impl<'a> ConfigView<'a> {
                 default_backend: route.path.is_none(),
                 https_redirect: route.https_redirect,
                 timeouts_ms: route.timeouts,
+                canary: route.canary.as_deref().map(|canary| {
+                    let header = canary.by_header.as_ref();
+                    CanaryView {
+                        ingress: canary.route.ingress.to_string(),
+                        by_header: header.map(|h| h.name.as_str()),
+                        by_header_value: header.and_then(|h| h.value.as_deref()),
+                        by_header_pattern: header
+                            .and_then(|h| h.pattern.as_ref())
+                            .map(|p| p.as_str()),
+                        by_cookie: canary.by_cookie.as_deref(),
+                        weight: canary.weight,
+                        weight_total: canary.weight_total,
+                        upstream: match &canary.route.action {
+                            Action::Proxy(group) => Some(group.name.as_str()),
+                            _ => None,
+                        },
+                    }
+                }),
                 backend: match &route.action {
                     Action::Proxy(group) => BackendView::Service {
                         upstream: &group.name,

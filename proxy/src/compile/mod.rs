@@ -86,8 +86,13 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
             compiler.regex_hosts.extend(ingress.hosts());
         }
     }
-    for (ingress, settings) in ours.iter().zip(&nginx) {
-        compiler.add_routes(ingress, settings);
+    // Canary Ingresses take shares of the routes the others made.
+    for canaries in [false, true] {
+        for (ingress, settings) in ours.iter().zip(&nginx) {
+            if settings.canary.is_some() == canaries {
+                compiler.add_routes(ingress, settings);
+            }
+        }
     }
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);

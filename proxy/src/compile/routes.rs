@@ -15,7 +15,7 @@ use super::settings::{
 };
 use super::{Compiler, IngressCtx, names};
 use crate::config::Annotations;
-use crate::snapshot::{Action, HostRoutes, PathType, Route, Router};
+use crate::snapshot::{Action, Canary, CanaryHeader, HostRoutes, PathType, Route, Router};
 
 /// Routes by host as they are added, turned into a [`Router`] at the end.
 #[derive(Default)]
@@ -76,6 +76,26 @@ impl RouteTable {
                 slot.insert(route);
                 Ok(())
             }
+        }
+    }
+
+    /// The route at a host, path type and path, if one was added.
+    fn get_mut(
+        &mut self,
+        host: Option<&str>,
+        (path_type, path): &(PathType, String),
+    ) -> Option<&mut Arc<Route>> {
+        let host = self.hosts.get_mut(&HostKey::of(host))?;
+        match path_type {
+            PathType::Exact => host.exact.get_mut(path),
+            PathType::Prefix | PathType::ImplementationSpecific => {
+                host.prefix.get_mut(&names::prefix_key(path))
+            }
+            PathType::Regex => host
+                .regex
+                .iter_mut()
+                .find(|(_, r)| r.path.as_ref().is_some_and(|(_, p)| p == path))
+                .map(|(_, r)| r),
         }
     }
 
@@ -141,9 +161,17 @@ impl Compiler<'_> {
             return;
         };
 
+        let canary = nginx.canary.as_ref();
+        if canary.is_some() && spec.default_backend.is_some() {
+            self.problems.push(ingress.problem(
+                "spec.defaultBackend",
+                "a canary Ingress takes shares of other Ingresses' paths: its default backend is ignored",
+            ));
+        }
         let default_action = spec
             .default_backend
             .as_ref()
+            .filter(|_| canary.is_none())
             .and_then(|b| self.backend_action(ingress, "spec.defaultBackend", b));
         if let Some(action) = &default_action {
             let route = self.route(ingress, &settings, &plugins, None, None, action.clone());
@@ -209,9 +237,68 @@ impl Compiler<'_> {
                     Some((path_type, path_value)),
                     action,
                 );
-                self.insert(ingress, &field, route);
+                match canary {
+                    Some(rule) => self.attach_canary(ingress, &field, &route, rule),
+                    None => self.insert(ingress, &field, route),
+                }
             }
         }
+    }
+
+    /// Makes `canary` (a canary Ingress's route) take its share of the route already at its
+    /// host and path: a canary needs a main Ingress there, and a route has one canary at most.
+    fn attach_canary(
+        &mut self,
+        ingress: &IngressCtx<'_>,
+        field: &str,
+        canary: &Route,
+        rule: &nginx::CanaryRule,
+    ) {
+        let Some(path) = &canary.path else {
+            return;
+        };
+        let Some(main) = self.routes.get_mut(canary.host.as_deref(), path) else {
+            let reason = format!(
+                "canary: no Ingress without canary serves host {} path {}; a canary Ingress only takes a share of another's requests",
+                canary.host.as_deref().unwrap_or("*"),
+                path.1
+            );
+            self.problems.push(ingress.problem(field, reason));
+            return;
+        };
+        let reason = match (&main.canary, &main.action) {
+            (Some(taken), _) => Some(format!(
+                "canary: the route already has canary Ingress {} (older); this one is ignored",
+                taken.route.ingress
+            )),
+            (None, Action::Proxy(_)) => None,
+            (None, _) => Some("canary: the main route does not send to a Service".to_owned()),
+        };
+        if let Some(reason) = reason {
+            self.problems.push(ingress.problem(field, reason));
+            return;
+        }
+        let mut served = main.remade(canary.name.clone(), canary.action.clone(), None);
+        served.ingress = canary.ingress.clone();
+        let attached = Canary {
+            by_header: rule
+                .by_header
+                .clone()
+                .map(|(name, value, pattern)| CanaryHeader {
+                    name,
+                    value,
+                    pattern,
+                }),
+            by_cookie: rule.by_cookie.clone(),
+            weight: rule.weight,
+            weight_total: rule.weight_total,
+            route: Arc::new(served),
+        };
+        *main = Arc::new(main.remade(
+            main.name.clone(),
+            main.action.clone(),
+            Some(Arc::new(attached)),
+        ));
     }
 
     /// Checks a path and its type; `None` (with the problem recorded) leaves the path out.
@@ -348,6 +435,7 @@ impl Compiler<'_> {
             https_redirect,
             timeouts: settings.timeouts,
             balance: settings.balance.clone(),
+            canary: None,
             plugins,
             metrics: OnceLock::new(),
         })

@@ -142,7 +142,10 @@ impl ProxyHttp for EdgeProxy {
         let snapshot = self.shared.snapshots.load();
         let route = {
             let host = headers::request_host(req);
-            snapshot.router.route(&host, req.uri.path()).cloned()
+            snapshot
+                .router
+                .route(&host, req.uri.path())
+                .map(|route| route.serving(&req.headers).clone())
         };
         let Some(route) = route else {
             return self.not_found(session, ctx).await;

@@ -15,7 +15,9 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 pub use clusters::Clusters;
-pub use router::{Action, FixedAnswer, HostRoutes, PathType, Route, Router, Timeouts};
+pub use router::{
+    Action, Canary, CanaryHeader, FixedAnswer, HostRoutes, PathType, Route, Router, Timeouts,
+};
 pub use tls::{TlsCertificate, TlsTable};
 pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};
 

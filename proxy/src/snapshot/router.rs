@@ -145,13 +145,110 @@ pub struct Route {
     pub timeouts: Timeouts,
     /// How its requests are spread over the group's endpoints.
     pub balance: crate::upstream::balance::Balance,
+    /// A canary Ingress's share of the route's requests.
+    pub canary: Option<Arc<Canary>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
     pub metrics: OnceLock<RouteMetrics>,
 }
 
+/// A canary Ingress on a route (ingress-nginx's `canary` annotations): which requests it takes,
+/// by header, then cookie, then weight, as ingress-nginx decides (`balancer.lua`,
+/// `route_to_alternative_balancer`).
+#[derive(Debug)]
+pub struct Canary {
+    pub by_header: Option<CanaryHeader>,
+    /// `canary-by-cookie`: the cookie whose `always` or `never` decides.
+    pub by_cookie: Option<String>,
+    /// `canary-weight` out of `canary-weight-total`.
+    pub weight: u32,
+    pub weight_total: u32,
+    /// The route as the canary serves it: the main route's settings, the canary's backend.
+    pub route: Arc<Route>,
+}
+
+/// `canary-by-header` with its value or pattern.
+#[derive(Debug)]
+pub struct CanaryHeader {
+    /// In lower case.
+    pub name: String,
+    pub value: Option<String>,
+    pub pattern: Option<regex::Regex>,
+}
+
+impl Canary {
+    /// Whether a request with these fields goes to the canary.
+    pub fn takes(&self, fields: &dyn crate::upstream::balance::Fields) -> bool {
+        if let Some(header) = &self.by_header
+            && let Some(sent) = fields.field(&header.name)
+        {
+            match (&header.value, &header.pattern) {
+                (Some(value), _) => {
+                    if sent == value.as_bytes() {
+                        return true;
+                    }
+                }
+                (None, Some(pattern)) => {
+                    if std::str::from_utf8(sent).is_ok_and(|s| pattern.is_match(s)) {
+                        return true;
+                    }
+                }
+                (None, None) => match sent {
+                    b"always" => return true,
+                    b"never" => return false,
+                    _ => {}
+                },
+            }
+        }
+        if let Some(name) = &self.by_cookie
+            && let Some(cookie) = fields.field("cookie")
+        {
+            let value = cookie.split(|b| *b == b';').find_map(|pair| {
+                pair.trim_ascii()
+                    .strip_prefix(name.as_bytes())?
+                    .strip_prefix(b"=")
+            });
+            match value {
+                Some(b"always") => return true,
+                Some(b"never") => return false,
+                _ => {}
+            }
+        }
+        self.weight > 0 && fastrand::u32(..self.weight_total.max(1)) < self.weight
+    }
+}
+
 impl Route {
+    /// The route that serves a request with these fields: its canary's when the canary takes
+    /// it, else itself.
+    pub fn serving<'r>(
+        self: &'r Arc<Route>,
+        fields: &dyn crate::upstream::balance::Fields,
+    ) -> &'r Arc<Route> {
+        match &self.canary {
+            Some(canary) if canary.takes(fields) => &canary.route,
+            _ => self,
+        }
+    }
+
+    /// A copy with another name, action and canary (metric handles are looked up again).
+    pub fn remade(&self, name: Arc<str>, action: Action, canary: Option<Arc<Canary>>) -> Route {
+        Route {
+            name,
+            ingress: self.ingress.clone(),
+            host: self.host.clone(),
+            path: self.path.clone(),
+            action,
+            https_redirect: self.https_redirect,
+            timeouts: self.timeouts,
+            balance: self.balance.clone(),
+            canary,
+            plugins: self.plugins.clone(),
+            metrics: OnceLock::new(),
+        }
+    }
+
     /// Where a session affinity cookie applies when the route does not say: the route's path
     /// (a prefix or exact path), or `/` for the default backend and regular expressions.
     pub fn cookie_path(&self) -> &str {
@@ -222,6 +319,7 @@ mod tests {
             https_redirect: false,
             timeouts: Timeouts::default(),
             balance: Default::default(),
+            canary: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

@@ -6,6 +6,7 @@ mod acme;
 mod acme_replicas;
 mod batteries;
 mod builtin_plugins;
+mod canary;
 mod certificates;
 mod deploy;
 mod dns;

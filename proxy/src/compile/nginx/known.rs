@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 36] = [
+pub(super) const HONOURED: [&str; 43] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -48,10 +48,17 @@ pub(super) const HONOURED: [&str; 36] = [
     "session-cookie-samesite",
     "session-cookie-secure",
     "session-cookie-change-on-failure",
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 97] = [
+pub(super) const NOT_HONOURED: [&str; 90] = [
     "affinity-canary-behavior",
     "app-root",
     "auth-always-set-cookie",
@@ -75,13 +82,6 @@ pub(super) const NOT_HONOURED: [&str; 97] = [
     "auth-tls-verify-depth",
     "auth-url",
     "backend-protocol",
-    "canary",
-    "canary-by-cookie",
-    "canary-by-header",
-    "canary-by-header-pattern",
-    "canary-by-header-value",
-    "canary-weight",
-    "canary-weight-total",
     "client-body-buffer-size",
     "connection-proxy-header",
     "custom-headers",

@@ -23,6 +23,10 @@
 //!   with `affinity-mode` and `session-cookie-name`, `-path`, `-domain`, `-max-age`, `-expires`,
 //!   `-samesite`, `-secure`, `-change-on-failure` (sticky sessions), for the Ingress's routes;
 //!   affinity wins over hashing, which wins over `load-balance`, as in ingress-nginx.
+//! - `canary: "true"` with `canary-by-header` (`-value`, `-pattern`), `canary-by-cookie`,
+//!   `canary-weight` and `canary-weight-total`: the Ingress's paths take requests from the main
+//!   Ingress's same host and path, by header, then cookie, then weight; its other settings are
+//!   the main route's.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -67,6 +71,8 @@ pub struct NginxSettings {
     pub read_timeout: Option<Duration>,
     /// `load-balance`, or `upstream-hash-by` (which wins, as in ingress-nginx).
     pub balance: Option<Balance>,
+    /// `canary: "true"`: the Ingress's paths take a share of another Ingress's.
+    pub canary: Option<CanaryRule>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -295,6 +301,78 @@ fn affinity(a: &mut NginxAnnotations<'_>) -> Option<Affinity> {
     Some(affinity)
 }
 
+/// Which requests a canary Ingress takes (see [`crate::snapshot::Canary`]).
+#[derive(Clone, Debug, Default)]
+pub struct CanaryRule {
+    pub by_header: Option<(String, Option<String>, Option<regex::Regex>)>,
+    pub by_cookie: Option<String>,
+    pub weight: u32,
+    pub weight_total: u32,
+}
+
+const CANARY_RULES: [&str; 6] = [
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
+];
+
+/// `canary` and its rules. Rules on an Ingress that is not a canary are problems (they do
+/// nothing there).
+fn canary(a: &mut NginxAnnotations<'_>) -> Option<CanaryRule> {
+    if a.bool("canary") != Some(true) {
+        for name in CANARY_RULES {
+            if a.get(name).is_some() {
+                a.problem(name, "has no effect without canary: \"true\"");
+            }
+        }
+        return None;
+    }
+    let mut rule = CanaryRule {
+        weight_total: 100,
+        ..CanaryRule::default()
+    };
+    if let Some(name) = a.get("canary-by-header") {
+        let value = a.get("canary-by-header-value").map(str::to_owned);
+        let pattern = match a.get("canary-by-header-pattern") {
+            Some(pattern) if value.is_none() => match regex::Regex::new(pattern) {
+                Ok(re) => Some(re),
+                Err(e) => {
+                    a.problem(
+                        "canary-by-header-pattern",
+                        format!("not a regular expression: {e}"),
+                    );
+                    None
+                }
+            },
+            _ => None,
+        };
+        rule.by_header = Some((name.to_ascii_lowercase(), value, pattern));
+    }
+    rule.by_cookie = a.get("canary-by-cookie").map(str::to_owned);
+    if a.get("canary-weight-total").is_some() {
+        rule.weight_total = a
+            .positive("canary-weight-total")
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(100);
+    }
+    if let Some(weight) = a.get("canary-weight") {
+        match weight.parse::<u32>() {
+            Ok(w) if w <= rule.weight_total => rule.weight = w,
+            _ => a.problem(
+                "canary-weight",
+                format!(
+                    "{weight:?} is not a whole number from 0 to the weight total ({})",
+                    rule.weight_total
+                ),
+            ),
+        }
+    }
+    Some(rule)
+}
+
 /// Reads the ingress-nginx annotations of one Ingress.
 pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) -> NginxSettings {
     let mut a = NginxAnnotations {
@@ -327,6 +405,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.connect_timeout = a.positive("proxy-connect-timeout").map(Duration::from_secs);
     a.out.read_timeout = a.positive("proxy-read-timeout").map(Duration::from_secs);
     a.out.balance = balance(&mut a);
+    a.out.canary = canary(&mut a);
 
     let cors = cors(&mut a);
     let rewrites = rewrites(&mut a, ingress);

@@ -57,7 +57,7 @@ impl H2Streams {
         }
         let shared = &self.edge.shared;
         let host = headers::request_host(req);
-        let fast = fast_route(shared, &host, path, tls, false)?;
+        let fast = fast_route(shared, &host, path, tls, false, &req.headers)?;
         let theirs = req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
         set_request_id(work, theirs, &shared.request_ids);
         let plugged = match fast.plugins {

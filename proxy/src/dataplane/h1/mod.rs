@@ -346,7 +346,14 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
     };
     let shared = app.shared();
     let host = headers::normalise_host(head.host);
-    let Some(fast) = fast_route(shared, &host, head.path(), client.tls, head.body_len > 0) else {
+    let Some(fast) = fast_route(
+        shared,
+        &host,
+        head.path(),
+        client.tls,
+        head.body_len > 0,
+        &head.headers,
+    ) else {
         return Planned::Elsewhere;
     };
     set_request_id(work, head.request_id, &shared.request_ids);
@@ -425,12 +432,13 @@ fn fast_route(
     path: &str,
     tls: bool,
     has_body: bool,
+    fields: &dyn balance::Fields,
 ) -> Option<FastRoute> {
     if path.starts_with(ACME_CHALLENGE_PATH) {
         return None;
     }
     let snapshot = shared.snapshots.load();
-    let route = snapshot.router.route(host, path)?;
+    let route = snapshot.router.route(host, path)?.serving(fields);
     if route.https_redirect && !tls {
         return None;
     }
