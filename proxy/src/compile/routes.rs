@@ -148,6 +148,9 @@ impl Compiler<'_> {
         if let Some(balance) = &nginx.balance {
             settings.balance = balance.clone();
         }
+        if let Some(limit) = nginx.body_limit {
+            settings.body_limit = limit;
+        }
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -435,6 +438,7 @@ impl Compiler<'_> {
             https_redirect,
             timeouts: settings.timeouts,
             balance: settings.balance.clone(),
+            body_limit: settings.body_limit,
             canary: None,
             plugins,
             metrics: OnceLock::new(),

@@ -34,6 +34,8 @@ pub struct IngressSettings {
     pub plugins: Vec<String>,
     /// How the routes' requests are spread over endpoints.
     pub balance: crate::upstream::balance::Balance,
+    /// The largest request body the routes take.
+    pub body_limit: Option<u64>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -43,6 +45,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         timeouts: Timeouts::default(),
         plugins: Vec::new(),
         balance: Default::default(),
+        body_limit: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -89,6 +89,7 @@ pub(super) fn text(status: u16) -> &'static str {
         503 => "service unavailable\n",
         504 => "gateway timeout: the upstream did not answer in time\n",
         400 => "bad request\n",
+        413 => "request entity too large\n",
         _ => "error\n",
     }
 }

@@ -117,6 +117,17 @@ pub fn strip_response_hop_by_hop(resp: &mut ResponseHeader) {
 }
 
 /// A gRPC request: `content-type: application/grpc`, or one of its `+proto` kinds.
+/// The request's declared body length (`Content-Length`), when it has a valid one.
+pub fn content_length(req: &RequestHeader) -> Option<u64> {
+    req.headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 pub fn is_grpc(req: &RequestHeader) -> bool {
     req.headers
         .get(http::header::CONTENT_TYPE)

@@ -101,6 +101,8 @@ pub struct RequestCtx {
     /// Why the response is what it is (`response.code_details`), and Envoy's response flags.
     pub(super) code_details: Option<Arc<str>>,
     pub(super) response_flags: u64,
+    /// Request body bytes received so far, against the route's limit.
+    pub(super) body_bytes: u64,
 }
 
 #[async_trait]
@@ -123,6 +125,7 @@ impl ProxyHttp for EdgeProxy {
             local_reply: None,
             code_details: None,
             response_flags: 0,
+            body_bytes: 0,
         }
     }
 
@@ -151,6 +154,15 @@ impl ProxyHttp for EdgeProxy {
             return self.not_found(session, ctx).await;
         };
         ctx.route = Some(route.clone());
+        if let Some(limit) = route.body_limit
+            && headers::content_length(req).is_some_and(|length| length > limit)
+        {
+            ctx.note = Some(Arc::from(format!(
+                "request body over the route's limit of {limit} bytes"
+            )));
+            respond_text(session, ctx, 413, "request entity too large\n").await?;
+            return Ok(true);
+        }
 
         let route = match self.request_plugins(session, ctx, route, &snapshot).await? {
             Some(route) => route,
@@ -314,6 +326,17 @@ impl ProxyHttp for EdgeProxy {
         end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if let Some(chunk) = body.as_ref() {
+            ctx.body_bytes += chunk.len() as u64;
+        }
+        if let Some(limit) = ctx.route.as_ref().and_then(|r| r.body_limit)
+            && ctx.body_bytes > limit
+        {
+            ctx.note = Some(Arc::from(format!(
+                "request body over the route's limit of {limit} bytes"
+            )));
+            return Error::e_explain(ErrorType::HTTPStatus(413), "request body over the limit");
+        }
         if std::mem::take(&mut ctx.send_held_body) {
             // Pingora sends on the body it buffered while it was read early; the plugins have
             // seen it already, and what they let through goes instead.

@@ -147,6 +147,8 @@ pub struct Route {
     pub balance: crate::upstream::balance::Balance,
     /// A canary Ingress's share of the route's requests.
     pub canary: Option<Arc<Canary>>,
+    /// The largest request body it takes (`proxy-body-size`); larger ones get 413.
+    pub body_limit: Option<u64>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -244,6 +246,7 @@ impl Route {
             timeouts: self.timeouts,
             balance: self.balance.clone(),
             canary,
+            body_limit: self.body_limit,
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -320,6 +323,7 @@ mod tests {
             timeouts: Timeouts::default(),
             balance: Default::default(),
             canary: None,
+            body_limit: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

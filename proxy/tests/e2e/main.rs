@@ -27,6 +27,7 @@ mod plugins_scale;
 mod protocols;
 mod quickstart;
 mod reload;
+mod request_policies;
 mod routing;
 mod support;
 mod tls;

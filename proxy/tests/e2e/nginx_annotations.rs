@@ -146,7 +146,7 @@ stringData:
             "snippets.test",
             &[
                 ("configuration-snippet", "more_set_headers 'X: y';"),
-                ("proxy-body-size", "8m"),
+                ("proxy-buffering", "on"),
                 ("enable-corz", "true"),
             ],
             &[("/", "Prefix")],
@@ -358,7 +358,7 @@ stringData:
     let problems = gantry.problems().await;
     for wanted in [
         "Ingress default/snippets: metadata.annotations[nginx.ingress.kubernetes.io/configuration-snippet]: raw nginx configuration cannot be applied",
-        "Ingress default/snippets: metadata.annotations[nginx.ingress.kubernetes.io/proxy-body-size]: ingress-nginx annotation that Gantry does not honour",
+        "Ingress default/snippets: metadata.annotations[nginx.ingress.kubernetes.io/proxy-buffering]: ingress-nginx annotation that Gantry does not honour",
         "Ingress default/snippets: metadata.annotations[nginx.ingress.kubernetes.io/enable-corz]: not an ingress-nginx annotation",
         "Ingress default/auth-missing: metadata.annotations[nginx.ingress.kubernetes.io/auth-secret]: Secret default/nope not found",
     ] {

@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 43] = [
+pub(super) const HONOURED: [&str; 44] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -55,10 +55,11 @@ pub(super) const HONOURED: [&str; 43] = [
     "canary-by-cookie",
     "canary-weight",
     "canary-weight-total",
+    "proxy-body-size",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 90] = [
+pub(super) const NOT_HONOURED: [&str; 89] = [
     "affinity-canary-behavior",
     "app-root",
     "auth-always-set-cookie",
@@ -111,7 +112,6 @@ pub(super) const NOT_HONOURED: [&str; 90] = [
     "permanent-redirect",
     "permanent-redirect-code",
     "preserve-trailing-slash",
-    "proxy-body-size",
     "proxy-buffer-size",
     "proxy-buffering",
     "proxy-buffers-number",

@@ -23,6 +23,8 @@
 //!   with `affinity-mode` and `session-cookie-name`, `-path`, `-domain`, `-max-age`, `-expires`,
 //!   `-samesite`, `-secure`, `-change-on-failure` (sticky sessions), for the Ingress's routes;
 //!   affinity wins over hashing, which wins over `load-balance`, as in ingress-nginx.
+//! - `proxy-body-size` (nginx's sizes; `0` for none): a request body over it gets 413, before
+//!   any of it goes upstream when `Content-Length` says so, else when the limit is passed.
 //! - `canary: "true"` with `canary-by-header` (`-value`, `-pattern`), `canary-by-cookie`,
 //!   `canary-weight` and `canary-weight-total`: the Ingress's paths take requests from the main
 //!   Ingress's same host and path, by header, then cookie, then weight; its other settings are
@@ -73,6 +75,8 @@ pub struct NginxSettings {
     pub balance: Option<Balance>,
     /// `canary: "true"`: the Ingress's paths take a share of another Ingress's.
     pub canary: Option<CanaryRule>,
+    /// `proxy-body-size`: `Some(None)` for `0`, no limit.
+    pub body_limit: Option<Option<u64>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -373,6 +377,21 @@ fn canary(a: &mut NginxAnnotations<'_>) -> Option<CanaryRule> {
     Some(rule)
 }
 
+/// A size as nginx reads one (`client_max_body_size`): bytes, or kibi-, mebi- or gibibytes with
+/// `k`, `m` or `g` in either case.
+fn nginx_size(text: &str) -> Option<u64> {
+    let (number, scale) = match text.as_bytes().last()? {
+        b'k' | b'K' => (&text[..text.len() - 1], 1 << 10),
+        b'm' | b'M' => (&text[..text.len() - 1], 1 << 20),
+        b'g' | b'G' => (&text[..text.len() - 1], 1 << 30),
+        _ => (text, 1),
+    };
+    if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    number.parse::<u64>().ok()?.checked_mul(scale)
+}
+
 /// Reads the ingress-nginx annotations of one Ingress.
 pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) -> NginxSettings {
     let mut a = NginxAnnotations {
@@ -406,6 +425,16 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.read_timeout = a.positive("proxy-read-timeout").map(Duration::from_secs);
     a.out.balance = balance(&mut a);
     a.out.canary = canary(&mut a);
+    if let Some(size) = a.get("proxy-body-size") {
+        match nginx_size(size) {
+            Some(0) => a.out.body_limit = Some(None),
+            Some(limit) => a.out.body_limit = Some(Some(limit)),
+            None => a.problem(
+                "proxy-body-size",
+                format!("{size:?} is not a size (a number of bytes, or with k, m or g: 8m)"),
+            ),
+        }
+    }
 
     let cors = cors(&mut a);
     let rewrites = rewrites(&mut a, ingress);

@@ -356,6 +356,14 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
     ) else {
         return Planned::Elsewhere;
     };
+    if fast
+        .route
+        .body_limit
+        .is_some_and(|limit| head.body_len > limit)
+    {
+        // Pingora's path answers 413.
+        return Planned::Elsewhere;
+    }
     set_request_id(work, head.request_id, &shared.request_ids);
     let plugged = match fast.plugins {
         Some((chain, snapshot)) => {

@@ -1,0 +1,119 @@
+//! Request policies from ingress-nginx's annotations (docs/user-guide/nginx-configuration/
+//! annotations.md): `proxy-body-size`, nginx's `client_max_body_size` per Ingress (sizes as
+//! nginx reads them, `0` for no limit), answered with 413.
+
+use std::sync::atomic::Ordering;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::config::{GANTRY_CLASS, ingress_head, service};
+use crate::support::upstream;
+use crate::support::{ConfigDir, Gantry, clients};
+
+fn ingress(name: &str, host: &str, body_size: &str) -> String {
+    let metadata =
+        format!("\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: {body_size:?}");
+    ingress_head("default", name, Some(host), &metadata)
+        + "          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: echo
+                port:
+                  name: http
+"
+}
+
+/// The status line of a chunked POST of `size` bytes to `host`, sent by hand.
+async fn chunked_post(gantry: &Gantry, host: &str, size: usize) -> String {
+    let addr = gantry.url("").trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST / HTTP/1.1\r\nhost: {host}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![b'x'; 1000];
+    for _ in 0..size / 1000 {
+        // The proxy may answer and close before the whole body is sent.
+        if stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await
+            .is_err()
+            || stream.write_all(&chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn proxy_body_size_refuses_larger_bodies_with_413_and_0_lifts_the_limit() {
+    let echo = upstream::echo("echo").await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "svc.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config.write(
+        "ingress.yaml",
+        &[
+            ingress("small", "small.test", "1k"),
+            ingress("unlimited", "unlimited.test", "0"),
+            ingress("bad", "bad.test", "lots"),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+    let post = |host: &'static str, size: usize| {
+        client
+            .post(gantry.url("/"))
+            .header("host", host)
+            .body(vec![b'x'; size])
+            .send()
+    };
+
+    // 1k is 1024 bytes, as nginx reads it.
+    let response = post("small.test", 1024).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["body"].as_str().unwrap().len(), 1024);
+
+    let seen = echo.seen.requests.load(Ordering::SeqCst);
+    let response = post("small.test", 1025).await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(
+        echo.seen.requests.load(Ordering::SeqCst),
+        seen,
+        "a body declared too large never reaches the upstream"
+    );
+    assert!(
+        chunked_post(&gantry, "small.test", 5000)
+            .await
+            .contains(" 413 ")
+    );
+    assert!(
+        chunked_post(&gantry, "small.test", 1000)
+            .await
+            .contains(" 200 ")
+    );
+
+    let response = post("unlimited.test", 3 << 20).await.unwrap();
+    assert_eq!(response.status(), 200);
+
+    // A bad size is a problem; its route keeps no limit rather than refusing everything.
+    let problems = gantry.problems().await;
+    let wanted = "Ingress default/bad: metadata.annotations[nginx.ingress.kubernetes.io/proxy-body-size]: \"lots\" is not a size";
+    assert!(
+        problems.iter().any(|p| p.contains(wanted)),
+        "no problem {wanted:?} in {problems:#?}"
+    );
+    assert_eq!(post("bad.test", 5000).await.unwrap().status(), 200);
+}
