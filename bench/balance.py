@@ -8,8 +8,9 @@ Run: ./bench/balance.py                  (3 rounds x 10 s per load, ~4 minutes)
 
 One Gantry (one worker, pinned to CPU 0) serves one host per policy; wrk (HTTP/1.1 keep-alive,
 50 connections) and the upstreams share CPU 1. The upstreams are nginx: three equal endpoints
-answering a 4 KiB body, and for the mixed Service two of them plus one that sends the same body
-at 2 MB/s (nginx's `limit_rate`), about 2 ms an answer against well under 0.2 ms. Hosts:
+answering a 2,000-byte body, and for the mixed Service two of them plus a small asyncio server
+(below, on the same CPU) that answers the same body 2 ms after each request, where nginx takes
+well under 0.2 ms. Hosts:
   - mixed Service: round robin, `load-balance: least_request`, `load-balance: ewma`;
   - equal Service: round robin, `upstream-hash-by: $request_uri` (wrk asks a random path each
     time), `affinity: cookie` with the cookie sent (a sticky session) and without it (a new
@@ -28,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import run  # noqa: E402  (the shared setup of bench/run.py)
 
-BODY = "x" * 4096
+BODY = "x" * 2000
 FAST = [18011, 18012, 18013]
 SLOW = 18014
 
@@ -45,6 +46,31 @@ LOADS = {
 }
 
 
+# An HTTP/1.1 keep-alive server that answers every request 2 ms late (a timer per request, no
+# task), for the slow endpoint: nginx cannot delay an answer without third-party modules.
+SLOW_SERVER = """
+import asyncio, sys
+BODY = b"x" * 2000
+ANSWER = b"HTTP/1.1 200 OK\\r\\ncontent-type: text/plain\\r\\ncontent-length: %d\\r\\n\\r\\n" % len(BODY) + BODY
+class Slow(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.buf = transport, b""
+    def data_received(self, data):
+        self.buf += data
+        loop = asyncio.get_running_loop()
+        while (end := self.buf.find(b"\\r\\n\\r\\n")) >= 0:
+            self.buf = self.buf[end + 4:]
+            loop.call_later(0.002, self.answer)
+    def answer(self):
+        if not self.transport.is_closing():
+            self.transport.write(ANSWER)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Slow, "127.0.0.1", int(sys.argv[1]), backlog=4096)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
 def start_upstreams(setup):
     for port in FAST:
         cmd = setup.nginx_conf(f"fast-{port}", f"""
@@ -54,13 +80,9 @@ def start_upstreams(setup):
     location / {{ return 200 "{BODY}"; }}
   }}""")
         setup.start(f"fast-{port}", cmd, run.LOAD_CPU)
-    cmd = setup.nginx_conf("slow", f"""
-  server {{
-    listen 127.0.0.1:{SLOW} backlog=4096;
-    default_type text/plain;
-    location / {{ limit_rate 2m; limit_rate_after 0; return 200 "{BODY}"; }}
-  }}""")
-    setup.start("slow", cmd, run.LOAD_CPU)
+    script = setup.work / "slow.py"
+    script.write_text(SLOW_SERVER)
+    setup.start("slow", [sys.executable, str(script), str(SLOW)], run.LOAD_CPU)
     for port in FAST + [SLOW]:
         run.wait_http(f"http://127.0.0.1:{port}/")
 
