@@ -29,8 +29,10 @@ pub struct Attempts {
     /// How the route spreads its requests, and this request's hash key if it hashes.
     balance: Balance,
     key: Option<u64>,
-    /// The endpoints tried, by index.
-    tried: Vec<usize>,
+    /// The endpoints tried, by index (the first [`MAX_ATTEMPTS`]: kept inline, as every
+    /// request has at least one).
+    tried: [usize; MAX_ATTEMPTS],
+    tried_count: usize,
     /// The attempt under way, counted at its endpoint until the next attempt or the end.
     current: Option<InFlight>,
     /// The affinity cookie's value the client is to be given.
@@ -60,7 +62,7 @@ impl Attempts {
         match &group.target {
             UpstreamTarget::Endpoints(addrs) => {
                 self.current = None;
-                let retry = !self.tried.is_empty();
+                let retry = self.tried_count > 0;
                 if let Balance::Cookie(affinity) = &self.balance
                     && affinity.mode == Mode::Balanced
                     && self.key.is_none()
@@ -72,11 +74,19 @@ impl Attempts {
                 }
                 let i = group
                     .balancer
-                    .pick(addrs, &self.balance, self.key, &self.tried)
+                    .pick(
+                        addrs,
+                        &self.balance,
+                        self.key,
+                        &self.tried[..self.tried_count],
+                    )
                     .ok_or_else(|| UpstreamError::NoEndpoint {
                         group: group.name.clone(),
                     })?;
-                self.tried.push(i);
+                if let Some(slot) = self.tried.get_mut(self.tried_count) {
+                    *slot = i;
+                    self.tried_count += 1;
+                }
                 if let Balance::Cookie(affinity) = &self.balance {
                     let affinity = affinity.clone();
                     self.stick(&affinity, group, addrs, i, retry);
