@@ -4,34 +4,9 @@
 //! `canary-by-cookie` (`always` / `never`), then `canary-weight` out of `canary-weight-total`;
 //! every other request goes to the main Ingress's backend.
 
-use crate::support::config::{GANTRY_CLASS, ingress_head, service};
+use crate::support::config::{GANTRY_CLASS, nginx_ingress as ingress, service};
 use crate::support::upstream;
 use crate::support::{ConfigDir, Gantry, clients};
-
-/// An Ingress sending every path of `host` to Service `backend`, with ingress-nginx
-/// annotations.
-fn ingress(name: &str, host: &str, backend: &str, annotations: &[(&str, &str)]) -> String {
-    let mut metadata = String::new();
-    if !annotations.is_empty() {
-        metadata.push_str("\n  annotations:");
-        for (key, value) in annotations {
-            metadata.push_str(&format!(
-                "\n    nginx.ingress.kubernetes.io/{key}: {value:?}"
-            ));
-        }
-    }
-    ingress_head("default", name, Some(host), &metadata)
-        + &format!(
-            "          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: {backend}
-                port:
-                  name: http
-"
-        )
-}
 
 async fn served_by(
     gantry: &Gantry,

@@ -7,31 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use crate::support::config::{GANTRY_CLASS, ingress_head, service};
+use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
 use crate::support::upstream::{self, Upstream};
 use crate::support::{ConfigDir, Gantry, clients, wait_until};
 
-/// An Ingress sending every path of `host` to Service `web`, with `annotations` (YAML lines of
-/// `key: value`, indented for the annotations map).
+/// An Ingress sending every path of `host` to Service `web`, with ingress-nginx annotations.
 fn web_ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
-    let mut metadata = String::new();
-    if !annotations.is_empty() {
-        metadata.push_str("\n  annotations:");
-        for (key, value) in annotations {
-            metadata.push_str(&format!(
-                "\n    nginx.ingress.kubernetes.io/{key}: {value:?}"
-            ));
-        }
-    }
-    ingress_head("default", name, Some(host), &metadata)
-        + "          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: web
-                port:
-                  name: http
-"
+    nginx_ingress(name, host, "web", annotations)
 }
 
 fn web_service(endpoints: &[&Upstream]) -> String {

@@ -6,22 +6,12 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::config::{GANTRY_CLASS, ingress_head, service};
+use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
 use crate::support::upstream;
 use crate::support::{ConfigDir, Gantry, clients};
 
 fn ingress(name: &str, host: &str, body_size: &str) -> String {
-    let metadata =
-        format!("\n  annotations:\n    nginx.ingress.kubernetes.io/proxy-body-size: {body_size:?}");
-    ingress_head("default", name, Some(host), &metadata)
-        + "          - path: /
-            pathType: Prefix
-            backend:
-              service:
-                name: echo
-                port:
-                  name: http
-"
+    nginx_ingress(name, host, "echo", &[("proxy-body-size", body_size)])
 }
 
 /// The status line of a chunked POST of `size` bytes to `host`, sent by hand.

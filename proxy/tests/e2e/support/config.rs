@@ -151,6 +151,27 @@ pub fn stopped_service(name: &str) -> String {
     )
 }
 
+/// An Ingress `name` sending every path of `host` to port `http` of Service `service`, with
+/// ingress-nginx `annotations` (names without their prefix).
+pub fn nginx_ingress(
+    name: &str,
+    host: &str,
+    service: &str,
+    annotations: &[(&str, &str)],
+) -> String {
+    let mut metadata = String::new();
+    if !annotations.is_empty() {
+        metadata.push_str("\n  annotations:");
+        for (key, value) in annotations {
+            metadata.push_str(&format!(
+                "\n    nginx.ingress.kubernetes.io/{key}: {value:?}"
+            ));
+        }
+    }
+    ingress_head("default", name, Some(host), &metadata)
+        + &paths(&[("/", "Prefix", service, "http")])
+}
+
 /// An Ingress with one rule: `host` (or none) and `(path, pathType, service, port name)` paths.
 pub fn ingress(
     namespace: &str,
@@ -158,7 +179,12 @@ pub fn ingress(
     host: Option<&str>,
     paths: &[(&str, &str, &str, &str)],
 ) -> String {
-    let mut yaml = ingress_head(namespace, name, host, "");
+    ingress_head(namespace, name, host, "") + &self::paths(paths)
+}
+
+/// The `paths:` entries of an Ingress rule: `(path, pathType, service, port name)`.
+fn paths(paths: &[(&str, &str, &str, &str)]) -> String {
+    let mut yaml = String::new();
     for (path, path_type, service, port) in paths {
         yaml.push_str(&format!(
             "          - path: {path}
