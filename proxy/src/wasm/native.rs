@@ -440,6 +440,17 @@ mod tests {
         )
     }
 
+    /// `builtin:headers` configured as `plugin` says.
+    fn headers(shared: &Arc<Shared>, plugin: &Arc<PluginInfo>) -> Arc<dyn NativeFilter> {
+        configure(
+            shared,
+            plugin,
+            &Arc::from(""),
+            gantry_plugin_headers::configure_native,
+        )
+        .unwrap()
+    }
+
     struct Panics;
 
     impl NativeFilter for Panics {
@@ -461,13 +472,7 @@ mod tests {
     fn a_builtin_changes_the_lent_request_which_is_then_routed_again() {
         let shared = shared();
         let plugin = plugin(r#"{"request": {"set": {"x-env": "production"}}}"#);
-        let filter = configure(
-            &shared,
-            &plugin,
-            &Arc::from(""),
-            gantry_plugin_headers::configure_native,
-        )
-        .unwrap();
+        let filter = headers(&shared, &plugin);
         let mut req = RequestHeader::build("GET", b"/orders", None).unwrap();
         let outcome = request_hook(&shared, &plugin, &*filter, &mut req).unwrap();
         assert!(outcome.local.is_none());
@@ -502,13 +507,7 @@ mod tests {
         }
         assert_eq!(req.uri.path(), "/kept");
         // The host is free again for the next call on this thread.
-        let filter = configure(
-            &shared,
-            &plugin,
-            &Arc::from(""),
-            gantry_plugin_headers::configure_native,
-        )
-        .unwrap();
+        let filter = headers(&shared, &plugin);
         assert!(request_hook(&shared, &plugin, &*filter, &mut req).is_ok());
     }
 }

@@ -8,18 +8,6 @@ use crate::support::config::{GANTRY_CLASS, nginx_ingress as ingress, service};
 use crate::support::upstream;
 use crate::support::{ConfigDir, Gantry, clients};
 
-async fn served_by(
-    gantry: &Gantry,
-    client: &reqwest::Client,
-    host: &str,
-    headers: &[(&str, &str)],
-) -> String {
-    let response = gantry.send(client, "GET", host, "/", headers).await;
-    assert_eq!(response.status(), 200, "{host} {headers:?}");
-    let body: serde_json::Value = response.json().await.unwrap();
-    body["server"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn canaries_take_requests_by_header_then_cookie_then_weight() {
     let stable = upstream::echo("stable").await;
@@ -106,7 +94,7 @@ async fn canaries_take_requests_by_header_then_cookie_then_weight() {
         (vec![], "stable"),
     ] {
         assert_eq!(
-            served_by(&gantry, &client, "shop.test", &headers).await,
+            gantry.served_by(&client, "shop.test", &headers).await,
             expected,
             "{headers:?}"
         );
@@ -121,7 +109,7 @@ async fn canaries_take_requests_by_header_then_cookie_then_weight() {
         ("pattern.test", "beta-x", "stable"),
     ] {
         assert_eq!(
-            served_by(&gantry, &client, host, &[("x-user", user)]).await,
+            gantry.served_by(&client, host, &[("x-user", user)]).await,
             expected,
             "{host} x-user: {user}"
         );
@@ -130,7 +118,7 @@ async fn canaries_take_requests_by_header_then_cookie_then_weight() {
     // 30 of 100: 400 requests give 120 on average (binomial sd 9.2).
     let mut to_canary = 0;
     for _ in 0..400 {
-        if served_by(&gantry, &client, "weighted.test", &[]).await == "canary" {
+        if gantry.served_by(&client, "weighted.test", &[]).await == "canary" {
             to_canary += 1;
         }
     }
@@ -165,16 +153,12 @@ async fn canaries_take_requests_by_header_then_cookie_then_weight() {
     assert_eq!(route["canary"]["upstream"], "default/canary:http");
 
     // What a problem leaves out does not change what the rest does.
+    assert_eq!(gantry.served_by(&client, "heavy.test", &[]).await, "stable");
     assert_eq!(
-        served_by(&gantry, &client, "heavy.test", &[]).await,
-        "stable"
-    );
-    assert_eq!(
-        served_by(&gantry, &client, "heavy.test", &[("x-canary", "always")]).await,
+        gantry
+            .served_by(&client, "heavy.test", &[("x-canary", "always")])
+            .await,
         "canary"
     );
-    assert_eq!(
-        served_by(&gantry, &client, "plain.test", &[]).await,
-        "stable"
-    );
+    assert_eq!(gantry.served_by(&client, "plain.test", &[]).await, "stable");
 }

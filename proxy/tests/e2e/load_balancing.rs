@@ -16,22 +16,24 @@ fn web_ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
     nginx_ingress(name, host, "web", annotations)
 }
 
+/// Three echo upstreams (`a`, `b`, `c`) as Service `web`, and a folder with `ingresses`.
+async fn three_endpoints(ingresses: &str) -> (ConfigDir, [Upstream; 3]) {
+    let endpoints = [
+        upstream::echo("a").await,
+        upstream::echo("b").await,
+        upstream::echo("c").await,
+    ];
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    let [a, b, c] = &endpoints;
+    config.write("svc.yaml", &web_service(&[a, b, c]));
+    config.write("ingress.yaml", ingresses);
+    (config, endpoints)
+}
+
 fn web_service(endpoints: &[&Upstream]) -> String {
     let endpoints: Vec<_> = endpoints.iter().map(|u| (u.addr, true)).collect();
     service("default", "web", "http", None, &endpoints)
-}
-
-/// Which endpoint answered a request for `host` with `headers`.
-async fn served_by(
-    gantry: &Gantry,
-    client: &reqwest::Client,
-    host: &str,
-    headers: &[(&str, &str)],
-) -> String {
-    let response = gantry.send(client, "GET", host, "/", headers).await;
-    assert_eq!(response.status(), 200, "{host}");
-    let body: serde_json::Value = response.json().await.unwrap();
-    body["server"].as_str().unwrap().to_owned()
 }
 
 /// How many requests each endpoint got when `clients` clients at once send `each` requests
@@ -119,9 +121,13 @@ async fn hashing_keeps_each_key_on_one_endpoint_and_a_new_endpoint_takes_only_it
     let mut placed = HashMap::new();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for user in &users {
-        let first = served_by(&gantry, &client, "hash.test", &[("x-user", user)]).await;
+        let first = gantry
+            .served_by(&client, "hash.test", &[("x-user", user)])
+            .await;
         for _ in 0..2 {
-            let again = served_by(&gantry, &client, "hash.test", &[("x-user", user)]).await;
+            let again = gantry
+                .served_by(&client, "hash.test", &[("x-user", user)])
+                .await;
             assert_eq!(again, first, "{user} moved without any change");
         }
         *counts.entry(first.clone()).or_default() += 1;
@@ -142,7 +148,9 @@ async fn hashing_keeps_each_key_on_one_endpoint_and_a_new_endpoint_takes_only_it
     gantry.wait_generation_after(generation).await;
     let mut moved = 0;
     for user in &users {
-        let now = served_by(&gantry, &client, "hash.test", &[("x-user", user)]).await;
+        let now = gantry
+            .served_by(&client, "hash.test", &[("x-user", user)])
+            .await;
         if now != placed[user] {
             assert_eq!(now, "d", "{user} moved from {} to {now}", placed[user]);
             moved += 1;
@@ -198,23 +206,15 @@ async fn least_request_and_ewma_send_little_to_a_slow_endpoint_where_round_robin
 // annotation, and the route goes on with round robin.
 #[tokio::test]
 async fn random_spreads_evenly_and_bad_values_are_problems_that_leave_round_robin() {
-    let (a, b, c) = (
-        upstream::echo("a").await,
-        upstream::echo("b").await,
-        upstream::echo("c").await,
-    );
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write("svc.yaml", &web_service(&[&a, &b, &c]));
-    config.write(
-        "ingress.yaml",
+    let (config, _endpoints) = three_endpoints(
         &[
             web_ingress("random", "random.test", &[("load-balance", "random")]),
             web_ingress("typo", "typo.test", &[("load-balance", "fastest")]),
             web_ingress("badhash", "badhash.test", &[("upstream-hash-by", "$nope")]),
         ]
         .join("---\n"),
-    );
+    )
+    .await;
     let gantry = Gantry::start(config.path()).await;
 
     // 300 requests over 3 endpoints: 100 each on average, binomial sd 8.2.
@@ -293,16 +293,7 @@ fn pair(set_cookie: &str) -> String {
 // sent to another and given a new cookie, never an error.
 #[tokio::test]
 async fn sticky_sessions_keep_a_client_on_one_endpoint_and_move_it_when_its_endpoint_leaves() {
-    let (a, b, c) = (
-        upstream::echo("a").await,
-        upstream::echo("b").await,
-        upstream::echo("c").await,
-    );
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write("svc.yaml", &web_service(&[&a, &b, &c]));
-    config.write(
-        "ingress.yaml",
+    let (config, [a, b, c]) = three_endpoints(
         &[
             web_ingress(
                 "balanced",
@@ -325,7 +316,8 @@ async fn sticky_sessions_keep_a_client_on_one_endpoint_and_move_it_when_its_endp
             ),
         ]
         .join("---\n"),
-    );
+    )
+    .await;
     let gantry = Gantry::start(config.path()).await;
     let client = clients::http1();
 

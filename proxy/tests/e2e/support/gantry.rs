@@ -181,6 +181,20 @@ impl Gantry {
         request.send().await.unwrap()
     }
 
+    /// Which echo upstream (`upstream::echo`'s name) answered a GET of `/` for `host` with
+    /// `headers`; the answer must be 200.
+    pub async fn served_by(
+        &self,
+        client: &reqwest::Client,
+        host: &str,
+        headers: &[(&str, &str)],
+    ) -> String {
+        let response = self.send(client, "GET", host, "/", headers).await;
+        assert_eq!(response.status(), 200, "{host} {headers:?}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["server"].as_str().unwrap().to_owned()
+    }
+
     /// A URL on the plain-HTTP listener.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.http)
