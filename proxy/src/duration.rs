@@ -39,6 +39,20 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// A duration as [`parse_duration`] reads it back: whole seconds as `30s`, else milliseconds.
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
+/// Serializes a duration as [`format_duration`] writes it (for `/config`).
+pub fn serialize<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_duration(*duration))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

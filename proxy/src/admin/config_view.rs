@@ -7,6 +7,7 @@ use crate::snapshot::{
     Action, IgnoredIngress, PathType, Snapshot, Timeouts, UpstreamProtocol, UpstreamTarget,
 };
 use crate::upstream::balance::Balance;
+use crate::upstream::health::HealthPolicy;
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -64,6 +65,8 @@ enum BackendView<'a> {
         target: &'a UpstreamTarget,
         /// How requests are spread over the endpoints (`round_robin`, `hash $request_uri`...).
         balance: &'a Balance,
+        /// How the endpoints' health is judged (a BackendPolicy's, else the defaults).
+        health: &'a HealthPolicy,
     },
     FixedResponse {
         status: u16,
@@ -117,6 +120,7 @@ impl<'a> ConfigView<'a> {
                         protocol: group.protocol,
                         target: &group.target,
                         balance: &route.balance,
+                        health: &group.health,
                     },
                     Action::Respond(answer) => BackendView::FixedResponse {
                         status: answer.status,

@@ -34,11 +34,19 @@ impl ServeHttp for AdminApp {
             "/healthz" => text(StatusCode::OK, "ok\n"),
             "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-            "/metrics" => reply(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                self.metrics.render().into_bytes(),
-            ),
+            "/metrics" => {
+                let mut text = self.metrics.render();
+                let snapshot = self.snapshots.load();
+                crate::upstream::exposition::render(
+                    snapshot.upstreams.iter().map(|g| &**g),
+                    &mut text,
+                );
+                reply(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    text.into_bytes(),
+                )
+            }
             "/config" => {
                 let snapshot = self.snapshots.load();
                 match serde_json::to_vec_pretty(&config_view::ConfigView::new(&snapshot)) {

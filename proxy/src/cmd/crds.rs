@@ -6,7 +6,7 @@
 use kube::CustomResourceExt;
 
 use crate::config::crd::{
-    Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
+    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
 };
 
 /// The CustomResourceDefinitions, as one YAML stream.
@@ -14,6 +14,7 @@ pub fn render() -> Result<String, yaml_serde::Error> {
     let crds = [
         FixedResponse::crd(),
         WasmPlugin::crd(),
+        BackendPolicy::crd(),
         DNSZone::crd(),
         DNSRecord::crd(),
         Issuer::crd(),

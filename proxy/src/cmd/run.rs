@@ -124,6 +124,13 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         certificates(&args, &hub, kube.as_ref(), reloader.changes()),
     ));
     server.add_service(background_service("gantry config reloader", reloader));
+    server.add_service(background_service(
+        "gantry health checks",
+        crate::upstream::probe::Prober {
+            snapshots: hub.snapshots.clone(),
+            generations: hub.generation_watch.clone(),
+        },
+    ));
     let lease = kube.as_ref().map(|kube| kube_tasks(&args, &hub, kube));
     server.add_service(background_service(
         "gantry dns",

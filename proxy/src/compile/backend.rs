@@ -14,6 +14,8 @@ use k8s_openapi::api::networking::v1::IngressBackend;
 use crate::config::crd::{FixedResponse, GROUP};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
+
+use super::policies::BackendPolicies;
 use crate::snapshot::{Action, FixedAnswer, UpstreamGroup, UpstreamProtocol, UpstreamTarget};
 
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -38,10 +40,11 @@ pub struct Backends<'a> {
     slices: HashMap<NamespacedName, Vec<&'a EndpointSlice>>,
     groups: HashMap<(NamespacedName, String), Arc<UpstreamGroup>>,
     answers: HashMap<NamespacedName, Result<Arc<FixedAnswer>, FieldError>>,
+    policies: BackendPolicies,
 }
 
 impl<'a> Backends<'a> {
-    pub fn new(store: &'a Store) -> Self {
+    pub fn new(store: &'a Store, policies: BackendPolicies) -> Self {
         let mut slices: HashMap<NamespacedName, Vec<&EndpointSlice>> = HashMap::new();
         for (key, slice) in &store.endpoint_slices {
             let service = slice
@@ -62,6 +65,7 @@ impl<'a> Backends<'a> {
             slices,
             groups: HashMap::new(),
             answers: HashMap::new(),
+            policies,
         }
     }
 
@@ -110,6 +114,14 @@ impl<'a> Backends<'a> {
                 }
             }
         }
+    }
+
+    /// Every upstream group made, once each, by name.
+    pub fn groups(&self) -> Vec<Arc<UpstreamGroup>> {
+        let mut groups: Vec<_> = self.groups.values().cloned().collect();
+        groups.sort_by(|a, b| a.name.cmp(&b.name));
+        groups.dedup_by(|a, b| Arc::ptr_eq(a, b));
+        groups
     }
 
     /// The upstream group of a Service's port, if the Service and port exist.
@@ -172,11 +184,25 @@ impl<'a> Backends<'a> {
             let addrs = self.ready_endpoints(&key, service_port);
             (UpstreamTarget::Endpoints(addrs), protocol_of(service_port))
         };
-        let group = Arc::new(UpstreamGroup::new(
-            format!("{key}:{port}"),
-            target,
-            protocol,
-        ));
+        // One group per Service port however routes name it (by number or by name), so that
+        // its endpoints' state is one; it is called by the port's name when it has one.
+        let port_name = service_port.map_or(port.to_string(), |p| match &p.name {
+            Some(name) if !name.is_empty() => name.clone(),
+            _ => p.port.to_string(),
+        });
+        let canonical = (key.clone(), port_name);
+        let group = match self.groups.get(&canonical) {
+            Some(group) => group.clone(),
+            None => {
+                let mut group = UpstreamGroup::new(format!("{key}:{}", canonical.1), target, protocol);
+                if let Some(port) = service_port.and_then(|p| u16::try_from(p.port).ok()) {
+                    group.health = self.policies.health(&key, port);
+                }
+                let group = Arc::new(group);
+                self.groups.insert(canonical, group.clone());
+                group
+            }
+        };
         self.groups.insert(group_key, group.clone());
         Resolved::Ok(Action::Proxy(group))
     }

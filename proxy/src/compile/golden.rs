@@ -19,6 +19,13 @@ fn view(pass: &str, snapshot: &Snapshot, store: &crate::config::Store) -> Value 
     let config = serde_json::to_value(ConfigView::new(snapshot)).unwrap_or_default();
     match pass {
         "routes" => config["routes"].clone(),
+        "policies" => json!(
+            snapshot
+                .upstreams
+                .iter()
+                .map(|g| json!({"upstream": g.name, "health": g.health}))
+                .collect::<Vec<_>>()
+        ),
         "tls" => json!({"tls": config["tls"], "routes": config["routes"]}),
         "dns" => json!({
             "zones": snapshot.dns.iter().map(|zone| json!({

@@ -13,6 +13,7 @@ mod golden;
 mod names;
 pub mod nginx;
 mod plugins;
+mod policies;
 mod resources;
 mod routes;
 mod settings;
@@ -49,11 +50,13 @@ pub struct Settings {
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
 /// are the store's WasmPlugins as the loader left them.
 pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
+    let mut problems = store.problems.clone();
+    let policies = policies::BackendPolicies::new(store, &mut problems);
     let mut compiler = Compiler {
         store,
         plugins,
-        problems: store.problems.clone(),
-        backends: Backends::new(store),
+        problems,
+        backends: Backends::new(store, policies),
         secrets: HashMap::new(),
         tls: TlsTable::default(),
         tls_hosts: HashSet::new(),
@@ -108,6 +111,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         problems,
         ignored,
         clusters,
+        upstreams: compiler.backends.groups(),
         dns,
         dns_publications,
         certificates,

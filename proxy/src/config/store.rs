@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::crd::{
-    Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
+    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
 };
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;
@@ -67,6 +67,7 @@ pub struct Store {
     pub secrets: BTreeMap<NamespacedName, Stored<Secret>>,
     pub fixed_responses: BTreeMap<NamespacedName, Stored<FixedResponse>>,
     pub wasm_plugins: BTreeMap<NamespacedName, Stored<WasmPlugin>>,
+    pub backend_policies: BTreeMap<NamespacedName, Stored<BackendPolicy>>,
     /// Cluster-scoped: the namespace is empty.
     pub dns_zones: BTreeMap<NamespacedName, Stored<DNSZone>>,
     pub dns_records: BTreeMap<NamespacedName, Stored<DNSRecord>>,
@@ -108,6 +109,7 @@ impl Store {
             Object::Secret(o) => put(&mut self.secrets, reference, o, file),
             Object::FixedResponse(o) => put(&mut self.fixed_responses, reference, o, file),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
+            Object::BackendPolicy(o) => put(&mut self.backend_policies, reference, o, file),
             Object::DnsZone(o) => put(&mut self.dns_zones, reference, o, file),
             Object::DnsRecord(o) => put(&mut self.dns_records, reference, o, file),
             Object::Issuer(o) => put(&mut self.issuers, reference, o, file),

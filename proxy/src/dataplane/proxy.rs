@@ -247,6 +247,7 @@ impl ProxyHttp for EdgeProxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         self.count_upstream_error(ctx, &e);
+        ctx.attempts.failed();
         // Another endpoint may be up: try it, a few at most.
         let retry = ctx.route.as_ref().is_some_and(|r| match &r.action {
             Action::Proxy(group) => ctx.attempts.may_retry(group),
@@ -375,7 +376,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
-        ctx.attempts.responded();
+        ctx.attempts.responded(upstream_response.status.as_u16());
         if let Some(route) = &ctx.route
             && let Some(cookie) = ctx.attempts.set_cookie(route.cookie_path())
         {
@@ -494,6 +495,7 @@ impl ProxyHttp for EdgeProxy {
         }
         if !e.retry() {
             self.count_upstream_error(ctx, &e);
+            ctx.attempts.failed();
         }
         e
     }

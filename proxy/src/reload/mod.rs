@@ -249,6 +249,7 @@ pub fn install(
 ) {
     let old = snapshots.load_full();
     snapshot.generation = old.generation + 1;
+    snapshot.inherit(&old);
 
     let old_problems: HashSet<_> = old.problems.iter().collect();
     let new_problems: HashSet<_> = snapshot.problems.iter().collect();

@@ -37,6 +37,8 @@ pub struct Snapshot {
     pub ignored: Vec<IgnoredIngress>,
     /// Services plugins' HTTP calls may reach.
     pub clusters: Clusters,
+    /// Every upstream group the routes and plugins use, once each, by name.
+    pub upstreams: Vec<Arc<UpstreamGroup>>,
     /// The DNS zones to serve (their SOA serials left at 0: the DNS controller numbers them).
     pub dns: Vec<gantry_dns::ZoneSpec>,
     /// Records to publish into other DNS servers.
@@ -51,6 +53,20 @@ pub struct Snapshot {
     /// The replicas behind `--publish-service` (the ready HTTP endpoints of its
     /// EndpointSlices), which must all answer an HTTP-01 token before the CA is told to look.
     pub publish_peers: Vec<std::net::SocketAddr>,
+}
+
+impl Snapshot {
+    /// Takes over what `previous` knows of the endpoints of the upstream groups the two share
+    /// (their load, their health), before this Snapshot serves.
+    pub fn inherit(&self, previous: &Snapshot) {
+        let mut old = previous.upstreams.iter().peekable();
+        for group in &self.upstreams {
+            while old.next_if(|o| o.name < group.name).is_some() {}
+            if let Some(same) = old.next_if(|o| o.name == group.name) {
+                group.inherit(same);
+            }
+        }
+    }
 }
 
 /// Records Gantry keeps in a zone of another DNS server.

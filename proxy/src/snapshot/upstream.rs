@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use serde::Serialize;
 
 use crate::upstream::balance::{Balance, Balancer};
+use crate::upstream::health::HealthPolicy;
 
 /// The endpoints of one Service port.
 #[derive(Debug)]
@@ -15,6 +16,8 @@ pub struct UpstreamGroup {
     pub target: UpstreamTarget,
     pub protocol: UpstreamProtocol,
     pub balancer: Balancer,
+    /// How its endpoints' health is judged (a BackendPolicy's, else the defaults).
+    pub health: HealthPolicy,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -38,15 +41,30 @@ pub enum UpstreamProtocol {
 
 impl UpstreamGroup {
     pub fn new(name: String, target: UpstreamTarget, protocol: UpstreamProtocol) -> Self {
-        let endpoints = match &target {
-            UpstreamTarget::Endpoints(addrs) => addrs.len(),
-            UpstreamTarget::ExternalName { .. } => 0,
-        };
         UpstreamGroup {
             name,
             target,
             protocol,
-            balancer: Balancer::new(endpoints),
+            balancer: Balancer::default(),
+            health: HealthPolicy::default(),
+        }
+    }
+
+    /// Takes over what `previous` (the group of the same name in the Snapshot before) knows of
+    /// the endpoints the two share.
+    pub fn inherit(&self, previous: &UpstreamGroup) {
+        if let (UpstreamTarget::Endpoints(addrs), UpstreamTarget::Endpoints(_)) =
+            (&self.target, &previous.target)
+        {
+            self.balancer.inherit(addrs, &previous.balancer);
+        }
+    }
+
+    /// Each endpoint's state, with its address (none for an ExternalName).
+    pub fn endpoints(&self) -> &[std::sync::Arc<crate::upstream::endpoint::Endpoint>] {
+        match &self.target {
+            UpstreamTarget::Endpoints(addrs) => self.balancer.endpoints(addrs),
+            UpstreamTarget::ExternalName { .. } => &[],
         }
     }
 

@@ -35,6 +35,8 @@ pub struct Attempts {
     tried_count: usize,
     /// The attempt under way, counted at its endpoint until the next attempt or the end.
     current: Option<InFlight>,
+    /// Whether the attempt under way got its response head.
+    answered: bool,
     /// The affinity cookie's value the client is to be given.
     set_cookie: Option<String>,
     /// An ExternalName's addresses, looked up at the first attempt and taken in turn.
@@ -62,6 +64,7 @@ impl Attempts {
         match &group.target {
             UpstreamTarget::Endpoints(addrs) => {
                 self.current = None;
+                self.answered = false;
                 let retry = self.tried_count > 0;
                 if let Balance::Cookie(affinity) = &self.balance
                     && affinity.mode == Mode::Balanced
@@ -91,7 +94,7 @@ impl Attempts {
                     let affinity = affinity.clone();
                     self.stick(&affinity, group, addrs, i, retry);
                 }
-                self.current = Some(group.balancer.start(i));
+                self.current = Some(group.balancer.start(addrs, i, group.health.passive));
                 Ok(addrs[i])
             }
             UpstreamTarget::ExternalName { host, port } => {
@@ -155,10 +158,20 @@ impl Attempts {
         Some(affinity.set_cookie(value, route_path, now))
     }
 
-    /// The attempt under way got its response head (for the endpoint's response-time average).
-    pub fn responded(&self) {
+    /// The attempt under way got its response head, with `status`: for the endpoint's
+    /// response-time average and its passive health.
+    pub fn responded(&mut self, status: u16) {
         if let Some(current) = &self.current {
-            current.responded();
+            current.responded(status);
+        }
+        self.answered = true;
+    }
+
+    /// The attempt under way got no response: refused, reset or timed out (not a pooled
+    /// connection the endpoint had closed while idle, which says nothing of its health).
+    pub fn failed(&self) {
+        if let (Some(current), false) = (&self.current, self.answered) {
+            current.failed();
         }
     }
 

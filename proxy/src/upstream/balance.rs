@@ -6,13 +6,15 @@
 //! addresses.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
 use super::affinity::{self, Affinity, Mode};
+use super::endpoint::{Endpoint, now_nanos};
+use super::health::{Outcome, Passive};
 
 /// How endpoints are chosen.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -277,16 +279,6 @@ fn cookie<'c>(field: &'c [u8], name: &str) -> Option<&'c [u8]> {
     })
 }
 
-/// What one endpoint is doing.
-#[derive(Debug, Default)]
-pub struct EndpointLoad {
-    in_flight: AtomicU32,
-    /// Response-time average in nanoseconds (0: none measured yet).
-    ewma_nanos: AtomicU64,
-    /// When the average last moved, in nanoseconds since the group was made.
-    touched_nanos: AtomicU64,
-}
-
 /// How fast the response-time average forgets (ingress-nginx's ewma decay time, 10 s).
 const DECAY: Duration = Duration::from_secs(10);
 
@@ -294,29 +286,55 @@ const DECAY: Duration = Duration::from_secs(10);
 const POINTS: u64 = 160;
 
 /// The balancing state of one group of endpoints.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Balancer {
-    endpoints: Arc<[EndpointLoad]>,
+    /// Made at first use, or handed over from the group's predecessor ([`Balancer::inherit`]).
+    endpoints: OnceLock<Arc<[Arc<Endpoint>]>>,
     next: std::sync::atomic::AtomicUsize,
     ring: OnceLock<Vec<(u64, usize)>>,
     /// Each endpoint's id in persistent affinity cookies.
     ids: OnceLock<Vec<u64>>,
-    born: Instant,
+}
+
+/// Which endpoints a choice stays away from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Avoid {
+    /// Those tried already and those unhealthy: the usual choice.
+    TriedOrUnhealthy,
+    /// Those tried, when every other is unhealthy.
+    Tried,
+    /// None, when every one was tried.
+    Nothing,
 }
 
 impl Balancer {
-    pub fn new(endpoints: usize) -> Self {
-        Balancer {
-            endpoints: (0..endpoints).map(|_| EndpointLoad::default()).collect(),
-            next: std::sync::atomic::AtomicUsize::new(0),
-            ring: OnceLock::new(),
-            ids: OnceLock::new(),
-            born: Instant::now(),
-        }
+    /// The state of the endpoints at `addrs`, the group's addresses.
+    pub fn endpoints(&self, addrs: &[SocketAddr]) -> &Arc<[Arc<Endpoint>]> {
+        self.endpoints
+            .get_or_init(|| addrs.iter().map(|a| Arc::new(Endpoint::new(*a))).collect())
     }
 
-    /// The index of the endpoint for the next attempt among `addrs`, skipping those in `tried`
-    /// while any other is left.
+    /// Takes over the state of the endpoints `previous` (the same group in the Snapshot before)
+    /// shares with `addrs`; the others start afresh.
+    pub fn inherit(&self, addrs: &[SocketAddr], previous: &Balancer) {
+        let Some(old) = previous.endpoints.get() else {
+            return;
+        };
+        let endpoints = addrs
+            .iter()
+            .map(|addr| {
+                old.iter()
+                    .find(|e| e.addr == *addr)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Endpoint::new(*addr)))
+            })
+            .collect();
+        // Only before the group serves: a Snapshot is installed before any request sees it.
+        let _ = self.endpoints.set(endpoints);
+    }
+
+    /// The index of the endpoint for the next attempt among `addrs`: never one in `tried` or
+    /// one unhealthy while another is left; one unhealthy rather than none.
     pub fn pick(
         &self,
         addrs: &[SocketAddr],
@@ -324,41 +342,52 @@ impl Balancer {
         key: Option<u64>,
         tried: &[usize],
     ) -> Option<usize> {
-        let n = addrs.len();
-        if n == 0 {
+        if addrs.is_empty() {
             return None;
         }
-        let fresh = |i: &usize| !tried.contains(i);
-        let untried = n > tried.len();
+        let endpoints = self.endpoints(addrs);
+        let now = now_nanos();
+        [Avoid::TriedOrUnhealthy, Avoid::Tried, Avoid::Nothing]
+            .into_iter()
+            .find_map(|avoid| {
+                let ok = |i: usize| match avoid {
+                    Avoid::TriedOrUnhealthy => !tried.contains(&i) && endpoints[i].usable(now),
+                    Avoid::Tried => !tried.contains(&i),
+                    Avoid::Nothing => true,
+                };
+                self.pick_where(addrs, balance, key, &ok)
+            })
+    }
+
+    /// The endpoint `balance` chooses among those `ok` allows, if any is.
+    fn pick_where(
+        &self,
+        addrs: &[SocketAddr],
+        balance: &Balance,
+        key: Option<u64>,
+        ok: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let n = addrs.len();
         match balance {
-            Balance::RoundRobin => {
-                for _ in 0..n {
-                    let i = self.next.fetch_add(1, Ordering::Relaxed) % n;
-                    if !untried || fresh(&i) {
-                        return Some(i);
-                    }
-                }
-                Some(self.next.fetch_add(1, Ordering::Relaxed) % n)
-            }
-            Balance::Random => Some(self.random_untried(n, tried, untried)),
+            Balance::RoundRobin => (0..n)
+                .map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n)
+                .find(|i| ok(*i)),
+            Balance::Random => random_where(n, ok, None),
             Balance::LeastRequest | Balance::Ewma => {
-                let a = self.random_untried(n, tried, untried);
+                let a = random_where(n, ok, None)?;
                 // Two different endpoints when there are two to choose from.
-                let mut b = self.random_untried(n, tried, untried);
-                if n - tried.len().min(n) >= 2 {
-                    while b == a {
-                        b = self.random_untried(n, tried, untried);
-                    }
-                }
+                let Some(b) = random_where(n, ok, Some(a)) else {
+                    return Some(a);
+                };
                 let better = match balance {
-                    Balance::Ewma => self.ewma_cost(b, a) < self.ewma_cost(a, b),
-                    _ => self.in_flight(b) < self.in_flight(a),
+                    Balance::Ewma => self.ewma_cost(addrs, b, a) < self.ewma_cost(addrs, a, b),
+                    _ => self.in_flight(addrs, b) < self.in_flight(addrs, a),
                 };
                 Some(if better { b } else { a })
             }
-            Balance::Hash(_) => self.on_ring(addrs, key, tried),
+            Balance::Hash(_) => self.on_ring(addrs, key, ok),
             Balance::Cookie(affinity) if affinity.mode == Mode::Balanced => {
-                self.on_ring(addrs, key, tried)
+                self.on_ring(addrs, key, ok)
             }
             Balance::Cookie(_) => {
                 // A persistent cookie: the endpoint it names while it is there, else in turn.
@@ -366,63 +395,74 @@ impl Balancer {
                     .ids
                     .get_or_init(|| addrs.iter().map(affinity::endpoint_id).collect());
                 key.and_then(|key| ids.iter().position(|id| *id == key))
-                    .filter(|i| !untried || fresh(i))
-                    .or_else(|| self.pick(addrs, &Balance::RoundRobin, None, tried))
+                    .filter(|i| ok(*i))
+                    .or_else(|| self.pick_where(addrs, &Balance::RoundRobin, None, ok))
             }
         }
     }
 
-    /// The endpoint whose ring point follows `key`, or the next one not tried yet.
-    fn on_ring(&self, addrs: &[SocketAddr], key: Option<u64>, tried: &[usize]) -> Option<usize> {
+    /// The endpoint whose ring point follows `key`, or the next one `ok` allows.
+    fn on_ring(
+        &self,
+        addrs: &[SocketAddr],
+        key: Option<u64>,
+        ok: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let ring = self.ring.get_or_init(|| ring(addrs));
         let key = key.unwrap_or(0);
-        let untried = addrs.len() > tried.len();
         let start = ring.partition_point(|(point, _)| *point < key);
         (0..ring.len())
             .map(|step| ring[(start + step) % ring.len()].1)
-            .find(|i| !untried || !tried.contains(i))
-    }
-
-    fn random_untried(&self, n: usize, tried: &[usize], untried: bool) -> usize {
-        loop {
-            let i = fastrand::usize(..n);
-            if !untried || !tried.contains(&i) {
-                return i;
-            }
-        }
+            .find(|i| ok(*i))
     }
 
     /// Peak EWMA's cost of `i` against `other`: the average response time times the requests
     /// in flight plus one. While either has no average yet, requests in flight alone decide, so
     /// that a new endpoint is tried without every request piling onto it.
-    fn ewma_cost(&self, i: usize, other: usize) -> u128 {
-        let ewma = |i: usize| u128::from(self.endpoints[i].ewma_nanos.load(Ordering::Relaxed));
-        let in_flight = u128::from(self.in_flight(i)) + 1;
+    fn ewma_cost(&self, addrs: &[SocketAddr], i: usize, other: usize) -> u128 {
+        let endpoints = self.endpoints(addrs);
+        let ewma = |i: usize| u128::from(endpoints[i].ewma_nanos.load(Ordering::Relaxed));
+        let in_flight = u128::from(endpoints[i].in_flight()) + 1;
         if ewma(i) == 0 || ewma(other) == 0 {
             return in_flight;
         }
         ewma(i) * in_flight
     }
 
-    /// Counts a request in flight at endpoint `i` until the returned guard is dropped.
-    pub fn start(&self, i: usize) -> InFlight {
-        if let Some(load) = self.endpoints.get(i) {
-            load.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// Counts a request in flight at endpoint `i` of `addrs` until the returned guard is
+    /// dropped; the guard reports what came of it under `passive`.
+    pub fn start(&self, addrs: &[SocketAddr], i: usize, passive: Passive) -> InFlight {
+        let endpoints = self.endpoints(addrs).clone();
+        if let Some(endpoint) = endpoints.get(i) {
+            endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+            endpoint.totals.requests.fetch_add(1, Ordering::Relaxed);
         }
         InFlight {
-            endpoints: self.endpoints.clone(),
+            endpoints,
             index: i,
-            started: Instant::now(),
-            born: self.born,
+            started: now_nanos(),
+            passive,
         }
     }
 
-    /// Requests in flight at endpoint `i`.
-    pub fn in_flight(&self, i: usize) -> u32 {
-        self.endpoints
-            .get(i)
-            .map_or(0, |l| l.in_flight.load(Ordering::Relaxed))
+    /// Requests in flight at endpoint `i` of `addrs`.
+    pub fn in_flight(&self, addrs: &[SocketAddr], i: usize) -> u32 {
+        self.endpoints(addrs).get(i).map_or(0, |e| e.in_flight())
     }
+}
+
+/// A random index below `n` that `ok` allows and is not `except`, if any is: a few draws, then
+/// the first allowed one from a random start.
+fn random_where(n: usize, ok: &dyn Fn(usize) -> bool, except: Option<usize>) -> Option<usize> {
+    let allowed = |i: usize| ok(i) && Some(i) != except;
+    for _ in 0..4 {
+        let i = fastrand::usize(..n);
+        if allowed(i) {
+            return Some(i);
+        }
+    }
+    let start = fastrand::usize(..n);
+    (0..n).map(|k| (start + k) % n).find(|i| allowed(*i))
 }
 
 /// The ring: `POINTS` points per endpoint, by the hash of its address, sorted.
@@ -444,39 +484,48 @@ fn ring(addrs: &[SocketAddr]) -> Vec<(u64, usize)> {
 /// One request at one endpoint.
 #[derive(Debug)]
 pub struct InFlight {
-    endpoints: Arc<[EndpointLoad]>,
+    endpoints: Arc<[Arc<Endpoint>]>,
     index: usize,
-    started: Instant,
-    born: Instant,
+    /// [`now_nanos`] when it started.
+    started: u64,
+    passive: Passive,
 }
 
 impl InFlight {
-    /// The endpoint's response head arrived: its response time joins the endpoint's average,
-    /// which forgets older ones over [`DECAY`]; a slower one is taken at once (peak EWMA).
-    pub fn responded(&self) {
-        let Some(load) = self.endpoints.get(self.index) else {
+    /// The endpoint answered with `status`: its response time joins the endpoint's average,
+    /// which forgets older ones over [`DECAY`] (a slower one is taken at once: peak EWMA), and
+    /// passive health counts the status.
+    pub fn responded(&self, status: u16) {
+        let Some(endpoint) = self.endpoints.get(self.index) else {
             return;
         };
-        let now = Instant::now();
-        let rtt = now.duration_since(self.started).as_nanos() as f64;
-        let now_nanos = now.duration_since(self.born).as_nanos() as u64;
-        let last = load.touched_nanos.swap(now_nanos, Ordering::Relaxed);
-        let old = load.ewma_nanos.load(Ordering::Relaxed) as f64;
+        let now = now_nanos();
+        let rtt = now.saturating_sub(self.started) as f64;
+        let last = endpoint.touched_nanos.swap(now, Ordering::Relaxed);
+        let old = endpoint.ewma_nanos.load(Ordering::Relaxed) as f64;
         let next = if old == 0.0 || rtt > old {
             rtt
         } else {
-            let elapsed = now_nanos.saturating_sub(last) as f64;
+            let elapsed = now.saturating_sub(last) as f64;
             let weight = (-elapsed / DECAY.as_nanos() as f64).exp();
             old * weight + rtt * (1.0 - weight)
         };
-        load.ewma_nanos.store(next as u64, Ordering::Relaxed);
+        endpoint.ewma_nanos.store(next as u64, Ordering::Relaxed);
+        self.passive
+            .record(&self.endpoints, self.index, Outcome::Status(status));
+    }
+
+    /// The endpoint gave no response (refused, reset, timed out).
+    pub fn failed(&self) {
+        self.passive
+            .record(&self.endpoints, self.index, Outcome::LocalOriginFailure);
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if let Some(load) = self.endpoints.get(self.index) {
-            load.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if let Some(endpoint) = self.endpoints.get(self.index) {
+            endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -540,8 +589,8 @@ mod tests {
 
     #[test]
     fn a_hash_key_keeps_its_endpoint_and_adding_one_moves_few_keys() {
-        let three = Balancer::new(3);
-        let four = Balancer::new(4);
+        let three = Balancer::default();
+        let four = Balancer::default();
         let hash = Balance::Hash(Arc::new(HashKey::parse("$request_uri").unwrap()));
         let mut counts = [0usize; 3];
         let mut moved = 0;
@@ -569,7 +618,7 @@ mod tests {
 
     #[test]
     fn retries_go_to_endpoints_not_tried_yet() {
-        let balancer = Balancer::new(3);
+        let balancer = Balancer::default();
         for balance in [
             Balance::RoundRobin,
             Balance::Random,
@@ -590,18 +639,16 @@ mod tests {
 
     #[test]
     fn least_request_avoids_a_busy_endpoint() {
-        let balancer = Balancer::new(2);
-        let _busy: Vec<InFlight> = (0..5).map(|_| balancer.start(0)).collect();
+        let balancer = Balancer::default();
+        let two = addrs(2);
+        let busy: Vec<InFlight> = (0..5)
+            .map(|_| balancer.start(&two, 0, Passive::default()))
+            .collect();
         for _ in 0..50 {
-            let i = balancer
-                .pick(&addrs(2), &Balance::LeastRequest, None, &[])
-                .unwrap();
-            assert!(
-                i == 1 || balancer.in_flight(1) >= 5,
-                "picked the endpoint with 5 in flight"
-            );
+            let i = balancer.pick(&two, &Balance::LeastRequest, None, &[]).unwrap();
+            assert_eq!(i, 1, "picked the endpoint with 5 in flight");
         }
-        drop(_busy);
-        assert_eq!(balancer.in_flight(0), 0);
+        drop(busy);
+        assert_eq!(balancer.in_flight(&two, 0), 0);
     }
 }

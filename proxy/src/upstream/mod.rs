@@ -8,6 +8,10 @@
 pub mod affinity;
 mod attempts;
 pub mod balance;
+pub mod endpoint;
+pub mod exposition;
+pub mod health;
+pub mod probe;
 mod resolver;
 
 pub use attempts::{Attempts, MAX_ATTEMPTS, UpstreamError};

@@ -9,11 +9,13 @@ pub const GROUP: &str = "gantry.dev";
 
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
+mod backend_policy;
 mod certificates;
 mod dns;
 mod fixed_response;
 mod plugins;
 
+pub use backend_policy::*;
 pub use certificates::*;
 pub use dns::*;
 pub use fixed_response::*;

@@ -294,6 +294,7 @@ async fn proxy(
                 Ok(upstream) => (upstream, false),
                 Err(e) => {
                     edge.count_upstream_error(ctx, &e);
+                    ctx.attempts.failed();
                     if ctx.attempts.may_retry(group) {
                         continue;
                     }
@@ -310,7 +311,7 @@ async fn proxy(
             client,
             upstream,
             addr,
-            &ctx.attempts,
+            &mut ctx.attempts,
             set_cookie.as_deref(),
             req,
             plugged.as_deref_mut(),
@@ -335,6 +336,7 @@ async fn proxy(
             Err(failure) => {
                 if failure.error.esource() == &ErrorSource::Upstream {
                     edge.count_upstream_error(ctx, &failure.error);
+                    ctx.attempts.failed();
                 }
                 return Err(failure);
             }
@@ -410,7 +412,7 @@ async fn exchange(
     client: &mut Client<'_>,
     mut upstream: TcpStream,
     addr: SocketAddr,
-    attempts: &Attempts,
+    attempts: &mut Attempts,
     set_cookie: Option<&str>,
     req: &Request,
     plugged: Option<&mut Plugged>,
@@ -482,7 +484,7 @@ async fn exchange(
                     continue;
                 }
                 Ok(Some(relayed)) => {
-                    attempts.responded();
+                    attempts.responded(relayed.status);
                     break relayed;
                 }
                 Ok(None) if upstream_buf.len() > MOST_RESPONSE_HEAD_BYTES => {

@@ -1,0 +1,289 @@
+//! BackendPolicies resolved to what each Service port gets: every policy checked field by field,
+//! its targets found, and each port given the policy that names it by `sectionName`, else the
+//! one that targets its whole Service; of two at the same level the older (by
+//! creationTimestamp, then name) wins and the newer is reported for that target. A policy that
+//! is invalid applies nowhere: the ports it targets keep the defaults, and the problem names the
+//! field.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::crd::{
+    ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, PassiveHealthCheck,
+};
+use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
+use crate::duration::parse_duration;
+use crate::problem::{FieldError, Problem};
+use crate::upstream::health::{ActiveCheck, HealthPolicy, Passive, Probe};
+
+/// What the BackendPolicies give each Service port.
+#[derive(Debug, Default)]
+pub struct BackendPolicies {
+    /// By Service and port number.
+    ports: HashMap<(NamespacedName, u16), Applied>,
+}
+
+/// The policy a port took.
+#[derive(Clone, Debug)]
+struct Applied {
+    policy: NamespacedName,
+    /// Whether it names the port (rather than the whole Service).
+    by_section: bool,
+    health: HealthPolicy,
+}
+
+impl BackendPolicies {
+    /// The health policy of `service`'s port `port`.
+    pub fn health(&self, service: &NamespacedName, port: u16) -> HealthPolicy {
+        self.ports
+            .get(&(service.clone(), port))
+            .map(|a| a.health.clone())
+            .unwrap_or_default()
+    }
+
+    /// Resolves the store's BackendPolicies, adding what is wrong to `problems`.
+    pub fn new(store: &Store, problems: &mut Vec<Problem>) -> Self {
+        let mut policies: Vec<_> = store.backend_policies.iter().collect();
+        policies.sort_by(|(a_key, a), (b_key, b)| {
+            let a_time = a.object.metadata.creation_timestamp.as_ref();
+            let b_time = b.object.metadata.creation_timestamp.as_ref();
+            (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
+        });
+        let mut resolved = BackendPolicies::default();
+        for (key, stored) in policies {
+            let problem = |error: FieldError| {
+                Problem::at(
+                    stored.file.clone(),
+                    ObjectRef::new(Kind::BackendPolicy, key),
+                    error,
+                )
+            };
+            let health = match health_policy(stored.object.spec.health_check.as_ref()) {
+                Ok(health) => health,
+                Err(error) => {
+                    problems.push(problem(error));
+                    continue;
+                }
+            };
+            for i in 0..stored.object.spec.target_refs.len() {
+                if let Err(error) = resolved.attach(store, key, stored, i, &health) {
+                    problems.push(problem(error));
+                }
+            }
+        }
+        resolved
+    }
+
+    /// Gives the ports target `i` of `policy` names the policy's health settings, unless an
+    /// older policy has them at the same level.
+    fn attach(
+        &mut self,
+        store: &Store,
+        key: &NamespacedName,
+        stored: &Stored<BackendPolicy>,
+        i: usize,
+        health: &HealthPolicy,
+    ) -> Result<(), FieldError> {
+        let target = &stored.object.spec.target_refs[i];
+        let field = |name: &str| format!("spec.targetRefs[{i}].{name}");
+        if !target.group.is_empty() || target.kind != "Service" {
+            return Err(FieldError::new(
+                field("kind"),
+                format!(
+                    "{:?} of group {:?} cannot be targeted: a BackendPolicy targets Services \
+                     (group \"\", kind Service)",
+                    target.kind, target.group
+                ),
+            ));
+        }
+        let service_key = NamespacedName::new(&key.namespace, &target.name);
+        let service = store.services.get(&service_key).ok_or_else(|| {
+            FieldError::new(field("name"), format!("Service {service_key} not found"))
+        })?;
+        let ports: Vec<_> = service
+            .object
+            .spec
+            .iter()
+            .flat_map(|s| s.ports.iter().flatten())
+            .filter(|p| {
+                target
+                    .section_name
+                    .as_ref()
+                    .is_none_or(|section| p.name.as_ref() == Some(section))
+            })
+            .filter_map(|p| u16::try_from(p.port).ok())
+            .collect();
+        if let (Some(section), true) = (&target.section_name, ports.is_empty()) {
+            return Err(FieldError::new(
+                field("sectionName"),
+                format!("Service {service_key} has no port named {section:?}"),
+            ));
+        }
+        let by_section = target.section_name.is_some();
+        let mut lost_to = None;
+        for port in ports {
+            let slot = (service_key.clone(), port);
+            match self.ports.get(&slot) {
+                Some(held) if held.policy == *key => {}
+                // One that names the port is meant to win there: no conflict.
+                Some(held) if held.by_section && !by_section => {}
+                Some(held) if held.by_section == by_section => {
+                    lost_to.get_or_insert_with(|| held.policy.clone());
+                }
+                _ => {
+                    self.ports.insert(
+                        slot,
+                        Applied {
+                            policy: key.clone(),
+                            by_section,
+                            health: health.clone(),
+                        },
+                    );
+                }
+            }
+        }
+        match lost_to {
+            Some(older) => Err(FieldError::new(
+                field("name"),
+                format!(
+                    "conflicts with BackendPolicy {older}, which is older and targets \
+                     Service {service_key} the same way: that one applies"
+                ),
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The health settings a policy's `healthCheck` gives, or the first field that is wrong.
+fn health_policy(check: Option<&HealthCheck>) -> Result<HealthPolicy, FieldError> {
+    let Some(check) = check else {
+        return Ok(HealthPolicy::default());
+    };
+    Ok(HealthPolicy {
+        passive: match &check.passive {
+            Some(passive) => passive_policy(passive)?,
+            None => Passive::default(),
+        },
+        active: check.active.as_ref().map(active_check).transpose()?,
+    })
+}
+
+fn passive_policy(passive: &PassiveHealthCheck) -> Result<Passive, FieldError> {
+    let field = |name: &str| format!("spec.healthCheck.passive.{name}");
+    let base_ejection_time = duration(
+        passive.base_ejection_time.as_deref(),
+        Duration::from_secs(30),
+        &field("baseEjectionTime"),
+    )?;
+    let max_ejection_percent = passive.max_ejection_percent.unwrap_or(10);
+    if max_ejection_percent > 100 {
+        return Err(FieldError::new(
+            field("maxEjectionPercent"),
+            format!("{max_ejection_percent} is more than 100"),
+        ));
+    }
+    Ok(Passive {
+        consecutive_local_origin_failures: passive.consecutive_local_origin_failures.unwrap_or(5),
+        consecutive_gateway_errors: passive.consecutive_gateway_errors.unwrap_or(0),
+        consecutive_5xx_errors: passive.consecutive_5xx_errors.unwrap_or(5),
+        base_ejection_time,
+        max_ejection_percent,
+    })
+}
+
+fn active_check(active: &ActiveHealthCheck) -> Result<ActiveCheck, FieldError> {
+    let field = |name: &str| format!("spec.healthCheck.active.{name}");
+    let interval = duration(
+        active.interval.as_deref(),
+        Duration::from_secs(3),
+        &field("interval"),
+    )?;
+    let timeout = duration(
+        active.timeout.as_deref(),
+        Duration::from_secs(1),
+        &field("timeout"),
+    )?;
+    let threshold = |value: Option<u32>, default: u32, name: &str| match value.unwrap_or(default) {
+        0 => Err(FieldError::new(field(name), "must be at least 1")),
+        n => Ok(n),
+    };
+    let probe = match (active.check_type, &active.http) {
+        (ActiveCheckType::Tcp, None) => Probe::Tcp,
+        (ActiveCheckType::Tcp, Some(_)) => {
+            return Err(FieldError::new(
+                field("http"),
+                "is for type HTTP; a TCP check only connects",
+            ));
+        }
+        (ActiveCheckType::Http, None) => {
+            return Err(FieldError::new(
+                field("http"),
+                "is required for type HTTP (its path at least)",
+            ));
+        }
+        (ActiveCheckType::Http, Some(http)) => {
+            if !http.path.starts_with('/') || http.path.contains(char::is_whitespace) {
+                return Err(FieldError::new(
+                    field("http.path"),
+                    format!("{:?} is not a path: it starts with / and has no spaces", http.path),
+                ));
+            }
+            let method = http.method.clone().unwrap_or_else(|| "GET".to_owned());
+            if http::Method::from_bytes(method.as_bytes()).is_err() {
+                return Err(FieldError::new(
+                    field("http.method"),
+                    format!("{method:?} is not an HTTP method"),
+                ));
+            }
+            if let Some(bad) = http
+                .expected_statuses
+                .iter()
+                .find(|s| !(100..=599).contains(*s))
+            {
+                return Err(FieldError::new(
+                    field("http.expectedStatuses"),
+                    format!("{bad} is not an HTTP status"),
+                ));
+            }
+            let hostname = http.hostname.clone().filter(|h| !h.is_empty());
+            if let Some(host) = &hostname
+                && http::HeaderValue::from_str(host).is_err()
+            {
+                return Err(FieldError::new(
+                    field("http.hostname"),
+                    format!("{host:?} cannot be a Host field"),
+                ));
+            }
+            Probe::Http {
+                method,
+                path: http.path.clone(),
+                hostname,
+                expected_statuses: if http.expected_statuses.is_empty() {
+                    vec![200]
+                } else {
+                    http.expected_statuses.clone()
+                },
+            }
+        }
+    };
+    Ok(ActiveCheck {
+        probe,
+        interval,
+        timeout,
+        healthy_threshold: threshold(active.healthy_threshold, 1, "healthyThreshold")?,
+        unhealthy_threshold: threshold(active.unhealthy_threshold, 3, "unhealthyThreshold")?,
+    })
+}
+
+/// A duration field: `default` when unset; zero is refused.
+fn duration(text: Option<&str>, default: Duration, field: &str) -> Result<Duration, FieldError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    match parse_duration(text) {
+        Ok(d) if d.is_zero() => Err(FieldError::new(field, "must be more than 0")),
+        Ok(d) => Ok(d),
+        Err(reason) => Err(FieldError::new(field, reason)),
+    }
+}

@@ -1,0 +1,131 @@
+//! BackendPolicy: how Gantry treats the endpoints of the Services it targets, attached as the
+//! Gateway API's policies attach (`targetRefs`, with `sectionName` naming one port). Field
+//! names follow Envoy Gateway's BackendTrafficPolicy where it has them.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ResourceStatus;
+
+/// Health checking (and, as they land, the other traffic settings) for the endpoints of the
+/// Services it targets.
+///
+/// A port of a Service takes the policy that names it by `sectionName`, else the one that
+/// targets the whole Service; of two at the same level the older wins and the newer is
+/// reported as conflicting.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "BackendPolicy",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    namespaced,
+    shortname = "bp"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendPolicySpec {
+    /// The Services (in the policy's namespace) it applies to.
+    pub target_refs: Vec<PolicyTargetReference>,
+    /// Active and passive health checking.
+    #[serde(default)]
+    pub health_check: Option<HealthCheck>,
+}
+
+/// What a policy applies to, as the Gateway API's `LocalPolicyTargetReferenceWithSectionName`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PolicyTargetReference {
+    /// `""`, the core group.
+    #[serde(default)]
+    pub group: String,
+    /// `Service`.
+    pub kind: String,
+    pub name: String,
+    /// One port of the Service, by its name; every port when unset.
+    #[serde(default)]
+    pub section_name: Option<String>,
+}
+
+/// Health checking, as Envoy Gateway's `healthCheck`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default)]
+    pub active: Option<ActiveHealthCheck>,
+    #[serde(default)]
+    pub passive: Option<PassiveHealthCheck>,
+}
+
+/// Probes of every endpoint on an interval.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ActiveHealthCheck {
+    /// `HTTP` (a request whose status must be expected) or `TCP` (a connect).
+    #[serde(rename = "type")]
+    pub check_type: ActiveCheckType,
+    /// Between probes of one endpoint (default `3s`).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// Longest a probe may take (default `1s`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Good probes in a row that bring an endpoint back (default 1).
+    #[serde(default)]
+    pub healthy_threshold: Option<u32>,
+    /// Failed probes in a row that take it out (default 3).
+    #[serde(default)]
+    pub unhealthy_threshold: Option<u32>,
+    /// The request of an `HTTP` check.
+    #[serde(default)]
+    pub http: Option<HttpHealthCheck>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum ActiveCheckType {
+    #[serde(rename = "HTTP")]
+    Http,
+    #[serde(rename = "TCP")]
+    Tcp,
+}
+
+/// The request an `HTTP` check sends.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpHealthCheck {
+    /// Path and query (required), such as `/healthz`.
+    pub path: String,
+    /// Default `GET`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The `Host` field; the endpoint's address when unset.
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Statuses that mean healthy (default `[200]`).
+    #[serde(default)]
+    pub expected_statuses: Vec<u16>,
+}
+
+/// Outlier ejection from the responses of real requests. An unset field takes Envoy
+/// Gateway's default.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PassiveHealthCheck {
+    /// Refusals, resets and timeouts in a row that eject (default 5; 0 turns it off).
+    #[serde(default)]
+    pub consecutive_local_origin_failures: Option<u32>,
+    /// 502, 503 and 504 responses in a row that eject (default 0: off).
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    /// 5xx responses in a row that eject (default 5; 0 turns it off).
+    #[serde(default, rename = "consecutive5XxErrors")]
+    pub consecutive_5xx_errors: Option<u32>,
+    /// The first ejection's length (default `30s`); the n-th lasts n times as long, up to 300s.
+    #[serde(default)]
+    pub base_ejection_time: Option<String>,
+    /// Most of a Service port's endpoints ejected at once, in percent (default 10; one may
+    /// always be).
+    #[serde(default)]
+    pub max_ejection_percent: Option<u32>,
+}

@@ -1,0 +1,121 @@
+//! One endpoint of an upstream group as it lasts from one Snapshot to the next: what it is doing
+//! (requests in flight, response-time average) and what its health is (passive ejection, the
+//! active check's verdict). A Snapshot's groups are compiled fresh; installing one hands each
+//! group the endpoints its predecessor of the same name had ([`super::Balancer::inherit`]), so
+//! that a reload neither forgets an ejection nor loses count of the requests in flight.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Nanoseconds since the process's first look at the clock: the time base of every endpoint's
+/// timestamps, which must outlive any one Snapshot.
+pub fn now_nanos() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+pub(super) fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// One endpoint's state.
+#[derive(Debug)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub(super) in_flight: AtomicU32,
+    /// Response-time average in nanoseconds (0: none measured yet).
+    pub(super) ewma_nanos: AtomicU64,
+    /// When the average last moved ([`now_nanos`]).
+    pub(super) touched_nanos: AtomicU64,
+    /// Failures in a row, of each kind passive health counts.
+    pub(super) local_failures: AtomicU32,
+    pub(super) gateway_errors: AtomicU32,
+    pub(super) server_errors: AtomicU32,
+    /// Until when it is ejected ([`now_nanos`]; 0: never was).
+    pub(super) ejected_until: AtomicU64,
+    /// Ejections not yet forgiven: each makes the next one longer.
+    pub(super) ejections: AtomicU32,
+    /// Whether the active check last found it unhealthy.
+    pub(super) failing_checks: AtomicBool,
+    /// What it has done since it joined, for metrics.
+    pub(super) totals: Totals,
+}
+
+/// Counts over an endpoint's life, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Totals {
+    pub requests: AtomicU64,
+    pub local_origin_failures: AtomicU64,
+    pub server_errors: AtomicU64,
+    pub ejections: AtomicU64,
+    pub checks_passed: AtomicU64,
+    pub checks_failed: AtomicU64,
+}
+
+impl Endpoint {
+    pub fn new(addr: SocketAddr) -> Self {
+        Endpoint {
+            addr,
+            in_flight: AtomicU32::new(0),
+            ewma_nanos: AtomicU64::new(0),
+            touched_nanos: AtomicU64::new(0),
+            local_failures: AtomicU32::new(0),
+            gateway_errors: AtomicU32::new(0),
+            server_errors: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+            ejections: AtomicU32::new(0),
+            failing_checks: AtomicBool::new(false),
+            totals: Totals::default(),
+        }
+    }
+
+    /// Whether new requests may go to it at `now` ([`now_nanos`]): not ejected, and not failing
+    /// its active check.
+    pub fn usable(&self, now: u64) -> bool {
+        !self.ejected(now) && !self.failing_checks.load(Ordering::Relaxed)
+    }
+
+    /// Whether passive health has it ejected at `now`.
+    pub fn ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Requests in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Whether the active check says it is healthy (true while none runs).
+    pub fn passing_checks(&self) -> bool {
+        !self.failing_checks.load(Ordering::Relaxed)
+    }
+
+    /// The active check's verdict; whether it changed.
+    pub fn set_passing_checks(&self, passing: bool) -> bool {
+        self.failing_checks.swap(!passing, Ordering::Relaxed) == passing
+    }
+
+    /// What it has done since it joined.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Counts one active check's result.
+    pub fn count_check(&self, passed: bool) {
+        let counter = if passed {
+            &self.totals.checks_passed
+        } else {
+            &self.totals.checks_failed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How long it stays ejected from `now`, if it is.
+    pub fn ejected_for(&self, now: u64) -> Option<Duration> {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until > now).then(|| Duration::from_nanos(until - now))
+    }
+}
