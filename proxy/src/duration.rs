@@ -49,7 +49,10 @@ pub fn format_duration(duration: Duration) -> String {
 }
 
 /// Serializes a duration as [`format_duration`] writes it (for `/config`).
-pub fn serialize<S: serde::Serializer>(duration: &Duration, serializer: S) -> Result<S::Ok, S::Error> {
+pub fn serialize<S: serde::Serializer>(
+    duration: &Duration,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
     serializer.collect_str(&format_duration(*duration))
 }
 

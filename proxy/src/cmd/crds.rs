@@ -6,7 +6,8 @@
 use kube::CustomResourceExt;
 
 use crate::config::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer, WasmPlugin,
+    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    WasmPlugin,
 };
 
 /// The CustomResourceDefinitions, as one YAML stream.

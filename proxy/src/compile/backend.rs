@@ -194,7 +194,8 @@ impl<'a> Backends<'a> {
         let group = match self.groups.get(&canonical) {
             Some(group) => group.clone(),
             None => {
-                let mut group = UpstreamGroup::new(format!("{key}:{}", canonical.1), target, protocol);
+                let mut group =
+                    UpstreamGroup::new(format!("{key}:{}", canonical.1), target, protocol);
                 if let Some(port) = service_port.and_then(|p| u16::try_from(p.port).ok()) {
                     group.health = self.policies.health(&key, port);
                 }

@@ -226,7 +226,10 @@ fn active_check(active: &ActiveHealthCheck) -> Result<ActiveCheck, FieldError> {
             if !http.path.starts_with('/') || http.path.contains(char::is_whitespace) {
                 return Err(FieldError::new(
                     field("http.path"),
-                    format!("{:?} is not a path: it starts with / and has no spaces", http.path),
+                    format!(
+                        "{:?} is not a path: it starts with / and has no spaces",
+                        http.path
+                    ),
                 ));
             }
             let method = http.method.clone().unwrap_or_else(|| "GET".to_owned());

@@ -45,7 +45,9 @@ pub(super) fn held_resources(store: &Store) -> BTreeMap<ObjectRef, HeldResource>
     for (key, resource) in plain(&store.wasm_plugins, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::WasmPlugin, key, resource);
     }
-    for (key, resource) in plain(&store.backend_policies, |o| (&o.metadata, o.status.as_ref())) {
+    for (key, resource) in plain(&store.backend_policies, |o| {
+        (&o.metadata, o.status.as_ref())
+    }) {
         add(Kind::BackendPolicy, key, resource);
     }
     for (key, resource) in plain(&store.dns_zones, |o| (&o.metadata, o.status.as_ref())) {

@@ -645,7 +645,9 @@ mod tests {
             .map(|_| balancer.start(&two, 0, Passive::default()))
             .collect();
         for _ in 0..50 {
-            let i = balancer.pick(&two, &Balance::LeastRequest, None, &[]).unwrap();
+            let i = balancer
+                .pick(&two, &Balance::LeastRequest, None, &[])
+                .unwrap();
             assert_eq!(i, 1, "picked the endpoint with 5 in flight");
         }
         drop(busy);

@@ -77,7 +77,8 @@ impl Passive {
         let Some(endpoint) = endpoints.get(index) else {
             return false;
         };
-        let bump = |counter: &std::sync::atomic::AtomicU32| counter.fetch_add(1, Ordering::Relaxed) + 1;
+        let bump =
+            |counter: &std::sync::atomic::AtomicU32| counter.fetch_add(1, Ordering::Relaxed) + 1;
         let reset = |counter: &std::sync::atomic::AtomicU32| {
             // Most responses are fine: a store only when there is something to clear.
             if counter.load(Ordering::Relaxed) != 0 {
@@ -97,7 +98,10 @@ impl Passive {
             Outcome::Status(status) => {
                 reset(&endpoint.local_failures);
                 if status >= 500 {
-                    endpoint.totals.server_errors.fetch_add(1, Ordering::Relaxed);
+                    endpoint
+                        .totals
+                        .server_errors
+                        .fetch_add(1, Ordering::Relaxed);
                     let gateway = if matches!(status, 502..=504) {
                         bump(&endpoint.gateway_errors)
                     } else {
@@ -238,7 +242,10 @@ mod tests {
         gateway.record(&endpoints, 2, Outcome::Status(502));
         gateway.record(&endpoints, 2, Outcome::Status(500));
         gateway.record(&endpoints, 2, Outcome::Status(504));
-        assert!(!gateway.record(&endpoints, 2, Outcome::Status(503)), "a 500 broke the run");
+        assert!(
+            !gateway.record(&endpoints, 2, Outcome::Status(503)),
+            "a 500 broke the run"
+        );
         assert!(gateway.record(&endpoints, 2, Outcome::Status(503)));
         let server = Passive {
             consecutive_5xx_errors: 2,
@@ -278,7 +285,9 @@ mod tests {
         };
         assert!(passive.record(&endpoints, 0, Outcome::LocalOriginFailure));
         // As if the first ejection had just ended.
-        endpoints[0].ejected_until.store(now_nanos(), Ordering::Relaxed);
+        endpoints[0]
+            .ejected_until
+            .store(now_nanos(), Ordering::Relaxed);
         assert!(passive.record(&endpoints, 0, Outcome::LocalOriginFailure));
         let left = endpoints[0].ejected_for(now_nanos()).unwrap();
         assert!(left > Duration::from_secs(15), "{left:?}");

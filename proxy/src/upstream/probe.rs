@@ -57,10 +57,7 @@ impl BackgroundService for Prober {
 }
 
 /// Starts the checks `snapshot` wants that are not running, and stops those it no longer wants.
-fn reconcile(
-    snapshot: &Snapshot,
-    running: &mut HashMap<(String, SocketAddr), Running>,
-) {
+fn reconcile(snapshot: &Snapshot, running: &mut HashMap<(String, SocketAddr), Running>) {
     let mut wanted = HashMap::new();
     for group in &snapshot.upstreams {
         let Some(check) = &group.health.active else {
@@ -87,11 +84,7 @@ fn reconcile(
         if running.contains_key(&key) {
             continue;
         }
-        let task = tokio::spawn(check_loop(
-            key.0.clone(),
-            endpoint.clone(),
-            check.clone(),
-        ));
+        let task = tokio::spawn(check_loop(key.0.clone(), endpoint.clone(), check.clone()));
         running.insert(
             key,
             Running {
@@ -110,10 +103,11 @@ async fn check_loop(group: String, endpoint: Arc<Endpoint>, check: ActiveCheck) 
     let (mut passed, mut failed) = (0u32, 0u32);
     loop {
         interval.tick().await;
-        let result = match tokio::time::timeout(check.timeout, probe(endpoint.addr, &check.probe)).await {
-            Ok(result) => result,
-            Err(_) => Err(format!("no answer within {:?}", check.timeout)),
-        };
+        let result =
+            match tokio::time::timeout(check.timeout, probe(endpoint.addr, &check.probe)).await {
+                Ok(result) => result,
+                Err(_) => Err(format!("no answer within {:?}", check.timeout)),
+            };
         endpoint.count_check(result.is_ok());
         match result {
             Ok(()) => {
@@ -219,7 +213,10 @@ mod tests {
         let ok = answering("HTTP/1.1 200 OK").await;
         let failing = answering("HTTP/1.1 503 Service Unavailable").await;
         assert_eq!(probe(ok, &http(&[200])).await, Ok(()));
-        assert_eq!(probe(failing, &http(&[200])).await, Err("answered 503".into()));
+        assert_eq!(
+            probe(failing, &http(&[200])).await,
+            Err("answered 503".into())
+        );
         assert_eq!(probe(failing, &http(&[200, 503])).await, Ok(()));
         assert_eq!(probe(failing, &Probe::Tcp).await, Ok(()));
     }

@@ -12,6 +12,7 @@ mod deploy;
 mod dns;
 mod dns_publish;
 mod dns_transfer;
+mod health;
 mod http1_relay;
 mod idle;
 mod kube;

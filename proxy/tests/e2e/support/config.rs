@@ -58,6 +58,29 @@ pub fn service(
     app_protocol: Option<&str>,
     endpoints: &[(SocketAddr, bool)],
 ) -> String {
+    let endpoints: Vec<_> = endpoints
+        .iter()
+        .map(|(addr, ready)| {
+            let conditions = if *ready { READY } else { "{ready: false}" };
+            (*addr, conditions)
+        })
+        .collect();
+    service_with_conditions(namespace, name, port_name, app_protocol, &endpoints)
+}
+
+/// An endpoint's conditions in an EndpointSlice: ready (and serving, not terminating).
+pub const READY: &str = "{ready: true, serving: true, terminating: false}";
+/// A terminating Pod's endpoint, still finishing its requests, as the EndpointSlice API marks it.
+pub const TERMINATING: &str = "{ready: false, serving: true, terminating: true}";
+
+/// [`service`] with each endpoint's `conditions` as YAML ([`READY`], [`TERMINATING`]).
+pub fn service_with_conditions(
+    namespace: &str,
+    name: &str,
+    port_name: &str,
+    app_protocol: Option<&str>,
+    endpoints: &[(SocketAddr, &str)],
+) -> String {
     let app_protocol = app_protocol
         .map(|p| format!("\n      appProtocol: {p}"))
         .unwrap_or_default();
@@ -73,7 +96,7 @@ spec:
       port: 80{app_protocol}
 "
     );
-    for (i, (addr, ready)) in endpoints.iter().enumerate() {
+    for (i, (addr, conditions)) in endpoints.iter().enumerate() {
         let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
         yaml.push_str(&format!(
             "---
@@ -90,8 +113,7 @@ ports:
     port: {port}
 endpoints:
   - addresses: [\"{ip}\"]
-    conditions:
-      ready: {ready}
+    conditions: {conditions}
 ",
             port = addr.port(),
             ip = addr.ip(),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,18 +25,34 @@ pub struct Seen {
     pub connections: AtomicUsize,
     pub requests: AtomicUsize,
     pub in_flight: AtomicUsize,
+    /// When not 0, the echo server answers every request with this status (an endpoint that
+    /// has started failing, its health path included).
+    pub fail_with: AtomicU16,
 }
 
-/// A server on a loopback port, stopped when dropped.
+/// A server on a loopback port, which stops accepting when dropped.
 pub struct Upstream {
     pub addr: SocketAddr,
     pub seen: Arc<Seen>,
     task: JoinHandle<()>,
+    /// Told to drop every connection at once.
+    kill: tokio::sync::watch::Sender<bool>,
 }
 
 impl Upstream {
     pub fn new(addr: SocketAddr, seen: Arc<Seen>, task: JoinHandle<()>) -> Self {
-        Upstream { addr, seen, task }
+        Upstream {
+            addr,
+            seen,
+            task,
+            kill: tokio::sync::watch::channel(false).0,
+        }
+    }
+
+    /// Dies as a killed process does: no more connections, and those open are closed at once,
+    /// mid-response or not.
+    pub fn kill(self) {
+        self.kill.send_replace(true);
     }
 }
 
@@ -56,9 +72,18 @@ pub async fn echo(name: &str) -> Upstream {
 
 /// [`echo`] that takes `delay` over every answer: an endpoint slower than its peers.
 pub async fn slow_echo(name: &str, delay: Duration) -> Upstream {
+    echo_on("127.0.0.1".parse().unwrap(), name, delay).await
+}
+
+/// [`echo`] on a port of `ip`, as one of several endpoints of a Service on 127.0.0.x.
+pub async fn echo_at(ip: &str, name: &str) -> Upstream {
+    echo_on(ip.parse().unwrap(), name, Duration::ZERO).await
+}
+
+async fn echo_on(ip: std::net::IpAddr, name: &str, delay: Duration) -> Upstream {
     let seen = Arc::new(Seen::default());
     let counted = seen.clone();
-    serve(name, seen, move |stream, name| {
+    serve_on(ip, name, seen, move |stream, name| {
         let seen = counted.clone();
         let connection = seen.connections.load(Ordering::SeqCst);
         async move {
@@ -89,6 +114,7 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     seen.requests.fetch_add(1, Ordering::SeqCst);
     seen.in_flight.fetch_add(1, Ordering::SeqCst);
+    let failing = seen.fail_with.load(Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -111,10 +137,13 @@ async fn answer(
             .or_default()
             .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
     }
-    let status = path
-        .strip_prefix("/status/")
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(200);
+    let status = match failing {
+        0 => path
+            .strip_prefix("/status/")
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(200),
+        failing => failing,
+    };
     let report = json!({
         "server": name,
         "method": parts.method.as_str(),
@@ -195,20 +224,44 @@ where
     F: Fn(tokio::net::TcpStream, String) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    serve_on("127.0.0.1".parse().unwrap(), name, seen, handle).await
+}
+
+/// [`serve`] on a port of `ip` (another loopback address: 127.0.0.2, 127.0.0.3...).
+pub async fn serve_on<F, Fut>(
+    ip: std::net::IpAddr,
+    name: &str,
+    seen: Arc<Seen>,
+    handle: F,
+) -> Upstream
+where
+    F: Fn(tokio::net::TcpStream, String) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind(SocketAddr::new(ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let task_seen = seen.clone();
     let server_name = name.to_owned();
+    let (kill, killed) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             task_seen.connections.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(handle(stream, server_name.clone()));
+            let connection = handle(stream, server_name.clone());
+            let mut killed = killed.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = connection => {}
+                    _ = killed.wait_for(|k| *k) => {}
+                }
+            });
         }
     });
-    Upstream::new(addr, seen, task)
+    let mut upstream = Upstream::new(addr, seen, task);
+    upstream.kill = kill;
+    upstream
 }
 
 /// Echoes text messages back as `NAME: MESSAGE` until the peer closes.
