@@ -8,6 +8,7 @@ use crate::snapshot::{
 };
 use crate::upstream::balance::Balance;
 use crate::upstream::health::HealthPolicy;
+use crate::upstream::retry::{self, RetryPolicy};
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,6 +68,9 @@ enum BackendView<'a> {
         balance: &'a Balance,
         /// How the endpoints' health is judged (a BackendPolicy's, else the defaults).
         health: &'a HealthPolicy,
+        /// When a failed attempt goes again: the route's, else the Service's BackendPolicy's,
+        /// else the defaults.
+        retry: &'a RetryPolicy,
     },
     FixedResponse {
         status: u16,
@@ -121,6 +125,11 @@ impl<'a> ConfigView<'a> {
                         target: &group.target,
                         balance: &route.balance,
                         health: &group.health,
+                        retry: route
+                            .retry
+                            .as_deref()
+                            .or(group.retry.as_deref())
+                            .unwrap_or(&retry::DEFAULT),
                     },
                     Action::Respond(answer) => BackendView::FixedResponse {
                         status: answer.status,

@@ -197,7 +197,9 @@ impl<'a> Backends<'a> {
                 let mut group =
                     UpstreamGroup::new(format!("{key}:{}", canonical.1), target, protocol);
                 if let Some(port) = service_port.and_then(|p| u16::try_from(p.port).ok()) {
-                    group.health = self.policies.health(&key, port);
+                    let policy = self.policies.for_port(&key, port);
+                    group.health = policy.health;
+                    group.retry = policy.retry;
                 }
                 let group = Arc::new(group);
                 self.groups.insert(canonical, group.clone());

@@ -23,7 +23,9 @@ fn view(pass: &str, snapshot: &Snapshot, store: &crate::config::Store) -> Value 
             snapshot
                 .upstreams
                 .iter()
-                .map(|g| json!({"upstream": g.name, "health": g.health}))
+                .map(
+                    |g| json!({"upstream": g.name, "health": g.health, "retry": g.retry.as_deref()})
+                )
                 .collect::<Vec<_>>()
         ),
         "tls" => json!({"tls": config["tls"], "routes": config["routes"]}),

@@ -6,15 +6,17 @@
 //! field.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::crd::{
-    ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, PassiveHealthCheck,
+    ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, PassiveHealthCheck, Retry,
 };
 use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
 use crate::duration::parse_duration;
 use crate::problem::{FieldError, Problem};
 use crate::upstream::health::{ActiveCheck, HealthPolicy, Passive, Probe};
+use crate::upstream::retry::{self, Backoff, Budget, RetryPolicy};
 
 /// What the BackendPolicies give each Service port.
 #[derive(Debug, Default)]
@@ -29,15 +31,22 @@ struct Applied {
     policy: NamespacedName,
     /// Whether it names the port (rather than the whole Service).
     by_section: bool,
-    health: HealthPolicy,
+    settings: PortPolicy,
+}
+
+/// What a BackendPolicy sets for a port.
+#[derive(Clone, Debug, Default)]
+pub struct PortPolicy {
+    pub health: HealthPolicy,
+    pub retry: Option<Arc<RetryPolicy>>,
 }
 
 impl BackendPolicies {
-    /// The health policy of `service`'s port `port`.
-    pub fn health(&self, service: &NamespacedName, port: u16) -> HealthPolicy {
+    /// What `service`'s port `port` takes from its BackendPolicy (the defaults without one).
+    pub fn for_port(&self, service: &NamespacedName, port: u16) -> PortPolicy {
         self.ports
             .get(&(service.clone(), port))
-            .map(|a| a.health.clone())
+            .map(|a| a.settings.clone())
             .unwrap_or_default()
     }
 
@@ -58,15 +67,27 @@ impl BackendPolicies {
                     error,
                 )
             };
-            let health = match health_policy(stored.object.spec.health_check.as_ref()) {
-                Ok(health) => health,
+            let spec = &stored.object.spec;
+            let settings = health_policy(spec.health_check.as_ref()).and_then(|health| {
+                Ok(PortPolicy {
+                    health,
+                    retry: spec
+                        .retry
+                        .as_ref()
+                        .map(retry_policy)
+                        .transpose()?
+                        .map(Arc::new),
+                })
+            });
+            let settings = match settings {
+                Ok(settings) => settings,
                 Err(error) => {
                     problems.push(problem(error));
                     continue;
                 }
             };
-            for i in 0..stored.object.spec.target_refs.len() {
-                if let Err(error) = resolved.attach(store, key, stored, i, &health) {
+            for i in 0..spec.target_refs.len() {
+                if let Err(error) = resolved.attach(store, key, stored, i, &settings) {
                     problems.push(problem(error));
                 }
             }
@@ -82,7 +103,7 @@ impl BackendPolicies {
         key: &NamespacedName,
         stored: &Stored<BackendPolicy>,
         i: usize,
-        health: &HealthPolicy,
+        settings: &PortPolicy,
     ) -> Result<(), FieldError> {
         let target = &stored.object.spec.target_refs[i];
         let field = |name: &str| format!("spec.targetRefs[{i}].{name}");
@@ -136,7 +157,7 @@ impl BackendPolicies {
                         Applied {
                             policy: key.clone(),
                             by_section,
-                            health: health.clone(),
+                            settings: settings.clone(),
                         },
                     );
                 }
@@ -277,6 +298,140 @@ fn active_check(active: &ActiveHealthCheck) -> Result<ActiveCheck, FieldError> {
         healthy_threshold: threshold(active.healthy_threshold, 1, "healthyThreshold")?,
         unhealthy_threshold: threshold(active.unhealthy_threshold, 3, "unhealthyThreshold")?,
     })
+}
+
+/// The retry policy a policy's `retry` gives, or the first field that is wrong.
+fn retry_policy(spec: &Retry) -> Result<RetryPolicy, FieldError> {
+    let field = |name: &str| format!("spec.retry.{name}");
+    let mut policy = RetryPolicy {
+        tries: spec.num_retries.unwrap_or(2).saturating_add(1),
+        non_idempotent: spec.retry_non_idempotent.unwrap_or(false),
+        ..RetryPolicy::default()
+    };
+    policy.on = retry::RetryOn {
+        connect_failure: true,
+        reset: true,
+        timeout: true,
+        invalid_header: true,
+        statuses: vec![503],
+    };
+    if let Some(on) = &spec.retry_on {
+        policy.on = retry::RetryOn::default();
+        let local = |on: &mut retry::RetryOn| {
+            on.connect_failure = true;
+            on.reset = true;
+            on.timeout = true;
+            on.invalid_header = true;
+        };
+        let mut codes = false;
+        for (i, trigger) in on.triggers.iter().enumerate() {
+            match trigger.as_str() {
+                "connect-failure" => policy.on.connect_failure = true,
+                "reset" | "refused-stream" => {
+                    policy.on.reset = true;
+                    policy.on.timeout = true;
+                    policy.on.invalid_header = true;
+                }
+                "5xx" => {
+                    local(&mut policy.on);
+                    policy.on.statuses.extend(500..=599);
+                }
+                "gateway-error" => {
+                    local(&mut policy.on);
+                    policy.on.statuses.extend([502, 503, 504]);
+                }
+                "retriable-4xx" => policy.on.statuses.push(409),
+                "retriable-status-codes" => codes = true,
+                grpc @ ("cancelled" | "deadline-exceeded" | "internal" | "resource-exhausted"
+                | "unavailable") => {
+                    return Err(FieldError::new(
+                        field(&format!("retryOn.triggers[{i}]")),
+                        format!(
+                            "{grpc:?} retries by gRPC status, which Gantry does not read; \
+                             retry gRPC by HTTP status or reset"
+                        ),
+                    ));
+                }
+                other => {
+                    return Err(FieldError::new(
+                        field(&format!("retryOn.triggers[{i}]")),
+                        format!(
+                            "{other:?} is not a retry trigger: connect-failure, reset, \
+                             refused-stream, 5xx, gateway-error, retriable-4xx or \
+                             retriable-status-codes"
+                        ),
+                    ));
+                }
+            }
+        }
+        if let Some(bad) = on
+            .http_status_codes
+            .iter()
+            .find(|s| !(100..=599).contains(*s))
+        {
+            return Err(FieldError::new(
+                field("retryOn.httpStatusCodes"),
+                format!("{bad} is not an HTTP status"),
+            ));
+        }
+        match (codes, on.http_status_codes.is_empty()) {
+            (true, true) => {
+                return Err(FieldError::new(
+                    field("retryOn.httpStatusCodes"),
+                    "is required with the retriable-status-codes trigger",
+                ));
+            }
+            (false, false) => {
+                return Err(FieldError::new(
+                    field("retryOn.httpStatusCodes"),
+                    "applies only with the retriable-status-codes trigger",
+                ));
+            }
+            _ => policy.on.statuses.extend(&on.http_status_codes),
+        }
+        policy.on.statuses.sort_unstable();
+        policy.on.statuses.dedup();
+    }
+    if let Some(per_retry) = &spec.per_retry {
+        policy.per_try_timeout = per_retry
+            .timeout
+            .as_deref()
+            .map(|t| duration(Some(t), Duration::ZERO, &field("perRetry.timeout")))
+            .transpose()?;
+        if let Some(back_off) = &per_retry.back_off {
+            let base = duration(
+                back_off.base_interval.as_deref(),
+                Duration::from_millis(25),
+                &field("perRetry.backOff.baseInterval"),
+            )?;
+            let max = duration(
+                back_off.max_interval.as_deref(),
+                base * 10,
+                &field("perRetry.backOff.maxInterval"),
+            )?;
+            if max < base {
+                return Err(FieldError::new(
+                    field("perRetry.backOff.maxInterval"),
+                    "is shorter than baseInterval",
+                ));
+            }
+            policy.backoff = Some(Backoff { base, max });
+        }
+    }
+    if let Some(budget) = &spec.budget {
+        let percent = budget.percent.unwrap_or(20);
+        if percent > 100 {
+            return Err(FieldError::new(
+                field("budget.percent"),
+                format!("{percent} is more than 100"),
+            ));
+        }
+        policy.budget = Budget {
+            percent,
+            min_concurrency: budget.min_retry_concurrency.unwrap_or(3),
+        };
+    }
+    Ok(policy)
 }
 
 /// A duration field: `default` when unset; zero is refused.

@@ -151,6 +151,9 @@ impl Compiler<'_> {
         if let Some(limit) = nginx.body_limit {
             settings.body_limit = limit;
         }
+        if let Some(retry) = &nginx.retry {
+            settings.retry = Some(retry.clone());
+        }
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -439,6 +442,7 @@ impl Compiler<'_> {
             timeouts: settings.timeouts,
             balance: settings.balance.clone(),
             body_limit: settings.body_limit,
+            retry: settings.retry.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

@@ -36,6 +36,8 @@ pub struct IngressSettings {
     pub balance: crate::upstream::balance::Balance,
     /// The largest request body the routes take.
     pub body_limit: Option<u64>,
+    /// When a failed attempt goes again (else the Service's BackendPolicy's, else the default).
+    pub retry: Option<std::sync::Arc<crate::upstream::retry::RetryPolicy>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -46,6 +48,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         plugins: Vec::new(),
         balance: Default::default(),
         body_limit: None,
+        retry: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

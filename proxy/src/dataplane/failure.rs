@@ -6,6 +6,31 @@ use pingora::{Error, ErrorSource, ErrorType};
 use tracing::warn;
 
 use super::plugins::PLUGIN_FAILED;
+use crate::upstream::retry::Failed;
+
+/// A response held back because its status is one the route retries: the request goes again.
+pub(crate) const HELD_FOR_RETRY: ErrorType = ErrorType::Custom("response status retried");
+
+/// How an upstream attempt failed, as the retry policy names it; `status` is the held
+/// response's. `None`: not the upstream's failure.
+pub(super) fn retry_kind(e: &Error, status: u16) -> Option<Failed> {
+    if e.esource() != &ErrorSource::Upstream {
+        return None;
+    }
+    Some(match e.etype() {
+        etype if *etype == HELD_FOR_RETRY => Failed::Status(status),
+        ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
+            Failed::Connect
+        }
+        ErrorType::ConnectTimedout => Failed::ConnectTimeout,
+        ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failed::Timeout,
+        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => Failed::Reset,
+        ErrorType::InvalidHTTPHeader | ErrorType::H1Error | ErrorType::H2Error => {
+            Failed::InvalidHeader
+        }
+        _ => return None,
+    })
+}
 use super::proxy::{EdgeProxy, RequestCtx};
 
 impl EdgeProxy {

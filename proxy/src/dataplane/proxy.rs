@@ -26,6 +26,7 @@ use super::{access_log, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::{Action, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol};
 use crate::upstream::balance;
+use crate::upstream::retry::Resend;
 use crate::upstream::{Attempts, Resolver, UpstreamError};
 use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
@@ -173,7 +174,11 @@ impl ProxyHttp for EdgeProxy {
             self.redirect_to_https(session, ctx).await?;
             return Ok(true);
         }
-        ctx.attempts = Attempts::new(route.balance.clone(), balance_key(session, &route));
+        ctx.attempts = Attempts::new(
+            route.balance.clone(),
+            balance_key(session, &route),
+            route.retry.clone(),
+        );
         match &route.action {
             Action::Proxy(group)
                 if group.endpoint_count() > 0
@@ -229,7 +234,12 @@ impl ProxyHttp for EdgeProxy {
         let mut peer = HttpPeer::new(addr, false, String::new());
         let options = &mut peer.options;
         options.connection_timeout = Some(route.timeouts.connect);
-        options.read_timeout = Some(route.timeouts.read);
+        // Pingora's client has one read timeout: a per-try limit bounds every read here.
+        options.read_timeout = Some(
+            ctx.attempts
+                .per_try_timeout(group)
+                .map_or(route.timeouts.read, |t| t.min(route.timeouts.read)),
+        );
         options.write_timeout = Some(route.timeouts.read);
         options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         if group.protocol == UpstreamProtocol::H2c {
@@ -248,14 +258,21 @@ impl ProxyHttp for EdgeProxy {
     ) -> Box<Error> {
         self.count_upstream_error(ctx, &e);
         ctx.attempts.failed();
-        // Another endpoint may be up: try it, a few at most.
-        let retry = ctx.route.as_ref().is_some_and(|r| match &r.action {
-            Action::Proxy(group) => ctx.attempts.may_retry(group),
+        // Another endpoint may be up: the request has not been sent, so any may be tried.
+        let unsent = Resend {
+            sent: false,
+            idempotent: true,
+            body_kept: true,
+        };
+        let route = ctx.route.clone();
+        let retry = match (
+            route.as_deref().map(|r| &r.action),
+            failure::retry_kind(&e, 0),
+        ) {
+            (Some(Action::Proxy(group)), Some(kind)) => ctx.attempts.retry(group, kind, unsent),
             _ => false,
-        });
-        if retry {
-            e.set_retry(true);
-        }
+        };
+        e.set_retry(retry);
         e
     }
 
@@ -369,6 +386,37 @@ impl ProxyHttp for EdgeProxy {
         }
     }
 
+    /// The endpoint answered: its status counts for its health, and a status the route retries
+    /// holds the response back (nothing has reached the client) so that the request goes again.
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        if status < 200 {
+            return Ok(());
+        }
+        ctx.attempts.responded(status);
+        let route = ctx.route.clone();
+        if let Some(Action::Proxy(group)) = route.as_deref().map(|r| &r.action)
+            && ctx.attempts.retries_status(group, status)
+            && ctx.attempts.may_retry_status(
+                group,
+                session.req_header().method.is_idempotent(),
+                !session.as_ref().retry_buffer_truncated(),
+            )
+        {
+            return Err(Error::explain(
+                failure::HELD_FOR_RETRY,
+                format!("the upstream answered {status}"),
+            )
+            .into_up());
+        }
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         session: &mut Session,
@@ -376,7 +424,6 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
-        ctx.attempts.responded(upstream_response.status.as_u16());
         if let Some(route) = &ctx.route
             && let Some(cookie) = ctx.attempts.set_cookie(route.cookie_path())
         {
@@ -485,18 +532,38 @@ impl ProxyHttp for EdgeProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("upstream {}", peer._address));
+        let resend = Resend {
+            sent: true,
+            idempotent: session.req_header().method.is_idempotent(),
+            body_kept: !session.as_ref().retry_buffer_truncated(),
+        };
+        let started = session.response_written().is_some();
+        let held = e.etype() == &failure::HELD_FOR_RETRY;
         // A pooled connection the upstream had already closed is worth one more try, for
-        // requests that may be repeated.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
-        {
-            e.set_retry(false);
-        } else {
+        // requests that may be repeated; it says nothing of the endpoint.
+        let stale = !held && resend.idempotent && resend.body_kept && {
             e.retry.decide_reuse(client_reused);
+            e.retry()
+        };
+        if stale {
+            return e;
         }
-        if !e.retry() {
+        if !held {
             self.count_upstream_error(ctx, &e);
             ctx.attempts.failed();
         }
+        let route = ctx.route.clone();
+        let status = ctx.attempts.last_status();
+        let retry = match (
+            route.as_deref().map(|r| &r.action),
+            failure::retry_kind(&e, status),
+        ) {
+            (Some(Action::Proxy(group)), Some(kind)) if !started => {
+                ctx.attempts.retry(group, kind, resend)
+            }
+            _ => false,
+        };
+        e.set_retry(retry);
         e
     }
 

@@ -20,6 +20,7 @@ use super::headers::{self, X_REQUEST_ID};
 use super::proxy::{EdgeProxy, RequestCtx, is_tls, next_endpoint};
 use crate::snapshot::{Route, UpstreamGroup};
 use crate::upstream::Resolver;
+use crate::upstream::retry::{Failed, Resend};
 
 /// Why the tunnel could not be opened, for the caller to answer and count.
 pub enum OpenError {
@@ -38,21 +39,32 @@ async fn connect(
 ) -> Result<TcpStream, Box<Error>> {
     loop {
         let addr = next_endpoint(resolver, group, ctx).await?;
-        let failure = match tokio::time::timeout(route.timeouts.connect, TcpStream::connect(addr))
-            .await
-        {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(e)) => Error::because(
-                ErrorType::ConnectRefused,
-                format!("connecting to {addr}"),
-                e,
-            ),
-            Err(_) => Error::explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
+        let (failure, failed) =
+            match tokio::time::timeout(route.timeouts.connect, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(e)) => (
+                    Error::because(
+                        ErrorType::ConnectRefused,
+                        format!("connecting to {addr}"),
+                        e,
+                    ),
+                    Failed::Connect,
+                ),
+                Err(_) => (
+                    Error::explain(ErrorType::ConnectTimedout, format!("connecting to {addr}")),
+                    Failed::ConnectTimeout,
+                ),
+            };
+        ctx.attempts.failed();
+        let unsent = Resend {
+            sent: false,
+            idempotent: true,
+            body_kept: true,
         };
-        if !ctx.attempts.may_retry(group) {
+        if !ctx.attempts.retry(group, failed, unsent) {
             return Err(failure.into_up());
         }
     }

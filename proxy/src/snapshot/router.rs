@@ -149,6 +149,9 @@ pub struct Route {
     pub canary: Option<Arc<Canary>>,
     /// The largest request body it takes (`proxy-body-size`); larger ones get 413.
     pub body_limit: Option<u64>,
+    /// When a failed attempt goes again (`proxy-next-upstream`); the group's policy when
+    /// `None`.
+    pub retry: Option<Arc<crate::upstream::retry::RetryPolicy>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -247,6 +250,7 @@ impl Route {
             balance: self.balance.clone(),
             canary,
             body_limit: self.body_limit,
+            retry: self.retry.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -324,6 +328,7 @@ mod tests {
             balance: Default::default(),
             canary: None,
             body_limit: None,
+            retry: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

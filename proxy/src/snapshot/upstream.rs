@@ -18,6 +18,8 @@ pub struct UpstreamGroup {
     pub balancer: Balancer,
     /// How its endpoints' health is judged (a BackendPolicy's, else the defaults).
     pub health: HealthPolicy,
+    /// When a failed attempt goes again, for routes that do not say (a BackendPolicy's).
+    pub retry: Option<std::sync::Arc<crate::upstream::retry::RetryPolicy>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -47,6 +49,7 @@ impl UpstreamGroup {
             protocol,
             balancer: Balancer::default(),
             health: HealthPolicy::default(),
+            retry: None,
         }
     }
 

@@ -1,15 +1,20 @@
 //! One request's attempts at an upstream group: the endpoint of each (by the route's balancing,
-//! never one already tried while another is left), and whether another may follow a failed one.
+//! never one already tried while another is left), and whether another may follow a failed one
+//! (by the route's retry policy, see [`super::retry`]).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::affinity::{self, Affinity, Mode};
 use super::balance::{Balance, InFlight};
 use super::resolver::{ResolveError, Resolver};
+use super::retry::{self, Failed, Resend, RetryPolicy};
 use crate::snapshot::{UpstreamGroup, UpstreamTarget};
 
-/// Most endpoints one request tries when connecting fails.
-pub const MAX_ATTEMPTS: usize = 3;
+/// Endpoints one request remembers having tried, so as not to try them again while others are
+/// left (a policy may allow more attempts; those after this many may repeat one).
+pub const MAX_ATTEMPTS: usize = 8;
 
 /// Why no endpoint could be chosen.
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +42,16 @@ pub struct Attempts {
     current: Option<InFlight>,
     /// Whether the attempt under way got its response head.
     answered: bool,
+    /// The status of the last response head.
+    last_status: u16,
     /// The affinity cookie's value the client is to be given.
     set_cookie: Option<String>,
+    /// The route's retry policy; the group's, else the default, when `None`.
+    retry: Option<Arc<RetryPolicy>>,
+    /// When the first attempt began (for the policy's time window).
+    first: Option<Instant>,
+    /// The next attempt is a retry, to be made after this pause.
+    retrying: Option<Duration>,
     /// An ExternalName's addresses, looked up at the first attempt and taken in turn.
     resolved: Vec<SocketAddr>,
 }
@@ -46,12 +59,21 @@ pub struct Attempts {
 impl Attempts {
     /// A request's attempts on a route balanced by `balance`; `key` is the request's hash when
     /// it hashes.
-    pub fn new(balance: Balance, key: Option<u64>) -> Self {
+    pub fn new(balance: Balance, key: Option<u64>, retry: Option<Arc<RetryPolicy>>) -> Self {
         Attempts {
             balance,
             key,
+            retry,
             ..Attempts::default()
         }
+    }
+
+    /// The retry policy in force at `group`.
+    fn policy<'a>(&'a self, group: &'a UpstreamGroup) -> &'a RetryPolicy {
+        self.retry
+            .as_deref()
+            .or(group.retry.as_deref())
+            .unwrap_or(&retry::DEFAULT)
     }
 
     /// The endpoint for the next attempt.
@@ -61,11 +83,22 @@ impl Attempts {
         resolver: &Resolver,
     ) -> Result<SocketAddr, UpstreamError> {
         self.made += 1;
+        let counted_retry = match self.retrying.take() {
+            Some(pause) if !pause.is_zero() => {
+                // The policy's backoff: the pause is the point.
+                tokio::time::sleep(pause).await;
+                true
+            }
+            Some(_) => true,
+            None => {
+                self.first.get_or_insert_with(Instant::now);
+                false
+            }
+        };
         match &group.target {
             UpstreamTarget::Endpoints(addrs) => {
                 self.current = None;
                 self.answered = false;
-                let retry = self.tried_count > 0;
                 if let Balance::Cookie(affinity) = &self.balance
                     && affinity.mode == Mode::Balanced
                     && self.key.is_none()
@@ -92,9 +125,14 @@ impl Attempts {
                 }
                 if let Balance::Cookie(affinity) = &self.balance {
                     let affinity = affinity.clone();
-                    self.stick(&affinity, group, addrs, i, retry);
+                    self.stick(&affinity, group, addrs, i, self.made > 1);
                 }
-                self.current = Some(group.balancer.start(addrs, i, group.health.passive));
+                self.current = Some(group.balancer.start(
+                    addrs,
+                    i,
+                    group.health.passive,
+                    counted_retry,
+                ));
                 Ok(addrs[i])
             }
             UpstreamTarget::ExternalName { host, port } => {
@@ -165,6 +203,12 @@ impl Attempts {
             current.responded(status);
         }
         self.answered = true;
+        self.last_status = status;
+    }
+
+    /// The status of the last response head (0: none yet).
+    pub fn last_status(&self) -> u16 {
+        self.last_status
     }
 
     /// The attempt under way got no response: refused, reset or timed out (not a pooled
@@ -175,14 +219,72 @@ impl Attempts {
         }
     }
 
-    /// Whether a failed attempt may be followed by another: some endpoint is not tried yet,
-    /// and the request has made fewer than [`MAX_ATTEMPTS`].
+    /// Whether another attempt may follow, failures apart: some endpoint is not tried yet, the
+    /// policy's tries are not all made, and its time window is not over.
     pub fn may_retry(&self, group: &UpstreamGroup) -> bool {
         let endpoints = match group.target {
             UpstreamTarget::ExternalName { .. } => self.resolved.len(),
             UpstreamTarget::Endpoints(_) => group.endpoint_count(),
         };
-        self.made < endpoints.min(MAX_ATTEMPTS)
+        let policy = self.policy(group);
+        let tries = usize::try_from(policy.tries).unwrap_or(usize::MAX);
+        let in_time = match (policy.window, self.first) {
+            (Some(window), Some(first)) => first.elapsed() < window,
+            _ => true,
+        };
+        in_time && self.made < endpoints.min(tries)
+    }
+
+    /// Whether the attempt that just `failed` goes again on another endpoint: the policy
+    /// retries such failures, the request can be sent again (`resend`), another attempt may
+    /// follow, and the retry budget allows. If so, the next [`Attempts::next`] is the retry.
+    pub fn retry(&mut self, group: &UpstreamGroup, failed: Failed, resend: Resend) -> bool {
+        let policy = self.policy(group);
+        if !policy.may_resend(failed, resend) || !self.may_retry(group) {
+            return false;
+        }
+        let failed_at = self.current.as_ref().and_then(|c| c.endpoint());
+        // A held response's budget was asked when it was held.
+        let held = matches!(failed, Failed::Status(_));
+        if !held && !policy.budget_allows(group.endpoints(), failed_at) {
+            return false;
+        }
+        if let Some(endpoint) = failed_at {
+            endpoint
+                .totals()
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        let pause = policy.pause(u32::try_from(self.made).unwrap_or(u32::MAX));
+        self.retrying = Some(pause);
+        true
+    }
+
+    /// Whether a response with a status the policy retries is to be held back rather than
+    /// relayed, so that the request can go again: the policy retries some statuses, the request
+    /// can be sent again and another attempt may follow.
+    pub fn may_retry_status(
+        &self,
+        group: &UpstreamGroup,
+        idempotent: bool,
+        body_kept: bool,
+    ) -> bool {
+        let policy = self.policy(group);
+        !policy.on.statuses.is_empty()
+            && body_kept
+            && (idempotent || policy.non_idempotent)
+            && self.may_retry(group)
+            && policy.budget_allows(group.endpoints(), None)
+    }
+
+    /// Whether the policy retries responses with `status`.
+    pub fn retries_status(&self, group: &UpstreamGroup, status: u16) -> bool {
+        self.policy(group).retries(Failed::Status(status))
+    }
+
+    /// How long each attempt may wait for its response head, when the policy says.
+    pub fn per_try_timeout(&self, group: &UpstreamGroup) -> Option<Duration> {
+        self.policy(group).per_try_timeout
     }
 }
 
@@ -207,14 +309,11 @@ mod tests {
         while seen.is_empty() || attempts.may_retry(&group) {
             seen.push(attempts.next(&group, &resolver).await.unwrap());
         }
-        assert_eq!(seen.len(), MAX_ATTEMPTS);
+        // ingress-nginx's default: three tries.
+        assert_eq!(seen.len(), 3);
         seen.sort();
         seen.dedup();
-        assert_eq!(
-            seen.len(),
-            MAX_ATTEMPTS,
-            "an endpoint tried twice: {seen:?}"
-        );
+        assert_eq!(seen.len(), 3, "an endpoint tried twice: {seen:?}");
     }
 
     #[tokio::test]

@@ -431,17 +431,21 @@ impl Balancer {
 
     /// Counts a request in flight at endpoint `i` of `addrs` until the returned guard is
     /// dropped; the guard reports what came of it under `passive`.
-    pub fn start(&self, addrs: &[SocketAddr], i: usize, passive: Passive) -> InFlight {
+    pub fn start(&self, addrs: &[SocketAddr], i: usize, passive: Passive, retry: bool) -> InFlight {
         let endpoints = self.endpoints(addrs).clone();
         if let Some(endpoint) = endpoints.get(i) {
             endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
             endpoint.totals.requests.fetch_add(1, Ordering::Relaxed);
+            if retry {
+                endpoint.retries_in_flight.fetch_add(1, Ordering::Relaxed);
+            }
         }
         InFlight {
             endpoints,
             index: i,
             started: now_nanos(),
             passive,
+            retry,
         }
     }
 
@@ -489,6 +493,8 @@ pub struct InFlight {
     /// [`now_nanos`] when it started.
     started: u64,
     passive: Passive,
+    /// Whether it is a retry (counted against the retry budget).
+    retry: bool,
 }
 
 impl InFlight {
@@ -515,6 +521,11 @@ impl InFlight {
             .record(&self.endpoints, self.index, Outcome::Status(status));
     }
 
+    /// Its endpoint.
+    pub fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoints.get(self.index).map(|e| &**e)
+    }
+
     /// The endpoint gave no response (refused, reset, timed out).
     pub fn failed(&self) {
         self.passive
@@ -526,6 +537,9 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         if let Some(endpoint) = self.endpoints.get(self.index) {
             endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+            if self.retry {
+                endpoint.retries_in_flight.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -642,7 +656,7 @@ mod tests {
         let balancer = Balancer::default();
         let two = addrs(2);
         let busy: Vec<InFlight> = (0..5)
-            .map(|_| balancer.start(&two, 0, Passive::default()))
+            .map(|_| balancer.start(&two, 0, Passive::default(), false))
             .collect();
         for _ in 0..50 {
             let i = balancer

@@ -40,6 +40,8 @@ pub struct Endpoint {
     pub(super) ejections: AtomicU32,
     /// Whether the active check last found it unhealthy.
     pub(super) failing_checks: AtomicBool,
+    /// Of the requests in flight, those that are retries.
+    pub(super) retries_in_flight: AtomicU32,
     /// What it has done since it joined, for metrics.
     pub(super) totals: Totals,
 }
@@ -53,6 +55,10 @@ pub struct Totals {
     pub ejections: AtomicU64,
     pub checks_passed: AtomicU64,
     pub checks_failed: AtomicU64,
+    /// Failed attempts here that went again elsewhere.
+    pub retries: AtomicU64,
+    /// Failed attempts here that the retry budget kept from going again.
+    pub retries_over_budget: AtomicU64,
 }
 
 impl Endpoint {
@@ -68,6 +74,7 @@ impl Endpoint {
             ejected_until: AtomicU64::new(0),
             ejections: AtomicU32::new(0),
             failing_checks: AtomicBool::new(false),
+            retries_in_flight: AtomicU32::new(0),
             totals: Totals::default(),
         }
     }

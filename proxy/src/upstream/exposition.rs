@@ -1,6 +1,7 @@
 //! Each upstream endpoint's metrics in Prometheus' text format, read from the endpoints'
 //! own counters when `/metrics` is asked for (the request path only bumps atomics): requests,
-//! failures, ejections, active check results, requests in flight and whether it takes new ones.
+//! failures, ejections, active check results, retries and those the budget refused, requests in
+//! flight and whether it takes new ones.
 
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
@@ -16,7 +17,7 @@ struct Family {
     value: fn(&Endpoint, u64) -> u64,
 }
 
-const FAMILIES: [Family; 7] = [
+const FAMILIES: [Family; 9] = [
     Family {
         name: "gantry_upstream_endpoint_requests_total",
         kind: "counter",
@@ -46,6 +47,18 @@ const FAMILIES: [Family; 7] = [
         kind: "counter",
         help: "Active health checks the endpoint failed",
         value: |e, _| e.totals().checks_failed.load(Ordering::Relaxed),
+    },
+    Family {
+        name: "gantry_upstream_endpoint_retries_total",
+        kind: "counter",
+        help: "Failed attempts at the endpoint that went again elsewhere",
+        value: |e, _| e.totals().retries.load(Ordering::Relaxed),
+    },
+    Family {
+        name: "gantry_upstream_endpoint_retries_over_budget_total",
+        kind: "counter",
+        help: "Failed attempts at the endpoint that the retry budget kept from going again",
+        value: |e, _| e.totals().retries_over_budget.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_in_flight",

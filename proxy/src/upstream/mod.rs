@@ -13,6 +13,7 @@ pub mod exposition;
 pub mod health;
 pub mod probe;
 mod resolver;
+pub mod retry;
 
 pub use attempts::{Attempts, MAX_ATTEMPTS, UpstreamError};
 pub use resolver::{ResolveError, Resolver};

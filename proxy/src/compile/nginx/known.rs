@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 44] = [
+pub(super) const HONOURED: [&str; 47] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -56,10 +56,13 @@ pub(super) const HONOURED: [&str; 44] = [
     "canary-weight",
     "canary-weight-total",
     "proxy-body-size",
+    "proxy-next-upstream",
+    "proxy-next-upstream-timeout",
+    "proxy-next-upstream-tries",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 89] = [
+pub(super) const NOT_HONOURED: [&str; 86] = [
     "affinity-canary-behavior",
     "app-root",
     "auth-always-set-cookie",
@@ -120,9 +123,6 @@ pub(super) const NOT_HONOURED: [&str; 89] = [
     "proxy-cookie-path",
     "proxy-http-version",
     "proxy-max-temp-file-size",
-    "proxy-next-upstream",
-    "proxy-next-upstream-timeout",
-    "proxy-next-upstream-tries",
     "proxy-redirect-from",
     "proxy-redirect-to",
     "proxy-request-buffering",

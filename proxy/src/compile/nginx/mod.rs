@@ -25,6 +25,10 @@
 //!   affinity wins over hashing, which wins over `load-balance`, as in ingress-nginx.
 //! - `proxy-body-size` (nginx's sizes; `0` for none): a request body over it gets 413, before
 //!   any of it goes upstream when `Content-Length` says so, else when the limit is passed.
+//! - `proxy-next-upstream` (`error`, `timeout`, `invalid_header`, `http_5xx`/`403`/`404`/`429`,
+//!   `non_idempotent`, `off`; default `error timeout`), `-tries` (default 3, `0`: every
+//!   endpoint), `-timeout` (seconds, default none): when a failed attempt goes to another
+//!   endpoint, as nginx's `proxy_next_upstream` decides it.
 //! - `canary: "true"` with `canary-by-header` (`-value`, `-pattern`), `canary-by-cookie`,
 //!   `canary-weight` and `canary-weight-total`: the Ingress's paths take requests from the main
 //!   Ingress's same host and path, by header, then cookie, then weight; its other settings are
@@ -43,6 +47,7 @@ use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
 use crate::upstream::affinity::{Affinity, Mode, SameSite};
 use crate::upstream::balance::{Balance, HashKey};
+use crate::upstream::retry::RetryPolicy;
 
 mod known;
 mod plugins;
@@ -77,6 +82,8 @@ pub struct NginxSettings {
     pub canary: Option<CanaryRule>,
     /// `proxy-body-size`: `Some(None)` for `0`, no limit.
     pub body_limit: Option<Option<u64>>,
+    /// `proxy-next-upstream`, `-tries`, `-timeout`.
+    pub retry: Option<std::sync::Arc<RetryPolicy>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -377,6 +384,47 @@ fn canary(a: &mut NginxAnnotations<'_>) -> Option<CanaryRule> {
     Some(rule)
 }
 
+/// `proxy-next-upstream` with its `-tries` and `-timeout` (seconds), when any is set.
+fn retry(a: &mut NginxAnnotations<'_>) -> Option<std::sync::Arc<RetryPolicy>> {
+    let conditions = a.get("proxy-next-upstream");
+    let tries = match a.get("proxy-next-upstream-tries") {
+        None => None,
+        Some(text) => match text.parse::<u32>() {
+            Ok(n) => Some(n),
+            Err(_) => {
+                a.problem(
+                    "proxy-next-upstream-tries",
+                    format!("{text:?} is not a whole number (0: as many as there are endpoints)"),
+                );
+                None
+            }
+        },
+    };
+    let window = match a.get("proxy-next-upstream-timeout") {
+        None => None,
+        Some(text) => match text.parse::<u64>() {
+            Ok(seconds) => Some(Duration::from_secs(seconds)),
+            Err(_) => {
+                a.problem(
+                    "proxy-next-upstream-timeout",
+                    format!("{text:?} is not a whole number of seconds (0: no limit)"),
+                );
+                None
+            }
+        },
+    };
+    if conditions.is_none() && tries.is_none() && window.is_none() {
+        return None;
+    }
+    match RetryPolicy::from_nginx(conditions, tries, window) {
+        Ok(policy) => Some(std::sync::Arc::new(policy)),
+        Err(reason) => {
+            a.problem("proxy-next-upstream", reason);
+            None
+        }
+    }
+}
+
 /// A size as nginx reads one (`client_max_body_size`): bytes, or kibi-, mebi- or gibibytes with
 /// `k`, `m` or `g` in either case.
 fn nginx_size(text: &str) -> Option<u64> {
@@ -425,6 +473,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.read_timeout = a.positive("proxy-read-timeout").map(Duration::from_secs);
     a.out.balance = balance(&mut a);
     a.out.canary = canary(&mut a);
+    a.out.retry = retry(&mut a);
     if let Some(size) = a.get("proxy-body-size") {
         match nginx_size(size) {
             Some(0) => a.out.body_limit = Some(None),

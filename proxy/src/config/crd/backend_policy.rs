@@ -31,6 +31,82 @@ pub struct BackendPolicySpec {
     /// Active and passive health checking.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
+    /// When a failed attempt goes again, for routes that do not say (an Ingress's
+    /// `proxy-next-upstream` annotations win on its routes).
+    #[serde(default)]
+    pub retry: Option<Retry>,
+}
+
+/// Retries, as Envoy Gateway's `retry`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Retry {
+    /// Retries after the first attempt (default 2).
+    #[serde(default)]
+    pub num_retries: Option<u32>,
+    /// What is retried (default: `connect-failure`, `reset`, and `retriable-status-codes` with
+    /// 503).
+    #[serde(default)]
+    pub retry_on: Option<RetryOn>,
+    #[serde(default)]
+    pub per_retry: Option<PerRetryPolicy>,
+    /// Whether a request that is not idempotent (POST, PATCH...) goes again once it has reached
+    /// an endpoint (default false; a refused connection is retried for any request).
+    #[serde(default)]
+    pub retry_non_idempotent: Option<bool>,
+    /// Retries in flight at a Service port as a share of its requests in flight.
+    #[serde(default)]
+    pub budget: Option<RetryBudget>,
+}
+
+/// Envoy's retry triggers.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryOn {
+    /// `connect-failure`, `reset` (a reset, close or timeout before the response),
+    /// `refused-stream` (as `reset`), `5xx` (any 5xx, and both of the above), `gateway-error`
+    /// (502, 503, 504, and both of the above), `retriable-4xx` (409), `retriable-status-codes`
+    /// (those of `httpStatusCodes`).
+    #[serde(default)]
+    pub triggers: Vec<String>,
+    #[serde(default)]
+    pub http_status_codes: Vec<u16>,
+}
+
+/// Each retry's limits.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PerRetryPolicy {
+    /// Longest each attempt (the first included) waits for its response head.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// The pause before retry n: a random time up to `baseInterval * 2^(n-1)`, at most
+    /// `maxInterval`.
+    #[serde(default)]
+    pub back_off: Option<BackOffPolicy>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackOffPolicy {
+    /// Default `25ms`.
+    #[serde(default)]
+    pub base_interval: Option<String>,
+    /// Default ten times the base.
+    #[serde(default)]
+    pub max_interval: Option<String>,
+}
+
+/// Envoy's retry budget.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryBudget {
+    /// Percent of the requests in flight (default 20).
+    #[serde(default)]
+    pub percent: Option<u32>,
+    /// Retries in flight always allowed, however few the requests (default 3).
+    #[serde(default)]
+    pub min_retry_concurrency: Option<u32>,
 }
 
 /// What a policy applies to, as the Gateway API's `LocalPolicyTargetReferenceWithSectionName`.

@@ -27,6 +27,7 @@ use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
 use crate::snapshot::{Route, UpstreamGroup};
 use crate::upstream::Attempts;
+use crate::upstream::retry::Resend;
 use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
 
@@ -104,7 +105,7 @@ pub(super) async fn forward(
         Some(plugged) if route.balance.keyed() => plugged.key(&route.balance),
         _ => req.hash,
     };
-    ctx.attempts = Attempts::new(route.balance.clone(), hash);
+    ctx.attempts = Attempts::new(route.balance.clone(), hash, route.retry.clone());
     let req = &*req;
     let result = match answer {
         None => {
@@ -277,6 +278,11 @@ async fn proxy(
 ) -> Result<(Sent, bool), Failure> {
     let timeouts = route.timeouts;
     let may_resend = req.idempotent && buffered;
+    let resend = Resend {
+        sent: true,
+        idempotent: req.idempotent,
+        body_kept: buffered,
+    };
     let mut stale = 0;
     // A pooled connection found closed is replaced by a new one to the same endpoint.
     let mut again = None;
@@ -295,7 +301,13 @@ async fn proxy(
                 Err(e) => {
                     edge.count_upstream_error(ctx, &e);
                     ctx.attempts.failed();
-                    if ctx.attempts.may_retry(group) {
+                    let unsent = Resend {
+                        sent: false,
+                        ..resend
+                    };
+                    if let Some(kind) = failure::retry_kind(&e, 0)
+                        && ctx.attempts.retry(group, kind, unsent)
+                    {
                         continue;
                     }
                     return Err(Failure::before(e));
@@ -307,11 +319,23 @@ async fn proxy(
             buffered,
         };
         let set_cookie = ctx.attempts.set_cookie(route.cookie_path());
+        let hold = ctx
+            .attempts
+            .may_retry_status(group, req.idempotent, buffered);
+        let head_timeout = ctx
+            .attempts
+            .per_try_timeout(group)
+            .map_or(timeouts.read, |t| t.min(timeouts.read));
         match exchange(
             client,
             upstream,
             addr,
             &mut ctx.attempts,
+            Retries {
+                group,
+                hold,
+                head_timeout,
+            },
             set_cookie.as_deref(),
             req,
             plugged.as_deref_mut(),
@@ -334,9 +358,16 @@ async fn proxy(
                 again = Some(addr);
             }
             Err(failure) => {
-                if failure.error.esource() == &ErrorSource::Upstream {
+                let held = failure.error.etype() == &failure::HELD_FOR_RETRY;
+                if failure.error.esource() == &ErrorSource::Upstream && !held {
                     edge.count_upstream_error(ctx, &failure.error);
                     ctx.attempts.failed();
+                }
+                if !failure.started
+                    && let Some(kind) = failure::retry_kind(&failure.error, failure.status)
+                    && ctx.attempts.retry(group, kind, resend)
+                {
+                    continue;
                 }
                 return Err(failure);
             }
@@ -406,6 +437,15 @@ struct Body<'a> {
     buffered: bool,
 }
 
+/// What an attempt's exchange needs of the retry policy.
+struct Retries<'a> {
+    group: &'a UpstreamGroup,
+    /// A response whose status the policy retries is held back, not relayed.
+    hold: bool,
+    /// Longest wait for each read of the response head.
+    head_timeout: Duration,
+}
+
 /// Sends the request on one upstream connection and relays the response.
 #[allow(clippy::too_many_arguments)]
 async fn exchange(
@@ -413,6 +453,7 @@ async fn exchange(
     mut upstream: TcpStream,
     addr: SocketAddr,
     attempts: &mut Attempts,
+    retries: Retries<'_>,
     set_cookie: Option<&str>,
     req: &Request,
     plugged: Option<&mut Plugged>,
@@ -485,6 +526,21 @@ async fn exchange(
                 }
                 Ok(Some(relayed)) => {
                     attempts.responded(relayed.status);
+                    if retries.hold && attempts.retries_status(retries.group, relayed.status) {
+                        // Not relayed: the request goes again. The connection, with the
+                        // response's body unread, is not used again.
+                        return Err(Failure {
+                            error: Error::explain(
+                                failure::HELD_FOR_RETRY,
+                                format!("the upstream answered {}", relayed.status),
+                            )
+                            .into_up(),
+                            upstream_silent: false,
+                            started: false,
+                            status: relayed.status,
+                            body_bytes: 0,
+                        });
+                    }
                     break relayed;
                 }
                 Ok(None) if upstream_buf.len() > MOST_RESPONSE_HEAD_BYTES => {
@@ -504,7 +560,7 @@ async fn exchange(
         }
         upstream_buf.reserve(READ_SIZE);
         let read = timed(
-            read_timeout,
+            retries.head_timeout,
             "reading the response head",
             upstream.read_buf(upstream_buf),
         )
