@@ -400,13 +400,13 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.attempts.responded(status);
         let route = ctx.route.clone();
+        let resend = Resend {
+            sent: true,
+            idempotent: session.req_header().method.is_idempotent(),
+            body_kept: !session.as_ref().retry_buffer_truncated(),
+        };
         if let Some(Action::Proxy(group)) = route.as_deref().map(|r| &r.action)
-            && ctx.attempts.retries_status(group, status)
-            && ctx.attempts.may_retry_status(
-                group,
-                session.req_header().method.is_idempotent(),
-                !session.as_ref().retry_buffer_truncated(),
-            )
+            && ctx.attempts.hold(group, status, resend)
         {
             return Err(Error::explain(
                 failure::HELD_FOR_RETRY,

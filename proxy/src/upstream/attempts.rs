@@ -260,26 +260,18 @@ impl Attempts {
         true
     }
 
-    /// Whether a response with a status the policy retries is to be held back rather than
-    /// relayed, so that the request can go again: the policy retries some statuses, the request
-    /// can be sent again and another attempt may follow.
-    pub fn may_retry_status(
-        &self,
-        group: &UpstreamGroup,
-        idempotent: bool,
-        body_kept: bool,
-    ) -> bool {
+    /// Whether the response head just received, with `status`, is to be held back rather than
+    /// relayed, so that the request goes again: the policy retries the status, the request can
+    /// be sent again, another attempt may follow and the budget allows. (Then the caller
+    /// fails the attempt with [`Failed::Status`], and [`Attempts::retry`] agrees.)
+    pub fn hold(&self, group: &UpstreamGroup, status: u16, resend: Resend) -> bool {
         let policy = self.policy(group);
-        !policy.on.statuses.is_empty()
-            && body_kept
-            && (idempotent || policy.non_idempotent)
+        policy.may_resend(Failed::Status(status), resend)
             && self.may_retry(group)
-            && policy.budget_allows(group.endpoints(), None)
-    }
-
-    /// Whether the policy retries responses with `status`.
-    pub fn retries_status(&self, group: &UpstreamGroup, status: u16) -> bool {
-        self.policy(group).retries(Failed::Status(status))
+            && policy.budget_allows(
+                group.endpoints(),
+                self.current.as_ref().and_then(|c| c.endpoint()),
+            )
     }
 
     /// How long each attempt may wait for its response head, when the policy says.

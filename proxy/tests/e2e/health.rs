@@ -5,7 +5,6 @@
 //! EndpointSlice conditions (`ready: false` with `terminating: true`, as the EndpointSlice API
 //! marks a terminating Pod), and an endpoint killed without notice.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -38,45 +37,6 @@ spec:
     )
 }
 
-/// Three echo endpoints `a`, `b`, `c` on 127.0.0.2, .3 and .4.
-async fn three() -> [Upstream; 3] {
-    [
-        upstream::echo_at("127.0.0.2", "a").await,
-        upstream::echo_at("127.0.0.3", "b").await,
-        upstream::echo_at("127.0.0.4", "c").await,
-    ]
-}
-
-/// The value of `family` for endpoint `addr` of upstream `upstream` in `/metrics`.
-async fn endpoint_metric(gantry: &Gantry, family: &str, upstream: &str, addr: SocketAddr) -> f64 {
-    let series = format!("{family}{{upstream=\"{upstream}\",endpoint=\"{addr}\"}} ");
-    gantry
-        .metrics()
-        .await
-        .lines()
-        .find_map(|line| line.strip_prefix(&series)?.parse().ok())
-        .unwrap_or(f64::NAN)
-}
-
-/// Which endpoints answered `n` GETs for `host`, by name, with any status but 200 counted as
-/// `"status NNN"`.
-async fn answers(gantry: &Gantry, host: &str, n: usize) -> BTreeMap<String, usize> {
-    let client = clients::http1();
-    let mut counts = BTreeMap::new();
-    for _ in 0..n {
-        let response = gantry.send(&client, "GET", host, "/", &[]).await;
-        let who = match response.status().as_u16() {
-            200 => {
-                let body: serde_json::Value = response.json().await.unwrap();
-                body["server"].as_str().unwrap().to_owned()
-            }
-            status => format!("status {status}"),
-        };
-        *counts.entry(who).or_insert(0) += 1;
-    }
-    counts
-}
-
 // Passive health, as Envoy's outlier detection: `c` starts answering 500; after
 // `consecutive5XxErrors` of them in a row it is ejected and gets no requests while its peers
 // are there; when its ejection time has passed it is taken back. Two Services over the same
@@ -85,7 +45,7 @@ async fn answers(gantry: &Gantry, host: &str, n: usize) -> BTreeMap<String, usiz
 #[tokio::test]
 async fn passive_health_ejects_an_endpoint_failing_in_a_row_and_takes_it_back_after_its_ejection_time()
  {
-    let [a, b, c] = three().await;
+    let [a, b, c] = upstream::three_echoes().await;
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
     for (name, base) in [("long", "60s"), ("short", "1s")] {
@@ -113,44 +73,44 @@ async fn passive_health_ejects_an_endpoint_failing_in_a_row_and_takes_it_back_af
         let host = format!("{name}.test");
         let upstream = format!("default/{name}:http");
         wait_until(&format!("{name}: c ejected"), || async {
-            answers(&gantry, &host, 3).await;
+            gantry.answers(&host, 3).await;
             // (The one-second ejection may have ended and come again meanwhile.)
-            endpoint_metric(
-                &gantry,
-                "gantry_upstream_endpoint_ejections_total",
-                &upstream,
-                c.addr,
-            )
-            .await
+            gantry
+                .endpoint_metric(
+                    "gantry_upstream_endpoint_ejections_total",
+                    &upstream,
+                    c.addr,
+                )
+                .await
                 >= 1.0
         })
         .await;
     }
     // Ejected for a minute: its peers take everything, and nothing fails.
-    let counts = answers(&gantry, "long.test", 30).await;
+    let counts = gantry.answers("long.test", 30).await;
     assert_eq!(
         counts.keys().collect::<Vec<_>>(),
         ["a", "b"],
         "while c is ejected: {counts:?}"
     );
     assert_eq!(
-        endpoint_metric(
-            &gantry,
-            "gantry_upstream_endpoint_usable",
-            "default/long:http",
-            c.addr
-        )
-        .await,
+        gantry
+            .endpoint_metric(
+                "gantry_upstream_endpoint_usable",
+                "default/long:http",
+                c.addr
+            )
+            .await,
         0.0
     );
 
     // Mended, and its one-second ejection over: back in turn on `short`.
     c.seen.fail_with.store(0, Ordering::SeqCst);
     wait_until("c serving short.test again", || async {
-        answers(&gantry, "short.test", 3).await.contains_key("c")
+        gantry.answers("short.test", 3).await.contains_key("c")
     })
     .await;
-    let counts = answers(&gantry, "short.test", 30).await;
+    let counts = gantry.answers("short.test", 30).await;
     assert_eq!(counts.len(), 3, "all three in turn again: {counts:?}");
 }
 
@@ -158,7 +118,7 @@ async fn passive_health_ejects_an_endpoint_failing_in_a_row_and_takes_it_back_af
 // taken out after `unhealthyThreshold` failed probes; when it passes again it is back.
 #[tokio::test]
 async fn an_active_check_takes_out_an_endpoint_failing_it_and_brings_it_back_when_it_passes() {
-    let [a, b, c] = three().await;
+    let [a, b, c] = upstream::three_echoes().await;
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
     config.write(
@@ -182,8 +142,7 @@ async fn an_active_check_takes_out_an_endpoint_failing_it_and_brings_it_back_whe
     );
     let gantry = Gantry::start(config.path()).await;
     let usable = || {
-        endpoint_metric(
-            &gantry,
+        gantry.endpoint_metric(
             "gantry_upstream_endpoint_usable",
             "default/web:http",
             c.addr,
@@ -193,11 +152,11 @@ async fn an_active_check_takes_out_an_endpoint_failing_it_and_brings_it_back_whe
         c.seen.requests.load(Ordering::SeqCst) >= 2 && usable().await == 1.0
     })
     .await;
-    assert_eq!(answers(&gantry, "web.test", 30).await.len(), 3);
+    assert_eq!(gantry.answers("web.test", 30).await.len(), 3);
 
     c.seen.fail_with.store(503, Ordering::SeqCst);
     wait_until("c failing its check", || async { usable().await == 0.0 }).await;
-    let counts = answers(&gantry, "web.test", 30).await;
+    let counts = gantry.answers("web.test", 30).await;
     assert_eq!(
         counts.keys().collect::<Vec<_>>(),
         ["a", "b"],
@@ -211,7 +170,7 @@ async fn an_active_check_takes_out_an_endpoint_failing_it_and_brings_it_back_whe
 
     c.seen.fail_with.store(0, Ordering::SeqCst);
     wait_until("c passing again", || async { usable().await == 1.0 }).await;
-    assert_eq!(answers(&gantry, "web.test", 30).await.len(), 3);
+    assert_eq!(gantry.answers("web.test", 30).await.len(), 3);
 }
 
 /// Clients sending GETs for `host` back to back on keep-alive connections until told to stop,
@@ -280,7 +239,7 @@ impl Load {
 // what it has, and then it is killed. Not one request fails.
 #[tokio::test]
 async fn a_rolling_restart_of_every_endpoint_under_load_fails_no_request() {
-    let mut endpoints: Vec<Upstream> = three().await.into();
+    let mut endpoints: Vec<Upstream> = upstream::three_echoes().await.into();
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
     config.write(
@@ -345,7 +304,7 @@ async fn a_rolling_restart_of_every_endpoint_under_load_fails_no_request() {
 // endpoint, and passive health ejects the dead one after five in a row.
 #[tokio::test]
 async fn an_endpoint_killed_without_notice_fails_at_most_what_it_had_in_flight() {
-    let [a, b, c] = three().await;
+    let [a, b, c] = upstream::three_echoes().await;
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
     config.write(
@@ -369,25 +328,21 @@ async fn an_endpoint_killed_without_notice_fails_at_most_what_it_had_in_flight()
         failures.len()
     );
     assert_eq!(
-        endpoint_metric(
-            &gantry,
-            "gantry_upstream_endpoint_ejections_total",
-            "default/web:http",
-            dead
-        )
-        .await,
+        gantry
+            .endpoint_metric(
+                "gantry_upstream_endpoint_ejections_total",
+                "default/web:http",
+                dead
+            )
+            .await,
         1.0,
         "{}",
         gantry.metrics().await
     );
     assert_eq!(
-        endpoint_metric(
-            &gantry,
-            "gantry_upstream_endpoint_usable",
-            "default/web:http",
-            dead
-        )
-        .await,
+        gantry
+            .endpoint_metric("gantry_upstream_endpoint_usable", "default/web:http", dead)
+            .await,
         0.0
     );
 }

@@ -29,6 +29,7 @@ mod protocols;
 mod quickstart;
 mod reload;
 mod request_policies;
+mod retries;
 mod routing;
 mod support;
 mod tls;

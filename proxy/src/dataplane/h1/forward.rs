@@ -319,9 +319,6 @@ async fn proxy(
             buffered,
         };
         let set_cookie = ctx.attempts.set_cookie(route.cookie_path());
-        let hold = ctx
-            .attempts
-            .may_retry_status(group, req.idempotent, buffered);
         let head_timeout = ctx
             .attempts
             .per_try_timeout(group)
@@ -333,7 +330,7 @@ async fn proxy(
             &mut ctx.attempts,
             Retries {
                 group,
-                hold,
+                resend,
                 head_timeout,
             },
             set_cookie.as_deref(),
@@ -440,8 +437,8 @@ struct Body<'a> {
 /// What an attempt's exchange needs of the retry policy.
 struct Retries<'a> {
     group: &'a UpstreamGroup,
-    /// A response whose status the policy retries is held back, not relayed.
-    hold: bool,
+    /// What the request can do again, should its response's status be one to retry.
+    resend: Resend,
     /// Longest wait for each read of the response head.
     head_timeout: Duration,
 }
@@ -526,7 +523,7 @@ async fn exchange(
                 }
                 Ok(Some(relayed)) => {
                     attempts.responded(relayed.status);
-                    if retries.hold && attempts.retries_status(retries.group, relayed.status) {
+                    if attempts.hold(retries.group, relayed.status, retries.resend) {
                         // Not relayed: the request goes again. The connection, with the
                         // response's body unread, is not used again.
                         return Err(Failure {

@@ -248,6 +248,36 @@ impl Gantry {
             .unwrap()
     }
 
+    /// The value of `family` for endpoint `addr` of upstream `upstream` (`namespace/name:port`)
+    /// in `/metrics`; NaN when there is none.
+    pub async fn endpoint_metric(&self, family: &str, upstream: &str, addr: SocketAddr) -> f64 {
+        let series = format!("{family}{{upstream=\"{upstream}\",endpoint=\"{addr}\"}} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+
+    /// Which echo endpoints answered `n` GETs of `/` for `host`, by name; any other status is
+    /// counted as `"status NNN"`.
+    pub async fn answers(&self, host: &str, n: usize) -> std::collections::BTreeMap<String, usize> {
+        let client = super::clients::http1();
+        let mut counts = std::collections::BTreeMap::new();
+        for _ in 0..n {
+            let response = self.send(&client, "GET", host, "/", &[]).await;
+            let who = match response.status().as_u16() {
+                200 => {
+                    let body: serde_json::Value = response.json().await.unwrap();
+                    body["server"].as_str().unwrap().to_owned()
+                }
+                status => format!("status {status}"),
+            };
+            *counts.entry(who).or_insert(0) += 1;
+        }
+        counts
+    }
+
     pub async fn generation(&self) -> u64 {
         self.config().await["generation"].as_u64().unwrap()
     }

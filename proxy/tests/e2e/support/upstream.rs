@@ -75,6 +75,15 @@ pub async fn slow_echo(name: &str, delay: Duration) -> Upstream {
     echo_on("127.0.0.1".parse().unwrap(), name, delay).await
 }
 
+/// Three echo endpoints of one Service, `a`, `b` and `c`, on 127.0.0.2, .3 and .4.
+pub async fn three_echoes() -> [Upstream; 3] {
+    [
+        echo_at("127.0.0.2", "a").await,
+        echo_at("127.0.0.3", "b").await,
+        echo_at("127.0.0.4", "c").await,
+    ]
+}
+
 /// [`echo`] on a port of `ip`, as one of several endpoints of a Service on 127.0.0.x.
 pub async fn echo_at(ip: &str, name: &str) -> Upstream {
     echo_on(ip.parse().unwrap(), name, Duration::ZERO).await
