@@ -346,12 +346,11 @@ impl Balancer {
             return None;
         }
         let endpoints = self.endpoints(addrs);
-        let now = now_nanos();
         [Avoid::TriedOrUnhealthy, Avoid::Tried, Avoid::Nothing]
             .into_iter()
             .find_map(|avoid| {
                 let ok = |i: usize| match avoid {
-                    Avoid::TriedOrUnhealthy => !tried.contains(&i) && endpoints[i].usable(now),
+                    Avoid::TriedOrUnhealthy => !tried.contains(&i) && endpoints[i].usable(),
                     Avoid::Tried => !tried.contains(&i),
                     Avoid::Nothing => true,
                 };

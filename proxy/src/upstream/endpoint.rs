@@ -79,10 +79,11 @@ impl Endpoint {
         }
     }
 
-    /// Whether new requests may go to it at `now` ([`now_nanos`]): not ejected, and not failing
-    /// its active check.
-    pub fn usable(&self, now: u64) -> bool {
-        !self.ejected(now) && !self.failing_checks.load(Ordering::Relaxed)
+    /// Whether new requests may go to it: not ejected, and not failing its active check. (The
+    /// clock is read only for an endpoint that was ever ejected.)
+    pub fn usable(&self) -> bool {
+        let until = self.ejected_until.load(Ordering::Relaxed);
+        (until == 0 || until <= now_nanos()) && !self.failing_checks.load(Ordering::Relaxed)
     }
 
     /// Whether passive health has it ejected at `now`.

@@ -6,7 +6,7 @@
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
 
-use super::endpoint::{Endpoint, now_nanos};
+use super::endpoint::Endpoint;
 use crate::snapshot::UpstreamGroup;
 
 /// One metric family: name, type, help, and its value for an endpoint.
@@ -14,7 +14,7 @@ struct Family {
     name: &'static str,
     kind: &'static str,
     help: &'static str,
-    value: fn(&Endpoint, u64) -> u64,
+    value: fn(&Endpoint) -> u64,
 }
 
 const FAMILIES: [Family; 9] = [
@@ -22,61 +22,60 @@ const FAMILIES: [Family; 9] = [
         name: "gantry_upstream_endpoint_requests_total",
         kind: "counter",
         help: "Attempts sent to the endpoint",
-        value: |e, _| e.totals().requests.load(Ordering::Relaxed),
+        value: |e| e.totals().requests.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_failures_total",
         kind: "counter",
         help: "Attempts the endpoint did not answer (refused, reset, timed out)",
-        value: |e, _| e.totals().local_origin_failures.load(Ordering::Relaxed),
+        value: |e| e.totals().local_origin_failures.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_5xx_total",
         kind: "counter",
         help: "5xx responses from the endpoint",
-        value: |e, _| e.totals().server_errors.load(Ordering::Relaxed),
+        value: |e| e.totals().server_errors.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_ejections_total",
         kind: "counter",
         help: "Times passive health ejected the endpoint",
-        value: |e, _| e.totals().ejections.load(Ordering::Relaxed),
+        value: |e| e.totals().ejections.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_checks_failed_total",
         kind: "counter",
         help: "Active health checks the endpoint failed",
-        value: |e, _| e.totals().checks_failed.load(Ordering::Relaxed),
+        value: |e| e.totals().checks_failed.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_retries_total",
         kind: "counter",
         help: "Failed attempts at the endpoint that went again elsewhere",
-        value: |e, _| e.totals().retries.load(Ordering::Relaxed),
+        value: |e| e.totals().retries.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_retries_over_budget_total",
         kind: "counter",
         help: "Failed attempts at the endpoint that the retry budget kept from going again",
-        value: |e, _| e.totals().retries_over_budget.load(Ordering::Relaxed),
+        value: |e| e.totals().retries_over_budget.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_in_flight",
         kind: "gauge",
         help: "Requests in flight at the endpoint",
-        value: |e, _| u64::from(e.in_flight()),
+        value: |e| u64::from(e.in_flight()),
     },
     Family {
         name: "gantry_upstream_endpoint_usable",
         kind: "gauge",
         help: "1 when the endpoint takes new requests (not ejected, passing its checks)",
-        value: |e, now| u64::from(e.usable(now)),
+        value: |e| u64::from(e.usable()),
     },
 ];
 
 /// Appends the families for every endpoint of `groups` to `out`.
 pub fn render<'a>(groups: impl Iterator<Item = &'a UpstreamGroup> + Clone, out: &mut String) {
-    let now = now_nanos();
     for family in &FAMILIES {
         let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
         let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
@@ -88,7 +87,7 @@ pub fn render<'a>(groups: impl Iterator<Item = &'a UpstreamGroup> + Clone, out: 
                     family.name,
                     group.name,
                     endpoint.addr,
-                    (family.value)(endpoint, now)
+                    (family.value)(endpoint)
                 );
             }
         }

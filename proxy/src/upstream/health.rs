@@ -221,9 +221,9 @@ mod tests {
         for _ in 0..4 {
             assert!(!passive.record(&endpoints, 0, Outcome::LocalOriginFailure));
         }
-        assert!(endpoints[0].usable(now_nanos()));
+        assert!(endpoints[0].usable());
         assert!(passive.record(&endpoints, 0, Outcome::LocalOriginFailure));
-        assert!(!endpoints[0].usable(now_nanos()));
+        assert!(!endpoints[0].usable());
         let left = endpoints[0].ejected_for(now_nanos()).unwrap();
         assert!(left > Duration::from_secs(25) && left <= Duration::from_secs(30));
     }
