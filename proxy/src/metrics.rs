@@ -23,6 +23,8 @@ pub struct Metrics {
     unmatched: RouteMetrics,
     /// Upstream failures by route and kind (`connect`, `timeout`, `other`).
     pub upstream_errors: IntCounterVec,
+    /// Requests refused by a Service port's circuit breaker, by upstream and limit.
+    pub upstream_overflows: IntCounterVec,
     /// Configuration reloads by result (`success`: every file parsed; `failure`: some did not).
     pub config_reloads: IntCounterVec,
     /// Time from noticing a change to the new configuration serving.
@@ -96,6 +98,14 @@ impl Metrics {
             ),
             &["route", "kind"],
         )?;
+        let upstream_overflows = IntCounterVec::new(
+            Opts::new(
+                "gantry_upstream_overflows_total",
+                "Requests refused by a Service port's circuit breaker, by upstream and limit",
+            ),
+            &["upstream", "limit"],
+        )?;
+        registry.register(Box::new(upstream_overflows.clone()))?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "gantry_config_reloads_total",
@@ -198,6 +208,7 @@ impl Metrics {
             duration,
             unmatched,
             upstream_errors,
+            upstream_overflows,
             config_reloads,
             config_reload_duration,
             config_problems,

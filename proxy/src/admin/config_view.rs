@@ -7,6 +7,7 @@ use crate::snapshot::{
     Action, IgnoredIngress, PathType, Snapshot, Timeouts, UpstreamProtocol, UpstreamTarget,
 };
 use crate::upstream::balance::Balance;
+use crate::upstream::breaker::CircuitBreaker;
 use crate::upstream::health::HealthPolicy;
 use crate::upstream::retry::{self, RetryPolicy};
 
@@ -71,6 +72,8 @@ enum BackendView<'a> {
         /// When a failed attempt goes again: the route's, else the Service's BackendPolicy's,
         /// else the defaults.
         retry: &'a RetryPolicy,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        circuit_breaker: Option<CircuitBreaker>,
     },
     FixedResponse {
         status: u16,
@@ -130,6 +133,7 @@ impl<'a> ConfigView<'a> {
                             .as_deref()
                             .or(group.retry.as_deref())
                             .unwrap_or(&retry::DEFAULT),
+                        circuit_breaker: group.breaker,
                     },
                     Action::Respond(answer) => BackendView::FixedResponse {
                         status: answer.status,

@@ -200,6 +200,7 @@ impl<'a> Backends<'a> {
                     let policy = self.policies.for_port(&key, port);
                     group.health = policy.health;
                     group.retry = policy.retry;
+                    group.breaker = policy.breaker;
                 }
                 let group = Arc::new(group);
                 self.groups.insert(canonical, group.clone());

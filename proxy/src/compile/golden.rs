@@ -24,7 +24,7 @@ fn view(pass: &str, snapshot: &Snapshot, store: &crate::config::Store) -> Value 
                 .upstreams
                 .iter()
                 .map(
-                    |g| json!({"upstream": g.name, "health": g.health, "retry": g.retry.as_deref()})
+                    |g| json!({"upstream": g.name, "health": g.health, "retry": g.retry.as_deref(), "circuitBreaker": g.breaker})
                 )
                 .collect::<Vec<_>>()
         ),

@@ -15,6 +15,7 @@ use crate::config::crd::{
 use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
 use crate::duration::parse_duration;
 use crate::problem::{FieldError, Problem};
+use crate::upstream::breaker::CircuitBreaker;
 use crate::upstream::health::{ActiveCheck, HealthPolicy, Passive, Probe};
 use crate::upstream::retry::{self, Backoff, Budget, RetryPolicy};
 
@@ -39,6 +40,7 @@ struct Applied {
 pub struct PortPolicy {
     pub health: HealthPolicy,
     pub retry: Option<Arc<RetryPolicy>>,
+    pub breaker: Option<CircuitBreaker>,
 }
 
 impl BackendPolicies {
@@ -77,6 +79,11 @@ impl BackendPolicies {
                         .map(retry_policy)
                         .transpose()?
                         .map(Arc::new),
+                    breaker: spec.circuit_breaker.as_ref().map(|b| CircuitBreaker {
+                        max_parallel_requests: Some(b.max_parallel_requests.unwrap_or(1024)),
+                        max_pending_requests: Some(b.max_pending_requests.unwrap_or(1024)),
+                        max_parallel_retries: Some(b.max_parallel_retries.unwrap_or(1024)),
+                    }),
                 })
             });
             let settings = match settings {

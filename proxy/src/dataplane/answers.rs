@@ -104,6 +104,9 @@ impl EdgeProxy {
     }
 }
 
+/// On a 503 refused by a circuit breaker: the limit (Envoy says `x-envoy-overloaded`).
+pub(super) const X_GANTRY_OVERLOADED: &str = "x-gantry-overloaded";
+
 /// The type of Gantry's own short answers.
 pub(super) const TEXT: &str = "text/plain; charset=utf-8";
 
@@ -131,6 +134,9 @@ pub(super) async fn respond(
     resp.insert_header(CONTENT_LENGTH, body.len())?;
     if let Some(id) = &ctx.request_id {
         resp.insert_header(X_REQUEST_ID, id.clone())?;
+    }
+    if let Some(limit) = ctx.overloaded {
+        resp.insert_header(X_GANTRY_OVERLOADED, limit)?;
     }
     let head_only = session.req_header().method == http::Method::HEAD;
     session

@@ -104,6 +104,8 @@ pub struct RequestCtx {
     pub(super) response_flags: u64,
     /// Request body bytes received so far, against the route's limit.
     pub(super) body_bytes: u64,
+    /// The circuit breaker's limit the request was refused by (`x-gantry-overloaded`).
+    pub(super) overloaded: Option<&'static str>,
 }
 
 #[async_trait]
@@ -127,6 +129,7 @@ impl ProxyHttp for EdgeProxy {
             code_details: None,
             response_flags: 0,
             body_bytes: 0,
+            overloaded: None,
         }
     }
 
@@ -229,7 +232,7 @@ impl ProxyHttp for EdgeProxy {
                 "upstream_peer for a route that does not proxy",
             );
         };
-        let addr = next_endpoint(&self.shared.resolver, group, ctx).await?;
+        let addr = next_endpoint(&self.shared, group, ctx).await?;
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
         let options = &mut peer.options;
@@ -567,6 +570,20 @@ impl ProxyHttp for EdgeProxy {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] _fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        ctx.attempts.connected();
+        Ok(())
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,
@@ -664,11 +681,11 @@ fn balance_key(session: &Session, route: &Route) -> Option<u64> {
 }
 
 pub(super) async fn next_endpoint(
-    resolver: &Resolver,
+    shared: &Shared,
     group: &UpstreamGroup,
     ctx: &mut RequestCtx,
 ) -> Result<SocketAddr> {
-    match ctx.attempts.next(group, resolver).await {
+    match ctx.attempts.next(group, &shared.resolver).await {
         Ok(addr) => {
             ctx.upstream = Some(addr);
             Ok(addr)
@@ -676,6 +693,19 @@ pub(super) async fn next_endpoint(
         Err(e @ UpstreamError::NoEndpoint { .. }) => {
             ctx.note = Some(Arc::from(e.to_string()));
             Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint")
+        }
+        Err(e @ UpstreamError::Overflow { limit, .. }) => {
+            ctx.note = Some(Arc::from(e.to_string()));
+            ctx.overloaded = Some(limit);
+            shared
+                .metrics
+                .upstream_overflows
+                .with_label_values(&[group.name.as_str(), limit])
+                .inc();
+            Error::e_explain(
+                ErrorType::HTTPStatus(503),
+                "over the circuit breaker's limit",
+            )
         }
         Err(e) => Err(Error::explain(ErrorType::ConnectError, e.to_string()).into_up()),
     }

@@ -18,8 +18,8 @@ use tokio::net::TcpStream;
 use super::answers::respond_text;
 use super::headers::{self, X_REQUEST_ID};
 use super::proxy::{EdgeProxy, RequestCtx, is_tls, next_endpoint};
+use crate::dataplane::Shared;
 use crate::snapshot::{Route, UpstreamGroup};
-use crate::upstream::Resolver;
 use crate::upstream::retry::{Failed, Resend};
 
 /// Why the tunnel could not be opened, for the caller to answer and count.
@@ -32,13 +32,13 @@ pub enum OpenError {
 
 /// Connects to the next endpoint that accepts, as many as the request's attempts allow.
 async fn connect(
-    resolver: &Resolver,
+    shared: &Shared,
     group: &UpstreamGroup,
     route: &Route,
     ctx: &mut RequestCtx,
 ) -> Result<TcpStream, Box<Error>> {
     loop {
-        let addr = next_endpoint(resolver, group, ctx).await?;
+        let addr = next_endpoint(shared, group, ctx).await?;
         let (failure, failed) =
             match tokio::time::timeout(route.timeouts.connect, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
@@ -75,12 +75,12 @@ async fn connect(
 pub async fn open(
     session: &Session,
     ctx: &mut RequestCtx,
-    resolver: &Resolver,
+    shared: &Shared,
     group: &UpstreamGroup,
     route: &Route,
     tls: bool,
 ) -> Result<(UpstreamSession, ResponseHeader), OpenError> {
-    let stream = connect(resolver, group, route, ctx)
+    let stream = connect(shared, group, route, ctx)
         .await
         .map_err(OpenError::Connect)?;
     let mut upstream = UpstreamSession::new(Box::new(
@@ -161,8 +161,7 @@ impl EdgeProxy {
         route: &Route,
     ) -> Result<()> {
         let tls = is_tls(session);
-        let resolver = &self.shared.resolver;
-        match open(session, ctx, resolver, &group, route, tls).await {
+        match open(session, ctx, &self.shared, &group, route, tls).await {
             Err(OpenError::Connect(e) | OpenError::Handshake(e)) => {
                 self.count_upstream_error(ctx, &e);
                 ctx.note = Some(note(&e));

@@ -20,6 +20,8 @@ pub struct UpstreamGroup {
     pub health: HealthPolicy,
     /// When a failed attempt goes again, for routes that do not say (a BackendPolicy's).
     pub retry: Option<std::sync::Arc<crate::upstream::retry::RetryPolicy>>,
+    /// The limits past which requests are refused at once (a BackendPolicy's).
+    pub breaker: Option<crate::upstream::breaker::CircuitBreaker>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -50,6 +52,7 @@ impl UpstreamGroup {
             balancer: Balancer::default(),
             health: HealthPolicy::default(),
             retry: None,
+            breaker: None,
         }
     }
 

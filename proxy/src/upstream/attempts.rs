@@ -25,6 +25,11 @@ pub enum UpstreamError {
     Resolve { host: String, source: ResolveError },
     #[error("{host} has no address")]
     NoAddress { host: String },
+    #[error("{group} is over its circuit breaker's {limit}")]
+    Overflow {
+        group: String,
+        limit: super::breaker::Overflow,
+    },
 }
 
 /// The attempts one request made at one group.
@@ -99,6 +104,14 @@ impl Attempts {
             UpstreamTarget::Endpoints(addrs) => {
                 self.current = None;
                 self.answered = false;
+                if let Some(breaker) = &group.breaker {
+                    breaker
+                        .admits(group.endpoints(), counted_retry)
+                        .map_err(|limit| UpstreamError::Overflow {
+                            group: group.name.clone(),
+                            limit,
+                        })?;
+                }
                 if let Balance::Cookie(affinity) = &self.balance
                     && affinity.mode == Mode::Balanced
                     && self.key.is_none()
@@ -209,6 +222,13 @@ impl Attempts {
     /// The status of the last response head (0: none yet).
     pub fn last_status(&self) -> u16 {
         self.last_status
+    }
+
+    /// The attempt under way has its connection.
+    pub fn connected(&mut self) {
+        if let Some(current) = &mut self.current {
+            current.connected();
+        }
     }
 
     /// The attempt under way got no response: refused, reset or timed out (not a pooled

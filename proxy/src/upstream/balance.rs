@@ -434,6 +434,7 @@ impl Balancer {
         let endpoints = self.endpoints(addrs).clone();
         if let Some(endpoint) = endpoints.get(i) {
             endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
+            endpoint.connecting.fetch_add(1, Ordering::Relaxed);
             endpoint.totals.requests.fetch_add(1, Ordering::Relaxed);
             if retry {
                 endpoint.retries_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -445,6 +446,7 @@ impl Balancer {
             started: now_nanos(),
             passive,
             retry,
+            connecting: true,
         }
     }
 
@@ -494,6 +496,8 @@ pub struct InFlight {
     passive: Passive,
     /// Whether it is a retry (counted against the retry budget).
     retry: bool,
+    /// Whether it still waits for its connection.
+    connecting: bool,
 }
 
 impl InFlight {
@@ -520,6 +524,15 @@ impl InFlight {
             .record(&self.endpoints, self.index, Outcome::Status(status));
     }
 
+    /// It has its connection (it is no longer pending).
+    pub fn connected(&mut self) {
+        if std::mem::take(&mut self.connecting)
+            && let Some(endpoint) = self.endpoints.get(self.index)
+        {
+            endpoint.connecting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
     /// Its endpoint.
     pub fn endpoint(&self) -> Option<&Endpoint> {
         self.endpoints.get(self.index).map(|e| &**e)
@@ -534,6 +547,7 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        self.connected();
         if let Some(endpoint) = self.endpoints.get(self.index) {
             endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
             if self.retry {

@@ -42,6 +42,8 @@ pub struct Endpoint {
     pub(super) failing_checks: AtomicBool,
     /// Of the requests in flight, those that are retries.
     pub(super) retries_in_flight: AtomicU32,
+    /// Of the requests in flight, those still waiting for their connection.
+    pub(super) connecting: AtomicU32,
     /// What it has done since it joined, for metrics.
     pub(super) totals: Totals,
 }
@@ -75,6 +77,7 @@ impl Endpoint {
             ejections: AtomicU32::new(0),
             failing_checks: AtomicBool::new(false),
             retries_in_flight: AtomicU32::new(0),
+            connecting: AtomicU32::new(0),
             totals: Totals::default(),
         }
     }

@@ -8,6 +8,7 @@
 pub mod affinity;
 mod attempts;
 pub mod balance;
+pub mod breaker;
 pub mod endpoint;
 pub mod exposition;
 pub mod health;

@@ -8,6 +8,7 @@ mod batteries;
 mod builtin_plugins;
 mod canary;
 mod certificates;
+mod circuit_breaking;
 mod deploy;
 mod dns;
 mod dns_publish;

@@ -35,6 +35,24 @@ pub struct BackendPolicySpec {
     /// `proxy-next-upstream` annotations win on its routes).
     #[serde(default)]
     pub retry: Option<Retry>,
+    /// Limits past which requests are refused at once with 503 (and `x-gantry-overloaded`).
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreaker>,
+}
+
+/// Envoy Gateway's `circuitBreaker`, per Service port; an unset limit is 1024, as there.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CircuitBreaker {
+    /// Requests in flight at the port's endpoints.
+    #[serde(default)]
+    pub max_parallel_requests: Option<u32>,
+    /// Requests in flight still waiting for their connection.
+    #[serde(default)]
+    pub max_pending_requests: Option<u32>,
+    /// Retries in flight.
+    #[serde(default)]
+    pub max_parallel_retries: Option<u32>,
 }
 
 /// Retries, as Envoy Gateway's `retry`.

@@ -163,6 +163,7 @@ pub(super) async fn forward(
                     req.head_only,
                     status,
                     &work.request_id,
+                    ctx.overloaded,
                     &mut work.relay,
                 )
                 .await;
@@ -289,15 +290,21 @@ async fn proxy(
     loop {
         let addr = match again.take() {
             Some(addr) => addr,
-            None => match next_endpoint(&edge.shared.resolver, group, ctx).await {
+            None => match next_endpoint(&edge.shared, group, ctx).await {
                 Ok(addr) => addr,
                 Err(e) => return Err(Failure::before(e)),
             },
         };
         let (upstream, pooled) = match pool::take(addr) {
-            Some(upstream) => (upstream, true),
+            Some(upstream) => {
+                ctx.attempts.connected();
+                (upstream, true)
+            }
             None => match connect(addr, timeouts.connect).await {
-                Ok(upstream) => (upstream, false),
+                Ok(upstream) => {
+                    ctx.attempts.connected();
+                    (upstream, false)
+                }
                 Err(e) => {
                     edge.count_upstream_error(ctx, &e);
                     ctx.attempts.failed();
@@ -1062,6 +1069,7 @@ async fn answer_error(
     head_only: bool,
     status: u16,
     request_id: &[u8],
+    overloaded: Option<&str>,
     out: &mut Vec<u8>,
 ) {
     let text = failure::text(status);
@@ -1078,6 +1086,9 @@ async fn answer_error(
         text.len()
     );
     out.extend_from_slice(request_id);
+    if let Some(limit) = overloaded {
+        let _ = write!(out, "\r\nx-gantry-overloaded: {limit}");
+    }
     out.extend_from_slice(b"\r\ndate: ");
     out.extend_from_slice(get_cached_date().as_bytes());
     out.extend_from_slice(b"\r\nconnection: close\r\n\r\n");

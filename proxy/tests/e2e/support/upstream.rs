@@ -28,6 +28,30 @@ pub struct Seen {
     /// When not 0, the echo server answers every request with this status (an endpoint that
     /// has started failing, its health path included).
     pub fail_with: AtomicU16,
+    /// While set, the echo server holds every request it gets until [`Seen::release`].
+    pub holding: std::sync::atomic::AtomicBool,
+    released: tokio::sync::Notify,
+}
+
+impl Seen {
+    /// Lets every held request be answered, and holds no more.
+    pub fn release(&self) {
+        self.holding.store(false, Ordering::SeqCst);
+        self.released.notify_waiters();
+    }
+
+    /// Waits while the server is holding requests.
+    async fn wait_if_holding(&self) {
+        loop {
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if !self.holding.load(Ordering::SeqCst) {
+                return;
+            }
+            released.await;
+        }
+    }
 }
 
 /// A server on a loopback port, which stops accepting when dropped.
@@ -123,6 +147,7 @@ async fn answer(
 ) -> Response<Full<Bytes>> {
     seen.requests.fetch_add(1, Ordering::SeqCst);
     seen.in_flight.fetch_add(1, Ordering::SeqCst);
+    seen.wait_if_holding().await;
     let failing = seen.fail_with.load(Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let path = parts
