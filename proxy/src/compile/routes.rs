@@ -154,6 +154,7 @@ impl Compiler<'_> {
         if let Some(retry) = &nginx.retry {
             settings.retry = Some(retry.clone());
         }
+        settings.client_limit = nginx.client_limit.clone();
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -443,6 +444,7 @@ impl Compiler<'_> {
             balance: settings.balance.clone(),
             body_limit: settings.body_limit,
             retry: settings.retry.clone(),
+            client_limit: settings.client_limit.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

@@ -38,6 +38,8 @@ pub struct IngressSettings {
     pub body_limit: Option<u64>,
     /// When a failed attempt goes again (else the Service's BackendPolicy's, else the default).
     pub retry: Option<std::sync::Arc<crate::upstream::retry::RetryPolicy>>,
+    /// Most requests in flight per client address, for all the Ingress's routes.
+    pub client_limit: Option<std::sync::Arc<crate::snapshot::client_limit::ClientLimit>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -49,6 +51,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         balance: Default::default(),
         body_limit: None,
         retry: None,
+        client_limit: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -24,6 +24,7 @@ use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, failure};
 use crate::metrics::Metrics;
+use crate::snapshot::client_limit::ClientSlot;
 use crate::snapshot::{Action, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol};
 use crate::upstream::balance;
 use crate::upstream::retry::Resend;
@@ -106,6 +107,8 @@ pub struct RequestCtx {
     pub(super) body_bytes: u64,
     /// The circuit breaker's limit the request was refused by (`x-gantry-overloaded`).
     pub(super) overloaded: Option<&'static str>,
+    /// The request's place under its route's per-client limit, held until it is done.
+    pub(super) client_slot: Option<ClientSlot>,
 }
 
 #[async_trait]
@@ -130,6 +133,7 @@ impl ProxyHttp for EdgeProxy {
             response_flags: 0,
             body_bytes: 0,
             overloaded: None,
+            client_slot: None,
         }
     }
 
@@ -158,6 +162,25 @@ impl ProxyHttp for EdgeProxy {
             return self.not_found(session, ctx).await;
         };
         ctx.route = Some(route.clone());
+        if let (Some(limit), Some(client)) = (
+            &route.client_limit,
+            session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+        ) {
+            match limit.admit(client) {
+                Ok(slot) => ctx.client_slot = slot,
+                Err(()) => {
+                    ctx.note = Some(Arc::from(format!(
+                        "{client} has {} requests in flight, the route's limit",
+                        limit.limit
+                    )));
+                    respond_text(session, ctx, 503, "service temporarily unavailable\n").await?;
+                    return Ok(true);
+                }
+            }
+        }
         if let Some(limit) = route.body_limit
             && headers::content_length(req).is_some_and(|length| length > limit)
         {

@@ -3,6 +3,7 @@
 //! already running on the old.
 
 pub mod certificates;
+pub mod client_limit;
 pub mod clusters;
 pub mod resources;
 pub mod router;

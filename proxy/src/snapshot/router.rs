@@ -152,6 +152,9 @@ pub struct Route {
     /// When a failed attempt goes again (`proxy-next-upstream`); the group's policy when
     /// `None`.
     pub retry: Option<Arc<crate::upstream::retry::RetryPolicy>>,
+    /// Most requests in flight per client address (`limit-connections`), shared by the
+    /// Ingress's routes.
+    pub client_limit: Option<Arc<super::client_limit::ClientLimit>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -251,6 +254,7 @@ impl Route {
             canary,
             body_limit: self.body_limit,
             retry: self.retry.clone(),
+            client_limit: self.client_limit.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -329,6 +333,7 @@ mod tests {
             canary: None,
             body_limit: None,
             retry: None,
+            client_limit: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

@@ -1,6 +1,7 @@
 //! Request policies from ingress-nginx's annotations (docs/user-guide/nginx-configuration/
 //! annotations.md): `proxy-body-size`, nginx's `client_max_body_size` per Ingress (sizes as
-//! nginx reads them, `0` for no limit), answered with 413.
+//! nginx reads them, `0` for no limit), answered with 413; `limit-connections`, nginx's
+//! `limit_conn` per client address, answered with 503, `limit-whitelist` exempt.
 
 use std::sync::atomic::Ordering;
 
@@ -8,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry, clients};
+use crate::support::{ConfigDir, Gantry, clients, wait_until};
 
 fn ingress(name: &str, host: &str, body_size: &str) -> String {
     nginx_ingress(name, host, "echo", &[("proxy-body-size", body_size)])
@@ -106,4 +107,75 @@ async fn proxy_body_size_refuses_larger_bodies_with_413_and_0_lifts_the_limit() 
         "no problem {wanted:?} in {problems:#?}"
     );
     assert_eq!(post("bad.test", 5000).await.unwrap().status(), 200);
+}
+
+/// A client whose connections come from `ip` (another loopback address).
+fn client_from(ip: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .http1_only()
+        .no_proxy()
+        .local_address(ip.parse::<std::net::IpAddr>().ok())
+        .build()
+        .unwrap()
+}
+
+// `limit-connections: 2`: with two requests of 127.0.0.1 held by the endpoint, its third is
+// refused with 503; another address has its own count, and an address in `limit-whitelist`
+// none. Once the held requests are answered, 127.0.0.1 is served again.
+#[tokio::test]
+async fn limit_connections_counts_requests_in_flight_per_client_address() {
+    let echo = upstream::echo("echo").await;
+    echo.seen.holding.store(true, Ordering::SeqCst);
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "svc.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config.write(
+        "ingress.yaml",
+        &nginx_ingress(
+            "limited",
+            "limited.test",
+            "echo",
+            &[
+                ("limit-connections", "2"),
+                ("limit-whitelist", "127.0.0.3/32"),
+            ],
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let send = |ip: &'static str| {
+        let url = gantry.url("/");
+        tokio::spawn(async move {
+            let response = client_from(ip)
+                .get(url)
+                .header("host", "limited.test")
+                .send()
+                .await
+                .unwrap();
+            response.status().as_u16()
+        })
+    };
+    let held = [send("127.0.0.1"), send("127.0.0.1")];
+    wait_until("two requests held", || async {
+        echo.seen.in_flight.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert_eq!(send("127.0.0.1").await.unwrap(), 503);
+    let others = [
+        send("127.0.0.2"),
+        send("127.0.0.3"),
+        send("127.0.0.3"),
+        send("127.0.0.3"),
+    ];
+    wait_until("the other addresses' requests held", || async {
+        echo.seen.in_flight.load(Ordering::SeqCst) == 6
+    })
+    .await;
+    echo.seen.release();
+    for request in held.into_iter().chain(others) {
+        assert_eq!(request.await.unwrap(), 200);
+    }
+    assert_eq!(send("127.0.0.1").await.unwrap(), 200);
 }

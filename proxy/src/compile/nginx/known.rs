@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 47] = [
+pub(super) const HONOURED: [&str; 48] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -59,10 +59,11 @@ pub(super) const HONOURED: [&str; 47] = [
     "proxy-next-upstream",
     "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
+    "limit-connections",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 86] = [
+pub(super) const NOT_HONOURED: [&str; 85] = [
     "affinity-canary-behavior",
     "app-root",
     "auth-always-set-cookie",
@@ -103,7 +104,6 @@ pub(super) const NOT_HONOURED: [&str; 86] = [
     "force-ssl-redirect",
     "from-to-www-redirect",
     "http2-push-preload",
-    "limit-connections",
     "limit-rate",
     "limit-rate-after",
     "mirror-host",

@@ -29,6 +29,8 @@
 //!   `non_idempotent`, `off`; default `error timeout`), `-tries` (default 3, `0`: every
 //!   endpoint), `-timeout` (seconds, default none): when a failed attempt goes to another
 //!   endpoint, as nginx's `proxy_next_upstream` decides it.
+//! - `limit-connections`: at most that many requests in flight per client address on the
+//!   Ingress's routes (addresses in `limit-whitelist` exempt); the others get 503.
 //! - `canary: "true"` with `canary-by-header` (`-value`, `-pattern`), `canary-by-cookie`,
 //!   `canary-weight` and `canary-weight-total`: the Ingress's paths take requests from the main
 //!   Ingress's same host and path, by header, then cookie, then weight; its other settings are
@@ -45,6 +47,7 @@ use crate::config::crd::WasmPluginSpec;
 use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
+use crate::snapshot::client_limit::ClientLimit;
 use crate::upstream::affinity::{Affinity, Mode, SameSite};
 use crate::upstream::balance::{Balance, HashKey};
 use crate::upstream::retry::RetryPolicy;
@@ -84,6 +87,8 @@ pub struct NginxSettings {
     pub body_limit: Option<Option<u64>>,
     /// `proxy-next-upstream`, `-tries`, `-timeout`.
     pub retry: Option<std::sync::Arc<RetryPolicy>>,
+    /// `limit-connections`, with `limit-whitelist` exempt: one count for the Ingress.
+    pub client_limit: Option<std::sync::Arc<ClientLimit>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -474,6 +479,30 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.balance = balance(&mut a);
     a.out.canary = canary(&mut a);
     a.out.retry = retry(&mut a);
+    if let Some(limit) = a.positive("limit-connections") {
+        let exempt_name = if a.get("limit-allowlist").is_some() {
+            "limit-allowlist"
+        } else {
+            "limit-whitelist"
+        };
+        // (Checked, and reported, with the rate limits.)
+        let exempt = a
+            .list(exempt_name, "")
+            .iter()
+            .filter_map(|entry| {
+                entry.parse::<ipnet::IpNet>().ok().or_else(|| {
+                    entry
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(ipnet::IpNet::from)
+                })
+            })
+            .collect();
+        a.out.client_limit = Some(std::sync::Arc::new(ClientLimit::new(
+            u32::try_from(limit).unwrap_or(u32::MAX),
+            exempt,
+        )));
+    }
     if let Some(size) = a.get("proxy-body-size") {
         match nginx_size(size) {
             Some(0) => a.out.body_limit = Some(None),

@@ -447,7 +447,8 @@ fn fast_route(
     }
     let snapshot = shared.snapshots.load();
     let route = snapshot.router.route(host, path)?.serving(fields);
-    if route.https_redirect && !tls {
+    // Gantry's own answers, and counts held for the request's length, are Pingora's path's.
+    if (route.https_redirect && !tls) || route.client_limit.is_some() {
         return None;
     }
     let Action::Proxy(group) = &route.action else {
