@@ -171,11 +171,8 @@ impl ProxyHttp for EdgeProxy {
         ) {
             match limit.admit(client) {
                 Ok(slot) => ctx.client_slot = slot,
-                Err(()) => {
-                    ctx.note = Some(Arc::from(format!(
-                        "{client} has {} requests in flight, the route's limit",
-                        limit.limit
-                    )));
+                Err(over) => {
+                    ctx.note = Some(Arc::from(over.to_string()));
                     respond_text(session, ctx, 503, "service temporarily unavailable\n").await?;
                     return Ok(true);
                 }

@@ -15,6 +15,14 @@ pub struct ClientLimit {
     in_flight: Mutex<HashMap<IpAddr, u32>>,
 }
 
+/// A client with as many requests in flight as the limit allows.
+#[derive(Debug, thiserror::Error)]
+#[error("{client} has {limit} requests in flight, the route's limit")]
+pub struct OverLimit {
+    pub client: IpAddr,
+    pub limit: u32,
+}
+
 /// A request's place under a [`ClientLimit`], given back when dropped.
 #[derive(Debug)]
 pub struct ClientSlot {
@@ -33,14 +41,17 @@ impl ClientLimit {
 
     /// A slot for one more request from `client`; `Err` when it already has `limit` in flight.
     /// An exempt client gets `Ok(None)`: nothing is counted.
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Option<ClientSlot>, ()> {
+    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<Option<ClientSlot>, OverLimit> {
         if self.exempt.iter().any(|net| net.contains(&client)) {
             return Ok(None);
         }
         let mut in_flight = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         let count = in_flight.entry(client).or_insert(0);
         if *count >= self.limit {
-            return Err(());
+            return Err(OverLimit {
+                client,
+                limit: self.limit,
+            });
         }
         *count += 1;
         Ok(Some(ClientSlot {
