@@ -4,7 +4,8 @@ use serde::Serialize;
 
 use crate::problem::Problem;
 use crate::snapshot::{
-    Action, IgnoredIngress, PathType, Snapshot, Timeouts, UpstreamProtocol, UpstreamTarget,
+    Action, IgnoredIngress, PathType, Redirect, Snapshot, Timeouts, UpstreamProtocol,
+    UpstreamTarget,
 };
 use crate::upstream::balance::Balance;
 use crate::upstream::breaker::CircuitBreaker;
@@ -38,6 +39,10 @@ struct RouteView<'a> {
     backend: BackendView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     canary: Option<CanaryView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redirect: Option<&'a Redirect>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app_root: Option<&'a str>,
 }
 
 /// A canary Ingress on a route: its rules and where it sends.
@@ -103,6 +108,8 @@ impl<'a> ConfigView<'a> {
                 default_backend: route.path.is_none(),
                 https_redirect: route.https_redirect,
                 timeouts_ms: route.timeouts,
+                redirect: route.redirect.as_deref(),
+                app_root: route.app_root.as_deref(),
                 canary: route.canary.as_deref().map(|canary| {
                     let header = canary.by_header.as_ref();
                     CanaryView {

@@ -62,6 +62,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         tls_hosts: HashSet::new(),
         routes: RouteTable::default(),
         regex_hosts: HashSet::new(),
+        www_redirects: Vec::new(),
     };
     compiler.check_secrets();
     compiler.check_fixed_responses();
@@ -97,6 +98,8 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
             }
         }
     }
+
+    compiler.add_www_redirects();
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);
@@ -250,6 +253,8 @@ struct Compiler<'a> {
     routes: RouteTable,
     /// Hosts (`None`: rules without a host) whose paths are regular expressions.
     regex_hosts: HashSet<Option<String>>,
+    /// `from-to-www-redirect` routes, added once every Ingress's own are.
+    www_redirects: Vec<Arc<crate::snapshot::Route>>,
 }
 
 /// One of Gantry's Ingresses being compiled.

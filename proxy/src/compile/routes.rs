@@ -15,7 +15,9 @@ use super::settings::{
 };
 use super::{Compiler, IngressCtx, names};
 use crate::config::Annotations;
-use crate::snapshot::{Action, Canary, CanaryHeader, HostRoutes, PathType, Route, Router};
+use crate::snapshot::{
+    Action, Canary, CanaryHeader, HostRoutes, PathType, Redirect, RedirectTo, Route, Router,
+};
 
 /// Routes by host as they are added, turned into a [`Router`] at the end.
 #[derive(Default)]
@@ -99,6 +101,11 @@ impl RouteTable {
         }
     }
 
+    /// Whether any route has `host` (exactly).
+    fn has_host(&self, host: &str) -> bool {
+        self.hosts.contains_key(&HostKey::Exact(host.to_owned()))
+    }
+
     pub(super) fn into_router(self) -> Router {
         let mut router = Router::default();
         router.default_backend = self.default_backend;
@@ -155,6 +162,8 @@ impl Compiler<'_> {
             settings.retry = Some(retry.clone());
         }
         settings.client_limit = nginx.client_limit.clone();
+        settings.redirect = nginx.redirect.clone();
+        settings.app_root = nginx.app_root.clone();
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -204,6 +213,29 @@ impl Compiler<'_> {
                     .push(ingress.problem(format!("{rule_field}.host"), reason));
                 continue;
             }
+            if let (true, Some(host), None) = (nginx.from_to_www, host, canary)
+                && !host.starts_with("*.")
+            {
+                let other = match host.strip_prefix("www.") {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("www.{host}"),
+                };
+                let mut redirect = settings.clone();
+                redirect.app_root = None;
+                redirect.redirect = Some(Arc::new(Redirect {
+                    code: 308,
+                    to: RedirectTo::Host(host.to_owned()),
+                }));
+                let route = self.route(
+                    ingress,
+                    &redirect,
+                    &Ok(None),
+                    Some(&other),
+                    Some((PathType::Prefix, "/".to_owned())),
+                    Action::Unavailable(Arc::from("from-to-www-redirect")),
+                );
+                self.www_redirects.push(route);
+            }
             let Some(http) = &rule.http else {
                 // A host with no paths sends everything to the Ingress's default backend.
                 if let (Some(host), Some(action)) = (host, &default_action) {
@@ -248,6 +280,19 @@ impl Compiler<'_> {
                     Some(rule) => self.attach_canary(ingress, &field, &route, rule),
                     None => self.insert(ingress, &field, route),
                 }
+            }
+        }
+    }
+
+    /// The `from-to-www-redirect` routes, for the hosts no Ingress serves itself (as
+    /// ingress-nginx adds a redirecting server only where there is none).
+    pub(super) fn add_www_redirects(&mut self) {
+        for route in std::mem::take(&mut self.www_redirects) {
+            let Some(host) = route.host.as_deref() else {
+                continue;
+            };
+            if !self.routes.has_host(host) {
+                let _ = self.routes.insert(route);
             }
         }
     }
@@ -445,6 +490,8 @@ impl Compiler<'_> {
             body_limit: settings.body_limit,
             retry: settings.retry.clone(),
             client_limit: settings.client_limit.clone(),
+            redirect: settings.redirect.clone(),
+            app_root: settings.app_root.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

@@ -26,7 +26,7 @@ const KNOWN: [&str; 6] = [
 ];
 
 /// What an Ingress's annotations ask for.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct IngressSettings {
     pub ssl_redirect: bool,
     pub timeouts: Timeouts,
@@ -40,6 +40,10 @@ pub struct IngressSettings {
     pub retry: Option<std::sync::Arc<crate::upstream::retry::RetryPolicy>>,
     /// Most requests in flight per client address, for all the Ingress's routes.
     pub client_limit: Option<std::sync::Arc<crate::snapshot::client_limit::ClientLimit>>,
+    /// Answered instead of proxying.
+    pub redirect: Option<std::sync::Arc<crate::snapshot::Redirect>>,
+    /// Where `/` is sent with 302.
+    pub app_root: Option<std::sync::Arc<str>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -52,6 +56,8 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         body_limit: None,
         retry: None,
         client_limit: None,
+        redirect: None,
+        app_root: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -11,8 +11,9 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::Session;
 
 use super::headers::{self, X_REQUEST_ID};
+use super::proxy::is_tls;
 use super::proxy::{EdgeProxy, RequestCtx};
-use crate::snapshot::FixedAnswer;
+use crate::snapshot::{FixedAnswer, RedirectTo, Route};
 
 /// `response.code_details` of a FixedResponse (Envoy's words for a route's direct response).
 pub(super) static DIRECT_RESPONSE: LazyLock<Arc<str>> =
@@ -96,11 +97,62 @@ impl EdgeProxy {
         ctx: &RequestCtx,
     ) -> Result<()> {
         let location = self.https_location(session.req_header());
-        let mut resp = ResponseHeader::build(308, Some(3))?;
+        self.redirect(session, ctx, 308, location).await
+    }
+
+    /// Answers `code` with `location`, and no body.
+    pub(super) async fn redirect(
+        &self,
+        session: &mut Session,
+        ctx: &RequestCtx,
+        code: u16,
+        location: String,
+    ) -> Result<()> {
+        let mut resp = ResponseHeader::build(code, Some(3))?;
         resp.insert_header(LOCATION, location)?;
         resp.insert_header(CONTENT_LENGTH, "0")?;
         self.finish_own_response(session, ctx, resp, Bytes::new())
             .await
+    }
+}
+
+/// Where the route sends the request instead of proxying it, if it does: its `app-root` for
+/// `/` (`$scheme://$http_host` and the root, as ingress-nginx writes it), its redirect URL, or
+/// for `from-to-www-redirect` the same scheme, port and target on the other host, without a
+/// trailing `/` (as ingress-nginx's redirect server builds it).
+pub(super) fn redirect_location(session: &Session, route: &Route) -> Option<String> {
+    let req = session.req_header();
+    let scheme = if is_tls(session) { "https" } else { "http" };
+    // The host as the client wrote it, port and all (nginx's `$http_host`).
+    let http_host = req
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    if let Some(root) = &route.app_root
+        && req.uri.path() == "/"
+    {
+        return Some(format!("{scheme}://{http_host}{root}"));
+    }
+    match &route.redirect.as_deref()?.to {
+        RedirectTo::Url(url) => Some(url.clone()),
+        RedirectTo::Host(host) => {
+            let port = http_host
+                .rsplit_once(':')
+                .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+                .map_or("", |(_, port)| port);
+            let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let target = target.strip_suffix('/').unwrap_or(target);
+            Some(match port {
+                "" => format!("{scheme}://{host}{target}"),
+                port => format!("{scheme}://{host}:{port}{target}"),
+            })
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use pingora::prelude::{HttpPeer, ProxyHttp, Session};
 use pingora::proxy::FailToProxy;
 use pingora::{Error, ErrorType, Result};
 
-use super::answers::{respond, respond_text};
+use super::answers::{redirect_location, respond, respond_text};
 use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, failure};
@@ -162,6 +162,14 @@ impl ProxyHttp for EdgeProxy {
             return self.not_found(session, ctx).await;
         };
         ctx.route = Some(route.clone());
+        if let Some(location) = redirect_location(session, &route) {
+            let code = match &route.redirect {
+                Some(redirect) => redirect.code,
+                None => 302,
+            };
+            self.redirect(session, ctx, code, location).await?;
+            return Ok(true);
+        }
         if let (Some(limit), Some(client)) = (
             &route.client_limit,
             session

@@ -17,7 +17,8 @@ use serde::Serialize;
 
 pub use clusters::Clusters;
 pub use router::{
-    Action, Canary, CanaryHeader, FixedAnswer, HostRoutes, PathType, Route, Router, Timeouts,
+    Action, Canary, CanaryHeader, FixedAnswer, HostRoutes, PathType, Redirect, RedirectTo, Route,
+    Router, Timeouts,
 };
 pub use tls::{TlsCertificate, TlsTable};
 pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};

@@ -155,6 +155,11 @@ pub struct Route {
     /// Most requests in flight per client address (`limit-connections`), shared by the
     /// Ingress's routes.
     pub client_limit: Option<Arc<super::client_limit::ClientLimit>>,
+    /// Answered instead of proxying (`permanent-redirect`, `temporal-redirect`,
+    /// `from-to-www-redirect`).
+    pub redirect: Option<Arc<Redirect>>,
+    /// Where a request for `/` is sent instead, with 302 (`app-root`).
+    pub app_root: Option<Arc<str>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -255,6 +260,8 @@ impl Route {
             body_limit: self.body_limit,
             retry: self.retry.clone(),
             client_limit: self.client_limit.clone(),
+            redirect: self.redirect.clone(),
+            app_root: self.app_root.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -279,6 +286,25 @@ pub enum Action {
     Respond(Arc<FixedAnswer>),
     /// The backend cannot be used (a missing Service, say): answer 503 with the reason logged.
     Unavailable(Arc<str>),
+}
+
+/// A redirect a route answers with instead of proxying.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Redirect {
+    pub code: u16,
+    pub to: RedirectTo,
+}
+
+/// Where a redirect sends.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RedirectTo {
+    /// This URL, as it is (`permanent-redirect`, `temporal-redirect`).
+    Url(String),
+    /// The same scheme, port, path and query on this host, without a trailing `/`
+    /// (`from-to-www-redirect`).
+    Host(String),
 }
 
 /// A response Gantry gives itself (from a FixedResponse).
@@ -334,6 +360,8 @@ mod tests {
             body_limit: None,
             retry: None,
             client_limit: None,
+            redirect: None,
+            app_root: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

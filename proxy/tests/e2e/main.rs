@@ -28,6 +28,7 @@ mod plugins_envoy;
 mod plugins_scale;
 mod protocols;
 mod quickstart;
+mod redirects;
 mod reload;
 mod request_policies;
 mod retries;

@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 48] = [
+pub(super) const HONOURED: [&str; 54] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -60,12 +60,17 @@ pub(super) const HONOURED: [&str; 48] = [
     "proxy-next-upstream-timeout",
     "proxy-next-upstream-tries",
     "limit-connections",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "app-root",
+    "from-to-www-redirect",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 85] = [
+pub(super) const NOT_HONOURED: [&str; 79] = [
     "affinity-canary-behavior",
-    "app-root",
     "auth-always-set-cookie",
     "auth-cache-duration",
     "auth-cache-key",
@@ -102,7 +107,6 @@ pub(super) const NOT_HONOURED: [&str; 85] = [
     "fastcgi-index",
     "fastcgi-params-configmap",
     "force-ssl-redirect",
-    "from-to-www-redirect",
     "http2-push-preload",
     "limit-rate",
     "limit-rate-after",
@@ -112,8 +116,6 @@ pub(super) const NOT_HONOURED: [&str; 85] = [
     "modsecurity-transaction-id",
     "opentelemetry-operation-name",
     "opentelemetry-trust-incoming-span",
-    "permanent-redirect",
-    "permanent-redirect-code",
     "preserve-trailing-slash",
     "proxy-buffer-size",
     "proxy-buffering",
@@ -142,8 +144,6 @@ pub(super) const NOT_HONOURED: [&str; 85] = [
     "ssl-ciphers",
     "ssl-passthrough",
     "ssl-prefer-server-ciphers",
-    "temporal-redirect",
-    "temporal-redirect-code",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
     "upstream-vhost",

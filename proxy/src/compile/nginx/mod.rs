@@ -48,6 +48,7 @@ use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
 use crate::snapshot::client_limit::ClientLimit;
+use crate::snapshot::{Redirect, RedirectTo};
 use crate::upstream::affinity::{Affinity, Mode, SameSite};
 use crate::upstream::balance::{Balance, HashKey};
 use crate::upstream::retry::RetryPolicy;
@@ -89,6 +90,12 @@ pub struct NginxSettings {
     pub retry: Option<std::sync::Arc<RetryPolicy>>,
     /// `limit-connections`, with `limit-whitelist` exempt: one count for the Ingress.
     pub client_limit: Option<std::sync::Arc<ClientLimit>>,
+    /// `temporal-redirect` or `permanent-redirect` (the former wins, as in ingress-nginx).
+    pub redirect: Option<std::sync::Arc<Redirect>>,
+    /// `app-root`.
+    pub app_root: Option<std::sync::Arc<str>>,
+    /// `from-to-www-redirect`.
+    pub from_to_www: bool,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -389,6 +396,47 @@ fn canary(a: &mut NginxAnnotations<'_>) -> Option<CanaryRule> {
     Some(rule)
 }
 
+/// `temporal-redirect` (with `-code`, default 302), else `permanent-redirect` (with `-code`,
+/// default 301): an absolute URL, answered as it is; a code outside 300-308 is reported and the
+/// default used, as ingress-nginx does.
+fn redirect(a: &mut NginxAnnotations<'_>) -> Option<std::sync::Arc<Redirect>> {
+    let (name, default) = if a.get("temporal-redirect").is_some() {
+        ("temporal-redirect", 302)
+    } else {
+        ("permanent-redirect", 301)
+    };
+    let url = a.get(name)?;
+    let absolute = url
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if !absolute {
+        a.problem(
+            name,
+            format!("{url:?} is not an absolute http or https URL"),
+        );
+        return None;
+    }
+    let code_name = format!("{name}-code");
+    let code = match a.get(&code_name) {
+        None => default,
+        Some(text) => match text.parse::<u16>() {
+            Ok(code) if (300..=308).contains(&code) => code,
+            _ => {
+                a.problem(
+                    &code_name,
+                    format!("{text:?} is not a redirect status (300-308); {default} is used"),
+                );
+                default
+            }
+        },
+    };
+    Some(std::sync::Arc::new(Redirect {
+        code,
+        to: RedirectTo::Url(url.to_owned()),
+    }))
+}
+
 /// `proxy-next-upstream` with its `-tries` and `-timeout` (seconds), when any is set.
 fn retry(a: &mut NginxAnnotations<'_>) -> Option<std::sync::Arc<RetryPolicy>> {
     let conditions = a.get("proxy-next-upstream");
@@ -479,6 +527,18 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.balance = balance(&mut a);
     a.out.canary = canary(&mut a);
     a.out.retry = retry(&mut a);
+    a.out.redirect = redirect(&mut a);
+    a.out.from_to_www = a.bool("from-to-www-redirect").unwrap_or(false);
+    if let Some(root) = a.get("app-root") {
+        if root.starts_with('/') && !root.contains(|c: char| c.is_whitespace() || c.is_control()) {
+            a.out.app_root = Some(std::sync::Arc::from(root));
+        } else {
+            a.problem(
+                "app-root",
+                format!("{root:?} is not a path (it starts with /)"),
+            );
+        }
+    }
     if let Some(limit) = a.positive("limit-connections") {
         let exempt_name = if a.get("limit-allowlist").is_some() {
             "limit-allowlist"

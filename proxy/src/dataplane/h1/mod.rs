@@ -448,7 +448,11 @@ fn fast_route(
     let snapshot = shared.snapshots.load();
     let route = snapshot.router.route(host, path)?.serving(fields);
     // Gantry's own answers, and counts held for the request's length, are Pingora's path's.
-    if (route.https_redirect && !tls) || route.client_limit.is_some() {
+    if (route.https_redirect && !tls)
+        || route.client_limit.is_some()
+        || route.redirect.is_some()
+        || (route.app_root.is_some() && path == "/")
+    {
         return None;
     }
     let Action::Proxy(group) = &route.action else {
