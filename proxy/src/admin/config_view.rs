@@ -43,6 +43,10 @@ struct RouteView<'a> {
     redirect: Option<&'a Redirect>,
     #[serde(skip_serializing_if = "Option::is_none")]
     app_root: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forwarded_prefix: Option<&'a str>,
 }
 
 /// A canary Ingress on a route: its rules and where it sends.
@@ -110,6 +114,11 @@ impl<'a> ConfigView<'a> {
                 timeouts_ms: route.timeouts,
                 redirect: route.redirect.as_deref(),
                 app_root: route.app_root.as_deref(),
+                upstream_host: route.upstream_host.as_ref().and_then(|h| h.to_str().ok()),
+                forwarded_prefix: route
+                    .forwarded_prefix
+                    .as_ref()
+                    .and_then(|h| h.to_str().ok()),
                 canary: route.canary.as_deref().map(|canary| {
                     let header = canary.by_header.as_ref();
                     CanaryView {

@@ -69,8 +69,15 @@ impl<'a> Backends<'a> {
         }
     }
 
-    /// Resolves a backend of an Ingress in `namespace`. Fields are relative to the backend.
-    pub fn resolve(&mut self, namespace: &str, backend: &IngressBackend) -> Resolved {
+    /// Resolves a backend of an Ingress in `namespace`; to the Service's cluster IP rather than
+    /// its endpoints when `cluster_ip` (ingress-nginx's `service-upstream`). Fields are
+    /// relative to the backend.
+    pub fn resolve(
+        &mut self,
+        namespace: &str,
+        backend: &IngressBackend,
+        cluster_ip: bool,
+    ) -> Resolved {
         match (&backend.service, &backend.resource) {
             (Some(_), Some(_)) => invalid("", "has both service and resource; give one"),
             (None, None) => invalid("", "has neither service nor resource"),
@@ -94,7 +101,12 @@ impl<'a> Backends<'a> {
                 if service.name.is_empty() {
                     return invalid("service.name", "required");
                 }
-                self.service(NamespacedName::new(namespace, &service.name), port_key)
+                let key = NamespacedName::new(namespace, &service.name);
+                if cluster_ip {
+                    self.cluster_ip(key, port_key)
+                } else {
+                    self.service(key, port_key)
+                }
             }
             (None, Some(resource)) => {
                 let group = resource.api_group.as_deref().unwrap_or("");
@@ -130,6 +142,44 @@ impl<'a> Backends<'a> {
             Resolved::Ok(Action::Proxy(group)) => Some(group),
             _ => None,
         }
+    }
+
+    /// A Service port as one endpoint: its cluster IP and port, which the cluster's own load
+    /// balancing spreads.
+    fn cluster_ip(&mut self, key: NamespacedName, port: PortRef) -> Resolved {
+        let group_key = (key.clone(), format!("{port} cluster IP"));
+        if let Some(group) = self.groups.get(&group_key) {
+            return Resolved::Ok(Action::Proxy(group.clone()));
+        }
+        let Some(stored) = self.store.services.get(&key) else {
+            return unavailable("service.name", format!("Service {key} not found"));
+        };
+        let spec = stored.object.spec.as_ref();
+        let service_port = spec
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.iter().find(|p| port.matches(p)));
+        let Some(service_port) = service_port else {
+            return unavailable("service.port", format!("Service {key} has no port {port}"));
+        };
+        let ip = spec
+            .and_then(|s| s.cluster_ip.as_deref())
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let (Some(ip), Ok(number)) = (ip, u16::try_from(service_port.port)) else {
+            return unavailable(
+                "service.name",
+                format!(
+                    "Service {key} has no cluster IP (headless or ExternalName): \
+                     service-upstream needs one"
+                ),
+            );
+        };
+        let group = Arc::new(UpstreamGroup::new(
+            format!("{key}:{port} (cluster IP)"),
+            UpstreamTarget::Endpoints(vec![SocketAddr::new(ip, number)]),
+            protocol_of(service_port),
+        ));
+        self.groups.insert(group_key, group.clone());
+        Resolved::Ok(Action::Proxy(group))
     }
 
     fn service(&mut self, key: NamespacedName, port: PortRef) -> Resolved {

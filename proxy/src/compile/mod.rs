@@ -62,7 +62,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         tls_hosts: HashSet::new(),
         routes: RouteTable::default(),
         regex_hosts: HashSet::new(),
-        www_redirects: Vec::new(),
+        host_routes: Vec::new(),
     };
     compiler.check_secrets();
     compiler.check_fixed_responses();
@@ -99,7 +99,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         }
     }
 
-    compiler.add_www_redirects();
+    compiler.add_host_routes();
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);
@@ -253,8 +253,8 @@ struct Compiler<'a> {
     routes: RouteTable,
     /// Hosts (`None`: rules without a host) whose paths are regular expressions.
     regex_hosts: HashSet<Option<String>>,
-    /// `from-to-www-redirect` routes, added once every Ingress's own are.
-    www_redirects: Vec<Arc<crate::snapshot::Route>>,
+    /// `from-to-www-redirect` and `server-alias` routes, added once every Ingress's own are.
+    host_routes: Vec<Arc<crate::snapshot::Route>>,
 }
 
 /// One of Gantry's Ingresses being compiled.

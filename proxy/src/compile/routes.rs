@@ -19,6 +19,11 @@ use crate::snapshot::{
     Action, Canary, CanaryHeader, HostRoutes, PathType, Redirect, RedirectTo, Route, Router,
 };
 
+/// A route's path as its name shows it.
+fn route_path(route: &Route) -> &str {
+    route.path.as_ref().map_or("", |(_, p)| p.as_str())
+}
+
 /// Routes by host as they are added, turned into a [`Router`] at the end.
 #[derive(Default)]
 pub(super) struct RouteTable {
@@ -152,6 +157,9 @@ impl Compiler<'_> {
         {
             settings.timeouts.read = timeout;
         }
+        if let Some(timeout) = nginx.send_timeout {
+            settings.timeouts.send = timeout;
+        }
         if let Some(balance) = &nginx.balance {
             settings.balance = balance.clone();
         }
@@ -164,6 +172,8 @@ impl Compiler<'_> {
         settings.client_limit = nginx.client_limit.clone();
         settings.redirect = nginx.redirect.clone();
         settings.app_root = nginx.app_root.clone();
+        settings.upstream_host = nginx.upstream_host.clone();
+        settings.forwarded_prefix = nginx.forwarded_prefix.clone();
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -188,7 +198,9 @@ impl Compiler<'_> {
             .default_backend
             .as_ref()
             .filter(|_| canary.is_none())
-            .and_then(|b| self.backend_action(ingress, "spec.defaultBackend", b));
+            .and_then(|b| {
+                self.backend_action(ingress, "spec.defaultBackend", b, nginx.service_upstream)
+            });
         if let Some(action) = &default_action {
             let route = self.route(ingress, &settings, &plugins, None, None, action.clone());
             match &self.routes.default_backend {
@@ -234,7 +246,7 @@ impl Compiler<'_> {
                     Some((PathType::Prefix, "/".to_owned())),
                     Action::Unavailable(Arc::from("from-to-www-redirect")),
                 );
-                self.www_redirects.push(route);
+                self.host_routes.push(route);
             }
             let Some(http) = &rule.http else {
                 // A host with no paths sends everything to the Ingress's default backend.
@@ -263,9 +275,12 @@ impl Compiler<'_> {
                 ) else {
                     continue;
                 };
-                let Some(action) =
-                    self.backend_action(ingress, &format!("{field}.backend"), &path.backend)
-                else {
+                let Some(action) = self.backend_action(
+                    ingress,
+                    &format!("{field}.backend"),
+                    &path.backend,
+                    nginx.service_upstream,
+                ) else {
                     continue;
                 };
                 let route = self.route(
@@ -276,6 +291,15 @@ impl Compiler<'_> {
                     Some((path_type, path_value)),
                     action,
                 );
+                if let (Some(_), None) = (host, canary) {
+                    for alias in &nginx.aliases {
+                        let name = format!("{}:{alias}{}", ingress.key, route_path(&route));
+                        let mut aliased =
+                            route.remade(Arc::from(name.as_str()), route.action.clone(), None);
+                        aliased.host = Some(alias.clone());
+                        self.host_routes.push(Arc::new(aliased));
+                    }
+                }
                 match canary {
                     Some(rule) => self.attach_canary(ingress, &field, &route, rule),
                     None => self.insert(ingress, &field, route),
@@ -284,14 +308,18 @@ impl Compiler<'_> {
         }
     }
 
-    /// The `from-to-www-redirect` routes, for the hosts no Ingress serves itself (as
-    /// ingress-nginx adds a redirecting server only where there is none).
-    pub(super) fn add_www_redirects(&mut self) {
-        for route in std::mem::take(&mut self.www_redirects) {
-            let Some(host) = route.host.as_deref() else {
-                continue;
-            };
-            if !self.routes.has_host(host) {
+    /// The routes of `from-to-www-redirect` and `server-alias`, for the hosts no Ingress
+    /// serves itself (ingress-nginx adds a redirecting server, or an alias, only where there is
+    /// no server of that name); of two for one host and path, the first.
+    pub(super) fn add_host_routes(&mut self) {
+        let deferred = std::mem::take(&mut self.host_routes);
+        let own: std::collections::HashSet<String> = deferred
+            .iter()
+            .filter_map(|r| r.host.clone())
+            .filter(|h| self.routes.has_host(h))
+            .collect();
+        for route in deferred {
+            if route.host.as_ref().is_some_and(|h| !own.contains(h)) {
                 let _ = self.routes.insert(route);
             }
         }
@@ -431,6 +459,7 @@ impl Compiler<'_> {
         ingress: &IngressCtx<'_>,
         field: &str,
         backend: &IngressBackend,
+        cluster_ip: bool,
     ) -> Option<Action> {
         let join = |sub: &str| {
             if sub.is_empty() {
@@ -439,7 +468,10 @@ impl Compiler<'_> {
                 format!("{field}.{sub}")
             }
         };
-        match self.backends.resolve(&ingress.key.namespace, backend) {
+        match self
+            .backends
+            .resolve(&ingress.key.namespace, backend, cluster_ip)
+        {
             Resolved::Ok(action) => Some(action),
             Resolved::Unavailable {
                 action,
@@ -492,6 +524,8 @@ impl Compiler<'_> {
             client_limit: settings.client_limit.clone(),
             redirect: settings.redirect.clone(),
             app_root: settings.app_root.clone(),
+            upstream_host: settings.upstream_host.clone(),
+            forwarded_prefix: settings.forwarded_prefix.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

@@ -44,6 +44,8 @@ pub struct IngressSettings {
     pub redirect: Option<std::sync::Arc<crate::snapshot::Redirect>>,
     /// Where `/` is sent with 302.
     pub app_root: Option<std::sync::Arc<str>>,
+    pub upstream_host: Option<http::HeaderValue>,
+    pub forwarded_prefix: Option<http::HeaderValue>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -58,6 +60,8 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         client_limit: None,
         redirect: None,
         app_root: None,
+        upstream_host: None,
+        forwarded_prefix: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -271,7 +271,7 @@ impl ProxyHttp for EdgeProxy {
                 .per_try_timeout(group)
                 .map_or(route.timeouts.read, |t| t.min(route.timeouts.read)),
         );
-        options.write_timeout = Some(route.timeouts.read);
+        options.write_timeout = Some(route.timeouts.send);
         options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         if group.protocol == UpstreamProtocol::H2c {
             options.set_http_version(2, 2);
@@ -338,6 +338,14 @@ impl ProxyHttp for EdgeProxy {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
         headers::add_forwarding_headers(upstream, client, host.as_ref(), is_tls(session))?;
+        if let Some(route) = &ctx.route {
+            if let Some(vhost) = &route.upstream_host {
+                upstream.insert_header(http::header::HOST, vhost.clone())?;
+            }
+            if let Some(prefix) = &route.forwarded_prefix {
+                upstream.insert_header("x-forwarded-prefix", prefix.clone())?;
+            }
+        }
         let h2c = ctx.route.as_ref().is_some_and(
             |r| matches!(&r.action, Action::Proxy(g) if g.protocol == UpstreamProtocol::H2c),
         );

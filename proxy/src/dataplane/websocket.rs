@@ -87,7 +87,7 @@ pub async fn open(
         pingora::protocols::l4::stream::Stream::from(stream),
     ));
     upstream.read_timeout = Some(route.timeouts.read);
-    upstream.write_timeout = Some(route.timeouts.read);
+    upstream.write_timeout = Some(route.timeouts.send);
 
     let downstream = session.req_header();
     let mut request = downstream.clone();

@@ -160,6 +160,10 @@ pub struct Route {
     pub redirect: Option<Arc<Redirect>>,
     /// Where a request for `/` is sent instead, with 302 (`app-root`).
     pub app_root: Option<Arc<str>>,
+    /// The `Host` the upstream gets instead of the client's (`upstream-vhost`).
+    pub upstream_host: Option<HeaderValue>,
+    /// The `X-Forwarded-Prefix` the upstream gets (`x-forwarded-prefix`).
+    pub forwarded_prefix: Option<HeaderValue>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -262,6 +266,8 @@ impl Route {
             client_limit: self.client_limit.clone(),
             redirect: self.redirect.clone(),
             app_root: self.app_root.clone(),
+            upstream_host: self.upstream_host.clone(),
+            forwarded_prefix: self.forwarded_prefix.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -323,6 +329,9 @@ pub struct Timeouts {
     /// Longest wait for each read from the upstream (the response head, then each body chunk).
     #[serde(with = "millis")]
     pub read: Duration,
+    /// Longest wait for each write to the upstream (`proxy-send-timeout`).
+    #[serde(with = "millis")]
+    pub send: Duration,
 }
 
 impl Default for Timeouts {
@@ -330,6 +339,7 @@ impl Default for Timeouts {
         Timeouts {
             connect: Duration::from_secs(5),
             read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
         }
     }
 }
@@ -362,6 +372,8 @@ mod tests {
             client_limit: None,
             redirect: None,
             app_root: None,
+            upstream_host: None,
+            forwarded_prefix: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

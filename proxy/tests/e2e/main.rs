@@ -35,4 +35,5 @@ mod retries;
 mod routing;
 mod support;
 mod tls;
+mod upstream_settings;
 mod validate;

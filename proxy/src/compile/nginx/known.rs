@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 54] = [
+pub(super) const HONOURED: [&str; 59] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -66,10 +66,15 @@ pub(super) const HONOURED: [&str; 54] = [
     "temporal-redirect-code",
     "app-root",
     "from-to-www-redirect",
+    "proxy-send-timeout",
+    "upstream-vhost",
+    "x-forwarded-prefix",
+    "server-alias",
+    "service-upstream",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 79] = [
+pub(super) const NOT_HONOURED: [&str; 74] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -128,7 +133,6 @@ pub(super) const NOT_HONOURED: [&str; 79] = [
     "proxy-redirect-from",
     "proxy-redirect-to",
     "proxy-request-buffering",
-    "proxy-send-timeout",
     "proxy-ssl-ciphers",
     "proxy-ssl-name",
     "proxy-ssl-protocols",
@@ -138,17 +142,13 @@ pub(super) const NOT_HONOURED: [&str; 79] = [
     "proxy-ssl-verify-depth",
     "relative-redirects",
     "satisfy",
-    "server-alias",
-    "service-upstream",
     "session-cookie-conditional-samesite-none",
     "ssl-ciphers",
     "ssl-passthrough",
     "ssl-prefer-server-ciphers",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",
-    "upstream-vhost",
     "use-port-in-redirects",
-    "x-forwarded-prefix",
 ];
 
 #[cfg(test)]

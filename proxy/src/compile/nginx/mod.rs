@@ -80,6 +80,7 @@ pub struct NginxSettings {
     pub ssl_redirect: Option<bool>,
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
     /// `load-balance`, or `upstream-hash-by` (which wins, as in ingress-nginx).
     pub balance: Option<Balance>,
     /// `canary: "true"`: the Ingress's paths take a share of another Ingress's.
@@ -96,6 +97,14 @@ pub struct NginxSettings {
     pub app_root: Option<std::sync::Arc<str>>,
     /// `from-to-www-redirect`.
     pub from_to_www: bool,
+    /// `upstream-vhost`: the upstream's `Host`.
+    pub upstream_host: Option<http::HeaderValue>,
+    /// `x-forwarded-prefix`.
+    pub forwarded_prefix: Option<http::HeaderValue>,
+    /// `server-alias`: more hosts served as the Ingress's rules' hosts are.
+    pub aliases: Vec<String>,
+    /// `service-upstream`: the Service's cluster IP rather than its endpoints.
+    pub service_upstream: bool,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -175,6 +184,18 @@ impl<'a> NginxAnnotations<'a> {
             list.push(entry.to_owned());
         }
         Some(list)
+    }
+
+    /// A value sent as a header field; `None` (with the problem recorded) when it cannot be.
+    fn header_value(&mut self, name: &str) -> Option<http::HeaderValue> {
+        let value = self.get(name)?;
+        match http::HeaderValue::from_str(value) {
+            Ok(value) if !value.is_empty() => Some(value),
+            _ => {
+                self.problem(name, format!("{value:?} cannot be a header field's value"));
+                None
+            }
+        }
     }
 
     fn list(&self, name: &str, default: &str) -> Vec<String> {
@@ -524,11 +545,21 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.ssl_redirect = a.bool("ssl-redirect");
     a.out.connect_timeout = a.positive("proxy-connect-timeout").map(Duration::from_secs);
     a.out.read_timeout = a.positive("proxy-read-timeout").map(Duration::from_secs);
+    a.out.send_timeout = a.positive("proxy-send-timeout").map(Duration::from_secs);
     a.out.balance = balance(&mut a);
     a.out.canary = canary(&mut a);
     a.out.retry = retry(&mut a);
     a.out.redirect = redirect(&mut a);
     a.out.from_to_www = a.bool("from-to-www-redirect").unwrap_or(false);
+    a.out.service_upstream = a.bool("service-upstream").unwrap_or(false);
+    a.out.upstream_host = a.header_value("upstream-vhost");
+    a.out.forwarded_prefix = a.header_value("x-forwarded-prefix");
+    for alias in a.list("server-alias", "") {
+        match crate::compile::names::check_host(&alias) {
+            Ok(()) => a.out.aliases.push(alias.to_ascii_lowercase()),
+            Err(reason) => a.problem("server-alias", format!("{alias:?}: {reason}")),
+        }
+    }
     if let Some(root) = a.get("app-root") {
         if root.starts_with('/') && !root.contains(|c: char| c.is_whitespace() || c.is_control()) {
             a.out.app_root = Some(std::sync::Arc::from(root));

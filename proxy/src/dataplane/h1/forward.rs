@@ -25,7 +25,7 @@ use super::response::{self, ClientFraming, Framing, Ours};
 use super::{Request, Work, pool};
 use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
 use crate::dataplane::{access_log, failure};
-use crate::snapshot::{Route, UpstreamGroup};
+use crate::snapshot::{Route, Timeouts, UpstreamGroup};
 use crate::upstream::Attempts;
 use crate::upstream::retry::Resend;
 use crate::wasm::host::Completion;
@@ -345,7 +345,7 @@ async fn proxy(
             plugged.as_deref_mut(),
             body,
             work,
-            timeouts.read,
+            timeouts,
             keep_alive,
         )
         .await
@@ -463,9 +463,10 @@ async fn exchange(
     plugged: Option<&mut Plugged>,
     body: Body<'_>,
     work: &mut Work,
-    read_timeout: Duration,
+    timeouts: Timeouts,
     keep_alive: bool,
 ) -> Result<Sent, Failure> {
+    let read_timeout = timeouts.read;
     let silent = |error| Failure {
         error,
         upstream_silent: true,
@@ -481,7 +482,7 @@ async fn exchange(
         body_bytes: 0,
     };
     timed(
-        read_timeout,
+        timeouts.send,
         "writing the request head",
         upstream.write_all(&work.upstream_head),
     )
@@ -502,7 +503,7 @@ async fn exchange(
             req.body_len,
             body,
             &mut work.upstream,
-            read_timeout,
+            timeouts.send,
         )
         .await?;
     }

@@ -451,6 +451,8 @@ fn fast_route(
     if (route.https_redirect && !tls)
         || route.client_limit.is_some()
         || route.redirect.is_some()
+        || route.upstream_host.is_some()
+        || route.forwarded_prefix.is_some()
         || (route.app_root.is_some() && path == "/")
     {
         return None;
