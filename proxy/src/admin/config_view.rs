@@ -47,6 +47,16 @@ struct RouteView<'a> {
     upstream_host: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     forwarded_prefix: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_backend: Option<ErrorBackendView<'a>>,
+}
+
+/// An Ingress's error backend on a route.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBackendView<'a> {
+    upstream: &'a str,
+    codes: &'a [u16],
 }
 
 /// A canary Ingress on a route: its rules and where it sends.
@@ -119,6 +129,10 @@ impl<'a> ConfigView<'a> {
                     .forwarded_prefix
                     .as_ref()
                     .and_then(|h| h.to_str().ok()),
+                error_backend: route.error_backend.as_deref().map(|b| ErrorBackendView {
+                    upstream: &b.group.name,
+                    codes: &b.codes,
+                }),
                 canary: route.canary.as_deref().map(|canary| {
                     let header = canary.by_header.as_ref();
                     CanaryView {

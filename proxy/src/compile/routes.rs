@@ -16,7 +16,8 @@ use super::settings::{
 use super::{Compiler, IngressCtx, names};
 use crate::config::Annotations;
 use crate::snapshot::{
-    Action, Canary, CanaryHeader, HostRoutes, PathType, Redirect, RedirectTo, Route, Router,
+    Action, Canary, CanaryHeader, ErrorBackend, HostRoutes, PathType, Redirect, RedirectTo, Route,
+    Router,
 };
 
 /// A route's path as its name shows it.
@@ -174,6 +175,9 @@ impl Compiler<'_> {
         settings.app_root = nginx.app_root.clone();
         settings.upstream_host = nginx.upstream_host.clone();
         settings.forwarded_prefix = nginx.forwarded_prefix.clone();
+        if let Some(name) = &nginx.default_backend {
+            settings.error_backend = self.error_backend(ingress, name, &nginx.error_codes);
+        }
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -306,6 +310,42 @@ impl Compiler<'_> {
                 }
             }
         }
+    }
+
+    /// An Ingress's `default-backend`: Service `name` in its namespace, on its first port, as
+    /// ingress-nginx takes it.
+    fn error_backend(
+        &mut self,
+        ingress: &IngressCtx<'_>,
+        name: &str,
+        codes: &[u16],
+    ) -> Option<Arc<ErrorBackend>> {
+        let field = crate::config::annotations::field(&format!("{}default-backend", nginx::PREFIX));
+        let key = crate::config::NamespacedName::new(&ingress.key.namespace, name);
+        let first_port = self
+            .store
+            .services
+            .get(&key)
+            .and_then(|s| s.object.spec.as_ref())
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|ports| ports.first())
+            .and_then(|p| u16::try_from(p.port).ok());
+        let group = first_port.and_then(|port| self.backends.service_port(key.clone(), port));
+        let Some(group) = group else {
+            self.problems.push(ingress.problem(
+                field,
+                format!(
+                    "Service {key} not found, or it has no port; errors are answered as they come"
+                ),
+            ));
+            return None;
+        };
+        Some(Arc::new(ErrorBackend {
+            group,
+            codes: codes.to_vec(),
+            namespace: ingress.key.namespace.clone(),
+            ingress: ingress.key.name.clone(),
+        }))
     }
 
     /// The routes of `from-to-www-redirect` and `server-alias`, for the hosts no Ingress
@@ -526,6 +566,7 @@ impl Compiler<'_> {
             app_root: settings.app_root.clone(),
             upstream_host: settings.upstream_host.clone(),
             forwarded_prefix: settings.forwarded_prefix.clone(),
+            error_backend: settings.error_backend.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

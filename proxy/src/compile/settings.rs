@@ -46,6 +46,7 @@ pub struct IngressSettings {
     pub app_root: Option<std::sync::Arc<str>>,
     pub upstream_host: Option<http::HeaderValue>,
     pub forwarded_prefix: Option<http::HeaderValue>,
+    pub error_backend: Option<std::sync::Arc<crate::snapshot::ErrorBackend>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -62,6 +63,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         app_root: None,
         upstream_host: None,
         forwarded_prefix: None,
+        error_backend: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

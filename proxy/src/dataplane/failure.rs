@@ -8,6 +8,11 @@ use tracing::warn;
 use super::plugins::PLUGIN_FAILED;
 use crate::upstream::retry::Failed;
 
+/// A response replaced by the error backend's answer (`custom-http-errors`): the request goes
+/// there.
+pub(crate) const TO_ERROR_BACKEND: ErrorType =
+    ErrorType::Custom("response sent to the error backend");
+
 /// A response held back because its status is one the route retries: the request goes again.
 pub(crate) const HELD_FOR_RETRY: ErrorType = ErrorType::Custom("response status retried");
 

@@ -25,7 +25,9 @@ use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
-use crate::snapshot::{Action, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol};
+use crate::snapshot::{
+    Action, ErrorBackend, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol,
+};
 use crate::upstream::balance;
 use crate::upstream::retry::Resend;
 use crate::upstream::{Attempts, Resolver, UpstreamError};
@@ -109,6 +111,41 @@ pub struct RequestCtx {
     pub(super) overloaded: Option<&'static str>,
     /// The request's place under its route's per-client limit, held until it is done.
     pub(super) client_slot: Option<ClientSlot>,
+    /// The request went to its Ingress's error backend instead.
+    pub(super) error_page: Option<ErrorPage>,
+}
+
+/// Why a request went to its Ingress's error backend.
+pub(super) struct ErrorPage {
+    pub(super) backend: Arc<ErrorBackend>,
+    /// `X-Code`.
+    pub(super) code: u16,
+    /// An error response intercepted (the error backend is asked for `/`, with
+    /// `X-Original-URI`), rather than a Service without endpoints.
+    pub(super) intercepted: bool,
+}
+
+impl RequestCtx {
+    /// The upstream group the request is proxied to: its route's, or its error backend's.
+    pub(super) fn proxied_group(&self) -> Option<Arc<UpstreamGroup>> {
+        if let Some(page) = &self.error_page {
+            return Some(page.backend.group.clone());
+        }
+        match self.route.as_deref().map(|r| &r.action) {
+            Some(Action::Proxy(group)) => Some(group.clone()),
+            _ => None,
+        }
+    }
+
+    /// Sends the request to `backend` instead, for `code`; its attempts start afresh there.
+    fn divert(&mut self, backend: Arc<ErrorBackend>, code: u16, intercepted: bool) {
+        self.attempts = Attempts::default();
+        self.error_page = Some(ErrorPage {
+            backend,
+            code,
+            intercepted,
+        });
+    }
 }
 
 #[async_trait]
@@ -134,6 +171,7 @@ impl ProxyHttp for EdgeProxy {
             body_bytes: 0,
             overloaded: None,
             client_slot: None,
+            error_page: None,
         }
     }
 
@@ -220,6 +258,10 @@ impl ProxyHttp for EdgeProxy {
             }
             Action::Proxy(group) if group.endpoint_count() == 0 => {
                 ctx.note = Some(Arc::from(format!("{} has no ready endpoint", group.name)));
+                if let Some(backend) = &route.error_backend {
+                    ctx.divert(backend.clone(), 503, false);
+                    return Ok(false);
+                }
                 respond_text(
                     session,
                     ctx,
@@ -254,12 +296,13 @@ impl ProxyHttp for EdgeProxy {
         let Some(route) = ctx.route.clone() else {
             return Error::e_explain(ErrorType::InternalError, "upstream_peer without a route");
         };
-        let Action::Proxy(group) = &route.action else {
+        let Some(group) = ctx.proxied_group() else {
             return Error::e_explain(
                 ErrorType::InternalError,
                 "upstream_peer for a route that does not proxy",
             );
         };
+        let group = &group;
         let addr = next_endpoint(&self.shared, group, ctx).await?;
         ctx.upstream = Some(addr);
         let mut peer = HttpPeer::new(addr, false, String::new());
@@ -295,12 +338,8 @@ impl ProxyHttp for EdgeProxy {
             idempotent: true,
             body_kept: true,
         };
-        let route = ctx.route.clone();
-        let retry = match (
-            route.as_deref().map(|r| &r.action),
-            failure::retry_kind(&e, 0),
-        ) {
-            (Some(Action::Proxy(group)), Some(kind)) => ctx.attempts.retry(group, kind, unsent),
+        let retry = match (ctx.proxied_group(), failure::retry_kind(&e, 0)) {
+            (Some(group), Some(kind)) => ctx.attempts.retry(&group, kind, unsent),
             _ => false,
         };
         e.set_retry(retry);
@@ -338,6 +377,9 @@ impl ProxyHttp for EdgeProxy {
                     .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
             });
         headers::add_forwarding_headers(upstream, client, host.as_ref(), is_tls(session))?;
+        if let (Some(page), Some(route)) = (&ctx.error_page, &ctx.route) {
+            error_fields(upstream, page, route, session.req_header())?;
+        }
         if let Some(route) = &ctx.route {
             if let Some(vhost) = &route.upstream_host {
                 upstream.insert_header(http::header::HOST, vhost.clone())?;
@@ -438,14 +480,26 @@ impl ProxyHttp for EdgeProxy {
             return Ok(());
         }
         ctx.attempts.responded(status);
-        let route = ctx.route.clone();
         let resend = Resend {
             sent: true,
             idempotent: session.req_header().method.is_idempotent(),
             body_kept: !session.as_ref().retry_buffer_truncated(),
         };
-        if let Some(Action::Proxy(group)) = route.as_deref().map(|r| &r.action)
-            && ctx.attempts.hold(group, status, resend)
+        // An error the Ingress's error backend answers instead (nginx intercepts it, once).
+        let error_backend = ctx.route.as_ref().and_then(|r| r.error_backend.clone());
+        if let Some(backend) = error_backend
+            && ctx.error_page.is_none()
+            && backend.codes.binary_search(&status).is_ok()
+        {
+            ctx.divert(backend, status, true);
+            return Err(Error::explain(
+                failure::TO_ERROR_BACKEND,
+                format!("the upstream answered {status}"),
+            )
+            .into_up());
+        }
+        if let Some(group) = ctx.proxied_group()
+            && ctx.attempts.hold(&group, status, resend)
         {
             return Err(Error::explain(
                 failure::HELD_FOR_RETRY,
@@ -577,6 +631,10 @@ impl ProxyHttp for EdgeProxy {
             body_kept: !session.as_ref().retry_buffer_truncated(),
         };
         let started = session.response_written().is_some();
+        if e.etype() == &failure::TO_ERROR_BACKEND {
+            e.set_retry(!started);
+            return e;
+        }
         let held = e.etype() == &failure::HELD_FOR_RETRY;
         // A pooled connection the upstream had already closed is worth one more try, for
         // requests that may be repeated; it says nothing of the endpoint.
@@ -591,15 +649,9 @@ impl ProxyHttp for EdgeProxy {
             self.count_upstream_error(ctx, &e);
             ctx.attempts.failed();
         }
-        let route = ctx.route.clone();
         let status = ctx.attempts.last_status();
-        let retry = match (
-            route.as_deref().map(|r| &r.action),
-            failure::retry_kind(&e, status),
-        ) {
-            (Some(Action::Proxy(group)), Some(kind)) if !started => {
-                ctx.attempts.retry(group, kind, resend)
-            }
+        let retry = match (ctx.proxied_group(), failure::retry_kind(&e, status)) {
+            (Some(group), Some(kind)) if !started => ctx.attempts.retry(&group, kind, resend),
             _ => false,
         };
         e.set_retry(retry);
@@ -714,6 +766,34 @@ fn balance_key(session: &Session, route: &Route) -> Option<u64> {
             .map(|a| a.ip()),
         fields: &req.headers,
     })
+}
+
+/// What ingress-nginx tells an error backend: the status (`X-Code`), the client's `Accept`
+/// (`X-Format`), the request as sent (`X-Original-URI`, when an error response is replaced; the
+/// error backend is then asked for `/`), and the Ingress and Service the request was for.
+fn error_fields(
+    upstream: &mut RequestHeader,
+    page: &ErrorPage,
+    route: &Route,
+    downstream: &RequestHeader,
+) -> Result<()> {
+    upstream.insert_header("x-code", page.code.to_string())?;
+    if let Some(accept) = downstream.headers.get(http::header::ACCEPT) {
+        upstream.insert_header("x-format", accept.clone())?;
+    }
+    upstream.insert_header("x-namespace", page.backend.namespace.as_str())?;
+    upstream.insert_header("x-ingress-name", page.backend.ingress.as_str())?;
+    if let Action::Proxy(group) = &route.action {
+        let (service, port) = group.service_and_port();
+        upstream.insert_header("x-service-name", service)?;
+        upstream.insert_header("x-service-port", port)?;
+    }
+    if page.intercepted {
+        let original = downstream.uri.path_and_query().map_or("/", |p| p.as_str());
+        upstream.insert_header("x-original-uri", original)?;
+        upstream.set_uri(http::Uri::from_static("/"));
+    }
+    Ok(())
 }
 
 pub(super) async fn next_endpoint(

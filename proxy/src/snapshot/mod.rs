@@ -17,8 +17,8 @@ use serde::Serialize;
 
 pub use clusters::Clusters;
 pub use router::{
-    Action, Canary, CanaryHeader, FixedAnswer, HostRoutes, PathType, Redirect, RedirectTo, Route,
-    Router, Timeouts,
+    Action, Canary, CanaryHeader, ErrorBackend, FixedAnswer, HostRoutes, PathType, Redirect,
+    RedirectTo, Route, Router, Timeouts,
 };
 pub use tls::{TlsCertificate, TlsTable};
 pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};

@@ -164,6 +164,9 @@ pub struct Route {
     pub upstream_host: Option<HeaderValue>,
     /// The `X-Forwarded-Prefix` the upstream gets (`x-forwarded-prefix`).
     pub forwarded_prefix: Option<HeaderValue>,
+    /// Where requests go when the route's Service has no endpoint, and its error responses
+    /// (`default-backend`, `custom-http-errors`).
+    pub error_backend: Option<Arc<ErrorBackend>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -268,6 +271,7 @@ impl Route {
             app_root: self.app_root.clone(),
             upstream_host: self.upstream_host.clone(),
             forwarded_prefix: self.forwarded_prefix.clone(),
+            error_backend: self.error_backend.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -292,6 +296,20 @@ pub enum Action {
     Respond(Arc<FixedAnswer>),
     /// The backend cannot be used (a missing Service, say): answer 503 with the reason logged.
     Unavailable(Arc<str>),
+}
+
+/// An Ingress's error backend (ingress-nginx's `default-backend`): it serves the requests of
+/// a route whose Service has no endpoint, and the responses whose status is one of `codes`
+/// (`custom-http-errors`), told what happened in ingress-nginx's `X-Code`, `X-Format`,
+/// `X-Original-URI`, `X-Namespace`, `X-Ingress-Name`, `X-Service-Name`, `X-Service-Port` and
+/// `X-Request-ID` fields.
+#[derive(Debug)]
+pub struct ErrorBackend {
+    pub group: Arc<UpstreamGroup>,
+    /// Ascending.
+    pub codes: Vec<u16>,
+    pub namespace: String,
+    pub ingress: String,
 }
 
 /// A redirect a route answers with instead of proxying.
@@ -374,6 +392,7 @@ mod tests {
             app_root: None,
             upstream_host: None,
             forwarded_prefix: None,
+            error_backend: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

@@ -86,6 +86,14 @@ impl UpstreamGroup {
         }
     }
 
+    /// The Service's name and port (as the route named it, by name or number) the group is
+    /// of, from its name `namespace/service:port`.
+    pub fn service_and_port(&self) -> (&str, &str) {
+        let name = self.name.trim_end_matches(" (cluster IP)");
+        let name = name.split_once('/').map_or(name, |(_, rest)| rest);
+        name.rsplit_once(':').unwrap_or((name, ""))
+    }
+
     /// How many distinct upstreams a request may be tried against.
     pub fn endpoint_count(&self) -> usize {
         match &self.target {

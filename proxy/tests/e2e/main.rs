@@ -13,6 +13,7 @@ mod deploy;
 mod dns;
 mod dns_publish;
 mod dns_transfer;
+mod error_pages;
 mod health;
 mod http1_relay;
 mod idle;

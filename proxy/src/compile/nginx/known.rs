@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 59] = [
+pub(super) const HONOURED: [&str; 61] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -71,10 +71,12 @@ pub(super) const HONOURED: [&str; 59] = [
     "x-forwarded-prefix",
     "server-alias",
     "service-upstream",
+    "custom-http-errors",
+    "default-backend",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 74] = [
+pub(super) const NOT_HONOURED: [&str; 72] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -100,8 +102,6 @@ pub(super) const NOT_HONOURED: [&str; 74] = [
     "client-body-buffer-size",
     "connection-proxy-header",
     "custom-headers",
-    "custom-http-errors",
-    "default-backend",
     "disable-proxy-intercept-errors",
     "enable-access-log",
     "enable-global-auth",

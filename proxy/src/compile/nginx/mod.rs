@@ -105,6 +105,10 @@ pub struct NginxSettings {
     pub aliases: Vec<String>,
     /// `service-upstream`: the Service's cluster IP rather than its endpoints.
     pub service_upstream: bool,
+    /// `default-backend`: a Service of the Ingress's namespace.
+    pub default_backend: Option<String>,
+    /// `custom-http-errors`, ascending.
+    pub error_codes: Vec<u16>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -552,6 +556,24 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.redirect = redirect(&mut a);
     a.out.from_to_www = a.bool("from-to-www-redirect").unwrap_or(false);
     a.out.service_upstream = a.bool("service-upstream").unwrap_or(false);
+    a.out.default_backend = a.get("default-backend").map(str::to_owned);
+    for code in a.list("custom-http-errors", "") {
+        match code.parse::<u16>() {
+            Ok(code) if (400..=599).contains(&code) => a.out.error_codes.push(code),
+            _ => a.problem(
+                "custom-http-errors",
+                format!("{code:?} is not an error status (400-599)"),
+            ),
+        }
+    }
+    a.out.error_codes.sort_unstable();
+    a.out.error_codes.dedup();
+    if !a.out.error_codes.is_empty() && a.out.default_backend.is_none() {
+        a.problem(
+            "custom-http-errors",
+            "needs default-backend: Gantry has no controller-wide default backend to send errors to",
+        );
+    }
     a.out.upstream_host = a.header_value("upstream-vhost");
     a.out.forwarded_prefix = a.header_value("x-forwarded-prefix");
     for alias in a.list("server-alias", "") {

@@ -453,6 +453,7 @@ fn fast_route(
         || route.redirect.is_some()
         || route.upstream_host.is_some()
         || route.forwarded_prefix.is_some()
+        || route.error_backend.is_some()
         || (route.app_root.is_some() && path == "/")
     {
         return None;

@@ -174,7 +174,7 @@ async fn answer(
     let status = match failing {
         0 => path
             .strip_prefix("/status/")
-            .and_then(|code| code.parse().ok())
+            .and_then(|code| code.split('?').next()?.parse().ok())
             .unwrap_or(200),
         failing => failing,
     };
