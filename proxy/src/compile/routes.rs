@@ -175,6 +175,7 @@ impl Compiler<'_> {
         settings.app_root = nginx.app_root.clone();
         settings.upstream_host = nginx.upstream_host.clone();
         settings.forwarded_prefix = nginx.forwarded_prefix.clone();
+        settings.external_auth = nginx.external_auth.clone();
         if let Some(name) = &nginx.default_backend {
             settings.error_backend = self.error_backend(ingress, name, &nginx.error_codes);
         }
@@ -567,6 +568,7 @@ impl Compiler<'_> {
             upstream_host: settings.upstream_host.clone(),
             forwarded_prefix: settings.forwarded_prefix.clone(),
             error_backend: settings.error_backend.clone(),
+            external_auth: settings.external_auth.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

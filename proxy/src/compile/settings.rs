@@ -47,6 +47,7 @@ pub struct IngressSettings {
     pub upstream_host: Option<http::HeaderValue>,
     pub forwarded_prefix: Option<http::HeaderValue>,
     pub error_backend: Option<std::sync::Arc<crate::snapshot::ErrorBackend>>,
+    pub external_auth: Option<std::sync::Arc<crate::snapshot::external_auth::ExternalAuth>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -64,6 +65,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         upstream_host: None,
         forwarded_prefix: None,
         error_backend: None,
+        external_auth: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

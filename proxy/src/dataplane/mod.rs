@@ -5,6 +5,7 @@ mod access_log;
 mod answers;
 mod cert_resolver;
 mod connections;
+pub mod external_auth;
 mod failure;
 mod h1;
 pub mod headers;

@@ -22,7 +22,7 @@ use pingora::{Error, ErrorType, Result};
 use super::answers::{redirect_location, respond, respond_text};
 use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
-use super::{access_log, failure};
+use super::{access_log, external_auth, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
 use crate::snapshot::{
@@ -53,6 +53,8 @@ pub struct Shared {
     pub wasm: Arc<wasm::Shared>,
     /// Resolves ExternalName Services.
     pub resolver: Resolver,
+    /// Pooled connections to external auth services.
+    pub auth_client: Arc<external_auth::AuthClient>,
 }
 
 /// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).
@@ -113,6 +115,10 @@ pub struct RequestCtx {
     pub(super) client_slot: Option<ClientSlot>,
     /// The request went to its Ingress's error backend instead.
     pub(super) error_page: Option<ErrorPage>,
+    /// What the external auth service gave the request: fields for the upstream, cookies for
+    /// the client.
+    pub(super) auth_fields: Vec<(http::HeaderName, HeaderValue)>,
+    pub(super) auth_cookies: Vec<HeaderValue>,
 }
 
 /// Why a request went to its Ingress's error backend.
@@ -172,6 +178,8 @@ impl ProxyHttp for EdgeProxy {
             overloaded: None,
             client_slot: None,
             error_page: None,
+            auth_fields: Vec::new(),
+            auth_cookies: Vec::new(),
         }
     }
 
@@ -242,6 +250,39 @@ impl ProxyHttp for EdgeProxy {
         if route.https_redirect && !is_tls(session) {
             self.redirect_to_https(session, ctx).await?;
             return Ok(true);
+        }
+        if let Some(auth) = &route.external_auth {
+            let verdict = external_auth::check(
+                auth,
+                session,
+                &self.shared,
+                route.timeouts,
+                ctx.request_id.as_ref(),
+            )
+            .await;
+            match verdict {
+                external_auth::Verdict::Allow { upstream, cookies } => {
+                    ctx.auth_fields = upstream;
+                    ctx.auth_cookies = cookies;
+                }
+                external_auth::Verdict::Answer { status, headers } => {
+                    ctx.note = Some(Arc::from(format!("the auth service answered {status}")));
+                    let mut resp = ResponseHeader::build(status, Some(headers.len() + 2))?;
+                    for (name, value) in headers {
+                        resp.append_header(name, value)?;
+                    }
+                    resp.insert_header(CONTENT_LENGTH, "0")?;
+                    self.finish_own_response(session, ctx, resp, Bytes::new())
+                        .await?;
+                    return Ok(true);
+                }
+                external_auth::Verdict::Failed(reason) => {
+                    tracing::warn!(route = %route.name, "{reason}");
+                    ctx.note = Some(Arc::from(reason));
+                    respond_text(session, ctx, 500, "internal server error\n").await?;
+                    return Ok(true);
+                }
+            }
         }
         ctx.attempts = Attempts::new(
             route.balance.clone(),
@@ -380,6 +421,9 @@ impl ProxyHttp for EdgeProxy {
         if let (Some(page), Some(route)) = (&ctx.error_page, &ctx.route) {
             error_fields(upstream, page, route, session.req_header())?;
         }
+        for (name, value) in &ctx.auth_fields {
+            upstream.insert_header(name.clone(), value.clone())?;
+        }
         if let Some(route) = &ctx.route {
             if let Some(vhost) = &route.upstream_host {
                 upstream.insert_header(http::header::HOST, vhost.clone())?;
@@ -517,6 +561,9 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        for cookie in &ctx.auth_cookies {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie.clone())?;
+        }
         if let Some(route) = &ctx.route
             && let Some(cookie) = ctx.attempts.set_cookie(route.cookie_path())
         {

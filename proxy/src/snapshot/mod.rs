@@ -5,6 +5,7 @@
 pub mod certificates;
 pub mod client_limit;
 pub mod clusters;
+pub mod external_auth;
 pub mod resources;
 pub mod router;
 pub mod tls;

@@ -167,6 +167,8 @@ pub struct Route {
     /// Where requests go when the route's Service has no endpoint, and its error responses
     /// (`default-backend`, `custom-http-errors`).
     pub error_backend: Option<Arc<ErrorBackend>>,
+    /// Asked before each request is proxied (`auth-url`).
+    pub external_auth: Option<Arc<super::external_auth::ExternalAuth>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -272,6 +274,7 @@ impl Route {
             upstream_host: self.upstream_host.clone(),
             forwarded_prefix: self.forwarded_prefix.clone(),
             error_backend: self.error_backend.clone(),
+            external_auth: self.external_auth.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -393,6 +396,7 @@ mod tests {
             upstream_host: None,
             forwarded_prefix: None,
             error_backend: None,
+            external_auth: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

@@ -14,6 +14,7 @@ mod dns;
 mod dns_publish;
 mod dns_transfer;
 mod error_pages;
+mod external_auth;
 mod health;
 mod http1_relay;
 mod idle;

@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 61] = [
+pub(super) const HONOURED: [&str; 67] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -73,10 +73,16 @@ pub(super) const HONOURED: [&str; 61] = [
     "service-upstream",
     "custom-http-errors",
     "default-backend",
+    "auth-url",
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-request-redirect",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 72] = [
+pub(super) const NOT_HONOURED: [&str; 66] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -85,19 +91,13 @@ pub(super) const NOT_HONOURED: [&str; 72] = [
     "auth-keepalive-requests",
     "auth-keepalive-share-vars",
     "auth-keepalive-timeout",
-    "auth-method",
     "auth-proxy-set-headers",
-    "auth-request-redirect",
-    "auth-response-headers",
-    "auth-signin",
-    "auth-signin-redirect-param",
     "auth-tls-error-page",
     "auth-tls-match-cn",
     "auth-tls-pass-certificate-to-upstream",
     "auth-tls-secret",
     "auth-tls-verify-client",
     "auth-tls-verify-depth",
-    "auth-url",
     "backend-protocol",
     "client-body-buffer-size",
     "connection-proxy-header",

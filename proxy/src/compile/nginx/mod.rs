@@ -48,6 +48,7 @@ use crate::config::crd::{FailurePolicy, Phase};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
 use crate::snapshot::client_limit::ClientLimit;
+use crate::snapshot::external_auth::ExternalAuth;
 use crate::snapshot::{Redirect, RedirectTo};
 use crate::upstream::affinity::{Affinity, Mode, SameSite};
 use crate::upstream::balance::{Balance, HashKey};
@@ -109,6 +110,8 @@ pub struct NginxSettings {
     pub default_backend: Option<String>,
     /// `custom-http-errors`, ascending.
     pub error_codes: Vec<u16>,
+    /// `auth-url` and its companions.
+    pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -462,6 +465,62 @@ fn redirect(a: &mut NginxAnnotations<'_>) -> Option<std::sync::Arc<Redirect>> {
     }))
 }
 
+/// `auth-url` with `auth-method`, `auth-signin` (and `-redirect-param`),
+/// `auth-response-headers` and `auth-request-redirect`. An `auth-url` that cannot be used closes
+/// the routes: they must not serve unauthenticated.
+fn external_auth(a: &mut NginxAnnotations<'_>) -> Option<std::sync::Arc<ExternalAuth>> {
+    let url = a.get("auth-url")?;
+    let (tls, host, port, target) = match ExternalAuth::parse_url(url) {
+        Ok(parts) => parts,
+        Err(reason) => {
+            a.closing("auth-url", reason);
+            return None;
+        }
+    };
+    let method = match a.get("auth-method") {
+        None => None,
+        Some(text) => match http::Method::from_bytes(text.as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => {
+                a.closing("auth-method", format!("{text:?} is not an HTTP method"));
+                return None;
+            }
+        },
+    };
+    let signin = a.get("auth-signin").map(str::to_owned);
+    if let Some(signin) = &signin
+        && signin.parse::<http::Uri>().is_err()
+    {
+        a.problem("auth-signin", format!("{signin:?} is not a URL"));
+    }
+    let mut response_headers = Vec::new();
+    for name in a.list("auth-response-headers", "") {
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(name) => response_headers.push(name),
+            Err(_) => a.problem(
+                "auth-response-headers",
+                format!("{name:?} is not a field name"),
+            ),
+        }
+    }
+    let request_redirect = a.header_value("auth-request-redirect");
+    Some(std::sync::Arc::new(ExternalAuth {
+        url: url.to_owned(),
+        tls,
+        host,
+        port,
+        target,
+        method,
+        signin,
+        signin_param: a
+            .get("auth-signin-redirect-param")
+            .unwrap_or("rd")
+            .to_owned(),
+        response_headers,
+        request_redirect,
+    }))
+}
+
 /// `proxy-next-upstream` with its `-tries` and `-timeout` (seconds), when any is set.
 fn retry(a: &mut NginxAnnotations<'_>) -> Option<std::sync::Arc<RetryPolicy>> {
     let conditions = a.get("proxy-next-upstream");
@@ -557,6 +616,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.from_to_www = a.bool("from-to-www-redirect").unwrap_or(false);
     a.out.service_upstream = a.bool("service-upstream").unwrap_or(false);
     a.out.default_backend = a.get("default-backend").map(str::to_owned);
+    a.out.external_auth = external_auth(&mut a);
     for code in a.list("custom-http-errors", "") {
         match code.parse::<u16>() {
             Ok(code) if (400..=599).contains(&code) => a.out.error_codes.push(code),
