@@ -43,6 +43,12 @@ needs_acme_tools() {
     needs pebble pebble
 }
 
+# The compression tests decode gzip, brotli and zstd with curl, a real client that speaks all
+# three.
+needs_http_client() {
+    needs curl curl
+}
+
 # The test plugin built with AssemblyScript's proxy-wasm SDK is built with npm (Node's package
 # manager; the compiler and the SDK come from the npm registry, at the versions its lock file
 # names).

@@ -10,6 +10,7 @@ needs_dns_tools
 needs_acme_tools
 needs_helm
 needs_npm
+needs_http_client
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

@@ -21,6 +21,7 @@ pub mod kube;
 pub mod logging;
 pub mod metrics;
 pub mod problem;
+pub mod quantity;
 pub mod reload;
 pub mod snapshot;
 pub mod upstream;

@@ -8,6 +8,7 @@ use crate::snapshot::{
     UpstreamTarget,
 };
 use crate::upstream::balance::Balance;
+use crate::snapshot::compression::Compression;
 use crate::upstream::breaker::CircuitBreaker;
 use crate::upstream::health::HealthPolicy;
 use crate::upstream::retry::{self, RetryPolicy};
@@ -49,6 +50,12 @@ struct RouteView<'a> {
     forwarded_prefix: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error_backend: Option<ErrorBackendView<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<&'a Compression>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body_limit: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_auth: Option<&'a str>,
 }
 
 /// An Ingress's error backend on a route.
@@ -129,6 +136,9 @@ impl<'a> ConfigView<'a> {
                     .forwarded_prefix
                     .as_ref()
                     .and_then(|h| h.to_str().ok()),
+                compression: route.compression.as_deref(),
+                body_limit: route.body_limit,
+                external_auth: route.external_auth.as_deref().map(|a| a.url.as_str()),
                 error_backend: route.error_backend.as_deref().map(|b| ErrorBackendView {
                     upstream: &b.group.name,
                     codes: &b.codes,

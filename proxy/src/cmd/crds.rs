@@ -6,7 +6,7 @@
 use kube::CustomResourceExt;
 
 use crate::config::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    BackendPolicy, Certificate, ClusterIssuer, RoutePolicy, DNSRecord, DNSZone, FixedResponse, Issuer,
     WasmPlugin,
 };
 
@@ -16,6 +16,7 @@ pub fn render() -> Result<String, yaml_serde::Error> {
         FixedResponse::crd(),
         WasmPlugin::crd(),
         BackendPolicy::crd(),
+        RoutePolicy::crd(),
         DNSZone::crd(),
         DNSRecord::crd(),
         Issuer::crd(),

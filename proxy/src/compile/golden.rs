@@ -19,6 +19,9 @@ fn view(pass: &str, snapshot: &Snapshot, store: &crate::config::Store) -> Value 
     let config = serde_json::to_value(ConfigView::new(snapshot)).unwrap_or_default();
     match pass {
         "routes" => config["routes"].clone(),
+        "policies" if snapshot.upstreams.is_empty() || !store.route_policies.is_empty() => {
+            config["routes"].clone()
+        }
         "policies" => json!(
             snapshot
                 .upstreams

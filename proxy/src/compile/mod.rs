@@ -14,6 +14,7 @@ mod names;
 pub mod nginx;
 mod plugins;
 mod policies;
+mod route_policies;
 mod resources;
 mod routes;
 mod settings;
@@ -52,6 +53,7 @@ pub struct Settings {
 pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
     let mut problems = store.problems.clone();
     let policies = policies::BackendPolicies::new(store, &mut problems);
+    let route_policies = route_policies::RoutePolicies::new(store, &mut problems);
     let mut compiler = Compiler {
         store,
         plugins,
@@ -63,6 +65,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         routes: RouteTable::default(),
         regex_hosts: HashSet::new(),
         host_routes: Vec::new(),
+        route_policies,
     };
     compiler.check_secrets();
     compiler.check_fixed_responses();
@@ -255,6 +258,8 @@ struct Compiler<'a> {
     regex_hosts: HashSet<Option<String>>,
     /// `from-to-www-redirect` and `server-alias` routes, added once every Ingress's own are.
     host_routes: Vec<Arc<crate::snapshot::Route>>,
+    /// What RoutePolicies set, by Ingress.
+    route_policies: route_policies::RoutePolicies,
 }
 
 /// One of Gantry's Ingresses being compiled.

@@ -177,8 +177,17 @@ impl Compiler<'_> {
         settings.forwarded_prefix = nginx.forwarded_prefix.clone();
         settings.external_auth = nginx.external_auth.clone();
         if let Some(name) = &nginx.default_backend {
-            settings.error_backend = self.error_backend(ingress, name, &nginx.error_codes);
+            let key = crate::config::NamespacedName::new(&ingress.key.namespace, name);
+            match self.error_backend(ingress, key, None, &nginx.error_codes) {
+                Ok(backend) => settings.error_backend = Some(backend),
+                Err(reason) => {
+                    let field =
+                        crate::config::annotations::field(&format!("{}default-backend", nginx::PREFIX));
+                    self.problems.push(ingress.problem(field, reason));
+                }
+            }
         }
+        self.apply_route_policy(ingress, &mut settings);
         for error in annotation_problems.iter().chain(&nginx.problems) {
             self.problems
                 .push(ingress.problem(&error.field, &error.reason));
@@ -313,40 +322,75 @@ impl Compiler<'_> {
         }
     }
 
-    /// An Ingress's `default-backend`: Service `name` in its namespace, on its first port, as
-    /// ingress-nginx takes it.
+    /// An error backend: Service `key`, on `port` (its first when `None`, as ingress-nginx
+    /// takes a `default-backend`), replacing `codes`; `Err` says why not.
     fn error_backend(
         &mut self,
         ingress: &IngressCtx<'_>,
-        name: &str,
+        key: crate::config::NamespacedName,
+        port: Option<u16>,
         codes: &[u16],
-    ) -> Option<Arc<ErrorBackend>> {
-        let field = crate::config::annotations::field(&format!("{}default-backend", nginx::PREFIX));
-        let key = crate::config::NamespacedName::new(&ingress.key.namespace, name);
-        let first_port = self
-            .store
-            .services
-            .get(&key)
-            .and_then(|s| s.object.spec.as_ref())
-            .and_then(|s| s.ports.as_ref())
-            .and_then(|ports| ports.first())
-            .and_then(|p| u16::try_from(p.port).ok());
-        let group = first_port.and_then(|port| self.backends.service_port(key.clone(), port));
+    ) -> Result<Arc<ErrorBackend>, String> {
+        let port = port.or_else(|| {
+            self.store
+                .services
+                .get(&key)
+                .and_then(|s| s.object.spec.as_ref())
+                .and_then(|s| s.ports.as_ref())
+                .and_then(|ports| ports.first())
+                .and_then(|p| u16::try_from(p.port).ok())
+        });
+        let group = port.and_then(|port| self.backends.service_port(key.clone(), port));
         let Some(group) = group else {
-            self.problems.push(ingress.problem(
-                field,
-                format!(
-                    "Service {key} not found, or it has no port; errors are answered as they come"
-                ),
+            return Err(format!(
+                "Service {key} not found, or it has no such port; errors are answered as they come"
             ));
-            return None;
         };
-        Some(Arc::new(ErrorBackend {
+        Ok(Arc::new(ErrorBackend {
             group,
             codes: codes.to_vec(),
             namespace: ingress.key.namespace.clone(),
             ingress: ingress.key.name.clone(),
         }))
+    }
+
+    /// Applies what the RoutePolicy targeting the Ingress sets (over its annotations).
+    fn apply_route_policy(&mut self, ingress: &IngressCtx<'_>, settings: &mut IngressSettings) {
+        let Some(overrides) = self.route_policies.for_ingress(ingress.key) else {
+            return;
+        };
+        let (compression, body_limit, auth, redirect, backend, policy, file) = (
+            overrides.compression.clone(),
+            overrides.body_limit,
+            overrides.external_auth.clone(),
+            overrides.redirect.clone(),
+            overrides.error_backend.clone(),
+            overrides.policy.clone(),
+            overrides.file.clone(),
+        );
+        if compression.is_some() {
+            settings.compression = compression;
+        }
+        if body_limit.is_some() {
+            settings.body_limit = body_limit;
+        }
+        if auth.is_some() {
+            settings.external_auth = auth;
+        }
+        if redirect.is_some() {
+            settings.redirect = redirect;
+        }
+        if let Some((service, port, codes)) = backend {
+            match self.error_backend(ingress, service, port, &codes) {
+                Ok(backend) => settings.error_backend = Some(backend),
+                Err(reason) => self.problems.push(crate::problem::Problem::field(
+                    file,
+                    policy,
+                    "spec.errorBackend.service",
+                    reason,
+                )),
+            }
+        }
     }
 
     /// The routes of `from-to-www-redirect` and `server-alias`, for the hosts no Ingress
@@ -569,6 +613,7 @@ impl Compiler<'_> {
             forwarded_prefix: settings.forwarded_prefix.clone(),
             error_backend: settings.error_backend.clone(),
             external_auth: settings.external_auth.clone(),
+            compression: settings.compression.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

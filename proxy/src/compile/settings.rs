@@ -48,6 +48,7 @@ pub struct IngressSettings {
     pub forwarded_prefix: Option<http::HeaderValue>,
     pub error_backend: Option<std::sync::Arc<crate::snapshot::ErrorBackend>>,
     pub external_auth: Option<std::sync::Arc<crate::snapshot::external_auth::ExternalAuth>>,
+    pub compression: Option<std::sync::Arc<crate::snapshot::compression::Compression>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -66,6 +67,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         forwarded_prefix: None,
         error_backend: None,
         external_auth: None,
+        compression: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

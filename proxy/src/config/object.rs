@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    BackendPolicy, Certificate, ClusterIssuer, RoutePolicy, DNSRecord, DNSZone, FixedResponse, Issuer,
     WasmPlugin,
 };
 use crate::problem::FieldError;
@@ -115,6 +115,7 @@ kinds! {
     FixedResponse(FixedResponse): "FixedResponse", "fixedresponses", GANTRY_V1ALPHA1, Namespaced;
     WasmPlugin(WasmPlugin): "WasmPlugin", "wasmplugins", GANTRY_V1ALPHA1, Namespaced;
     BackendPolicy(BackendPolicy): "BackendPolicy", "backendpolicies", GANTRY_V1ALPHA1, Namespaced;
+    RoutePolicy(RoutePolicy): "RoutePolicy", "routepolicies", GANTRY_V1ALPHA1, Namespaced;
     DnsZone(DNSZone): "DNSZone", "dnszones", GANTRY_V1ALPHA1, Cluster;
     DnsRecord(DNSRecord): "DNSRecord", "dnsrecords", GANTRY_V1ALPHA1, Namespaced;
     Issuer(Issuer): "Issuer", "issuers", GANTRY_V1ALPHA1, Namespaced;

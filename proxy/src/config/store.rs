@@ -11,7 +11,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    BackendPolicy, Certificate, ClusterIssuer, RoutePolicy, DNSRecord, DNSZone, FixedResponse, Issuer,
     WasmPlugin,
 };
 use super::object::{Object, ObjectRef};
@@ -69,6 +69,7 @@ pub struct Store {
     pub fixed_responses: BTreeMap<NamespacedName, Stored<FixedResponse>>,
     pub wasm_plugins: BTreeMap<NamespacedName, Stored<WasmPlugin>>,
     pub backend_policies: BTreeMap<NamespacedName, Stored<BackendPolicy>>,
+    pub route_policies: BTreeMap<NamespacedName, Stored<RoutePolicy>>,
     /// Cluster-scoped: the namespace is empty.
     pub dns_zones: BTreeMap<NamespacedName, Stored<DNSZone>>,
     pub dns_records: BTreeMap<NamespacedName, Stored<DNSRecord>>,
@@ -111,6 +112,7 @@ impl Store {
             Object::FixedResponse(o) => put(&mut self.fixed_responses, reference, o, file),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
             Object::BackendPolicy(o) => put(&mut self.backend_policies, reference, o, file),
+            Object::RoutePolicy(o) => put(&mut self.route_policies, reference, o, file),
             Object::DnsZone(o) => put(&mut self.dns_zones, reference, o, file),
             Object::DnsRecord(o) => put(&mut self.dns_records, reference, o, file),
             Object::Issuer(o) => put(&mut self.issuers, reference, o, file),

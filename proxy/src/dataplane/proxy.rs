@@ -25,6 +25,9 @@ use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
 use super::{access_log, external_auth, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
+use crate::snapshot::compression::{Coding, Compression};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::protocols::http::compression::Algorithm;
 use crate::snapshot::{
     Action, ErrorBackend, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol,
 };
@@ -283,6 +286,9 @@ impl ProxyHttp for EdgeProxy {
                     return Ok(true);
                 }
             }
+        }
+        if let Some(compression) = &route.compression {
+            compress(session, compression)?;
         }
         ctx.attempts = Attempts::new(
             route.balance.clone(),
@@ -564,6 +570,9 @@ impl ProxyHttp for EdgeProxy {
         for cookie in &ctx.auth_cookies {
             upstream_response.append_header(http::header::SET_COOKIE, cookie.clone())?;
         }
+        if let Some(compression) = ctx.route.as_ref().and_then(|r| r.compression.as_deref()) {
+            fit_compression(session, upstream_response, compression)?;
+        }
         if let Some(route) = &ctx.route
             && let Some(cookie) = ctx.attempts.set_cookie(route.cookie_path())
         {
@@ -813,6 +822,65 @@ fn balance_key(session: &Session, route: &Route) -> Option<u64> {
             .map(|a| a.ip()),
         fields: &req.headers,
     })
+}
+
+/// Readies Pingora's response compressor for the coding the client accepts that the route
+/// prefers, if any (the compressor is told only that one, so that it uses it).
+fn compress(session: &mut Session, compression: &Compression) -> Result<()> {
+    let accepted = session
+        .req_header()
+        .headers
+        .get(http::header::ACCEPT_ENCODING)
+        .map(|v| v.as_bytes());
+    let Some(coding) = compression.choose(accepted) else {
+        return Ok(());
+    };
+    let Some(compressor) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+    else {
+        return Ok(());
+    };
+    let algorithm = match coding {
+        Coding::Zstd => Algorithm::Zstd,
+        Coding::Brotli => Algorithm::Brotli,
+        Coding::Gzip => Algorithm::Gzip,
+    };
+    compressor.adjust_algorithm_level(algorithm, coding.level());
+    let mut asked = RequestHeader::build(http::Method::GET, b"/", Some(1))?;
+    asked.insert_header(http::header::ACCEPT_ENCODING, coding.token())?;
+    compressor.request_filter(&asked);
+    Ok(())
+}
+
+/// Leaves a response the route does not compress (too small, another type) as it is; one it
+/// does varies by `Accept-Encoding`, whatever this client accepted.
+fn fit_compression(
+    session: &mut Session,
+    response: &mut ResponseHeader,
+    compression: &Compression,
+) -> Result<()> {
+    if response.status.as_u16() < 200 {
+        return Ok(());
+    }
+    let field = |name| response.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let length = field(CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
+    if compression.applies(field(http::header::CONTENT_TYPE), length) {
+        let varies = response.headers.get_all(http::header::VARY).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("accept-encoding")))
+        });
+        if !varies {
+            response.append_header(http::header::VARY, "Accept-Encoding")?;
+        }
+    } else if let Some(compressor) = session
+        .downstream_modules_ctx
+        .get_mut::<ResponseCompression>()
+        && compressor.is_header_phase()
+    {
+        compressor.adjust_level(0);
+    }
+    Ok(())
 }
 
 /// What ingress-nginx tells an error backend: the status (`X-Code`), the client's `Accept`

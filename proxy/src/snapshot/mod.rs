@@ -4,6 +4,7 @@
 
 pub mod certificates;
 pub mod client_limit;
+pub mod compression;
 pub mod clusters;
 pub mod external_auth;
 pub mod resources;

@@ -169,6 +169,8 @@ pub struct Route {
     pub error_backend: Option<Arc<ErrorBackend>>,
     /// Asked before each request is proxied (`auth-url`).
     pub external_auth: Option<Arc<super::external_auth::ExternalAuth>>,
+    /// How responses are compressed.
+    pub compression: Option<Arc<super::compression::Compression>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -275,6 +277,7 @@ impl Route {
             forwarded_prefix: self.forwarded_prefix.clone(),
             error_backend: self.error_backend.clone(),
             external_auth: self.external_auth.clone(),
+            compression: self.compression.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -397,6 +400,7 @@ mod tests {
             forwarded_prefix: None,
             error_backend: None,
             external_auth: None,
+            compression: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

@@ -91,30 +91,6 @@ enum ModuleSource {
     File(PathBuf),
 }
 
-/// `64Mi`, `1Gi`, `500Ki`, `1000000`, as Kubernetes quantities of bytes.
-fn parse_bytes(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let (number, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
-        Some(i) => text.split_at(i),
-        None => (text, ""),
-    };
-    let scale: usize = match unit {
-        "" => 1,
-        "Ki" => 1 << 10,
-        "Mi" => 1 << 20,
-        "Gi" => 1 << 30,
-        "k" => 1_000,
-        "M" => 1_000_000,
-        "G" => 1_000_000_000,
-        _ => return Err(format!("{text:?} is not a quantity of bytes (like 64Mi)")),
-    };
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(scale))
-        .ok_or_else(|| format!("{text:?} is not a quantity of bytes (like 64Mi)"))
-}
-
 /// A configuration value as the plugin receives it: strings as they are, anything else as JSON.
 fn config_bytes(value: Option<&serde_json::Value>) -> Bytes {
     match value {
@@ -338,7 +314,7 @@ impl Loader {
         };
         let memory_limit = match &spec.memory_limit {
             None => DEFAULT_MEMORY_LIMIT,
-            Some(text) => match parse_bytes(text) {
+            Some(text) => match crate::quantity::parse_bytes(text) {
                 Ok(n) if n > MAX_MEMORY_LIMIT => {
                     return Err(FieldError::new("spec.memoryLimit", "must be at most 1Gi"));
                 }
@@ -491,18 +467,4 @@ fn problem(want: &WantedPlugin, bad: FieldError) -> (Problem, String) {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn quantities() {
-        assert_eq!(parse_bytes("64Mi"), Ok(64 << 20));
-        assert_eq!(parse_bytes("1000"), Ok(1000));
-        assert_eq!(parse_bytes("2k"), Ok(2000));
-        assert!(parse_bytes("64MB").is_err());
-        assert!(parse_bytes("Mi").is_err());
-    }
 }

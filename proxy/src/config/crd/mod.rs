@@ -14,12 +14,14 @@ mod certificates;
 mod dns;
 mod fixed_response;
 mod plugins;
+mod route_policy;
 
 pub use backend_policy::*;
 pub use certificates::*;
 pub use dns::*;
 pub use fixed_response::*;
 pub use plugins::*;
+pub use route_policy::*;
 
 /// What Gantry reports of a resource: a `Ready` condition (reason and message say why not),
 /// with the generation it describes.

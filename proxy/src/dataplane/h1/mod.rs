@@ -455,6 +455,7 @@ fn fast_route(
         || route.forwarded_prefix.is_some()
         || route.error_backend.is_some()
         || route.external_auth.is_some()
+        || route.compression.is_some()
         || (route.app_root.is_some() && path == "/")
     {
         return None;

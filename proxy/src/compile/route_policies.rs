@@ -1,0 +1,295 @@
+//! RoutePolicies resolved to what each Ingress's routes get: every policy checked field by
+//! field, its targets found, and each Ingress given the oldest policy that targets it (the
+//! newer ones are reported for that target). An invalid policy applies nowhere and its problem
+//! names the field.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::crd::{CompressionPolicy, ExternalAuthPolicy, RoutePolicy};
+use crate::config::{Kind, NamespacedName, ObjectRef, Store};
+use crate::problem::{FieldError, Problem};
+use crate::snapshot::compression::{Coding, Compression};
+use crate::snapshot::external_auth::ExternalAuth;
+use crate::snapshot::{Redirect, RedirectTo};
+
+/// ingress-nginx's `gzip-types` default: the media types compressed when a policy names none.
+const DEFAULT_TYPES: [&str; 18] = [
+    "application/atom+xml",
+    "application/javascript",
+    "application/x-javascript",
+    "application/json",
+    "application/rss+xml",
+    "application/vnd.ms-fontobject",
+    "application/x-font-ttf",
+    "application/x-web-app-manifest+json",
+    "application/xhtml+xml",
+    "application/xml",
+    "font/opentype",
+    "image/svg+xml",
+    "image/x-icon",
+    "text/css",
+    "text/javascript",
+    "text/plain",
+    "text/x-component",
+    "text/html",
+];
+
+/// What a RoutePolicy sets on the routes of an Ingress.
+#[derive(Debug)]
+pub struct RouteOverrides {
+    /// The policy, which problems found later (its error backend's Service) are reported on.
+    pub policy: ObjectRef,
+    pub file: Option<Arc<std::path::Path>>,
+    pub compression: Option<Arc<Compression>>,
+    pub body_limit: Option<u64>,
+    pub external_auth: Option<Arc<ExternalAuth>>,
+    /// Service, port (its first when `None`) and the statuses it replaces.
+    pub error_backend: Option<(NamespacedName, Option<u16>, Vec<u16>)>,
+    pub redirect: Option<Arc<Redirect>>,
+}
+
+/// The policy each Ingress takes.
+#[derive(Debug, Default)]
+pub struct RoutePolicies {
+    by_ingress: HashMap<NamespacedName, Arc<RouteOverrides>>,
+}
+
+impl RoutePolicies {
+    pub fn for_ingress(&self, ingress: &NamespacedName) -> Option<&RouteOverrides> {
+        self.by_ingress.get(ingress).map(|o| &**o)
+    }
+
+    /// Resolves the store's RoutePolicies, adding what is wrong to `problems`.
+    pub fn new(store: &Store, problems: &mut Vec<Problem>) -> Self {
+        let mut policies: Vec<_> = store.route_policies.iter().collect();
+        policies.sort_by(|(a_key, a), (b_key, b)| {
+            let a_time = a.object.metadata.creation_timestamp.as_ref();
+            let b_time = b.object.metadata.creation_timestamp.as_ref();
+            (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
+        });
+        let mut resolved = RoutePolicies::default();
+        let mut holders: HashMap<NamespacedName, NamespacedName> = HashMap::new();
+        for (key, stored) in policies {
+            let problem = |error: FieldError| {
+                Problem::at(
+                    stored.file.clone(),
+                    ObjectRef::new(Kind::RoutePolicy, key),
+                    error,
+                )
+            };
+            let reference = ObjectRef::new(Kind::RoutePolicy, key);
+            let overrides = match overrides(reference, stored.file.clone(), &stored.object) {
+                Ok(overrides) => Arc::new(overrides),
+                Err(error) => {
+                    problems.push(problem(error));
+                    continue;
+                }
+            };
+            for (i, target) in stored.object.spec.target_refs.iter().enumerate() {
+                let field = |name: &str| format!("spec.targetRefs[{i}].{name}");
+                if target.group != "networking.k8s.io" || target.kind != "Ingress" {
+                    problems.push(problem(FieldError::new(
+                        field("kind"),
+                        format!(
+                            "{:?} of group {:?} cannot be targeted: a RoutePolicy targets \
+                             Ingresses (group networking.k8s.io, kind Ingress)",
+                            target.kind, target.group
+                        ),
+                    )));
+                    continue;
+                }
+                let ingress = NamespacedName::new(&key.namespace, &target.name);
+                if !store.ingresses.contains_key(&ingress) {
+                    problems.push(problem(FieldError::new(
+                        field("name"),
+                        format!("Ingress {ingress} not found"),
+                    )));
+                    continue;
+                }
+                match holders.get(&ingress) {
+                    Some(older) => problems.push(problem(FieldError::new(
+                        field("name"),
+                        format!(
+                            "conflicts with RoutePolicy {older}, which is older and targets \
+                             Ingress {ingress} as well: that one applies"
+                        ),
+                    ))),
+                    None => {
+                        holders.insert(ingress.clone(), key.clone());
+                        resolved.by_ingress.insert(ingress, overrides.clone());
+                    }
+                }
+            }
+        }
+        resolved
+    }
+}
+
+/// What a policy's fields set, or the first that is wrong.
+fn overrides(
+    reference: ObjectRef,
+    file: Option<Arc<std::path::Path>>,
+    policy: &RoutePolicy,
+) -> Result<RouteOverrides, FieldError> {
+    let spec = &policy.spec;
+    let namespace = reference.namespace.clone();
+    let body_limit = spec
+        .request_body_limit
+        .as_deref()
+        .map(|limit| {
+            crate::quantity::parse_bytes(limit)
+                .map(|n| n as u64)
+                .map_err(|reason| FieldError::new("spec.requestBodyLimit", reason))
+        })
+        .transpose()?;
+    let redirect = spec
+        .redirect
+        .as_ref()
+        .map(|r| {
+            absolute_url(&r.url).map_err(|reason| FieldError::new("spec.redirect.url", reason))?;
+            let code = r.status_code.unwrap_or(302);
+            if !matches!(code, 301 | 302 | 303 | 307 | 308) {
+                return Err(FieldError::new(
+                    "spec.redirect.statusCode",
+                    format!("{code} is not 301, 302, 303, 307 or 308"),
+                ));
+            }
+            Ok(Arc::new(Redirect {
+                code,
+                to: RedirectTo::Url(r.url.clone()),
+            }))
+        })
+        .transpose()?;
+    let error_backend = spec
+        .error_backend
+        .as_ref()
+        .map(|b| {
+            if let Some(bad) = b.status_codes.iter().find(|c| !(400..=599).contains(*c)) {
+                return Err(FieldError::new(
+                    "spec.errorBackend.statusCodes",
+                    format!("{bad} is not an error status (400-599)"),
+                ));
+            }
+            let mut codes = b.status_codes.clone();
+            codes.sort_unstable();
+            codes.dedup();
+            Ok((NamespacedName::new(&namespace, &b.service), b.port, codes))
+        })
+        .transpose()?;
+    Ok(RouteOverrides {
+        policy: reference,
+        file,
+        compression: spec
+            .compression
+            .as_ref()
+            .map(compression)
+            .transpose()?
+            .map(Arc::new),
+        body_limit,
+        external_auth: spec
+            .external_auth
+            .as_ref()
+            .map(external_auth)
+            .transpose()?
+            .map(Arc::new),
+        error_backend,
+        redirect,
+    })
+}
+
+fn absolute_url(url: &str) -> Result<(), String> {
+    let ok = url
+        .parse::<http::Uri>()
+        .ok()
+        .is_some_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{url:?} is not an absolute http or https URL"))
+    }
+}
+
+fn compression(policy: &CompressionPolicy) -> Result<Compression, FieldError> {
+    let mut codings = Vec::new();
+    for (i, name) in policy.codings.iter().enumerate() {
+        let coding = match name.as_str() {
+            "zstd" => Coding::Zstd,
+            "br" => Coding::Brotli,
+            "gzip" => Coding::Gzip,
+            other => {
+                return Err(FieldError::new(
+                    format!("spec.compression.codings[{i}]"),
+                    format!("{other:?} is not a coding Gantry compresses with: zstd, br or gzip"),
+                ));
+            }
+        };
+        if !codings.contains(&coding) {
+            codings.push(coding);
+        }
+    }
+    if codings.is_empty() {
+        codings = vec![Coding::Zstd, Coding::Brotli, Coding::Gzip];
+    }
+    for (i, media) in policy.content_types.iter().enumerate() {
+        let (kind, sub) = media.split_once('/').unwrap_or(("", ""));
+        if kind.is_empty() || sub.is_empty() || media.contains(char::is_whitespace) {
+            return Err(FieldError::new(
+                format!("spec.compression.contentTypes[{i}]"),
+                format!("{media:?} is not a media type (text/html, or text/* for all text)"),
+            ));
+        }
+    }
+    let content_types = if policy.content_types.is_empty() {
+        DEFAULT_TYPES.iter().map(|t| (*t).to_owned()).collect()
+    } else {
+        policy.content_types.clone()
+    };
+    Ok(Compression {
+        codings,
+        min_length: policy.min_content_length.unwrap_or(256),
+        content_types,
+    })
+}
+
+fn external_auth(policy: &ExternalAuthPolicy) -> Result<ExternalAuth, FieldError> {
+    let (tls, host, port, target) = ExternalAuth::parse_url(&policy.url)
+        .map_err(|reason| FieldError::new("spec.externalAuth.url", reason))?;
+    let method = policy
+        .method
+        .as_deref()
+        .map(|m| {
+            http::Method::from_bytes(m.as_bytes()).map_err(|_| {
+                FieldError::new(
+                    "spec.externalAuth.method",
+                    format!("{m:?} is not an HTTP method"),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(signin) = &policy.signin_url {
+        absolute_url(signin)
+            .map_err(|reason| FieldError::new("spec.externalAuth.signinUrl", reason))?;
+    }
+    let mut response_headers = Vec::new();
+    for (i, name) in policy.response_headers.iter().enumerate() {
+        response_headers.push(http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            FieldError::new(
+                format!("spec.externalAuth.responseHeaders[{i}]"),
+                format!("{name:?} is not a field name"),
+            )
+        })?);
+    }
+    Ok(ExternalAuth {
+        url: policy.url.clone(),
+        tls,
+        host,
+        port,
+        target,
+        method,
+        signin: policy.signin_url.clone(),
+        signin_param: "rd".to_owned(),
+        response_headers,
+        request_redirect: None,
+    })
+}

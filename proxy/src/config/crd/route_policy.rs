@@ -1,0 +1,110 @@
+//! RoutePolicy: what Gantry does with the requests of the Ingresses it targets (compression,
+//! body limit, external authentication, an error backend, a redirect), attached as the Gateway
+//! API's policies attach. It says the same as the ingress-nginx annotations for these, and wins
+//! over them on the Ingresses it targets.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ResourceStatus;
+
+/// Request policies for the routes of the Ingresses it targets.
+///
+/// An Ingress takes one RoutePolicy: of two targeting it, the older applies and the newer is
+/// reported as conflicting.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "RoutePolicy",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    namespaced,
+    shortname = "rp"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutePolicySpec {
+    /// The Ingresses (in the policy's namespace) it applies to.
+    pub target_refs: Vec<RoutePolicyTarget>,
+    /// Compress responses for clients that accept it.
+    #[serde(default)]
+    pub compression: Option<CompressionPolicy>,
+    /// The largest request body taken, as a quantity (`8Mi`, `1M`, `512k`); larger ones get
+    /// 413.
+    #[serde(default)]
+    pub request_body_limit: Option<String>,
+    /// Ask an auth service before each request.
+    #[serde(default)]
+    pub external_auth: Option<ExternalAuthPolicy>,
+    /// Where requests go when the Service has no endpoint, and error responses are replaced.
+    #[serde(default)]
+    pub error_backend: Option<ErrorBackendPolicy>,
+    /// Answer every request with a redirect instead of proxying.
+    #[serde(default)]
+    pub redirect: Option<RedirectPolicy>,
+}
+
+/// An Ingress, as the Gateway API's `LocalPolicyTargetReference`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RoutePolicyTarget {
+    /// `networking.k8s.io`.
+    pub group: String,
+    /// `Ingress`.
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CompressionPolicy {
+    /// `zstd`, `br`, `gzip`, in Gantry's order of preference (default all three, in that order).
+    #[serde(default)]
+    pub codings: Vec<String>,
+    /// Responses whose `Content-Length` is smaller are sent as they are (default 256).
+    #[serde(default)]
+    pub min_content_length: Option<u64>,
+    /// Media types compressed, `text/*` for a whole type (default ingress-nginx's `gzip-types`).
+    #[serde(default)]
+    pub content_types: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExternalAuthPolicy {
+    /// The auth service: an absolute `http` or `https` URL.
+    pub url: String,
+    /// Default `GET`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Where a 401 sends the client, with the original URL in `rd`.
+    #[serde(default)]
+    pub signin_url: Option<String>,
+    /// Fields of the auth service's 2xx answer that the upstream request gets.
+    #[serde(default)]
+    pub response_headers: Vec<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ErrorBackendPolicy {
+    /// A Service in the policy's namespace.
+    pub service: String,
+    /// Its port (default its first).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Response statuses replaced by its answer.
+    #[serde(default)]
+    pub status_codes: Vec<u16>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RedirectPolicy {
+    /// An absolute `http` or `https` URL.
+    pub url: String,
+    /// 301, 302, 303, 307 or 308 (default 302).
+    #[serde(default)]
+    pub status_code: Option<u16>,
+}
