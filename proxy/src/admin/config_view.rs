@@ -3,12 +3,12 @@
 use serde::Serialize;
 
 use crate::problem::Problem;
+use crate::snapshot::compression::Compression;
 use crate::snapshot::{
     Action, IgnoredIngress, PathType, Redirect, Snapshot, Timeouts, UpstreamProtocol,
     UpstreamTarget,
 };
 use crate::upstream::balance::Balance;
-use crate::snapshot::compression::Compression;
 use crate::upstream::breaker::CircuitBreaker;
 use crate::upstream::health::HealthPolicy;
 use crate::upstream::retry::{self, RetryPolicy};

@@ -6,8 +6,8 @@
 use kube::CustomResourceExt;
 
 use crate::config::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, RoutePolicy, DNSRecord, DNSZone, FixedResponse, Issuer,
-    WasmPlugin,
+    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    RoutePolicy, WasmPlugin,
 };
 
 /// The CustomResourceDefinitions, as one YAML stream.

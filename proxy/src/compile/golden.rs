@@ -19,18 +19,21 @@ fn view(pass: &str, snapshot: &Snapshot, store: &crate::config::Store) -> Value 
     let config = serde_json::to_value(ConfigView::new(snapshot)).unwrap_or_default();
     match pass {
         "routes" => config["routes"].clone(),
-        "policies" if snapshot.upstreams.is_empty() || !store.route_policies.is_empty() => {
-            config["routes"].clone()
-        }
-        "policies" => json!(
-            snapshot
+        "policies" => json!({
+            "upstreams": snapshot
                 .upstreams
                 .iter()
-                .map(
-                    |g| json!({"upstream": g.name, "health": g.health, "retry": g.retry.as_deref(), "circuitBreaker": g.breaker})
-                )
-                .collect::<Vec<_>>()
-        ),
+                .map(|g| {
+                    json!({
+                        "upstream": g.name,
+                        "health": g.health,
+                        "retry": g.retry.as_deref(),
+                        "circuitBreaker": g.breaker,
+                    })
+                })
+                .collect::<Vec<_>>(),
+            "routes": config["routes"],
+        }),
         "tls" => json!({"tls": config["tls"], "routes": config["routes"]}),
         "dns" => json!({
             "zones": snapshot.dns.iter().map(|zone| json!({

@@ -181,8 +181,10 @@ impl Compiler<'_> {
             match self.error_backend(ingress, key, None, &nginx.error_codes) {
                 Ok(backend) => settings.error_backend = Some(backend),
                 Err(reason) => {
-                    let field =
-                        crate::config::annotations::field(&format!("{}default-backend", nginx::PREFIX));
+                    let field = crate::config::annotations::field(&format!(
+                        "{}default-backend",
+                        nginx::PREFIX
+                    ));
                     self.problems.push(ingress.problem(field, reason));
                 }
             }

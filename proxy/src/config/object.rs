@@ -11,8 +11,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, RoutePolicy, DNSRecord, DNSZone, FixedResponse, Issuer,
-    WasmPlugin,
+    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    RoutePolicy, WasmPlugin,
 };
 use crate::problem::FieldError;
 

@@ -11,8 +11,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::crd::{
-    BackendPolicy, Certificate, ClusterIssuer, RoutePolicy, DNSRecord, DNSZone, FixedResponse, Issuer,
-    WasmPlugin,
+    BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
+    RoutePolicy, WasmPlugin,
 };
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;

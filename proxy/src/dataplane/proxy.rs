@@ -26,8 +26,6 @@ use super::{access_log, external_auth, failure};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
 use crate::snapshot::compression::{Coding, Compression};
-use pingora::modules::http::compression::ResponseCompression;
-use pingora::protocols::http::compression::Algorithm;
 use crate::snapshot::{
     Action, ErrorBackend, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol,
 };
@@ -38,6 +36,8 @@ use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
 use crate::wasm::local_reply::{WASM_FAIL_STREAM, plugin_failed};
 use crate::wasm::{self, Filters, LocalResponse, Verdict};
+use pingora::modules::http::compression::ResponseCompression;
+use pingora::protocols::http::compression::Algorithm;
 
 /// How long an idle upstream connection stays in the pool.
 const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -863,13 +863,24 @@ fn fit_compression(
     if response.status.as_u16() < 200 {
         return Ok(());
     }
-    let field = |name| response.headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+    let field = |name| {
+        response
+            .headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
     let length = field(CONTENT_LENGTH).and_then(|l| l.parse::<u64>().ok());
     if compression.applies(field(http::header::CONTENT_TYPE), length) {
-        let varies = response.headers.get_all(http::header::VARY).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("accept-encoding")))
-        });
+        let varies = response
+            .headers
+            .get_all(http::header::VARY)
+            .iter()
+            .any(|v| {
+                v.to_str().is_ok_and(|v| {
+                    v.split(',')
+                        .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding"))
+                })
+            });
         if !varies {
             response.append_header(http::header::VARY, "Accept-Encoding")?;
         }

@@ -94,12 +94,14 @@ impl Compression {
         let Some(media) = content_type.map(|t| t.split(';').next().unwrap_or("").trim()) else {
             return false;
         };
-        self.content_types.iter().any(|wanted| match wanted.strip_suffix("/*") {
-            Some(kind) => media
-                .split_once('/')
-                .is_some_and(|(k, _)| k.eq_ignore_ascii_case(kind)),
-            None => media.eq_ignore_ascii_case(wanted),
-        })
+        self.content_types
+            .iter()
+            .any(|wanted| match wanted.strip_suffix("/*") {
+                Some(kind) => media
+                    .split_once('/')
+                    .is_some_and(|(k, _)| k.eq_ignore_ascii_case(kind)),
+                None => media.eq_ignore_ascii_case(wanted),
+            })
     }
 }
 

@@ -4,8 +4,8 @@
 
 pub mod certificates;
 pub mod client_limit;
-pub mod compression;
 pub mod clusters;
+pub mod compression;
 pub mod external_auth;
 pub mod resources;
 pub mod router;
