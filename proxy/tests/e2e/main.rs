@@ -9,6 +9,7 @@ mod builtin_plugins;
 mod canary;
 mod certificates;
 mod circuit_breaking;
+mod compression;
 mod deploy;
 mod dns;
 mod dns_publish;
