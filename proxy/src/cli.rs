@@ -32,6 +32,9 @@ pub enum Command {
     /// Show what a running Gantry says of its resources: certificates with their conditions,
     /// expiry and renewal time, and every resource with a problem.
     Status(StatusArgs),
+    /// List every upstream endpoint of a running Gantry with its state, weight, health and
+    /// load; or set one's state or weight.
+    Endpoints(EndpointsArgs),
     /// Work with proxy-wasm plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -133,6 +136,15 @@ pub struct RunArgs {
     /// Address of the admin listener (health, readiness, metrics, configuration view).
     #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
     pub admin_addr: SocketAddr,
+    /// What admin writes (`gantry endpoints set`) must carry as `Authorization: Bearer TOKEN`.
+    /// Without it, writes are taken only when the admin listener is on loopback.
+    #[arg(
+        long,
+        env = "GANTRY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
     /// Folder for state kept across restarts (the default certificate, later issued
     /// certificates and DNS serials).
     #[arg(long, env = "GANTRY_STATE_DIR", default_value = "/var/lib/gantry")]
@@ -162,6 +174,45 @@ pub struct StatusArgs {
     /// The admin listener of the Gantry to ask.
     #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
     pub admin_addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointsArgs {
+    /// The admin listener of the Gantry to ask.
+    #[arg(
+        long,
+        env = "GANTRY_ADMIN_ADDR",
+        default_value = "127.0.0.1:9901",
+        global = true
+    )]
+    pub admin_addr: SocketAddr,
+    #[command(subcommand)]
+    pub command: Option<EndpointsCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointsCommand {
+    /// Drain an endpoint (no new requests; its sticky sessions stay), put it in maintenance (no
+    /// requests), make it ready again, or change its weight. Lasts until set back or the
+    /// endpoint leaves its Service.
+    Set(EndpointSetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EndpointSetArgs {
+    /// The upstream, as `gantry endpoints` lists it (`NAMESPACE/SERVICE:PORT`).
+    pub upstream: String,
+    /// The endpoint's address (`IP:PORT`).
+    pub endpoint: String,
+    /// `ready`, `drain` or `maint`.
+    #[arg(long, value_parser = ["ready", "drain", "maint"])]
+    pub state: Option<String>,
+    /// Its share against its peers' (default 1; 0 takes no new requests).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub weight: Option<u32>,
+    /// The admin token, when the Gantry has one (`--admin-token`).
+    #[arg(long, env = "GANTRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gantry::cli::{Cli, Command, LogArgs, LogFormat, PluginCommand};
+use gantry::cli::{Cli, Command, EndpointsCommand, LogArgs, LogFormat, PluginCommand};
 
 /// Pingora allocates many small objects per request; mimalloc serves them faster than glibc's
 /// malloc and hands memory back after load (see bench/README.md for the measurements). It is
@@ -60,6 +60,27 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gantry status: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Endpoints(args) => {
+            let result = match &args.command {
+                None => gantry::cmd::endpoints::list(args.admin_addr, &mut std::io::stdout()),
+                Some(EndpointsCommand::Set(set)) => gantry::cmd::endpoints::set(
+                    args.admin_addr,
+                    set.token.as_deref(),
+                    &set.upstream,
+                    &set.endpoint,
+                    set.state.as_deref(),
+                    set.weight,
+                    &mut std::io::stdout(),
+                ),
+            };
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gantry endpoints: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -1,9 +1,12 @@
 //! The admin listener: `/healthz`, `/readyz`, `/metrics` (Prometheus text), `/config` (a JSON
 //! view of the routes now serving and of the problems found), `/status` (every resource with
 //! its Ready condition) and `/status/certificates` (each certificate's conditions, validity and
-//! renewal time). Read only.
+//! renewal time), and `/endpoints` (every upstream endpoint; a POST sets one's state or weight:
+//! see [`endpoints`]). Writes need the admin token when one is set, and are refused without one
+//! when the admin listener is not on loopback.
 
 pub(crate) mod config_view;
+pub mod endpoints;
 pub mod status_view;
 
 use std::sync::Arc;
@@ -25,6 +28,42 @@ pub struct AdminApp {
     pub snapshots: SnapshotHandle,
     pub metrics: Arc<Metrics>,
     pub ready: Readiness,
+    /// What a write must carry as `Authorization: Bearer TOKEN`.
+    pub token: Option<String>,
+    /// Whether the admin listener is on a loopback address (writes need no token then).
+    pub loopback: bool,
+}
+
+/// Whether a write with this `Authorization` field may be made: with the token when one is set,
+/// else only on a loopback admin listener.
+fn write_allowed(
+    token: Option<&str>,
+    loopback: bool,
+    authorization: Option<&str>,
+) -> Result<(), (StatusCode, &'static str)> {
+    match token {
+        Some(token) => {
+            let given = authorization.and_then(|v| v.strip_prefix("Bearer "));
+            if given.is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes())) {
+                Ok(())
+            } else {
+                Err((
+                    StatusCode::UNAUTHORIZED,
+                    "the admin token is required: Authorization: Bearer TOKEN\n",
+                ))
+            }
+        }
+        None if loopback => Ok(()),
+        None => Err((
+            StatusCode::FORBIDDEN,
+            "admin writes are refused: the admin listener is not on loopback and no --admin-token is set\n",
+        )),
+    }
+}
+
+/// Whether two byte strings are equal, in a time that does not depend on where they differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[async_trait]
@@ -62,15 +101,46 @@ impl ServeHttp for AdminApp {
                     Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
                 }
             }
+            "/endpoints" if session.req_header().method == http::Method::POST => {
+                let authorization = session
+                    .req_header()
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                if let Err((status, reason)) =
+                    write_allowed(self.token.as_deref(), self.loopback, authorization)
+                {
+                    return text(status, reason);
+                }
+                let snapshot = self.snapshots.load();
+                let query = session.req_header().uri.query().unwrap_or("");
+                match endpoints::set(&snapshot, query) {
+                    Ok(view) => json(&view),
+                    Err(e @ endpoints::SetError::BadRequest(_)) => {
+                        text(StatusCode::BAD_REQUEST, &format!("{e}\n"))
+                    }
+                    Err(e @ endpoints::SetError::NotFound(_)) => {
+                        text(StatusCode::NOT_FOUND, &format!("{e}\n"))
+                    }
+                }
+            }
+            "/endpoints" => json(&endpoints::list(&self.snapshots.load())),
             "/status/certificates" => match serde_json::to_vec_pretty(&self.certificates.all()) {
                 Ok(json) => reply(StatusCode::OK, "application/json", json),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
             },
             _ => text(
                 StatusCode::NOT_FOUND,
-                "not found; try /healthz, /readyz, /metrics, /config, /status or /status/certificates\n",
+                "not found; try /healthz, /readyz, /metrics, /config, /status, /status/certificates or /endpoints\n",
             ),
         }
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Vec<u8>> {
+    match serde_json::to_vec_pretty(value) {
+        Ok(json) => reply(StatusCode::OK, "application/json", json),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, &format!("{e}\n")),
     }
 }
 
@@ -94,4 +164,31 @@ fn reply(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<
         .headers_mut()
         .insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_need_the_token_when_set_and_loopback_when_not() {
+        assert!(write_allowed(None, true, None).is_ok());
+        assert_eq!(
+            write_allowed(None, false, Some("Bearer anything")).map_err(|e| e.0),
+            Err(StatusCode::FORBIDDEN)
+        );
+        assert!(write_allowed(Some("s3cret"), false, Some("Bearer s3cret")).is_ok());
+        for wrong in [
+            None,
+            Some("Bearer s3cre"),
+            Some("s3cret"),
+            Some("Bearer s3cret2"),
+        ] {
+            assert_eq!(
+                write_allowed(Some("s3cret"), true, wrong).map_err(|e| e.0),
+                Err(StatusCode::UNAUTHORIZED),
+                "{wrong:?}"
+            );
+        }
+    }
 }

@@ -1,10 +1,12 @@
 //! The subcommands, one file each, as `main` dispatches them: [`run`] (with its drain on
-//! SIGTERM, [`drain`]), [`validate`], [`status`], [`plugin_test`], [`crds`] and
-//! [`cli_reference`].
+//! SIGTERM, [`drain`]), [`validate`], [`status`], [`endpoints`], [`plugin_test`], [`crds`] and
+//! [`cli_reference`]; [`admin_client`] is how `status` and `endpoints` ask a running Gantry.
 
+pub mod admin_client;
 pub mod cli_reference;
 pub mod crds;
 pub mod drain;
+pub mod endpoints;
 pub mod plugin_test;
 pub mod run;
 pub mod status;

@@ -364,6 +364,8 @@ fn admin(args: &RunArgs, hub: &Hub, ready: Arc<AtomicBool>) -> Service<HttpServe
         snapshots: hub.snapshots.clone(),
         metrics: hub.metrics.clone(),
         ready,
+        token: args.admin_token.clone(),
+        loopback: args.admin_addr.ip().is_loopback(),
     };
     let mut admin = Service::new("gantry admin".to_owned(), HttpServer::new_app(app));
     admin.add_tcp(&args.admin_addr.to_string());

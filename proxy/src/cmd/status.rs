@@ -3,25 +3,17 @@
 //! its conditions, validity and renewal time. Read from the admin listener (`/status`,
 //! `/status/certificates`).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::io::Write;
+use std::net::SocketAddr;
 
 use serde::Deserialize;
 
+use super::admin_client::{AdminError, request, table};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StatusError {
-    #[error("asking the admin listener at {addr}: {source}")]
-    Io {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("the admin listener at {addr} answered {path} with {status}")]
-    Status {
-        addr: SocketAddr,
-        path: &'static str,
-        status: String,
-    },
+    #[error(transparent)]
+    Admin(#[from] AdminError),
     #[error("the admin listener at {addr} sent {path} that is not what Gantry sends: {source}")]
     Json {
         addr: SocketAddr,
@@ -61,86 +53,18 @@ struct Resource {
     message: String,
 }
 
-/// One GET to Gantry's own admin listener, which answers HTTP/1.1 and closes when asked; a
-/// general HTTP client would bring nothing to this.
-fn get(addr: SocketAddr, path: &'static str) -> Result<Vec<u8>, StatusError> {
-    let io = |source| StatusError::Io { addr, source };
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(io)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .map_err(io)?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(io)?;
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| io(std::io::Error::other("no end of headers")))?;
-    let head = String::from_utf8_lossy(&response[..split]);
-    let status = head.lines().next().unwrap_or_default().to_owned();
-    if status.split_whitespace().nth(1) != Some("200") {
-        return Err(StatusError::Status { addr, path, status });
-    }
-    Ok(response[split + 4..].to_vec())
-}
-
-fn cell(text: &str, width: usize) -> String {
-    format!("{text:width$}  ")
-}
-
-/// Writes `rows` under `headers`, each column as wide as its widest cell.
-fn table<const N: usize>(
-    out: &mut dyn Write,
-    headers: [&str; N],
-    rows: &[[String; N]],
-) -> std::io::Result<()> {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| {
-            rows.iter()
-                .map(|r| r[i].len())
-                .chain([headers[i].len()])
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let line = |cells: Vec<String>| cells.concat().trim_end().to_owned();
-    writeln!(
-        out,
-        "{}",
-        line(
-            headers
-                .iter()
-                .zip(&widths)
-                .map(|(h, w)| cell(h, *w))
-                .collect()
-        )
-    )?;
-    for row in rows {
-        writeln!(
-            out,
-            "{}",
-            line(row.iter().zip(&widths).map(|(c, w)| cell(c, *w)).collect())
-        )?;
-    }
-    Ok(())
-}
-
 /// Prints the status of the Gantry whose admin listener is at `addr`.
 pub fn status(addr: SocketAddr, out: &mut impl Write) -> Result<(), StatusError> {
     let certificates: Vec<Certificate> =
-        serde_json::from_slice(&get(addr, "/status/certificates")?).map_err(|source| {
-            StatusError::Json {
+        serde_json::from_slice(&request(addr, "GET", "/status/certificates", None)?).map_err(
+            |source| StatusError::Json {
                 addr,
                 path: "/status/certificates",
                 source,
-            }
-        })?;
-    let resources: Vec<Resource> =
-        serde_json::from_slice(&get(addr, "/status")?).map_err(|source| StatusError::Json {
+            },
+        )?;
+    let resources: Vec<Resource> = serde_json::from_slice(&request(addr, "GET", "/status", None)?)
+        .map_err(|source| StatusError::Json {
             addr,
             path: "/status",
             source,

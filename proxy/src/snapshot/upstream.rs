@@ -80,7 +80,7 @@ impl UpstreamGroup {
         match &self.target {
             UpstreamTarget::Endpoints(addrs) => self
                 .balancer
-                .pick(addrs, &Balance::RoundRobin, None, &[])
+                .pick(addrs, &Balance::RoundRobin, None, &[], false)
                 .map(|i| addrs[i]),
             UpstreamTarget::ExternalName { .. } => None,
         }

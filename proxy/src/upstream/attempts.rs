@@ -112,6 +112,8 @@ impl Attempts {
                             limit,
                         })?;
                 }
+                // A request of an existing session (its cookie, or its hash key).
+                let sticky = self.key.is_some() && self.set_cookie.is_none();
                 if let Balance::Cookie(affinity) = &self.balance
                     && affinity.mode == Mode::Balanced
                     && self.key.is_none()
@@ -128,6 +130,7 @@ impl Attempts {
                         &self.balance,
                         self.key,
                         &self.tried[..self.tried_count],
+                        sticky,
                     )
                     .ok_or_else(|| UpstreamError::NoEndpoint {
                         group: group.name.clone(),
@@ -187,7 +190,11 @@ impl Attempts {
                 for _ in 0..256 {
                     let session = format!("{:016x}", fastrand::u64(..));
                     let key = affinity::session_hash(session.as_bytes());
-                    if group.balancer.pick(addrs, &self.balance, Some(key), &[]) == Some(i) {
+                    if group
+                        .balancer
+                        .pick(addrs, &self.balance, Some(key), &[], false)
+                        == Some(i)
+                    {
                         self.set_cookie = Some(session);
                         break;
                     }

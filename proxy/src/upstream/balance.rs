@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::affinity::{self, Affinity, Mode};
-use super::endpoint::{Endpoint, now_nanos};
+use super::endpoint::{Endpoint, Mode as EndpointMode, now_nanos};
 use super::health::{Outcome, Passive};
 
 /// How endpoints are chosen.
@@ -294,6 +294,8 @@ pub struct Balancer {
     ring: OnceLock<Vec<(u64, usize)>>,
     /// Each endpoint's id in persistent affinity cookies.
     ids: OnceLock<Vec<u64>>,
+    /// Whether any endpoint's weight is not 1 (the operator set one): choices then weigh them.
+    weighted: std::sync::atomic::AtomicBool,
 }
 
 /// Which endpoints a choice stays away from.
@@ -320,7 +322,7 @@ impl Balancer {
         let Some(old) = previous.endpoints.get() else {
             return;
         };
-        let endpoints = addrs
+        let endpoints: Arc<[Arc<Endpoint>]> = addrs
             .iter()
             .map(|addr| {
                 old.iter()
@@ -329,18 +331,29 @@ impl Balancer {
                     .unwrap_or_else(|| Arc::new(Endpoint::new(*addr)))
             })
             .collect();
+        let weighted = endpoints.iter().any(|e: &Arc<Endpoint>| e.weight() != 1);
         // Only before the group serves: a Snapshot is installed before any request sees it.
         let _ = self.endpoints.set(endpoints);
+        self.weighted.store(weighted, Ordering::Relaxed);
+    }
+
+    /// Says that an endpoint's weight changed: choices weigh them from now on.
+    pub fn reweighed(&self, addrs: &[SocketAddr]) {
+        let weighted = self.endpoints(addrs).iter().any(|e| e.weight() != 1);
+        self.weighted.store(weighted, Ordering::Relaxed);
     }
 
     /// The index of the endpoint for the next attempt among `addrs`: never one in `tried` or
-    /// one unhealthy while another is left; one unhealthy rather than none.
+    /// one unhealthy, drained or weighing 0 while another is left (a `sticky` request, one of
+    /// an existing session, may still go to a drained one); one unhealthy rather than none; never
+    /// one in maintenance.
     pub fn pick(
         &self,
         addrs: &[SocketAddr],
         balance: &Balance,
         key: Option<u64>,
         tried: &[usize],
+        sticky: bool,
     ) -> Option<usize> {
         if addrs.is_empty() {
             return None;
@@ -349,13 +362,49 @@ impl Balancer {
         [Avoid::TriedOrUnhealthy, Avoid::Tried, Avoid::Nothing]
             .into_iter()
             .find_map(|avoid| {
-                let ok = |i: usize| match avoid {
-                    Avoid::TriedOrUnhealthy => !tried.contains(&i) && endpoints[i].usable(),
-                    Avoid::Tried => !tried.contains(&i),
-                    Avoid::Nothing => true,
+                let ok = |i: usize| {
+                    let endpoint = &endpoints[i];
+                    match avoid {
+                        Avoid::TriedOrUnhealthy => {
+                            !tried.contains(&i)
+                                && (endpoint.usable() || (sticky && endpoint.takes_sticky()))
+                        }
+                        Avoid::Tried => {
+                            !tried.contains(&i) && endpoint.mode() != EndpointMode::Maint
+                        }
+                        Avoid::Nothing => endpoint.mode() != EndpointMode::Maint,
+                    }
                 };
                 self.pick_where(addrs, balance, key, &ok)
             })
+    }
+
+    /// An endpoint `ok` allows, each as likely as its weight: the `turn`-th of a weighted round
+    /// robin, or at random.
+    fn weighted(
+        &self,
+        addrs: &[SocketAddr],
+        ok: &dyn Fn(usize) -> bool,
+        turn: Option<usize>,
+    ) -> Option<usize> {
+        let endpoints = self.endpoints(addrs);
+        let weight = |i: usize| u64::from(endpoints[i].weight());
+        let total: u64 = (0..addrs.len()).filter(|i| ok(*i)).map(weight).sum();
+        if total == 0 {
+            return (0..addrs.len()).find(|i| ok(*i));
+        }
+        let mut point = match turn {
+            Some(turn) => turn as u64 % total,
+            None => fastrand::u64(..total),
+        };
+        (0..addrs.len()).filter(|i| ok(*i)).find(|i| {
+            let w = weight(*i);
+            if point < w {
+                return true;
+            }
+            point -= w;
+            false
+        })
     }
 
     /// The endpoint `balance` chooses among those `ok` allows, if any is.
@@ -367,15 +416,31 @@ impl Balancer {
         ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = addrs.len();
+        let weighted = self.weighted.load(Ordering::Relaxed);
         match balance {
+            Balance::RoundRobin if weighted => {
+                let turn = self.next.fetch_add(1, Ordering::Relaxed);
+                self.weighted(addrs, ok, Some(turn))
+            }
             Balance::RoundRobin => (0..n)
                 .map(|_| self.next.fetch_add(1, Ordering::Relaxed) % n)
                 .find(|i| ok(*i)),
+            Balance::Random if weighted => self.weighted(addrs, ok, None),
             Balance::Random => random_where(n, ok, None),
             Balance::LeastRequest | Balance::Ewma => {
-                let a = random_where(n, ok, None)?;
+                let a = if weighted {
+                    self.weighted(addrs, ok, None)?
+                } else {
+                    random_where(n, ok, None)?
+                };
                 // Two different endpoints when there are two to choose from.
-                let Some(b) = random_where(n, ok, Some(a)) else {
+                let b = if weighted {
+                    self.weighted(addrs, &|i| ok(i) && i != a, None)
+                        .filter(|b| *b != a)
+                } else {
+                    random_where(n, ok, Some(a))
+                };
+                let Some(b) = b else {
                     return Some(a);
                 };
                 let better = match balance {
@@ -624,10 +689,13 @@ mod tests {
         let keys = 3000u64;
         for k in 0..keys {
             let key = xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes());
-            let before = three.pick(&addrs(3), &hash, Some(key), &[]).unwrap();
-            assert_eq!(three.pick(&addrs(3), &hash, Some(key), &[]), Some(before));
+            let before = three.pick(&addrs(3), &hash, Some(key), &[], false).unwrap();
+            assert_eq!(
+                three.pick(&addrs(3), &hash, Some(key), &[], false),
+                Some(before)
+            );
             counts[before] += 1;
-            let after = four.pick(&addrs(4), &hash, Some(key), &[]).unwrap();
+            let after = four.pick(&addrs(4), &hash, Some(key), &[], false).unwrap();
             if after != before {
                 assert_eq!(after, 3, "a key moved between endpoints that stayed");
                 moved += 1;
@@ -656,7 +724,7 @@ mod tests {
             let mut tried = Vec::new();
             for _ in 0..3 {
                 let i = balancer
-                    .pick(&addrs(3), &balance, Some(42), &tried)
+                    .pick(&addrs(3), &balance, Some(42), &tried, false)
                     .unwrap();
                 assert!(!tried.contains(&i), "{balance:?} took {i} again: {tried:?}");
                 tried.push(i);
@@ -673,11 +741,65 @@ mod tests {
             .collect();
         for _ in 0..50 {
             let i = balancer
-                .pick(&two, &Balance::LeastRequest, None, &[])
+                .pick(&two, &Balance::LeastRequest, None, &[], false)
                 .unwrap();
             assert_eq!(i, 1, "picked the endpoint with 5 in flight");
         }
         drop(busy);
         assert_eq!(balancer.in_flight(&two, 0), 0);
+    }
+
+    #[test]
+    fn weights_share_the_turns_and_drained_or_maintained_endpoints_take_none() {
+        let balancer = Balancer::default();
+        let three = addrs(3);
+        let endpoints = balancer.endpoints(&three).clone();
+        endpoints[0].set_weight(3);
+        balancer.reweighed(&three);
+        let mut counts = [0; 3];
+        for _ in 0..500 {
+            counts[balancer
+                .pick(&three, &Balance::RoundRobin, None, &[], false)
+                .unwrap()] += 1;
+        }
+        assert_eq!(counts, [300, 100, 100]);
+
+        endpoints[0].set_mode(EndpointMode::Drain);
+        endpoints[1].set_mode(EndpointMode::Maint);
+        for _ in 0..50 {
+            assert_eq!(
+                balancer.pick(&three, &Balance::RoundRobin, None, &[], false),
+                Some(2)
+            );
+        }
+        // A session that hashes to the drained endpoint keeps it; none goes to maintenance.
+        let hash = Balance::Hash(Arc::new(HashKey::parse("$uri").unwrap()));
+        let drained_key = (0..10_000u64)
+            .map(|k| xxhash_rust::xxh3::xxh3_64(&k.to_le_bytes()))
+            .find(|key| Balancer::default().pick(&three, &hash, Some(*key), &[], true) == Some(0))
+            .unwrap();
+        assert_eq!(
+            balancer.pick(&three, &hash, Some(drained_key), &[], true),
+            Some(0)
+        );
+        assert_eq!(
+            balancer.pick(&three, &hash, Some(drained_key), &[], false),
+            Some(2)
+        );
+        // With the one usable endpoint tried, a retry may take the drained one, never the other.
+        assert_eq!(
+            balancer.pick(&three, &Balance::RoundRobin, None, &[2], false),
+            Some(0)
+        );
+        endpoints[0].set_mode(EndpointMode::Maint);
+        assert_eq!(
+            balancer.pick(&three, &Balance::RoundRobin, None, &[2], false),
+            Some(2)
+        );
+        endpoints[2].set_mode(EndpointMode::Maint);
+        assert_eq!(
+            balancer.pick(&three, &Balance::RoundRobin, None, &[], false),
+            None
+        );
     }
 }

@@ -6,7 +6,9 @@
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// Nanoseconds since the process's first look at the clock: the time base of every endpoint's
@@ -19,6 +21,32 @@ pub fn now_nanos() -> u64 {
 
 pub(super) fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// What the operator set an endpoint to, as the HAProxy runtime API names the states.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum Mode {
+    /// As its health says.
+    Ready = 0,
+    /// No new requests; those running finish, and its sticky sessions keep it.
+    Drain = 1,
+    /// No requests at all.
+    Maint = 2,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "ready" => Ok(Mode::Ready),
+            "drain" => Ok(Mode::Drain),
+            "maint" => Ok(Mode::Maint),
+            other => Err(format!("{other:?} is not a state: ready, drain or maint")),
+        }
+    }
 }
 
 /// One endpoint's state.
@@ -44,6 +72,10 @@ pub struct Endpoint {
     pub(super) retries_in_flight: AtomicU32,
     /// Of the requests in flight, those still waiting for their connection.
     pub(super) connecting: AtomicU32,
+    /// What the operator set ([`Mode`]), until set back or the endpoint leaves.
+    mode: AtomicU8,
+    /// Its share against its peers' (1 unless the operator set another).
+    weight: AtomicU32,
     /// What it has done since it joined, for metrics.
     pub(super) totals: Totals,
 }
@@ -78,15 +110,52 @@ impl Endpoint {
             failing_checks: AtomicBool::new(false),
             retries_in_flight: AtomicU32::new(0),
             connecting: AtomicU32::new(0),
+            mode: AtomicU8::new(Mode::Ready as u8),
+            weight: AtomicU32::new(1),
             totals: Totals::default(),
         }
     }
 
-    /// Whether new requests may go to it: not ejected, and not failing its active check. (The
-    /// clock is read only for an endpoint that was ever ejected.)
+    /// Whether new requests may go to it: healthy (not ejected, not failing its active check),
+    /// not drained or in maintenance, and of a weight above 0.
     pub fn usable(&self) -> bool {
+        self.healthy()
+            && self.mode.load(Ordering::Relaxed) == Mode::Ready as u8
+            && self.weight.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether a sticky session's request may go to it: healthy and not in maintenance (a
+    /// drained endpoint keeps the sessions it has).
+    pub fn takes_sticky(&self) -> bool {
+        self.healthy() && self.mode() != Mode::Maint
+    }
+
+    /// Not ejected, and not failing its active check. (The clock is read only for an endpoint
+    /// that was ever ejected.)
+    pub fn healthy(&self) -> bool {
         let until = self.ejected_until.load(Ordering::Relaxed);
         (until == 0 || until <= now_nanos()) && !self.failing_checks.load(Ordering::Relaxed)
+    }
+
+    /// What the operator set.
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(Ordering::Relaxed) {
+            1 => Mode::Drain,
+            2 => Mode::Maint,
+            _ => Mode::Ready,
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode as u8, Ordering::Relaxed);
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    pub fn set_weight(&self, weight: u32) {
+        self.weight.store(weight, Ordering::Relaxed);
     }
 
     /// Whether passive health has it ejected at `now`.

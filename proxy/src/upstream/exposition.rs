@@ -17,7 +17,7 @@ struct Family {
     value: fn(&Endpoint) -> u64,
 }
 
-const FAMILIES: [Family; 9] = [
+const FAMILIES: [Family; 10] = [
     Family {
         name: "gantry_upstream_endpoint_requests_total",
         kind: "counter",
@@ -67,9 +67,15 @@ const FAMILIES: [Family; 9] = [
         value: |e| u64::from(e.in_flight()),
     },
     Family {
+        name: "gantry_upstream_endpoint_weight",
+        kind: "gauge",
+        help: "The endpoint's weight (1 unless the operator set another)",
+        value: |e| u64::from(e.weight()),
+    },
+    Family {
         name: "gantry_upstream_endpoint_usable",
         kind: "gauge",
-        help: "1 when the endpoint takes new requests (not ejected, passing its checks)",
+        help: "1 when the endpoint takes new requests (healthy, not drained or in maintenance, weight above 0)",
         value: |e| u64::from(e.usable()),
     },
 ];

@@ -36,6 +36,7 @@ mod reload;
 mod request_policies;
 mod retries;
 mod routing;
+mod runtime_control;
 mod support;
 mod tls;
 mod upstream_settings;
