@@ -25,6 +25,8 @@ pub struct Metrics {
     pub upstream_errors: IntCounterVec,
     /// Requests refused by a Service port's circuit breaker, by upstream and limit.
     pub upstream_overflows: IntCounterVec,
+    /// Mirrored copies of requests, by route and result (`answered`, `failed`).
+    pub mirror_requests: IntCounterVec,
     /// Configuration reloads by result (`success`: every file parsed; `failure`: some did not).
     pub config_reloads: IntCounterVec,
     /// Time from noticing a change to the new configuration serving.
@@ -106,6 +108,14 @@ impl Metrics {
             &["upstream", "limit"],
         )?;
         registry.register(Box::new(upstream_overflows.clone()))?;
+        let mirror_requests = IntCounterVec::new(
+            Opts::new(
+                "gantry_mirror_requests_total",
+                "Mirrored copies of requests, by route and result (answered, failed)",
+            ),
+            &["route", "result"],
+        )?;
+        registry.register(Box::new(mirror_requests.clone()))?;
         let config_reloads = IntCounterVec::new(
             Opts::new(
                 "gantry_config_reloads_total",
@@ -209,6 +219,7 @@ impl Metrics {
             unmatched,
             upstream_errors,
             upstream_overflows,
+            mirror_requests,
             config_reloads,
             config_reload_duration,
             config_problems,

@@ -99,7 +99,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         access_log: args.access_log,
         wasm,
         resolver,
-        auth_client: Arc::default(),
+        side_client: Arc::default(),
     };
     let listeners = dataplane::Listeners {
         http: args.http_addr,

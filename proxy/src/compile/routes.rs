@@ -176,6 +176,7 @@ impl Compiler<'_> {
         settings.upstream_host = nginx.upstream_host.clone();
         settings.forwarded_prefix = nginx.forwarded_prefix.clone();
         settings.external_auth = nginx.external_auth.clone();
+        settings.mirror = nginx.mirror.clone();
         if let Some(name) = &nginx.default_backend {
             let key = crate::config::NamespacedName::new(&ingress.key.namespace, name);
             match self.error_backend(ingress, key, None, &nginx.error_codes) {
@@ -616,6 +617,7 @@ impl Compiler<'_> {
             error_backend: settings.error_backend.clone(),
             external_auth: settings.external_auth.clone(),
             compression: settings.compression.clone(),
+            mirror: settings.mirror.clone(),
             canary: None,
             plugins,
             metrics: OnceLock::new(),

@@ -49,6 +49,7 @@ pub struct IngressSettings {
     pub error_backend: Option<std::sync::Arc<crate::snapshot::ErrorBackend>>,
     pub external_auth: Option<std::sync::Arc<crate::snapshot::external_auth::ExternalAuth>>,
     pub compression: Option<std::sync::Arc<crate::snapshot::compression::Compression>>,
+    pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -68,6 +69,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         error_backend: None,
         external_auth: None,
         compression: None,
+        mirror: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -2,26 +2,19 @@
 //! template builds the `auth_request` location): the client's request head without its body,
 //! to the auth service, with `X-Original-URL`, `X-Original-Method`, `X-Sent-From`, `X-Real-IP`,
 //! `X-Forwarded-For`, `X-Auth-Request-Redirect` and `X-Request-ID` (and `X-Original-URI` and
-//! `X-Scheme` when `auth-method` is set); then what its answer decides. Connections to auth
-//! services are pooled.
+//! `X-Scheme` when `auth-method` is set); then what its answer decides.
 
 use http::header::{
     CONNECTION, CONTENT_LENGTH, HOST, LOCATION, SET_COOKIE, TRANSFER_ENCODING, WWW_AUTHENTICATE,
 };
 use http::{HeaderName, HeaderValue, Method};
-use pingora::connectors::http::v1::Connector;
 use pingora::http::RequestHeader;
-use pingora::prelude::{HttpPeer, Session};
+use pingora::prelude::Session;
 
 use super::proxy::{Shared, is_tls};
+use super::side_client::Target;
 use crate::snapshot::Timeouts;
 use crate::snapshot::external_auth::ExternalAuth;
-
-/// Most of an auth response's body read (and dropped) so that its connection can be reused.
-const MOST_BODY: usize = 64 * 1024;
-
-/// How long an idle connection to an auth service is kept.
-const IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Fields of the client's request the auth request does not carry: the body's, the
 /// connection's, and those it sets itself.
@@ -35,21 +28,6 @@ const NOT_SENT: [&str; 8] = [
     "expect",
     "x-forwarded-proto",
 ];
-
-/// Pooled connections to auth services.
-pub struct AuthClient(Connector);
-
-impl Default for AuthClient {
-    fn default() -> Self {
-        AuthClient(Connector::new(None))
-    }
-}
-
-impl std::fmt::Debug for AuthClient {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuthClient")
-    }
-}
 
 /// What the auth service decided.
 pub(super) enum Verdict {
@@ -89,44 +67,15 @@ async fn ask(
     request_id: Option<&HeaderValue>,
 ) -> Result<Verdict, String> {
     let head = auth_request(auth, session, request_id).map_err(|e| e.to_string())?;
-    let addr = shared
-        .resolver
-        .resolve(&auth.host, auth.port)
-        .await
-        .map_err(|e| format!("resolving {}: {e}", auth.host))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| format!("{} has no address", auth.host))?;
-    let mut peer = HttpPeer::new(addr, auth.tls, auth.host.clone());
-    peer.options.connection_timeout = Some(timeouts.connect);
-    peer.options.read_timeout = Some(timeouts.read);
-    peer.options.write_timeout = Some(timeouts.send);
-    let (mut http, _reused) = shared
-        .auth_client
-        .0
-        .get_http_session(&peer)
-        .await
-        .map_err(|e| e.to_string())?;
-    http.write_request_header(Box::new(head))
-        .await
-        .map_err(|e| e.to_string())?;
-    http.finish_body().await.map_err(|e| e.to_string())?;
-    http.read_response().await.map_err(|e| e.to_string())?;
-    let resp = http.resp_header().ok_or("no response head")?.clone();
-    let mut read = 0;
-    while let Some(chunk) = http.read_body_bytes().await.map_err(|e| e.to_string())? {
-        read += chunk.len();
-        if read > MOST_BODY {
-            break;
-        }
-    }
-    if read <= MOST_BODY {
-        shared
-            .auth_client
-            .0
-            .release_http_session(http, &peer, Some(IDLE))
-            .await;
-    }
+    let target = Target {
+        host: &auth.host,
+        port: auth.port,
+        tls: auth.tls,
+    };
+    let resp = shared
+        .side_client
+        .send(&shared.resolver, target, head, None, timeouts)
+        .await?;
     let cookies: Vec<HeaderValue> = resp.headers.get_all(SET_COOKIE).iter().cloned().collect();
     let status = resp.status.as_u16();
     Ok(match status {

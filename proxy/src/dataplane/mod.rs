@@ -5,13 +5,15 @@ mod access_log;
 mod answers;
 mod cert_resolver;
 mod connections;
-pub mod external_auth;
+mod external_auth;
 mod failure;
 mod h1;
 pub mod headers;
 mod listen;
+mod mirror;
 mod plugins;
 mod proxy;
+pub mod side_client;
 mod tls;
 mod websocket;
 

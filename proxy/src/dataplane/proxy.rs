@@ -22,7 +22,7 @@ use pingora::{Error, ErrorType, Result};
 use super::answers::{redirect_location, respond, respond_text};
 use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
-use super::{access_log, external_auth, failure};
+use super::{access_log, external_auth, failure, mirror, side_client};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
 use crate::snapshot::compression::{Coding, Compression};
@@ -56,8 +56,8 @@ pub struct Shared {
     pub wasm: Arc<wasm::Shared>,
     /// Resolves ExternalName Services.
     pub resolver: Resolver,
-    /// Pooled connections to external auth services.
-    pub auth_client: Arc<external_auth::AuthClient>,
+    /// Pooled connections for side requests (external auth, mirrored copies).
+    pub side_client: Arc<side_client::SideClient>,
 }
 
 /// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).
@@ -122,6 +122,8 @@ pub struct RequestCtx {
     /// the client.
     pub(super) auth_fields: Vec<(http::HeaderName, HeaderValue)>,
     pub(super) auth_cookies: Vec<HeaderValue>,
+    /// Where the request's body chunks go for its mirrored copy.
+    pub(super) mirror_body: Option<tokio::sync::mpsc::Sender<Bytes>>,
 }
 
 /// Why a request went to its Ingress's error backend.
@@ -183,6 +185,7 @@ impl ProxyHttp for EdgeProxy {
             error_page: None,
             auth_fields: Vec::new(),
             auth_cookies: Vec::new(),
+            mirror_body: None,
         }
     }
 
@@ -289,6 +292,9 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(compression) = &route.compression {
             compress(session, compression)?;
+        }
+        if let Some(copy) = &route.mirror {
+            ctx.mirror_body = mirror::start(&self.shared, &route, copy, session);
         }
         ctx.attempts = Attempts::new(
             route.balance.clone(),
@@ -477,6 +483,15 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         if let Some(chunk) = body.as_ref() {
             ctx.body_bytes += chunk.len() as u64;
+        }
+        if let Some(copy) = &ctx.mirror_body {
+            // A copy that cannot keep up is abandoned; the request never waits for it.
+            let keeps_up = body
+                .as_ref()
+                .is_none_or(|chunk| copy.try_send(chunk.clone()).is_ok());
+            if !keeps_up || end_of_stream {
+                ctx.mirror_body = None;
+            }
         }
         if let Some(limit) = ctx.route.as_ref().and_then(|r| r.body_limit)
             && ctx.body_bytes > limit

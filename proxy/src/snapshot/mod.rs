@@ -7,6 +7,7 @@ pub mod client_limit;
 pub mod clusters;
 pub mod compression;
 pub mod external_auth;
+pub mod mirror;
 pub mod resources;
 pub mod router;
 pub mod tls;

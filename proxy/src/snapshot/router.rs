@@ -171,6 +171,8 @@ pub struct Route {
     pub external_auth: Option<Arc<super::external_auth::ExternalAuth>>,
     /// How responses are compressed.
     pub compression: Option<Arc<super::compression::Compression>>,
+    /// Where copies of its requests go (`mirror-target`).
+    pub mirror: Option<Arc<super::mirror::Mirror>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -278,6 +280,7 @@ impl Route {
             error_backend: self.error_backend.clone(),
             external_auth: self.external_auth.clone(),
             compression: self.compression.clone(),
+            mirror: self.mirror.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -401,6 +404,7 @@ mod tests {
             error_backend: None,
             external_auth: None,
             compression: None,
+            mirror: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

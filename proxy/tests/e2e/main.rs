@@ -24,6 +24,7 @@ mod kube_events;
 mod kube_replicas;
 mod lifecycle;
 mod load_balancing;
+mod mirroring;
 mod nginx_annotations;
 mod plugins;
 mod plugins_contained;

@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 67] = [
+pub(super) const HONOURED: [&str; 70] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -79,10 +79,13 @@ pub(super) const HONOURED: [&str; 67] = [
     "auth-signin-redirect-param",
     "auth-response-headers",
     "auth-request-redirect",
+    "mirror-target",
+    "mirror-host",
+    "mirror-request-body",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 66] = [
+pub(super) const NOT_HONOURED: [&str; 63] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -115,9 +118,6 @@ pub(super) const NOT_HONOURED: [&str; 66] = [
     "http2-push-preload",
     "limit-rate",
     "limit-rate-after",
-    "mirror-host",
-    "mirror-request-body",
-    "mirror-target",
     "modsecurity-transaction-id",
     "opentelemetry-operation-name",
     "opentelemetry-trust-incoming-span",

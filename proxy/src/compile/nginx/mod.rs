@@ -112,6 +112,8 @@ pub struct NginxSettings {
     pub error_codes: Vec<u16>,
     /// `auth-url` and its companions.
     pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
+    /// `mirror-target`, `mirror-host`, `mirror-request-body`.
+    pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -617,6 +619,24 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.service_upstream = a.bool("service-upstream").unwrap_or(false);
     a.out.default_backend = a.get("default-backend").map(str::to_owned);
     a.out.external_auth = external_auth(&mut a);
+    if let Some(target) = a.get("mirror-target") {
+        let with_body = match a.get("mirror-request-body") {
+            None | Some("on") => true,
+            Some("off") => false,
+            Some(other) => {
+                a.problem(
+                    "mirror-request-body",
+                    format!("{other:?} is not \"on\" or \"off\""),
+                );
+                true
+            }
+        };
+        let host = a.get("mirror-host");
+        match crate::snapshot::mirror::Mirror::new(target, host, with_body) {
+            Ok(mirror) => a.out.mirror = Some(std::sync::Arc::new(mirror)),
+            Err(reason) => a.problem("mirror-target", reason),
+        }
+    }
     for code in a.list("custom-http-errors", "") {
         match code.parse::<u16>() {
             Ok(code) if (400..=599).contains(&code) => a.out.error_codes.push(code),

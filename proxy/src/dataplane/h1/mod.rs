@@ -456,6 +456,7 @@ fn fast_route(
         || route.error_backend.is_some()
         || route.external_auth.is_some()
         || route.compression.is_some()
+        || route.mirror.is_some()
         || (route.app_root.is_some() && path == "/")
     {
         return None;

@@ -320,3 +320,52 @@ pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+/// A request as a [`recorder`] received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+/// A server answering every request `200 recorded` and keeping each (method, target, fields,
+/// body); it holds requests while `seen.holding` is set, as [`echo`] does.
+pub async fn recorder(name: &str) -> (Upstream, Arc<std::sync::Mutex<Vec<Recorded>>>) {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::new(Seen::default());
+    let (keep, counted) = (kept.clone(), seen.clone());
+    let server = serve(name, seen, move |stream, _| {
+        let (keep, seen) = (keep.clone(), counted.clone());
+        async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (keep, seen) = (keep.clone(), seen.clone());
+                async move {
+                    seen.requests.fetch_add(1, Ordering::SeqCst);
+                    seen.in_flight.fetch_add(1, Ordering::SeqCst);
+                    let (parts, body) = req.into_parts();
+                    let body = body
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    keep.lock().unwrap().push(Recorded {
+                        method: parts.method.to_string(),
+                        target: parts.uri.to_string(),
+                        headers: parts.headers,
+                        body,
+                    });
+                    seen.wait_if_holding().await;
+                    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("recorded"))))
+                }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+    .await;
+    (server, kept)
+}
