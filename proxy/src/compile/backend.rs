@@ -251,6 +251,7 @@ impl<'a> Backends<'a> {
                     group.health = policy.health;
                     group.retry = policy.retry;
                     group.breaker = policy.breaker;
+                    group.balance = policy.balance;
                 }
                 let group = Arc::new(group);
                 self.groups.insert(canonical, group.clone());

@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::crd::{
-    ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, PassiveHealthCheck, Retry,
+    ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, LoadBalancer,
+    PassiveHealthCheck, Retry,
 };
 use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
 use crate::duration::parse_duration;
 use crate::problem::{FieldError, Problem};
+use crate::upstream::balance::{Balance, HashKey};
 use crate::upstream::breaker::CircuitBreaker;
 use crate::upstream::health::{ActiveCheck, HealthPolicy, Passive, Probe};
 use crate::upstream::retry::{self, Backoff, Budget, RetryPolicy};
@@ -41,6 +43,7 @@ pub struct PortPolicy {
     pub health: HealthPolicy,
     pub retry: Option<Arc<RetryPolicy>>,
     pub breaker: Option<CircuitBreaker>,
+    pub balance: Option<Balance>,
 }
 
 impl BackendPolicies {
@@ -79,6 +82,7 @@ impl BackendPolicies {
                         .map(retry_policy)
                         .transpose()?
                         .map(Arc::new),
+                    balance: spec.load_balancer.as_ref().map(balance).transpose()?,
                     breaker: spec.circuit_breaker.as_ref().map(|b| CircuitBreaker {
                         max_parallel_requests: Some(b.max_parallel_requests.unwrap_or(1024)),
                         max_pending_requests: Some(b.max_pending_requests.unwrap_or(1024)),
@@ -304,6 +308,55 @@ fn active_check(active: &ActiveHealthCheck) -> Result<ActiveCheck, FieldError> {
         timeout,
         healthy_threshold: threshold(active.healthy_threshold, 1, "healthyThreshold")?,
         unhealthy_threshold: threshold(active.unhealthy_threshold, 3, "unhealthyThreshold")?,
+    })
+}
+
+/// The balancing a policy's `loadBalancer` gives (Envoy Gateway's types), or why not.
+fn balance(spec: &LoadBalancer) -> Result<Balance, FieldError> {
+    let field = |name: &str| format!("spec.loadBalancer.{name}");
+    Ok(match spec.balancer_type.as_str() {
+        "RoundRobin" => Balance::RoundRobin,
+        "LeastRequest" => Balance::LeastRequest,
+        "Random" => Balance::Random,
+        "ConsistentHash" => {
+            let hash = spec.consistent_hash.as_ref().ok_or_else(|| {
+                FieldError::new(field("consistentHash"), "is required for type ConsistentHash")
+            })?;
+            let named = |kind: &str, name: Option<&String>| {
+                name.filter(|n| !n.is_empty()).cloned().ok_or_else(|| {
+                    FieldError::new(
+                        field(&format!("consistentHash.{kind}.name")),
+                        format!("is required for type {}", hash.hash_type),
+                    )
+                })
+            };
+            let template = match hash.hash_type.as_str() {
+                "SourceIP" => "$remote_addr".to_owned(),
+                "Header" => format!(
+                    "$http_{}",
+                    named("header", hash.header.as_ref().map(|h| &h.name))?.replace('-', "_")
+                ),
+                "Cookie" => format!(
+                    "$cookie_{}",
+                    named("cookie", hash.cookie.as_ref().map(|c| &c.name))?
+                ),
+                other => {
+                    return Err(FieldError::new(
+                        field("consistentHash.type"),
+                        format!("{other:?} is not SourceIP, Header or Cookie"),
+                    ));
+                }
+            };
+            let key = HashKey::parse(&template)
+                .map_err(|reason| FieldError::new(field("consistentHash"), reason))?;
+            Balance::Hash(Arc::new(key))
+        }
+        other => {
+            return Err(FieldError::new(
+                field("type"),
+                format!("{other:?} is not RoundRobin, LeastRequest, Random or ConsistentHash"),
+            ));
+        }
     })
 }
 

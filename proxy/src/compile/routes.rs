@@ -162,7 +162,7 @@ impl Compiler<'_> {
             settings.timeouts.send = timeout;
         }
         if let Some(balance) = &nginx.balance {
-            settings.balance = balance.clone();
+            settings.balance = Some(balance.clone());
         }
         if let Some(limit) = nginx.body_limit {
             settings.body_limit = limit;
@@ -598,6 +598,14 @@ impl Compiler<'_> {
             None => format!("{}:defaultBackend", ingress.key),
         };
         let https_redirect = settings.ssl_redirect && host.is_some_and(|h| self.host_has_tls(h));
+        let balance = settings
+            .balance
+            .clone()
+            .or_else(|| match &action {
+                Action::Proxy(group) => group.balance.clone(),
+                _ => None,
+            })
+            .unwrap_or_default();
         Arc::new(Route {
             name: Arc::from(name.as_str()),
             ingress: ingress.key.clone(),
@@ -606,7 +614,7 @@ impl Compiler<'_> {
             action,
             https_redirect,
             timeouts: settings.timeouts,
-            balance: settings.balance.clone(),
+            balance,
             body_limit: settings.body_limit,
             retry: settings.retry.clone(),
             client_limit: settings.client_limit.clone(),

@@ -32,8 +32,9 @@ pub struct IngressSettings {
     pub timeouts: Timeouts,
     /// WasmPlugin names from `gantry.dev/plugins`, in order.
     pub plugins: Vec<String>,
-    /// How the routes' requests are spread over endpoints.
-    pub balance: crate::upstream::balance::Balance,
+    /// How the routes' requests are spread over endpoints (the annotations'); the Service's
+    /// BackendPolicy's, else round robin, when `None`.
+    pub balance: Option<crate::upstream::balance::Balance>,
     /// The largest request body the routes take.
     pub body_limit: Option<u64>,
     /// When a failed attempt goes again (else the Service's BackendPolicy's, else the default).
@@ -58,7 +59,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         ssl_redirect: true,
         timeouts: Timeouts::default(),
         plugins: Vec::new(),
-        balance: Default::default(),
+        balance: None,
         body_limit: None,
         retry: None,
         client_limit: None,

@@ -22,6 +22,8 @@ pub struct UpstreamGroup {
     pub retry: Option<std::sync::Arc<crate::upstream::retry::RetryPolicy>>,
     /// The limits past which requests are refused at once (a BackendPolicy's).
     pub breaker: Option<crate::upstream::breaker::CircuitBreaker>,
+    /// How routes that do not say spread requests over its endpoints (a BackendPolicy's).
+    pub balance: Option<Balance>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -53,6 +55,7 @@ impl UpstreamGroup {
             health: HealthPolicy::default(),
             retry: None,
             breaker: None,
+            balance: None,
         }
     }
 

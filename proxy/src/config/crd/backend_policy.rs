@@ -28,6 +28,10 @@ use super::ResourceStatus;
 pub struct BackendPolicySpec {
     /// The Services (in the policy's namespace) it applies to.
     pub target_refs: Vec<PolicyTargetReference>,
+    /// How routes that do not say (with ingress-nginx's `load-balance`, `upstream-hash-by` or
+    /// `affinity`) spread requests over the Service's endpoints.
+    #[serde(default)]
+    pub load_balancer: Option<LoadBalancer>,
     /// Active and passive health checking.
     #[serde(default)]
     pub health_check: Option<HealthCheck>,
@@ -140,6 +144,37 @@ pub struct PolicyTargetReference {
     /// One port of the Service, by its name; every port when unset.
     #[serde(default)]
     pub section_name: Option<String>,
+}
+
+/// Envoy Gateway's `loadBalancer`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LoadBalancer {
+    /// `RoundRobin`, `LeastRequest`, `Random` or `ConsistentHash`.
+    #[serde(rename = "type")]
+    pub balancer_type: String,
+    /// For `ConsistentHash`: what the key is.
+    #[serde(default)]
+    pub consistent_hash: Option<ConsistentHash>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConsistentHash {
+    /// `SourceIP`, `Header` or `Cookie`.
+    #[serde(rename = "type")]
+    pub hash_type: String,
+    #[serde(default)]
+    pub header: Option<NamedKey>,
+    #[serde(default)]
+    pub cookie: Option<NamedKey>,
+}
+
+/// A header's or cookie's name.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamedKey {
+    pub name: String,
 }
 
 /// Health checking, as Envoy Gateway's `healthCheck`.
