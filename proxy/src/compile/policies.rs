@@ -320,7 +320,10 @@ fn balance(spec: &LoadBalancer) -> Result<Balance, FieldError> {
         "Random" => Balance::Random,
         "ConsistentHash" => {
             let hash = spec.consistent_hash.as_ref().ok_or_else(|| {
-                FieldError::new(field("consistentHash"), "is required for type ConsistentHash")
+                FieldError::new(
+                    field("consistentHash"),
+                    "is required for type ConsistentHash",
+                )
             })?;
             let named = |kind: &str, name: Option<&String>| {
                 name.filter(|n| !n.is_empty()).cloned().ok_or_else(|| {
