@@ -56,6 +56,8 @@ struct RouteView<'a> {
     body_limit: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     external_auth: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mirror: Option<&'a str>,
 }
 
 /// An Ingress's error backend on a route.
@@ -139,6 +141,7 @@ impl<'a> ConfigView<'a> {
                 compression: route.compression.as_deref(),
                 body_limit: route.body_limit,
                 external_auth: route.external_auth.as_deref().map(|a| a.url.as_str()),
+                mirror: route.mirror.as_deref().map(|m| m.target.as_str()),
                 error_backend: route.error_backend.as_deref().map(|b| ErrorBackendView {
                     upstream: &b.group.name,
                     codes: &b.codes,

@@ -11,6 +11,7 @@ use crate::config::{Kind, NamespacedName, ObjectRef, Store};
 use crate::problem::{FieldError, Problem};
 use crate::snapshot::compression::{Coding, Compression};
 use crate::snapshot::external_auth::ExternalAuth;
+use crate::snapshot::mirror::Mirror;
 use crate::snapshot::{Redirect, RedirectTo};
 
 /// ingress-nginx's `gzip-types` default: the media types compressed when a policy names none.
@@ -47,6 +48,7 @@ pub struct RouteOverrides {
     /// Service, port (its first when `None`) and the statuses it replaces.
     pub error_backend: Option<(NamespacedName, Option<u16>, Vec<u16>)>,
     pub redirect: Option<Arc<Redirect>>,
+    pub mirror: Option<Arc<Mirror>>,
 }
 
 /// The policy each Ingress takes.
@@ -195,6 +197,15 @@ fn overrides(
             .map(Arc::new),
         error_backend,
         redirect,
+        mirror: spec
+            .mirror
+            .as_ref()
+            .map(|m| {
+                Mirror::new(&m.url, m.host.as_deref(), m.request_body.unwrap_or(true))
+                    .map(Arc::new)
+                    .map_err(|reason| FieldError::new("spec.mirror.url", reason))
+            })
+            .transpose()?,
     })
 }
 

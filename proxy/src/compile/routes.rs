@@ -362,6 +362,9 @@ impl Compiler<'_> {
         let Some(overrides) = self.route_policies.for_ingress(ingress.key) else {
             return;
         };
+        if let Some(mirror) = &overrides.mirror {
+            settings.mirror = Some(mirror.clone());
+        }
         let (compression, body_limit, auth, redirect, backend, policy, file) = (
             overrides.compression.clone(),
             overrides.body_limit,

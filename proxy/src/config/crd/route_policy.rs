@@ -43,6 +43,23 @@ pub struct RoutePolicySpec {
     /// Answer every request with a redirect instead of proxying.
     #[serde(default)]
     pub redirect: Option<RedirectPolicy>,
+    /// Send a copy of every request elsewhere; its answer is dropped.
+    #[serde(default)]
+    pub mirror: Option<MirrorPolicy>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorPolicy {
+    /// An absolute `http` or `https` URL; its path may hold `$request_uri`, `$uri`, `$args` and
+    /// `$host`.
+    pub url: String,
+    /// The copy's `Host` field (default the URL's).
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Whether the copy carries the request's body (default true).
+    #[serde(default)]
+    pub request_body: Option<bool>,
 }
 
 /// An Ingress, as the Gateway API's `LocalPolicyTargetReference`.
