@@ -89,6 +89,8 @@ pub struct Totals {
     pub ejections: AtomicU64,
     pub checks_passed: AtomicU64,
     pub checks_failed: AtomicU64,
+    /// Times the active check's verdict changed (passing to failing, or back).
+    pub check_transitions: AtomicU64,
     /// Failed attempts here that went again elsewhere.
     pub retries: AtomicU64,
     /// Failed attempts here that the retry budget kept from going again.
@@ -173,9 +175,15 @@ impl Endpoint {
         !self.failing_checks.load(Ordering::Relaxed)
     }
 
-    /// The active check's verdict; whether it changed.
+    /// The active check's verdict; whether it changed (and then it is counted).
     pub fn set_passing_checks(&self, passing: bool) -> bool {
-        self.failing_checks.swap(!passing, Ordering::Relaxed) == passing
+        let changed = self.failing_checks.swap(!passing, Ordering::Relaxed) == passing;
+        if changed {
+            self.totals
+                .check_transitions
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        changed
     }
 
     /// What it has done since it joined.

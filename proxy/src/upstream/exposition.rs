@@ -17,7 +17,7 @@ struct Family {
     value: fn(&Endpoint) -> u64,
 }
 
-const FAMILIES: [Family; 10] = [
+const FAMILIES: [Family; 11] = [
     Family {
         name: "gantry_upstream_endpoint_requests_total",
         kind: "counter",
@@ -47,6 +47,12 @@ const FAMILIES: [Family; 10] = [
         kind: "counter",
         help: "Active health checks the endpoint failed",
         value: |e| e.totals().checks_failed.load(Ordering::Relaxed),
+    },
+    Family {
+        name: "gantry_upstream_endpoint_check_transitions_total",
+        kind: "counter",
+        help: "Times the endpoint's active health check went from passing to failing or back",
+        value: |e| e.totals().check_transitions.load(Ordering::Relaxed),
     },
     Family {
         name: "gantry_upstream_endpoint_retries_total",

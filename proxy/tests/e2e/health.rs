@@ -171,6 +171,14 @@ async fn an_active_check_takes_out_an_endpoint_failing_it_and_brings_it_back_whe
     c.seen.fail_with.store(0, Ordering::SeqCst);
     wait_until("c passing again", || async { usable().await == 1.0 }).await;
     assert_eq!(gantry.answers("web.test", 30).await.len(), 3);
+    let transitions = gantry
+        .endpoint_metric(
+            "gantry_upstream_endpoint_check_transitions_total",
+            "default/web:http",
+            c.addr,
+        )
+        .await;
+    assert_eq!(transitions, 2.0, "failing, then passing again");
 }
 
 /// Clients sending GETs for `host` back to back on keep-alive connections until told to stop,
