@@ -5,9 +5,9 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry, clients, wait_until};
+use crate::support::{Gantry, clients, wait_until};
 
 // At most two requests in flight at `web`: with two held by the endpoint, a third is refused at
 // once and says why; once they are answered, requests pass again.
@@ -15,12 +15,7 @@ use crate::support::{ConfigDir, Gantry, clients, wait_until};
 async fn requests_over_the_limit_in_flight_are_refused_at_once_and_say_why() {
     let web = upstream::echo_at("127.0.0.2", "web").await;
     web.seen.holding.store(true, Ordering::SeqCst);
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "web", "http", None, &[(web.addr, true)]),
-    );
+    let config = service_folder("web", &[web.addr]);
     config.write(
         "ingress.yaml",
         &nginx_ingress("web", "web.test", "web", &[]),

@@ -3,9 +3,9 @@
 //! (RFC 9110 section 12.5.3), responses below the minimum length or of other media types are
 //! sent as they are, and every compressible response says `Vary: Accept-Encoding`.
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry};
+use crate::support::Gantry;
 
 /// `curl` for `host` and `target` with `accept_encoding`: the response's
 /// `Content-Encoding` (empty when none), `Vary`, and its body as curl decoded it.
@@ -56,12 +56,7 @@ async fn curl(
 #[tokio::test]
 async fn responses_are_compressed_as_the_client_accepts_and_the_policy_says() {
     let echo = upstream::echo("app").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "app", "http", None, &[(echo.addr, true)]),
-    );
+    let config = service_folder("app", &[echo.addr]);
     config.write(
         "ingress.yaml",
         &[

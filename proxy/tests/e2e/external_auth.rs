@@ -12,9 +12,9 @@ use http_body_util::Full;
 use hyper::Response;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream::{self, Upstream};
-use crate::support::{ConfigDir, Gantry, clients};
+use crate::support::{Gantry, clients};
 
 /// An auth service deciding by the `Authorization` field: `Bearer good` is 200 (with
 /// `x-auth-user` and a cookie), `Bearer bad` 403, `Bearer broken` 500, anything else 401 with
@@ -70,12 +70,7 @@ async fn auth_service() -> (Upstream, Arc<Mutex<Vec<(String, String, http::Heade
 async fn the_auth_service_decides_each_request_as_ingress_nginx_asks_it() {
     let (auth, asked) = auth_service().await;
     let echo = upstream::echo("app").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "app", "http", None, &[(echo.addr, true)]),
-    );
+    let config = service_folder("app", &[echo.addr]);
     let url = format!("http://{}/verify?app=shop", auth.addr);
     config.write(
         "ingress.yaml",

@@ -5,20 +5,15 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry, clients, wait_until};
+use crate::support::{Gantry, clients, wait_until};
 
 #[tokio::test]
 async fn copies_go_to_the_mirror_and_the_client_never_waits_for_them() {
     let app = upstream::echo("app").await;
     let (mirror, copies) = upstream::recorder("mirror").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "app", "http", None, &[(app.addr, true)]),
-    );
+    let config = service_folder("app", &[app.addr]);
     let target = format!("http://{}/copy$request_uri", mirror.addr);
     config.write(
         "ingress.yaml",

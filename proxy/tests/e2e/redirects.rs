@@ -5,9 +5,9 @@
 //! host, a server answering 308 to the same scheme and request URI on the Ingress's host
 //! without a trailing `/`.
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry, clients};
+use crate::support::{Gantry, clients};
 
 /// The status and `Location` of `GET target` for `host`, not following redirects.
 async fn redirect(gantry: &Gantry, host: &str, target: &str) -> (u16, String) {
@@ -28,12 +28,7 @@ async fn redirect(gantry: &Gantry, host: &str, target: &str) -> (u16, String) {
 #[tokio::test]
 async fn redirect_annotations_answer_as_ingress_nginx_does() {
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = service_folder("echo", &[echo.addr]);
     config.write(
         "ingress.yaml",
         &[

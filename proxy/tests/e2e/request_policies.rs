@@ -7,9 +7,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry, clients, wait_until};
+use crate::support::{Gantry, clients, wait_until};
 
 fn ingress(name: &str, host: &str, body_size: &str) -> String {
     nginx_ingress(name, host, "echo", &[("proxy-body-size", body_size)])
@@ -46,12 +46,7 @@ async fn chunked_post(gantry: &Gantry, host: &str, size: usize) -> String {
 #[tokio::test]
 async fn proxy_body_size_refuses_larger_bodies_with_413_and_0_lifts_the_limit() {
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = service_folder("echo", &[echo.addr]);
     config.write(
         "ingress.yaml",
         &[
@@ -126,12 +121,7 @@ fn client_from(ip: &str) -> reqwest::Client {
 async fn limit_connections_counts_requests_in_flight_per_client_address() {
     let echo = upstream::echo("echo").await;
     echo.seen.holding.store(true, Ordering::SeqCst);
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = service_folder("echo", &[echo.addr]);
     config.write(
         "ingress.yaml",
         &nginx_ingress(

@@ -4,19 +4,14 @@
 //! `server_name` aliases, skipped for a host another Ingress serves); `service-upstream`
 //! sending to the Service's cluster IP instead of its endpoints.
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{GANTRY_CLASS, nginx_ingress, service_folder};
 use crate::support::upstream;
 use crate::support::{ConfigDir, Gantry, clients};
 
 #[tokio::test]
 async fn upstream_vhost_forwarded_prefix_and_server_alias_reach_the_upstream() {
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "svc.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = service_folder("echo", &[echo.addr]);
     config.write(
         "ingress.yaml",
         &[

@@ -122,6 +122,16 @@ endpoints:
     yaml
 }
 
+/// A folder with Gantry's IngressClass and Service `name` (port `http`) whose endpoints are at
+/// `endpoints`, ready; the test adds its Ingresses.
+pub fn service_folder(name: &str, endpoints: &[SocketAddr]) -> ConfigDir {
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    let ready: Vec<_> = endpoints.iter().map(|a| (*a, true)).collect();
+    config.write("svc.yaml", &service("default", name, "http", None, &ready));
+    config
+}
+
 /// A folder for Gantry in front of one upstream at `host`: every path goes to Service `echo`.
 pub fn echo_folder(upstream: SocketAddr, host: &str) -> ConfigDir {
     let config = ConfigDir::new();
