@@ -3,9 +3,9 @@
 //! (RFC 9110 section 12.5.3), responses below the minimum length or of other media types are
 //! sent as they are, and every compressible response says `Vary: Accept-Encoding`.
 
+use crate::support::Gantry;
 use crate::support::config::{nginx_ingress, service_folder};
 use crate::support::upstream;
-use crate::support::Gantry;
 
 /// `curl` for `host` and `target` with `accept_encoding`: the response's
 /// `Content-Encoding` (empty when none), `Vary`, and its body as curl decoded it.
