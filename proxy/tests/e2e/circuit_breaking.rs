@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::support::config::{nginx_ingress, service_folder};
+use crate::support::config::{backend_policy, nginx_ingress, service_folder};
 use crate::support::upstream;
 use crate::support::{Gantry, clients, wait_until};
 
@@ -22,13 +22,7 @@ async fn requests_over_the_limit_in_flight_are_refused_at_once_and_say_why() {
     );
     config.write(
         "policy.yaml",
-        "apiVersion: gantry.dev/v1alpha1
-kind: BackendPolicy
-metadata: {name: web, namespace: default}
-spec:
-  targetRefs: [{kind: Service, name: web}]
-  circuitBreaker: {maxParallelRequests: 2}
-",
+        &backend_policy("web", "  circuitBreaker: {maxParallelRequests: 2}\n"),
     );
     let gantry = Gantry::start(config.path()).await;
     let held: Vec<_> = (0..2)

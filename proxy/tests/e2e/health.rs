@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use crate::support::config::{
-    GANTRY_CLASS, READY, TERMINATING, nginx_ingress, service_with_conditions,
+    GANTRY_CLASS, READY, TERMINATING, backend_policy, nginx_ingress, service_with_conditions,
 };
 use crate::support::upstream::{self, Upstream};
 use crate::support::{ConfigDir, Gantry, clients, wait_until};
@@ -26,15 +26,7 @@ fn ready(endpoints: &[&Upstream]) -> Vec<(SocketAddr, &'static str)> {
 
 /// A BackendPolicy on Service `service` with `health_check` (YAML, indented for its place).
 fn policy(service: &str, health_check: &str) -> String {
-    format!(
-        "apiVersion: gantry.dev/v1alpha1
-kind: BackendPolicy
-metadata: {{name: {service}, namespace: default}}
-spec:
-  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]
-  healthCheck:
-{health_check}"
-    )
+    backend_policy(service, &format!("  healthCheck:\n{health_check}"))
 }
 
 // Passive health, as Envoy's outlier detection: `c` starts answering 500; after

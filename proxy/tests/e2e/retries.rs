@@ -7,7 +7,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service};
+use crate::support::config::{GANTRY_CLASS, backend_policy, nginx_ingress, service};
 use crate::support::upstream::{self, Upstream};
 use crate::support::{ConfigDir, Gantry, clients};
 
@@ -184,13 +184,10 @@ async fn one_try_or_off_leaves_a_refused_connection_failed() {
     // Passive health would take the dead endpoint out after five refusals: off for this.
     config.write(
         "policy.yaml",
-        "apiVersion: gantry.dev/v1alpha1
-kind: BackendPolicy
-metadata: {name: web, namespace: default}
-spec:
-  targetRefs: [{kind: Service, name: web}]
-  healthCheck: {passive: {consecutiveLocalOriginFailures: 0}}
-",
+        &backend_policy(
+            "web",
+            "  healthCheck: {passive: {consecutiveLocalOriginFailures: 0}}\n",
+        ),
     );
     let gantry = Gantry::start(config.path()).await;
     for host in ["one.test", "off.test"] {
@@ -207,16 +204,14 @@ spec:
 #[tokio::test]
 async fn retries_stay_within_the_budget() {
     let policy = |budget: &str| {
-        format!(
-            "apiVersion: gantry.dev/v1alpha1
-kind: BackendPolicy
-metadata: {{name: web, namespace: default}}
-spec:
-  targetRefs: [{{kind: Service, name: web}}]
-  retry:
+        backend_policy(
+            "web",
+            &format!(
+                "  retry:
     numRetries: 2
     retryOn: {{triggers: [retriable-status-codes], httpStatusCodes: [503]}}
 {budget}"
+            ),
         )
     };
     let (gantry, [_a, _b, c], config) = one_failing(

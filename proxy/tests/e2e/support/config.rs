@@ -122,6 +122,19 @@ endpoints:
     yaml
 }
 
+/// A BackendPolicy on Service `service` (in `default`), its spec after `targetRefs` given as
+/// YAML lines indented for `spec:` (`  healthCheck: ...`).
+pub fn backend_policy(service: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: BackendPolicy
+metadata: {{name: {service}, namespace: default}}
+spec:
+  targetRefs: [{{group: \"\", kind: Service, name: {service}}}]
+{spec}"
+    )
+}
+
 /// A folder with Gantry's IngressClass and Service `name` (port `http`) whose endpoints are at
 /// `endpoints`, ready; the test adds its Ingresses.
 pub fn service_folder(name: &str, endpoints: &[SocketAddr]) -> ConfigDir {
