@@ -5,7 +5,7 @@ use serde::Serialize;
 use crate::problem::Problem;
 use crate::snapshot::compression::Compression;
 use crate::snapshot::{
-    Action, IgnoredIngress, PathType, Redirect, Snapshot, Timeouts, UpstreamProtocol,
+    Action, IgnoredIngress, PathType, Redirect, Route, Snapshot, Timeouts, UpstreamProtocol,
     UpstreamTarget,
 };
 use crate::upstream::balance::Balance;
@@ -38,6 +38,9 @@ struct RouteView<'a> {
     https_redirect: bool,
     timeouts_ms: Timeouts,
     backend: BackendView<'a>,
+    /// Backends sharing the requests instead of `backend` (a RoutePolicy's `backendRefs`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    split: Vec<SplitView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     canary: Option<CanaryView<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,6 +69,14 @@ struct RouteView<'a> {
 struct ErrorBackendView<'a> {
     upstream: &'a str,
     codes: &'a [u16],
+}
+
+/// One of the weighted backends sharing a route's requests.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SplitView<'a> {
+    weight: u32,
+    backend: BackendView<'a>,
 }
 
 /// A canary Ingress on a route: its rules and where it sends.
@@ -164,25 +175,16 @@ impl<'a> ConfigView<'a> {
                         },
                     }
                 }),
-                backend: match &route.action {
-                    Action::Proxy(group) => BackendView::Service {
-                        upstream: &group.name,
-                        protocol: group.protocol,
-                        target: &group.target,
-                        balance: &route.balance,
-                        health: &group.health,
-                        retry: route
-                            .retry
-                            .as_deref()
-                            .or(group.retry.as_deref())
-                            .unwrap_or(&retry::DEFAULT),
-                        circuit_breaker: group.breaker,
-                    },
-                    Action::Respond(answer) => BackendView::FixedResponse {
-                        status: answer.status,
-                    },
-                    Action::Unavailable(reason) => BackendView::Unavailable { reason },
-                },
+                split: route
+                    .split
+                    .iter()
+                    .flat_map(|split| &split.backends)
+                    .map(|(weight, route)| SplitView {
+                        weight: *weight,
+                        backend: backend_view(route),
+                    })
+                    .collect(),
+                backend: backend_view(route),
             })
             .collect();
         routes.sort_by(|a, b| a.name.cmp(b.name));
@@ -211,5 +213,30 @@ impl<'a> ConfigView<'a> {
             problems: &snapshot.problems,
             ignored_ingresses: &snapshot.ignored,
         }
+    }
+}
+
+/// Where a route sends its requests, with the upstream settings in force.
+fn backend_view(route: &Route) -> BackendView<'_> {
+    match &route.action {
+        Action::Proxy(group) => BackendView::Service {
+            upstream: &group.name,
+            protocol: group.protocol,
+            target: &group.target,
+            balance: &route.balance,
+            health: &group.health,
+            retry: route
+                .retry
+                .as_deref()
+                .or(group.retry.as_deref())
+                .unwrap_or(&retry::DEFAULT),
+            circuit_breaker: group.breaker,
+        },
+        Action::Respond(answer) => BackendView::FixedResponse {
+            status: answer.status,
+        },
+        Action::Unavailable(reason) => BackendView::Unavailable {
+            reason: reason.as_ref(),
+        },
     }
 }

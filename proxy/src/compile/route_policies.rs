@@ -49,6 +49,19 @@ pub struct RouteOverrides {
     pub error_backend: Option<(NamespacedName, Option<u16>, Vec<u16>)>,
     pub redirect: Option<Arc<Redirect>>,
     pub mirror: Option<Arc<Mirror>>,
+    /// The backends sharing the requests (those of weight 0 left out); `None` when the policy
+    /// has none.
+    pub backends: Option<Vec<WeightedBackend>>,
+}
+
+/// A Service port taking a share of a route's requests.
+#[derive(Debug)]
+pub struct WeightedBackend {
+    /// Its entry in `backendRefs`.
+    pub index: usize,
+    pub service: NamespacedName,
+    pub port: u16,
+    pub weight: u32,
 }
 
 /// The policy each Ingress takes.
@@ -179,7 +192,9 @@ fn overrides(
             Ok((NamespacedName::new(&namespace, &b.service), b.port, codes))
         })
         .transpose()?;
+    let backends = weighted_backends(&namespace, &spec.backend_refs)?;
     Ok(RouteOverrides {
+        backends,
         policy: reference,
         file,
         compression: spec
@@ -207,6 +222,51 @@ fn overrides(
             })
             .transpose()?,
     })
+}
+
+/// The Gateway API's largest weight.
+const MAX_WEIGHT: u32 = 1_000_000;
+
+/// The backends of `backendRefs` that take requests, or what is wrong with them.
+fn weighted_backends(
+    namespace: &str,
+    refs: &[crate::config::crd::WeightedBackendRef],
+) -> Result<Option<Vec<WeightedBackend>>, FieldError> {
+    if refs.is_empty() {
+        return Ok(None);
+    }
+    let mut backends = Vec::new();
+    for (i, backend) in refs.iter().enumerate() {
+        let field = |name: &str| format!("spec.backendRefs[{i}].{name}");
+        if let Err(reason) = super::names::check_dns_subdomain(&backend.name) {
+            return Err(FieldError::new(field("name"), reason));
+        }
+        if backend.port == 0 {
+            return Err(FieldError::new(field("port"), "must be 1 to 65535"));
+        }
+        let weight = backend.weight.unwrap_or(1);
+        if weight > MAX_WEIGHT {
+            return Err(FieldError::new(
+                field("weight"),
+                format!("{weight} is more than {MAX_WEIGHT}"),
+            ));
+        }
+        if weight > 0 {
+            backends.push(WeightedBackend {
+                index: i,
+                service: NamespacedName::new(namespace, &backend.name),
+                port: backend.port,
+                weight,
+            });
+        }
+    }
+    if backends.is_empty() {
+        return Err(FieldError::new(
+            "spec.backendRefs",
+            "every weight is 0, so no backend would take a request",
+        ));
+    }
+    Ok(Some(backends))
 }
 
 fn absolute_url(url: &str) -> Result<(), String> {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::{Arc, OnceLock};
 
-use k8s_openapi::api::networking::v1::IngressBackend;
+use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
 
 use super::backend::Resolved;
 use super::nginx::{self, NginxSettings};
@@ -17,7 +17,7 @@ use super::{Compiler, IngressCtx, names};
 use crate::config::Annotations;
 use crate::snapshot::{
     Action, Canary, CanaryHeader, ErrorBackend, HostRoutes, PathType, Redirect, RedirectTo, Route,
-    Router,
+    Router, Split,
 };
 
 /// A route's path as its name shows it.
@@ -386,6 +386,49 @@ impl Compiler<'_> {
         if redirect.is_some() {
             settings.redirect = redirect;
         }
+        if let Some(backends) = &overrides.backends {
+            let mut split = Vec::new();
+            for backend in backends {
+                let reference = IngressBackend {
+                    service: Some(IngressServiceBackend {
+                        name: backend.service.name.clone(),
+                        port: Some(ServiceBackendPort {
+                            number: Some(i32::from(backend.port)),
+                            name: None,
+                        }),
+                    }),
+                    resource: None,
+                };
+                let field = format!("spec.backendRefs[{}]", backend.index);
+                let action = match self
+                    .backends
+                    .resolve(&ingress.key.namespace, &reference, false)
+                {
+                    Resolved::Ok(action) => action,
+                    Resolved::Unavailable { action, reason, .. } => {
+                        self.problems.push(crate::problem::Problem::field(
+                            file.clone(),
+                            policy.clone(),
+                            field,
+                            format!("{reason}; its share of the requests is answered 503"),
+                        ));
+                        action
+                    }
+                    Resolved::Invalid { reason, .. } => {
+                        let reason = format!("{reason}; its share of the requests is answered 503");
+                        self.problems.push(crate::problem::Problem::field(
+                            file.clone(),
+                            policy.clone(),
+                            field,
+                            reason.clone(),
+                        ));
+                        Action::Unavailable(Arc::from(reason))
+                    }
+                };
+                split.push((backend.weight, action));
+            }
+            settings.split = Some(split);
+        }
         if let Some((service, port, codes)) = backend {
             match self.error_backend(ingress, service, port, &codes) {
                 Ok(backend) => settings.error_backend = Some(backend),
@@ -592,7 +635,7 @@ impl Compiler<'_> {
         action: Action,
     ) -> Arc<Route> {
         // A fail-closed plugin that cannot run closes the route.
-        let (action, plugins) = match plugins {
+        let (action, chain) = match plugins {
             Ok(chain) => (action, chain.clone()),
             Err(reason) => (Action::Unavailable(reason.clone()), None),
         };
@@ -609,12 +652,38 @@ impl Compiler<'_> {
                 _ => None,
             })
             .unwrap_or_default();
+        let split = match (&settings.split, &action) {
+            (Some(backends), Action::Proxy(_)) => {
+                let alone = IngressSettings {
+                    split: None,
+                    ..settings.clone()
+                };
+                let backends: Vec<_> = backends
+                    .iter()
+                    .map(|(weight, action)| {
+                        let route = self.route(
+                            ingress,
+                            &alone,
+                            plugins,
+                            host,
+                            path.clone(),
+                            action.clone(),
+                        );
+                        (*weight, route)
+                    })
+                    .collect();
+                let total = backends.iter().map(|(w, _)| *w).sum();
+                Some(Arc::new(Split { backends, total }))
+            }
+            _ => None,
+        };
         Arc::new(Route {
             name: Arc::from(name.as_str()),
             ingress: ingress.key.clone(),
             host: host.map(str::to_owned),
             path,
             action,
+            split,
             https_redirect,
             timeouts: settings.timeouts,
             balance,
@@ -630,7 +699,7 @@ impl Compiler<'_> {
             compression: settings.compression.clone(),
             mirror: settings.mirror.clone(),
             canary: None,
-            plugins,
+            plugins: chain,
             metrics: OnceLock::new(),
         })
     }

@@ -51,6 +51,8 @@ pub struct IngressSettings {
     pub external_auth: Option<std::sync::Arc<crate::snapshot::external_auth::ExternalAuth>>,
     pub compression: Option<std::sync::Arc<crate::snapshot::compression::Compression>>,
     pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
+    /// Weighted backends replacing the Service of each route (a RoutePolicy's `backendRefs`).
+    pub split: Option<Vec<(u32, crate::snapshot::Action)>>,
 }
 
 /// Parses the annotations; a bad value is a problem and leaves the default in place.
@@ -71,6 +73,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         external_auth: None,
         compression: None,
         mirror: None,
+        split: None,
     };
     let mut problems = Vec::new();
     for (key, value) in annotations

@@ -147,6 +147,8 @@ pub struct Route {
     pub balance: crate::upstream::balance::Balance,
     /// A canary Ingress's share of the route's requests.
     pub canary: Option<Arc<Canary>>,
+    /// Weighted backends sharing the route's requests (a RoutePolicy's `backendRefs`).
+    pub split: Option<Arc<Split>>,
     /// The largest request body it takes (`proxy-body-size`); larger ones get 413.
     pub body_limit: Option<u64>,
     /// When a failed attempt goes again (`proxy-next-upstream`); the group's policy when
@@ -192,6 +194,31 @@ pub struct Canary {
     pub weight_total: u32,
     /// The route as the canary serves it: the main route's settings, the canary's backend.
     pub route: Arc<Route>,
+}
+
+/// Backends sharing a route's requests in proportion to their weights, each served by a copy of
+/// the route with that backend.
+#[derive(Debug)]
+pub struct Split {
+    /// Each backend's weight and route; none of the weights is zero.
+    pub backends: Vec<(u32, Arc<Route>)>,
+    /// Their sum, more than zero.
+    pub total: u32,
+}
+
+impl Split {
+    /// A backend's route, each with the odds of its weight.
+    pub fn pick(&self) -> &Arc<Route> {
+        let mut left = fastrand::u32(..self.total);
+        for (weight, route) in &self.backends {
+            if left < *weight {
+                return route;
+            }
+            left -= weight;
+        }
+        // Unreachable while `total` is the weights' sum; the last backend is as good as any.
+        &self.backends[self.backends.len() - 1].1
+    }
 }
 
 /// `canary-by-header` with its value or pattern.
@@ -252,10 +279,24 @@ impl Route {
         self: &'r Arc<Route>,
         fields: &dyn crate::upstream::balance::Fields,
     ) -> &'r Arc<Route> {
-        match &self.canary {
+        let route = match &self.canary {
             Some(canary) if canary.takes(fields) => &canary.route,
             _ => self,
+        };
+        match &route.split {
+            Some(split) => split.pick(),
+            None => route,
         }
+    }
+
+    /// Whether `test` holds for every route [`Route::serving`] may give for a request, so that
+    /// a decision about one holds for whichever serves it.
+    pub fn all_served(&self, mut test: impl FnMut(&Route) -> bool) -> bool {
+        let mut own = |route: &Route| match &route.split {
+            Some(split) => split.backends.iter().all(|(_, r)| test(r)),
+            None => test(route),
+        };
+        self.canary.as_ref().is_none_or(|c| own(&c.route)) && own(self)
     }
 
     /// A copy with another name, action and canary (metric handles are looked up again).
@@ -270,6 +311,7 @@ impl Route {
             timeouts: self.timeouts,
             balance: self.balance.clone(),
             canary,
+            split: None,
             body_limit: self.body_limit,
             retry: self.retry.clone(),
             client_limit: self.client_limit.clone(),
@@ -394,6 +436,7 @@ mod tests {
             timeouts: Timeouts::default(),
             balance: Default::default(),
             canary: None,
+            split: None,
             body_limit: None,
             retry: None,
             client_limit: None,

@@ -2,11 +2,13 @@
 //! annotations.md, "Canary"): a second Ingress with `canary: "true"` on the same host and path
 //! takes requests by `canary-by-header` (`always` / `never`, or a value, or a pattern), then
 //! `canary-by-cookie` (`always` / `never`), then `canary-weight` out of `canary-weight-total`;
-//! every other request goes to the main Ingress's backend.
+//! every other request goes to the main Ingress's backend. And weighted backends in Gantry's
+//! own RoutePolicy (`backendRefs`, the Gateway API's weighted `HTTPBackendRef`s: each takes
+//! weight / sum of weights of the requests, weight 0 none).
 
 use crate::support::config::{GANTRY_CLASS, nginx_ingress as ingress, service};
 use crate::support::upstream;
-use crate::support::{ConfigDir, Gantry, clients};
+use crate::support::{ConfigDir, Gantry, clients, wait_until};
 
 #[tokio::test]
 async fn canaries_take_requests_by_header_then_cookie_then_weight() {
@@ -161,4 +163,137 @@ async fn canaries_take_requests_by_header_then_cookie_then_weight() {
         "canary"
     );
     assert_eq!(gantry.served_by(&client, "plain.test", &[]).await, "stable");
+}
+
+/// A RoutePolicy `backendRefs` naming `(service, weight)` for Ingress `ingress`.
+fn split_policy(ingress: &str, backends: &[(&str, u32)]) -> String {
+    let mut refs = String::new();
+    for (service, weight) in backends {
+        refs.push_str(&format!(
+            "\n    - {{name: {service}, port: 80, weight: {weight}}}"
+        ));
+    }
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: RoutePolicy
+metadata: {{name: {ingress}, namespace: default}}
+spec:
+  targetRefs: [{{group: networking.k8s.io, kind: Ingress, name: {ingress}}}]
+  backendRefs:{refs}
+"
+    )
+}
+
+#[tokio::test]
+async fn a_route_policy_splits_requests_over_weighted_backends() {
+    let v1 = upstream::echo("v1").await;
+    let v2 = upstream::echo("v2").await;
+    let v3 = upstream::echo("v3").await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "services.yaml",
+        &[
+            service("default", "v1", "http", None, &[(v1.addr, true)]),
+            service("default", "v2", "http", None, &[(v2.addr, true)]),
+            service("default", "v3", "http", None, &[(v3.addr, true)]),
+        ]
+        .join("---\n"),
+    );
+    config.write(
+        "ingresses.yaml",
+        &[
+            ingress("shop", "shop.test", "v1", &[]),
+            ingress("missing", "missing.test", "v1", &[]),
+        ]
+        .join("---\n"),
+    );
+    config.write(
+        "policies.yaml",
+        &[
+            split_policy("shop", &[("v1", 60), ("v2", 30), ("v3", 10), ("v4", 0)]),
+            split_policy("missing", &[("v1", 1), ("nowhere", 1)]),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+
+    // 600 requests: v1 360 on average (binomial sd 12.0), v2 180 (sd 11.2), v3 60 (sd 7.3);
+    // five standard deviations either way, and nothing to weight 0.
+    let counts = gantry.answers("shop.test", 600).await;
+    let share = |name: &str| counts.get(name).copied().unwrap_or(0);
+    assert_eq!(share("v1") + share("v2") + share("v3"), 600, "{counts:?}");
+    assert!((300..=420).contains(&share("v1")), "{counts:?}");
+    assert!((124..=236).contains(&share("v2")), "{counts:?}");
+    assert!((24..=96).contains(&share("v3")), "{counts:?}");
+
+    // A Service that is not there: its share is answered 503, the rest is served, and the
+    // problem names the policy's field.
+    let counts = gantry.answers("missing.test", 200).await;
+    assert_eq!(
+        counts.get("v1").copied().unwrap_or(0) + counts.get("status 503").copied().unwrap_or(0),
+        200,
+        "{counts:?}"
+    );
+    assert!(
+        (60..=140).contains(&counts.get("v1").copied().unwrap_or(0)),
+        "{counts:?}"
+    );
+    let problems = gantry.problems().await;
+    let wanted =
+        "RoutePolicy default/missing: spec.backendRefs[1]: Service default/nowhere not found";
+    assert!(
+        problems.iter().any(|p| p.contains(wanted)),
+        "no problem {wanted:?} in {problems:#?}"
+    );
+
+    // /config shows the split on the route.
+    let config_view = gantry.config().await;
+    let route = config_view["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "shop.test")
+        .unwrap();
+    let split: Vec<_> = route["split"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["weight"].as_u64().unwrap(),
+                b["backend"]["upstream"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        split,
+        [
+            (60, "default/v1:http"),
+            (30, "default/v2:http"),
+            (10, "default/v3:http")
+        ]
+    );
+
+    // Shifting every request to v2 takes effect on reload; a policy whose weights are all 0 is
+    // refused and the last one applied is not kept: the route is the Ingress's own again.
+    config.write(
+        "policies.yaml",
+        &split_policy("shop", &[("v1", 0), ("v2", 1)]),
+    );
+    wait_until("every request to v2", || async {
+        gantry.answers("shop.test", 20).await.get("v2") == Some(&20)
+    })
+    .await;
+    config.write("policies.yaml", &split_policy("shop", &[("v2", 0)]));
+    wait_until("the Ingress's own backend again", || async {
+        gantry.answers("shop.test", 20).await.get("v1") == Some(&20)
+    })
+    .await;
+    let problems = gantry.problems().await;
+    let wanted = "RoutePolicy default/shop: spec.backendRefs: every weight is 0";
+    assert!(
+        problems.iter().any(|p| p.contains(wanted)),
+        "no problem {wanted:?} in {problems:#?}"
+    );
 }

@@ -46,6 +46,22 @@ pub struct RoutePolicySpec {
     /// Send a copy of every request elsewhere; its answer is dropped.
     #[serde(default)]
     pub mirror: Option<MirrorPolicy>,
+    /// Services that share the requests of every route the Ingress sends to a Service, in
+    /// proportion to their weights, instead of that Service (list it to keep it in the share).
+    #[serde(default)]
+    pub backend_refs: Vec<WeightedBackendRef>,
+}
+
+/// A Service port and its share, as the Gateway API's `HTTPBackendRef`.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedBackendRef {
+    /// A Service in the policy's namespace.
+    pub name: String,
+    pub port: u16,
+    /// Its share is its weight over the sum of all weights (default 1; 0 takes nothing).
+    #[serde(default)]
+    pub weight: Option<u32>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]

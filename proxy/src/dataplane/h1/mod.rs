@@ -446,34 +446,43 @@ fn fast_route(
         return None;
     }
     let snapshot = shared.snapshots.load();
-    let route = snapshot.router.route(host, path)?.serving(fields);
-    // Gantry's own answers, and counts held for the request's length, are Pingora's path's.
-    if (route.https_redirect && !tls)
-        || route.client_limit.is_some()
-        || route.redirect.is_some()
-        || route.upstream_host.is_some()
-        || route.forwarded_prefix.is_some()
-        || route.error_backend.is_some()
-        || route.external_auth.is_some()
-        || route.compression.is_some()
-        || route.mirror.is_some()
-        || (route.app_root.is_some() && path == "/")
-    {
+    let main = snapshot.router.route(host, path)?;
+    // Decided for every route the request might be served by, so that a request the fast path
+    // declines is not routed again by Pingora's path to a different canary or weighted backend.
+    let takes = |route: &Route| {
+        // Gantry's own answers, and counts held for the request's length, are Pingora's path's.
+        let pingoras = (route.https_redirect && !tls)
+            || route.client_limit.is_some()
+            || route.redirect.is_some()
+            || route.upstream_host.is_some()
+            || route.forwarded_prefix.is_some()
+            || route.error_backend.is_some()
+            || route.external_auth.is_some()
+            || route.compression.is_some()
+            || route.mirror.is_some()
+            || (route.app_root.is_some() && path == "/");
+        let Action::Proxy(group) = &route.action else {
+            return false;
+        };
+        !pingoras
+            && group.endpoint_count() > 0
+            && group.protocol == UpstreamProtocol::Http1
+            && route
+                .plugins
+                .as_ref()
+                .is_none_or(|chain| plugged::may_take(chain, has_body, &snapshot))
+    };
+    if !main.all_served(takes) {
         return None;
     }
+    let route = main.serving(fields);
     let Action::Proxy(group) = &route.action else {
         return None;
     };
-    if group.endpoint_count() == 0 || group.protocol != UpstreamProtocol::Http1 {
-        return None;
-    }
-    let plugins = match &route.plugins {
-        Some(chain) if plugged::may_take(chain, has_body, &snapshot) => {
-            Some((chain.clone(), Arc::clone(&snapshot)))
-        }
-        Some(_) => return None,
-        None => None,
-    };
+    let plugins = route
+        .plugins
+        .as_ref()
+        .map(|chain| (chain.clone(), Arc::clone(&snapshot)));
     Some(FastRoute {
         route: route.clone(),
         group: group.clone(),
