@@ -1,7 +1,7 @@
 //! `/status`: every Ingress and Gantry resource with a `Ready` condition, as `kubectl get`
 //! would show it: not ready while a problem names it (the problems are the message); a
 //! Certificate, and an Ingress whose certificates Gantry issues, as the certificate manager
-//! last saw them.
+//! last saw them; a policy with the targets it applies to, beside those it could not take.
 
 use serde::Serialize;
 
@@ -44,8 +44,15 @@ pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec
                     .find(|x| x.kind == "Ready" && x.status != "True")
                     .map(|x| format!("Secret {}: {}", c.secret, x.message))
             });
+            let applied = snapshot
+                .applied
+                .get(resource)
+                .map(|targets| format!("applies to {}", targets.join(", ")));
             let (ready, reason, message) = if !problems.is_empty() {
-                ("False", "Invalid", problems.join("; "))
+                let message = applied.into_iter().chain(problems).collect::<Vec<_>>();
+                ("False", "Invalid", message.join("; "))
+            } else if let Some(applied) = applied {
+                ("True", "Accepted", applied)
             } else if let Some(message) = not_ready {
                 ("False", "NotIssued", message)
             } else if !issued.is_empty() {

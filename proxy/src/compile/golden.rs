@@ -33,6 +33,13 @@ fn view(pass: &str, snapshot: &Snapshot, store: &crate::config::Store) -> Value 
                 })
                 .collect::<Vec<_>>(),
             "routes": config["routes"],
+            "status": crate::admin::status_view::resources(snapshot, &[])
+                .into_iter()
+                .filter(|r| {
+                    use crate::config::Kind;
+                    matches!(r.reference.kind, Kind::BackendPolicy | Kind::RoutePolicy)
+                })
+                .collect::<Vec<_>>(),
         }),
         "tls" => json!({"tls": config["tls"], "routes": config["routes"]}),
         "dns" => json!({

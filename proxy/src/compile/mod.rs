@@ -54,6 +54,8 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     let mut problems = store.problems.clone();
     let policies = policies::BackendPolicies::new(store, &mut problems);
     let route_policies = route_policies::RoutePolicies::new(store, &mut problems);
+    let mut applied = policies.applied();
+    applied.extend(route_policies.applied());
     let mut compiler = Compiler {
         store,
         plugins,
@@ -122,6 +124,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         dns_publications,
         certificates,
         resources: resources::held_resources(store),
+        applied,
         ingress_addresses: ingress_addresses(store, settings),
         publish_peers: publish_peers(store, settings),
     }

@@ -55,6 +55,20 @@ impl BackendPolicies {
             .unwrap_or_default()
     }
 
+    /// What each policy applies to, for its status: `Service NS/NAME port N`, in order.
+    pub fn applied(&self) -> std::collections::BTreeMap<ObjectRef, Vec<String>> {
+        let mut ports: Vec<_> = self.ports.iter().collect();
+        ports.sort_by(|a, b| a.0.cmp(b.0));
+        let mut applied = std::collections::BTreeMap::<ObjectRef, Vec<String>>::new();
+        for ((service, port), held) in ports {
+            applied
+                .entry(ObjectRef::new(Kind::BackendPolicy, &held.policy))
+                .or_default()
+                .push(format!("Service {service} port {port}"));
+        }
+        applied
+    }
+
     /// Resolves the store's BackendPolicies, adding what is wrong to `problems`.
     pub fn new(store: &Store, problems: &mut Vec<Problem>) -> Self {
         let mut policies: Vec<_> = store.backend_policies.iter().collect();
@@ -97,6 +111,12 @@ impl BackendPolicies {
                     continue;
                 }
             };
+            if spec.target_refs.is_empty() {
+                problems.push(problem(FieldError::new(
+                    "spec.targetRefs",
+                    "names no Service, so the policy applies nowhere",
+                )));
+            }
             for i in 0..spec.target_refs.len() {
                 if let Err(error) = resolved.attach(store, key, stored, i, &settings) {
                     problems.push(problem(error));

@@ -75,6 +75,20 @@ impl RoutePolicies {
         self.by_ingress.get(ingress).map(|o| &**o)
     }
 
+    /// What each policy applies to, for its status: `Ingress NS/NAME`, in order.
+    pub fn applied(&self) -> std::collections::BTreeMap<ObjectRef, Vec<String>> {
+        let mut ingresses: Vec<_> = self.by_ingress.iter().collect();
+        ingresses.sort_by(|a, b| a.0.cmp(b.0));
+        let mut applied = std::collections::BTreeMap::<ObjectRef, Vec<String>>::new();
+        for (ingress, overrides) in ingresses {
+            applied
+                .entry(overrides.policy.clone())
+                .or_default()
+                .push(format!("Ingress {ingress}"));
+        }
+        applied
+    }
+
     /// Resolves the store's RoutePolicies, adding what is wrong to `problems`.
     pub fn new(store: &Store, problems: &mut Vec<Problem>) -> Self {
         let mut policies: Vec<_> = store.route_policies.iter().collect();
@@ -101,6 +115,12 @@ impl RoutePolicies {
                     continue;
                 }
             };
+            if stored.object.spec.target_refs.is_empty() {
+                problems.push(problem(FieldError::new(
+                    "spec.targetRefs",
+                    "names no Ingress, so the policy applies nowhere",
+                )));
+            }
             for (i, target) in stored.object.spec.target_refs.iter().enumerate() {
                 let field = |name: &str| format!("spec.targetRefs[{i}].{name}");
                 if target.group != "networking.k8s.io" || target.kind != "Ingress" {

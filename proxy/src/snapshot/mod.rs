@@ -53,6 +53,9 @@ pub struct Snapshot {
     /// The resources `gantry status` reports on (and, in kube mode, writes status and Events
     /// on), with what the cluster holds of each.
     pub resources: std::collections::BTreeMap<crate::config::ObjectRef, resources::HeldResource>,
+    /// What each policy applies to (`Service NS/NAME port N`, `Ingress NS/NAME`), which its
+    /// status says beside the targets it could not take.
+    pub applied: std::collections::BTreeMap<crate::config::ObjectRef, Vec<String>>,
     /// What Gantry's Ingresses' `status.loadBalancer.ingress` should say.
     pub ingress_addresses: Vec<k8s_openapi::api::networking::v1::IngressLoadBalancerIngress>,
     /// The replicas behind `--publish-service` (the ready HTTP endpoints of its

@@ -25,6 +25,13 @@ async fn requests_over_the_limit_in_flight_are_refused_at_once_and_say_why() {
         &backend_policy("web", "  circuitBreaker: {maxParallelRequests: 2}\n"),
     );
     let gantry = Gantry::start(config.path()).await;
+    // `gantry status` says what the policy took.
+    let table = gantry.status_table();
+    let row = table.resource("BackendPolicy default/web");
+    assert!(
+        row.contains(" True ") && row.contains("applies to Service default/web port 80"),
+        "{row}"
+    );
     let held: Vec<_> = (0..2)
         .map(|_| {
             let url = gantry.url("/");
