@@ -98,6 +98,7 @@ impl BackendPolicies {
                         .map(Arc::new),
                     balance: spec.load_balancer.as_ref().map(balance).transpose()?,
                     breaker: spec.circuit_breaker.as_ref().map(|b| CircuitBreaker {
+                        max_connections: Some(b.max_connections.unwrap_or(1024)),
                         max_parallel_requests: Some(b.max_parallel_requests.unwrap_or(1024)),
                         max_pending_requests: Some(b.max_pending_requests.unwrap_or(1024)),
                         max_parallel_retries: Some(b.max_parallel_retries.unwrap_or(1024)),

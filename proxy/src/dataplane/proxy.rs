@@ -30,6 +30,7 @@ use crate::snapshot::{
     Action, ErrorBackend, Route, SnapshotHandle, UpstreamGroup, UpstreamProtocol,
 };
 use crate::upstream::balance;
+use crate::upstream::breaker::Overflow;
 use crate::upstream::retry::Resend;
 use crate::upstream::{Attempts, Resolver, UpstreamError};
 use crate::wasm::filter::failure_note;
@@ -732,7 +733,7 @@ impl ProxyHttp for EdgeProxy {
     async fn connected_to_upstream(
         &self,
         _session: &mut Session,
-        _reused: bool,
+        reused: bool,
         _peer: &HttpPeer,
         #[cfg(unix)] _fd: std::os::unix::io::RawFd,
         #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
@@ -740,6 +741,14 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         ctx.attempts.connected();
+        if !reused
+            && let Some(group) = ctx.proxied_group()
+            && let Err(limit) = ctx.attempts.may_connect(&group)
+        {
+            // Pingora connects before asking: the new connection is closed unused.
+            return Err(overflowed(&self.shared, &group, ctx, limit));
+        }
+        ctx.attempts.hold_connection();
         Ok(())
     }
 
@@ -951,19 +960,32 @@ pub(super) async fn next_endpoint(
             ctx.note = Some(Arc::from(e.to_string()));
             Error::e_explain(ErrorType::HTTPStatus(503), "no ready endpoint")
         }
-        Err(e @ UpstreamError::Overflow { limit, .. }) => {
-            ctx.note = Some(Arc::from(e.to_string()));
-            ctx.overloaded = Some(limit);
-            shared
-                .metrics
-                .upstream_overflows
-                .with_label_values(&[group.name.as_str(), limit])
-                .inc();
-            Error::e_explain(
-                ErrorType::HTTPStatus(503),
-                "over the circuit breaker's limit",
-            )
-        }
+        Err(UpstreamError::Overflow { limit, .. }) => Err(overflowed(shared, group, ctx, limit)),
         Err(e) => Err(Error::explain(ErrorType::ConnectError, e.to_string()).into_up()),
     }
+}
+
+/// The error of a request refused by the circuit breaker's `limit`: 503 with
+/// `x-gantry-overloaded`, noted and counted.
+pub(super) fn overflowed(
+    shared: &Shared,
+    group: &UpstreamGroup,
+    ctx: &mut RequestCtx,
+    limit: Overflow,
+) -> Box<Error> {
+    let error = UpstreamError::Overflow {
+        group: group.name.clone(),
+        limit,
+    };
+    ctx.note = Some(Arc::from(error.to_string()));
+    ctx.overloaded = Some(limit);
+    shared
+        .metrics
+        .upstream_overflows
+        .with_label_values(&[group.name.as_str(), limit])
+        .inc();
+    Error::explain(
+        ErrorType::HTTPStatus(503),
+        "over the circuit breaker's limit",
+    )
 }

@@ -238,6 +238,29 @@ impl Attempts {
         }
     }
 
+    /// Whether the attempt under way may open a new connection, under the group's
+    /// `maxConnections`; the limit it is over when not.
+    pub fn may_connect(&self, group: &UpstreamGroup) -> Result<(), super::breaker::Overflow> {
+        match (&group.breaker, &self.current) {
+            (Some(breaker), Some(_)) => breaker.admits_connection(group.endpoints()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A new connection for the attempt under way, counted at its endpoint while the value
+    /// lives (Gantry's own client keeps it with the socket).
+    pub fn open_connection(&self) -> Option<super::endpoint::OpenConnection> {
+        self.current.as_ref()?.open_connection()
+    }
+
+    /// Counts the attempt's connection at its endpoint until the attempt ends (Pingora's path,
+    /// whose pool Gantry does not see).
+    pub fn hold_connection(&mut self) {
+        if let Some(current) = &mut self.current {
+            current.hold_connection();
+        }
+    }
+
     /// The attempt under way got no response: refused, reset or timed out (not a pooled
     /// connection the endpoint had closed while idle, which says nothing of its health).
     pub fn failed(&self) {

@@ -512,6 +512,7 @@ impl Balancer {
             passive,
             retry,
             connecting: true,
+            connection: None,
         }
     }
 
@@ -563,6 +564,8 @@ pub struct InFlight {
     retry: bool,
     /// Whether it still waits for its connection.
     connecting: bool,
+    /// The connection it uses, when the attempt is what counts it (Pingora's path).
+    connection: Option<super::endpoint::OpenConnection>,
 }
 
 impl InFlight {
@@ -595,6 +598,19 @@ impl InFlight {
             && let Some(endpoint) = self.endpoints.get(self.index)
         {
             endpoint.connecting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// A new connection to its endpoint, counted there while the value lives.
+    pub fn open_connection(&self) -> Option<super::endpoint::OpenConnection> {
+        let endpoint = self.endpoints.get(self.index)?;
+        Some(super::endpoint::OpenConnection::new(endpoint.clone()))
+    }
+
+    /// Counts the connection it uses at its endpoint until the attempt ends.
+    pub fn hold_connection(&mut self) {
+        if self.connection.is_none() {
+            self.connection = self.open_connection();
         }
     }
 

@@ -1,5 +1,6 @@
-//! Circuit breaking per Service port, as Envoy's circuit breakers: most requests in flight at
-//! its endpoints, most of them still waiting for their connection, most retries in flight. A
+//! Circuit breaking per Service port, as Envoy's circuit breakers: most connections open to its
+//! endpoints, most requests in flight there, most of them still waiting for their connection,
+//! most retries in flight. A
 //! request over a limit is refused at once (503, and `x-gantry-overloaded` naming the limit)
 //! rather than queued: a slow Service sheds load instead of piling it up at the edge. The
 //! counts are the endpoints' own, summed when a limit is set.
@@ -15,6 +16,9 @@ use super::endpoint::Endpoint;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CircuitBreaker {
+    /// Checked when a request needs a new connection (see [`CircuitBreaker::admits_connection`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_parallel_requests: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,6 +56,19 @@ impl CircuitBreaker {
             return Err("max-parallel-retries");
         }
         Ok(())
+    }
+
+    /// Whether a request may open one more connection to the group with these endpoints; the
+    /// limit it is over when not. A request that finds an idle connection needs none.
+    pub fn admits_connection(&self, endpoints: &[Arc<Endpoint>]) -> Result<(), Overflow> {
+        let open: u64 = endpoints
+            .iter()
+            .map(|e| u64::from(e.connections.load(Ordering::Relaxed)))
+            .sum();
+        match self.max_connections {
+            Some(limit) if open >= u64::from(limit) => Err("max-connections"),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -96,5 +113,19 @@ mod tests {
             retries.admits(&endpoints, true),
             Err("max-parallel-retries")
         );
+
+        let connections = CircuitBreaker {
+            max_connections: Some(2),
+            ..none
+        };
+        let first = super::super::endpoint::OpenConnection::new(endpoints[0].clone());
+        assert_eq!(connections.admits_connection(&endpoints), Ok(()));
+        let second = super::super::endpoint::OpenConnection::new(endpoints[1].clone());
+        assert_eq!(
+            connections.admits_connection(&endpoints),
+            Err("max-connections")
+        );
+        drop((first, second));
+        assert_eq!(connections.admits_connection(&endpoints), Ok(()));
     }
 }

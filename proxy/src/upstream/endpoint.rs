@@ -5,8 +5,8 @@
 //! that a reload neither forgets an ejection nor loses count of the requests in flight.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -72,12 +72,34 @@ pub struct Endpoint {
     pub(super) retries_in_flight: AtomicU32,
     /// Of the requests in flight, those still waiting for their connection.
     pub(super) connecting: AtomicU32,
+    /// Connections open to it, as a circuit breaker's `maxConnections` counts them (see
+    /// [`OpenConnection`]).
+    pub(super) connections: AtomicU32,
     /// What the operator set ([`Mode`]), until set back or the endpoint leaves.
     mode: AtomicU8,
     /// Its share against its peers' (1 unless the operator set another).
     weight: AtomicU32,
     /// What it has done since it joined, for metrics.
     pub(super) totals: Totals,
+}
+
+/// A connection to an endpoint, counted there for as long as this lives: Gantry's own HTTP/1.1
+/// client keeps it with the socket (in use or idle in the pool), Pingora's path for the attempt
+/// that uses the connection (its pool's idle connections are out of Gantry's sight).
+#[derive(Debug)]
+pub struct OpenConnection(Arc<Endpoint>);
+
+impl OpenConnection {
+    pub fn new(endpoint: Arc<Endpoint>) -> Self {
+        endpoint.connections.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(endpoint)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Counts over an endpoint's life, for `/metrics`.
@@ -112,6 +134,7 @@ impl Endpoint {
             failing_checks: AtomicBool::new(false),
             retries_in_flight: AtomicU32::new(0),
             connecting: AtomicU32::new(0),
+            connections: AtomicU32::new(0),
             mode: AtomicU8::new(Mode::Ready as u8),
             weight: AtomicU32::new(1),
             totals: Totals::default(),

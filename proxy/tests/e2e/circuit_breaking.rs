@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::support::config::{backend_policy, nginx_ingress, service_folder};
+use crate::support::config::{backend_policy, nginx_ingress, service, service_folder};
 use crate::support::upstream;
 use crate::support::{Gantry, clients, wait_until};
 
@@ -82,4 +82,93 @@ async fn requests_over_the_limit_in_flight_are_refused_at_once_and_say_why() {
         "{}",
         gantry.metrics().await
     );
+}
+
+/// Sends a GET for `host` on a client of its own, held by the endpoint until released; gives
+/// back the status and the client (whose connection to Gantry stays open).
+fn held_request(
+    gantry: &Gantry,
+    host: &'static str,
+) -> tokio::task::JoinHandle<(u16, reqwest::Client)> {
+    let url = gantry.url("/");
+    tokio::spawn(async move {
+        let client = clients::http1();
+        let response = client.get(url).header("host", host).send().await.unwrap();
+        let status = response.status().as_u16();
+        response.bytes().await.unwrap();
+        (status, client)
+    })
+}
+
+// At most two connections open to a Service port: with two in use, a request that needs a
+// third is refused at once, on Gantry's own HTTP/1.1 path (`web`) and on Pingora's (`api`,
+// which `upstream-vhost` sends there); a request that finds an idle connection is not.
+#[tokio::test]
+async fn a_request_needing_a_connection_over_the_limit_is_refused() {
+    let web = upstream::echo_at("127.0.0.2", "web").await;
+    let api = upstream::echo_at("127.0.0.3", "api").await;
+    for endpoint in [&web, &api] {
+        endpoint.seen.holding.store(true, Ordering::SeqCst);
+    }
+    let config = service_folder("web", &[web.addr]);
+    config.write(
+        "api.yaml",
+        &service("default", "api", "http", None, &[(api.addr, true)]),
+    );
+    config.write(
+        "ingress.yaml",
+        &[
+            nginx_ingress("web", "web.test", "web", &[]),
+            nginx_ingress(
+                "api",
+                "api.test",
+                "api",
+                &[("upstream-vhost", "api.internal")],
+            ),
+        ]
+        .join("---\n"),
+    );
+    config.write(
+        "policy.yaml",
+        &[
+            backend_policy("web", "  circuitBreaker: {maxConnections: 2}\n"),
+            backend_policy("api", "  circuitBreaker: {maxConnections: 2}\n"),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    for (endpoint, host) in [(&web, "web.test"), (&api, "api.test")] {
+        let held: Vec<_> = (0..2).map(|_| held_request(&gantry, host)).collect();
+        wait_until("two requests held by the endpoint", || async {
+            endpoint.seen.in_flight.load(Ordering::SeqCst) == 2
+        })
+        .await;
+
+        let refused = gantry.send(&clients::http1(), "GET", host, "/", &[]).await;
+        assert_eq!(refused.status(), 503, "{host}");
+        assert_eq!(refused.headers()["x-gantry-overloaded"], "max-connections");
+        assert_eq!(endpoint.seen.requests.load(Ordering::SeqCst), 2, "{host}");
+
+        endpoint.seen.release();
+        let mut clients = Vec::new();
+        for request in held {
+            let (status, client) = request.await.unwrap();
+            assert_eq!(status, 200, "{host}");
+            clients.push(client);
+        }
+        if host == "web.test" {
+            // Its connection to the endpoint is idle in the pool of the thread that serves this
+            // client, and is taken again: no new connection, so no refusal.
+            let again = gantry.send(&clients[0], "GET", host, "/", &[]).await;
+            assert_eq!(again.status(), 200);
+            assert_eq!(web.seen.connections.load(Ordering::SeqCst), 2);
+        }
+    }
+    let metrics = gantry.metrics().await;
+    for upstream in ["default/web:http", "default/api:http"] {
+        let line = format!(
+            "gantry_upstream_overflows_total{{limit=\"max-connections\",upstream=\"{upstream}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
 }

@@ -48,6 +48,10 @@ pub struct BackendPolicySpec {
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CircuitBreaker {
+    /// Connections open to the port's endpoints: a request that would open one more is
+    /// refused (one that finds an idle connection is not).
+    #[serde(default)]
+    pub max_connections: Option<u32>,
     /// Requests in flight at the port's endpoints.
     #[serde(default)]
     pub max_parallel_requests: Option<u32>,

@@ -23,10 +23,11 @@ use super::client::{self, Client};
 use super::plugged::{Before, Plugged};
 use super::response::{self, ClientFraming, Framing, Ours};
 use super::{Request, Work, pool};
-use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint};
+use crate::dataplane::proxy::{EdgeProxy, RequestCtx, next_endpoint, overflowed};
 use crate::dataplane::{access_log, failure};
 use crate::snapshot::{Route, Timeouts, UpstreamGroup};
 use crate::upstream::Attempts;
+use crate::upstream::endpoint::OpenConnection;
 use crate::upstream::retry::Resend;
 use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
@@ -295,15 +296,15 @@ async fn proxy(
                 Err(e) => return Err(Failure::before(e)),
             },
         };
-        let (upstream, pooled) = match pool::take(addr) {
-            Some(upstream) => {
+        let (upstream, open, pooled) = match pool::take(addr) {
+            Some((upstream, open)) => {
                 ctx.attempts.connected();
-                (upstream, true)
+                (upstream, open, true)
             }
-            None => match connect(addr, timeouts.connect).await {
+            None => match connect_under_limit(edge, group, ctx, addr, timeouts.connect).await {
                 Ok(upstream) => {
                     ctx.attempts.connected();
-                    (upstream, false)
+                    (upstream, ctx.attempts.open_connection(), false)
                 }
                 Err(e) => {
                     edge.count_upstream_error(ctx, &e);
@@ -333,6 +334,7 @@ async fn proxy(
         match exchange(
             client,
             upstream,
+            open,
             addr,
             &mut ctx.attempts,
             Retries {
@@ -380,6 +382,21 @@ async fn proxy(
 }
 
 /// Connects to an endpoint within the route's connect timeout.
+/// A new connection to `addr` for the attempt under way, unless it would pass the group's
+/// `maxConnections` (then the request is refused, as over any circuit-breaker limit).
+async fn connect_under_limit(
+    edge: &EdgeProxy,
+    group: &UpstreamGroup,
+    ctx: &mut RequestCtx,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, BError> {
+    if let Err(limit) = ctx.attempts.may_connect(group) {
+        return Err(overflowed(&edge.shared, group, ctx, limit));
+    }
+    connect(addr, timeout).await
+}
+
 async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, BError> {
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Ok(Ok(stream)) => stream,
@@ -455,6 +472,7 @@ struct Retries<'a> {
 async fn exchange(
     client: &mut Client<'_>,
     mut upstream: TcpStream,
+    open: Option<OpenConnection>,
     addr: SocketAddr,
     attempts: &mut Attempts,
     retries: Retries<'_>,
@@ -655,7 +673,7 @@ async fn exchange(
         .body(&mut upstream, &mut work.relay, upstream_buf, read_timeout)
         .await?;
     if complete && relayed.reusable {
-        pool::put(addr, upstream);
+        pool::put(addr, upstream, open);
     }
     Ok(Sent {
         status: relay.status,

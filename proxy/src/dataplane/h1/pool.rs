@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+use crate::upstream::endpoint::OpenConnection;
+
 /// How long an idle upstream connection is kept.
 pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections kept to one endpoint by one thread.
@@ -23,6 +25,8 @@ const MOST_PER_ENDPOINT: usize = 128;
 
 struct Idle {
     stream: TcpStream,
+    /// Counts it at its endpoint while it is kept.
+    open: Option<OpenConnection>,
     since: Instant,
 }
 
@@ -36,13 +40,14 @@ thread_local! {
     static POOL: RefCell<Pool> = RefCell::new(Pool::default());
 }
 
-/// An idle connection to `addr` that is still open, the most recently used first.
-pub(super) fn take(addr: SocketAddr) -> Option<TcpStream> {
+/// An idle connection to `addr` that is still open, the most recently used first, with what
+/// counts it at its endpoint.
+pub(super) fn take(addr: SocketAddr) -> Option<(TcpStream, Option<OpenConnection>)> {
     POOL.with_borrow_mut(|pool| {
         let idle = pool.by_endpoint.get_mut(&addr)?;
         while let Some(conn) = idle.pop_back() {
             if conn.since.elapsed() < IDLE_TIMEOUT && still_open(&conn.stream) {
-                return Some(conn.stream);
+                return Some((conn.stream, conn.open));
             }
         }
         None
@@ -50,7 +55,7 @@ pub(super) fn take(addr: SocketAddr) -> Option<TcpStream> {
 }
 
 /// Keeps a connection whose last response ended cleanly.
-pub(super) fn put(addr: SocketAddr, stream: TcpStream) {
+pub(super) fn put(addr: SocketAddr, stream: TcpStream, open: Option<OpenConnection>) {
     let start_sweeping = POOL.with_borrow_mut(|pool| {
         let idle = pool.by_endpoint.entry(addr).or_default();
         if idle.len() >= MOST_PER_ENDPOINT {
@@ -58,6 +63,7 @@ pub(super) fn put(addr: SocketAddr, stream: TcpStream) {
         }
         idle.push_back(Idle {
             stream,
+            open,
             since: Instant::now(),
         });
         !std::mem::replace(&mut pool.sweeping, true)
@@ -105,13 +111,13 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (client, server) = pair(&listener).await;
-        put(addr, client);
-        let client = take(addr).expect("the open connection is taken");
+        put(addr, client, None);
+        let (client, _) = take(addr).expect("the open connection is taken");
         assert!(
             take(addr).is_none(),
             "one connection was kept, and it is taken"
         );
-        put(addr, client);
+        put(addr, client, None);
 
         drop(server);
         // The close reaches the client's socket; poll until tokio has seen it.
@@ -119,7 +125,7 @@ mod tests {
         loop {
             match take(addr) {
                 None => break,
-                Some(client) => put(addr, client),
+                Some((client, open)) => put(addr, client, open),
             }
             assert!(
                 Instant::now() < deadline,
