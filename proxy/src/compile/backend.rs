@@ -252,6 +252,7 @@ impl<'a> Backends<'a> {
                     group.retry = policy.retry;
                     group.breaker = policy.breaker;
                     group.balance = policy.balance;
+                    group.timeouts = policy.timeouts;
                 }
                 let group = Arc::new(group);
                 self.groups.insert(canonical, group.clone());

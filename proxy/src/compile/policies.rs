@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use crate::config::crd::{
     ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, LoadBalancer,
-    PassiveHealthCheck, Retry,
+    PassiveHealthCheck, Retry, SessionPersistence, Timeout,
 };
 use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
 use crate::duration::parse_duration;
 use crate::problem::{FieldError, Problem};
+use crate::upstream::affinity::{Affinity, Mode as AffinityMode};
 use crate::upstream::balance::{Balance, HashKey};
 use crate::upstream::breaker::CircuitBreaker;
 use crate::upstream::health::{ActiveCheck, HealthPolicy, Passive, Probe};
@@ -44,6 +45,7 @@ pub struct PortPolicy {
     pub retry: Option<Arc<RetryPolicy>>,
     pub breaker: Option<CircuitBreaker>,
     pub balance: Option<Balance>,
+    pub timeouts: crate::snapshot::TimeoutOverrides,
 }
 
 impl BackendPolicies {
@@ -96,7 +98,24 @@ impl BackendPolicies {
                         .map(retry_policy)
                         .transpose()?
                         .map(Arc::new),
-                    balance: spec.load_balancer.as_ref().map(balance).transpose()?,
+                    balance: match (&spec.load_balancer, &spec.session_persistence) {
+                        (Some(_), Some(_)) => {
+                            return Err(FieldError::new(
+                                "spec.sessionPersistence",
+                                "cannot be set with spec.loadBalancer: both choose endpoints \
+                                 (a new session starts at the next endpoint in turn)",
+                            ));
+                        }
+                        (Some(spec), None) => Some(balance(spec)?),
+                        (None, Some(spec)) => Some(sticky(spec)?),
+                        (None, None) => None,
+                    },
+                    timeouts: spec
+                        .timeout
+                        .as_ref()
+                        .map(timeouts)
+                        .transpose()?
+                        .unwrap_or_default(),
                     breaker: spec.circuit_breaker.as_ref().map(|b| CircuitBreaker {
                         max_connections: Some(b.max_connections.unwrap_or(1024)),
                         max_parallel_requests: Some(b.max_parallel_requests.unwrap_or(1024)),
@@ -381,6 +400,94 @@ fn balance(spec: &LoadBalancer) -> Result<Balance, FieldError> {
                 format!("{other:?} is not RoundRobin, LeastRequest, Random or ConsistentHash"),
             ));
         }
+    })
+}
+
+/// The sticky sessions a policy's `sessionPersistence` gives: the cookie names the endpoint
+/// (ingress-nginx's `persistent` affinity), as the Gateway API asks of session persistence.
+fn sticky(spec: &SessionPersistence) -> Result<Balance, FieldError> {
+    let field = |name: &str| format!("spec.sessionPersistence.{name}");
+    if let Some(kind) = spec.persistence_type.as_deref()
+        && kind != "Cookie"
+    {
+        return Err(FieldError::new(
+            field("type"),
+            format!("{kind:?}: Gantry keeps sessions by Cookie only"),
+        ));
+    }
+    if spec.idle_timeout.is_some() {
+        return Err(FieldError::new(
+            field("idleTimeout"),
+            "is not supported: a session lasts as long as its cookie (absoluteTimeout) and its \
+             endpoint",
+        ));
+    }
+    let mut affinity = Affinity {
+        mode: AffinityMode::Persistent,
+        ..Affinity::default()
+    };
+    if let Some(name) = &spec.session_name {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(FieldError::new(
+                field("sessionName"),
+                format!("{name:?} is not a cookie name (letters, digits, '-', '_' and '.')"),
+            ));
+        }
+        affinity.name = name.clone();
+    }
+    let lifetime = spec
+        .cookie_config
+        .as_ref()
+        .and_then(|c| c.lifetime_type.as_deref())
+        .unwrap_or("Session");
+    match (lifetime, &spec.absolute_timeout) {
+        ("Permanent", Some(timeout)) => {
+            let timeout = duration(Some(timeout), Duration::ZERO, &field("absoluteTimeout"))?;
+            affinity.max_age = Some(timeout.as_secs().max(1));
+        }
+        ("Permanent", None) => {
+            return Err(FieldError::new(
+                field("absoluteTimeout"),
+                "is required with lifetimeType Permanent: it is the cookie's Max-Age",
+            ));
+        }
+        ("Session", Some(_)) => {
+            return Err(FieldError::new(
+                field("absoluteTimeout"),
+                "applies with lifetimeType Permanent; a Session cookie ends with the browser's \
+                 session",
+            ));
+        }
+        ("Session", None) => {}
+        (other, _) => {
+            return Err(FieldError::new(
+                field("cookieConfig.lifetimeType"),
+                format!("{other:?} is not Session or Permanent"),
+            ));
+        }
+    }
+    Ok(Balance::Cookie(Arc::new(affinity)))
+}
+
+/// The time limits a policy's `timeout` gives, or the first field that is wrong.
+fn timeouts(spec: &Timeout) -> Result<crate::snapshot::TimeoutOverrides, FieldError> {
+    let limit = |text: &Option<String>, name: &str| {
+        text.as_deref()
+            .map(|t| duration(Some(t), Duration::ZERO, &format!("spec.timeout.{name}")))
+            .transpose()
+    };
+    let http = spec.http.clone().unwrap_or_default();
+    Ok(crate::snapshot::TimeoutOverrides {
+        connect: limit(
+            &spec.tcp.as_ref().and_then(|t| t.connect_timeout.clone()),
+            "tcp.connectTimeout",
+        )?,
+        read: limit(&http.read_timeout, "http.readTimeout")?,
+        send: limit(&http.send_timeout, "http.sendTimeout")?,
     })
 }
 

@@ -17,7 +17,7 @@ use super::{Compiler, IngressCtx, names};
 use crate::config::Annotations;
 use crate::snapshot::{
     Action, Canary, CanaryHeader, ErrorBackend, HostRoutes, PathType, Redirect, RedirectTo, Route,
-    Router, Split,
+    Router, Split, Timeouts,
 };
 
 /// A route's path as its name shows it.
@@ -151,15 +151,15 @@ impl Compiler<'_> {
         if let Some(timeout) = nginx.connect_timeout
             && !has(CONNECT_TIMEOUT)
         {
-            settings.timeouts.connect = timeout;
+            settings.timeouts.connect = Some(timeout);
         }
         if let Some(timeout) = nginx.read_timeout
             && !has(READ_TIMEOUT)
         {
-            settings.timeouts.read = timeout;
+            settings.timeouts.read = Some(timeout);
         }
         if let Some(timeout) = nginx.send_timeout {
-            settings.timeouts.send = timeout;
+            settings.timeouts.send = Some(timeout);
         }
         if let Some(balance) = &nginx.balance {
             settings.balance = Some(balance.clone());
@@ -652,6 +652,10 @@ impl Compiler<'_> {
                 _ => None,
             })
             .unwrap_or_default();
+        let timeouts = settings.timeouts.over(match &action {
+            Action::Proxy(group) => group.timeouts.over(Timeouts::default()),
+            _ => Timeouts::default(),
+        });
         let split = match (&settings.split, &action) {
             (Some(backends), Action::Proxy(_)) => {
                 let alone = IngressSettings {
@@ -685,7 +689,7 @@ impl Compiler<'_> {
             action,
             split,
             https_redirect,
-            timeouts: settings.timeouts,
+            timeouts,
             balance,
             body_limit: settings.body_limit,
             retry: settings.retry.clone(),

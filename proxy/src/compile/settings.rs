@@ -3,7 +3,7 @@
 use crate::config::annotations::{self, Annotations};
 use crate::duration::parse_duration;
 use crate::problem::FieldError;
-use crate::snapshot::Timeouts;
+use crate::snapshot::TimeoutOverrides;
 
 const PREFIX: &str = "gantry.dev/";
 /// `"false"` turns off the HTTP -> HTTPS redirect for the Ingress's TLS hosts.
@@ -29,7 +29,8 @@ const KNOWN: [&str; 6] = [
 #[derive(Clone, Debug)]
 pub struct IngressSettings {
     pub ssl_redirect: bool,
-    pub timeouts: Timeouts,
+    /// The Ingress's own; the Service's BackendPolicy's, else the defaults, where unset.
+    pub timeouts: TimeoutOverrides,
     /// WasmPlugin names from `gantry.dev/plugins`, in order.
     pub plugins: Vec<String>,
     /// How the routes' requests are spread over endpoints (the annotations'); the Service's
@@ -59,7 +60,7 @@ pub struct IngressSettings {
 pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<FieldError>) {
     let mut settings = IngressSettings {
         ssl_redirect: true,
-        timeouts: Timeouts::default(),
+        timeouts: TimeoutOverrides::default(),
         plugins: Vec::new(),
         balance: None,
         body_limit: None,
@@ -89,8 +90,10 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
                 super::certificates::ISSUER | super::certificates::CLUSTER_ISSUER => Ok(()),
                 _ => Err(format!("{value:?} is not \"true\" or \"false\"")),
             },
-            CONNECT_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.connect = d),
-            READ_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.read = d),
+            CONNECT_TIMEOUT => {
+                positive_duration(value).map(|d| settings.timeouts.connect = Some(d))
+            }
+            READ_TIMEOUT => positive_duration(value).map(|d| settings.timeouts.read = Some(d)),
             PLUGINS => {
                 settings.plugins = annotations.list(PLUGINS).map(str::to_owned).collect();
                 Ok(())

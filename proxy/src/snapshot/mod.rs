@@ -21,7 +21,7 @@ use serde::Serialize;
 pub use clusters::Clusters;
 pub use router::{
     Action, Canary, CanaryHeader, ErrorBackend, FixedAnswer, HostRoutes, PathType, Redirect,
-    RedirectTo, Route, Router, Split, Timeouts,
+    RedirectTo, Route, Router, Split, TimeoutOverrides, Timeouts,
 };
 pub use tls::{TlsCertificate, TlsTable};
 pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};

@@ -413,6 +413,26 @@ impl Default for Timeouts {
     }
 }
 
+/// Time limits set at one level (an Ingress, a BackendPolicy); the next level's apply where
+/// these are `None`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub send: Option<Duration>,
+}
+
+impl TimeoutOverrides {
+    /// `base` with these in place of its own where set.
+    pub fn over(self, base: Timeouts) -> Timeouts {
+        Timeouts {
+            connect: self.connect.unwrap_or(base.connect),
+            read: self.read.unwrap_or(base.read),
+            send: self.send.unwrap_or(base.send),
+        }
+    }
+}
+
 mod millis {
     use std::time::Duration;
 

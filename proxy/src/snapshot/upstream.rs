@@ -24,6 +24,8 @@ pub struct UpstreamGroup {
     pub breaker: Option<crate::upstream::breaker::CircuitBreaker>,
     /// How routes that do not say spread requests over its endpoints (a BackendPolicy's).
     pub balance: Option<Balance>,
+    /// Time limits for routes that do not set their own (a BackendPolicy's).
+    pub timeouts: super::TimeoutOverrides,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -56,6 +58,7 @@ impl UpstreamGroup {
             retry: None,
             breaker: None,
             balance: None,
+            timeouts: Default::default(),
         }
     }
 

@@ -370,3 +370,43 @@ async fn sticky_sessions_keep_a_client_on_one_endpoint_and_move_it_when_its_endp
         assert_eq!(again, moved, "the new cookie holds");
     }
 }
+
+// Sticky sessions from a BackendPolicy's `sessionPersistence` (the Gateway API's field names;
+// GEP-1619: a session stays with its backend): every route to the Service that does not choose
+// its own balancing gets them, with the cookie named, Permanent for `absoluteTimeout`, and the
+// route's path.
+#[tokio::test]
+async fn a_backend_policy_keeps_sessions_on_their_endpoint() {
+    let (config, _endpoints) = three_endpoints(&web_ingress("web", "shop.test", &[])).await;
+    config.write(
+        "policy.yaml",
+        &crate::support::config::backend_policy(
+            "web",
+            "  sessionPersistence:
+    sessionName: SHOPSESSION
+    absoluteTimeout: 1h
+    cookieConfig: {lifetimeType: Permanent}
+",
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+    let mut homes = BTreeMap::new();
+    for _ in 0..12 {
+        let (home, set_cookie) = sticky(&gantry, &client, "shop.test", None).await;
+        let set_cookie = set_cookie.expect("a new client gets a cookie");
+        assert!(set_cookie.starts_with("SHOPSESSION="), "{set_cookie}");
+        assert!(
+            set_cookie.ends_with("; Path=/; Max-Age=3600; HttpOnly"),
+            "{set_cookie}"
+        );
+        let cookie = pair(&set_cookie);
+        for _ in 0..3 {
+            let (again, renewed) = sticky(&gantry, &client, "shop.test", Some(&cookie)).await;
+            assert_eq!(again, home, "{cookie} left its endpoint");
+            assert_eq!(renewed, None);
+        }
+        *homes.entry(home).or_insert(0) += 1;
+    }
+    assert!(homes.len() >= 2, "every session on one endpoint: {homes:?}");
+}

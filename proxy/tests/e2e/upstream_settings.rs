@@ -2,9 +2,10 @@
 //! them with `proxy_set_header`): `upstream-vhost` as the `Host` field, `x-forwarded-prefix` as
 //! `X-Forwarded-Prefix`; `server-alias` serving the Ingress's paths on more hosts (nginx's
 //! `server_name` aliases, skipped for a host another Ingress serves); `service-upstream`
-//! sending to the Service's cluster IP instead of its endpoints.
+//! sending to the Service's cluster IP instead of its endpoints. And a BackendPolicy's time
+//! limits, which routes take where their Ingress sets none.
 
-use crate::support::config::{GANTRY_CLASS, nginx_ingress, service_folder};
+use crate::support::config::{GANTRY_CLASS, backend_policy, nginx_ingress, service_folder};
 use crate::support::upstream;
 use crate::support::{ConfigDir, Gantry, clients};
 
@@ -88,4 +89,69 @@ endpoints: [{{addresses: [\"127.0.0.1\"]}}]
     assert_eq!(gantry.served_by(&client, "vip.test", &[]).await, "vip");
     let response = gantry.send(&client, "GET", "pods.test", "/", &[]).await;
     assert_eq!(response.status(), 502);
+}
+
+#[tokio::test]
+async fn a_backend_policys_time_limits_apply_where_the_ingress_sets_none() {
+    let slow = upstream::echo("slow").await;
+    let config = service_folder("slow", &[slow.addr]);
+    config.write(
+        "ingress.yaml",
+        &[
+            nginx_ingress("plain", "plain.test", "slow", &[]),
+            nginx_ingress(
+                "patient",
+                "patient.test",
+                "slow",
+                &[("proxy-read-timeout", "30")],
+            ),
+        ]
+        .join("---\n"),
+    );
+    config.write(
+        "policy.yaml",
+        &backend_policy(
+            "slow",
+            "  timeout: {tcp: {connectTimeout: 2s}, http: {readTimeout: 300ms}}\n",
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let client = clients::http1();
+    // The echo upstream waits `/slow/MS` milliseconds before answering.
+    let status = |host: &'static str, path: &'static str| {
+        let client = client.clone();
+        let gantry = &gantry;
+        async move {
+            gantry
+                .send(&client, "GET", host, path, &[])
+                .await
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(
+        status("plain.test", "/slow/5000").await,
+        504,
+        "the policy's read limit"
+    );
+    assert_eq!(status("plain.test", "/slow/0").await, 200);
+    let config_view = gantry.config().await;
+    let timeouts = |host: &str| {
+        config_view["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == host)
+            .unwrap()["timeoutsMs"]
+            .clone()
+    };
+    assert_eq!(
+        timeouts("plain.test"),
+        serde_json::json!({"connect": 2000, "read": 300, "send": 60000})
+    );
+    assert_eq!(
+        timeouts("patient.test"),
+        serde_json::json!({"connect": 2000, "read": 30000, "send": 60000}),
+        "the Ingress's annotation wins over the policy"
+    );
 }

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ResourceStatus;
 
-/// Health checking (and, as they land, the other traffic settings) for the endpoints of the
-/// Services it targets.
+/// Load balancing, sticky sessions, health checking, retries, circuit breaking and time limits
+/// for the endpoints of the Services it targets.
 ///
 /// A port of a Service takes the policy that names it by `sectionName`, else the one that
 /// targets the whole Service; of two at the same level the older wins and the newer is
@@ -42,6 +42,73 @@ pub struct BackendPolicySpec {
     /// Limits past which requests are refused at once with 503 (and `x-gantry-overloaded`).
     #[serde(default)]
     pub circuit_breaker: Option<CircuitBreaker>,
+    /// Sticky sessions, as the Gateway API's `sessionPersistence`: a client's requests stay
+    /// with the endpoint its cookie names for as long as that endpoint takes requests.
+    #[serde(default)]
+    pub session_persistence: Option<SessionPersistence>,
+    /// Time limits for routes that do not set their own (an Ingress's timeout annotations win).
+    #[serde(default)]
+    pub timeout: Option<Timeout>,
+}
+
+/// The Gateway API's `SessionPersistence`, by cookie.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SessionPersistence {
+    /// The cookie's name (default `INGRESSCOOKIE`, as ingress-nginx's affinity).
+    #[serde(default)]
+    pub session_name: Option<String>,
+    /// `Cookie` (the default; `Header` is not supported).
+    #[serde(default, rename = "type")]
+    pub persistence_type: Option<String>,
+    /// How long a `Permanent` cookie lasts (its `Max-Age`).
+    #[serde(default)]
+    pub absolute_timeout: Option<String>,
+    /// Not supported: a session ends when its cookie does, or its endpoint leaves.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    #[serde(default)]
+    pub cookie_config: Option<CookieConfig>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CookieConfig {
+    /// `Session` (the default: the cookie ends with the browser's session) or `Permanent`
+    /// (it lasts `absoluteTimeout`).
+    #[serde(default)]
+    pub lifetime_type: Option<String>,
+}
+
+/// Time limits, as Envoy Gateway's `timeout` (`tcp.connectTimeout`) with ingress-nginx's read
+/// and send limits beside it.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeout {
+    #[serde(default)]
+    pub tcp: Option<TcpTimeout>,
+    #[serde(default)]
+    pub http: Option<HttpTimeout>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpTimeout {
+    /// Longest wait for a connection to an endpoint (default `5s`).
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpTimeout {
+    /// Longest wait for each read from an endpoint: the response head, then each part of the
+    /// body (default `60s`; ingress-nginx's `proxy-read-timeout`).
+    #[serde(default)]
+    pub read_timeout: Option<String>,
+    /// Longest wait for each write to an endpoint (default `60s`; `proxy-send-timeout`).
+    #[serde(default)]
+    pub send_timeout: Option<String>,
 }
 
 /// Envoy Gateway's `circuitBreaker`, per Service port; an unset limit is 1024, as there.
