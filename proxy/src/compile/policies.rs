@@ -505,6 +505,7 @@ fn retry_policy(spec: &Retry) -> Result<RetryPolicy, FieldError> {
         timeout: true,
         invalid_header: true,
         statuses: vec![503],
+        grpc_statuses: Vec::new(),
     };
     if let Some(on) = &spec.retry_on {
         policy.on = retry::RetryOn::default();
@@ -533,23 +534,19 @@ fn retry_policy(spec: &Retry) -> Result<RetryPolicy, FieldError> {
                 }
                 "retriable-4xx" => policy.on.statuses.push(409),
                 "retriable-status-codes" => codes = true,
-                grpc @ ("cancelled" | "deadline-exceeded" | "internal" | "resource-exhausted"
-                | "unavailable") => {
-                    return Err(FieldError::new(
-                        field(&format!("retryOn.triggers[{i}]")),
-                        format!(
-                            "{grpc:?} retries by gRPC status, which Gantry does not read; \
-                             retry gRPC by HTTP status or reset"
-                        ),
-                    ));
-                }
+                "cancelled" => policy.on.grpc_statuses.push(1),
+                "deadline-exceeded" => policy.on.grpc_statuses.push(4),
+                "resource-exhausted" => policy.on.grpc_statuses.push(8),
+                "internal" => policy.on.grpc_statuses.push(13),
+                "unavailable" => policy.on.grpc_statuses.push(14),
                 other => {
                     return Err(FieldError::new(
                         field(&format!("retryOn.triggers[{i}]")),
                         format!(
                             "{other:?} is not a retry trigger: connect-failure, reset, \
-                             refused-stream, 5xx, gateway-error, retriable-4xx or \
-                             retriable-status-codes"
+                             refused-stream, 5xx, gateway-error, retriable-4xx, \
+                             retriable-status-codes, or a gRPC status: cancelled, \
+                             deadline-exceeded, internal, resource-exhausted, unavailable"
                         ),
                     ));
                 }
@@ -582,6 +579,8 @@ fn retry_policy(spec: &Retry) -> Result<RetryPolicy, FieldError> {
         }
         policy.on.statuses.sort_unstable();
         policy.on.statuses.dedup();
+        policy.on.grpc_statuses.sort_unstable();
+        policy.on.grpc_statuses.dedup();
     }
     if let Some(per_retry) = &spec.per_retry {
         policy.per_try_timeout = per_retry

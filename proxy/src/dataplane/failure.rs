@@ -18,12 +18,12 @@ pub(crate) const HELD_FOR_RETRY: ErrorType = ErrorType::Custom("response status 
 
 /// How an upstream attempt failed, as the retry policy names it; `status` is the held
 /// response's. `None`: not the upstream's failure.
-pub(super) fn retry_kind(e: &Error, status: u16) -> Option<Failed> {
+pub(super) fn retry_kind(e: &Error, held: Failed) -> Option<Failed> {
     if e.esource() != &ErrorSource::Upstream {
         return None;
     }
     Some(match e.etype() {
-        etype if *etype == HELD_FOR_RETRY => Failed::Status(status),
+        etype if *etype == HELD_FOR_RETRY => held,
         ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
             Failed::Connect
         }

@@ -31,7 +31,7 @@ use crate::snapshot::{
 };
 use crate::upstream::balance;
 use crate::upstream::breaker::Overflow;
-use crate::upstream::retry::Resend;
+use crate::upstream::retry::{Failed, Resend};
 use crate::upstream::{Attempts, Resolver, UpstreamError};
 use crate::wasm::filter::failure_note;
 use crate::wasm::host::Completion;
@@ -392,7 +392,10 @@ impl ProxyHttp for EdgeProxy {
             idempotent: true,
             body_kept: true,
         };
-        let retry = match (ctx.proxied_group(), failure::retry_kind(&e, 0)) {
+        let retry = match (
+            ctx.proxied_group(),
+            failure::retry_kind(&e, Failed::Status(0)),
+        ) {
             (Some(group), Some(kind)) => ctx.attempts.retry(&group, kind, unsent),
             _ => false,
         };
@@ -564,8 +567,13 @@ impl ProxyHttp for EdgeProxy {
             )
             .into_up());
         }
+        // A gRPC error without a body (trailers-only) has its `grpc-status` in the head.
+        let grpc_status = upstream_response
+            .headers
+            .get("grpc-status")
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok()?.parse().ok());
         if let Some(group) = ctx.proxied_group()
-            && ctx.attempts.hold(&group, status, resend)
+            && ctx.attempts.hold(&group, status, grpc_status, resend)
         {
             return Err(Error::explain(
                 failure::HELD_FOR_RETRY,
@@ -721,8 +729,8 @@ impl ProxyHttp for EdgeProxy {
             self.count_upstream_error(ctx, &e);
             ctx.attempts.failed();
         }
-        let status = ctx.attempts.last_status();
-        let retry = match (ctx.proxied_group(), failure::retry_kind(&e, status)) {
+        let held = ctx.attempts.held();
+        let retry = match (ctx.proxied_group(), failure::retry_kind(&e, held)) {
             (Some(group), Some(kind)) if !started => ctx.attempts.retry(&group, kind, resend),
             _ => false,
         };

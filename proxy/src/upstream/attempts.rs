@@ -49,6 +49,8 @@ pub struct Attempts {
     answered: bool,
     /// The status of the last response head.
     last_status: u16,
+    /// What the last held response was held for.
+    held: Option<Failed>,
     /// The affinity cookie's value the client is to be given.
     set_cookie: Option<String>,
     /// The route's retry policy; the group's, else the default, when `None`.
@@ -295,7 +297,7 @@ impl Attempts {
         }
         let failed_at = self.current.as_ref().and_then(|c| c.endpoint());
         // A held response's budget was asked when it was held.
-        let held = matches!(failed, Failed::Status(_));
+        let held = matches!(failed, Failed::Status(_) | Failed::GrpcStatus(_));
         if !held && !policy.budget_allows(group.endpoints(), failed_at) {
             return false;
         }
@@ -310,18 +312,41 @@ impl Attempts {
         true
     }
 
-    /// Whether the response head just received, with `status`, is to be held back rather than
-    /// relayed, so that the request goes again: the policy retries the status, the request can
-    /// be sent again, another attempt may follow and the budget allows. (Then the caller
-    /// fails the attempt with [`Failed::Status`], and [`Attempts::retry`] agrees.)
-    pub fn hold(&self, group: &UpstreamGroup, status: u16, resend: Resend) -> bool {
+    /// Whether the response head just received, with `status` (and `grpc-status` when it has
+    /// one), is to be held back rather than relayed, so that the request goes again: the policy
+    /// retries the status, the request can be sent again, another attempt may follow and the
+    /// budget allows. (Then the caller fails the attempt, and [`Attempts::retry`] of
+    /// [`Attempts::held`] agrees.)
+    pub fn hold(
+        &mut self,
+        group: &UpstreamGroup,
+        status: u16,
+        grpc_status: Option<u8>,
+        resend: Resend,
+    ) -> bool {
         let policy = self.policy(group);
-        policy.may_resend(Failed::Status(status), resend)
-            && self.may_retry(group)
+        let grpc = grpc_status.filter(|c| *c != 0).map(Failed::GrpcStatus);
+        let Some(failed) = [Some(Failed::Status(status)), grpc]
+            .into_iter()
+            .flatten()
+            .find(|f| policy.may_resend(*f, resend))
+        else {
+            return false;
+        };
+        let hold = self.may_retry(group)
             && policy.budget_allows(
                 group.endpoints(),
                 self.current.as_ref().and_then(|c| c.endpoint()),
-            )
+            );
+        if hold {
+            self.held = Some(failed);
+        }
+        hold
+    }
+
+    /// What the last response held back was held for.
+    pub fn held(&self) -> Failed {
+        self.held.unwrap_or(Failed::Status(self.last_status))
     }
 
     /// How long each attempt may wait for its response head, when the policy says.

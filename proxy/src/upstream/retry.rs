@@ -30,6 +30,8 @@ pub enum Failed {
     InvalidHeader,
     /// A response head with this status.
     Status(u16),
+    /// A gRPC response without a body whose head carries this `grpc-status`.
+    GrpcStatus(u8),
 }
 
 /// The failures retried.
@@ -43,6 +45,9 @@ pub struct RetryOn {
     /// Response statuses retried, ascending.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub statuses: Vec<u16>,
+    /// `grpc-status` codes retried, ascending.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub grpc_statuses: Vec<u8>,
 }
 
 /// A route's retry policy.
@@ -121,6 +126,7 @@ impl Default for RetryPolicy {
                 timeout: true,
                 invalid_header: false,
                 statuses: Vec::new(),
+                grpc_statuses: Vec::new(),
             },
             tries: 3,
             non_idempotent: false,
@@ -154,13 +160,16 @@ impl RetryPolicy {
             Failed::Timeout => self.on.timeout,
             Failed::InvalidHeader => self.on.invalid_header,
             Failed::Status(status) => self.on.statuses.binary_search(&status).is_ok(),
+            Failed::GrpcStatus(code) => self.on.grpc_statuses.binary_search(&code).is_ok(),
         }
     }
 
     /// Whether a request that failed so may go again (the budget and the tries apart).
     pub fn may_resend(&self, failed: Failed, resend: Resend) -> bool {
-        let sendable =
-            !resend.sent || (resend.body_kept && (resend.idempotent || self.non_idempotent));
+        // gRPC calls are POSTs: a gRPC status the policy names retries them, as in Envoy.
+        let grpc = matches!(failed, Failed::GrpcStatus(_));
+        let sendable = !resend.sent
+            || (resend.body_kept && (resend.idempotent || self.non_idempotent || grpc));
         sendable && self.retries(failed)
     }
 

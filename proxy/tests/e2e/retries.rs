@@ -3,7 +3,9 @@
 //! `proxy-next-upstream`, `-tries`, `-timeout`, with nginx's `proxy_next_upstream` semantics:
 //! a request that reached an upstream goes again only if it is idempotent, unless
 //! `non_idempotent` is given) and as a BackendPolicy's `retry` (Envoy Gateway's field names;
-//! the budget is Envoy's retry budget). One endpoint of three answers 503 throughout.
+//! the budget is Envoy's retry budget). One endpoint of three answers 503 throughout. gRPC
+//! calls go again on the gRPC statuses the policy names (Envoy's `retry_on` gRPC triggers,
+//! read from a trailers-only response head).
 
 use std::sync::atomic::Ordering;
 
@@ -236,4 +238,71 @@ async fn retries_stay_within_the_budget() {
     gantry.wait_generation_after(generation).await;
     let answers = statuses(&gantry, "GET", "web.test", 30, None).await;
     assert!(answers.iter().all(|s| *s == 200), "{answers:?}");
+}
+
+// Of two gRPC endpoints, one fails every call with UNAVAILABLE: with `unavailable` among the
+// policy's triggers every call succeeds; without a policy the failures reach the client.
+#[tokio::test]
+async fn grpc_calls_go_again_on_the_grpc_statuses_the_policy_names() {
+    use crate::support::grpc;
+    let good = grpc::server("good").await;
+    let failing = grpc::failing_server("failing", tonic::Code::Unavailable).await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    let endpoints = [(good.addr, true), (failing.addr, true)];
+    config.write(
+        "svc.yaml",
+        &[
+            service("default", "rpc", "grpc", Some("grpc"), &endpoints),
+            service("default", "plain", "grpc", Some("grpc"), &endpoints),
+        ]
+        .join("---\n"),
+    );
+    let grpc_ingress = |name: &str, host: &str| {
+        crate::support::config::ingress(
+            "default",
+            name,
+            Some(host),
+            &[("/", "Prefix", name, "grpc")],
+        )
+    };
+    config.write(
+        "ingress.yaml",
+        &[
+            grpc_ingress("rpc", "rpc.test"),
+            grpc_ingress("plain", "plain.test"),
+        ]
+        .join("---\n"),
+    );
+    config.write(
+        "policy.yaml",
+        &backend_policy("rpc", "  retry: {retryOn: {triggers: [unavailable]}}\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+
+    let channel = grpc::channel(gantry.http, "rpc.test").await;
+    for n in 0..10 {
+        let reply = grpc::unary(channel.clone(), &format!("call {n}")).await;
+        assert_eq!(reply.expect("retried on the good endpoint").server, "good");
+    }
+    assert!(
+        failing.seen.requests.load(Ordering::SeqCst) > 0,
+        "the failing endpoint was never tried"
+    );
+
+    let channel = grpc::channel(gantry.http, "plain.test").await;
+    let mut unavailable = 0;
+    for n in 0..10 {
+        match grpc::unary(channel.clone(), &format!("call {n}")).await {
+            Ok(reply) => assert_eq!(reply.server, "good"),
+            Err(status) => {
+                assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+                unavailable += 1;
+            }
+        }
+    }
+    assert!(
+        unavailable > 0,
+        "no failure reached the client without a policy"
+    );
 }

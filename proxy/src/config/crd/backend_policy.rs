@@ -159,7 +159,9 @@ pub struct RetryOn {
     /// `connect-failure`, `reset` (a reset, close or timeout before the response),
     /// `refused-stream` (as `reset`), `5xx` (any 5xx, and both of the above), `gateway-error`
     /// (502, 503, 504, and both of the above), `retriable-4xx` (409), `retriable-status-codes`
-    /// (those of `httpStatusCodes`).
+    /// (those of `httpStatusCodes`); and gRPC statuses in a response head (a call that failed
+    /// without a message): `cancelled`, `deadline-exceeded`, `internal`, `resource-exhausted`,
+    /// `unavailable`, which retry gRPC calls although they are POSTs, as Envoy does.
     #[serde(default)]
     pub triggers: Vec<String>,
     #[serde(default)]

@@ -28,7 +28,7 @@ use crate::dataplane::{access_log, failure};
 use crate::snapshot::{Route, Timeouts, UpstreamGroup};
 use crate::upstream::Attempts;
 use crate::upstream::endpoint::OpenConnection;
-use crate::upstream::retry::Resend;
+use crate::upstream::retry::{Failed, Resend};
 use crate::wasm::host::Completion;
 use pingora::proxy::ProxyHttp;
 
@@ -313,7 +313,7 @@ async fn proxy(
                         sent: false,
                         ..resend
                     };
-                    if let Some(kind) = failure::retry_kind(&e, 0)
+                    if let Some(kind) = failure::retry_kind(&e, Failed::Status(0))
                         && ctx.attempts.retry(group, kind, unsent)
                     {
                         continue;
@@ -370,7 +370,8 @@ async fn proxy(
                     ctx.attempts.failed();
                 }
                 if !failure.started
-                    && let Some(kind) = failure::retry_kind(&failure.error, failure.status)
+                    && let Some(kind) =
+                        failure::retry_kind(&failure.error, Failed::Status(failure.status))
                     && ctx.attempts.retry(group, kind, resend)
                 {
                     continue;
@@ -549,7 +550,7 @@ async fn exchange(
                 }
                 Ok(Some(relayed)) => {
                     attempts.responded(relayed.status);
-                    if attempts.hold(retries.group, relayed.status, retries.resend) {
+                    if attempts.hold(retries.group, relayed.status, None, retries.resend) {
                         // Not relayed: the request goes again. The connection, with the
                         // response's body unread, is not used again.
                         return Err(Failure {

@@ -101,6 +101,31 @@ pub async fn server(name: &str) -> Upstream {
     .await
 }
 
+/// A gRPC server that fails every call with `code` and no message (a trailers-only response:
+/// `grpc-status` in the response head), counting the calls in its `seen.requests`.
+pub async fn failing_server(name: &str, code: tonic::Code) -> Upstream {
+    let seen = Arc::new(upstream::Seen::default());
+    let counted = seen.clone();
+    upstream::serve(name, seen, move |stream, _| {
+        let seen = counted.clone();
+        async move {
+            let service = hyper::service::service_fn(move |_req: hyper::Request<Incoming>| {
+                seen.requests
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    Ok::<_, Infallible>(
+                        Status::new(code, "failing").into_http::<tonic::body::Body>(),
+                    )
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        }
+    })
+    .await
+}
+
 /// A channel to `addr` over h2c, with `:authority` set to `host`.
 pub async fn channel(addr: SocketAddr, host: &str) -> Channel {
     Endpoint::from_shared(format!("http://{addr}"))
