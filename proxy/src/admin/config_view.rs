@@ -98,7 +98,11 @@ struct CanaryView<'a> {
 }
 
 #[derive(Serialize)]
-#[serde(rename_all = "camelCase", tag = "type")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "type"
+)]
 enum BackendView<'a> {
     Service {
         upstream: &'a str,
@@ -106,6 +110,9 @@ enum BackendView<'a> {
         target: &'a UpstreamTarget,
         /// How requests are spread over the endpoints (`round_robin`, `hash $request_uri`...).
         balance: &'a Balance,
+        /// How long an endpoint that joins takes to reach its full share.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        slow_start_ms: Option<u128>,
         /// How the endpoints' health is judged (a BackendPolicy's, else the defaults).
         health: &'a HealthPolicy,
         /// When a failed attempt goes again: the route's, else the Service's BackendPolicy's,
@@ -224,6 +231,7 @@ fn backend_view(route: &Route) -> BackendView<'_> {
             protocol: group.protocol,
             target: &group.target,
             balance: &route.balance,
+            slow_start_ms: group.balancer.slow_start.map(|d| d.as_millis()),
             health: &group.health,
             retry: route
                 .retry

@@ -253,6 +253,7 @@ impl<'a> Backends<'a> {
                     group.breaker = policy.breaker;
                     group.balance = policy.balance;
                     group.timeouts = policy.timeouts;
+                    group.balancer.slow_start = policy.slow_start;
                 }
                 let group = Arc::new(group);
                 self.groups.insert(canonical, group.clone());

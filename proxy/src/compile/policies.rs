@@ -46,6 +46,8 @@ pub struct PortPolicy {
     pub breaker: Option<CircuitBreaker>,
     pub balance: Option<Balance>,
     pub timeouts: crate::snapshot::TimeoutOverrides,
+    /// How long an endpoint that joins ramps up its share.
+    pub slow_start: Option<Duration>,
 }
 
 impl BackendPolicies {
@@ -116,6 +118,10 @@ impl BackendPolicies {
                         .map(timeouts)
                         .transpose()?
                         .unwrap_or_default(),
+                    slow_start: match &spec.load_balancer {
+                        Some(balancer) => slow_start(balancer)?,
+                        None => None,
+                    },
                     breaker: spec.circuit_breaker.as_ref().map(|b| CircuitBreaker {
                         max_connections: Some(b.max_connections.unwrap_or(1024)),
                         max_parallel_requests: Some(b.max_parallel_requests.unwrap_or(1024)),
@@ -401,6 +407,28 @@ fn balance(spec: &LoadBalancer) -> Result<Balance, FieldError> {
             ));
         }
     })
+}
+
+/// The window of a policy's `loadBalancer.slowStart`, for the balancers that weigh endpoints.
+fn slow_start(spec: &LoadBalancer) -> Result<Option<Duration>, FieldError> {
+    let Some(slow) = &spec.slow_start else {
+        return Ok(None);
+    };
+    if !matches!(spec.balancer_type.as_str(), "RoundRobin" | "LeastRequest") {
+        return Err(FieldError::new(
+            "spec.loadBalancer.slowStart",
+            format!(
+                "applies to types RoundRobin and LeastRequest, not {:?}",
+                spec.balancer_type
+            ),
+        ));
+    }
+    duration(
+        Some(&slow.window),
+        Duration::ZERO,
+        "spec.loadBalancer.slowStart.window",
+    )
+    .map(Some)
 }
 
 /// The sticky sessions a policy's `sessionPersistence` gives: the cookie names the endpoint

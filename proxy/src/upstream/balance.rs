@@ -296,6 +296,12 @@ pub struct Balancer {
     ids: OnceLock<Vec<u64>>,
     /// Whether any endpoint's weight is not 1 (the operator set one): choices then weigh them.
     weighted: std::sync::atomic::AtomicBool,
+    /// How long an endpoint that joins takes to reach its full share (a BackendPolicy's
+    /// `loadBalancer.slowStart.window`, as Envoy's slow start with aggression 1): its weight
+    /// grows in proportion to the time since it joined, from a tenth.
+    pub slow_start: Option<Duration>,
+    /// Until when ([`now_nanos`]) some endpoint is in its slow start (0: none is).
+    slow_until: std::sync::atomic::AtomicU64,
 }
 
 /// Which endpoints a choice stays away from.
@@ -328,10 +334,18 @@ impl Balancer {
                 old.iter()
                     .find(|e| e.addr == *addr)
                     .cloned()
-                    .unwrap_or_else(|| Arc::new(Endpoint::new(*addr)))
+                    .unwrap_or_else(|| Arc::new(Endpoint::joining(*addr)))
             })
             .collect();
         let weighted = endpoints.iter().any(|e: &Arc<Endpoint>| e.weight() != 1);
+        if let Some(window) = self.slow_start {
+            let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX);
+            let last = endpoints.iter().map(|e| e.joined_nanos).max().unwrap_or(0);
+            if last > 0 {
+                self.slow_until
+                    .store(last.saturating_add(window), Ordering::Relaxed);
+            }
+        }
         // Only before the group serves: a Snapshot is installed before any request sees it.
         let _ = self.endpoints.set(endpoints);
         self.weighted.store(weighted, Ordering::Relaxed);
@@ -379,8 +393,19 @@ impl Balancer {
             })
     }
 
+    /// The time now when some endpoint is in its slow start ([`now_nanos`]).
+    fn slow_starting(&self) -> Option<u64> {
+        let until = self.slow_until.load(Ordering::Relaxed);
+        if until == 0 {
+            return None;
+        }
+        let now = now_nanos();
+        (now < until).then_some(now)
+    }
+
     /// An endpoint `ok` allows, each as likely as its weight: the `turn`-th of a weighted round
-    /// robin, or at random.
+    /// robin, or at random (always, while an endpoint is in its slow start: its weight is then
+    /// in hundredths, and turns would go in runs).
     fn weighted(
         &self,
         addrs: &[SocketAddr],
@@ -388,7 +413,25 @@ impl Balancer {
         turn: Option<usize>,
     ) -> Option<usize> {
         let endpoints = self.endpoints(addrs);
-        let weight = |i: usize| u64::from(endpoints[i].weight());
+        let slow = self.slow_starting().zip(self.slow_start);
+        let turn = turn.filter(|_| slow.is_none());
+        let weight = |i: usize| {
+            let endpoint = &endpoints[i];
+            let full = u64::from(endpoint.weight());
+            let Some((now, window)) = slow else {
+                return full;
+            };
+            let window = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
+            let age = now.saturating_sub(endpoint.joined_nanos);
+            let percent = if endpoint.joined_nanos == 0 || age >= window {
+                100
+            } else {
+                u64::try_from(u128::from(age) * 100 / u128::from(window))
+                    .unwrap_or(100)
+                    .max(10)
+            };
+            full * percent
+        };
         let total: u64 = (0..addrs.len()).filter(|i| ok(*i)).map(weight).sum();
         if total == 0 {
             return (0..addrs.len()).find(|i| ok(*i));
@@ -416,7 +459,7 @@ impl Balancer {
         ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let n = addrs.len();
-        let weighted = self.weighted.load(Ordering::Relaxed);
+        let weighted = self.weighted.load(Ordering::Relaxed) || self.slow_starting().is_some();
         match balance {
             Balance::RoundRobin if weighted => {
                 let turn = self.next.fetch_add(1, Ordering::Relaxed);
@@ -746,6 +789,37 @@ mod tests {
                 tried.push(i);
             }
         }
+    }
+
+    #[test]
+    fn an_endpoint_that_joins_in_slow_start_takes_a_tenth_of_its_share_at_first() {
+        let before = Balancer::default();
+        let three = addrs(3);
+        before.endpoints(&three[..2]);
+        let after = Balancer {
+            slow_start: Some(Duration::from_secs(3600)),
+            ..Balancer::default()
+        };
+        after.inherit(&three, &before);
+        let mut counts = [0; 3];
+        for _ in 0..2100 {
+            counts[after
+                .pick(&three, &Balance::RoundRobin, None, &[], false)
+                .unwrap()] += 1;
+        }
+        // Weights 100, 100 and 10 (the newcomer's floor): 100 of 2100 on average (sd 9.8).
+        assert!((50..=150).contains(&counts[2]), "{counts:?}");
+
+        // Without a slow start the newcomer takes its third at once.
+        let plain = Balancer::default();
+        plain.inherit(&three, &before);
+        let mut counts = [0; 3];
+        for _ in 0..300 {
+            counts[plain
+                .pick(&three, &Balance::RoundRobin, None, &[], false)
+                .unwrap()] += 1;
+        }
+        assert_eq!(counts, [100, 100, 100]);
     }
 
     #[test]

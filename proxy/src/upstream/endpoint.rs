@@ -81,6 +81,9 @@ pub struct Endpoint {
     weight: AtomicU32,
     /// What it has done since it joined, for metrics.
     pub(super) totals: Totals,
+    /// When it joined a group that was already serving ([`now_nanos`]; 0 for the endpoints a
+    /// group started with), from which a slow start ramps its share up.
+    pub(super) joined_nanos: u64,
 }
 
 /// A connection to an endpoint, counted there for as long as this lives: Gantry's own HTTP/1.1
@@ -138,6 +141,15 @@ impl Endpoint {
             mode: AtomicU8::new(Mode::Ready as u8),
             weight: AtomicU32::new(1),
             totals: Totals::default(),
+            joined_nanos: 0,
+        }
+    }
+
+    /// An endpoint joining a group that is already serving.
+    pub fn joining(addr: SocketAddr) -> Self {
+        Endpoint {
+            joined_nanos: now_nanos().max(1),
+            ..Endpoint::new(addr)
         }
     }
 

@@ -410,3 +410,31 @@ async fn a_backend_policy_keeps_sessions_on_their_endpoint() {
     }
     assert!(homes.len() >= 2, "every session on one endpoint: {homes:?}");
 }
+
+// Slow start (Envoy Gateway's `loadBalancer.slowStart.window`; Envoy's slow start with
+// aggression 1): an endpoint that joins a Service already serving gets a tenth of its share at
+// first, growing over the window; those there from the start are not slowed.
+#[tokio::test]
+async fn an_endpoint_that_joins_starts_slow() {
+    let (config, [a, b, c]) = three_endpoints(&web_ingress("web", "shop.test", &[])).await;
+    config.write("svc.yaml", &web_service(&[&a, &b]));
+    config.write(
+        "policy.yaml",
+        &crate::support::config::backend_policy(
+            "web",
+            "  loadBalancer: {type: RoundRobin, slowStart: {window: 1h}}\n",
+        ),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let counts = gantry.answers("shop.test", 100).await;
+    assert_eq!(counts.get("a"), Some(&50), "{counts:?}");
+
+    let generation = gantry.generation().await;
+    config.write("svc.yaml", &web_service(&[&a, &b, &c]));
+    gantry.wait_generation_after(generation).await;
+    // Weights 100, 100 and 10: c takes 30 of 630 on average (binomial sd 5.3), not 210.
+    let counts = gantry.answers("shop.test", 630).await;
+    let c_share = counts.get("c").copied().unwrap_or(0);
+    assert!((5..=70).contains(&c_share), "{counts:?}");
+    assert_eq!(counts.values().sum::<usize>(), 630, "{counts:?}");
+}

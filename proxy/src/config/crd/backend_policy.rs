@@ -229,6 +229,16 @@ pub struct LoadBalancer {
     /// For `ConsistentHash`: what the key is.
     #[serde(default)]
     pub consistent_hash: Option<ConsistentHash>,
+    /// For `RoundRobin` and `LeastRequest`: an endpoint that joins gets a share growing from a
+    /// tenth of its weight to all of it over `window`.
+    #[serde(default)]
+    pub slow_start: Option<SlowStart>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SlowStart {
+    pub window: String,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
