@@ -7,7 +7,7 @@ use kube::CustomResourceExt;
 
 use crate::config::crd::{
     BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
-    RoutePolicy, WasmPlugin,
+    L4Service, RoutePolicy, WasmPlugin,
 };
 
 /// The CustomResourceDefinitions, as one YAML stream.
@@ -16,6 +16,7 @@ pub fn render() -> Result<String, yaml_serde::Error> {
         FixedResponse::crd(),
         WasmPlugin::crd(),
         BackendPolicy::crd(),
+        L4Service::crd(),
         RoutePolicy::crd(),
         DNSZone::crd(),
         DNSRecord::crd(),

@@ -32,6 +32,7 @@ use crate::dns::service::{DnsService, SerialBook};
 use crate::kube::leader::LeaseRelease;
 use crate::metrics::Metrics;
 use crate::reload::{ConfigReloader, ConfigSource, IssuedSecrets, Sources, install};
+use crate::snapshot::l4::L4Protocol;
 use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::upstream::Resolver;
 use crate::wasm::{self, Loader};
@@ -110,6 +111,16 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         &shared,
         &listeners,
         default_cert,
+    ));
+    server.add_service(dataplane::l4::L4Listeners::new(
+        hub.snapshots.clone(),
+        hub.generation_watch.clone(),
+        args.http_addr.ip(),
+        dataplane::l4::L4Shared {
+            resolver: shared.resolver.clone(),
+            metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
+            proxy_metrics: hub.metrics.clone(),
+        },
     ));
     server.add_service(admin(&args, &hub, ready.clone()));
     let reloader = ConfigReloader::new(
@@ -329,9 +340,41 @@ fn sources(
             publish_addresses: args.publish_address.clone(),
             publish_service: args.publish_service.clone(),
             ingress_class: args.ingress_class.clone(),
+            listener_ports: listener_ports(args),
         },
         issued: (!kube_mode).then(|| IssuedSecrets::new(issued_storage(args))),
     })
+}
+
+/// The ports of Gantry's own listeners, which L4Services cannot take.
+fn listener_ports(args: &RunArgs) -> Vec<(u16, L4Protocol, String)> {
+    vec![
+        (
+            args.http_addr.port(),
+            L4Protocol::Tcp,
+            "HTTP listener".to_owned(),
+        ),
+        (
+            args.https_addr.port(),
+            L4Protocol::Tcp,
+            "HTTPS listener".to_owned(),
+        ),
+        (
+            args.dns_addr.port(),
+            L4Protocol::Tcp,
+            "DNS listener".to_owned(),
+        ),
+        (
+            args.dns_addr.port(),
+            L4Protocol::Udp,
+            "DNS listener".to_owned(),
+        ),
+        (
+            args.admin_addr.port(),
+            L4Protocol::Tcp,
+            "admin listener".to_owned(),
+        ),
+    ]
 }
 
 fn issued_storage(args: &RunArgs) -> FileStorage {

@@ -10,6 +10,7 @@ pub mod class;
 pub mod dns;
 #[cfg(test)]
 mod golden;
+mod l4;
 mod names;
 pub mod nginx;
 mod plugins;
@@ -46,6 +47,9 @@ pub struct Settings {
     pub ingress_class: Option<String>,
     /// The Service whose load-balancer addresses are Gantry's (`--publish-service`).
     pub publish_service: Option<crate::config::NamespacedName>,
+    /// The ports Gantry's own listeners use (HTTP, HTTPS, DNS, admin), which an L4Service
+    /// cannot take, with what each is.
+    pub listener_ports: Vec<(u16, crate::snapshot::l4::L4Protocol, String)>,
 }
 
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
@@ -105,6 +109,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     compiler.add_host_routes();
+    let l4 = compiler.l4_services(&settings.listener_ports);
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);
@@ -125,6 +130,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         certificates,
         resources: resources::held_resources(store),
         applied,
+        l4,
         ingress_addresses: ingress_addresses(store, settings),
         publish_peers: publish_peers(store, settings),
     }

@@ -53,6 +53,9 @@ pub(super) fn held_resources(store: &Store) -> BTreeMap<ObjectRef, HeldResource>
     for (key, resource) in plain(&store.route_policies, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::RoutePolicy, key, resource);
     }
+    for (key, resource) in plain(&store.l4_services, |o| (&o.metadata, o.status.as_ref())) {
+        add(Kind::L4Service, key, resource);
+    }
     for (key, resource) in plain(&store.dns_zones, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::DnsZone, key, resource);
     }

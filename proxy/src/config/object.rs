@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::crd::{
     BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
-    RoutePolicy, WasmPlugin,
+    L4Service, RoutePolicy, WasmPlugin,
 };
 use crate::problem::FieldError;
 
@@ -116,6 +116,7 @@ kinds! {
     WasmPlugin(WasmPlugin): "WasmPlugin", "wasmplugins", GANTRY_V1ALPHA1, Namespaced;
     BackendPolicy(BackendPolicy): "BackendPolicy", "backendpolicies", GANTRY_V1ALPHA1, Namespaced;
     RoutePolicy(RoutePolicy): "RoutePolicy", "routepolicies", GANTRY_V1ALPHA1, Namespaced;
+    L4Service(L4Service): "L4Service", "l4services", GANTRY_V1ALPHA1, Namespaced;
     DnsZone(DNSZone): "DNSZone", "dnszones", GANTRY_V1ALPHA1, Cluster;
     DnsRecord(DNSRecord): "DNSRecord", "dnsrecords", GANTRY_V1ALPHA1, Namespaced;
     Issuer(Issuer): "Issuer", "issuers", GANTRY_V1ALPHA1, Namespaced;

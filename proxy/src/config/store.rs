@@ -12,7 +12,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
 use super::crd::{
     BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
-    RoutePolicy, WasmPlugin,
+    L4Service, RoutePolicy, WasmPlugin,
 };
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;
@@ -70,6 +70,7 @@ pub struct Store {
     pub wasm_plugins: BTreeMap<NamespacedName, Stored<WasmPlugin>>,
     pub backend_policies: BTreeMap<NamespacedName, Stored<BackendPolicy>>,
     pub route_policies: BTreeMap<NamespacedName, Stored<RoutePolicy>>,
+    pub l4_services: BTreeMap<NamespacedName, Stored<L4Service>>,
     /// Cluster-scoped: the namespace is empty.
     pub dns_zones: BTreeMap<NamespacedName, Stored<DNSZone>>,
     pub dns_records: BTreeMap<NamespacedName, Stored<DNSRecord>>,
@@ -113,6 +114,7 @@ impl Store {
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
             Object::BackendPolicy(o) => put(&mut self.backend_policies, reference, o, file),
             Object::RoutePolicy(o) => put(&mut self.route_policies, reference, o, file),
+            Object::L4Service(o) => put(&mut self.l4_services, reference, o, file),
             Object::DnsZone(o) => put(&mut self.dns_zones, reference, o, file),
             Object::DnsRecord(o) => put(&mut self.dns_records, reference, o, file),
             Object::Issuer(o) => put(&mut self.issuers, reference, o, file),

@@ -45,7 +45,7 @@ impl<A> ProxyService<A> {
 
 /// A listening socket as Pingora's listener makes one: the address reusable at once after a
 /// restart, and a long backlog.
-fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(super) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {

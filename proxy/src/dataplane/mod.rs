@@ -9,6 +9,7 @@ mod external_auth;
 mod failure;
 mod h1;
 pub mod headers;
+pub mod l4;
 mod listen;
 mod mirror;
 mod plugins;

@@ -7,6 +7,7 @@ pub mod client_limit;
 pub mod clusters;
 pub mod compression;
 pub mod external_auth;
+pub mod l4;
 pub mod mirror;
 pub mod resources;
 pub mod router;
@@ -53,6 +54,8 @@ pub struct Snapshot {
     /// The resources `gantry status` reports on (and, in kube mode, writes status and Events
     /// on), with what the cluster holds of each.
     pub resources: std::collections::BTreeMap<crate::config::ObjectRef, resources::HeldResource>,
+    /// The ports that forward connections or datagrams, by port.
+    pub l4: Vec<Arc<l4::L4Service>>,
     /// What each policy applies to (`Service NS/NAME port N`, `Ingress NS/NAME`), which its
     /// status says beside the targets it could not take.
     pub applied: std::collections::BTreeMap<crate::config::ObjectRef, Vec<String>>,

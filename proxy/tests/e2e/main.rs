@@ -22,6 +22,7 @@ mod idle;
 mod kube;
 mod kube_events;
 mod kube_replicas;
+mod l4_services;
 mod lifecycle;
 mod load_balancing;
 mod mirroring;

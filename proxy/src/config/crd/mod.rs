@@ -13,6 +13,7 @@ mod backend_policy;
 mod certificates;
 mod dns;
 mod fixed_response;
+mod l4_service;
 mod plugins;
 mod route_policy;
 
@@ -20,6 +21,7 @@ pub use backend_policy::*;
 pub use certificates::*;
 pub use dns::*;
 pub use fixed_response::*;
+pub use l4_service::*;
 pub use plugins::*;
 pub use route_policy::*;
 

@@ -298,6 +298,39 @@ where
     upstream
 }
 
+/// A raw TCP server on `ip` that answers every connection with `NAME\n`, then echoes what it
+/// reads until the peer closes its side, and closes its own.
+pub async fn tcp_echo(ip: &str, name: &str) -> Upstream {
+    serve_on(
+        ip.parse().unwrap(),
+        name,
+        Arc::default(),
+        |mut stream, name| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            if stream
+                .write_all(format!("{name}\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if stream.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = stream.shutdown().await;
+        },
+    )
+    .await
+}
+
 /// Echoes text messages back as `NAME: MESSAGE` until the peer closes.
 async fn echo_messages<S>(mut ws: tokio_tungstenite::WebSocketStream<S>, name: &str)
 where

@@ -1,0 +1,48 @@
+//! L4Service: a port of Gantry's that forwards TCP connections (or UDP datagrams) to a Service
+//! port, as ingress-nginx's tcp-services and udp-services ConfigMaps do, in Gantry's own
+//! resource.
+
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::ResourceStatus;
+
+/// Forwards what arrives on one of Gantry's ports to the endpoints of a Service port, chosen
+/// with the Service's BackendPolicy (load balancing, health, circuit breaking).
+///
+/// Of two L4Services on one port and protocol the older is served and the newer reported.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "gantry.dev",
+    version = "v1alpha1",
+    kind = "L4Service",
+    status = "ResourceStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Port","type":"integer","jsonPath":".spec.port"}"#,
+    printcolumn = r#"{"name":"Protocol","type":"string","jsonPath":".spec.protocol"}"#,
+    namespaced,
+    shortname = "l4"
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4ServiceSpec {
+    /// The port Gantry listens on, on the address of its HTTP listener.
+    pub port: u16,
+    /// `TCP` (the default) or `UDP`.
+    #[serde(default)]
+    pub protocol: Option<String>,
+    /// The Service (in the L4Service's namespace) and port it forwards to.
+    pub backend: L4Backend,
+    /// How long a connection (or a UDP session) may pass nothing before it is closed
+    /// (default `1h` for TCP, `60s` for UDP).
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4Backend {
+    pub name: String,
+    /// The Service's port, by number.
+    pub port: u16,
+}

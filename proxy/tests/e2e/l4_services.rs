@@ -1,0 +1,188 @@
+//! L4 services (Gantry's L4Service; ingress-nginx's tcp-services ConfigMap does the same): a
+//! port of Gantry's forwards TCP connections to a Service port's endpoints, chosen with the
+//! Service's load balancing, as raw bytes in both directions with half-closes passed on.
+//! Listeners come and go with the configuration without touching other connections.
+
+use std::net::SocketAddr;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::support::config::{GANTRY_CLASS, service};
+use crate::support::dns::free_port;
+use crate::support::upstream;
+use crate::support::{ConfigDir, Gantry, wait_until};
+
+/// An L4Service on `port` forwarding to port 80 of Service `backend`.
+fn l4_service(name: &str, port: u16, backend: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: L4Service
+metadata: {{name: {name}, namespace: default}}
+spec:
+  port: {port}
+  backend: {{name: {backend}, port: 80}}
+"
+    )
+}
+
+/// A connection through Gantry's port: the first line the endpoint sends (its name).
+async fn connect(port: u16) -> (String, BufReader<TcpStream>) {
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut name = String::new();
+    reader.read_line(&mut name).await.unwrap();
+    (name.trim().to_owned(), reader)
+}
+
+/// Sends `text` and reads it back.
+async fn echo(connection: &mut BufReader<TcpStream>, text: &str) {
+    connection
+        .get_mut()
+        .write_all(text.as_bytes())
+        .await
+        .unwrap();
+    let mut back = vec![0u8; text.len()];
+    connection.read_exact(&mut back).await.unwrap();
+    assert_eq!(String::from_utf8(back).unwrap(), text);
+}
+
+fn services(entries: &[(&str, &[SocketAddr])]) -> String {
+    entries
+        .iter()
+        .map(|(name, addrs)| {
+            let endpoints: Vec<_> = addrs.iter().map(|a| (*a, true)).collect();
+            service("default", name, "tcp", None, &endpoints)
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+#[tokio::test]
+async fn a_tcp_service_forwards_connections_to_its_endpoints_in_turn() {
+    let a = upstream::tcp_echo("127.0.0.2", "a").await;
+    let b = upstream::tcp_echo("127.0.0.3", "b").await;
+    let port = free_port();
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &services(&[("echo", &[a.addr, b.addr])]));
+    config.write("l4.yaml", &l4_service("echo", port, "echo"));
+    let gantry = Gantry::start(config.path()).await;
+
+    let mut seen = Vec::new();
+    for n in 0..4 {
+        let (name, mut connection) = connect(port).await;
+        echo(&mut connection, &format!("message {n}\n")).await;
+        // A half-close reaches the endpoint, whose own close comes back.
+        connection.get_mut().shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        connection.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        seen.push(name);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        ["a", "a", "b", "b"],
+        "round robin over the two endpoints"
+    );
+
+    let metrics = gantry.metrics().await;
+    for line in [
+        "gantry_l4_connections_total{service=\"default/echo\"} 4",
+        "gantry_l4_listening{service=\"default/echo\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    // 4 x "message N\n" from the client; 4 names and echoes back.
+    assert!(
+        metrics.contains("gantry_l4_received_bytes_total{service=\"default/echo\"} 40"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn tcp_services_come_and_go_on_reload_without_touching_open_connections() {
+    let first = upstream::tcp_echo("127.0.0.2", "first").await;
+    let second = upstream::tcp_echo("127.0.0.3", "second").await;
+    let (port, other_port) = (free_port(), free_port());
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "svc.yaml",
+        &services(&[("first", &[first.addr]), ("second", &[second.addr])]),
+    );
+    config.write("l4.yaml", &l4_service("main", port, "first"));
+    let gantry = Gantry::start(config.path()).await;
+    let (name, mut open) = connect(port).await;
+    assert_eq!(name, "first");
+
+    // Another port appears; the open connection goes on.
+    config.write(
+        "l4.yaml",
+        &[
+            l4_service("main", port, "first"),
+            l4_service("other", other_port, "second"),
+        ]
+        .join("---\n"),
+    );
+    wait_until("the new port accepting", || async {
+        TcpStream::connect(("127.0.0.1", other_port)).await.is_ok()
+    })
+    .await;
+    assert_eq!(connect(other_port).await.0, "second");
+    echo(&mut open, "still here\n").await;
+
+    // The first port now sends new connections to the second Service, and the other port goes:
+    // the open connection stays with the endpoint it had.
+    config.write("l4.yaml", &l4_service("main", port, "second"));
+    wait_until("the other port closed", || async {
+        TcpStream::connect(("127.0.0.1", other_port)).await.is_err()
+    })
+    .await;
+    assert_eq!(connect(port).await.0, "second");
+    echo(&mut open, "and still\n").await;
+    drop(gantry);
+}
+
+#[tokio::test]
+async fn bad_tcp_services_are_problems_and_the_rest_serves() {
+    let a = upstream::tcp_echo("127.0.0.2", "a").await;
+    let (good, taken) = (free_port(), free_port());
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &services(&[("echo", &[a.addr])]));
+    let gantry = Gantry::start(config.path()).await;
+    let http_port = gantry.http.port();
+    config.write(
+        "l4.yaml",
+        &[
+            l4_service("good", good, "echo"),
+            l4_service("on-http", http_port, "echo"),
+            l4_service("missing", free_port(), "nowhere"),
+            l4_service("first", taken, "echo"),
+            l4_service("second", taken, "echo"),
+            l4_service("bad-protocol", free_port(), "echo")
+                .replace("  port:", "  protocol: SCTP\n  port:"),
+        ]
+        .join("---\n"),
+    );
+    wait_until("the good port accepting", || async {
+        TcpStream::connect(("127.0.0.1", good)).await.is_ok()
+    })
+    .await;
+    assert_eq!(connect(good).await.0, "a");
+    let problems = gantry.problems().await;
+    for wanted in [
+        format!("L4Service default/on-http: spec.port: {http_port} is Gantry's HTTP listener"),
+        "L4Service default/missing: spec.backend: Service default/nowhere not found".to_owned(),
+        "L4Service default/second: spec.port: is taken by L4Service default/first (older)"
+            .to_owned(),
+        "L4Service default/bad-protocol: spec.protocol: \"SCTP\" is not TCP or UDP".to_owned(),
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(&wanted)),
+            "no problem {wanted:?} in {problems:#?}"
+        );
+    }
+}
