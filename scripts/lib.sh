@@ -49,6 +49,12 @@ needs_http_client() {
     needs curl curl
 }
 
+# The L4 tests forward a real database protocol: Redis's server and its own client.
+needs_redis() {
+    needs redis-server redis-server
+    needs redis-cli redis-tools
+}
+
 # The test plugin built with AssemblyScript's proxy-wasm SDK is built with npm (Node's package
 # manager; the compiler and the SDK come from the npm registry, at the versions its lock file
 # names).

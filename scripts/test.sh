@@ -11,6 +11,7 @@ needs_acme_tools
 needs_helm
 needs_npm
 needs_http_client
+needs_redis
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

@@ -186,3 +186,108 @@ async fn bad_tcp_services_are_problems_and_the_rest_serves() {
         );
     }
 }
+
+/// A Redis server of Debian's on a loopback port, with no persistence, stopped when dropped.
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    async fn start() -> Redis {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (Debian's redis-server package; scripts/test.sh installs it)");
+        let redis = Redis {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until("redis-server answering", || async {
+            redis_cli(port, &["PING"]).is_some_and(|out| out == "PONG")
+        })
+        .await;
+        redis
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `redis-cli -p PORT ARGS...` prints, when it succeeds.
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .ok()?;
+    let out = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    (output.status.success() && !out.starts_with("Could not connect")).then_some(out)
+}
+
+// Redis's own protocol and its own client, through a TCP service.
+#[tokio::test]
+async fn redis_is_served_through_a_tcp_service() {
+    let redis = Redis::start().await;
+    let port = free_port();
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    let redis_addr: SocketAddr = ([127, 0, 0, 1], redis.port).into();
+    config.write(
+        "svc.yaml",
+        &service("default", "redis", "redis", None, &[(redis_addr, true)]),
+    );
+    config.write("l4.yaml", &l4_service("redis", port, "redis"));
+    let _gantry = Gantry::start(config.path()).await;
+    assert_eq!(
+        redis_cli(port, &["SET", "greeting", "hello through gantry"]).as_deref(),
+        Some("OK")
+    );
+    assert_eq!(
+        redis_cli(port, &["GET", "greeting"]).as_deref(),
+        Some("hello through gantry")
+    );
+    // A megabyte value, given on standard input (`-x`: too long for an argument).
+    let mut set = std::process::Command::new("redis-cli")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-x",
+            "SET",
+            "big",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = set.stdin.take().unwrap();
+        stdin.write_all("x".repeat(1 << 20).as_bytes()).unwrap();
+    }
+    let output = set.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "OK");
+    assert_eq!(
+        redis_cli(port, &["STRLEN", "big"]).as_deref(),
+        Some("1048576")
+    );
+    // What went through Gantry is in Redis.
+    assert_eq!(
+        redis_cli(redis.port, &["GET", "greeting"]).as_deref(),
+        Some("hello through gantry")
+    );
+}
