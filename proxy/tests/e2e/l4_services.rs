@@ -291,3 +291,53 @@ async fn redis_is_served_through_a_tcp_service() {
         Some("hello through gantry")
     );
 }
+
+// A UDP service carrying DNS to BIND: each client address is a session of its own, answered
+// from the endpoint; a session ends after its idle timeout.
+#[tokio::test]
+async fn a_udp_service_carries_dns_queries_to_bind() {
+    use crate::support::dns::dig;
+    let bind_port = free_port();
+    let bind = crate::dns_publish::named_primary(bind_port);
+    wait_until("BIND answering", || async {
+        dig(bind.addr, &["manual.example.test", "A", "+short"])
+            .await
+            .0
+            .trim()
+            == "198.51.100.1"
+    })
+    .await;
+    let port = free_port();
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &services(&[("bind", &[bind.addr])]));
+    config.write(
+        "l4.yaml",
+        &(l4_service("dns", port, "bind") + "  protocol: UDP\n  idleTimeout: 500ms\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    let through: SocketAddr = ([127, 0, 0, 1], port).into();
+    for name in ["manual.example.test", "taken.example.test"] {
+        let answer = dig(through, &[name, "A", "+short", "+notcp"]).await;
+        let wanted = if name.starts_with("manual") {
+            "198.51.100.1"
+        } else {
+            "198.51.100.2"
+        };
+        assert_eq!(answer.0.trim(), wanted, "{name}");
+    }
+    let nx = dig(through, &["nothing.example.test", "A", "+notcp"]).await;
+    assert_eq!(nx.status(), "NXDOMAIN");
+    let metrics = gantry.metrics().await;
+    assert!(
+        metrics.contains("gantry_l4_connections_total{service=\"default/dns\"} 3"),
+        "one session per dig (each from a port of its own):\n{metrics}"
+    );
+    wait_until("the idle sessions ended", || async {
+        gantry
+            .metrics()
+            .await
+            .contains("gantry_l4_connections_active{service=\"default/dns\"} 0")
+    })
+    .await;
+}

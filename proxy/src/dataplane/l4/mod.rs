@@ -5,6 +5,7 @@
 
 mod metrics;
 mod tcp;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -87,12 +88,18 @@ impl L4Listeners {
                 continue;
             }
             let addr = SocketAddr::new(self.host, service.port);
-            let bound = match service.protocol {
-                L4Protocol::Tcp => super::listen::listen(addr),
-                L4Protocol::Udp => Err(std::io::Error::other("UDP services are not served yet")),
+            let current = Arc::new(ArcSwap::new(service.clone()));
+            let runtime = pingora_runtime::current_handle();
+            let shared = self.shared.clone();
+            let started = match service.protocol {
+                L4Protocol::Tcp => super::listen::listen(addr).map(|listener| {
+                    runtime.spawn(tcp::accept_loop(listener, current.clone(), shared))
+                }),
+                L4Protocol::Udp => udp_socket(addr)
+                    .map(|socket| runtime.spawn(udp::serve(socket, current.clone(), shared))),
             };
-            let listener = match bound {
-                Ok(listener) => listener,
+            let task = match started {
+                Ok(task) => task,
                 Err(e) => {
                     // Another process may hold the port; the next configuration tries again.
                     error!(service = %service.name, %addr, "cannot listen: {e}");
@@ -100,14 +107,8 @@ impl L4Listeners {
                     continue;
                 }
             };
-            info!(service = %service.name, %addr, "listening");
+            info!(service = %service.name, %addr, protocol = ?service.protocol, "listening");
             self.shared.metrics.listening(&service.name, true);
-            let current = Arc::new(ArcSwap::new(service));
-            let task = pingora_runtime::current_handle().spawn(tcp::accept_loop(
-                listener,
-                current.clone(),
-                self.shared.clone(),
-            ));
             listening.insert(
                 key,
                 Listening {
@@ -117,6 +118,13 @@ impl L4Listeners {
             );
         }
     }
+}
+
+/// A UDP socket bound to `addr` for the runtime of this thread.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
 }
 
 #[async_trait]

@@ -104,7 +104,7 @@ async fn forward(client: TcpStream, peer: SocketAddr, service: &L4Service, share
     }
 }
 
-fn refused(shared: &L4Shared, service: &L4Service, reason: &str, limit: &str) {
+pub(super) fn refused(shared: &L4Shared, service: &L4Service, reason: &str, limit: &str) {
     shared.metrics.failed(&service.name, reason);
     shared
         .proxy_metrics
