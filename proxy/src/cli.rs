@@ -136,6 +136,13 @@ pub struct RunArgs {
     /// Address of the admin listener (health, readiness, metrics, configuration view).
     #[arg(long, env = "GANTRY_ADMIN_ADDR", default_value = "127.0.0.1:9901")]
     pub admin_addr: SocketAddr,
+    /// A ConfigMap (`NAMESPACE/NAME`) of TCP services as ingress-nginx's flag of the same name
+    /// reads it: `"PORT": "NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]"`.
+    #[arg(long, env = "GANTRY_TCP_SERVICES_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_namespaced_name)]
+    pub tcp_services_configmap: Option<crate::config::NamespacedName>,
+    /// The same for UDP services.
+    #[arg(long, env = "GANTRY_UDP_SERVICES_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_namespaced_name)]
+    pub udp_services_configmap: Option<crate::config::NamespacedName>,
     /// What admin writes (`gantry endpoints set`) must carry as `Authorization: Bearer TOKEN`.
     /// Without it, writes are taken only when the admin listener is on loopback.
     #[arg(

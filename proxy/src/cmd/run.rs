@@ -289,6 +289,12 @@ fn config_source(
             &client,
             &args.watch_namespace,
             args.secret_selector.as_deref(),
+            &args
+                .tcp_services_configmap
+                .iter()
+                .chain(&args.udp_services_configmap)
+                .cloned()
+                .collect::<Vec<_>>(),
             changes,
         )
     };
@@ -341,6 +347,8 @@ fn sources(
             publish_service: args.publish_service.clone(),
             ingress_class: args.ingress_class.clone(),
             listener_ports: listener_ports(args),
+            tcp_services: args.tcp_services_configmap.clone(),
+            udp_services: args.udp_services_configmap.clone(),
         },
         issued: (!kube_mode).then(|| IssuedSecrets::new(issued_storage(args))),
     })

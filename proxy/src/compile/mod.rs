@@ -50,6 +50,9 @@ pub struct Settings {
     /// The ports Gantry's own listeners use (HTTP, HTTPS, DNS, admin), which an L4Service
     /// cannot take, with what each is.
     pub listener_ports: Vec<(u16, crate::snapshot::l4::L4Protocol, String)>,
+    /// ingress-nginx's tcp-services and udp-services ConfigMaps.
+    pub tcp_services: Option<crate::config::NamespacedName>,
+    pub udp_services: Option<crate::config::NamespacedName>,
 }
 
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`
@@ -109,7 +112,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     compiler.add_host_routes();
-    let l4 = compiler.l4_services(&settings.listener_ports);
+    let l4 = compiler.l4_services(settings);
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);

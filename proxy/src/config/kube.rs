@@ -29,10 +29,11 @@ use super::object::{Kind, Object, ObjectRef, Parsed, parse_object};
 use super::store::Store;
 use crate::problem::Problem;
 
-/// Whether kube mode reads `kind`: everything the folder reads, except the legacy Endpoints
-/// (a cluster has an EndpointSlice for every Service).
+/// Whether kube mode reads every object of `kind`: everything the folder reads, except the
+/// legacy Endpoints (a cluster has an EndpointSlice for every Service) and ConfigMaps (of which
+/// only those named on the command line are read).
 fn read_in_kube_mode(kind: Kind) -> bool {
-    kind != Kind::Endpoints
+    !matches!(kind, Kind::Endpoints | Kind::ConfigMap)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -113,18 +114,27 @@ impl KubeSource {
         client: &Client,
         namespaces: &[String],
         secret_selector: Option<&str>,
+        config_maps: &[super::NamespacedName],
         changed: mpsc::UnboundedSender<()>,
     ) -> KubeSource {
         let changes = Arc::new(AtomicU64::new(0));
         let mut watched = Vec::new();
+        // Each kind in the watched namespaces (all when none), and each named ConfigMap alone.
+        let mut watches: Vec<(Kind, Option<&str>, Option<String>)> = Vec::new();
         for kind in Kind::ALL.into_iter().filter(|k| read_in_kube_mode(*k)) {
-            let resource = api_resource(kind);
-            let scopes: Vec<Option<&str>> = if kind.namespaced() && !namespaces.is_empty() {
-                namespaces.iter().map(|ns| Some(ns.as_str())).collect()
+            if kind.namespaced() && !namespaces.is_empty() {
+                watches.extend(namespaces.iter().map(|ns| (kind, Some(ns.as_str()), None)));
             } else {
-                vec![None]
-            };
-            for namespace in scopes {
+                watches.push((kind, None, None));
+            }
+        }
+        for map in config_maps {
+            let name = format!("metadata.name={}", map.name);
+            watches.push((Kind::ConfigMap, Some(map.namespace.as_str()), Some(name)));
+        }
+        for (kind, namespace, fields) in watches {
+            let resource = api_resource(kind);
+            {
                 let api: Api<DynamicObject> = match namespace {
                     Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
                     None => Api::all_with(client.clone(), &resource),
@@ -135,6 +145,9 @@ impl KubeSource {
                 let mut config = watcher::Config::default();
                 if let (Kind::Secret, Some(selector)) = (kind, secret_selector) {
                     config = config.labels(selector);
+                }
+                if let Some(fields) = &fields {
+                    config = config.fields(fields);
                 }
                 tokio::spawn(run_watch(
                     kind,

@@ -20,8 +20,11 @@ pub enum L4Protocol {
 /// One forwarding port.
 #[derive(Debug)]
 pub struct L4Service {
-    /// `namespace/name` of the resource that asked for it, for logs and metrics.
+    /// `NAMESPACE/NAME` of the L4Service that asked for it (`NAMESPACE/NAME:PORT` of a
+    /// tcp-services or udp-services ConfigMap), for logs and metrics.
     pub name: Arc<str>,
+    /// The resource that asked for it (an L4Service, or a tcp-services ConfigMap).
+    pub owner: crate::config::ObjectRef,
     pub port: u16,
     pub protocol: L4Protocol,
     /// The Service port's endpoints, shared with the routes that send there.

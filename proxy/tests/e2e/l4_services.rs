@@ -176,8 +176,9 @@ async fn bad_tcp_services_are_problems_and_the_rest_serves() {
     for wanted in [
         format!("L4Service default/on-http: spec.port: {http_port} is Gantry's HTTP listener"),
         "L4Service default/missing: spec.backend: Service default/nowhere not found".to_owned(),
-        "L4Service default/second: spec.port: is taken by L4Service default/first (older)"
-            .to_owned(),
+        format!(
+            "L4Service default/second: spec.port: port {taken} is taken by L4Service default/first (older)"
+        ),
         "L4Service default/bad-protocol: spec.protocol: \"SCTP\" is not TCP or UDP".to_owned(),
     ] {
         assert!(
@@ -340,4 +341,108 @@ async fn a_udp_service_carries_dns_queries_to_bind() {
             .contains("gantry_l4_connections_active{service=\"default/dns\"} 0")
     })
     .await;
+}
+
+// ingress-nginx's tcp-services and udp-services ConfigMaps, named by the flags of the same name
+// (docs/user-guide/exposing-tcp-udp-services.md): `"PORT": "NAMESPACE/SERVICE:PORT"`, the
+// Service's port by number or name. Entries that are wrong are problems naming the key.
+#[tokio::test]
+async fn ingress_nginx_tcp_services_configmap_is_read() {
+    let a = upstream::tcp_echo("127.0.0.2", "a").await;
+    let (by_number, by_name) = (free_port(), free_port());
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &services(&[("echo", &[a.addr])]));
+    config.write(
+        "tcp-services.yaml",
+        &format!(
+            "apiVersion: v1
+kind: ConfigMap
+metadata: {{name: tcp-services, namespace: ingress-nginx}}
+data:
+  \"{by_number}\": \"default/echo:80\"
+  \"{by_name}\": \"default/echo:tcp\"
+  \"70000\": \"default/echo:80\"
+  \"{other}\": \"echo:80\"
+  \"{proxied}\": \"default/echo:80:PROXY\"
+",
+            other = free_port(),
+            proxied = free_port(),
+        ),
+    );
+    let gantry = Gantry::start_with(
+        config.path(),
+        crate::support::gantry::Options {
+            args: vec!["--tcp-services-configmap", "ingress-nginx/tcp-services"],
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_until("both ports accepting", || async {
+        TcpStream::connect(("127.0.0.1", by_number)).await.is_ok()
+            && TcpStream::connect(("127.0.0.1", by_name)).await.is_ok()
+    })
+    .await;
+    for port in [by_number, by_name] {
+        let (name, mut connection) = connect(port).await;
+        assert_eq!(name, "a");
+        echo(&mut connection, "hello\n").await;
+    }
+    let problems = gantry.problems().await;
+    for wanted in [
+        "ConfigMap ingress-nginx/tcp-services: data[70000]: \"70000\" is not a port",
+        "is not NAMESPACE/SERVICE:PORT",
+        "PROXY: Gantry does not speak the PROXY protocol on L4 services yet",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(wanted)),
+            "no problem {wanted:?} in {problems:#?}"
+        );
+    }
+}
+
+// In kube mode the named ConfigMap alone is watched (by its name), with the same meaning; a
+// change to it takes effect as any resource's does. (The fake API server stands in for a real
+// one, which cannot be installed here; RBAC is deploy/rbac.yaml's.)
+#[tokio::test]
+async fn a_tcp_services_configmap_is_watched_in_kube_mode() {
+    let a = upstream::tcp_echo("127.0.0.2", "a").await;
+    let (first, second) = (free_port(), free_port());
+    let (api, kubectl) = crate::kube::cluster().await;
+    kubectl.apply(&services(&[("echo", &[a.addr])])).await;
+    kubectl
+        .apply("apiVersion: v1\nkind: Namespace\nmetadata: {name: ingress-nginx}\n")
+        .await;
+    let config_map = |entries: &[u16]| {
+        let mut yaml = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: tcp-services, namespace: ingress-nginx}
+data:
+"
+        .to_owned();
+        for port in entries {
+            yaml.push_str(&format!("  \"{port}\": \"default/echo:80\"\n"));
+        }
+        yaml
+    };
+    kubectl.apply(&config_map(&[first])).await;
+    let _gantry = Gantry::start_kube(
+        &kubectl.kubeconfig_for(&api, "gantry"),
+        crate::support::gantry::Options {
+            args: vec!["--tcp-services-configmap", "ingress-nginx/tcp-services"],
+            ..Default::default()
+        },
+    )
+    .await;
+    wait_until("the first port accepting", || async {
+        TcpStream::connect(("127.0.0.1", first)).await.is_ok()
+    })
+    .await;
+    assert_eq!(connect(first).await.0, "a");
+    kubectl.apply(&config_map(&[first, second])).await;
+    wait_until("the second port accepting", || async {
+        TcpStream::connect(("127.0.0.1", second)).await.is_ok()
+    })
+    .await;
+    assert_eq!(connect(second).await.0, "a");
 }
