@@ -55,6 +55,18 @@ needs_redis() {
     needs redis-cli redis-tools
 }
 
+# The PROXY protocol tests have nginx's stream module, as a backend, say what address it was
+# given.
+needs_nginx_stream() {
+    needs nginx nginx
+    if [ ! -e /usr/lib/nginx/modules/ngx_stream_module.so ]; then
+        echo "==> nginx's stream module is missing: installing the Debian package libnginx-mod-stream"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libnginx-mod-stream >/dev/null
+    fi
+}
+
 # The test plugin built with AssemblyScript's proxy-wasm SDK is built with npm (Node's package
 # manager; the compiler and the SDK come from the npm registry, at the versions its lock file
 # names).

@@ -12,6 +12,7 @@ needs_helm
 needs_npm
 needs_http_client
 needs_redis
+needs_nginx_stream
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

@@ -140,6 +140,11 @@ pub struct RunArgs {
     /// reads it: `"PORT": "NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]"`.
     #[arg(long, env = "GANTRY_TCP_SERVICES_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_namespaced_name)]
     pub tcp_services_configmap: Option<crate::config::NamespacedName>,
+    /// Peers (addresses or CIDR ranges, repeatable, or comma-separated in the variable) whose
+    /// PROXY protocol headers are believed, on the listeners that accept them; a header from
+    /// any other peer is refused.
+    #[arg(long, env = "GANTRY_PROXY_PROTOCOL_TRUSTED", value_delimiter = ',', value_name = "CIDR", value_parser = parse_cidr)]
+    pub proxy_protocol_trusted: Vec<ipnet::IpNet>,
     /// The same for UDP services.
     #[arg(long, env = "GANTRY_UDP_SERVICES_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_namespaced_name)]
     pub udp_services_configmap: Option<crate::config::NamespacedName>,
@@ -264,4 +269,11 @@ fn parse_namespaced_name(text: &str) -> Result<crate::config::NamespacedName, St
         }
         _ => Err(format!("{text:?} is not NAMESPACE/NAME")),
     }
+}
+
+/// A CIDR range, or one address (a range of one).
+fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{text:?} is not an address or a CIDR range (10.0.0.0/8)"))
 }

@@ -120,6 +120,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
             resolver: shared.resolver.clone(),
             metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
             proxy_metrics: hub.metrics.clone(),
+            proxy_trusted: args.proxy_protocol_trusted.clone().into(),
         },
     ));
     server.add_service(admin(&args, &hub, ready.clone()));
@@ -349,6 +350,7 @@ fn sources(
             listener_ports: listener_ports(args),
             tcp_services: args.tcp_services_configmap.clone(),
             udp_services: args.udp_services_configmap.clone(),
+            proxy_trusted: args.proxy_protocol_trusted.clone(),
         },
         issued: (!kube_mode).then(|| IssuedSecrets::new(issued_storage(args))),
     })

@@ -16,7 +16,7 @@ use crate::config::{Kind, NamespacedName, ObjectRef};
 use crate::duration::parse_duration;
 use crate::problem::{FieldError, Problem};
 use crate::snapshot::Action;
-use crate::snapshot::l4::{L4Protocol, L4Service};
+use crate::snapshot::l4::{L4Protocol, L4Service, ProxyVersion};
 
 /// A TCP connection that passes nothing for this long is closed, as HAProxy's `timeout tunnel`
 /// is often set; UDP sessions are shorter-lived (a DNS query's is one datagram each way).
@@ -39,6 +39,10 @@ struct Wanted {
     service: NamespacedName,
     service_port: ServiceBackendPort,
     idle_timeout: Duration,
+    accept_proxy: bool,
+    send_proxy: Option<ProxyVersion>,
+    /// Where the PROXY protocol is said, for problems about it.
+    proxy_field: String,
 }
 
 impl Compiler<'_> {
@@ -82,6 +86,19 @@ impl Compiler<'_> {
                 self.problems.push(problem(&want.port_field, reason));
                 continue;
             }
+            if want.accept_proxy && settings.proxy_trusted.is_empty() {
+                let reason = "no peer is trusted to send a PROXY protocol header: start Gantry \
+                              with --proxy-protocol-trusted naming the load balancers in front"
+                    .to_owned();
+                self.problems.push(problem(&want.proxy_field, reason));
+                continue;
+            }
+            if want.protocol == L4Protocol::Udp && (want.accept_proxy || want.send_proxy.is_some())
+            {
+                let reason = "the PROXY protocol is for TCP services".to_owned();
+                self.problems.push(problem(&want.proxy_field, reason));
+                continue;
+            }
             if let Some(older) = by_port.get(&(want.port, want.protocol)) {
                 let reason = format!(
                     "port {} is taken by {} (older), which is served; this one is not",
@@ -120,6 +137,8 @@ impl Compiler<'_> {
                     group,
                     idle_timeout: want.idle_timeout,
                     connect_timeout,
+                    accept_proxy: want.accept_proxy,
+                    send_proxy: want.send_proxy,
                 }),
             );
         }
@@ -166,7 +185,23 @@ impl Compiler<'_> {
                     continue;
                 }
             };
+            let proxy = spec.proxy_protocol.clone().unwrap_or_default();
+            let send_proxy = match proxy.send.as_deref() {
+                None => None,
+                Some("v1") => Some(ProxyVersion::V1),
+                Some("v2") => Some(ProxyVersion::V2),
+                Some(other) => {
+                    self.problems.push(problem(
+                        "spec.proxyProtocol.send",
+                        format!("{other:?} is not v1 or v2"),
+                    ));
+                    continue;
+                }
+            };
             wanted.push(Wanted {
+                accept_proxy: proxy.accept,
+                send_proxy,
+                proxy_field: "spec.proxyProtocol".to_owned(),
                 name: key.to_string(),
                 reference: reference.clone(),
                 file: stored.file.clone(),
@@ -206,7 +241,7 @@ impl Compiler<'_> {
                     continue;
                 }
             };
-            let (service, service_port) = match nginx_service(value) {
+            let (service, service_port, accept_proxy, send_proxy) = match nginx_service(value) {
                 Ok(parsed) => parsed,
                 Err(reason) => {
                     self.problems.push(problem(reason));
@@ -214,6 +249,9 @@ impl Compiler<'_> {
                 }
             };
             wanted.push(Wanted {
+                accept_proxy,
+                send_proxy,
+                proxy_field: field.clone(),
                 name: format!("{key}:{port}"),
                 reference: reference.clone(),
                 file: stored.file.clone(),
@@ -238,8 +276,20 @@ fn idle_default(protocol: L4Protocol) -> Duration {
     }
 }
 
-/// `NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]`: the Service and its port (a number or a name).
-fn nginx_service(value: &str) -> Result<(NamespacedName, ServiceBackendPort), String> {
+/// `NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]`: the Service, its port (a number or a name), and
+/// whether the PROXY protocol is read from clients (the first `PROXY`) and sent to endpoints
+/// (the second: v1, as nginx's `proxy_protocol on` sends).
+fn nginx_service(
+    value: &str,
+) -> Result<
+    (
+        NamespacedName,
+        ServiceBackendPort,
+        bool,
+        Option<ProxyVersion>,
+    ),
+    String,
+> {
     let wrong =
         || format!("{value:?} is not NAMESPACE/SERVICE:PORT (with :PROXY for the PROXY protocol)");
     let mut parts = value.trim().split(':');
@@ -256,13 +306,8 @@ fn nginx_service(value: &str) -> Result<(NamespacedName, ServiceBackendPort), St
     if flags.len() > 2 || flags.iter().any(|f| !f.is_empty() && *f != "PROXY") {
         return Err(wrong());
     }
-    if flags.contains(&"PROXY") {
-        return Err(
-            "PROXY: Gantry does not speak the PROXY protocol on L4 services yet; the entry is \
-             left out rather than served without it"
-                .to_owned(),
-        );
-    }
+    let accept_proxy = flags.first() == Some(&"PROXY");
+    let send_proxy = (flags.get(1) == Some(&"PROXY")).then_some(ProxyVersion::V1);
     let service_port = match port.parse::<i32>() {
         Ok(number) => ServiceBackendPort {
             number: Some(number),
@@ -273,7 +318,12 @@ fn nginx_service(value: &str) -> Result<(NamespacedName, ServiceBackendPort), St
             name: Some(port.to_owned()),
         },
     };
-    Ok((NamespacedName::new(namespace, name), service_port))
+    Ok((
+        NamespacedName::new(namespace, name),
+        service_port,
+        accept_proxy,
+        send_proxy,
+    ))
 }
 
 #[cfg(test)]
@@ -282,11 +332,17 @@ mod tests {
 
     #[test]
     fn nginx_service_entries_parse_as_ingress_nginx_documents_them() {
-        let (service, port) = nginx_service("default/example-go:8080").unwrap();
+        let (service, port, accept, send) = nginx_service("default/example-go:8080").unwrap();
         assert_eq!(service, NamespacedName::new("default", "example-go"));
-        assert_eq!(port.number, Some(8080));
-        let (_, port) = nginx_service("db/postgres:psql").unwrap();
+        assert_eq!((port.number, accept, send), (Some(8080), false, None));
+        let (_, port, ..) = nginx_service("db/postgres:psql").unwrap();
         assert_eq!(port.name.as_deref(), Some("psql"));
+        let (.., accept, send) = nginx_service("default/smtp:25:PROXY").unwrap();
+        assert_eq!((accept, send), (true, None));
+        let (.., accept, send) = nginx_service("default/smtp:25::PROXY").unwrap();
+        assert_eq!((accept, send), (false, Some(ProxyVersion::V1)));
+        let (.., accept, send) = nginx_service("default/smtp:25:PROXY:PROXY").unwrap();
+        assert_eq!((accept, send), (true, Some(ProxyVersion::V1)));
         for bad in [
             "example-go:8080",
             "default/example-go",

@@ -53,6 +53,8 @@ pub struct Settings {
     /// ingress-nginx's tcp-services and udp-services ConfigMaps.
     pub tcp_services: Option<crate::config::NamespacedName>,
     pub udp_services: Option<crate::config::NamespacedName>,
+    /// The peers whose PROXY protocol headers are believed (`--proxy-protocol-trusted`).
+    pub proxy_trusted: Vec<ipnet::IpNet>,
 }
 
 /// Compiles the store into a Snapshot (with generation 0: the caller numbers it). `plugins`

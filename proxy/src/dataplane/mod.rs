@@ -14,6 +14,7 @@ mod listen;
 mod mirror;
 mod plugins;
 mod proxy;
+pub mod proxy_protocol;
 pub mod side_client;
 mod tls;
 mod websocket;

@@ -33,4 +33,15 @@ pub struct L4Service {
     pub idle_timeout: Duration,
     /// Longest wait for a connection to an endpoint.
     pub connect_timeout: Duration,
+    /// Whether trusted peers put a PROXY protocol header first (and others may not).
+    pub accept_proxy: bool,
+    /// The PROXY protocol header sent to the endpoint first, if any.
+    pub send_proxy: Option<ProxyVersion>,
+}
+
+/// A PROXY protocol version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ProxyVersion {
+    V1,
+    V2,
 }

@@ -162,6 +162,7 @@ async fn bad_tcp_services_are_problems_and_the_rest_serves() {
             l4_service("missing", free_port(), "nowhere"),
             l4_service("first", taken, "echo"),
             l4_service("second", taken, "echo"),
+            l4_service("untrusting", free_port(), "echo") + "  proxyProtocol: {accept: true}\n",
             l4_service("bad-protocol", free_port(), "echo")
                 .replace("  port:", "  protocol: SCTP\n  port:"),
         ]
@@ -180,6 +181,7 @@ async fn bad_tcp_services_are_problems_and_the_rest_serves() {
             "L4Service default/second: spec.port: port {taken} is taken by L4Service default/first (older)"
         ),
         "L4Service default/bad-protocol: spec.protocol: \"SCTP\" is not TCP or UDP".to_owned(),
+        "L4Service default/untrusting: spec.proxyProtocol: no peer is trusted".to_owned(),
     ] {
         assert!(
             problems.iter().any(|p| p.contains(&wanted)),
@@ -392,7 +394,7 @@ data:
     for wanted in [
         "ConfigMap ingress-nginx/tcp-services: data[70000]: \"70000\" is not a port",
         "is not NAMESPACE/SERVICE:PORT",
-        "PROXY: Gantry does not speak the PROXY protocol on L4 services yet",
+        "no peer is trusted to send a PROXY protocol header",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(wanted)),
@@ -445,4 +447,145 @@ data:
     })
     .await;
     assert_eq!(connect(second).await.0, "a");
+}
+
+/// nginx's stream module as a backend that reads the PROXY protocol and answers each
+/// connection with the client address it was given (`$proxy_protocol_addr:port`).
+struct NginxEcho {
+    child: std::process::Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl NginxEcho {
+    async fn start() -> NginxEcho {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = format!(
+            "load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+master_process off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{}}
+stream {{
+  server {{
+    listen 127.0.0.1:{port} proxy_protocol;
+    return \"$proxy_protocol_addr:$proxy_protocol_port\\n\";
+  }}
+}}
+",
+            dir = dir.path().display()
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nginx with its stream module (Debian's nginx and libnginx-mod-stream)");
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_until("nginx listening", || async {
+            TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        NginxEcho {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for NginxEcho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Connects to Gantry's `port` from `from`, writes `first`, and reads what comes back to the
+/// end (empty when the connection was refused).
+async fn ask(from: &str, port: u16, first: &[u8]) -> String {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(from.parse().unwrap(), 0))
+        .unwrap();
+    let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+    if !first.is_empty() {
+        let _ = stream.write_all(first).await;
+    }
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    String::from_utf8_lossy(&answer).trim().to_owned()
+}
+
+/// A PROXY protocol v2 header for a TCP connection from `source` to `destination` (IPv4), as
+/// the specification lays it out (haproxy.org/download/2.9/doc/proxy-protocol.txt, 2.2).
+fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (source, destination) else {
+        panic!("IPv4 only here");
+    };
+    let mut header = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    header.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    header.extend_from_slice(&s.ip().octets());
+    header.extend_from_slice(&d.ip().octets());
+    header.extend_from_slice(&s.port().to_be_bytes());
+    header.extend_from_slice(&d.port().to_be_bytes());
+    header
+}
+
+// The PROXY protocol on a TCP service: read (v1 and v2) from a trusted peer, whose connection
+// without one is refused; refused from any other peer, whose own address is sent on; sent to
+// the backend (v1 and v2), which is nginx reading it (`listen ... proxy_protocol`) and saying
+// what address it was given.
+#[tokio::test]
+async fn the_proxy_protocol_is_read_from_trusted_peers_and_sent_to_backends() {
+    let nginx = NginxEcho::start().await;
+    let (v1_port, v2_port) = (free_port(), free_port());
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("svc.yaml", &services(&[("nginx", &[nginx.addr])]));
+    config.write(
+        "l4.yaml",
+        &[
+            l4_service("v1", v1_port, "nginx") + "  proxyProtocol: {accept: true, send: v1}\n",
+            l4_service("v2", v2_port, "nginx") + "  proxyProtocol: {accept: true, send: v2}\n",
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start_with(
+        config.path(),
+        crate::support::gantry::Options {
+            args: vec!["--proxy-protocol-trusted", "127.0.0.2/32"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let client: SocketAddr = "203.0.113.7:51234".parse().unwrap();
+    for port in [v1_port, v2_port] {
+        // From the trusted load balancer, in either version: the client it names reaches nginx.
+        let v1 = format!("PROXY TCP4 203.0.113.7 127.0.0.1 51234 {port}\r\n");
+        assert_eq!(
+            ask("127.0.0.2", port, v1.as_bytes()).await,
+            "203.0.113.7:51234"
+        );
+        let v2 = v2_header(client, ([127, 0, 0, 1], port).into());
+        assert_eq!(ask("127.0.0.2", port, &v2).await, "203.0.113.7:51234");
+        // The trusted peer without a header is refused.
+        assert_eq!(ask("127.0.0.2", port, b"hello\n").await, "");
+        // Another peer's header is refused; without one, its own address is sent on.
+        assert_eq!(ask("127.0.0.1", port, v1.as_bytes()).await, "");
+        let own = ask("127.0.0.1", port, b"").await;
+        assert!(own.starts_with("127.0.0.1:"), "{own}");
+    }
+    let metrics = gantry.metrics().await;
+    for service in ["default/v1", "default/v2"] {
+        let line = format!(
+            "gantry_l4_failures_total{{reason=\"proxy_protocol\",service=\"{service}\"}} 2"
+        );
+        assert!(metrics.contains(&line), "no {line} in\n{metrics}");
+    }
 }

@@ -37,6 +37,21 @@ pub struct L4ServiceSpec {
     /// (default `1h` for TCP, `60s` for UDP).
     #[serde(default)]
     pub idle_timeout: Option<String>,
+    /// The PROXY protocol (TCP only), from clients and to the endpoints.
+    #[serde(default)]
+    pub proxy_protocol: Option<L4ProxyProtocol>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4ProxyProtocol {
+    /// Read a header (v1 or v2) from peers in `--proxy-protocol-trusted`, whose connections
+    /// without one are refused; a header from any other peer is refused.
+    #[serde(default)]
+    pub accept: bool,
+    /// Send a header (`v1` or `v2`) to the endpoint, naming the client.
+    #[serde(default)]
+    pub send: Option<String>,
 }
 
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]

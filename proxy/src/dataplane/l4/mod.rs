@@ -31,6 +31,8 @@ pub struct L4Shared {
     pub metrics: L4Metrics,
     /// For `gantry_upstream_overflows_total`, which the HTTP routes count too.
     pub proxy_metrics: Arc<crate::metrics::Metrics>,
+    /// The peers whose PROXY protocol headers are believed.
+    pub proxy_trusted: Arc<[ipnet::IpNet]>,
 }
 
 /// The L4 services' listeners, bound on the HTTP listener's address.

@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::IntCounter;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::debug;
 
 use super::L4Shared;
 use super::metrics::ServiceMetrics;
+use crate::dataplane::proxy_protocol;
 use crate::snapshot::l4::L4Service;
 use crate::upstream::balance::Balance;
 use crate::upstream::endpoint::now_nanos;
@@ -49,15 +50,34 @@ pub(super) async fn accept_loop(
 }
 
 /// Forwards one connection for as long as it lasts.
-async fn forward(client: TcpStream, peer: SocketAddr, service: &L4Service, shared: &L4Shared) {
+async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, shared: &L4Shared) {
     let metrics = shared.metrics.accepted(&service.name);
     metrics.active.inc();
     let _active = Decrement(&metrics.active);
+    // The client: the one a trusted peer's PROXY protocol header names, else the peer. Bytes
+    // read after the header are the client's, and go first to the endpoint.
+    let trusted = shared
+        .proxy_trusted
+        .iter()
+        .any(|net| net.contains(&peer.ip()));
+    let (source, early) = if service.accept_proxy && trusted {
+        match proxy_protocol::read_header(&mut client).await {
+            Ok(received) => (received.source.unwrap_or(peer), received.rest),
+            Err(e) => {
+                debug!(service = %service.name, %peer, "refused: {e}");
+                shared.metrics.failed(&service.name, "proxy_protocol");
+                return;
+            }
+        }
+    } else {
+        (peer, Vec::new())
+    };
+    let refuse_header = service.accept_proxy && !trusted;
     let group = &service.group;
     let balance = group.balance.clone().unwrap_or_default();
     // Consistent hashing keeps a client's connections on one endpoint, by its address.
     let key = matches!(balance, Balance::Hash(_) | Balance::Cookie(_))
-        .then(|| affinity::session_hash(peer.ip().to_string().as_bytes()));
+        .then(|| affinity::session_hash(source.ip().to_string().as_bytes()));
     let mut attempts = Attempts::new(balance, key, group.retry.clone());
     loop {
         let addr = match attempts.next(group, &shared.resolver).await {
@@ -77,7 +97,7 @@ async fn forward(client: TcpStream, peer: SocketAddr, service: &L4Service, share
             return;
         }
         match tokio::time::timeout(service.connect_timeout, TcpStream::connect(addr)).await {
-            Ok(Ok(upstream)) => {
+            Ok(Ok(mut upstream)) => {
                 attempts.connected();
                 attempts.hold_connection();
                 // A connection made is a success to passive health.
@@ -85,7 +105,29 @@ async fn forward(client: TcpStream, peer: SocketAddr, service: &L4Service, share
                 if let Err(e) = upstream.set_nodelay(true) {
                     debug!("TCP_NODELAY to {addr}: {e}");
                 }
-                relay(client, upstream, service.idle_timeout, &metrics).await;
+                let mut first = match (service.send_proxy, client.local_addr()) {
+                    (Some(version), Ok(destination)) => {
+                        proxy_protocol::header(version, source, destination)
+                    }
+                    _ => Vec::new(),
+                };
+                first.extend_from_slice(&early);
+                if !first.is_empty()
+                    && let Err(e) = upstream.write_all(&first).await
+                {
+                    debug!(service = %service.name, %addr, "writing to the endpoint: {e}");
+                    return;
+                }
+                let watched = Watched {
+                    inner: client,
+                    last: Arc::default(),
+                    bytes: metrics.received.clone(),
+                    refuse_header,
+                };
+                if relay(watched, upstream, service.idle_timeout, &metrics).await {
+                    debug!(service = %service.name, %peer, "refused: a PROXY protocol header from an untrusted peer");
+                    shared.metrics.failed(&service.name, "proxy_protocol");
+                }
                 return;
             }
             Ok(Err(e)) => debug!(service = %service.name, %addr, "connecting: {e}"),
@@ -113,18 +155,21 @@ pub(super) fn refused(shared: &L4Shared, service: &L4Service, reason: &str, limi
         .inc();
 }
 
-/// Copies both ways until both directions end, or nothing passes for `idle`.
-async fn relay(client: TcpStream, upstream: TcpStream, idle: Duration, metrics: &ServiceMetrics) {
+/// Copies both ways until both directions end, or nothing passes for `idle`; whether the
+/// client was refused for sending a PROXY protocol header it may not.
+async fn relay(
+    mut client: Watched,
+    upstream: TcpStream,
+    idle: Duration,
+    metrics: &ServiceMetrics,
+) -> bool {
     let last = Arc::new(AtomicU64::new(now_nanos()));
-    let mut client = Watched {
-        inner: client,
-        last: last.clone(),
-        bytes: metrics.received.clone(),
-    };
+    client.last = last.clone();
     let mut upstream = Watched {
         inner: upstream,
         last: last.clone(),
         bytes: metrics.sent.clone(),
+        refuse_header: false,
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
     tokio::pin!(copy);
@@ -133,15 +178,19 @@ async fn relay(client: TcpStream, upstream: TcpStream, idle: Duration, metrics: 
         let quiet = now_nanos().saturating_sub(last.load(Ordering::Relaxed));
         if quiet >= idle_nanos {
             debug!("closing a connection idle for {idle:?}");
-            return;
+            return false;
         }
         let wait = Duration::from_nanos(idle_nanos - quiet);
         tokio::select! {
             result = &mut copy => {
-                if let Err(e) = result {
-                    debug!("relaying: {e}");
-                }
-                return;
+                return match result {
+                    Err(e) if e.kind() == io::ErrorKind::PermissionDenied => true,
+                    Err(e) => {
+                        debug!("relaying: {e}");
+                        false
+                    }
+                    Ok(_) => false,
+                };
             }
             _ = tokio::time::sleep(wait) => {}
         }
@@ -161,6 +210,10 @@ struct Watched {
     inner: TcpStream,
     last: Arc<AtomicU64>,
     bytes: IntCounter,
+    /// Whether its first bytes may not be a PROXY protocol header (a client not trusted to
+    /// send one, on a port that accepts them): the read fails with `PermissionDenied` if they
+    /// are. Cleared by the first read.
+    refuse_header: bool,
 }
 
 impl AsyncRead for Watched {
@@ -172,6 +225,15 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         let read = buf.filled().len() - before;
+        if read > 0
+            && std::mem::take(&mut self.refuse_header)
+            && proxy_protocol::looks_like_header(&buf.filled()[before..])
+        {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "a PROXY protocol header from an untrusted peer",
+            )));
+        }
         if read > 0 {
             self.last.store(now_nanos(), Ordering::Relaxed);
             self.bytes.inc_by(read as u64);
