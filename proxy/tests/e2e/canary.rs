@@ -129,26 +129,16 @@ async fn canaries_take_requests_by_header_then_cookie_then_weight() {
         "{to_canary} of 400 to the canary"
     );
 
-    let problems = gantry.problems().await;
-    for wanted in [
-        "Ingress default/orphan: spec.rules[0].http.paths[0]: canary: no Ingress without canary serves host nobody.test path /",
-        "Ingress default/second: spec.rules[0].http.paths[0]: canary: the route already has canary Ingress default/rules (older)",
-        "Ingress default/heavy: metadata.annotations[nginx.ingress.kubernetes.io/canary-weight]: \"150\" is not a whole number from 0 to the weight total (100)",
-        "Ingress default/plain: metadata.annotations[nginx.ingress.kubernetes.io/canary-weight]: has no effect without canary: \"true\"",
-    ] {
-        assert!(
-            problems.iter().any(|p| p.contains(wanted)),
-            "no problem {wanted:?} in {problems:#?}"
-        );
-    }
+    gantry
+        .assert_problems(&[
+            "Ingress default/orphan: spec.rules[0].http.paths[0]: canary: no Ingress without canary serves host nobody.test path /",
+            "Ingress default/second: spec.rules[0].http.paths[0]: canary: the route already has canary Ingress default/rules (older)",
+            "Ingress default/heavy: metadata.annotations[nginx.ingress.kubernetes.io/canary-weight]: \"150\" is not a whole number from 0 to the weight total (100)",
+            "Ingress default/plain: metadata.annotations[nginx.ingress.kubernetes.io/canary-weight]: has no effect without canary: \"true\"",
+        ])
+        .await;
     // /config shows the canary on the main route.
-    let config_view = gantry.config().await;
-    let route = config_view["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["host"] == "shop.test")
-        .unwrap();
+    let route = gantry.route_view("shop.test").await;
     assert_eq!(route["canary"]["ingress"], "default/rules", "{route:#}");
     assert_eq!(route["canary"]["byHeader"], "x-canary");
     assert_eq!(route["canary"]["byCookie"], "canary");
@@ -239,22 +229,14 @@ async fn a_route_policy_splits_requests_over_weighted_backends() {
         (60..=140).contains(&counts.get("v1").copied().unwrap_or(0)),
         "{counts:?}"
     );
-    let problems = gantry.problems().await;
-    let wanted =
-        "RoutePolicy default/missing: spec.backendRefs[1]: Service default/nowhere not found";
-    assert!(
-        problems.iter().any(|p| p.contains(wanted)),
-        "no problem {wanted:?} in {problems:#?}"
-    );
+    gantry
+        .assert_problems(&[
+            "RoutePolicy default/missing: spec.backendRefs[1]: Service default/nowhere not found",
+        ])
+        .await;
 
     // /config shows the split on the route.
-    let config_view = gantry.config().await;
-    let route = config_view["routes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["host"] == "shop.test")
-        .unwrap();
+    let route = gantry.route_view("shop.test").await;
     let split: Vec<_> = route["split"]
         .as_array()
         .unwrap()
@@ -290,10 +272,7 @@ async fn a_route_policy_splits_requests_over_weighted_backends() {
         gantry.answers("shop.test", 20).await.get("v1") == Some(&20)
     })
     .await;
-    let problems = gantry.problems().await;
-    let wanted = "RoutePolicy default/shop: spec.backendRefs: every weight is 0";
-    assert!(
-        problems.iter().any(|p| p.contains(wanted)),
-        "no problem {wanted:?} in {problems:#?}"
-    );
+    gantry
+        .assert_problems(&["RoutePolicy default/shop: spec.backendRefs: every weight is 0"])
+        .await;
 }

@@ -135,22 +135,12 @@ async fn a_backend_policys_time_limits_apply_where_the_ingress_sets_none() {
         "the policy's read limit"
     );
     assert_eq!(status("plain.test", "/slow/0").await, 200);
-    let config_view = gantry.config().await;
-    let timeouts = |host: &str| {
-        config_view["routes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|r| r["host"] == host)
-            .unwrap()["timeoutsMs"]
-            .clone()
-    };
     assert_eq!(
-        timeouts("plain.test"),
+        gantry.route_view("plain.test").await["timeoutsMs"],
         serde_json::json!({"connect": 2000, "read": 300, "send": 60000})
     );
     assert_eq!(
-        timeouts("patient.test"),
+        gantry.route_view("patient.test").await["timeoutsMs"],
         serde_json::json!({"connect": 2000, "read": 30000, "send": 60000}),
         "the Ingress's annotation wins over the policy"
     );

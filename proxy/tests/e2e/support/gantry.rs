@@ -290,6 +290,30 @@ impl Gantry {
         .await;
     }
 
+    /// The first route for `host` in `/config`.
+    pub async fn route_view(&self, host: &str) -> serde_json::Value {
+        let config = self.config().await;
+        let route = config["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["host"] == host)
+            .cloned();
+        route.unwrap_or_else(|| panic!("no route for {host} in {config:#}"))
+    }
+
+    /// Asserts that each of `wanted` is part of some problem now reported.
+    pub async fn assert_problems(&self, wanted: &[impl AsRef<str>]) {
+        let problems = self.problems().await;
+        for wanted in wanted {
+            let wanted = wanted.as_ref();
+            assert!(
+                problems.iter().any(|p| p.contains(wanted)),
+                "no problem {wanted:?} in {problems:#?}"
+            );
+        }
+    }
+
     /// The problems now reported, one line each as `gantry validate` prints them.
     pub async fn problems(&self) -> Vec<String> {
         let config = self.config().await;
