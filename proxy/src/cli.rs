@@ -145,6 +145,17 @@ pub struct RunArgs {
     /// any other peer is refused.
     #[arg(long, env = "GANTRY_PROXY_PROTOCOL_TRUSTED", value_delimiter = ',', value_name = "CIDR", value_parser = parse_cidr)]
     pub proxy_protocol_trusted: Vec<ipnet::IpNet>,
+    /// Listeners (`http`, `https`; repeatable, or comma-separated in the variable) whose
+    /// connections from --proxy-protocol-trusted peers start with a PROXY protocol header (v1
+    /// or v2), naming the client; a header from any other peer is refused.
+    #[arg(
+        long,
+        env = "GANTRY_ACCEPT_PROXY_PROTOCOL",
+        value_delimiter = ',',
+        value_enum,
+        value_name = "LISTENER"
+    )]
+    pub accept_proxy_protocol: Vec<ProxyListener>,
     /// The same for UDP services.
     #[arg(long, env = "GANTRY_UDP_SERVICES_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_namespaced_name)]
     pub udp_services_configmap: Option<crate::config::NamespacedName>,
@@ -276,4 +287,11 @@ fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
     text.parse::<ipnet::IpNet>()
         .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
         .map_err(|_| format!("{text:?} is not an address or a CIDR range (10.0.0.0/8)"))
+}
+
+/// A listener that may read the PROXY protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProxyListener {
+    Http,
+    Https,
 }

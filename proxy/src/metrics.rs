@@ -37,6 +37,9 @@ pub struct Metrics {
     pub config_generation: IntGauge,
     /// Open client connections by listener (`http`, `https`).
     pub open_connections: IntGaugeVec,
+    /// Connections refused for their PROXY protocol header (missing from a trusted peer,
+    /// malformed, or sent by an untrusted one), by listener address.
+    pub proxy_protocol_refused: IntCounterVec,
     /// DNS queries answered, by query type and response code.
     pub dns_queries: IntCounterVec,
     /// NOTIFYs sent to secondaries, by result (`answered`, `failed`).
@@ -147,6 +150,14 @@ impl Metrics {
             ),
             &["listener"],
         )?;
+        let proxy_protocol_refused = IntCounterVec::new(
+            Opts::new(
+                "gantry_proxy_protocol_refused_total",
+                "Connections refused for their PROXY protocol header, by listener",
+            ),
+            &["listener"],
+        )?;
+        registry.register(Box::new(proxy_protocol_refused.clone()))?;
         let dns_queries = IntCounterVec::new(
             Opts::new(
                 "gantry_dns_queries_total",
@@ -225,6 +236,7 @@ impl Metrics {
             config_problems,
             config_generation,
             open_connections,
+            proxy_protocol_refused,
             dns_queries,
             dns_notifies,
             dns_updates,

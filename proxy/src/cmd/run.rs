@@ -21,6 +21,7 @@ use crate::certs::default_cert::{self, DefaultCertError};
 use crate::certs::manager::CertService;
 use crate::certs::solver::{Presented, Responses};
 use crate::certs::status::CertStatuses;
+use crate::cli::ProxyListener;
 use crate::cli::RunArgs;
 use crate::cmd::drain::Drain;
 use crate::config::folder::{FolderError, FolderSource};
@@ -105,6 +106,9 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let listeners = dataplane::Listeners {
         http: args.http_addr,
         https: args.https_addr,
+        http_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Http),
+        https_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Https),
+        proxy_trusted: args.proxy_protocol_trusted.clone().into(),
     };
     server.add_service(dataplane::proxy_service(
         &conf,

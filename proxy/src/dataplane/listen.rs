@@ -23,21 +23,36 @@ use pingora::services::Service;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{debug, error, info};
 
+use super::proxy_protocol;
+
 /// Connections waiting to be accepted, per listener (Pingora's listeners ask for as many).
 const BACKLOG: u32 = 65535;
 
 /// The proxy's listeners and the app that serves their connections.
 pub struct ProxyService<A> {
     name: String,
-    addrs: Vec<SocketAddr>,
+    /// Each listener's address, and whether it reads the PROXY protocol.
+    addrs: Vec<(SocketAddr, bool)>,
+    /// The peers whose PROXY protocol headers are believed.
+    trusted: Arc<[ipnet::IpNet]>,
+    /// Counts the connections refused for their header, by listener.
+    refused: prometheus::IntCounterVec,
     app: Option<Arc<A>>,
 }
 
 impl<A> ProxyService<A> {
-    pub fn new(name: String, app: A, addrs: Vec<SocketAddr>) -> Self {
+    pub fn new(
+        name: String,
+        app: A,
+        addrs: Vec<(SocketAddr, bool)>,
+        trusted: Arc<[ipnet::IpNet]>,
+        refused: prometheus::IntCounterVec,
+    ) -> Self {
         ProxyService {
             name,
             addrs,
+            trusted,
+            refused,
             app: Some(Arc::new(app)),
         }
     }
@@ -58,20 +73,66 @@ pub(super) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The stream Pingora's listener would hand its app for an accepted socket.
 fn stream(tcp: tokio::net::TcpStream) -> Stream {
+    Box::new(l4_stream(tcp))
+}
+
+fn l4_stream(tcp: tokio::net::TcpStream) -> L4Stream {
     let digest = SocketDigest::from_raw_fd(tcp.as_raw_fd());
     let mut stream = L4Stream::from(tcp);
     if let Err(e) = stream.set_nodelay() {
         debug!("TCP_NODELAY on an accepted connection: {e}");
     }
     stream.set_socket_digest(digest);
-    Box::new(stream)
+    stream
 }
 
-/// Accepts on `listener` until shutdown, each connection served on a worker thread.
+/// The stream of a connection to a listener that reads the PROXY protocol: a trusted peer's
+/// header read, the client it names made the connection's peer for everything after (routing,
+/// access rules, `X-Forwarded-For`, logs, plugins), and the bytes after it put back; a peer
+/// not trusted served as it is, unless its first bytes are a header. `Err`: refused, and why.
+async fn proxied_stream(
+    mut tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    trusted: &[ipnet::IpNet],
+) -> Result<Stream, String> {
+    use tokio::io::AsyncReadExt;
+    let (source, first) = if trusted.iter().any(|net| net.contains(&peer.ip())) {
+        let received = proxy_protocol::read_header(&mut tcp)
+            .await
+            .map_err(|e| e.to_string())?;
+        (received.source, received.rest)
+    } else {
+        // HTTP and TLS clients speak first: their first bytes tell.
+        let mut first = vec![0u8; 512];
+        let n = tokio::time::timeout(proxy_protocol::HEADER_TIMEOUT, tcp.read(&mut first))
+            .await
+            .map_err(|_| "nothing sent".to_owned())?
+            .map_err(|e| e.to_string())?;
+        first.truncate(n);
+        if proxy_protocol::looks_like_header(&first) {
+            return Err("a PROXY protocol header from an untrusted peer".to_owned());
+        }
+        (None, first)
+    };
+    let mut stream = l4_stream(tcp);
+    if let (Some(source), Some(digest)) = (source, stream.get_socket_digest()) {
+        let _ = digest
+            .peer_addr
+            .set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(
+                source,
+            )));
+    }
+    stream.rewind(&first);
+    Ok(Box::new(stream))
+}
+
+/// Accepts on `listener` until shutdown, each connection served on a worker thread; with
+/// `proxy`, the peers trusted to start with a PROXY protocol header.
 async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<A>,
+    proxy: Option<(Arc<[ipnet::IpNet]>, prometheus::IntCounter)>,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
@@ -85,8 +146,8 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 continue;
             }
         };
-        let tcp = match accepted {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of descriptors, or a connection reset before it was taken: the next
                 // accept may do better.
@@ -96,8 +157,20 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
         };
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let proxy = proxy.clone();
         pingora_runtime::current_handle().spawn(async move {
-            let mut next = app.process_new(stream(tcp), &shutdown).await;
+            let stream = match proxy {
+                None => stream(tcp),
+                Some((trusted, refused)) => match proxied_stream(tcp, peer, &trusted).await {
+                    Ok(stream) => stream,
+                    Err(reason) => {
+                        debug!(%peer, "refused on {addr}: {reason}");
+                        refused.inc();
+                        return;
+                    }
+                },
+            };
+            let mut next = app.process_new(stream, &shutdown).await;
             while let Some(reused) = next {
                 next = app.process_new(reused, &shutdown).await;
             }
@@ -117,7 +190,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
             return;
         };
         let mut loops = Vec::new();
-        for &addr in &self.addrs {
+        for &(addr, reads_proxy) in &self.addrs {
             let listener = match listen(addr) {
                 Ok(listener) => listener,
                 Err(e) => {
@@ -127,7 +200,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
                     std::process::exit(1);
                 }
             };
-            let loop_ = accept_loop(listener, addr, app.clone(), shutdown.clone());
+            let proxy = reads_proxy.then(|| {
+                let refused = self.refused.with_label_values(&[&addr.to_string()]);
+                (self.trusted.clone(), refused)
+            });
+            let loop_ = accept_loop(listener, addr, app.clone(), proxy, shutdown.clone());
             loops.push(pingora_runtime::current_handle().spawn(loop_));
         }
         futures_util::future::join_all(loops).await;

@@ -44,6 +44,10 @@ pub struct Listeners {
     /// HTTPS: TLS with the certificate chosen by SNI, HTTP/2 or HTTP/1.1 by ALPN (and ACME's
     /// `acme-tls/1`).
     pub https: SocketAddr,
+    /// Whether each reads the PROXY protocol (from `proxy_trusted` peers).
+    pub http_proxy_protocol: bool,
+    pub https_proxy_protocol: bool,
+    pub proxy_trusted: Arc<[ipnet::IpNet]>,
 }
 
 pub fn proxy_service(
@@ -70,6 +74,11 @@ pub fn proxy_service(
     listen::ProxyService::new(
         "gantry proxy".to_owned(),
         app,
-        vec![listeners.http, listeners.https],
+        vec![
+            (listeners.http, listeners.http_proxy_protocol),
+            (listeners.https, listeners.https_proxy_protocol),
+        ],
+        listeners.proxy_trusted.clone(),
+        shared.metrics.proxy_protocol_refused.clone(),
     )
 }

@@ -32,6 +32,7 @@ mod plugins_contained;
 mod plugins_envoy;
 mod plugins_scale;
 mod protocols;
+mod proxy_protocol;
 mod quickstart;
 mod redirects;
 mod reload;
