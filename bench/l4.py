@@ -104,22 +104,7 @@ backend be
 def start_gantry(setup):
     folder = setup.work / "config"
     folder.mkdir()
-    (folder / "l4.yaml").write_text(f"""apiVersion: v1
-kind: Service
-metadata: {{name: up, namespace: bench}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: up-1
-  namespace: bench
-  labels: {{kubernetes.io/service-name: up}}
-addressType: IPv4
-ports: [{{name: http, port: {run.UPSTREAM_PORT}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
+    (folder / "l4.yaml").write_text(run.UPSTREAM_SERVICE + f"""---
 apiVersion: gantry.dev/v1alpha1
 kind: L4Service
 metadata: {{name: up, namespace: bench}}

@@ -89,22 +89,7 @@ def build_plugins():
 
 def config(folder, module, builtins_wasm):
     folder.mkdir(parents=True, exist_ok=True)
-    yaml = [f"""apiVersion: v1
-kind: Service
-metadata: {{name: up, namespace: bench}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: up-1
-  namespace: bench
-  labels: {{kubernetes.io/service-name: up}}
-addressType: IPv4
-ports: [{{name: http, port: {run.UPSTREAM_PORT}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
-"""]
+    yaml = [run.UPSTREAM_SERVICE]
     for tag in "abc":
         yaml.append(f"""apiVersion: gantry.dev/v1alpha1
 kind: WasmPlugin

@@ -130,6 +130,25 @@ def measured(pid, load):
     return result, time.time() - wall, cpu_seconds(pid) - cpu
 
 
+# Service `up` in namespace `bench`, whose one endpoint is the upstream every benchmark uses.
+UPSTREAM_SERVICE = f"""apiVersion: v1
+kind: Service
+metadata: {{name: up, namespace: bench}}
+spec:
+  ports: [{{name: http, port: 80}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: up-1
+  namespace: bench
+  labels: {{kubernetes.io/service-name: up}}
+addressType: IPv4
+ports: [{{name: http, port: {UPSTREAM_PORT}}}]
+endpoints: [{{addresses: ["127.0.0.1"]}}]
+"""
+
+
 class Setup:
     def __init__(self, work, gantry_bin):
         self.work = work
@@ -253,22 +272,7 @@ backend be
     def gantry_config(self, folder):
         folder.mkdir(parents=True, exist_ok=True)
         indent = lambda pem: "".join(f"    {line}\n" for line in pem.read_text().splitlines())
-        (folder / "bench.yaml").write_text(f"""apiVersion: v1
-kind: Service
-metadata: {{name: up, namespace: bench}}
-spec:
-  ports: [{{name: http, port: 80}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: up-1
-  namespace: bench
-  labels: {{kubernetes.io/service-name: up}}
-addressType: IPv4
-ports: [{{name: http, port: {UPSTREAM_PORT}}}]
-endpoints: [{{addresses: ["127.0.0.1"]}}]
----
+        (folder / "bench.yaml").write_text(UPSTREAM_SERVICE + f"""---
 apiVersion: v1
 kind: Secret
 metadata: {{name: bench-tls, namespace: bench}}
