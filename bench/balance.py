@@ -189,11 +189,7 @@ def main():
         lines.append(f"  {name:<14} {m['rps']:>8,.0f} req/s ({m['rps'] / base['rps']:.2f}x round robin), "
                      f"p99 {m['p99']:.2f} ms ({m['p99'] / base['p99']:.2f}x), "
                      f"{m['cpu_us']:.1f} us CPU/request ({m['cpu_us'] / base['cpu_us']:.2f}x)")
-    text = "\n".join(lines)
-    print("\n" + text)
-    out = run.ROOT / "target/bench-balance.txt"
-    out.write_text(text + "\n")
-    run.say(f"also written to {out}")
+    run.publish(lines, "balance")
 
 
 if __name__ == "__main__":

@@ -267,12 +267,7 @@ def main():
         ratio = "" if n == "gantry" else f"   Gantry/{n}: {g['qps'] / m['qps']:.2f}x"
         lines.append(f"  {n:<7} {m['qps']:>9,.0f} queries/s  {m['cpu_us']:5.1f} us CPU/query"
                      f"  {m['lost']:>6.0f} lost{ratio}")
-    text = "\n".join(lines)
-    print("\n" + text)
-    out = run.ROOT / "target/bench-dns.txt"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text + "\n")
-    run.say(f"also written to {out}")
+    run.publish(lines, "dns")
 
 
 if __name__ == "__main__":

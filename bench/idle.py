@@ -171,12 +171,7 @@ def main():
                         ratio = values["gantry"] / values[n] if values[n] > 0.05 else None
                         row += f" {ratio:>10.2f}" if ratio is not None else f" {'-':>10}"
             lines.append(row)
-    text = "\n".join(lines)
-    print("\n" + text)
-    out = run.ROOT / "target/bench-idle.txt"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text + "\n")
-    run.say(f"also written to {out}")
+    run.publish(lines, "idle")
 
 
 if __name__ == "__main__":

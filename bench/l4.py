@@ -175,11 +175,7 @@ def main():
             lines.append(f"  {load:<12} {proxy:<8} {m['rate']:>10,.1f} {rate_unit} "
                          f"({g['rate'] / m['rate']:.2f}x: Gantry's over this), "
                          f"{m['cpu']:.3f} {cpu_unit} (Gantry uses {g['cpu'] / m['cpu']:.2f}x)")
-    text = "\n".join(lines)
-    print("\n" + text)
-    out = run.ROOT / "target/bench-l4.txt"
-    out.write_text(text + "\n")
-    run.say(f"also written to {out}")
+    run.publish(lines, "l4")
 
 
 if __name__ == "__main__":

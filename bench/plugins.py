@@ -222,12 +222,7 @@ def main():
             new, old = med[n], base_med[n]
             lines.append(f"  {n:<11} req/s {new['rps'] / old['rps']:.2f}x, "
                          f"CPU per request {new['cpu_us'] / old['cpu_us']:.2f}x")
-    text = "\n".join(lines)
-    print("\n" + text)
-    out = run.ROOT / "target/bench-plugins.txt"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text + "\n")
-    run.say(f"also written to {out}")
+    run.publish(lines, "plugins")
 
 
 if __name__ == "__main__":

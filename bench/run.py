@@ -309,6 +309,16 @@ spec:
         return self.start(name, cmd, PROXY_CPU)
 
 
+def publish(lines, name):
+    """Prints a benchmark's report and keeps it in target/bench-NAME.txt."""
+    text = "\n".join(lines)
+    print("\n" + text)
+    out = ROOT / f"target/bench-{name}.txt"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text + "\n")
+    say(f"also written to {out}")
+
+
 def run_load(cmd):
     out = subprocess.run(["taskset", "-c", LOAD_CPU] + cmd, capture_output=True, text=True)
     if out.returncode != 0:
