@@ -103,6 +103,12 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         resolver,
         side_client: Arc::default(),
     };
+    let l4 = Arc::new(dataplane::l4::L4Shared {
+        resolver: shared.resolver.clone(),
+        metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
+        proxy_metrics: hub.metrics.clone(),
+        proxy_trusted: args.proxy_protocol_trusted.clone().into(),
+    });
     let listeners = dataplane::Listeners {
         http: args.http_addr,
         https: args.https_addr,
@@ -115,17 +121,13 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         &shared,
         &listeners,
         default_cert,
+        l4.clone(),
     ));
     server.add_service(dataplane::l4::L4Listeners::new(
         hub.snapshots.clone(),
         hub.generation_watch.clone(),
         args.http_addr.ip(),
-        dataplane::l4::L4Shared {
-            resolver: shared.resolver.clone(),
-            metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
-            proxy_metrics: hub.metrics.clone(),
-            proxy_trusted: args.proxy_protocol_trusted.clone().into(),
-        },
+        l4,
     ));
     server.add_service(admin(&args, &hub, ready.clone()));
     let reloader = ConfigReloader::new(
@@ -352,6 +354,7 @@ fn sources(
             publish_service: args.publish_service.clone(),
             ingress_class: args.ingress_class.clone(),
             listener_ports: listener_ports(args),
+            https_port: args.https_addr.port(),
             tcp_services: args.tcp_services_configmap.clone(),
             udp_services: args.udp_services_configmap.clone(),
             proxy_trusted: args.proxy_protocol_trusted.clone(),

@@ -1,7 +1,9 @@
-//! The L4 services, from Gantry's L4Services and ingress-nginx's tcp-services and udp-services
+//! The L4 services, from Gantry's L4Services, ingress-nginx's tcp-services and udp-services
 //! ConfigMaps (`"PORT": "NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]"`, the Service's port by
-//! number or name): each checked and given its Service port's upstream group. Of two on one
-//! port and protocol the older is served; a port Gantry itself listens on is refused.
+//! number or name) and its `ssl-passthrough` annotation: each checked and given its upstream
+//! group. Of two on one port (one server name, for TLS) the older is served; a port Gantry
+//! itself listens on is refused, but for TLS services on the HTTPS listener's port, which
+//! share it with the hosts Gantry terminates.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,13 +12,14 @@ use std::time::Duration;
 use k8s_openapi::api::networking::v1::{IngressBackend, IngressServiceBackend, ServiceBackendPort};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use super::Compiler;
 use super::backend::Resolved;
+use super::nginx::NginxSettings;
+use super::{Compiler, IngressCtx, names};
 use crate::config::{Kind, NamespacedName, ObjectRef};
 use crate::duration::parse_duration;
 use crate::problem::{FieldError, Problem};
-use crate::snapshot::Action;
-use crate::snapshot::l4::{L4Protocol, L4Service, ProxyVersion};
+use crate::snapshot::l4::{L4Protocol, L4Service, ProxyVersion, SniRoutes};
+use crate::snapshot::{Action, UpstreamGroup};
 
 /// A TCP connection that passes nothing for this long is closed, as HAProxy's `timeout tunnel`
 /// is often set; UDP sessions are shorter-lived (a DNS query's is one datagram each way).
@@ -24,9 +27,10 @@ const TCP_IDLE: Duration = Duration::from_secs(3600);
 const UDP_IDLE: Duration = Duration::from_secs(60);
 const CONNECT: Duration = Duration::from_secs(5);
 
-/// One port asked for, by either resource.
+/// One port (or server names on a TLS port) asked for, by any of the resources.
 struct Wanted {
-    /// For logs and metrics: `NAMESPACE/NAME` of an L4Service, with `:PORT` for a ConfigMap's.
+    /// For logs and metrics: `NAMESPACE/NAME` of an L4Service, with `:PORT` for a ConfigMap's
+    /// and `:HOST` for an Ingress's.
     name: String,
     reference: ObjectRef,
     file: Option<Arc<std::path::Path>>,
@@ -36,8 +40,8 @@ struct Wanted {
     backend_field: String,
     port: u16,
     protocol: L4Protocol,
-    service: NamespacedName,
-    service_port: ServiceBackendPort,
+    hostnames: Vec<String>,
+    target: Target,
     idle_timeout: Duration,
     accept_proxy: bool,
     send_proxy: Option<ProxyVersion>,
@@ -45,10 +49,32 @@ struct Wanted {
     proxy_field: String,
 }
 
+/// Where a service's connections go.
+enum Target {
+    Service {
+        service: NamespacedName,
+        port: ServiceBackendPort,
+    },
+    /// An Ingress route's backend, resolved already.
+    Group(Arc<UpstreamGroup>),
+}
+
+/// The L4 services, and the HTTPS listener's passthrough hosts.
+pub(super) struct L4Compiled {
+    pub services: Vec<Arc<L4Service>>,
+    pub passthrough: SniRoutes,
+}
+
 impl Compiler<'_> {
-    /// The L4 services, by port and protocol.
-    pub(super) fn l4_services(&mut self, settings: &super::Settings) -> Vec<Arc<L4Service>> {
+    /// The L4 services, by port and protocol; `ingresses` for their `ssl-passthrough`.
+    pub(super) fn l4_services(
+        &mut self,
+        settings: &super::Settings,
+        ingresses: &[IngressCtx<'_>],
+        nginx: &[NginxSettings],
+    ) -> L4Compiled {
         let mut wanted = self.l4_resources();
+        wanted.extend(self.passthrough_ingresses(ingresses, nginx, settings.https_port));
         for (map, protocol) in [
             (&settings.tcp_services, L4Protocol::Tcp),
             (&settings.udp_services, L4Protocol::Udp),
@@ -68,7 +94,7 @@ impl Compiler<'_> {
             };
             key(a).cmp(&key(b))
         });
-        let mut by_port: BTreeMap<(u16, L4Protocol), Arc<L4Service>> = BTreeMap::new();
+        let mut by_port: BTreeMap<(u16, L4Protocol), Vec<Arc<L4Service>>> = BTreeMap::new();
         for want in wanted {
             let problem = |field: &str, reason: String| {
                 Problem::at(
@@ -77,13 +103,23 @@ impl Compiler<'_> {
                     FieldError::new(field, reason),
                 )
             };
+            let transport = want.protocol.transport();
+            let on_https = want.protocol == L4Protocol::Tls && want.port == settings.https_port;
             if let Some((_, _, listener)) = settings
                 .listener_ports
                 .iter()
-                .find(|(port, protocol, _)| *port == want.port && *protocol == want.protocol)
+                .find(|(port, protocol, _)| *port == want.port && *protocol == transport)
+                .filter(|_| !on_https)
             {
                 let reason = format!("{} is Gantry's {listener}; choose another port", want.port);
                 self.problems.push(problem(&want.port_field, reason));
+                continue;
+            }
+            if want.accept_proxy && on_https {
+                let reason = "on the HTTPS listener's port the PROXY protocol is read as \
+                              --accept-proxy-protocol says, for every host"
+                    .to_owned();
+                self.problems.push(problem(&want.proxy_field, reason));
                 continue;
             }
             if want.accept_proxy && settings.proxy_trusted.is_empty() {
@@ -99,50 +135,115 @@ impl Compiler<'_> {
                 self.problems.push(problem(&want.proxy_field, reason));
                 continue;
             }
-            if let Some(older) = by_port.get(&(want.port, want.protocol)) {
-                let reason = format!(
-                    "port {} is taken by {} (older), which is served; this one is not",
-                    want.port, older.owner
-                );
+            let sharing = by_port.get(&(want.port, transport));
+            if let Some(reason) = sharing.and_then(|older| port_taken(&want, older)) {
                 self.problems.push(problem(&want.port_field, reason));
                 continue;
             }
-            let backend = IngressBackend {
-                service: Some(IngressServiceBackend {
-                    name: want.service.name.clone(),
-                    port: Some(want.service_port.clone()),
-                }),
-                resource: None,
-            };
-            let group = match self
-                .backends
-                .resolve(&want.service.namespace, &backend, false)
-            {
-                Resolved::Ok(Action::Proxy(group)) => group,
-                Resolved::Unavailable { reason, .. } | Resolved::Invalid { reason, .. } => {
-                    let reason = format!("{reason}; the port is not listened on until it is");
-                    self.problems.push(problem(&want.backend_field, reason));
-                    continue;
+            let group = match &want.target {
+                Target::Group(group) => group.clone(),
+                Target::Service { service, port } => {
+                    let backend = IngressBackend {
+                        service: Some(IngressServiceBackend {
+                            name: service.name.clone(),
+                            port: Some(port.clone()),
+                        }),
+                        resource: None,
+                    };
+                    match self.backends.resolve(&service.namespace, &backend, false) {
+                        Resolved::Ok(Action::Proxy(group)) => group,
+                        Resolved::Unavailable { reason, .. } | Resolved::Invalid { reason, .. } => {
+                            let reason =
+                                format!("{reason}; the port is not listened on until it is");
+                            self.problems.push(problem(&want.backend_field, reason));
+                            continue;
+                        }
+                        Resolved::Ok(_) => continue,
+                    }
                 }
-                Resolved::Ok(_) => continue,
             };
             let connect_timeout = group.timeouts.connect.unwrap_or(CONNECT);
-            by_port.insert(
-                (want.port, want.protocol),
-                Arc::new(L4Service {
+            by_port
+                .entry((want.port, transport))
+                .or_default()
+                .push(Arc::new(L4Service {
                     name: Arc::from(want.name.as_str()),
                     owner: want.reference.clone(),
                     port: want.port,
                     protocol: want.protocol,
+                    hostnames: want.hostnames,
                     group,
                     idle_timeout: want.idle_timeout,
                     connect_timeout,
                     accept_proxy: want.accept_proxy,
                     send_proxy: want.send_proxy,
-                }),
-            );
+                }));
         }
-        by_port.into_values().collect()
+        let passthrough = by_port
+            .remove(&(settings.https_port, L4Protocol::Tcp))
+            .unwrap_or_default();
+        L4Compiled {
+            services: by_port.into_values().flatten().collect(),
+            passthrough: SniRoutes::new(&passthrough),
+        }
+    }
+
+    /// What ingress-nginx's `ssl-passthrough` asks for: each host of an Ingress carrying it
+    /// has its TLS connections on the HTTPS listener forwarded undecrypted to the backend of
+    /// its path `/` (other paths are not used, as in ingress-nginx).
+    fn passthrough_ingresses(
+        &mut self,
+        ingresses: &[IngressCtx<'_>],
+        nginx: &[NginxSettings],
+        https_port: u16,
+    ) -> Vec<Wanted> {
+        let field =
+            crate::config::annotations::field(&format!("{}ssl-passthrough", super::nginx::PREFIX));
+        let mut wanted = Vec::new();
+        for (ingress, settings) in ingresses.iter().zip(nginx) {
+            if !settings.ssl_passthrough {
+                continue;
+            }
+            for host in ingress.hosts() {
+                let Some(host) = host.filter(|h| names::check_host(h).is_ok()) else {
+                    self.problems.push(ingress.problem(
+                        &field,
+                        "TLS passthrough picks a backend by server name: a rule without a host \
+                         is not passed through",
+                    ));
+                    continue;
+                };
+                let group = match self.routes.root_route(&host).map(|r| &r.action) {
+                    Some(Action::Proxy(group)) => group.clone(),
+                    Some(_) => continue,
+                    None => {
+                        let reason = format!(
+                            "TLS passthrough sends {host} to the backend of its path /, which no \
+                             Ingress has"
+                        );
+                        self.problems.push(ingress.problem(&field, reason));
+                        continue;
+                    }
+                };
+                wanted.push(Wanted {
+                    name: format!("{}:{host}", ingress.key),
+                    reference: ingress.reference.clone(),
+                    file: ingress.stored.file.clone(),
+                    created: ingress.stored.object.metadata.creation_timestamp.clone(),
+                    port_field: field.clone(),
+                    backend_field: field.clone(),
+                    port: https_port,
+                    protocol: L4Protocol::Tls,
+                    hostnames: vec![host],
+                    target: Target::Group(group),
+                    idle_timeout: TCP_IDLE,
+                    accept_proxy: false,
+                    send_proxy: None,
+                    proxy_field: field.clone(),
+                });
+            }
+        }
+        wanted
     }
 
     /// What the L4Services ask for; those malformed are problems.
@@ -157,14 +258,43 @@ impl Compiler<'_> {
             let protocol = match spec.protocol.as_deref() {
                 None | Some("TCP") => L4Protocol::Tcp,
                 Some("UDP") => L4Protocol::Udp,
+                Some("TLS") => L4Protocol::Tls,
                 Some(other) => {
                     self.problems.push(problem(
                         "spec.protocol",
-                        format!("{other:?} is not TCP or UDP"),
+                        format!("{other:?} is not TCP, UDP or TLS"),
                     ));
                     continue;
                 }
             };
+            match (protocol, spec.hostnames.is_empty()) {
+                (L4Protocol::Tls, true) => {
+                    self.problems.push(problem(
+                        "spec.hostnames",
+                        "a TLS service takes connections by server name: name at least one"
+                            .to_owned(),
+                    ));
+                    continue;
+                }
+                (L4Protocol::Tcp | L4Protocol::Udp, false) => {
+                    self.problems.push(problem(
+                        "spec.hostnames",
+                        "only TLS services are chosen by server name".to_owned(),
+                    ));
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some((i, reason)) = spec
+                .hostnames
+                .iter()
+                .enumerate()
+                .find_map(|(i, h)| names::check_host(h).err().map(|e| (i, e)))
+            {
+                self.problems
+                    .push(problem(&format!("spec.hostnames[{i}]"), reason));
+                continue;
+            }
             if spec.port == 0 {
                 self.problems
                     .push(problem("spec.port", "must be 1 to 65535".to_owned()));
@@ -210,10 +340,13 @@ impl Compiler<'_> {
                 backend_field: "spec.backend".to_owned(),
                 port: spec.port,
                 protocol,
-                service: NamespacedName::new(&key.namespace, &spec.backend.name),
-                service_port: ServiceBackendPort {
-                    number: Some(i32::from(spec.backend.port)),
-                    name: None,
+                hostnames: spec.hostnames.clone(),
+                target: Target::Service {
+                    service: NamespacedName::new(&key.namespace, &spec.backend.name),
+                    port: ServiceBackendPort {
+                        number: Some(i32::from(spec.backend.port)),
+                        name: None,
+                    },
                 },
                 idle_timeout,
             });
@@ -260,8 +393,11 @@ impl Compiler<'_> {
                 backend_field: field.clone(),
                 port,
                 protocol,
-                service,
-                service_port,
+                hostnames: Vec::new(),
+                target: Target::Service {
+                    service,
+                    port: service_port,
+                },
                 idle_timeout: idle_default(protocol),
             });
         }
@@ -271,9 +407,40 @@ impl Compiler<'_> {
 
 fn idle_default(protocol: L4Protocol) -> Duration {
     match protocol {
-        L4Protocol::Tcp => TCP_IDLE,
+        L4Protocol::Tcp | L4Protocol::Tls => TCP_IDLE,
         L4Protocol::Udp => UDP_IDLE,
     }
+}
+
+/// Why `want` cannot have its port beside the `older` services there, if it cannot: only TLS
+/// services share a port, by distinct server names, all reading the PROXY protocol or none.
+fn port_taken(want: &Wanted, older: &[Arc<L4Service>]) -> Option<String> {
+    let first = older.first()?;
+    if want.protocol != L4Protocol::Tls || first.protocol != L4Protocol::Tls {
+        return Some(format!(
+            "port {} is taken by {} (older), which is served; this one is not",
+            want.port, first.owner
+        ));
+    }
+    for service in older {
+        if let Some(host) = want
+            .hostnames
+            .iter()
+            .find(|h| service.hostnames.contains(h))
+        {
+            return Some(format!(
+                "{host} on port {} is taken by {} (older), which is served; this one is not",
+                want.port, service.owner
+            ));
+        }
+    }
+    (first.accept_proxy != want.accept_proxy).then(|| {
+        format!(
+            "the TLS services on port {} share its connections, and {} (older) says whether \
+             they start with a PROXY protocol header: this one says otherwise",
+            want.port, first.owner
+        )
+    })
 }
 
 /// `NAMESPACE/SERVICE:PORT[:PROXY][:PROXY]`: the Service, its port (a number or a name), and

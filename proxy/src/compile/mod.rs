@@ -50,6 +50,8 @@ pub struct Settings {
     /// The ports Gantry's own listeners use (HTTP, HTTPS, DNS, admin), which an L4Service
     /// cannot take, with what each is.
     pub listener_ports: Vec<(u16, crate::snapshot::l4::L4Protocol, String)>,
+    /// The HTTPS listener's port, which TLS passthrough services share.
+    pub https_port: u16,
     /// ingress-nginx's tcp-services and udp-services ConfigMaps.
     pub tcp_services: Option<crate::config::NamespacedName>,
     pub udp_services: Option<crate::config::NamespacedName>,
@@ -114,7 +116,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     compiler.add_host_routes();
-    let l4 = compiler.l4_services(settings);
+    let l4 = compiler.l4_services(settings, &ours, &nginx);
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);
@@ -135,7 +137,8 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         certificates,
         resources: resources::held_resources(store),
         applied,
-        l4,
+        l4: l4.services,
+        passthrough: l4.passthrough,
         ingress_addresses: ingress_addresses(store, settings),
         publish_peers: publish_peers(store, settings),
     }

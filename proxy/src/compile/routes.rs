@@ -107,6 +107,16 @@ impl RouteTable {
         }
     }
 
+    /// The route at `/` of `host` (exactly), by prefix or else exact: where ingress-nginx's
+    /// `ssl-passthrough` sends the host's connections.
+    pub(super) fn root_route(&self, host: &str) -> Option<&Arc<Route>> {
+        let routes = self.hosts.get(&HostKey::Exact(host.to_owned()))?;
+        routes
+            .prefix
+            .get(&names::prefix_key("/"))
+            .or_else(|| routes.exact.get("/"))
+    }
+
     /// Whether any route has `host` (exactly).
     fn has_host(&self, host: &str) -> bool {
         self.hosts.contains_key(&HostKey::Exact(host.to_owned()))

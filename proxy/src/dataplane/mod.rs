@@ -55,6 +55,7 @@ pub fn proxy_service(
     shared: &Shared,
     listeners: &Listeners,
     default_cert: Arc<CertifiedKey>,
+    l4: Arc<l4::L4Shared>,
 ) -> ProxyService {
     let mut proxy = http_proxy(conf, EdgeProxy::new(shared.clone(), listeners.https.port()));
     // h2c applies to plain connections only; TLS connections choose by ALPN.
@@ -70,7 +71,7 @@ pub fn proxy_service(
     ));
     // Both listeners are plain TCP to the accept loops: TlsApp does the HTTPS listener's
     // handshakes.
-    let app = TlsApp::new(app, listeners.https, resolver);
+    let app = TlsApp::new(app, listeners.https, resolver, shared.snapshots.clone(), l4);
     listen::ProxyService::new(
         "gantry proxy".to_owned(),
         app,

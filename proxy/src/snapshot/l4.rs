@@ -1,6 +1,8 @@
 //! The L4 services of a Snapshot: which of Gantry's ports forward connections or datagrams,
-//! and where to.
+//! and where to; on TLS ports (the HTTPS listener's among them), which server names have their
+//! connections passed through undecrypted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +17,20 @@ pub enum L4Protocol {
     Tcp,
     #[serde(rename = "UDP")]
     Udp,
+    /// TCP whose connections are TLS, each forwarded undecrypted to the service its
+    /// ClientHello's server name picks; several services share the port by name.
+    #[serde(rename = "TLS")]
+    Tls,
+}
+
+impl L4Protocol {
+    /// What it binds: UDP, or TCP (TLS is carried on TCP).
+    pub fn transport(self) -> L4Protocol {
+        match self {
+            L4Protocol::Udp => L4Protocol::Udp,
+            L4Protocol::Tcp | L4Protocol::Tls => L4Protocol::Tcp,
+        }
+    }
 }
 
 /// One forwarding port.
@@ -27,6 +43,9 @@ pub struct L4Service {
     pub owner: crate::config::ObjectRef,
     pub port: u16,
     pub protocol: L4Protocol,
+    /// For TLS, the server names (`*.` wildcards among them, lower case) whose connections
+    /// it takes.
+    pub hostnames: Vec<String>,
     /// The Service port's endpoints, shared with the routes that send there.
     pub group: Arc<UpstreamGroup>,
     /// A connection (or UDP session) that passes nothing for this long is closed.
@@ -44,4 +63,51 @@ pub struct L4Service {
 pub enum ProxyVersion {
     V1,
     V2,
+}
+
+/// The TLS services sharing a port, by the server name a client's ClientHello asks for.
+#[derive(Debug, Default)]
+pub struct SniRoutes {
+    pub exact: HashMap<String, Arc<L4Service>>,
+    /// Keyed by the part after `*.`.
+    pub wildcard: HashMap<String, Arc<L4Service>>,
+}
+
+impl SniRoutes {
+    /// The services of one TLS port, each under each of its hostnames.
+    pub fn new<'a>(services: impl IntoIterator<Item = &'a Arc<L4Service>>) -> Self {
+        let mut routes = SniRoutes::default();
+        for service in services {
+            for host in &service.hostnames {
+                let table = match host.strip_prefix("*.") {
+                    Some(parent) => routes.wildcard.entry(parent.to_owned()),
+                    None => routes.exact.entry(host.clone()),
+                };
+                table.or_insert_with(|| service.clone());
+            }
+        }
+        routes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// The service for a server name (any case, a trailing dot allowed), if one takes it.
+    pub fn lookup(&self, server_name: &str) -> Option<&Arc<L4Service>> {
+        let name = server_name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(service) = self.exact.get(&name) {
+            return Some(service);
+        }
+        self.wildcard.get(super::wildcard_parent(&name)?)
+    }
+
+    /// Whether the port's clients start with a PROXY protocol header (its services agree:
+    /// compiling refuses one that does not).
+    pub fn accept_proxy(&self) -> bool {
+        self.exact
+            .values()
+            .chain(self.wildcard.values())
+            .any(|s| s.accept_proxy)
+    }
 }

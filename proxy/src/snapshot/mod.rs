@@ -54,8 +54,11 @@ pub struct Snapshot {
     /// The resources `gantry status` reports on (and, in kube mode, writes status and Events
     /// on), with what the cluster holds of each.
     pub resources: std::collections::BTreeMap<crate::config::ObjectRef, resources::HeldResource>,
-    /// The ports that forward connections or datagrams, by port.
+    /// The ports that forward connections or datagrams, by port (the HTTPS listener's
+    /// passthrough services are in `passthrough` instead).
     pub l4: Vec<Arc<l4::L4Service>>,
+    /// The server names whose connections the HTTPS listener passes through undecrypted.
+    pub passthrough: l4::SniRoutes,
     /// What each policy applies to (`Service NS/NAME port N`, `Ingress NS/NAME`), which its
     /// status says beside the targets it could not take.
     pub applied: std::collections::BTreeMap<crate::config::ObjectRef, Vec<String>>,

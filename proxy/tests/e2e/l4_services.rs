@@ -10,11 +10,12 @@ use tokio::net::TcpStream;
 
 use crate::support::config::{GANTRY_CLASS, service};
 use crate::support::dns::free_port;
+use crate::support::nginx::Nginx;
 use crate::support::upstream;
 use crate::support::{ConfigDir, Gantry, wait_until};
 
 /// An L4Service on `port` forwarding to port 80 of Service `backend`.
-fn l4_service(name: &str, port: u16, backend: &str) -> String {
+pub fn l4_service(name: &str, port: u16, backend: &str) -> String {
     format!(
         "apiVersion: gantry.dev/v1alpha1
 kind: L4Service
@@ -180,7 +181,7 @@ async fn bad_tcp_services_are_problems_and_the_rest_serves() {
             format!(
                 "L4Service default/second: spec.port: port {taken} is taken by L4Service default/first (older)"
             ),
-            "L4Service default/bad-protocol: spec.protocol: \"SCTP\" is not TCP or UDP".to_owned(),
+            "L4Service default/bad-protocol: spec.protocol: \"SCTP\" is not TCP, UDP or TLS".to_owned(),
             "L4Service default/untrusting: spec.proxyProtocol: no peer is trusted".to_owned(),
         ])
         .await;
@@ -443,59 +444,20 @@ data:
 
 /// nginx's stream module as a backend that reads the PROXY protocol and answers each
 /// connection with the client address it was given (`$proxy_protocol_addr:port`).
-struct NginxEcho {
-    child: std::process::Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl NginxEcho {
-    async fn start() -> NginxEcho {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let conf = format!(
+async fn nginx_echo() -> Nginx {
+    Nginx::start(&[], |_, port| {
+        format!(
             "load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-daemon off;
-master_process off;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log info;
-events {{}}
 stream {{
   server {{
     listen 127.0.0.1:{port} proxy_protocol;
     return \"$proxy_protocol_addr:$proxy_protocol_port\\n\";
   }}
 }}
-",
-            dir = dir.path().display()
-        );
-        std::fs::write(dir.path().join("nginx.conf"), conf).unwrap();
-        let child = std::process::Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-c")
-            .arg(dir.path().join("nginx.conf"))
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("nginx with its stream module (Debian's nginx and libnginx-mod-stream)");
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        wait_until("nginx listening", || async {
-            TcpStream::connect(addr).await.is_ok()
-        })
-        .await;
-        NginxEcho {
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for NginxEcho {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+"
+        )
+    })
+    .await
 }
 
 /// Connects to Gantry's `port` from `from`, writes `first`, and reads what comes back to the
@@ -535,11 +497,11 @@ fn v2_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
 // what address it was given.
 #[tokio::test]
 async fn the_proxy_protocol_is_read_from_trusted_peers_and_sent_to_backends() {
-    let nginx = NginxEcho::start().await;
+    let nginx = nginx_echo().await;
     let (v1_port, v2_port) = (free_port(), free_port());
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);
-    config.write("svc.yaml", &services(&[("nginx", &[nginx.addr])]));
+    config.write("svc.yaml", &services(&[("nginx", &[nginx.addr()])]));
     config.write(
         "l4.yaml",
         &[

@@ -42,5 +42,6 @@ mod routing;
 mod runtime_control;
 mod support;
 mod tls;
+mod tls_passthrough;
 mod upstream_settings;
 mod validate;

@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 70] = [
+pub(super) const HONOURED: [&str; 71] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -82,10 +82,11 @@ pub(super) const HONOURED: [&str; 70] = [
     "mirror-target",
     "mirror-host",
     "mirror-request-body",
+    "ssl-passthrough",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 63] = [
+pub(super) const NOT_HONOURED: [&str; 62] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -144,7 +145,6 @@ pub(super) const NOT_HONOURED: [&str; 63] = [
     "satisfy",
     "session-cookie-conditional-samesite-none",
     "ssl-ciphers",
-    "ssl-passthrough",
     "ssl-prefer-server-ciphers",
     "upstream-hash-by-subset",
     "upstream-hash-by-subset-size",

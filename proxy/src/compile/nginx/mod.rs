@@ -18,6 +18,10 @@
 //!   expressions anchored at the start, longest first; `builtin:headers` replaces the whole path
 //!   with the target (`$1`... from the path's groups), keeping the query string.
 //! - `ssl-redirect`, `proxy-connect-timeout`, `proxy-read-timeout`.
+//! - `ssl-passthrough`: on the HTTPS listener, the TLS connections for the Ingress's hosts go
+//!   undecrypted to the backend of the host's path `/` (its other paths are not used, and
+//!   plain HTTP is served as usual), without ingress-nginx's `--enable-ssl-passthrough`: a host
+//!   passed through costs the others nothing.
 //! - `load-balance` (`round_robin`, `ewma`; Gantry adds `least_request` and `random`),
 //!   `upstream-hash-by` (consistent hashing on a key of nginx variables), and `affinity: cookie`
 //!   with `affinity-mode` and `session-cookie-name`, `-path`, `-domain`, `-max-age`, `-expires`,
@@ -106,6 +110,8 @@ pub struct NginxSettings {
     pub aliases: Vec<String>,
     /// `service-upstream`: the Service's cluster IP rather than its endpoints.
     pub service_upstream: bool,
+    /// `ssl-passthrough`: the hosts' TLS connections go undecrypted to the backend of `/`.
+    pub ssl_passthrough: bool,
     /// `default-backend`: a Service of the Ingress's namespace.
     pub default_backend: Option<String>,
     /// `custom-http-errors`, ascending.
@@ -617,6 +623,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.redirect = redirect(&mut a);
     a.out.from_to_www = a.bool("from-to-www-redirect").unwrap_or(false);
     a.out.service_upstream = a.bool("service-upstream").unwrap_or(false);
+    a.out.ssl_passthrough = a.bool("ssl-passthrough").unwrap_or(false);
     a.out.default_backend = a.get("default-backend").map(str::to_owned);
     a.out.external_auth = external_auth(&mut a);
     if let Some(target) = a.get("mirror-target") {

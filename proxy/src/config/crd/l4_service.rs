@@ -1,6 +1,6 @@
 //! L4Service: a port of Gantry's that forwards TCP connections (or UDP datagrams) to a Service
 //! port, as ingress-nginx's tcp-services and udp-services ConfigMaps do, in Gantry's own
-//! resource.
+//! resource; or TLS connections for some server names, undecrypted (TLS passthrough).
 
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -11,7 +11,13 @@ use super::ResourceStatus;
 /// Forwards what arrives on one of Gantry's ports to the endpoints of a Service port, chosen
 /// with the Service's BackendPolicy (load balancing, health, circuit breaking).
 ///
-/// Of two L4Services on one port and protocol the older is served and the newer reported.
+/// With `protocol: TLS` it takes the TLS connections whose ClientHello names one of its
+/// `hostnames` and forwards them undecrypted (the client sees the backend's certificate);
+/// TLS services share a port by hostname, the HTTPS listener's port among them, where every
+/// other name is terminated by Gantry as usual.
+///
+/// Of two L4Services on one port (one hostname, for TLS) the older is served and the newer
+/// reported.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "gantry.dev",
@@ -28,9 +34,13 @@ use super::ResourceStatus;
 pub struct L4ServiceSpec {
     /// The port Gantry listens on, on the address of its HTTP listener.
     pub port: u16,
-    /// `TCP` (the default) or `UDP`.
+    /// `TCP` (the default), `UDP`, or `TLS` (passthrough by server name).
     #[serde(default)]
     pub protocol: Option<String>,
+    /// For `TLS`, the server names it takes (`*.example.com` for any one label before
+    /// `example.com`).
+    #[serde(default)]
+    pub hostnames: Vec<String>,
     /// The Service (in the L4Service's namespace) and port it forwards to.
     pub backend: L4Backend,
     /// How long a connection (or a UDP session) may pass nothing before it is closed

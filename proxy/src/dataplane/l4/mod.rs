@@ -1,9 +1,12 @@
-//! L4 services: the ports that forward TCP connections (and UDP datagrams) to a Service's
-//! endpoints, following the installed Snapshot. A port that appears is bound, one that goes
-//! away stops accepting (its connections run on to their end), and one that stays takes the
-//! new settings for its next connection without touching the others.
+//! L4 services: the ports that forward TCP connections (and UDP datagrams, and TLS
+//! connections by server name) to a Service's endpoints, following the installed Snapshot. A
+//! port that appears is bound, one that goes away stops accepting (its connections run on to
+//! their end), and one that stays takes the new settings for its next connection without
+//! touching the others.
 
+pub mod client_hello;
 mod metrics;
+mod passthrough;
 mod tcp;
 mod udp;
 
@@ -20,10 +23,11 @@ use tokio::task::JoinHandle;
 use tracing::{error, info};
 
 use crate::snapshot::SnapshotHandle;
-use crate::snapshot::l4::{L4Protocol, L4Service};
+use crate::snapshot::l4::{L4Protocol, L4Service, SniRoutes};
 use crate::upstream::Resolver;
 
 pub use metrics::L4Metrics;
+pub use passthrough::pass_through;
 
 /// What every L4 connection needs besides its service.
 pub struct L4Shared {
@@ -45,8 +49,25 @@ pub struct L4Listeners {
 
 /// One port being served.
 struct Listening {
-    service: Arc<ArcSwap<L4Service>>,
+    services: PortServices,
     task: JoinHandle<()>,
+}
+
+/// What a port serves, swapped in place when a new Snapshot changes it.
+enum PortServices {
+    One(Arc<ArcSwap<L4Service>>),
+    /// A TLS port's services, by server name.
+    BySni(Arc<ArcSwap<SniRoutes>>),
+}
+
+impl PortServices {
+    /// For logs and metrics.
+    fn name(&self) -> String {
+        match self {
+            PortServices::One(service) => service.load().name.to_string(),
+            PortServices::BySni(_) => "TLS".to_owned(),
+        }
+    }
 }
 
 impl L4Listeners {
@@ -54,13 +75,13 @@ impl L4Listeners {
         snapshots: SnapshotHandle,
         generations: watch::Receiver<u64>,
         host: IpAddr,
-        shared: L4Shared,
+        shared: Arc<L4Shared>,
     ) -> Self {
         L4Listeners {
             snapshots,
             generations,
             host,
-            shared: Arc::new(shared),
+            shared,
         }
     }
 
@@ -68,57 +89,131 @@ impl L4Listeners {
     /// that are, and closes those it no longer wants.
     fn reconcile(&self, listening: &mut HashMap<(u16, L4Protocol), Listening>) {
         let snapshot = self.snapshots.load();
-        let wanted: HashMap<_, _> = snapshot
-            .l4
-            .iter()
-            .map(|s| ((s.port, s.protocol), s.clone()))
-            .collect();
+        let mut wanted: HashMap<(u16, L4Protocol), Vec<Arc<L4Service>>> = HashMap::new();
+        for service in &snapshot.l4 {
+            wanted
+                .entry((service.port, service.protocol))
+                .or_default()
+                .push(service.clone());
+        }
         listening.retain(|key, current| {
             let keep = wanted.contains_key(key);
             if !keep {
-                info!(service = %current.service.load().name, port = key.0, "no longer listening");
+                info!(service = %current.services.name(), port = key.0, "no longer listening");
                 current.task.abort();
-                self.shared
-                    .metrics
-                    .listening(&current.service.load().name, false);
+                self.listening(key, &current.services, false);
             }
             keep
         });
-        for (key, service) in wanted {
+        for (key, services) in wanted {
+            let Some(first) = services.first().cloned() else {
+                continue;
+            };
             if let Some(current) = listening.get(&key) {
-                current.service.store(service);
+                match &current.services {
+                    PortServices::One(one) => one.store(first),
+                    PortServices::BySni(routes) => {
+                        // Its services' gauges go to 0 first: one may have left the port.
+                        self.listening(&key, &current.services, false);
+                        routes.store(Arc::new(SniRoutes::new(&services)));
+                        self.listening(&key, &current.services, true);
+                    }
+                }
                 continue;
             }
-            let addr = SocketAddr::new(self.host, service.port);
-            let current = Arc::new(ArcSwap::new(service.clone()));
+            let (port, protocol) = key;
+            let addr = SocketAddr::new(self.host, port);
             let runtime = pingora_runtime::current_handle();
             let shared = self.shared.clone();
-            let started = match service.protocol {
-                L4Protocol::Tcp => super::listen::listen(addr).map(|listener| {
-                    runtime.spawn(tcp::accept_loop(listener, current.clone(), shared))
-                }),
-                L4Protocol::Udp => udp_socket(addr)
-                    .map(|socket| runtime.spawn(udp::serve(socket, current.clone(), shared))),
+            let (services, started) = match protocol {
+                L4Protocol::Tcp => {
+                    let current = Arc::new(ArcSwap::new(first));
+                    let started = super::listen::listen(addr).map(|listener| {
+                        runtime.spawn(tcp::accept_loop(listener, current.clone(), shared))
+                    });
+                    (PortServices::One(current), started)
+                }
+                L4Protocol::Udp => {
+                    let current = Arc::new(ArcSwap::new(first));
+                    let started = udp_socket(addr)
+                        .map(|socket| runtime.spawn(udp::serve(socket, current.clone(), shared)));
+                    (PortServices::One(current), started)
+                }
+                L4Protocol::Tls => {
+                    let routes = Arc::new(ArcSwap::from_pointee(SniRoutes::new(&services)));
+                    let started = super::listen::listen(addr).map(|listener| {
+                        runtime.spawn(passthrough::accept_loop(
+                            listener,
+                            port,
+                            routes.clone(),
+                            shared,
+                        ))
+                    });
+                    (PortServices::BySni(routes), started)
+                }
             };
             let task = match started {
                 Ok(task) => task,
                 Err(e) => {
                     // Another process may hold the port; the next configuration tries again.
-                    error!(service = %service.name, %addr, "cannot listen: {e}");
-                    self.shared.metrics.listening(&service.name, false);
+                    error!(service = %services.name(), %addr, "cannot listen: {e}");
+                    self.listening(&key, &services, false);
                     continue;
                 }
             };
-            info!(service = %service.name, %addr, protocol = ?service.protocol, "listening");
-            self.shared.metrics.listening(&service.name, true);
-            listening.insert(
-                key,
-                Listening {
-                    service: current,
-                    task,
-                },
-            );
+            info!(service = %services.name(), %addr, ?protocol, "listening");
+            self.listening(&key, &services, true);
+            listening.insert(key, Listening { services, task });
         }
+    }
+
+    /// `gantry_l4_listening` for the port's service (each of a TLS port's).
+    fn listening(&self, key: &(u16, L4Protocol), services: &PortServices, bound: bool) {
+        match services {
+            PortServices::One(one) => self.shared.metrics.listening(&one.load().name, bound),
+            PortServices::BySni(routes) => {
+                let routes = routes.load();
+                let mut names: Vec<_> = routes
+                    .exact
+                    .values()
+                    .chain(routes.wildcard.values())
+                    .map(|s| s.name.clone())
+                    .collect();
+                names.sort();
+                names.dedup();
+                for name in names {
+                    self.shared.metrics.listening(&name, bound);
+                }
+                if routes.is_empty() {
+                    self.shared
+                        .metrics
+                        .listening(&format!("port {}", key.0), bound);
+                }
+            }
+        }
+    }
+}
+
+/// Accepts on `listener` until the task is aborted, each connection (Nagle's algorithm off:
+/// a relay's writes are small ones that it would hold back) served by `serve` on a worker
+/// thread.
+async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, serve: F)
+where
+    F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (client, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::debug!("accepting: {e}");
+                continue;
+            }
+        };
+        if let Err(e) = client.set_nodelay(true) {
+            tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+        }
+        pingora_runtime::current_handle().spawn(serve(client, peer));
     }
 }
 

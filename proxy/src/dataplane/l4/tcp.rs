@@ -37,32 +37,16 @@ pub(super) async fn accept_loop(
     service: Arc<ArcSwap<L4Service>>,
     shared: Arc<L4Shared>,
 ) {
-    loop {
-        let (client, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                debug!("accepting: {e}");
-                continue;
-            }
-        };
-        // Without it, Nagle's algorithm holds back each write smaller than a segment until
-        // the client acknowledges the last one: a relay's writes are such writes.
-        if let Err(e) = client.set_nodelay(true) {
-            debug!("TCP_NODELAY on an accepted connection: {e}");
-        }
+    super::accept_each(listener, move |client, peer| {
         let service = service.load_full();
         let shared = shared.clone();
-        pingora_runtime::current_handle().spawn(async move {
-            forward(client, peer, &service, &shared).await;
-        });
-    }
+        async move { forward(client, peer, &service, &shared).await }
+    })
+    .await;
 }
 
 /// Forwards one connection for as long as it lasts.
 async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, shared: &L4Shared) {
-    let metrics = shared.metrics.accepted(&service.name);
-    metrics.active.inc();
-    let _active = Decrement(&metrics.active);
     // The client: the one a trusted peer's PROXY protocol header names, else the peer. Bytes
     // read after the header are the client's, and go first to the endpoint.
     let trusted = shared
@@ -74,6 +58,7 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, s
             Ok(received) => (received.source.unwrap_or(peer), received.rest),
             Err(e) => {
                 debug!(service = %service.name, %peer, "refused: {e}");
+                shared.metrics.accepted(&service.name);
                 shared.metrics.failed(&service.name, "proxy_protocol");
                 return;
             }
@@ -81,7 +66,45 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, s
     } else {
         (peer, Vec::new())
     };
-    let refuse_header = service.accept_proxy && !trusted;
+    let destination = client.local_addr().ok();
+    let inbound = Inbound {
+        stream: client,
+        source,
+        destination,
+        early,
+        refuse_header: service.accept_proxy && !trusted,
+    };
+    forward_inbound(inbound, service, shared).await;
+}
+
+/// A client's connection to forward, and what is known of it.
+pub(crate) struct Inbound<S> {
+    pub stream: S,
+    /// The client: the one a trusted PROXY protocol header named, else the peer.
+    pub source: SocketAddr,
+    /// The address it connected to, for a PROXY protocol header sent on.
+    pub destination: Option<SocketAddr>,
+    /// Its bytes read already, which go first to the endpoint.
+    pub early: Vec<u8>,
+    /// Whether its next bytes may not be a PROXY protocol header.
+    pub refuse_header: bool,
+}
+
+/// Forwards a client's connection to an endpoint of `service` for as long as it lasts.
+pub(crate) async fn forward_inbound<S>(inbound: Inbound<S>, service: &L4Service, shared: &L4Shared)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let metrics = shared.metrics.accepted(&service.name);
+    metrics.active.inc();
+    let _active = Decrement(&metrics.active);
+    let Inbound {
+        stream: client,
+        source,
+        destination,
+        early,
+        refuse_header,
+    } = inbound;
     let group = &service.group;
     let balance = group.balance.clone().unwrap_or_default();
     // Consistent hashing keeps a client's connections on one endpoint, by its address.
@@ -96,7 +119,7 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, s
                 return;
             }
             Err(e) => {
-                debug!(service = %service.name, %peer, "not forwarded: {e}");
+                debug!(service = %service.name, %source, "not forwarded: {e}");
                 shared.metrics.failed(&service.name, "no_endpoint");
                 return;
             }
@@ -114,8 +137,8 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, s
                 if let Err(e) = upstream.set_nodelay(true) {
                     debug!("TCP_NODELAY to {addr}: {e}");
                 }
-                let mut first = match (service.send_proxy, client.local_addr()) {
-                    (Some(version), Ok(destination)) => {
+                let mut first = match (service.send_proxy, destination) {
+                    (Some(version), Some(destination)) => {
                         proxy_protocol::header(version, source, destination)
                     }
                     _ => Vec::new(),
@@ -134,7 +157,7 @@ async fn forward(mut client: TcpStream, peer: SocketAddr, service: &L4Service, s
                     refuse_header,
                 };
                 if relay(watched, upstream, service.idle_timeout, &metrics).await {
-                    debug!(service = %service.name, %peer, "refused: a PROXY protocol header from an untrusted peer");
+                    debug!(service = %service.name, %source, "refused: a PROXY protocol header from an untrusted peer");
                     shared.metrics.failed(&service.name, "proxy_protocol");
                 }
                 return;
@@ -166,8 +189,8 @@ pub(super) fn refused(shared: &L4Shared, service: &L4Service, reason: &str, limi
 
 /// Copies both ways until both directions end, or nothing passes for `idle`; whether the
 /// client was refused for sending a PROXY protocol header it may not.
-async fn relay(
-    mut client: Watched,
+async fn relay<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: Watched<S>,
     upstream: TcpStream,
     idle: Duration,
     metrics: &ServiceMetrics,
@@ -215,8 +238,8 @@ impl Drop for Decrement<'_> {
 }
 
 /// A stream whose reads are counted and mark the connection as active.
-struct Watched {
-    inner: TcpStream,
+struct Watched<S> {
+    inner: S,
     last: Arc<AtomicU64>,
     bytes: IntCounter,
     /// Whether its first bytes may not be a PROXY protocol header (a client not trusted to
@@ -225,7 +248,7 @@ struct Watched {
     refuse_header: bool,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -251,7 +274,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -7,6 +7,7 @@ pub mod dns;
 pub mod gantry;
 pub mod grpc;
 pub mod kubectl;
+pub mod nginx;
 pub mod pebble;
 pub mod pki;
 pub mod plugins;
