@@ -4,6 +4,7 @@ use serde::Serialize;
 
 use crate::problem::Problem;
 use crate::snapshot::compression::Compression;
+use crate::snapshot::upstream_tls::UpstreamTlsView;
 use crate::snapshot::{
     Action, IgnoredIngress, PathType, Redirect, Route, Snapshot, Timeouts, UpstreamProtocol,
     UpstreamTarget,
@@ -107,6 +108,9 @@ enum BackendView<'a> {
     Service {
         upstream: &'a str,
         protocol: UpstreamProtocol,
+        /// TLS to the endpoints: the route's own (`backend-protocol`), else the group's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        tls: Option<UpstreamTlsView<'a>>,
         target: &'a UpstreamTarget,
         /// How requests are spread over the endpoints (`round_robin`, `hash $request_uri`...).
         balance: &'a Balance,
@@ -228,7 +232,8 @@ fn backend_view(route: &Route) -> BackendView<'_> {
     match &route.action {
         Action::Proxy(group) => BackendView::Service {
             upstream: &group.name,
-            protocol: group.protocol,
+            protocol: route.transport(group).0,
+            tls: route.transport(group).1.map(|tls| tls.view()),
             target: &group.target,
             balance: &route.balance,
             slow_start_ms: group.balancer.slow_start.map(|d| d.as_millis()),

@@ -246,8 +246,12 @@ impl<'a> Backends<'a> {
             None => {
                 let mut group =
                     UpstreamGroup::new(format!("{key}:{}", canonical.1), target, protocol);
+                group.tls = service_port.and_then(tls_of);
                 if let Some(port) = service_port.and_then(|p| u16::try_from(p.port).ok()) {
                     let policy = self.policies.for_port(&key, port);
+                    if policy.tls.is_some() {
+                        group.tls = policy.tls;
+                    }
                     group.health = policy.health;
                     group.retry = policy.retry;
                     group.breaker = policy.breaker;
@@ -400,10 +404,20 @@ impl std::fmt::Display for PortRef {
     }
 }
 
+/// TLS to the endpoints when the Service port's `appProtocol` says so (`https`, or Kubernetes'
+/// `kubernetes.io/wss`), verified against the system's roots by each request's Host (a
+/// BackendPolicy's `tls` says otherwise).
+fn tls_of(port: &ServicePort) -> Option<Arc<crate::snapshot::UpstreamTls>> {
+    let protocol = port.app_protocol.as_deref()?;
+    matches!(protocol, "https" | "kubernetes.io/wss").then(|| {
+        super::upstream_tls::TlsParts::verified(format!("Service appProtocol {protocol}")).build()
+    })
+}
+
 /// HTTP/2 to the upstream when the Service port says so, as Kubernetes' `appProtocol` defines.
 fn protocol_of(port: &ServicePort) -> UpstreamProtocol {
     match port.app_protocol.as_deref() {
-        Some("kubernetes.io/h2c" | "grpc" | "h2c") => UpstreamProtocol::H2c,
+        Some("kubernetes.io/h2c" | "grpc" | "h2c") => UpstreamProtocol::H2,
         _ => UpstreamProtocol::Http1,
     }
 }

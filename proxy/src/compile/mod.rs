@@ -20,6 +20,7 @@ mod route_policies;
 mod routes;
 mod settings;
 mod tls;
+pub mod upstream_tls;
 pub mod wanted;
 
 use std::collections::{HashMap, HashSet};

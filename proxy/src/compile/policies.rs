@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::crd::{
-    ActiveCheckType, ActiveHealthCheck, BackendPolicy, HealthCheck, LoadBalancer,
+    ActiveCheckType, ActiveHealthCheck, BackendPolicy, BackendTls, HealthCheck, LoadBalancer,
     PassiveHealthCheck, Retry, SessionPersistence, Timeout,
 };
 use crate::config::{Kind, NamespacedName, ObjectRef, Store, Stored};
@@ -48,6 +48,7 @@ pub struct PortPolicy {
     pub timeouts: crate::snapshot::TimeoutOverrides,
     /// How long an endpoint that joins ramps up its share.
     pub slow_start: Option<Duration>,
+    pub tls: Option<Arc<crate::snapshot::UpstreamTls>>,
 }
 
 impl BackendPolicies {
@@ -122,6 +123,11 @@ impl BackendPolicies {
                         Some(balancer) => slow_start(balancer)?,
                         None => None,
                     },
+                    tls: spec
+                        .tls
+                        .as_ref()
+                        .map(|tls| backend_tls(store, key, tls))
+                        .transpose()?,
                     breaker: spec.circuit_breaker.as_ref().map(|b| CircuitBreaker {
                         max_connections: Some(b.max_connections.unwrap_or(1024)),
                         max_parallel_requests: Some(b.max_parallel_requests.unwrap_or(1024)),
@@ -234,6 +240,60 @@ impl BackendPolicies {
 }
 
 /// The health settings a policy's `healthCheck` gives, or the first field that is wrong.
+/// A policy's `tls`, its Secrets and ConfigMaps read from the policy's namespace.
+fn backend_tls(
+    store: &Store,
+    policy: &NamespacedName,
+    tls: &BackendTls,
+) -> Result<Arc<crate::snapshot::UpstreamTls>, FieldError> {
+    use super::upstream_tls::{TlsParts, ca_from, client_cert_from};
+    let mut parts = TlsParts::verified(format!("BackendPolicy {policy}"));
+    parts.verify = !tls.insecure_skip_verify;
+    if let Some(hostname) = &tls.hostname {
+        super::names::check_host(hostname)
+            .map_err(|reason| FieldError::new("spec.tls.hostname", reason))?;
+        if hostname.starts_with("*.") {
+            return Err(FieldError::new(
+                "spec.tls.hostname",
+                "is sent as SNI: a wildcard is not a name",
+            ));
+        }
+        parts.server_name = Some(hostname.clone());
+    }
+    let mut authorities = Vec::new();
+    let mut sources = Vec::new();
+    for (i, reference) in tls.ca_certificate_refs.iter().enumerate() {
+        let field = format!("spec.tls.caCertificateRefs[{i}]");
+        if reference.group.as_deref().is_some_and(|g| !g.is_empty()) {
+            return Err(FieldError::new(
+                format!("{field}.group"),
+                "must be the core API group (\"\")",
+            ));
+        }
+        let kind = reference.kind.as_deref().unwrap_or("ConfigMap");
+        let key = NamespacedName::new(&policy.namespace, &reference.name);
+        let (ca, source) =
+            ca_from(store, kind, &key).map_err(|reason| FieldError::new(field, reason))?;
+        authorities.extend(ca.iter().map(|c| c.borrow_raw_cert().clone()));
+        sources.push(source);
+    }
+    if !authorities.is_empty() {
+        let wrapped: Vec<_> = authorities
+            .into_iter()
+            .map(|der| pingora::utils::tls::WrappedX509::new(der, pingora::utils::tls::parse_x509))
+            .collect();
+        parts.ca = Some((wrapped.into(), sources.join(", ")));
+    }
+    if let Some(secret) = &tls.client_certificate_ref {
+        let key = NamespacedName::new(&policy.namespace, &secret.name);
+        parts.client_cert = Some(
+            client_cert_from(store, &key)
+                .map_err(|reason| FieldError::new("spec.tls.clientCertificateRef", reason))?,
+        );
+    }
+    Ok(parts.build())
+}
+
 fn health_policy(check: Option<&HealthCheck>) -> Result<HealthPolicy, FieldError> {
     let Some(check) = check else {
         return Ok(HealthPolicy::default());

@@ -187,6 +187,7 @@ impl Compiler<'_> {
         settings.forwarded_prefix = nginx.forwarded_prefix.clone();
         settings.external_auth = nginx.external_auth.clone();
         settings.mirror = nginx.mirror.clone();
+        settings.transport = nginx.transport.clone();
         if let Some(name) = &nginx.default_backend {
             let key = crate::config::NamespacedName::new(&ingress.key.namespace, name);
             match self.error_backend(ingress, key, None, &nginx.error_codes) {
@@ -712,6 +713,7 @@ impl Compiler<'_> {
             external_auth: settings.external_auth.clone(),
             compression: settings.compression.clone(),
             mirror: settings.mirror.clone(),
+            transport: settings.transport.clone(),
             canary: None,
             plugins: chain,
             metrics: OnceLock::new(),

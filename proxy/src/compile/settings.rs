@@ -52,6 +52,8 @@ pub struct IngressSettings {
     pub external_auth: Option<std::sync::Arc<crate::snapshot::external_auth::ExternalAuth>>,
     pub compression: Option<std::sync::Arc<crate::snapshot::compression::Compression>>,
     pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
+    /// How requests reach the endpoints, when the annotations say (else as the group does).
+    pub transport: Option<crate::snapshot::Transport>,
     /// Weighted backends replacing the Service of each route (a RoutePolicy's `backendRefs`).
     pub split: Option<Vec<(u32, crate::snapshot::Action)>>,
 }
@@ -74,6 +76,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         external_auth: None,
         compression: None,
         mirror: None,
+        transport: None,
         split: None,
     };
     let mut problems = Vec::new();

@@ -47,6 +47,10 @@ impl EdgeProxy {
             ErrorType::ConnectRefused | ErrorType::ConnectNoRoute | ErrorType::ConnectError => {
                 "connect"
             }
+            ErrorType::TLSHandshakeFailure
+            | ErrorType::TLSHandshakeTimedout
+            | ErrorType::InvalidCert
+            | ErrorType::HandshakeError => "tls",
             _ => "other",
         };
         let route = ctx.route.as_ref().map_or("", |r| &r.name);

@@ -344,7 +344,7 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_peer(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
         let Some(route) = ctx.route.clone() else {
@@ -359,7 +359,11 @@ impl ProxyHttp for EdgeProxy {
         let group = &group;
         let addr = next_endpoint(&self.shared, group, ctx).await?;
         ctx.upstream = Some(addr);
-        let mut peer = HttpPeer::new(addr, false, String::new());
+        let (protocol, tls) = route.transport(group);
+        let mut peer = match tls {
+            None => HttpPeer::new(addr, false, String::new()),
+            Some(tls) => tls_peer(addr, tls, &route, session),
+        };
         let options = &mut peer.options;
         options.connection_timeout = Some(route.timeouts.connect);
         // Pingora's client has one read timeout: a per-try limit bounds every read here.
@@ -370,7 +374,7 @@ impl ProxyHttp for EdgeProxy {
         );
         options.write_timeout = Some(route.timeouts.send);
         options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
-        if group.protocol == UpstreamProtocol::H2c {
+        if protocol == UpstreamProtocol::H2 {
             options.set_http_version(2, 2);
             options.max_h2_streams = UPSTREAM_H2_STREAMS;
         }
@@ -449,7 +453,7 @@ impl ProxyHttp for EdgeProxy {
             }
         }
         let h2c = ctx.route.as_ref().is_some_and(
-            |r| matches!(&r.action, Action::Proxy(g) if g.protocol == UpstreamProtocol::H2c),
+            |r| matches!(&r.action, Action::Proxy(g) if r.transport(g).0 == UpstreamProtocol::H2),
         );
         if let Some(held) = &ctx.held_body {
             // The whole body is known: send it with its length, whatever the plugins made of it.
@@ -834,6 +838,21 @@ impl ProxyHttp for EdgeProxy {
             access_log::write(session, e, ctx, status, elapsed);
         }
     }
+}
+
+/// A peer reached over TLS, the name sent and verified the configured one, else the Host the
+/// upstream gets.
+fn tls_peer(
+    addr: SocketAddr,
+    tls: &crate::snapshot::UpstreamTls,
+    route: &Route,
+    session: &Session,
+) -> HttpPeer {
+    let host = match route.upstream_host.as_ref().and_then(|h| h.to_str().ok()) {
+        Some(vhost) => headers::normalise_host(vhost),
+        None => headers::request_host(session.req_header()),
+    };
+    tls.peer(addr, &host)
 }
 
 /// The endpoint for the next attempt (see [`Attempts`]), as the data plane's phases need it: a

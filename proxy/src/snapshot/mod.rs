@@ -13,6 +13,7 @@ pub mod resources;
 pub mod router;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_tls;
 
 use std::sync::Arc;
 
@@ -25,7 +26,8 @@ pub use router::{
     RedirectTo, Route, Router, Split, TimeoutOverrides, Timeouts,
 };
 pub use tls::{TlsCertificate, TlsTable};
-pub use upstream::{UpstreamGroup, UpstreamProtocol, UpstreamTarget};
+pub use upstream::{Transport, UpstreamGroup, UpstreamProtocol, UpstreamTarget};
+pub use upstream_tls::UpstreamTls;
 
 use crate::config::NamespacedName;
 use crate::problem::Problem;

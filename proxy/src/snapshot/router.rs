@@ -175,6 +175,9 @@ pub struct Route {
     pub compression: Option<Arc<super::compression::Compression>>,
     /// Where copies of its requests go (`mirror-target`).
     pub mirror: Option<Arc<super::mirror::Mirror>>,
+    /// How its requests reach the endpoints, when not as the group's Service port says
+    /// (`backend-protocol`, `proxy-ssl-*`).
+    pub transport: Option<super::Transport>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -299,6 +302,17 @@ impl Route {
         self.canary.as_ref().is_none_or(|c| own(&c.route)) && own(self)
     }
 
+    /// The protocol and TLS its requests to `group` are sent with: its own, else the group's.
+    pub fn transport<'a>(
+        &'a self,
+        group: &'a super::UpstreamGroup,
+    ) -> (super::UpstreamProtocol, Option<&'a Arc<super::UpstreamTls>>) {
+        match &self.transport {
+            Some(own) => (own.protocol, own.tls.as_ref()),
+            None => (group.protocol, group.tls.as_ref()),
+        }
+    }
+
     /// A copy with another name, action and canary (metric handles are looked up again).
     pub fn remade(&self, name: Arc<str>, action: Action, canary: Option<Arc<Canary>>) -> Route {
         Route {
@@ -323,6 +337,7 @@ impl Route {
             external_auth: self.external_auth.clone(),
             compression: self.compression.clone(),
             mirror: self.mirror.clone(),
+            transport: self.transport.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -468,6 +483,7 @@ mod tests {
             external_auth: None,
             compression: None,
             mirror: None,
+            transport: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

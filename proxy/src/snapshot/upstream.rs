@@ -15,6 +15,8 @@ pub struct UpstreamGroup {
     pub name: String,
     pub target: UpstreamTarget,
     pub protocol: UpstreamProtocol,
+    /// TLS to the endpoints (Service `appProtocol: https`, a BackendPolicy's `tls`).
+    pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
     pub balancer: Balancer,
     /// How its endpoints' health is judged (a BackendPolicy's, else the defaults).
     pub health: HealthPolicy,
@@ -42,9 +44,17 @@ pub enum UpstreamTarget {
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
     Http1,
-    /// HTTP/2 with prior knowledge over plain TCP (Service `appProtocol` `kubernetes.io/h2c` or
-    /// `grpc`).
-    H2c,
+    /// HTTP/2: with prior knowledge in the clear (Service `appProtocol` `kubernetes.io/h2c` or
+    /// `grpc`, `backend-protocol: GRPC`), by ALPN over TLS (`backend-protocol: GRPCS`).
+    H2,
+}
+
+/// How a route's requests reach the endpoints when it says so itself (ingress-nginx's
+/// `backend-protocol` and `proxy-ssl-*`), instead of as the group's Service port does.
+#[derive(Clone, Debug)]
+pub struct Transport {
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
 }
 
 impl UpstreamGroup {
@@ -53,6 +63,7 @@ impl UpstreamGroup {
             name,
             target,
             protocol,
+            tls: None,
             balancer: Balancer::default(),
             health: HealthPolicy::default(),
             retry: None,

@@ -4,23 +4,25 @@
 //! probes in a row, passing again after `healthyThreshold` good ones. The tasks follow the
 //! installed Snapshot: an endpoint that leaves loses its task, a new one gets one, and one whose
 //! check is unchanged keeps its task and its verdict across reloads. An endpoint starts as
-//! passing: its EndpointSlice already says it is ready.
+//! passing: its EndpointSlice already says it is ready. A group reached over TLS is probed
+//! over TLS, through Pingora's connector with the group's settings, as requests are.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use pingora::connectors::TransportConnector;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::endpoint::Endpoint;
 use super::health::{ActiveCheck, Probe};
-use crate::snapshot::{Snapshot, SnapshotHandle};
+use crate::snapshot::{Snapshot, SnapshotHandle, UpstreamTls};
 
 /// Most bytes of a probe's response read while looking for its status line.
 const MOST_RESPONSE_HEAD: usize = 16 * 1024;
@@ -35,7 +37,15 @@ pub struct Prober {
 struct Running {
     endpoint: Arc<Endpoint>,
     check: ActiveCheck,
+    tls: Option<Arc<UpstreamTls>>,
     task: JoinHandle<()>,
+}
+
+/// How a probe reaches its endpoint.
+#[derive(Clone)]
+struct Reach {
+    tls: Option<Arc<UpstreamTls>>,
+    connector: Arc<TransportConnector>,
 }
 
 #[async_trait]
@@ -43,8 +53,9 @@ impl BackgroundService for Prober {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut running: HashMap<(String, SocketAddr), Running> = HashMap::new();
         let mut generations = self.generations.clone();
+        let connector = Arc::new(TransportConnector::new(None));
         loop {
-            reconcile(&self.snapshots.load(), &mut running);
+            reconcile(&self.snapshots.load(), &mut running, &connector);
             tokio::select! {
                 changed = generations.changed() => if changed.is_err() { break },
                 _ = shutdown.changed() => break,
@@ -57,19 +68,31 @@ impl BackgroundService for Prober {
 }
 
 /// Starts the checks `snapshot` wants that are not running, and stops those it no longer wants.
-fn reconcile(snapshot: &Snapshot, running: &mut HashMap<(String, SocketAddr), Running>) {
+fn reconcile(
+    snapshot: &Snapshot,
+    running: &mut HashMap<(String, SocketAddr), Running>,
+    connector: &Arc<TransportConnector>,
+) {
     let mut wanted = HashMap::new();
     for group in &snapshot.upstreams {
         let Some(check) = &group.health.active else {
             continue;
         };
         for endpoint in group.endpoints() {
-            wanted.insert((group.name.clone(), endpoint.addr), (endpoint, check));
+            wanted.insert(
+                (group.name.clone(), endpoint.addr),
+                (endpoint, check, &group.tls),
+            );
         }
     }
     running.retain(|key, current| {
-        let keep = wanted.get(key).is_some_and(|(endpoint, check)| {
-            Arc::ptr_eq(endpoint, &current.endpoint) && **check == current.check
+        let keep = wanted.get(key).is_some_and(|(endpoint, check, tls)| {
+            let same_tls = match (tls, &current.tls) {
+                (None, None) => true,
+                (Some(new), Some(old)) => new.same_as(old),
+                _ => false,
+            };
+            Arc::ptr_eq(endpoint, &current.endpoint) && **check == current.check && same_tls
         });
         if !keep {
             current.task.abort();
@@ -80,16 +103,26 @@ fn reconcile(snapshot: &Snapshot, running: &mut HashMap<(String, SocketAddr), Ru
         }
         keep
     });
-    for (key, (endpoint, check)) in wanted {
+    for (key, (endpoint, check, tls)) in wanted {
         if running.contains_key(&key) {
             continue;
         }
-        let task = tokio::spawn(check_loop(key.0.clone(), endpoint.clone(), check.clone()));
+        let reach = Reach {
+            tls: tls.clone(),
+            connector: connector.clone(),
+        };
+        let task = tokio::spawn(check_loop(
+            key.0.clone(),
+            endpoint.clone(),
+            check.clone(),
+            reach,
+        ));
         running.insert(
             key,
             Running {
                 endpoint: endpoint.clone(),
                 check: check.clone(),
+                tls: tls.clone(),
                 task,
             },
         );
@@ -97,14 +130,16 @@ fn reconcile(snapshot: &Snapshot, running: &mut HashMap<(String, SocketAddr), Ru
 }
 
 /// Probes one endpoint on the check's interval, for as long as the task lives.
-async fn check_loop(group: String, endpoint: Arc<Endpoint>, check: ActiveCheck) {
+async fn check_loop(group: String, endpoint: Arc<Endpoint>, check: ActiveCheck, reach: Reach) {
     let mut interval = tokio::time::interval(check.interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (mut passed, mut failed) = (0u32, 0u32);
     loop {
         interval.tick().await;
         let result =
-            match tokio::time::timeout(check.timeout, probe(endpoint.addr, &check.probe)).await {
+            match tokio::time::timeout(check.timeout, probe(endpoint.addr, &check.probe, &reach))
+                .await
+            {
                 Ok(result) => result,
                 Err(_) => Err(format!("no answer within {:?}", check.timeout)),
             };
@@ -129,10 +164,36 @@ async fn check_loop(group: String, endpoint: Arc<Endpoint>, check: ActiveCheck) 
 }
 
 /// One probe: `Ok` when the endpoint is healthy, else why not.
-async fn probe(addr: SocketAddr, probe: &Probe) -> Result<(), String> {
-    let mut stream = TcpStream::connect(addr)
+async fn probe(addr: SocketAddr, probe: &Probe, reach: &Reach) -> Result<(), String> {
+    let Some(tls) = &reach.tls else {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connecting: {e}"))?;
+        return http_probe(stream, addr, probe).await;
+    };
+    // Over TLS the handshake is part of the check, a TCP one too; the name sent is the
+    // group's, else the check's Host.
+    let name = match probe {
+        Probe::Http {
+            hostname: Some(host),
+            ..
+        } => host.clone(),
+        _ => addr.ip().to_string(),
+    };
+    let stream = reach
+        .connector
+        .new_stream(&tls.peer(addr, &name))
         .await
-        .map_err(|e| format!("connecting: {e}"))?;
+        .map_err(|e| format!("connecting over TLS: {e}"))?;
+    http_probe(stream, addr, probe).await
+}
+
+/// The HTTP/1.1 request of an HTTP probe, over a connection made (nothing more for a TCP one).
+async fn http_probe<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    addr: SocketAddr,
+    probe: &Probe,
+) -> Result<(), String> {
     let Probe::Http {
         method,
         path,
@@ -199,6 +260,13 @@ mod tests {
         addr
     }
 
+    fn plain() -> Reach {
+        Reach {
+            tls: None,
+            connector: Arc::new(TransportConnector::new(None)),
+        }
+    }
+
     fn http(expected: &[u16]) -> Probe {
         Probe::Http {
             method: "GET".into(),
@@ -212,13 +280,13 @@ mod tests {
     async fn http_probes_want_an_expected_status() {
         let ok = answering("HTTP/1.1 200 OK").await;
         let failing = answering("HTTP/1.1 503 Service Unavailable").await;
-        assert_eq!(probe(ok, &http(&[200])).await, Ok(()));
+        assert_eq!(probe(ok, &http(&[200]), &plain()).await, Ok(()));
         assert_eq!(
-            probe(failing, &http(&[200])).await,
+            probe(failing, &http(&[200]), &plain()).await,
             Err("answered 503".into())
         );
-        assert_eq!(probe(failing, &http(&[200, 503])).await, Ok(()));
-        assert_eq!(probe(failing, &Probe::Tcp).await, Ok(()));
+        assert_eq!(probe(failing, &http(&[200, 503]), &plain()).await, Ok(()));
+        assert_eq!(probe(failing, &Probe::Tcp, &plain()).await, Ok(()));
     }
 
     #[tokio::test]
@@ -227,7 +295,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             listener.local_addr().unwrap()
         };
-        assert!(probe(closed, &Probe::Tcp).await.is_err());
-        assert!(probe(closed, &http(&[200])).await.is_err());
+        assert!(probe(closed, &Probe::Tcp, &plain()).await.is_err());
+        assert!(probe(closed, &http(&[200]), &plain()).await.is_err());
     }
 }

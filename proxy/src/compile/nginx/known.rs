@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 71] = [
+pub(super) const HONOURED: [&str; 77] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -83,10 +83,16 @@ pub(super) const HONOURED: [&str; 71] = [
     "mirror-host",
     "mirror-request-body",
     "ssl-passthrough",
+    "backend-protocol",
+    "proxy-ssl-secret",
+    "proxy-ssl-verify",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+    "proxy-ssl-protocols",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 62] = [
+pub(super) const NOT_HONOURED: [&str; 56] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -102,7 +108,6 @@ pub(super) const NOT_HONOURED: [&str; 62] = [
     "auth-tls-secret",
     "auth-tls-verify-client",
     "auth-tls-verify-depth",
-    "backend-protocol",
     "client-body-buffer-size",
     "connection-proxy-header",
     "custom-headers",
@@ -135,11 +140,6 @@ pub(super) const NOT_HONOURED: [&str; 62] = [
     "proxy-redirect-to",
     "proxy-request-buffering",
     "proxy-ssl-ciphers",
-    "proxy-ssl-name",
-    "proxy-ssl-protocols",
-    "proxy-ssl-secret",
-    "proxy-ssl-server-name",
-    "proxy-ssl-verify",
     "proxy-ssl-verify-depth",
     "relative-redirects",
     "satisfy",

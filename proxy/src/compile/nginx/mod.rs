@@ -18,6 +18,8 @@
 //!   expressions anchored at the start, longest first; `builtin:headers` replaces the whole path
 //!   with the target (`$1`... from the path's groups), keeping the query string.
 //! - `ssl-redirect`, `proxy-connect-timeout`, `proxy-read-timeout`.
+//! - `backend-protocol` (`HTTP`, `HTTPS`, `GRPC`, `GRPCS`) and `proxy-ssl-secret`, `-verify`,
+//!   `-name`, `-server-name`, `-protocols`: see [`backend_protocol`].
 //! - `ssl-passthrough`: on the HTTPS listener, the TLS connections for the Ingress's hosts go
 //!   undecrypted to the backend of the host's path `/` (its other paths are not used, and
 //!   plain HTTP is served as usual), without ingress-nginx's `--enable-ssl-passthrough`: a host
@@ -58,6 +60,7 @@ use crate::upstream::affinity::{Affinity, Mode, SameSite};
 use crate::upstream::balance::{Balance, HashKey};
 use crate::upstream::retry::RetryPolicy;
 
+mod backend_protocol;
 mod known;
 mod plugins;
 
@@ -120,6 +123,8 @@ pub struct NginxSettings {
     pub external_auth: Option<std::sync::Arc<ExternalAuth>>,
     /// `mirror-target`, `mirror-host`, `mirror-request-body`.
     pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
+    /// `backend-protocol` and `proxy-ssl-*`.
+    pub transport: Option<crate::snapshot::Transport>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -626,6 +631,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.ssl_passthrough = a.bool("ssl-passthrough").unwrap_or(false);
     a.out.default_backend = a.get("default-backend").map(str::to_owned);
     a.out.external_auth = external_auth(&mut a);
+    a.out.transport = backend_protocol::transport(&mut a, key, store);
     if let Some(target) = a.get("mirror-target") {
         let with_body = match a.get("mirror-request-body") {
             None | Some("on") => true,

@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ResourceStatus;
 
-/// Load balancing, sticky sessions, health checking, retries, circuit breaking and time limits
-/// for the endpoints of the Services it targets.
+/// Load balancing, sticky sessions, health checking, retries, circuit breaking, time limits
+/// and TLS for the endpoints of the Services it targets.
 ///
 /// A port of a Service takes the policy that names it by `sectionName`, else the one that
 /// targets the whole Service; of two at the same level the older wins and the newer is
@@ -49,6 +49,51 @@ pub struct BackendPolicySpec {
     /// Time limits for routes that do not set their own (an Ingress's timeout annotations win).
     #[serde(default)]
     pub timeout: Option<Timeout>,
+    /// TLS to the endpoints (an Ingress's `backend-protocol` and `proxy-ssl-*` annotations win
+    /// on its routes).
+    #[serde(default)]
+    pub tls: Option<BackendTls>,
+}
+
+/// TLS from Gantry to the endpoints, as the Gateway API's BackendTLSPolicy validates it (its
+/// field names), with a client certificate for endpoints that require one. The certificate is
+/// verified unless `insecureSkipVerify` says otherwise.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BackendTls {
+    /// The name sent as SNI and that the certificate must be valid for (default: each
+    /// request's `Host`).
+    #[serde(default)]
+    pub hostname: Option<String>,
+    /// Secrets or ConfigMaps of the policy's namespace whose `ca.crt` holds the authorities
+    /// trusted (default: the system's roots).
+    #[serde(default)]
+    pub ca_certificate_refs: Vec<CaCertificateRef>,
+    /// A `kubernetes.io/tls` Secret of the policy's namespace whose certificate Gantry
+    /// presents (mutual TLS).
+    #[serde(default)]
+    pub client_certificate_ref: Option<SecretName>,
+    /// Do not verify the endpoints' certificates (shown in `/config`).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaCertificateRef {
+    /// `Secret` or `ConfigMap` (the default).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// The core API group, `""`, if given.
+    #[serde(default)]
+    pub group: Option<String>,
+    pub name: String,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretName {
+    pub name: String,
 }
 
 /// The Gateway API's `SessionPersistence`, by cookie.

@@ -466,7 +466,8 @@ fn fast_route(
         };
         !pingoras
             && group.endpoint_count() > 0
-            && group.protocol == UpstreamProtocol::Http1
+            // HTTP/2 and TLS to the endpoints are Pingora's connector's.
+            && matches!(route.transport(group), (UpstreamProtocol::Http1, None))
             && route
                 .plugins
                 .as_ref()
