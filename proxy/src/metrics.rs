@@ -99,7 +99,7 @@ impl Metrics {
         let upstream_errors = IntCounterVec::new(
             Opts::new(
                 "gantry_upstream_errors_total",
-                "Failed upstream attempts by route and kind",
+                "Failed upstream attempts by route and kind (connect, timeout, tls, other)",
             ),
             &["route", "kind"],
         )?;

@@ -44,4 +44,5 @@ mod support;
 mod tls;
 mod tls_passthrough;
 mod upstream_settings;
+mod upstream_tls;
 mod validate;

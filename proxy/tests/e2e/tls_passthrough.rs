@@ -24,7 +24,7 @@ async fn passed_through_hosts_get_the_backends_certificate_and_others_gantrys_on
     let ca = TestCa::new();
     let backend = ca.leaf(&["pass.test", "own.test", "side.test", "*.wild.test"]);
     let terminated = ca.leaf(&["term.test"]);
-    let nginx = Nginx::https(&backend.cert_pem, &backend.key_pem, "").await;
+    let nginx = Nginx::https(&backend.cert_pem, &backend.key_pem, None).await;
     let echo = upstream::echo("echo").await;
     let side = free_port();
     let config = ConfigDir::new();
@@ -74,7 +74,7 @@ async fn passed_through_hosts_get_the_backends_certificate_and_others_gantrys_on
         .send()
         .await
         .unwrap();
-    assert_eq!(answer.text().await.unwrap(), "nginx over TLS: pass.test\n");
+    assert_eq!(answer.text().await.unwrap(), "nginx over TLS: pass.test \n");
     let answer = client.get("https://term.test/").send().await.unwrap();
     let report: serde_json::Value = answer.json().await.unwrap();
     assert_eq!(report["server"], "echo");
@@ -121,7 +121,7 @@ async fn passed_through_hosts_get_the_backends_certificate_and_others_gantrys_on
 async fn passthrough_asked_for_wrongly_is_reported_and_the_rest_served() {
     let ca = TestCa::new();
     let backend = ca.leaf(&["ok.test"]);
-    let nginx = Nginx::https(&backend.cert_pem, &backend.key_pem, "").await;
+    let nginx = Nginx::https(&backend.cert_pem, &backend.key_pem, None).await;
     let (port, other) = (free_port(), free_port());
     let config = ConfigDir::new();
     config.write("class.yaml", GANTRY_CLASS);

@@ -61,31 +61,37 @@ events {{}}
     }
 
     /// An HTTPS server presenting `cert_pem` (with `key_pem`) that answers every request with
-    /// 200 and `nginx over TLS: SERVER_NAME`; `extra` goes into its `server {}` block.
-    pub async fn https(cert_pem: &str, key_pem: &str, extra: &str) -> Nginx {
-        let files = [("server.crt", cert_pem), ("server.key", key_pem)];
+    /// 200 and `nginx over TLS: SERVER_NAME CLIENT_SUBJECT`; with `client_ca`, a client
+    /// certificate signed by it is required (nginx answers 400 without one).
+    pub async fn https(cert_pem: &str, key_pem: &str, client_ca: Option<&str>) -> Nginx {
+        let mut files = vec![("server.crt", cert_pem), ("server.key", key_pem)];
+        if let Some(ca) = client_ca {
+            files.push(("client-ca.crt", ca));
+        }
         Nginx::start(&files, |dir, port| {
-            let dir = dir.display();
-            format!(
-                "http {{
-  access_log off;
-  client_body_temp_path {dir}/body;
-  proxy_temp_path {dir}/proxy;
-  fastcgi_temp_path {dir}/fastcgi;
-  uwsgi_temp_path {dir}/uwsgi;
-  scgi_temp_path {dir}/scgi;
-  server {{
+            let verify_client = if client_ca.is_some() {
+                format!(
+                    "ssl_verify_client on;\n    ssl_client_certificate {}/client-ca.crt;",
+                    dir.display()
+                )
+            } else {
+                String::new()
+            };
+            http_block(
+                dir,
+                &format!(
+                    "server {{
     listen 127.0.0.1:{port} ssl;
     ssl_certificate {dir}/server.crt;
     ssl_certificate_key {dir}/server.key;
-    {extra}
+    {verify_client}
     location / {{
       default_type text/plain;
-      return 200 \"nginx over TLS: $ssl_server_name\\n\";
+      return 200 \"nginx over TLS: $ssl_server_name $ssl_client_s_dn\\n\";
     }}
-  }}
-}}
-"
+  }}",
+                    dir = dir.display()
+                ),
             )
         })
         .await
@@ -101,4 +107,22 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// An `http {}` block holding `servers`, its logs off and temporary files in nginx's folder
+/// `dir`.
+pub fn http_block(dir: &Path, servers: &str) -> String {
+    let dir = dir.display();
+    format!(
+        "http {{
+  access_log off;
+  client_body_temp_path {dir}/body;
+  proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fastcgi;
+  uwsgi_temp_path {dir}/uwsgi;
+  scgi_temp_path {dir}/scgi;
+  {servers}
+}}
+"
+    )
 }
