@@ -111,6 +111,9 @@ enum BackendView<'a> {
         /// TLS to the endpoints: the route's own (`backend-protocol`), else the group's.
         #[serde(skip_serializing_if = "Option::is_none")]
         tls: Option<UpstreamTlsView<'a>>,
+        /// The PROXY protocol header sent first on each connection.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        proxy_protocol: Option<crate::snapshot::l4::ProxyVersion>,
         target: &'a UpstreamTarget,
         /// How requests are spread over the endpoints (`round_robin`, `hash $request_uri`...).
         balance: &'a Balance,
@@ -234,6 +237,7 @@ fn backend_view(route: &Route) -> BackendView<'_> {
             upstream: &group.name,
             protocol: route.transport(group).0,
             tls: route.transport(group).1.map(|tls| tls.view()),
+            proxy_protocol: group.send_proxy,
             target: &group.target,
             balance: &route.balance,
             slow_start_ms: group.balancer.slow_start.map(|d| d.as_millis()),

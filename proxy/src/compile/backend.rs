@@ -252,6 +252,7 @@ impl<'a> Backends<'a> {
                     if policy.tls.is_some() {
                         group.tls = policy.tls;
                     }
+                    group.send_proxy = policy.send_proxy;
                     group.health = policy.health;
                     group.retry = policy.retry;
                     group.breaker = policy.breaker;

@@ -163,6 +163,8 @@ impl Compiler<'_> {
                 }
             };
             let connect_timeout = group.timeouts.connect.unwrap_or(CONNECT);
+            // The Service port's own wish (a BackendPolicy's) when the service says nothing.
+            let send_proxy = want.send_proxy.or(group.send_proxy);
             by_port
                 .entry((want.port, transport))
                 .or_default()
@@ -176,7 +178,7 @@ impl Compiler<'_> {
                     idle_timeout: want.idle_timeout,
                     connect_timeout,
                     accept_proxy: want.accept_proxy,
-                    send_proxy: want.send_proxy,
+                    send_proxy,
                 }));
         }
         let passthrough = by_port

@@ -49,6 +49,8 @@ pub struct PortPolicy {
     /// How long an endpoint that joins ramps up its share.
     pub slow_start: Option<Duration>,
     pub tls: Option<Arc<crate::snapshot::UpstreamTls>>,
+    /// The PROXY protocol header sent first to the endpoints.
+    pub send_proxy: Option<crate::snapshot::l4::ProxyVersion>,
 }
 
 impl BackendPolicies {
@@ -122,6 +124,17 @@ impl BackendPolicies {
                     slow_start: match &spec.load_balancer {
                         Some(balancer) => slow_start(balancer)?,
                         None => None,
+                    },
+                    send_proxy: match spec.proxy_protocol.as_ref().map(|p| p.version.as_str()) {
+                        None => None,
+                        Some("V1") => Some(crate::snapshot::l4::ProxyVersion::V1),
+                        Some("V2") => Some(crate::snapshot::l4::ProxyVersion::V2),
+                        Some(other) => {
+                            return Err(FieldError::new(
+                                "spec.proxyProtocol.version",
+                                format!("{other:?} is not V1 or V2"),
+                            ));
+                        }
                     },
                     tls: spec
                         .tls

@@ -22,7 +22,7 @@ use pingora::{Error, ErrorType, Result};
 use super::answers::{redirect_location, respond, respond_text};
 use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
-use super::{access_log, external_auth, failure, mirror, side_client};
+use super::{access_log, external_auth, failure, mirror, proxy_protocol, side_client};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
 use crate::snapshot::compression::{Coding, Compression};
@@ -364,6 +364,9 @@ impl ProxyHttp for EdgeProxy {
             None => HttpPeer::new(addr, false, String::new()),
             Some(tls) => tls_peer(addr, tls, &route, session),
         };
+        if let Some(version) = group.send_proxy {
+            send_proxy_header(&mut peer, version, session, route.timeouts.connect);
+        }
         let options = &mut peer.options;
         options.connection_timeout = Some(route.timeouts.connect);
         // Pingora's client has one read timeout: a per-try limit bounds every read here.
@@ -838,6 +841,31 @@ impl ProxyHttp for EdgeProxy {
             access_log::write(session, e, ctx, status, elapsed);
         }
     }
+}
+
+/// Has `peer`'s connections start with a PROXY protocol header naming the client (the one a
+/// trusted load balancer named, if it did) and the listener it reached, and keeps them for
+/// requests of that same client connection only.
+fn send_proxy_header(
+    peer: &mut HttpPeer,
+    version: proxy_protocol::ProxyVersion,
+    session: &Session,
+    connect_timeout: std::time::Duration,
+) {
+    let inet = |addr: Option<&pingora::protocols::l4::socket::SocketAddr>| {
+        addr.and_then(|a| a.as_inet()).copied()
+    };
+    let (Some(source), Some(destination)) =
+        (inet(session.client_addr()), inet(session.server_addr()))
+    else {
+        return;
+    };
+    let header = proxy_protocol::header(version, source, destination);
+    peer.group_key ^= proxy_protocol::pool_key(&header);
+    peer.options.custom_l4 = Some(Arc::new(proxy_protocol::HeaderFirst {
+        header,
+        connect_timeout,
+    }));
 }
 
 /// A peer reached over TLS, the name sent and verified the configured one, else the Host the

@@ -197,3 +197,59 @@ mod tests {
         assert!(!looks_like_header(b"GET / HTTP/1.1"));
     }
 }
+
+/// Pingora's connector, for a backend that reads the PROXY protocol: connects as Pingora would
+/// and writes the header first. The header names one client's connection, so a connection made
+/// with it serves only that client: the peer's pool key says so ([`pool_key`]).
+#[derive(Debug)]
+pub struct HeaderFirst {
+    pub header: Vec<u8>,
+    pub connect_timeout: Duration,
+}
+
+/// Keeps connections that start with different headers apart in Pingora's pool, as HAProxy
+/// keeps them private to their client.
+pub fn pool_key(header: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(header)
+}
+
+#[async_trait::async_trait]
+impl pingora::connectors::L4Connect for HeaderFirst {
+    async fn connect(
+        &self,
+        addr: &pingora::protocols::l4::socket::SocketAddr,
+    ) -> pingora::Result<pingora::protocols::l4::stream::Stream> {
+        use pingora::{Error, ErrorType};
+        use tokio::io::AsyncWriteExt;
+        let Some(inet) = addr.as_inet() else {
+            return Error::e_explain(ErrorType::ConnectError, "a PROXY protocol peer is TCP");
+        };
+        let connecting = tokio::time::timeout(self.connect_timeout, TcpStream::connect(inet));
+        let mut tcp = match connecting.await {
+            Err(_) => {
+                return Error::e_explain(
+                    ErrorType::ConnectTimedout,
+                    format!("connecting to {inet}: timed out"),
+                );
+            }
+            Ok(Err(e)) => {
+                let kind = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    ErrorType::ConnectRefused
+                } else {
+                    ErrorType::ConnectError
+                };
+                return Err(Error::because(kind, format!("connecting to {inet}"), e));
+            }
+            Ok(Ok(tcp)) => tcp,
+        };
+        let _ = tcp.set_nodelay(true);
+        tcp.write_all(&self.header).await.map_err(|e| {
+            Error::because(
+                ErrorType::WriteError,
+                "writing the PROXY protocol header",
+                e,
+            )
+        })?;
+        Ok(tcp.into())
+    }
+}

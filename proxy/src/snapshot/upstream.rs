@@ -17,6 +17,8 @@ pub struct UpstreamGroup {
     pub protocol: UpstreamProtocol,
     /// TLS to the endpoints (Service `appProtocol: https`, a BackendPolicy's `tls`).
     pub tls: Option<std::sync::Arc<super::upstream_tls::UpstreamTls>>,
+    /// The PROXY protocol header sent first on each connection (a BackendPolicy's).
+    pub send_proxy: Option<super::l4::ProxyVersion>,
     pub balancer: Balancer,
     /// How its endpoints' health is judged (a BackendPolicy's, else the defaults).
     pub health: HealthPolicy,
@@ -64,6 +66,7 @@ impl UpstreamGroup {
             target,
             protocol,
             tls: None,
+            send_proxy: None,
             balancer: Balancer::default(),
             health: HealthPolicy::default(),
             retry: None,

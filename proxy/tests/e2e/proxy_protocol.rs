@@ -1,16 +1,18 @@
 //! The PROXY protocol on the HTTP and HTTPS listeners (`--accept-proxy-protocol`, HAProxy's
 //! specification, versions 1 and 2): a trusted load balancer's header names the client, who is
 //! then the client everywhere (`X-Forwarded-For`, the access log); the same header from a peer
-//! not trusted is refused, and such a peer without one is served as itself. (The TCP services'
-//! side is in `l4_services`.)
+//! not trusted is refused, and such a peer without one is served as itself. Sent to HTTP
+//! backends whose BackendPolicy asks (Envoy Gateway's `proxyProtocol`), each connection private
+//! to its client as HAProxy keeps them. (The TCP services' side is in `l4_services`.)
 
 use std::net::SocketAddr;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::config::echo_folder;
+use crate::support::config::{GANTRY_CLASS, backend_policy, echo_folder, nginx_ingress, service};
 use crate::support::gantry::Options;
-use crate::support::{Gantry, upstream};
+use crate::support::nginx::{Nginx, http_block};
+use crate::support::{ConfigDir, Gantry, upstream};
 
 /// Connects to `to` from `from`, sends `header` and a GET for `host`, and returns the echo
 /// upstream's `X-Forwarded-For` (`None` when the connection was refused).
@@ -120,4 +122,78 @@ async fn a_trusted_load_balancer_names_the_client_and_no_one_else_may() {
         gantry.log().contains("client=203.0.113.7:51234")
     })
     .await;
+}
+
+/// nginx reading the PROXY protocol on an HTTP listener (`listen ... proxy_protocol`) and
+/// answering with the client address the header gave it.
+async fn nginx_reading_proxy() -> Nginx {
+    Nginx::start(&[], |dir, port| {
+        http_block(
+            dir,
+            &format!(
+                "server {{
+    listen 127.0.0.1:{port} proxy_protocol;
+    location / {{
+      default_type text/plain;
+      return 200 \"$proxy_protocol_addr:$proxy_protocol_port\";
+    }}
+  }}"
+            ),
+        )
+    })
+    .await
+}
+
+#[tokio::test]
+async fn http_backends_that_ask_get_a_header_naming_each_client() {
+    let nginx = nginx_reading_proxy().await;
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    let mut resources = Vec::new();
+    for version in ["V1", "V2"] {
+        let name = version.to_lowercase();
+        resources.push(service(
+            "default",
+            &name,
+            "http",
+            None,
+            &[(nginx.addr(), true)],
+        ));
+        resources.push(backend_policy(
+            &name,
+            &format!("  proxyProtocol: {{version: {version}}}\n"),
+        ));
+        resources.push(nginx_ingress(&name, &format!("{name}.test"), &name, &[]));
+    }
+    config.write("resources.yaml", &resources.join("---\n"));
+    let gantry = Gantry::start(config.path()).await;
+
+    for host in ["v1.test", "v2.test"] {
+        // Two clients, two requests each on one connection: each request's header names its
+        // own client, never the other's.
+        for from in ["127.0.0.5", "127.0.0.6"] {
+            let client = reqwest::Client::builder()
+                .local_address(from.parse::<std::net::IpAddr>().unwrap())
+                .no_proxy()
+                .build()
+                .unwrap();
+            for _ in 0..2 {
+                let answer = client
+                    .get(format!("http://{}/", gantry.http))
+                    .header("host", host)
+                    .send()
+                    .await
+                    .unwrap();
+                let named = answer.text().await.unwrap();
+                assert!(
+                    named.starts_with(&format!("{from}:")),
+                    "{host} from {from}: {named}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        gantry.route_view("v2.test").await["backend"]["proxyProtocol"],
+        "V2"
+    );
 }

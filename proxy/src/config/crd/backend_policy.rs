@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::ResourceStatus;
 
-/// Load balancing, sticky sessions, health checking, retries, circuit breaking, time limits
-/// and TLS for the endpoints of the Services it targets.
+/// Load balancing, sticky sessions, health checking, retries, circuit breaking, time limits,
+/// TLS and the PROXY protocol for the endpoints of the Services it targets.
 ///
 /// A port of a Service takes the policy that names it by `sectionName`, else the one that
 /// targets the whole Service; of two at the same level the older wins and the newer is
@@ -53,6 +53,17 @@ pub struct BackendPolicySpec {
     /// on its routes).
     #[serde(default)]
     pub tls: Option<BackendTls>,
+    /// A PROXY protocol header sent first on each connection to an endpoint, naming the
+    /// client (Envoy Gateway's field); such a connection serves only that client's requests.
+    #[serde(default)]
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyProtocol {
+    /// `V1` (text) or `V2` (binary).
+    pub version: String,
 }
 
 /// TLS from Gantry to the endpoints, as the Gateway API's BackendTLSPolicy validates it (its

@@ -466,8 +466,10 @@ fn fast_route(
         };
         !pingoras
             && group.endpoint_count() > 0
-            // HTTP/2 and TLS to the endpoints are Pingora's connector's.
+            // HTTP/2, TLS and PROXY protocol headers to the endpoints are Pingora's
+            // connector's.
             && matches!(route.transport(group), (UpstreamProtocol::Http1, None))
+            && group.send_proxy.is_none()
             && route
                 .plugins
                 .as_ref()
