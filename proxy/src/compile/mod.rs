@@ -117,6 +117,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     compiler.add_host_routes();
+    let client_auth = compiler.client_auth_hosts(&ours, &nginx);
     let l4 = compiler.l4_services(settings, &ours, &nginx);
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
@@ -140,6 +141,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         applied,
         l4: l4.services,
         passthrough: l4.passthrough,
+        client_auth,
         ingress_addresses: ingress_addresses(store, settings),
         publish_peers: publish_peers(store, settings),
     }

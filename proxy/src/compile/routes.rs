@@ -188,6 +188,7 @@ impl Compiler<'_> {
         settings.external_auth = nginx.external_auth.clone();
         settings.mirror = nginx.mirror.clone();
         settings.transport = nginx.transport.clone();
+        settings.client_auth = nginx.client_auth.clone();
         if let Some(name) = &nginx.default_backend {
             let key = crate::config::NamespacedName::new(&ingress.key.namespace, name);
             match self.error_backend(ingress, key, None, &nginx.error_codes) {
@@ -714,6 +715,7 @@ impl Compiler<'_> {
             compression: settings.compression.clone(),
             mirror: settings.mirror.clone(),
             transport: settings.transport.clone(),
+            client_auth: settings.client_auth.clone(),
             canary: None,
             plugins: chain,
             metrics: OnceLock::new(),

@@ -54,6 +54,8 @@ pub struct IngressSettings {
     pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
     /// How requests reach the endpoints, when the annotations say (else as the group does).
     pub transport: Option<crate::snapshot::Transport>,
+    /// The client certificate the routes' requests must come with.
+    pub client_auth: Option<std::sync::Arc<crate::snapshot::client_auth::ClientAuth>>,
     /// Weighted backends replacing the Service of each route (a RoutePolicy's `backendRefs`).
     pub split: Option<Vec<(u32, crate::snapshot::Action)>>,
 }
@@ -77,6 +79,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         compression: None,
         mirror: None,
         transport: None,
+        client_auth: None,
         split: None,
     };
     let mut problems = Vec::new();

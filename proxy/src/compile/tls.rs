@@ -1,5 +1,6 @@
-//! The TLS pass over Gantry's Ingresses: `spec.tls` entries -> certificates by host, and the set
-//! of hosts that have TLS (which get the HTTP -> HTTPS redirect).
+//! The TLS pass over Gantry's Ingresses: `spec.tls` entries -> certificates by host, the set
+//! of hosts that have TLS (which get the HTTP -> HTTPS redirect), and the hosts whose
+//! handshakes ask for a client certificate.
 
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
@@ -116,5 +117,39 @@ impl Compiler<'_> {
             }
             _ => false,
         }
+    }
+}
+
+impl Compiler<'_> {
+    /// The hosts whose handshakes ask for a client certificate: each host of an Ingress with
+    /// `auth-tls-*`, as the oldest such Ingress of the host says.
+    pub(super) fn client_auth_hosts(
+        &mut self,
+        ingresses: &[IngressCtx<'_>],
+        nginx: &[super::nginx::NginxSettings],
+    ) -> crate::snapshot::client_auth::ClientAuthTable {
+        let mut table = crate::snapshot::client_auth::ClientAuthTable::default();
+        let field =
+            crate::config::annotations::field(&format!("{}auth-tls-secret", super::nginx::PREFIX));
+        for (ingress, settings) in ingresses.iter().zip(nginx) {
+            let Some(auth) = &settings.client_auth else {
+                continue;
+            };
+            for host in ingress.hosts().flatten() {
+                if let Err(held) = table.insert(&host, auth.clone())
+                    && !held.same_as(auth)
+                {
+                    self.problems.push(ingress.problem(
+                        &field,
+                        format!(
+                            "an older Ingress of {host} asks for client certificates otherwise, \
+                             and the host's handshakes follow it: this Ingress's routes answer \
+                             421 until the two agree"
+                        ),
+                    ));
+                }
+            }
+        }
+        table
     }
 }

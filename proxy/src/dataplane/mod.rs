@@ -4,6 +4,7 @@
 mod access_log;
 mod answers;
 mod cert_resolver;
+pub mod client_cert;
 mod connections;
 mod external_auth;
 mod failure;

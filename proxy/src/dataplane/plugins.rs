@@ -230,6 +230,11 @@ pub(super) fn request_info(session: &Session, ctx: &RequestCtx, route: &Route) -
         tls: is_tls(session),
         client,
         server,
+        peer_subject: ctx
+            .client_identity
+            .as_ref()
+            .filter(|identity| !identity.chain.is_empty())
+            .map(|identity| Arc::from(identity.subject.as_str())),
         connection_accepted: connection_accepted(session),
         cluster_name: match &route.action {
             Action::Proxy(group) => Some(Arc::from(group.name.as_str())),

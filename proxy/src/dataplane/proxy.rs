@@ -22,7 +22,7 @@ use pingora::{Error, ErrorType, Result};
 use super::answers::{redirect_location, respond, respond_text};
 use super::headers::{self, X_REQUEST_ID};
 use super::plugins::{PLUGIN_ANSWERED, PLUGIN_FAILED, VIA_UPSTREAM, head_bytes};
-use super::{access_log, external_auth, failure, mirror, proxy_protocol, side_client};
+use super::{access_log, client_cert, external_auth, failure, mirror, proxy_protocol, side_client};
 use crate::metrics::Metrics;
 use crate::snapshot::client_limit::ClientSlot;
 use crate::snapshot::compression::{Coding, Compression};
@@ -122,6 +122,8 @@ pub struct RequestCtx {
     /// What the external auth service gave the request: fields for the upstream, cookies for
     /// the client.
     pub(super) auth_fields: Vec<(http::HeaderName, HeaderValue)>,
+    /// The connection's client certificate, on a route that asks for one.
+    pub(super) client_identity: Option<Arc<client_cert::ClientIdentity>>,
     pub(super) auth_cookies: Vec<HeaderValue>,
     /// Where the request's body chunks go for its mirrored copy.
     pub(super) mirror_body: Option<tokio::sync::mpsc::Sender<Bytes>>,
@@ -185,6 +187,7 @@ impl ProxyHttp for EdgeProxy {
             client_slot: None,
             error_page: None,
             auth_fields: Vec::new(),
+            client_identity: None,
             auth_cookies: Vec::new(),
             mirror_body: None,
         }
@@ -246,6 +249,13 @@ impl ProxyHttp for EdgeProxy {
                 "request body over the route's limit of {limit} bytes"
             )));
             respond_text(session, ctx, 413, "request entity too large\n").await?;
+            return Ok(true);
+        }
+
+        if let Some(wanted) = &route.client_auth
+            && (!route.https_redirect || is_tls(session))
+            && self.client_certificate(session, ctx, wanted).await?
+        {
             return Ok(true);
         }
 
@@ -446,6 +456,17 @@ impl ProxyHttp for EdgeProxy {
         }
         for (name, value) in &ctx.auth_fields {
             upstream.insert_header(name.clone(), value.clone())?;
+        }
+        if ctx.route.as_ref().is_some_and(|r| r.client_auth.is_some()) {
+            // Only Gantry says what the client's certificate is.
+            for name in client_cert::UPSTREAM_FIELDS {
+                upstream.remove_header(name);
+            }
+            if let Some(identity) = &ctx.client_identity {
+                for (name, value) in client_cert::upstream_fields(identity) {
+                    upstream.insert_header(name, value)?;
+                }
+            }
         }
         if let Some(route) = &ctx.route {
             if let Some(vhost) = &route.upstream_host {
@@ -840,6 +861,53 @@ impl ProxyHttp for EdgeProxy {
         if self.shared.access_log {
             access_log::write(session, e, ctx, status, elapsed);
         }
+    }
+}
+
+impl EdgeProxy {
+    /// Checks the connection's client certificate against what the route asks for, keeping it
+    /// for the upstream's fields; whether the request was answered (refused) instead.
+    async fn client_certificate(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        wanted: &crate::snapshot::client_auth::ClientAuth,
+    ) -> Result<bool> {
+        let identity = session
+            .as_downstream()
+            .digest()
+            .and_then(|d| d.socket_digest.as_ref())
+            .and_then(client_cert::identity_of);
+        let refusal = client_cert::refusal(wanted, identity.as_deref(), is_tls(session));
+        ctx.client_identity = identity;
+        let Some((status, error_page)) = refusal else {
+            return Ok(false);
+        };
+        let verdict = ctx
+            .client_identity
+            .as_ref()
+            .map_or("none".to_owned(), |i| i.verified.as_nginx());
+        ctx.note = Some(Arc::from(format!("client certificate refused: {verdict}")));
+        match (status, error_page) {
+            (400, Some(page)) => self.redirect(session, ctx, 302, page).await?,
+            (421, _) => {
+                respond_text(
+                    session,
+                    ctx,
+                    421,
+                    "misdirected request: connect again for this host\n",
+                )
+                .await?;
+            }
+            _ => {
+                let text = match ctx.client_identity.as_ref().map(|i| &i.verified) {
+                    Some(client_cert::Verified::Failed(_)) => "400 The SSL certificate error\n",
+                    _ => "400 No required SSL certificate was sent\n",
+                };
+                respond_text(session, ctx, 400, text).await?;
+            }
+        }
+        Ok(true)
     }
 }
 

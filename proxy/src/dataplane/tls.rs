@@ -4,9 +4,12 @@
 //! configuration built here; a connection that negotiates `acme-tls/1` has had its answer (the
 //! validation certificate) and is closed, every other one goes on to the proxy.
 //!
-//! When some hosts are passed through, the ClientHello is read first: a connection for one of
-//! them goes undecrypted to its backend ([`super::l4::pass_through`]), every other one is
-//! handshaken here with the bytes read put back.
+//! When some hosts are passed through or ask for client certificates, the ClientHello is read
+//! first: a connection for a host passed through goes undecrypted to its backend
+//! ([`super::l4::pass_through`]); one for a host that asks for client certificates is
+//! handshaken with that host's settings ([`super::client_cert`]), the verdict on its
+//! certificate kept for its requests; every other one is handshaken as usual. The bytes read
+//! are put back for the handshake.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +22,13 @@ use pingora::protocols::{ALPN, GetSocketDigest, Ssl, Stream};
 use pingora::server::ShutdownWatch;
 use rustls::ServerConfig;
 use rustls::server::ResolvesServerCert;
+use rustls::server::danger::ClientCertVerifier;
 use tracing::debug;
 
+use super::client_cert;
 use super::l4::{L4Shared, client_hello};
 use crate::snapshot::SnapshotHandle;
+use crate::snapshot::client_auth::ClientAuth;
 
 /// The ALPN protocol of TLS-ALPN-01 validation.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -32,9 +38,30 @@ pub struct TlsApp<A> {
     inner: Arc<A>,
     https: SocketAddr,
     acceptor: Acceptor,
-    /// For the hosts passed through: the Snapshot names them, L4's forwarding takes them.
+    resolver: Arc<dyn ResolvesServerCert>,
+    /// For the hosts passed through and those asking for client certificates: the Snapshot
+    /// names them, L4's forwarding takes the former.
     snapshots: SnapshotHandle,
     l4: Arc<L4Shared>,
+}
+
+/// What reading a ClientHello decided.
+enum Hello {
+    /// Passed through, and done.
+    Done,
+    /// To be handshaken here, with a host's client certificate settings if it has some.
+    Terminate(Box<L4Stream>, Option<Arc<ClientAuth>>),
+}
+
+/// The listener's server configuration: HTTP/2 first, as Pingora's listener would;
+/// `acme-tls/1` chosen only by a client that offers nothing else.
+fn listener_config(
+    resolver: Arc<dyn ResolvesServerCert>,
+    verifier: Option<Arc<dyn ClientCertVerifier>>,
+) -> ServerConfig {
+    let mut config = client_cert::server_config(resolver, verifier);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+    config
 }
 
 impl<A> TlsApp<A> {
@@ -45,19 +72,12 @@ impl<A> TlsApp<A> {
         snapshots: SnapshotHandle,
         l4: Arc<L4Shared>,
     ) -> Self {
-        let mut config =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-                .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
-                .with_no_client_auth()
-                .with_cert_resolver(resolver);
-        // HTTP/2 first, as Pingora's listener would; acme-tls/1 is chosen only by a client
-        // that offers nothing else.
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+        let config = listener_config(resolver.clone(), None);
         TlsApp {
             inner: Arc::new(inner),
             https,
             acceptor: Acceptor::from_server_config(Arc::new(config)),
+            resolver,
             snapshots,
             l4,
         }
@@ -72,13 +92,11 @@ impl<A> TlsApp<A> {
                     && (self.https.ip().is_unspecified() || local.ip() == self.https.ip())
             })
     }
-}
 
-impl<A> TlsApp<A> {
-    /// Reads the ClientHello and, for a host passed through, forwards the connection to its
-    /// backend until it ends. The connection if it is to be terminated here, its bytes put
-    /// back.
-    async fn pass_through(&self, mut l4: Box<L4Stream>) -> Option<Box<L4Stream>> {
+    /// Reads the ClientHello: a host passed through is forwarded to its backend until the
+    /// connection ends; any other is handshaken here (its bytes put back), with its client
+    /// certificate settings.
+    async fn read_hello(&self, mut l4: Box<L4Stream>) -> Option<Hello> {
         let hello = match client_hello::read(&mut *l4, Vec::new()).await {
             Ok(hello) => hello,
             Err(e) => {
@@ -87,13 +105,13 @@ impl<A> TlsApp<A> {
             }
         };
         let snapshot = self.snapshots.load_full();
-        let Some(service) = hello
-            .server_name
-            .as_deref()
-            .and_then(|name| snapshot.passthrough.lookup(name))
-        else {
+        let name = hello.server_name.as_deref();
+        let Some(service) = name.and_then(|name| snapshot.passthrough.lookup(name)) else {
+            let auth = name
+                .and_then(|name| snapshot.client_auth.lookup(name))
+                .cloned();
             l4.rewind(&hello.bytes);
-            return Some(l4);
+            return Some(Hello::Terminate(l4, auth));
         };
         let digest = l4.get_socket_digest()?;
         let inet = |addr: Option<&pingora::protocols::l4::socket::SocketAddr>| {
@@ -102,7 +120,7 @@ impl<A> TlsApp<A> {
         let source = inet(digest.peer_addr())?;
         let destination = inet(digest.local_addr());
         super::l4::pass_through(*l4, hello, source, destination, service, &self.l4).await;
-        None
+        Some(Hello::Done)
     }
 }
 
@@ -120,22 +138,42 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
             debug!("a connection on the HTTPS listener is not a plain socket");
             return None;
         };
-        if !self.snapshots.load().passthrough.is_empty() {
-            l4 = self.pass_through(l4).await?;
+        let mut auth = None;
+        let reads_hello = {
+            let snapshot = self.snapshots.load();
+            !snapshot.passthrough.is_empty() || !snapshot.client_auth.is_empty()
+        };
+        if reads_hello {
+            match self.read_hello(l4).await? {
+                Hello::Done => return None,
+                Hello::Terminate(stream, asks) => (l4, auth) = (stream, asks),
+            }
         }
         // Boxed, the stream made a `Stream` inside: the handshake's state, and the TLS stream
         // itself, are large, and a future holds room for its largest state for as long as it
         // lives (here, the whole connection, plain or not).
         let handshake = Box::pin(async move {
-            let tls = self.acceptor.tls_handshake(*l4).await?;
+            let acceptor = match &auth {
+                Some(auth) => client_cert::handshake(auth, |verifier| {
+                    listener_config(self.resolver.clone(), Some(verifier))
+                }),
+                None => &self.acceptor,
+            };
+            let tls = acceptor.tls_handshake(*l4).await?;
             let acme = matches!(
                 tls.selected_alpn_proto(),
                 Some(ALPN::Custom(custom)) if custom.protocol() == ACME_TLS_ALPN
             );
-            Ok::<_, Box<pingora::Error>>((!acme).then(|| Box::new(tls) as Stream))
+            // The verdict on the client's certificate, for the connection's requests.
+            let registered = auth.and_then(|auth| {
+                let chain = tls.get_ssl().and_then(|ssl| ssl.peer_cert_chain_der());
+                let identity = client_cert::judge(auth, chain);
+                Some(client_cert::register(tls.get_socket_digest()?, identity))
+            });
+            Ok::<_, Box<pingora::Error>>((!acme).then(|| (Box::new(tls) as Stream, registered)))
         });
         match handshake.await {
-            Ok(Some(tls)) => self.inner.process_new(tls, shutdown).await,
+            Ok(Some((tls, _registered))) => self.inner.process_new(tls, shutdown).await,
             // The validation certificate was the answer.
             Ok(None) => None,
             Err(e) => {

@@ -178,6 +178,8 @@ pub struct Route {
     /// How its requests reach the endpoints, when not as the group's Service port says
     /// (`backend-protocol`, `proxy-ssl-*`).
     pub transport: Option<super::Transport>,
+    /// The client certificate its requests must come with (`auth-tls-*`).
+    pub client_auth: Option<Arc<super::client_auth::ClientAuth>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -338,6 +340,7 @@ impl Route {
             compression: self.compression.clone(),
             mirror: self.mirror.clone(),
             transport: self.transport.clone(),
+            client_auth: self.client_auth.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -484,6 +487,7 @@ mod tests {
             compression: None,
             mirror: None,
             transport: None,
+            client_auth: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

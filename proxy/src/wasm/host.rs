@@ -27,6 +27,9 @@ pub struct RequestInfo {
     pub tls: bool,
     pub client: Option<SocketAddr>,
     pub server: Option<SocketAddr>,
+    /// The subject of the client certificate the connection presented, on a route that asks
+    /// for one (`connection.mtls`, `connection.subject_peer_certificate`).
+    pub peer_subject: Option<Arc<str>>,
     /// When the request arrived (`request.time`).
     pub start: SystemTime,
     /// When the client connection was accepted: with the two addresses, what tells it from
@@ -78,6 +81,7 @@ impl RequestInfo {
             tls: false,
             client: None,
             server: None,
+            peer_subject: None,
             start: SystemTime::now(),
             connection_accepted: Duration::ZERO,
             route_name,

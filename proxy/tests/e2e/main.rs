@@ -9,6 +9,7 @@ mod builtin_plugins;
 mod canary;
 mod certificates;
 mod circuit_breaking;
+mod client_certificates;
 mod compression;
 mod deploy;
 mod dns;

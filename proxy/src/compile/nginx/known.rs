@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 77] = [
+pub(super) const HONOURED: [&str; 82] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",
@@ -89,10 +89,15 @@ pub(super) const HONOURED: [&str; 77] = [
     "proxy-ssl-name",
     "proxy-ssl-server-name",
     "proxy-ssl-protocols",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-error-page",
+    "auth-tls-pass-certificate-to-upstream",
 ];
 
 /// Every other annotation ingress-nginx v1.15 reads (from its annotation parsers).
-pub(super) const NOT_HONOURED: [&str; 56] = [
+pub(super) const NOT_HONOURED: [&str; 51] = [
     "affinity-canary-behavior",
     "auth-always-set-cookie",
     "auth-cache-duration",
@@ -102,12 +107,7 @@ pub(super) const NOT_HONOURED: [&str; 56] = [
     "auth-keepalive-share-vars",
     "auth-keepalive-timeout",
     "auth-proxy-set-headers",
-    "auth-tls-error-page",
     "auth-tls-match-cn",
-    "auth-tls-pass-certificate-to-upstream",
-    "auth-tls-secret",
-    "auth-tls-verify-client",
-    "auth-tls-verify-depth",
     "client-body-buffer-size",
     "connection-proxy-header",
     "custom-headers",

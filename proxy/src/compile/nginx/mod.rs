@@ -20,6 +20,8 @@
 //! - `ssl-redirect`, `proxy-connect-timeout`, `proxy-read-timeout`.
 //! - `backend-protocol` (`HTTP`, `HTTPS`, `GRPC`, `GRPCS`) and `proxy-ssl-secret`, `-verify`,
 //!   `-name`, `-server-name`, `-protocols`: see [`backend_protocol`].
+//! - `auth-tls-secret`, `-verify-client`, `-verify-depth`, `-error-page`,
+//!   `-pass-certificate-to-upstream`: client certificates, see [`client_auth`].
 //! - `ssl-passthrough`: on the HTTPS listener, the TLS connections for the Ingress's hosts go
 //!   undecrypted to the backend of the host's path `/` (its other paths are not used, and
 //!   plain HTTP is served as usual), without ingress-nginx's `--enable-ssl-passthrough`: a host
@@ -61,6 +63,7 @@ use crate::upstream::balance::{Balance, HashKey};
 use crate::upstream::retry::RetryPolicy;
 
 mod backend_protocol;
+mod client_auth;
 mod known;
 mod plugins;
 
@@ -125,6 +128,8 @@ pub struct NginxSettings {
     pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
     /// `backend-protocol` and `proxy-ssl-*`.
     pub transport: Option<crate::snapshot::Transport>,
+    /// `auth-tls-*`.
+    pub client_auth: Option<std::sync::Arc<crate::snapshot::client_auth::ClientAuth>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.
@@ -632,6 +637,7 @@ pub fn nginx_settings(key: &NamespacedName, ingress: &Ingress, store: &Store) ->
     a.out.default_backend = a.get("default-backend").map(str::to_owned);
     a.out.external_auth = external_auth(&mut a);
     a.out.transport = backend_protocol::transport(&mut a, key, store);
+    a.out.client_auth = client_auth::client_auth(&mut a, key, store);
     if let Some(target) = a.get("mirror-target") {
         let with_body = match a.get("mirror-request-body") {
             None | Some("on") => true,

@@ -460,6 +460,7 @@ fn fast_route(
             || route.external_auth.is_some()
             || route.compression.is_some()
             || route.mirror.is_some()
+            || route.client_auth.is_some()
             || (route.app_root.is_some() && path == "/");
         let Action::Proxy(group) = &route.action else {
             return false;

@@ -123,6 +123,7 @@ impl HttpContext for Observe {
             "plugin_root_id",
             "route_name",
             "connection.mtls",
+            "connection.subject_peer_certificate",
             "xds.route_name",
             "xds.cluster_name",
             "no.such.property",
