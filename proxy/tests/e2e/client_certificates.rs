@@ -36,6 +36,22 @@ fn ingress(name: &str, host: &str, annotations: &[(&str, &str)]) -> String {
     ) + "          - {path: /, pathType: Prefix, backend: {service: {name: echo, port: {name: http}}}}\n"
 }
 
+/// A folder with Gantry's class, Service `echo` at `echo` and Secret `site-tls` (every host of
+/// [`HOSTS`], signed by `ca`).
+fn folder(echo: &upstream::Upstream, ca: &TestCa) -> ConfigDir {
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write(
+        "echo.yaml",
+        &service("default", "echo", "http", None, &[(echo.addr, true)]),
+    );
+    config.write(
+        "site-tls.yaml",
+        &tls_secret("default", "site-tls", &ca.leaf(&HOSTS)),
+    );
+    config
+}
+
 /// HTTPS to Gantry trusting `ca`, presenting `cert` if given.
 fn client(gantry: &Gantry, ca: &TestCa, cert: Option<&Leaf>) -> reqwest::Client {
     clients::crypto();
@@ -96,17 +112,10 @@ async fn client_certificates_are_asked_for_verified_and_passed_on_per_host() {
     let ca = TestCa::new();
     let clients_ca = TestCa::new();
     let stranger_ca = TestCa::new();
-    let site = ca.leaf(&HOSTS);
     let alice = clients_ca.leaf(&["alice.clients.test"]);
     let stranger = stranger_ca.leaf(&["mallory.clients.test"]);
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
-    config.write("site-tls.yaml", &tls_secret("default", "site-tls", &site));
+    let config = folder(&echo, &ca);
     let indented: String = clients_ca
         .cert_pem
         .lines()
@@ -245,16 +254,7 @@ async fn client_certificates_are_asked_for_verified_and_passed_on_per_host() {
 async fn client_certificate_settings_that_cannot_be_used_close_the_routes() {
     let ca = TestCa::new();
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
-    config.write(
-        "site-tls.yaml",
-        &tls_secret("default", "site-tls", &ca.leaf(&HOSTS)),
-    );
+    let config = folder(&echo, &ca);
     let prefix = "nginx.ingress.kubernetes.io";
     config.write(
         "ingresses.yaml",

@@ -59,8 +59,8 @@ pub(super) fn transport(
         });
     }
     let mut parts = TlsParts::verified(format!("Ingress {key} annotations"));
-    if let Some(reference) = a.get("proxy-ssl-secret") {
-        proxy_ssl_secret(a, key, store, reference, &mut parts);
+    if a.get("proxy-ssl-secret").is_some() {
+        proxy_ssl_secret(a, key, store, &mut parts);
     }
     match a.get("proxy-ssl-verify") {
         None | Some("on") => {}
@@ -116,23 +116,12 @@ fn proxy_ssl_secret(
     a: &mut NginxAnnotations<'_>,
     key: &NamespacedName,
     store: &Store,
-    reference: &str,
     parts: &mut TlsParts,
 ) {
     const NAME: &str = "proxy-ssl-secret";
-    let (namespace, name) = reference
-        .split_once('/')
-        .unwrap_or((key.namespace.as_str(), reference));
-    if namespace != key.namespace {
-        a.closing(
-            NAME,
-            format!(
-                "{reference:?} is in another namespace, which ingress-nginx refuses too by default"
-            ),
-        );
+    let Some(secret_key) = a.own_secret(NAME, key) else {
         return;
-    }
-    let secret_key = NamespacedName::new(namespace, name);
+    };
     let Some(stored) = store.secrets.get(&secret_key) else {
         a.closing(NAME, format!("Secret {secret_key} not found"));
         return;

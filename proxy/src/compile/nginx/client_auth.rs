@@ -29,14 +29,14 @@ pub(super) fn client_auth(
     store: &Store,
 ) -> Option<Arc<ClientAuth>> {
     const SECRET: &str = "auth-tls-secret";
-    let Some(reference) = a.get(SECRET) else {
+    if a.get(SECRET).is_none() {
         for name in WITH_SECRET {
             if a.get(name).is_some() {
                 a.problem(name, "has no effect without auth-tls-secret");
             }
         }
         return None;
-    };
+    }
     let mode = match a.get("auth-tls-verify-client") {
         None | Some("on") => VerifyClient::On,
         Some("off") => return None,
@@ -50,19 +50,7 @@ pub(super) fn client_auth(
             return None;
         }
     };
-    let (namespace, name) = reference
-        .split_once('/')
-        .unwrap_or((key.namespace.as_str(), reference));
-    if namespace != key.namespace {
-        a.closing(
-            SECRET,
-            format!(
-                "{reference:?} is in another namespace, which ingress-nginx refuses too by default"
-            ),
-        );
-        return None;
-    }
-    let secret = NamespacedName::new(namespace, name);
+    let secret = a.own_secret(SECRET, key)?;
     let Some(stored) = store.secrets.get(&secret) else {
         a.closing(SECRET, format!("Secret {secret} not found"));
         return None;

@@ -168,6 +168,26 @@ impl<'a> NginxAnnotations<'a> {
         );
     }
 
+    /// A Secret named by annotation `name` (`NAMESPACE/NAME`, or `NAME`), which must be in the
+    /// Ingress's own namespace (`key`'s) as ingress-nginx requires by default; else `None`,
+    /// the routes closed.
+    fn own_secret(&mut self, name: &str, key: &NamespacedName) -> Option<NamespacedName> {
+        let reference = self.get(name)?;
+        let (namespace, secret) = reference
+            .split_once('/')
+            .unwrap_or((key.namespace.as_str(), reference));
+        if namespace != key.namespace {
+            self.closing(
+                name,
+                format!(
+                    "{reference:?} is in another namespace, which ingress-nginx refuses too by default"
+                ),
+            );
+            return None;
+        }
+        Some(NamespacedName::new(namespace, secret))
+    }
+
     fn bool(&mut self, name: &str) -> Option<bool> {
         match self.get(name)? {
             "true" => Some(true),

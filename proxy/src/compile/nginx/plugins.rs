@@ -169,23 +169,11 @@ pub(super) fn basic_auth(
         );
         return None;
     }
-    let Some(reference) = a.get("auth-secret") else {
+    if a.get("auth-secret").is_none() {
         a.closing("auth-secret", "required with auth-type: basic");
         return None;
-    };
-    let (namespace, name) = match reference.split_once('/') {
-        Some((ns, name)) => (ns, name),
-        None => (key.namespace.as_str(), reference),
-    };
-    if namespace != key.namespace {
-        a.closing(
-            "auth-secret",
-            format!(
-                "{reference:?} is in another namespace, which ingress-nginx refuses too by default"
-            ),
-        );
-        return None;
     }
+    let secret = a.own_secret("auth-secret", key)?;
     let secret_type = match a.get("auth-secret-type").unwrap_or("auth-file") {
         "auth-file" => HtpasswdForm::File,
         "auth-map" => HtpasswdForm::Map,
@@ -197,7 +185,7 @@ pub(super) fn basic_auth(
             return None;
         }
     };
-    match htpasswd(store, &NamespacedName::new(namespace, name), secret_type) {
+    match htpasswd(store, &secret, secret_type) {
         Ok(lines) => Some(json!({
             "htpasswd": lines,
             "realm": a.get("auth-realm").unwrap_or_default(),
