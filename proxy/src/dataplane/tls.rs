@@ -124,16 +124,13 @@ impl<A> TlsApp<A> {
     }
 }
 
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
-    async fn process_new(
+impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
+    /// A connection to the HTTPS listener, from its first byte to its end.
+    async fn serve_https(
         self: &Arc<Self>,
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        if !self.on_https(&stream) {
-            return self.inner.process_new(stream, shutdown).await;
-        }
         let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else {
             debug!("a connection on the HTTPS listener is not a plain socket");
             return None;
@@ -149,38 +146,50 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
                 Hello::Terminate(stream, asks) => (l4, auth) = (stream, asks),
             }
         }
-        // Boxed, the stream made a `Stream` inside: the handshake's state, and the TLS stream
-        // itself, are large, and a future holds room for its largest state for as long as it
-        // lives (here, the whole connection, plain or not).
-        let handshake = Box::pin(async move {
-            let acceptor = match &auth {
-                Some(auth) => client_cert::handshake(auth, |verifier| {
-                    listener_config(self.resolver.clone(), Some(verifier))
-                }),
-                None => &self.acceptor,
-            };
-            let tls = acceptor.tls_handshake(*l4).await?;
-            let acme = matches!(
-                tls.selected_alpn_proto(),
-                Some(ALPN::Custom(custom)) if custom.protocol() == ACME_TLS_ALPN
-            );
-            // The verdict on the client's certificate, for the connection's requests.
-            let registered = auth.and_then(|auth| {
-                let chain = tls.get_ssl().and_then(|ssl| ssl.peer_cert_chain_der());
-                let identity = client_cert::judge(auth, chain);
-                Some(client_cert::register(tls.get_socket_digest()?, identity))
-            });
-            Ok::<_, Box<pingora::Error>>((!acme).then(|| (Box::new(tls) as Stream, registered)))
-        });
-        match handshake.await {
-            Ok(Some((tls, _registered))) => self.inner.process_new(tls, shutdown).await,
-            // The validation certificate was the answer.
-            Ok(None) => None,
+        let acceptor = match &auth {
+            Some(auth) => client_cert::handshake(auth, |verifier| {
+                listener_config(self.resolver.clone(), Some(verifier))
+            }),
+            None => &self.acceptor,
+        };
+        let tls = match acceptor.tls_handshake(*l4).await {
+            Ok(tls) => tls,
             Err(e) => {
                 debug!("TLS handshake failed: {e}");
-                None
+                return None;
             }
+        };
+        if matches!(
+            tls.selected_alpn_proto(),
+            Some(ALPN::Custom(custom)) if custom.protocol() == ACME_TLS_ALPN
+        ) {
+            // The validation certificate was the answer.
+            return None;
         }
+        // The verdict on the client's certificate, kept for the connection's requests.
+        let _registered = auth.and_then(|auth| {
+            let chain = tls.get_ssl().and_then(|ssl| ssl.peer_cert_chain_der());
+            let identity = client_cert::judge(auth, chain);
+            Some(client_cert::register(tls.get_socket_digest()?, identity))
+        });
+        self.inner.process_new(Box::new(tls), shutdown).await
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if !self.on_https(&stream) {
+            return self.inner.process_new(stream, shutdown).await;
+        }
+        // Boxed: the HTTPS path's state (the ClientHello, the handshake, the TLS stream) is
+        // large, and a future holds room for its largest state for as long as it lives (here,
+        // a plain connection's whole life).
+        Box::pin(self.serve_https(stream, shutdown)).await
     }
 
     async fn cleanup(&self) {
