@@ -530,8 +530,15 @@ async fn the_proxy_protocol_is_read_from_trusted_peers_and_sent_to_backends() {
         assert_eq!(ask("127.0.0.2", port, &v2).await, "203.0.113.7:51234");
         // The trusted peer without a header is refused.
         assert_eq!(ask("127.0.0.2", port, b"hello\n").await, "");
-        // Another peer's header is refused; without one, its own address is sent on.
-        assert_eq!(ask("127.0.0.1", port, v1.as_bytes()).await, "");
+        // Another peer's header is refused (counted below). nginx answers as soon as it has
+        // Gantry's own header, which may be before the refusal: the answer, if any, names the
+        // peer, never the client its header claims.
+        let refused = ask("127.0.0.1", port, v1.as_bytes()).await;
+        assert!(
+            refused.is_empty() || refused.starts_with("127.0.0.1:"),
+            "{refused}"
+        );
+        // Without one, its own address is sent on.
         let own = ask("127.0.0.1", port, b"").await;
         assert!(own.starts_with("127.0.0.1:"), "{own}");
     }
