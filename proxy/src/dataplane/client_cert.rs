@@ -14,8 +14,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use pingora::listeners::tls::Acceptor;
 use pingora::protocols::SocketDigest;
 use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::ServerConfig;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ResolvesServerCert, ServerConfig};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::snapshot::client_auth::{ClientAuth, Handshake, VerifyClient};
@@ -99,22 +99,6 @@ pub fn handshake(
         Handshake(Acceptor::from_server_config(Arc::new(base(verifier))))
     });
     &handshake.0
-}
-
-/// A listener's server configuration, from its certificate resolver.
-pub fn server_config(
-    resolver: Arc<dyn ResolvesServerCert>,
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
-) -> ServerConfig {
-    let builder =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-            .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"));
-    let builder = match verifier {
-        Some(verifier) => builder.with_client_cert_verifier(verifier),
-        None => builder.with_no_client_auth(),
-    };
-    builder.with_cert_resolver(resolver)
 }
 
 /// The verdict on what a client presented.

@@ -21,8 +21,8 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{ALPN, GetSocketDigest, Ssl, Stream};
 use pingora::server::ShutdownWatch;
 use rustls::ServerConfig;
-use rustls::server::ResolvesServerCert;
 use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ProducesTickets, ResolvesServerCert};
 use tracing::debug;
 
 use super::client_cert;
@@ -38,7 +38,7 @@ pub struct TlsApp<A> {
     inner: Arc<A>,
     https: SocketAddr,
     acceptor: Acceptor,
-    resolver: Arc<dyn ResolvesServerCert>,
+    shared: Shared,
     /// For the hosts passed through and those asking for client certificates: the Snapshot
     /// names them, L4's forwarding takes the former.
     snapshots: SnapshotHandle,
@@ -53,15 +53,32 @@ enum Hello {
     Terminate(Box<L4Stream>, Option<Arc<ClientAuth>>),
 }
 
-/// The listener's server configuration: HTTP/2 first, as Pingora's listener would;
-/// `acme-tls/1` chosen only by a client that offers nothing else.
-fn listener_config(
+/// What every handshake of the listener shares.
+struct Shared {
     resolver: Arc<dyn ResolvesServerCert>,
-    verifier: Option<Arc<dyn ClientCertVerifier>>,
-) -> ServerConfig {
-    let mut config = client_cert::server_config(resolver, verifier);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
-    config
+    /// Session tickets (TLS 1.2 and 1.3) sealed with keys rustls rotates every 6 hours, the
+    /// previous key still opening tickets for 6 more; one for all worker threads.
+    ticketer: Arc<dyn ProducesTickets>,
+}
+
+impl Shared {
+    /// The listener's server configuration, asking for client certificates with `verifier`:
+    /// TLS 1.2 and 1.3 with rustls's suites (all AEAD); HTTP/2 first by ALPN, as Pingora's
+    /// listener would; `acme-tls/1` chosen only by a client that offers nothing else.
+    fn config(&self, verifier: Option<Arc<dyn ClientCertVerifier>>) -> ServerConfig {
+        let builder =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+                .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"));
+        let builder = match verifier {
+            Some(verifier) => builder.with_client_cert_verifier(verifier),
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(self.resolver.clone());
+        config.ticketer = self.ticketer.clone();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
+        config
+    }
 }
 
 impl<A> TlsApp<A> {
@@ -72,12 +89,17 @@ impl<A> TlsApp<A> {
         snapshots: SnapshotHandle,
         l4: Arc<L4Shared>,
     ) -> Self {
-        let config = listener_config(resolver.clone(), None);
+        let ticketer = rustls::crypto::ring::Ticketer::new().unwrap_or_else(|e| {
+            // Only when the system has no randomness; resumption by session id still works.
+            tracing::error!("no session tickets: {e}");
+            Arc::new(NoTickets)
+        });
+        let shared = Shared { resolver, ticketer };
         TlsApp {
             inner: Arc::new(inner),
             https,
-            acceptor: Acceptor::from_server_config(Arc::new(config)),
-            resolver,
+            acceptor: Acceptor::from_server_config(Arc::new(shared.config(None))),
+            shared,
             snapshots,
             l4,
         }
@@ -147,9 +169,9 @@ impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
             }
         }
         let acceptor = match &auth {
-            Some(auth) => client_cert::handshake(auth, |verifier| {
-                listener_config(self.resolver.clone(), Some(verifier))
-            }),
+            Some(auth) => {
+                client_cert::handshake(auth, |verifier| self.shared.config(Some(verifier)))
+            }
             None => &self.acceptor,
         };
         let tls = match acceptor.tls_handshake(*l4).await {
@@ -194,5 +216,27 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for TlsApp<A> {
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+/// Issues no tickets.
+#[derive(Debug)]
+struct NoTickets;
+
+impl ProducesTickets for NoTickets {
+    fn enabled(&self) -> bool {
+        false
+    }
+
+    fn lifetime(&self) -> u32 {
+        0
+    }
+
+    fn encrypt(&self, _plain: &[u8]) -> Option<Vec<u8>> {
+        None
+    }
+
+    fn decrypt(&self, _cipher: &[u8]) -> Option<Vec<u8>> {
+        None
     }
 }

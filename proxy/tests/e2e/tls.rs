@@ -153,3 +153,81 @@ spec:
     );
     assert_eq!(get("plain.test").await.status(), 200, "no TLS, no redirect");
 }
+
+// Session resumption by ticket (RFC 5077 for TLS 1.2, RFC 8446 4.6.1 for TLS 1.3): a client
+// that connects again resumes without a full handshake, whichever worker thread takes it, and
+// however many other clients came since (a server-side session cache would have forgotten it:
+// rustls keeps 256).
+#[tokio::test]
+async fn a_client_resumes_its_session_with_a_ticket_in_tls_1_2_and_1_3() {
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["resume.tls.test"]);
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("hello.yaml", &fixed("default", "hello", "hello over tls"));
+    config.write("secret.yaml", &tls_secret("default", "resume-tls", &leaf));
+    config.write(
+        "ingress.yaml",
+        &tls_ingress("resume", &["resume.tls.test"], "resume-tls", ""),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let returning = resuming_client(&ca, version);
+        assert_eq!(
+            exchange(&gantry, &returning).await,
+            rustls::HandshakeKind::Full
+        );
+        for _ in 0..300 {
+            exchange(&gantry, &resuming_client(&ca, version)).await;
+        }
+        assert_eq!(
+            exchange(&gantry, &returning).await,
+            rustls::HandshakeKind::Resumed,
+            "{version:?}"
+        );
+    }
+}
+
+/// A client of `version` that keeps its sessions to resume (by ticket or id in TLS 1.2).
+fn resuming_client(
+    ca: &TestCa,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> tokio_rustls::TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(pem_to_der(
+            &ca.cert_pem,
+        )))
+        .unwrap();
+    let mut client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[version])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    client.resumption = client
+        .resumption
+        .tls12_resumption(rustls::client::Tls12Resumption::SessionIdOrTickets);
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(client))
+}
+
+/// One request over a new connection (whole, so that TLS 1.3's tickets, sent after the
+/// handshake, arrive); how the handshake went.
+async fn exchange(
+    gantry: &Gantry,
+    connector: &tokio_rustls::TlsConnector,
+) -> rustls::HandshakeKind {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(gantry.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("resume.tls.test").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let kind = tls.get_ref().1.handshake_kind().unwrap();
+    tls.write_all(b"GET / HTTP/1.1\r\nhost: resume.tls.test\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tls.read_to_end(&mut answer).await;
+    assert!(String::from_utf8_lossy(&answer).ends_with("hello over tls"));
+    kind
+}
