@@ -117,7 +117,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     compiler.add_host_routes();
-    let client_auth = compiler.client_auth_hosts(&ours, &nginx);
+    let host_tls = compiler.host_tls(&ours, &nginx);
     let l4 = compiler.l4_services(settings, &ours, &nginx);
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
@@ -141,7 +141,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         applied,
         l4: l4.services,
         passthrough: l4.passthrough,
-        client_auth,
+        host_tls,
         ingress_addresses: ingress_addresses(store, settings),
         publish_peers: publish_peers(store, settings),
     }
@@ -296,6 +296,22 @@ impl<'s> IngressCtx<'s> {
             stored,
             reference: ObjectRef::new(Kind::Ingress, key),
         }
+    }
+
+    /// The hosts its `spec.tls` entries name (every host of its rules for an entry naming
+    /// none).
+    fn tls_hosts(&self) -> Vec<String> {
+        let Some(spec) = self.stored.object.spec.as_ref() else {
+            return Vec::new();
+        };
+        let mut hosts = Vec::new();
+        for entry in spec.tls.iter().flatten() {
+            match entry.hosts.as_deref() {
+                Some(named) if !named.is_empty() => hosts.extend(named.iter().cloned()),
+                _ => hosts.extend(self.hosts().flatten()),
+            }
+        }
+        hosts
     }
 
     /// The hosts of its rules (`None` for a rule without one).

@@ -49,6 +49,10 @@ pub struct RouteOverrides {
     pub error_backend: Option<(NamespacedName, Option<u16>, Vec<u16>)>,
     pub redirect: Option<Arc<Redirect>>,
     pub mirror: Option<Arc<Mirror>>,
+    /// The versions and suites the Ingress's TLS hosts take.
+    pub tls_options: Option<Arc<crate::snapshot::host_tls::TlsOptions>>,
+    /// The `Strict-Transport-Security` value of its HTTPS responses.
+    pub hsts: Option<http::HeaderValue>,
     /// The backends sharing the requests (those of weight 0 left out); `None` when the policy
     /// has none.
     pub backends: Option<Vec<WeightedBackend>>,
@@ -213,8 +217,14 @@ fn overrides(
         })
         .transpose()?;
     let backends = weighted_backends(&namespace, &spec.backend_refs)?;
+    let (tls_options, hsts) = match &spec.tls {
+        Some(tls) => tls_policy(&reference, tls)?,
+        None => (None, None),
+    };
     Ok(RouteOverrides {
         backends,
+        tls_options,
+        hsts,
         policy: reference,
         file,
         compression: spec
@@ -383,4 +393,79 @@ fn external_auth(policy: &ExternalAuthPolicy) -> Result<ExternalAuth, FieldError
         response_headers,
         request_redirect: None,
     })
+}
+
+/// A policy's `tls`: the handshake settings (when it asks for more than the defaults) and the
+/// HSTS value.
+fn tls_policy(
+    policy: &ObjectRef,
+    tls: &crate::config::crd::TlsPolicy,
+) -> Result<
+    (
+        Option<Arc<crate::snapshot::host_tls::TlsOptions>>,
+        Option<http::HeaderValue>,
+    ),
+    FieldError,
+> {
+    let tls13_only = match tls.min_version.as_deref() {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(other) => {
+            return Err(FieldError::new(
+                "spec.tls.minVersion",
+                format!("{other:?} is not \"1.2\" or \"1.3\" (older versions are never offered)"),
+            ));
+        }
+    };
+    let offered = rustls::crypto::ring::default_provider().cipher_suites;
+    let mut cipher_suites = Vec::new();
+    for (i, name) in tls.cipher_suites.iter().enumerate() {
+        let Some(suite) = offered
+            .iter()
+            .find(|s| s.suite().as_str() == Some(name.as_str()))
+        else {
+            let known: Vec<_> = offered.iter().filter_map(|s| s.suite().as_str()).collect();
+            return Err(FieldError::new(
+                format!("spec.tls.cipherSuites[{i}]"),
+                format!("{name:?} is not one of {}", known.join(", ")),
+            ));
+        };
+        cipher_suites.push(*suite);
+    }
+    if !cipher_suites.is_empty() {
+        let has13 = cipher_suites.iter().any(|s| s.tls13().is_some());
+        let has12 = cipher_suites.iter().any(|s| s.tls13().is_none());
+        let missing = if !has13 {
+            Some("TLS 1.3")
+        } else if !has12 && !tls13_only {
+            Some("TLS 1.2 (or set minVersion \"1.3\")")
+        } else {
+            None
+        };
+        if let Some(version) = missing {
+            return Err(FieldError::new(
+                "spec.tls.cipherSuites",
+                format!("names no suite for {version}"),
+            ));
+        }
+    }
+    let options = (tls13_only || !cipher_suites.is_empty()).then(|| {
+        Arc::new(crate::snapshot::host_tls::TlsOptions {
+            tls13_only,
+            cipher_suites,
+            policy: policy.clone(),
+        })
+    });
+    let hsts = tls.hsts.as_ref().map(|hsts| {
+        let mut value = format!("max-age={}", hsts.max_age.unwrap_or(31_536_000));
+        if hsts.include_sub_domains.unwrap_or(true) {
+            value.push_str("; includeSubDomains");
+        }
+        if hsts.preload {
+            value.push_str("; preload");
+        }
+        http::HeaderValue::from_str(&value)
+            .unwrap_or_else(|_| unreachable!("ASCII digits and words"))
+    });
+    Ok((options, hsts))
 }

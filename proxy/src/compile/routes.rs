@@ -377,6 +377,7 @@ impl Compiler<'_> {
         if let Some(mirror) = &overrides.mirror {
             settings.mirror = Some(mirror.clone());
         }
+        settings.hsts = overrides.hsts.clone();
         let (compression, body_limit, auth, redirect, backend, policy, file) = (
             overrides.compression.clone(),
             overrides.body_limit,
@@ -716,6 +717,7 @@ impl Compiler<'_> {
             mirror: settings.mirror.clone(),
             transport: settings.transport.clone(),
             client_auth: settings.client_auth.clone(),
+            hsts: settings.hsts.clone(),
             canary: None,
             plugins: chain,
             metrics: OnceLock::new(),

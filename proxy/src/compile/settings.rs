@@ -54,8 +54,10 @@ pub struct IngressSettings {
     pub mirror: Option<std::sync::Arc<crate::snapshot::mirror::Mirror>>,
     /// How requests reach the endpoints, when the annotations say (else as the group does).
     pub transport: Option<crate::snapshot::Transport>,
+    /// `Strict-Transport-Security` on the routes' HTTPS responses.
+    pub hsts: Option<http::HeaderValue>,
     /// The client certificate the routes' requests must come with.
-    pub client_auth: Option<std::sync::Arc<crate::snapshot::client_auth::ClientAuth>>,
+    pub client_auth: Option<std::sync::Arc<crate::snapshot::host_tls::ClientAuth>>,
     /// Weighted backends replacing the Service of each route (a RoutePolicy's `backendRefs`).
     pub split: Option<Vec<(u32, crate::snapshot::Action)>>,
 }
@@ -80,6 +82,7 @@ pub fn ingress_settings(annotations: Annotations<'_>) -> (IngressSettings, Vec<F
         mirror: None,
         transport: None,
         client_auth: None,
+        hsts: None,
         split: None,
     };
     let mut problems = Vec::new();

@@ -121,32 +121,47 @@ impl Compiler<'_> {
 }
 
 impl Compiler<'_> {
-    /// The hosts whose handshakes ask for a client certificate: each host of an Ingress with
-    /// `auth-tls-*`, as the oldest such Ingress of the host says.
-    pub(super) fn client_auth_hosts(
+    /// The hosts whose handshakes differ from the default: those of an Ingress with
+    /// `auth-tls-*` ask for client certificates, as the oldest such Ingress of the host says;
+    /// the TLS hosts of an Ingress with a RoutePolicy's `tls` take its versions and suites, as
+    /// the oldest such Ingress says.
+    pub(super) fn host_tls(
         &mut self,
         ingresses: &[IngressCtx<'_>],
         nginx: &[super::nginx::NginxSettings],
-    ) -> crate::snapshot::client_auth::ClientAuthTable {
-        let mut table = crate::snapshot::client_auth::ClientAuthTable::default();
+    ) -> crate::snapshot::host_tls::HostTlsTable {
+        let mut table = crate::snapshot::host_tls::HostTlsTable::default();
         let field =
             crate::config::annotations::field(&format!("{}auth-tls-secret", super::nginx::PREFIX));
         for (ingress, settings) in ingresses.iter().zip(nginx) {
-            let Some(auth) = &settings.client_auth else {
+            if let Some(auth) = &settings.client_auth {
+                for host in ingress.hosts().flatten() {
+                    let entry = table.entry(&host);
+                    match &entry.client_auth {
+                        None => entry.client_auth = Some(auth.clone()),
+                        Some(held) if held.same_as(auth) => {}
+                        Some(_) => self.problems.push(ingress.problem(
+                            &field,
+                            format!(
+                                "an older Ingress of {host} asks for client certificates \
+                                 otherwise, and the host's handshakes follow it: this Ingress's \
+                                 routes answer 421 until the two agree"
+                            ),
+                        )),
+                    }
+                }
+            }
+            let Some(options) = self
+                .route_policies
+                .for_ingress(ingress.key)
+                .and_then(|o| o.tls_options.clone())
+            else {
                 continue;
             };
-            for host in ingress.hosts().flatten() {
-                if let Err(held) = table.insert(&host, auth.clone())
-                    && !held.same_as(auth)
-                {
-                    self.problems.push(ingress.problem(
-                        &field,
-                        format!(
-                            "an older Ingress of {host} asks for client certificates otherwise, \
-                             and the host's handshakes follow it: this Ingress's routes answer \
-                             421 until the two agree"
-                        ),
-                    ));
+            for host in ingress.tls_hosts() {
+                let entry = table.entry(&host);
+                if entry.options.is_none() {
+                    entry.options = Some(options.clone());
                 }
             }
         }

@@ -81,6 +81,7 @@ impl EdgeProxy {
         if let Some(id) = &ctx.request_id {
             resp.insert_header(X_REQUEST_ID, id.clone())?;
         }
+        add_hsts(session, ctx, &mut resp)?;
         let head_only = session.req_header().method == http::Method::HEAD;
         let end = body.is_empty() || head_only;
         session.write_response_header(Box::new(resp), end).await?;
@@ -190,12 +191,28 @@ pub(super) async fn respond(
     if let Some(limit) = ctx.overloaded {
         resp.insert_header(X_GANTRY_OVERLOADED, limit)?;
     }
+    add_hsts(session, ctx, &mut resp)?;
     let head_only = session.req_header().method == http::Method::HEAD;
     session
         .write_response_header(Box::new(resp), head_only)
         .await?;
     if !head_only {
         session.write_response_body(Some(body), true).await?;
+    }
+    Ok(())
+}
+
+/// The route's `Strict-Transport-Security`, on an HTTPS response (as ingress-nginx adds it to
+/// every response, its own answers among them).
+pub(super) fn add_hsts(
+    session: &Session,
+    ctx: &RequestCtx,
+    resp: &mut ResponseHeader,
+) -> Result<()> {
+    if let Some(hsts) = ctx.route.as_ref().and_then(|r| r.hsts.as_ref())
+        && super::proxy::is_tls(session)
+    {
+        resp.insert_header(http::header::STRICT_TRANSPORT_SECURITY, hsts)?;
     }
     Ok(())
 }

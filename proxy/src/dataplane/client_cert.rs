@@ -11,14 +11,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
-use pingora::listeners::tls::Acceptor;
 use pingora::protocols::SocketDigest;
 use rustls::pki_types::{CertificateDer, UnixTime};
-use rustls::server::ServerConfig;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::snapshot::client_auth::{ClientAuth, Handshake, VerifyClient};
+use crate::snapshot::host_tls::{ClientAuth, VerifyClient};
 
 /// What a connection's client certificate was found to be.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -88,17 +86,9 @@ pub fn identity_of(digest: &Arc<SocketDigest>) -> Option<Arc<ClientIdentity>> {
         .map(|(_, identity)| identity.clone())
 }
 
-/// The handshake for `auth`'s host: as `base` makes the listener's, asking for a client
-/// certificate signed by one of the host's authorities (named to the client).
-pub fn handshake(
-    auth: &ClientAuth,
-    base: impl FnOnce(Arc<dyn ClientCertVerifier>) -> ServerConfig,
-) -> &Acceptor {
-    let handshake = auth.handshake.get_or_init(|| {
-        let verifier = Arc::new(Asking(auth.verifier.clone()));
-        Handshake(Acceptor::from_server_config(Arc::new(base(verifier))))
-    });
-    &handshake.0
+/// The verifier a host's handshake asks for client certificates with.
+pub fn asking(auth: &ClientAuth) -> Arc<dyn ClientCertVerifier> {
+    Arc::new(Asking(auth.verifier.clone()))
 }
 
 /// The verdict on what a client presented.

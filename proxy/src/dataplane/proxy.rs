@@ -619,6 +619,7 @@ impl ProxyHttp for EdgeProxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
+        super::answers::add_hsts(session, ctx, upstream_response)?;
         for cookie in &ctx.auth_cookies {
             upstream_response.append_header(http::header::SET_COOKIE, cookie.clone())?;
         }
@@ -871,7 +872,7 @@ impl EdgeProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
-        wanted: &crate::snapshot::client_auth::ClientAuth,
+        wanted: &crate::snapshot::host_tls::ClientAuth,
     ) -> Result<bool> {
         let identity = session
             .as_downstream()

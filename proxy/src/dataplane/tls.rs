@@ -27,8 +27,8 @@ use tracing::debug;
 
 use super::client_cert;
 use super::l4::{L4Shared, client_hello};
-use crate::snapshot::SnapshotHandle;
-use crate::snapshot::client_auth::ClientAuth;
+use crate::snapshot::host_tls::{Handshake, HostTls};
+use crate::snapshot::{Snapshot, SnapshotHandle};
 
 /// The ALPN protocol of TLS-ALPN-01 validation.
 pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
@@ -49,8 +49,9 @@ pub struct TlsApp<A> {
 enum Hello {
     /// Passed through, and done.
     Done,
-    /// To be handshaken here, with a host's client certificate settings if it has some.
-    Terminate(Box<L4Stream>, Option<Arc<ClientAuth>>),
+    /// To be handshaken here; with the server name asked for, and the Snapshot whose
+    /// settings for it apply.
+    Terminate(Box<L4Stream>, Option<(Arc<Snapshot>, String)>),
 }
 
 /// What every handshake of the listener shares.
@@ -62,14 +63,41 @@ struct Shared {
 }
 
 impl Shared {
-    /// The listener's server configuration, asking for client certificates with `verifier`:
-    /// TLS 1.2 and 1.3 with rustls's suites (all AEAD); HTTP/2 first by ALPN, as Pingora's
-    /// listener would; `acme-tls/1` chosen only by a client that offers nothing else.
-    fn config(&self, verifier: Option<Arc<dyn ClientCertVerifier>>) -> ServerConfig {
-        let builder =
-            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-                .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"));
+    /// The listener's server configuration: TLS 1.2 and 1.3 with rustls's suites (all AEAD),
+    /// or those of `host`'s options, asking for client certificates if `host` does; HTTP/2
+    /// first by ALPN, as Pingora's listener would; `acme-tls/1` chosen only by a client that
+    /// offers nothing else.
+    fn config(&self, host: Option<&HostTls>) -> ServerConfig {
+        let mut provider = rustls::crypto::ring::default_provider();
+        const BOTH: &[&rustls::SupportedProtocolVersion] =
+            &[&rustls::version::TLS12, &rustls::version::TLS13];
+        const TLS13: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+        let mut versions = BOTH;
+        if let Some(options) = host.and_then(|h| h.options.as_deref()) {
+            if !options.cipher_suites.is_empty() {
+                provider.cipher_suites = options.cipher_suites.clone();
+            }
+            if options.tls13_only {
+                versions = TLS13;
+            }
+        }
+        let verifier: Option<Arc<dyn ClientCertVerifier>> = host
+            .and_then(|h| h.client_auth.as_deref())
+            .map(client_cert::asking);
+        let builder = match ServerConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(versions)
+        {
+            Ok(builder) => builder,
+            // Compiling checked that each version has a suite; were it not so, the defaults.
+            Err(e) => {
+                tracing::error!("TLS settings not usable ({e}): the defaults apply");
+                ServerConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_protocol_versions(BOTH)
+                .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
+            }
+        };
         let builder = match verifier {
             Some(verifier) => builder.with_client_cert_verifier(verifier),
             None => builder.with_no_client_auth(),
@@ -129,11 +157,9 @@ impl<A> TlsApp<A> {
         let snapshot = self.snapshots.load_full();
         let name = hello.server_name.as_deref();
         let Some(service) = name.and_then(|name| snapshot.passthrough.lookup(name)) else {
-            let auth = name
-                .and_then(|name| snapshot.client_auth.lookup(name))
-                .cloned();
             l4.rewind(&hello.bytes);
-            return Some(Hello::Terminate(l4, auth));
+            let host = hello.server_name.clone().map(|name| (snapshot, name));
+            return Some(Hello::Terminate(l4, host));
         };
         let digest = l4.get_socket_digest()?;
         let inet = |addr: Option<&pingora::protocols::l4::socket::SocketAddr>| {
@@ -157,20 +183,27 @@ impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
             debug!("a connection on the HTTPS listener is not a plain socket");
             return None;
         };
-        let mut auth = None;
+        let mut host = None;
         let reads_hello = {
             let snapshot = self.snapshots.load();
-            !snapshot.passthrough.is_empty() || !snapshot.client_auth.is_empty()
+            !snapshot.passthrough.is_empty() || !snapshot.host_tls.is_empty()
         };
         if reads_hello {
             match self.read_hello(l4).await? {
                 Hello::Done => return None,
-                Hello::Terminate(stream, asks) => (l4, auth) = (stream, asks),
+                Hello::Terminate(stream, named) => (l4, host) = (stream, named),
             }
         }
-        let acceptor = match &auth {
-            Some(auth) => {
-                client_cert::handshake(auth, |verifier| self.shared.config(Some(verifier)))
+        let host_tls = host
+            .as_ref()
+            .and_then(|(snapshot, name)| snapshot.host_tls.lookup(name));
+        let acceptor = match host_tls {
+            Some(settings) => {
+                let handshake = settings.handshake.get_or_init(|| {
+                    let config = self.shared.config(Some(settings));
+                    Handshake(Acceptor::from_server_config(Arc::new(config)))
+                });
+                &handshake.0
             }
             None => &self.acceptor,
         };
@@ -189,11 +222,13 @@ impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
             return None;
         }
         // The verdict on the client's certificate, kept for the connection's requests.
-        let _registered = auth.and_then(|auth| {
-            let chain = tls.get_ssl().and_then(|ssl| ssl.peer_cert_chain_der());
-            let identity = client_cert::judge(auth, chain);
-            Some(client_cert::register(tls.get_socket_digest()?, identity))
-        });
+        let _registered = host_tls
+            .and_then(|h| h.client_auth.clone())
+            .and_then(|auth| {
+                let chain = tls.get_ssl().and_then(|ssl| ssl.peer_cert_chain_der());
+                let identity = client_cert::judge(auth, chain);
+                Some(client_cert::register(tls.get_socket_digest()?, identity))
+            });
         self.inner.process_new(Box::new(tls), shutdown).await
     }
 }

@@ -3,11 +3,11 @@
 //! already running on the old.
 
 pub mod certificates;
-pub mod client_auth;
 pub mod client_limit;
 pub mod clusters;
 pub mod compression;
 pub mod external_auth;
+pub mod host_tls;
 pub mod l4;
 pub mod mirror;
 pub mod resources;
@@ -62,8 +62,9 @@ pub struct Snapshot {
     pub l4: Vec<Arc<l4::L4Service>>,
     /// The server names whose connections the HTTPS listener passes through undecrypted.
     pub passthrough: l4::SniRoutes,
-    /// The hosts whose handshakes ask for a client certificate.
-    pub client_auth: client_auth::ClientAuthTable,
+    /// The hosts whose handshakes differ from the HTTPS listener's default (client
+    /// certificates, TLS versions and suites).
+    pub host_tls: host_tls::HostTlsTable,
     /// What each policy applies to (`Service NS/NAME port N`, `Ingress NS/NAME`), which its
     /// status says beside the targets it could not take.
     pub applied: std::collections::BTreeMap<crate::config::ObjectRef, Vec<String>>,

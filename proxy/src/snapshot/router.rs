@@ -178,8 +178,10 @@ pub struct Route {
     /// How its requests reach the endpoints, when not as the group's Service port says
     /// (`backend-protocol`, `proxy-ssl-*`).
     pub transport: Option<super::Transport>,
+    /// `Strict-Transport-Security` on its HTTPS responses (a RoutePolicy's `tls.hsts`).
+    pub hsts: Option<HeaderValue>,
     /// The client certificate its requests must come with (`auth-tls-*`).
-    pub client_auth: Option<Arc<super::client_auth::ClientAuth>>,
+    pub client_auth: Option<Arc<super::host_tls::ClientAuth>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -341,6 +343,7 @@ impl Route {
             mirror: self.mirror.clone(),
             transport: self.transport.clone(),
             client_auth: self.client_auth.clone(),
+            hsts: self.hsts.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -488,6 +491,7 @@ mod tests {
             mirror: None,
             transport: None,
             client_auth: None,
+            hsts: None,
             plugins: None,
             metrics: OnceLock::new(),
         })

@@ -231,3 +231,135 @@ async fn exchange(
     assert!(String::from_utf8_lossy(&answer).ends_with("hello over tls"));
     kind
 }
+
+/// A RoutePolicy on Ingress `ingress` with `tls` (YAML flow style).
+fn tls_policy(ingress: &str, tls: &str) -> String {
+    format!(
+        "apiVersion: gantry.dev/v1alpha1
+kind: RoutePolicy
+metadata: {{name: {ingress}, namespace: default}}
+spec:
+  targetRefs: [{{group: networking.k8s.io, kind: Ingress, name: {ingress}}}]
+  tls: {tls}
+"
+    )
+}
+
+/// A handshake with `host` offering only `versions`: the suite agreed on, or the failure.
+async fn handshake_with(
+    gantry: &Gantry,
+    ca: &TestCa,
+    host: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<String, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(pem_to_der(
+            &ca.cert_pem,
+        )))
+        .unwrap();
+    let client = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+    let tcp = tokio::net::TcpStream::connect(gantry.https).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).unwrap();
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap().suite();
+    Ok(suite.as_str().unwrap_or_default().to_owned())
+}
+
+// A RoutePolicy's `tls` on an Ingress's hosts: the lowest version and the suites their
+// handshakes take (other hosts on the port keep the defaults), and HSTS (RFC 6797) on their
+// HTTPS responses, with ingress-nginx's defaults for its `hsts-*` settings.
+#[tokio::test]
+async fn a_route_policy_sets_tls_versions_suites_and_hsts_per_host() {
+    let ca = TestCa::new();
+    let hosts = ["strict.tls.test", "chacha.tls.test", "plain.tls.test"];
+    let leaf = ca.leaf(&hosts);
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("hello.yaml", &fixed("default", "hello", "hello over tls"));
+    config.write("secret.yaml", &tls_secret("default", "site-tls", &leaf));
+    let ingresses: Vec<String> = hosts
+        .iter()
+        .map(|host| {
+            let name = host.split('.').next().unwrap();
+            tls_ingress(name, &[host], "site-tls", "")
+        })
+        .collect();
+    config.write("ingresses.yaml", &ingresses.join("---\n"));
+    config.write(
+        "policies.yaml",
+        &[
+            tls_policy("strict", "{minVersion: \"1.3\", hsts: {}}"),
+            tls_policy(
+                "chacha",
+                "{cipherSuites: [TLS13_CHACHA20_POLY1305_SHA256, \
+                 TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256], \
+                 hsts: {maxAge: 600, includeSubDomains: false, preload: true}}",
+            ),
+            tls_policy("plain", "{cipherSuites: [TLS_RSA_WITH_RC4_128_SHA]}"),
+        ]
+        .join("---\n"),
+    );
+    let gantry = Gantry::start(config.path()).await;
+    use rustls::version::{TLS12, TLS13};
+
+    assert!(
+        handshake_with(&gantry, &ca, "strict.tls.test", &[&TLS12])
+            .await
+            .is_err()
+    );
+    assert!(
+        handshake_with(&gantry, &ca, "strict.tls.test", &[&TLS13])
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        handshake_with(&gantry, &ca, "chacha.tls.test", &[&TLS12]).await,
+        Ok("TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".to_owned())
+    );
+    assert_eq!(
+        handshake_with(&gantry, &ca, "chacha.tls.test", &[&TLS13]).await,
+        Ok("TLS13_CHACHA20_POLY1305_SHA256".to_owned())
+    );
+    // The host whose policy is wrong keeps the defaults, TLS 1.2 and its AES suites among them.
+    assert_eq!(
+        handshake_with(&gantry, &ca, "plain.tls.test", &[&TLS12]).await,
+        Ok("TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_owned())
+    );
+    gantry
+        .assert_problems(&[
+            "RoutePolicy default/plain: spec.tls.cipherSuites[0]: \"TLS_RSA_WITH_RC4_128_SHA\" is not one of",
+        ])
+        .await;
+
+    let client = clients::https(&ca, &hosts, gantry.https);
+    let hsts = |host: &'static str| {
+        let client = client.clone();
+        async move {
+            let response = client.get(format!("https://{host}/")).send().await.unwrap();
+            response
+                .headers()
+                .get("strict-transport-security")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(
+        hsts("strict.tls.test").await.as_deref(),
+        Some("max-age=31536000; includeSubDomains")
+    );
+    assert_eq!(
+        hsts("chacha.tls.test").await.as_deref(),
+        Some("max-age=600; preload")
+    );
+    assert_eq!(hsts("plain.tls.test").await, None);
+}

@@ -6,14 +6,14 @@
 //! the routes: access control fails closed.
 
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use rustls::server::WebPkiClientVerifier;
 
 use super::NginxAnnotations;
 use crate::compile::upstream_tls::{CA_KEY, ca_bundle};
 use crate::config::{NamespacedName, Store};
-use crate::snapshot::client_auth::{ClientAuth, VerifyClient};
+use crate::snapshot::host_tls::{ClientAuth, VerifyClient};
 
 /// The annotations that mean nothing without `auth-tls-secret`.
 const WITH_SECRET: [&str; 4] = [
@@ -119,6 +119,5 @@ pub(super) fn client_auth(
         pass_certificate,
         verifier,
         key: hasher.finish(),
-        handshake: OnceLock::new(),
     }))
 }

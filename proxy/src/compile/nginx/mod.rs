@@ -129,7 +129,7 @@ pub struct NginxSettings {
     /// `backend-protocol` and `proxy-ssl-*`.
     pub transport: Option<crate::snapshot::Transport>,
     /// `auth-tls-*`.
-    pub client_auth: Option<std::sync::Arc<crate::snapshot::client_auth::ClientAuth>>,
+    pub client_auth: Option<std::sync::Arc<crate::snapshot::host_tls::ClientAuth>>,
     pub problems: Vec<FieldError>,
     /// An access-control annotation is broken: the routes answer 503 rather than serve
     /// unprotected.

@@ -50,6 +50,45 @@ pub struct RoutePolicySpec {
     /// proportion to their weights, instead of that Service (list it to keep it in the share).
     #[serde(default)]
     pub backend_refs: Vec<WeightedBackendRef>,
+    /// TLS on the Ingress's hosts: the versions and suites their handshakes take, and HSTS on
+    /// their HTTPS responses.
+    #[serde(default)]
+    pub tls: Option<TlsPolicy>,
+}
+
+/// TLS settings for the hosts of the Ingresses targeted (those in their `spec.tls`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsPolicy {
+    /// `"1.2"` (the default) or `"1.3"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// IANA names of the suites taken, in the order preferred (default: all of Gantry's, every
+    /// one AEAD with forward secrecy): `TLS13_AES_256_GCM_SHA384`, `TLS13_AES_128_GCM_SHA256`,
+    /// `TLS13_CHACHA20_POLY1305_SHA256`, `TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384`,
+    /// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`, `TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256`,
+    /// `TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384`, `TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`,
+    /// `TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256`.
+    #[serde(default)]
+    pub cipher_suites: Vec<String>,
+    /// `Strict-Transport-Security` on HTTPS responses.
+    #[serde(default)]
+    pub hsts: Option<HstsPolicy>,
+}
+
+/// HTTP Strict Transport Security (RFC 6797), as ingress-nginx's `hsts-*` settings.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HstsPolicy {
+    /// How long browsers remember, in seconds (default 31536000, a year, as ingress-nginx).
+    #[serde(default)]
+    pub max_age: Option<u64>,
+    /// Covers every subdomain too (default true, as ingress-nginx).
+    #[serde(default)]
+    pub include_sub_domains: Option<bool>,
+    /// Asks to be put on browsers' preload lists (default false).
+    #[serde(default)]
+    pub preload: bool,
 }
 
 /// A Service port and its share, as the Gateway API's `HTTPBackendRef`.

@@ -134,6 +134,7 @@ pub(super) async fn forward(
                 keep_alive: kept,
                 date: date.as_bytes(),
                 set_cookie: None,
+                hsts: hsts(&route, &client),
             };
             answered(
                 &mut client,
@@ -342,7 +343,7 @@ async fn proxy(
                 resend,
                 head_timeout,
             },
-            set_cookie.as_deref(),
+            (set_cookie.as_deref(), hsts(route, client)),
             req,
             plugged.as_deref_mut(),
             body,
@@ -477,7 +478,7 @@ async fn exchange(
     addr: SocketAddr,
     attempts: &mut Attempts,
     retries: Retries<'_>,
-    set_cookie: Option<&str>,
+    (set_cookie, hsts): (Option<&str>, Option<&[u8]>),
     req: &Request,
     plugged: Option<&mut Plugged>,
     body: Body<'_>,
@@ -534,6 +535,7 @@ async fn exchange(
         keep_alive,
         date: date.as_bytes(),
         set_cookie,
+        hsts,
     };
     let upstream_buf = &mut work.upstream;
     upstream_buf.clear();
@@ -1123,6 +1125,15 @@ async fn answer_error(
         out.extend_from_slice(text.as_bytes());
     }
     let _ = client.write_h1(out).await;
+}
+
+/// The route's `Strict-Transport-Security`, on an HTTPS response.
+fn hsts<'a>(route: &'a Route, client: &Client<'_>) -> Option<&'a [u8]> {
+    route
+        .hsts
+        .as_ref()
+        .filter(|_| client.tls())
+        .map(|value| value.as_bytes())
 }
 
 #[cfg(test)]

@@ -48,6 +48,8 @@ pub(super) struct Ours<'a> {
     pub date: &'a [u8],
     /// A new session affinity cookie (`Set-Cookie`'s value).
     pub set_cookie: Option<&'a str>,
+    /// `Strict-Transport-Security`'s value, on an HTTPS response of a route that sends it.
+    pub hsts: Option<&'a [u8]>,
 }
 
 /// Parses the head at the start of `buf` and writes its status line and the fields the client
@@ -184,6 +186,11 @@ pub(super) fn end_head(out: &mut Vec<u8>, ours: &Ours<'_>, chunked: bool) {
         out.extend_from_slice(cookie.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    if let Some(hsts) = ours.hsts {
+        out.extend_from_slice(b"strict-transport-security: ");
+        out.extend_from_slice(hsts);
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"x-request-id: ");
     out.extend_from_slice(ours.request_id);
     out.extend_from_slice(b"\r\ndate: ");
@@ -268,6 +275,7 @@ mod tests {
         keep_alive: true,
         date: b"Sun, 06 Dec 2026 10:00:00 GMT",
         set_cookie: None,
+        hsts: None,
     };
 
     /// The head as the fast path relays it without plugins.

@@ -1,6 +1,7 @@
-//! Client certificates (mutual TLS) per host on the HTTPS listener, as ingress-nginx's
-//! `auth-tls-*` annotations ask: which authorities a host's clients are verified against, how
-//! strictly, and what the upstream is told.
+//! What a host's handshakes on the HTTPS listener do besides the defaults: ask for client
+//! certificates (mutual TLS, as ingress-nginx's `auth-tls-*` annotations ask: which
+//! authorities a host's clients are verified against, how strictly, and what the upstream is
+//! told), and take only some TLS versions and cipher suites (a RoutePolicy's `tls`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -40,9 +41,6 @@ pub struct ClientAuth {
     pub verifier: Arc<dyn ClientCertVerifier>,
     /// Tells settings that ask for the same handshake apart from others across Snapshots.
     pub key: u64,
-    /// The data plane's handshake for the host, made on first use (it needs the listener's
-    /// certificate resolver).
-    pub handshake: OnceLock<Handshake>,
 }
 
 /// A TLS acceptor that asks for a client certificate.
@@ -61,40 +59,54 @@ impl ClientAuth {
     }
 }
 
-/// The hosts whose handshakes ask for a client certificate.
-#[derive(Debug, Default)]
-pub struct ClientAuthTable {
-    pub exact: HashMap<String, Arc<ClientAuth>>,
-    /// Keyed by the part after `*.`.
-    pub wildcard: HashMap<String, Arc<ClientAuth>>,
+/// The TLS versions and cipher suites a host's handshakes take.
+#[derive(Debug)]
+pub struct TlsOptions {
+    /// TLS 1.3 only, else 1.2 and 1.3.
+    pub tls13_only: bool,
+    /// A subset of rustls's suites (all AEAD), in the order preferred; all of them when empty.
+    pub cipher_suites: Vec<rustls::SupportedCipherSuite>,
+    /// The RoutePolicy that asked, for logs.
+    pub policy: crate::config::ObjectRef,
 }
 
-impl ClientAuthTable {
+/// A host's handshake settings.
+#[derive(Debug, Default)]
+pub struct HostTls {
+    pub client_auth: Option<Arc<ClientAuth>>,
+    pub options: Option<Arc<TlsOptions>>,
+    /// The data plane's handshake for the host, made on first use (it needs the listener's
+    /// certificate resolver).
+    pub handshake: OnceLock<Handshake>,
+}
+
+/// The hosts whose handshakes differ from the listener's default.
+#[derive(Debug, Default)]
+pub struct HostTlsTable {
+    pub exact: HashMap<String, HostTls>,
+    /// Keyed by the part after `*.`.
+    pub wildcard: HashMap<String, HostTls>,
+}
+
+impl HostTlsTable {
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
     }
 
     /// The settings for a server name (any case, a trailing dot allowed).
-    pub fn lookup(&self, server_name: &str) -> Option<&Arc<ClientAuth>> {
+    pub fn lookup(&self, server_name: &str) -> Option<&HostTls> {
         let name = server_name.trim_end_matches('.').to_ascii_lowercase();
-        if let Some(auth) = self.exact.get(&name) {
-            return Some(auth);
+        if let Some(host) = self.exact.get(&name) {
+            return Some(host);
         }
         self.wildcard.get(super::wildcard_parent(&name)?)
     }
 
-    /// Adds `host`'s settings unless it has some; then the holder.
-    pub fn insert(&mut self, host: &str, auth: Arc<ClientAuth>) -> Result<(), Arc<ClientAuth>> {
-        let slot = match host.strip_prefix("*.") {
-            Some(parent) => self.wildcard.entry(parent.to_owned()),
-            None => self.exact.entry(host.to_owned()),
-        };
-        match slot {
-            std::collections::hash_map::Entry::Occupied(held) => Err(held.get().clone()),
-            std::collections::hash_map::Entry::Vacant(free) => {
-                free.insert(auth);
-                Ok(())
-            }
+    /// `host`'s settings, to fill in.
+    pub fn entry(&mut self, host: &str) -> &mut HostTls {
+        match host.strip_prefix("*.") {
+            Some(parent) => self.wildcard.entry(parent.to_owned()).or_default(),
+            None => self.exact.entry(host.to_owned()).or_default(),
         }
     }
 }
