@@ -103,6 +103,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         resolver,
         side_client: Arc::default(),
     };
+    let l4_resolver = shared.resolver.clone();
     let l4 = Arc::new(dataplane::l4::L4Shared {
         resolver: shared.resolver.clone(),
         metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
@@ -143,6 +144,14 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         certificates(&args, &hub, kube.as_ref(), reloader.changes()),
     ));
     server.add_service(background_service("gantry config reloader", reloader));
+    server.add_service(background_service(
+        "gantry OCSP stapling",
+        crate::certs::ocsp::Stapler {
+            snapshots: hub.snapshots.clone(),
+            generations: hub.generation_watch.clone(),
+            resolver: l4_resolver.clone(),
+        },
+    ));
     server.add_service(background_service(
         "gantry health checks",
         crate::upstream::probe::Prober {

@@ -37,10 +37,7 @@ impl Compiler<'_> {
                 Some(secret) => {
                     let key = NamespacedName::new(&ingress.key.namespace, secret);
                     match self.certificate(&key) {
-                        Ok(cert) => Some(Arc::new(TlsCertificate {
-                            secret: key,
-                            key: cert,
-                        })),
+                        Ok(cert) => Some(Arc::new(TlsCertificate::new(key, cert))),
                         Err(_)
                             if !self.store.secrets.contains_key(&key)
                                 && self.issues_secret(ingress, &key) =>

@@ -48,6 +48,6 @@ impl ResolvesServerCert for SniResolver {
         } else {
             snapshot.tls.lookup(name).cloned()
         };
-        Some(found.map_or_else(|| self.default.clone(), |c| c.key.clone()))
+        Some(found.map_or_else(|| self.default.clone(), |c| c.presented()))
     }
 }

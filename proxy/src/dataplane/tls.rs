@@ -104,6 +104,10 @@ impl Shared {
         };
         let mut config = builder.with_cert_resolver(self.resolver.clone());
         config.ticketer = self.ticketer.clone();
+        // A policy's suites are listed in the order it prefers.
+        config.ignore_client_order = host
+            .and_then(|h| h.options.as_deref())
+            .is_some_and(|o| !o.cipher_suites.is_empty());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
         config
     }

@@ -14,6 +14,23 @@ use crate::config::NamespacedName;
 pub struct TlsCertificate {
     pub secret: NamespacedName,
     pub key: Arc<CertifiedKey>,
+    /// `key` with a valid OCSP answer stapled, when there is one ([`crate::certs::ocsp`]).
+    pub stapled: arc_swap::ArcSwapOption<CertifiedKey>,
+}
+
+impl TlsCertificate {
+    pub fn new(secret: NamespacedName, key: Arc<CertifiedKey>) -> Self {
+        TlsCertificate {
+            secret,
+            key,
+            stapled: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// What a handshake presents: the certificate, with its OCSP answer if one is valid.
+    pub fn presented(&self) -> Arc<CertifiedKey> {
+        self.stapled.load_full().unwrap_or_else(|| self.key.clone())
+    }
 }
 
 /// Certificates for the hosts named in Ingress `spec.tls`.

@@ -363,3 +363,112 @@ async fn a_route_policy_sets_tls_versions_suites_and_hsts_per_host() {
     );
     assert_eq!(hsts("plain.tls.test").await, None);
 }
+
+/// `openssl ocsp` as an OCSP responder for `ca`, saying every certificate in `good` (serial
+/// numbers) is good; stopped when dropped.
+struct OcspResponder {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OcspResponder {
+    async fn start(ca: &TestCa, good: &[&str]) -> OcspResponder {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.path().join("ca.key"), &ca.key_pem).unwrap();
+        // The index `openssl ca` keeps: status, expiry, revocation, serial, file, subject.
+        let index: String = good
+            .iter()
+            .map(|serial| format!("V\t301231235959Z\t\t{serial}\tunknown\t/CN=test\n"))
+            .collect();
+        std::fs::write(dir.path().join("index.txt"), index).unwrap();
+        let port = crate::support::dns::free_port();
+        // It says `ACCEPT` once listening; a connection made to find out would hold up the
+        // single-threaded responder until it timed out.
+        let said = dir.path().join("said");
+        let child = std::process::Command::new("openssl")
+            .current_dir(dir.path())
+            .args(["ocsp", "-index", "index.txt", "-CA", "ca.pem"])
+            .args(["-rsigner", "ca.pem", "-rkey", "ca.key", "-nmin", "60"])
+            .args(["-port", &port.to_string()])
+            .stdout(std::fs::File::create(&said).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("openssl");
+        wait_until("the OCSP responder listening", || async {
+            std::fs::read_to_string(&said).is_ok_and(|s| s.contains("ACCEPT"))
+        })
+        .await;
+        OcspResponder {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for OcspResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What `openssl s_client -status` prints of a handshake with `host`.
+async fn s_client_status(gantry: &Gantry, host: &str) -> String {
+    let output = tokio::process::Command::new("openssl")
+        .args(["s_client", "-status", "-servername", host, "-connect"])
+        .arg(gantry.https.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("openssl");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+// OCSP stapling (RFC 6066 section 8): the responder a certificate names is asked in the
+// background and its answer stapled, as `openssl s_client -status` sees; a certificate whose
+// responder is down is served at once, without a staple.
+#[tokio::test]
+async fn ocsp_answers_are_stapled_and_a_responder_down_blocks_nothing() {
+    let ca = TestCa::new();
+    let responder = OcspResponder::start(&ca, &["0A1B2C"]).await;
+    let url = format!("http://127.0.0.1:{}/", responder.port);
+    let stapled = ca.leaf_with_ocsp(&["stapled.tls.test"], &url, &[0x0a, 0x1b, 0x2c]);
+    let down = format!("http://127.0.0.1:{}/", crate::support::dns::free_port());
+    let unstapled = ca.leaf_with_ocsp(&["down.tls.test"], &down, &[0x0d, 0x0e]);
+    // The Secrets hold the issuer after the leaf, which the OCSP request names.
+    let with_issuer = |leaf: &crate::support::pki::Leaf| crate::support::pki::Leaf {
+        cert_pem: format!("{}{}", leaf.cert_pem, ca.cert_pem),
+        key_pem: leaf.key_pem.clone(),
+    };
+    let config = ConfigDir::new();
+    config.write("class.yaml", GANTRY_CLASS);
+    config.write("hello.yaml", &fixed("default", "hello", "hello over tls"));
+    config.write(
+        "secrets.yaml",
+        &(tls_secret("default", "stapled-tls", &with_issuer(&stapled))
+            + "---\n"
+            + &tls_secret("default", "down-tls", &with_issuer(&unstapled))),
+    );
+    config.write(
+        "ingresses.yaml",
+        &(tls_ingress("stapled", &["stapled.tls.test"], "stapled-tls", "")
+            + "---\n"
+            + &tls_ingress("down", &["down.tls.test"], "down-tls", "")),
+    );
+    let gantry = Gantry::start(config.path()).await;
+
+    wait_until("the OCSP answer stapled", || async {
+        let seen = s_client_status(&gantry, "stapled.tls.test").await;
+        seen.contains("OCSP Response Status: successful") && seen.contains("Cert Status: good")
+    })
+    .await;
+    let seen = s_client_status(&gantry, "down.tls.test").await;
+    assert!(seen.contains("OCSP response: no response sent"), "{seen}");
+    assert!(
+        seen.contains("Cipher is"),
+        "the handshake completes: {seen}"
+    );
+}

@@ -56,6 +56,37 @@ impl TestCa {
         }
     }
 
+    /// A leaf naming `responder` as its OCSP responder (Authority Information Access,
+    /// RFC 5280 4.2.2.1), with serial number `serial`.
+    pub fn leaf_with_ocsp(&self, names: &[&str], responder: &str, serial: &[u8]) -> Leaf {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from(serial.to_vec()));
+        // AuthorityInfoAccessSyntax: one AccessDescription, id-ad-ocsp and a URI.
+        let ocsp_oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+        let mut description = ocsp_oid.to_vec();
+        description.push(0x86);
+        description.push(u8::try_from(responder.len()).unwrap());
+        description.extend_from_slice(responder.as_bytes());
+        let mut inner = vec![0x30, u8::try_from(description.len()).unwrap()];
+        inner.extend(description);
+        let mut aia = vec![0x30, u8::try_from(inner.len()).unwrap()];
+        aia.extend(inner);
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                aia,
+            ));
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// A rustls client configuration trusting this CA, offering HTTP/2 and HTTP/1.1.
     pub fn client_config(&self) -> rustls::ClientConfig {
         client_config_trusting(&self.cert_pem)
