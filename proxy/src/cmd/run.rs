@@ -103,7 +103,6 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         resolver,
         side_client: Arc::default(),
     };
-    let l4_resolver = shared.resolver.clone();
     let l4 = Arc::new(dataplane::l4::L4Shared {
         resolver: shared.resolver.clone(),
         metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
@@ -149,7 +148,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         crate::certs::ocsp::Stapler {
             snapshots: hub.snapshots.clone(),
             generations: hub.generation_watch.clone(),
-            resolver: l4_resolver.clone(),
+            resolver: shared.resolver.clone(),
         },
     ));
     server.add_service(background_service(

@@ -233,6 +233,8 @@ impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
                 let identity = client_cert::judge(auth, chain);
                 Some(client_cert::register(tls.get_socket_digest()?, identity))
             });
+        // The Snapshot the handshake was chosen from is not held for the connection's life.
+        drop(host);
         self.inner.process_new(Box::new(tls), shutdown).await
     }
 }
