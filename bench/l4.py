@@ -61,7 +61,8 @@ def start_upstream(setup):
     run.wait_http(f"http://127.0.0.1:{run.UPSTREAM_PORT}/")
 
 
-def start_nginx(setup):
+def start_stream(setup, body):
+    """nginx's stream module with `body` (its `server` blocks and maps), one worker on CPU 0."""
     conf = setup.work / "stream.conf"
     conf.write_text(f"""
 load_module {STREAM_MODULE};
@@ -72,16 +73,23 @@ error_log {setup.work}/stream.error.log warn;
 worker_rlimit_nofile 20000;
 events {{ worker_connections 15000; multi_accept on; }}
 stream {{
-  server {{
-    listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
-    proxy_pass 127.0.0.1:{run.UPSTREAM_PORT};
-  }}
+{body}
 }}
 """)
     return setup.start("nginx", ["nginx", "-c", str(conf), "-p", str(setup.work)], run.PROXY_CPU)
 
 
-def start_haproxy(setup):
+def start_nginx(setup):
+    return start_stream(setup, f"""  server {{
+    listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
+    proxy_pass 127.0.0.1:{run.UPSTREAM_PORT};
+  }}""")
+
+
+def start_haproxy_tcp(setup, port, upstream_port, rules=""):
+    """HAProxy in TCP mode, one thread on CPU 0: `port` forwarded to `upstream_port`, its
+    frontend's `rules` choosing the backend (else it is the default)."""
+    choose = rules or "  default_backend be"
     conf = setup.work / "tcp.cfg"
     conf.write_text(f"""
 global
@@ -93,12 +101,16 @@ defaults
   timeout client 60s
   timeout server 60s
 frontend fe
-  bind 127.0.0.1:{PORTS['haproxy']} backlog 4096
-  default_backend be
+  bind 127.0.0.1:{port} backlog 4096
+{choose}
 backend be
-  server up 127.0.0.1:{run.UPSTREAM_PORT}
+  server up 127.0.0.1:{upstream_port}
 """)
     return setup.start("haproxy", ["haproxy", "-f", str(conf), "-db"], run.PROXY_CPU)
+
+
+def start_haproxy(setup):
+    return start_haproxy_tcp(setup, PORTS["haproxy"], run.UPSTREAM_PORT)
 
 
 def start_gantry(setup):

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import l4  # noqa: E402  (the stream module's check)
+import l4  # noqa: E402  (the stream module and HAProxy set up as for TCP forwarding)
 import run  # noqa: E402  (the shared setup of bench/run.py)
 
 PORTS = {"nginx": 18281, "haproxy": 18282, "gantry": 18283}
@@ -40,17 +40,7 @@ def start_backend(setup):
 
 
 def start_nginx(setup):
-    conf = setup.work / "stream.conf"
-    conf.write_text(f"""
-load_module {l4.STREAM_MODULE};
-worker_processes 1;
-daemon off;
-pid {setup.work}/stream.pid;
-error_log {setup.work}/stream.error.log warn;
-worker_rlimit_nofile 20000;
-events {{ worker_connections 15000; multi_accept on; }}
-stream {{
-  map $ssl_preread_server_name $backend {{
+    return l4.start_stream(setup, f"""  map $ssl_preread_server_name $backend {{
     {NAME} 127.0.0.1:{BACKEND_PORT};
     default 127.0.0.1:1;
   }}
@@ -58,32 +48,13 @@ stream {{
     listen 127.0.0.1:{PORTS['nginx']} backlog=4096;
     ssl_preread on;
     proxy_pass $backend;
-  }}
-}}
-""")
-    return setup.start("nginx", ["nginx", "-c", str(conf), "-p", str(setup.work)], run.PROXY_CPU)
+  }}""")
 
 
 def start_haproxy(setup):
-    conf = setup.work / "sni.cfg"
-    conf.write_text(f"""
-global
-  nbthread 1
-  maxconn 9900
-defaults
-  mode tcp
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-frontend fe
-  bind 127.0.0.1:{PORTS['haproxy']} backlog 4096
-  tcp-request inspect-delay 5s
+    return l4.start_haproxy_tcp(setup, PORTS["haproxy"], BACKEND_PORT, f"""  tcp-request inspect-delay 5s
   tcp-request content accept if {{ req_ssl_hello_type 1 }}
-  use_backend be if {{ req.ssl_sni -i {NAME} }}
-backend be
-  server up 127.0.0.1:{BACKEND_PORT}
-""")
-    return setup.start("haproxy", ["haproxy", "-f", str(conf), "-db"], run.PROXY_CPU)
+  use_backend be if {{ req.ssl_sni -i {NAME} }}""")
 
 
 def start_gantry(setup):
