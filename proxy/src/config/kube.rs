@@ -355,9 +355,16 @@ async fn run_watch(
                     &error,
                     watcher::Error::InitialListFailed(kube::Error::Api(status)) if status.code == 404
                 );
-                if not_found && kind.api_version().starts_with("gantry.dev/") {
+                let crds = if kind.is_gateway_api() {
+                    Some("deploy/gateway-api/standard.yaml")
+                } else if kind.api_version().starts_with("gantry.dev/") {
+                    Some("deploy/crds.yaml")
+                } else {
+                    None
+                };
+                if let (true, Some(crds)) = (not_found, crds) {
                     if !missing_crd {
-                        warn!(%kind, "the {} CRD is not installed (apply deploy/crds.yaml); none are read until it is", kind.plural());
+                        warn!(%kind, "the {} CRD is not installed (apply {crds}); none are read until it is", kind.plural());
                         missing_crd = true;
                     }
                     synced.send_replace(true);

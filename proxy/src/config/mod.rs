@@ -4,6 +4,7 @@
 pub mod annotations;
 pub mod crd;
 pub mod folder;
+pub mod gateway;
 pub mod kube;
 pub mod object;
 pub mod store;

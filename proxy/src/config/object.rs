@@ -14,6 +14,10 @@ use super::crd::{
     BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
     L4Service, RoutePolicy, WasmPlugin,
 };
+use super::gateway::{
+    BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, ReferenceGrant,
+    TcpRoute, TlsRoute, UdpRoute,
+};
 use crate::problem::FieldError;
 
 /// Namespace given to namespaced objects that name none, as kubectl does.
@@ -104,6 +108,7 @@ enum Scope {
 }
 
 const GANTRY_V1ALPHA1: &str = "gantry.dev/v1alpha1";
+const GATEWAY_V1: &str = "gateway.networking.k8s.io/v1";
 
 kinds! {
     Ingress(Ingress): "Ingress", "ingresses", Ingress::API_VERSION, Namespaced;
@@ -123,14 +128,43 @@ kinds! {
     Issuer(Issuer): "Issuer", "issuers", GANTRY_V1ALPHA1, Namespaced;
     ClusterIssuer(ClusterIssuer): "ClusterIssuer", "clusterissuers", GANTRY_V1ALPHA1, Cluster;
     Certificate(Certificate): "Certificate", "certificates", GANTRY_V1ALPHA1, Namespaced;
+    GatewayClass(GatewayClass): "GatewayClass", "gatewayclasses", GATEWAY_V1, Cluster;
+    Gateway(Gateway): "Gateway", "gateways", GATEWAY_V1, Namespaced;
+    ListenerSet(ListenerSet): "ListenerSet", "listenersets", GATEWAY_V1, Namespaced;
+    HttpRoute(HttpRoute): "HTTPRoute", "httproutes", GATEWAY_V1, Namespaced;
+    GrpcRoute(GrpcRoute): "GRPCRoute", "grpcroutes", GATEWAY_V1, Namespaced;
+    TlsRoute(TlsRoute): "TLSRoute", "tlsroutes", GATEWAY_V1, Namespaced;
+    TcpRoute(TcpRoute): "TCPRoute", "tcproutes", GATEWAY_V1, Namespaced;
+    UdpRoute(UdpRoute): "UDPRoute", "udproutes", GATEWAY_V1, Namespaced;
+    ReferenceGrant(ReferenceGrant): "ReferenceGrant", "referencegrants", GATEWAY_V1, Namespaced;
+    BackendTlsPolicy(BackendTlsPolicy): "BackendTLSPolicy", "backendtlspolicies", GATEWAY_V1, Namespaced;
 }
 
 impl Kind {
     /// The kind for an `apiVersion` and `kind` pair, if Gantry reads it.
+    /// Gateway API kinds are read in every version their CRDs define.
     pub fn from_type(api_version: &str, kind: &str) -> Option<Kind> {
-        Kind::ALL
-            .into_iter()
-            .find(|k| k.api_version() == api_version && k.name() == kind)
+        Kind::ALL.into_iter().find(|k| {
+            k.name() == kind && (k.api_version() == api_version || k.reads_also(api_version))
+        })
+    }
+
+    /// Whether `api_version` is another version of this kind that reads as its own.
+    fn reads_also(self, api_version: &str) -> bool {
+        let Some(version) = api_version
+            .strip_prefix(super::gateway::GROUP)
+            .and_then(|v| v.strip_prefix('/'))
+        else {
+            return false;
+        };
+        super::gateway::OTHER_VERSIONS
+            .iter()
+            .any(|(kind, versions)| *kind == self.name() && versions.contains(&version))
+    }
+
+    /// Whether it is one of the Gateway API's kinds.
+    pub fn is_gateway_api(self) -> bool {
+        self.api_version().starts_with(super::gateway::GROUP)
     }
 }
 

@@ -14,6 +14,10 @@ use super::crd::{
     BackendPolicy, Certificate, ClusterIssuer, DNSRecord, DNSZone, FixedResponse, Issuer,
     L4Service, RoutePolicy, WasmPlugin,
 };
+use super::gateway::{
+    BackendTlsPolicy, Gateway, GatewayClass, GrpcRoute, HttpRoute, ListenerSet, ReferenceGrant,
+    TcpRoute, TlsRoute, UdpRoute,
+};
 use super::object::{Object, ObjectRef};
 use crate::problem::Problem;
 
@@ -80,6 +84,17 @@ pub struct Store {
     /// Cluster-scoped: the namespace is empty.
     pub cluster_issuers: BTreeMap<NamespacedName, Stored<ClusterIssuer>>,
     pub certificates: BTreeMap<NamespacedName, Stored<Certificate>>,
+    /// Cluster-scoped: the namespace is empty.
+    pub gateway_classes: BTreeMap<NamespacedName, Stored<GatewayClass>>,
+    pub gateways: BTreeMap<NamespacedName, Stored<Gateway>>,
+    pub listener_sets: BTreeMap<NamespacedName, Stored<ListenerSet>>,
+    pub http_routes: BTreeMap<NamespacedName, Stored<HttpRoute>>,
+    pub grpc_routes: BTreeMap<NamespacedName, Stored<GrpcRoute>>,
+    pub tls_routes: BTreeMap<NamespacedName, Stored<TlsRoute>>,
+    pub tcp_routes: BTreeMap<NamespacedName, Stored<TcpRoute>>,
+    pub udp_routes: BTreeMap<NamespacedName, Stored<UdpRoute>>,
+    pub reference_grants: BTreeMap<NamespacedName, Stored<ReferenceGrant>>,
+    pub backend_tls_policies: BTreeMap<NamespacedName, Stored<BackendTlsPolicy>>,
     /// Problems the source found while reading (files that do not parse, duplicates...).
     pub problems: Vec<Problem>,
 }
@@ -123,6 +138,16 @@ impl Store {
             Object::Issuer(o) => put(&mut self.issuers, reference, o, file),
             Object::ClusterIssuer(o) => put(&mut self.cluster_issuers, reference, o, file),
             Object::Certificate(o) => put(&mut self.certificates, reference, o, file),
+            Object::GatewayClass(o) => put(&mut self.gateway_classes, reference, o, file),
+            Object::Gateway(o) => put(&mut self.gateways, reference, o, file),
+            Object::ListenerSet(o) => put(&mut self.listener_sets, reference, o, file),
+            Object::HttpRoute(o) => put(&mut self.http_routes, reference, o, file),
+            Object::GrpcRoute(o) => put(&mut self.grpc_routes, reference, o, file),
+            Object::TlsRoute(o) => put(&mut self.tls_routes, reference, o, file),
+            Object::TcpRoute(o) => put(&mut self.tcp_routes, reference, o, file),
+            Object::UdpRoute(o) => put(&mut self.udp_routes, reference, o, file),
+            Object::ReferenceGrant(o) => put(&mut self.reference_grants, reference, o, file),
+            Object::BackendTlsPolicy(o) => put(&mut self.backend_tls_policies, reference, o, file),
             Object::IngressClass(o) => {
                 if self.ingress_classes.contains_key(&reference.name) {
                     return false;

@@ -42,7 +42,7 @@ fn deploy() -> PathBuf {
 async fn cluster() -> (FakeApi, Kubectl) {
     let api = FakeApi::start();
     let kubectl = Kubectl::new(&api);
-    for file in ["namespace.yaml", "crds.yaml"] {
+    for file in ["namespace.yaml", "crds.yaml", "gateway-api/standard.yaml"] {
         let path = deploy().join(file);
         kubectl
             .ok(&["apply", "--server-side", "-f", path.to_str().unwrap()])
