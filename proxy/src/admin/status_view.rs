@@ -2,6 +2,8 @@
 //! would show it: not ready while a problem names it (the problems are the message); a
 //! Certificate, and an Ingress whose certificates Gantry issues, as the certificate manager
 //! last saw them; a policy with the targets it applies to, beside those it could not take.
+//! Gateway API resources come with their whole `status` as the spec defines it, their readiness
+//! summed up from its conditions.
 
 use serde::Serialize;
 
@@ -17,11 +19,49 @@ pub struct ResourceStatus {
     /// `True` or `False`.
     pub ready: &'static str,
     /// Why, in one CamelCase word, as a condition's reason.
-    pub reason: &'static str,
+    pub reason: String,
     pub message: String,
+    /// A Gateway API resource's `status`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// A Gateway API resource's readiness from its status: a GatewayClass's `Accepted`, a
+/// Gateway's `Accepted` and `Programmed`, a route's conditions on every parent; the first that
+/// does not hold says why.
+fn gateway_readiness(status: &serde_json::Value) -> (&'static str, String, String) {
+    let mut conditions: Vec<&serde_json::Value> = Vec::new();
+    if let Some(own) = status["conditions"].as_array() {
+        conditions.extend(own.iter().filter(|c| c["type"] != "SupportedVersion"));
+    }
+    for parent in status["parents"].as_array().into_iter().flatten() {
+        conditions.extend(parent["conditions"].as_array().into_iter().flatten());
+    }
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    match conditions.iter().find(|c| c["status"] != "True") {
+        Some(failing) => ("False", text(&failing["reason"]), text(&failing["message"])),
+        None => match conditions.first() {
+            Some(first) => ("True", text(&first["reason"]), text(&first["message"])),
+            None => (
+                "False",
+                "NoParents".to_owned(),
+                "attached to no Gateway of Gantry's".to_owned(),
+            ),
+        },
+    }
 }
 
 pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec<ResourceStatus> {
+    let gateway = snapshot.gateway_status.iter().map(|(reference, status)| {
+        let (ready, reason, message) = gateway_readiness(status);
+        ResourceStatus {
+            reference: reference.clone(),
+            ready,
+            reason,
+            message,
+            status: Some(status.clone()),
+        }
+    });
     snapshot
         .resources
         .keys()
@@ -77,9 +117,11 @@ pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec
             ResourceStatus {
                 reference: resource.clone(),
                 ready,
-                reason,
+                reason: reason.to_owned(),
                 message,
+                status: None,
             }
         })
+        .chain(gateway)
         .collect()
 }

@@ -362,6 +362,7 @@ fn sources(
             publish_service: args.publish_service.clone(),
             ingress_class: args.ingress_class.clone(),
             listener_ports: listener_ports(args),
+            http_port: args.http_addr.port(),
             https_port: args.https_addr.port(),
             tcp_services: args.tcp_services_configmap.clone(),
             udp_services: args.udp_services_configmap.clone(),

@@ -136,6 +136,11 @@ impl<'a> Backends<'a> {
         groups
     }
 
+    /// A Service's port by number, as a Gateway API backendRef names it.
+    pub fn service_by_number(&mut self, key: NamespacedName, port: u16) -> Resolved {
+        self.service(key, PortRef::Number(port))
+    }
+
     /// The upstream group of a Service's port, if the Service and port exist.
     pub fn service_port(&mut self, key: NamespacedName, port: u16) -> Option<Arc<UpstreamGroup>> {
         match self.service(key, PortRef::Number(port)) {

@@ -8,6 +8,7 @@ pub mod certificates;
 pub mod certs;
 pub mod class;
 pub mod dns;
+pub mod gateway;
 #[cfg(test)]
 mod golden;
 mod l4;
@@ -51,7 +52,10 @@ pub struct Settings {
     /// The ports Gantry's own listeners use (HTTP, HTTPS, DNS, admin), which an L4Service
     /// cannot take, with what each is.
     pub listener_ports: Vec<(u16, crate::snapshot::l4::L4Protocol, String)>,
-    /// The HTTPS listener's port, which TLS passthrough services share.
+    /// The HTTP listener's port, which Gateway listeners on port 80 are served on.
+    pub http_port: u16,
+    /// The HTTPS listener's port, which TLS passthrough services share (and Gateway listeners
+    /// on port 443 are served on).
     pub https_port: u16,
     /// ingress-nginx's tcp-services and udp-services ConfigMaps.
     pub tcp_services: Option<crate::config::NamespacedName>,
@@ -117,6 +121,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     }
 
     compiler.add_host_routes();
+    let gateway = compiler.gateway_api(settings);
     let host_tls = compiler.host_tls(&ours, &nginx);
     let l4 = compiler.l4_services(settings, &ours, &nginx);
 
@@ -126,9 +131,12 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     let mut problems = compiler.problems;
     problems.sort();
     problems.dedup();
+    let mut router = compiler.routes.into_router();
+    router.gateway = gateway.router;
     Snapshot {
         generation: 0,
-        router: compiler.routes.into_router(),
+        router,
+        gateway_status: gateway.statuses,
         tls: compiler.tls,
         problems,
         ignored,

@@ -720,6 +720,7 @@ impl Compiler<'_> {
             hsts: settings.hsts.clone(),
             canary: None,
             plugins: chain,
+            header_edits: None,
             metrics: OnceLock::new(),
         })
     }

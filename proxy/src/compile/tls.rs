@@ -87,7 +87,7 @@ impl Compiler<'_> {
     }
 
     /// The certificate of a Secret, or why there is none.
-    fn certificate(
+    pub(super) fn certificate(
         &mut self,
         key: &NamespacedName,
     ) -> Result<Arc<rustls::sign::CertifiedKey>, String> {

@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::Resource;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use serde::Serialize;
@@ -118,6 +118,7 @@ kinds! {
     Endpoints(Endpoints): "Endpoints", "endpoints", Endpoints::API_VERSION, Namespaced;
     Secret(Secret): "Secret", "secrets", Secret::API_VERSION, Namespaced;
     ConfigMap(ConfigMap): "ConfigMap", "configmaps", ConfigMap::API_VERSION, Namespaced;
+    Namespace(Namespace): "Namespace", "namespaces", Namespace::API_VERSION, Cluster;
     FixedResponse(FixedResponse): "FixedResponse", "fixedresponses", GANTRY_V1ALPHA1, Namespaced;
     WasmPlugin(WasmPlugin): "WasmPlugin", "wasmplugins", GANTRY_V1ALPHA1, Namespaced;
     BackendPolicy(BackendPolicy): "BackendPolicy", "backendpolicies", GANTRY_V1ALPHA1, Namespaced;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 
@@ -72,6 +72,9 @@ pub struct Store {
     pub secrets: BTreeMap<NamespacedName, Stored<Secret>>,
     /// In kube mode only those Gantry is told to read (`--tcp-services-configmap`...).
     pub config_maps: BTreeMap<NamespacedName, Stored<ConfigMap>>,
+    /// Cluster-scoped: the namespace is empty. Their labels are what Gateway listeners'
+    /// `allowedRoutes` select by; a namespace not here has only `kubernetes.io/metadata.name`.
+    pub namespaces: BTreeMap<NamespacedName, Stored<Namespace>>,
     pub fixed_responses: BTreeMap<NamespacedName, Stored<FixedResponse>>,
     pub wasm_plugins: BTreeMap<NamespacedName, Stored<WasmPlugin>>,
     pub backend_policies: BTreeMap<NamespacedName, Stored<BackendPolicy>>,
@@ -128,6 +131,7 @@ impl Store {
             Object::Endpoints(o) => put(&mut self.endpoints, reference, o, file),
             Object::Secret(o) => put(&mut self.secrets, reference, o, file),
             Object::ConfigMap(o) => put(&mut self.config_maps, reference, o, file),
+            Object::Namespace(o) => put(&mut self.namespaces, reference, o, file),
             Object::FixedResponse(o) => put(&mut self.fixed_responses, reference, o, file),
             Object::WasmPlugin(o) => put(&mut self.wasm_plugins, reference, o, file),
             Object::BackendPolicy(o) => put(&mut self.backend_policies, reference, o, file),

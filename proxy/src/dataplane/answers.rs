@@ -142,6 +142,10 @@ pub(super) fn redirect_location(session: &Session, route: &Route) -> Option<Stri
     }
     match &route.redirect.as_deref()?.to {
         RedirectTo::Url(url) => Some(url.clone()),
+        RedirectTo::Parts(parts) => {
+            let host = super::headers::request_host(req);
+            Some(parts.location(scheme, &host, req.uri.path(), req.uri.query()))
+        }
         RedirectTo::Host(host) => {
             let port = http_host
                 .rsplit_once(':')

@@ -32,7 +32,14 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let Some(name) = hello.server_name() else {
-            return Some(self.default.clone());
+            let fallback = self
+                .snapshots
+                .load()
+                .tls
+                .fallback
+                .as_ref()
+                .map(|c| c.presented());
+            return Some(fallback.unwrap_or_else(|| self.default.clone()));
         };
         let name = name.trim_end_matches('.');
         if let Some(mut offered) = hello.alpn()

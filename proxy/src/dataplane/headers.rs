@@ -284,3 +284,47 @@ mod tests {
         assert!(resp.headers.get("x-kept").is_some());
     }
 }
+
+/// A head whose fields a Gateway API header modifier changes: Pingora's request and response
+/// heads, which share the methods but no trait.
+pub trait EditableHead {
+    fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora::Result<()>;
+    fn add(&mut self, name: HeaderName, value: HeaderValue) -> pingora::Result<()>;
+    fn remove(&mut self, name: &HeaderName);
+}
+
+macro_rules! editable_head {
+    ($head:ty) => {
+        impl EditableHead for $head {
+            fn set(&mut self, name: HeaderName, value: HeaderValue) -> pingora::Result<()> {
+                self.insert_header(name, value)
+            }
+            fn add(&mut self, name: HeaderName, value: HeaderValue) -> pingora::Result<()> {
+                self.append_header(name, value).map(|_| ())
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
+}
+
+editable_head!(RequestHeader);
+editable_head!(ResponseHeader);
+
+/// A Gateway API header modifier's changes: set, then add, then remove.
+pub fn edit(
+    changes: &crate::snapshot::filters::HeaderChanges,
+    head: &mut impl EditableHead,
+) -> pingora::Result<()> {
+    for (name, value) in &changes.set {
+        head.set(name.clone(), value.clone())?;
+    }
+    for (name, value) in &changes.add {
+        head.add(name.clone(), value.clone())?;
+    }
+    for name in &changes.remove {
+        head.remove(name);
+    }
+    Ok(())
+}

@@ -70,9 +70,8 @@ impl EdgeProxy {
         }
         // A plugin changed the host or path: the request may belong to another route (its
         // plugins, chosen with the first, stay as they are).
-        let req = session.req_header();
-        let host = headers::request_host(req);
-        match snapshot.router.route(&host, req.uri.path()).cloned() {
+        let port = super::proxy::routing_port(session, &snapshot.router);
+        match super::proxy::route_for(&snapshot.router, session.req_header(), port).cloned() {
             Some(next) => {
                 ctx.route = Some(next.clone());
                 Ok(Some(next))

@@ -86,6 +86,38 @@ pub(super) fn is_tls(session: &Session) -> bool {
         .is_some_and(|d| d.ssl_digest.is_some())
 }
 
+/// The local port a request arrived on, when the routes depend on it (Gateway API listeners);
+/// 0 otherwise, which spares the lookup.
+pub(super) fn routing_port(session: &Session, router: &crate::snapshot::Router) -> u16 {
+    if !router.has_gateway_routes() {
+        return 0;
+    }
+    session
+        .as_downstream()
+        .digest()
+        .and_then(|d| d.socket_digest.as_ref())
+        .and_then(|s| s.local_addr())
+        .and_then(|a| a.as_inet())
+        .map_or(0, |a| a.port())
+}
+
+/// The route for a request head arriving on local port `port`.
+pub(super) fn route_for<'s>(
+    router: &'s crate::snapshot::Router,
+    req: &RequestHeader,
+    port: u16,
+) -> Option<&'s Arc<Route>> {
+    let host = headers::request_host(req);
+    router.route_request(&crate::snapshot::gateway_router::RouteRequest {
+        port,
+        host: &host,
+        path: req.uri.path(),
+        query: req.uri.query(),
+        method: req.method.as_str(),
+        fields: &req.headers,
+    })
+}
+
 /// Per-request state.
 pub struct RequestCtx {
     pub(super) start: Instant,
@@ -207,13 +239,9 @@ impl ProxyHttp for EdgeProxy {
             return Ok(true);
         }
         let snapshot = self.shared.snapshots.load();
-        let route = {
-            let host = headers::request_host(req);
-            snapshot
-                .router
-                .route(&host, req.uri.path())
-                .map(|route| route.serving(&req.headers).clone())
-        };
+        let port = routing_port(session, &snapshot.router);
+        let route =
+            route_for(&snapshot.router, req, port).map(|route| route.serving(&req.headers).clone());
         let Some(route) = route else {
             return self.not_found(session, ctx).await;
         };
@@ -475,6 +503,9 @@ impl ProxyHttp for EdgeProxy {
             if let Some(prefix) = &route.forwarded_prefix {
                 upstream.insert_header("x-forwarded-prefix", prefix.clone())?;
             }
+            if let Some(edits) = &route.header_edits {
+                headers::edit(&edits.request, upstream)?;
+            }
         }
         let h2c = ctx.route.as_ref().is_some_and(
             |r| matches!(&r.action, Action::Proxy(g) if r.transport(g).0 == UpstreamProtocol::H2),
@@ -620,6 +651,9 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
         super::answers::add_hsts(session, ctx, upstream_response)?;
+        if let Some(edits) = ctx.route.as_ref().and_then(|r| r.header_edits.as_ref()) {
+            headers::edit(&edits.response, upstream_response)?;
+        }
         for cookie in &ctx.auth_cookies {
             upstream_response.append_header(http::header::SET_COOKIE, cookie.clone())?;
         }

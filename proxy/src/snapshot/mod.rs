@@ -7,6 +7,8 @@ pub mod client_limit;
 pub mod clusters;
 pub mod compression;
 pub mod external_auth;
+pub mod filters;
+pub mod gateway_router;
 pub mod host_tls;
 pub mod l4;
 pub mod mirror;
@@ -65,6 +67,9 @@ pub struct Snapshot {
     /// The hosts whose handshakes differ from the HTTPS listener's default (client
     /// certificates, TLS versions and suites).
     pub host_tls: host_tls::HostTlsTable,
+    /// The Gateway API resources Gantry reports on, each with its `status` as the spec
+    /// defines it (without `lastTransitionTime`s, which the status writer keeps).
+    pub gateway_status: std::collections::BTreeMap<crate::config::ObjectRef, serde_json::Value>,
     /// What each policy applies to (`Service NS/NAME port N`, `Ingress NS/NAME`), which its
     /// status says beside the targets it could not take.
     pub applied: std::collections::BTreeMap<crate::config::ObjectRef, Vec<String>>,

@@ -30,6 +30,8 @@ pub struct Router {
     pub wildcard_hosts: HashMap<String, HostRoutes>,
     pub any_host: HostRoutes,
     pub default_backend: Option<Arc<Route>>,
+    /// The Gateway API's HTTP and gRPC routes, which come before the Ingresses' on their ports.
+    pub gateway: super::gateway_router::GatewayRouter,
     /// Whether every route that proxies does so to HTTP/1.1 endpoints, worked out once when
     /// first asked: a plugin may send a request to any route, and Gantry's own request path
     /// proxies to HTTP/1.1 alone.
@@ -47,7 +49,27 @@ impl Router {
         })
     }
 
-    /// The route for a request. `host` must be lower case, without port or trailing dot.
+    /// The route for a request: a Gateway API rule's when one matches on its port and host,
+    /// else an Ingress's.
+    pub fn route_request(
+        &self,
+        request: &super::gateway_router::RouteRequest<'_>,
+    ) -> Option<&Arc<Route>> {
+        if !self.gateway.is_empty()
+            && let Some(route) = self.gateway.route(request)
+        {
+            return Some(route);
+        }
+        self.route(request.host, request.path)
+    }
+
+    /// Whether a request's route depends on more than its host and path.
+    pub fn has_gateway_routes(&self) -> bool {
+        !self.gateway.is_empty()
+    }
+
+    /// The Ingresses' route for a request. `host` must be lower case, without port or trailing
+    /// dot.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
         if let Some(route) = self.exact_hosts.get(host).and_then(|h| h.lookup(path)) {
             return Some(route);
@@ -73,6 +95,7 @@ impl Router {
                     .chain(h.regex.iter().map(|(_, r)| r))
             })
             .chain(self.default_backend.iter())
+            .chain(self.gateway.routes())
     }
 }
 
@@ -182,6 +205,8 @@ pub struct Route {
     pub hsts: Option<HeaderValue>,
     /// The client certificate its requests must come with (`auth-tls-*`).
     pub client_auth: Option<Arc<super::host_tls::ClientAuth>>,
+    /// Header changes to its requests and responses (Gateway API header modifier filters).
+    pub header_edits: Option<Arc<super::filters::HeaderEdits>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -317,6 +342,44 @@ impl Route {
         }
     }
 
+    /// A route that does `action` and nothing else: Gantry's defaults everywhere.
+    pub fn plain(
+        name: Arc<str>,
+        owner: NamespacedName,
+        host: Option<String>,
+        action: Action,
+    ) -> Route {
+        Route {
+            name,
+            ingress: owner,
+            host,
+            path: None,
+            action,
+            https_redirect: false,
+            timeouts: Timeouts::default(),
+            balance: Default::default(),
+            canary: None,
+            split: None,
+            body_limit: None,
+            retry: None,
+            client_limit: None,
+            redirect: None,
+            app_root: None,
+            upstream_host: None,
+            forwarded_prefix: None,
+            error_backend: None,
+            external_auth: None,
+            compression: None,
+            mirror: None,
+            transport: None,
+            client_auth: None,
+            hsts: None,
+            header_edits: None,
+            plugins: None,
+            metrics: OnceLock::new(),
+        }
+    }
+
     /// A copy with another name, action and canary (metric handles are looked up again).
     pub fn remade(&self, name: Arc<str>, action: Action, canary: Option<Arc<Canary>>) -> Route {
         Route {
@@ -344,6 +407,7 @@ impl Route {
             transport: self.transport.clone(),
             client_auth: self.client_auth.clone(),
             hsts: self.hsts.clone(),
+            header_edits: self.header_edits.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }
@@ -401,6 +465,8 @@ pub enum RedirectTo {
     /// The same scheme, port, path and query on this host, without a trailing `/`
     /// (`from-to-www-redirect`).
     Host(String),
+    /// The request's URL with these parts changed (a Gateway API RequestRedirect filter).
+    Parts(super::filters::RedirectParts),
 }
 
 /// A response Gantry gives itself (from a FixedResponse).
@@ -467,34 +533,12 @@ mod tests {
     use super::*;
 
     fn route(name: &str) -> Arc<Route> {
-        Arc::new(Route {
-            name: Arc::from(name),
-            ingress: NamespacedName::new("default", "test"),
-            host: None,
-            path: None,
-            action: Action::Unavailable(Arc::from("test")),
-            https_redirect: false,
-            timeouts: Timeouts::default(),
-            balance: Default::default(),
-            canary: None,
-            split: None,
-            body_limit: None,
-            retry: None,
-            client_limit: None,
-            redirect: None,
-            app_root: None,
-            upstream_host: None,
-            forwarded_prefix: None,
-            error_backend: None,
-            external_auth: None,
-            compression: None,
-            mirror: None,
-            transport: None,
-            client_auth: None,
-            hsts: None,
-            plugins: None,
-            metrics: OnceLock::new(),
-        })
+        Arc::new(Route::plain(
+            Arc::from(name),
+            NamespacedName::new("default", "test"),
+            None,
+            Action::Unavailable(Arc::from("test")),
+        ))
     }
 
     fn host(exact: &[&str], prefix: &[&str]) -> HostRoutes {

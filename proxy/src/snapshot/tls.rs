@@ -39,6 +39,12 @@ pub struct TlsTable {
     pub exact: HashMap<String, Arc<TlsCertificate>>,
     /// Keyed by the part after `*.`.
     pub wildcard: HashMap<String, Arc<TlsCertificate>>,
+    /// Gateway API listeners' wildcards, which cover any number of labels: by the suffix with
+    /// its dot, longest first.
+    pub suffix: Vec<(String, Arc<TlsCertificate>)>,
+    /// For names nothing else covers, and handshakes without one: a Gateway API HTTPS
+    /// listener's that names no hostname (Gantry's default certificate without one).
+    pub fallback: Option<Arc<TlsCertificate>>,
 }
 
 impl TlsTable {
@@ -47,7 +53,18 @@ impl TlsTable {
         if let Some(cert) = self.exact.get(server_name) {
             return Some(cert);
         }
-        self.wildcard.get(super::wildcard_parent(server_name)?)
+        if let Some(cert) =
+            super::wildcard_parent(server_name).and_then(|parent| self.wildcard.get(parent))
+        {
+            return Some(cert);
+        }
+        self.suffix
+            .iter()
+            .find(|(suffix, _)| {
+                server_name.len() > suffix.len() && server_name.ends_with(suffix.as_str())
+            })
+            .map(|(_, cert)| cert)
+            .or(self.fallback.as_ref())
     }
 }
 

@@ -17,6 +17,7 @@ mod dns_publish;
 mod dns_transfer;
 mod error_pages;
 mod external_auth;
+mod gateway_api;
 mod health;
 mod http1_relay;
 mod idle;

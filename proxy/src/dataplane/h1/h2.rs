@@ -20,6 +20,7 @@ use super::plugged::{self, Connection, Plugged};
 use super::{LogHead, Request, Work, fast_route, forward, request, set_request_id};
 use crate::dataplane::headers::{self, X_REQUEST_ID};
 use crate::dataplane::proxy::EdgeProxy;
+use crate::snapshot::gateway_router::RouteRequest;
 use crate::upstream::balance;
 
 pub(super) struct H2Streams {
@@ -57,7 +58,22 @@ impl H2Streams {
         }
         let shared = &self.edge.shared;
         let host = headers::request_host(req);
-        let fast = fast_route(shared, &host, path, tls, false, &req.headers)?;
+        let port = match shared.snapshots.load().router.has_gateway_routes() {
+            true => session
+                .server_addr()
+                .and_then(|a| a.as_inet())
+                .map_or(0, |a| a.port()),
+            false => 0,
+        };
+        let request = RouteRequest {
+            port,
+            host: &host,
+            path,
+            query: req.uri.query(),
+            method: req.method.as_str(),
+            fields: &req.headers,
+        };
+        let fast = fast_route(shared, &request, tls, false)?;
         let theirs = req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
         set_request_id(work, theirs, &shared.request_ids);
         let plugged = match fast.plugins {

@@ -40,6 +40,7 @@ use tracing::debug;
 
 use super::headers;
 use super::proxy::{ACME_CHALLENGE_PATH, EdgeProxy, Shared};
+use crate::snapshot::gateway_router::RouteRequest;
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup, UpstreamProtocol};
 use crate::upstream::balance;
 use plugged::{Connection, Plugged};
@@ -346,14 +347,21 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
     };
     let shared = app.shared();
     let host = headers::normalise_host(head.host);
-    let Some(fast) = fast_route(
-        shared,
-        &host,
-        head.path(),
-        client.tls,
-        head.body_len > 0,
-        &head.headers,
-    ) else {
+    let snapshot = shared.snapshots.load();
+    // Gateway API routes depend on the port too.
+    let port = match snapshot.router.has_gateway_routes() {
+        true => client.connection().server.map_or(0, |a| a.port()),
+        false => 0,
+    };
+    let request = RouteRequest {
+        port,
+        host: &host,
+        path: head.path(),
+        query: head.target.split_once('?').map(|(_, q)| q),
+        method: head.method,
+        fields: &head.headers,
+    };
+    let Some(fast) = fast_route(shared, &request, client.tls, head.body_len > 0) else {
         return Planned::Elsewhere;
     };
     if fast
@@ -436,17 +444,16 @@ struct FastRoute {
 /// routes say.
 fn fast_route(
     shared: &Shared,
-    host: &str,
-    path: &str,
+    request: &RouteRequest<'_>,
     tls: bool,
     has_body: bool,
-    fields: &dyn balance::Fields,
 ) -> Option<FastRoute> {
+    let (path, fields) = (request.path, request.fields);
     if path.starts_with(ACME_CHALLENGE_PATH) {
         return None;
     }
     let snapshot = shared.snapshots.load();
-    let main = snapshot.router.route(host, path)?;
+    let main = snapshot.router.route_request(request)?;
     // Decided for every route the request might be served by, so that a request the fast path
     // declines is not routed again by Pingora's path to a different canary or weighted backend.
     let takes = |route: &Route| {
@@ -461,6 +468,7 @@ fn fast_route(
             || route.compression.is_some()
             || route.mirror.is_some()
             || route.client_auth.is_some()
+            || route.header_edits.is_some()
             || (route.app_root.is_some() && path == "/");
         let Action::Proxy(group) = &route.action else {
             return false;

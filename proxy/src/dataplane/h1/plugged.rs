@@ -80,6 +80,8 @@ pub(super) struct Plugged {
     filters: Filters,
     snapshot: Arc<Snapshot>,
     tls: bool,
+    /// The local port the client connected to, which Gateway API routes depend on.
+    port: u16,
     client: Option<IpAddr>,
     /// The client's `Content-Length`; the upstream gets it whatever the plugins did to the
     /// field, since they do not see (and cannot change) the body.
@@ -138,6 +140,7 @@ impl Plugged {
             filters: Filters::new(shared.wasm.clone(), chain, info),
             snapshot,
             tls: connection.tls,
+            port: connection.server.map_or(0, |a| a.port()),
             client: connection.client.map(|a| a.ip()),
             length,
             note: None,
@@ -162,13 +165,8 @@ impl Plugged {
                 _ => text(500, "error\n"),
             };
         }
-        let next = {
-            let host = headers::request_host(&self.req);
-            self.snapshot
-                .router
-                .route(&host, self.req.uri.path())
-                .cloned()
-        };
+        let next =
+            super::super::proxy::route_for(&self.snapshot.router, &self.req, self.port).cloned();
         let Some(next) = next else {
             return text(404, "no route for this host and path\n");
         };

@@ -1,0 +1,589 @@
+//! HTTPRoutes: each rule's matches, filters and weighted backendRefs turned into routes on the
+//! listeners the route attaches to, and the route's status (Accepted and ResolvedRefs per
+//! parent, with the spec's reasons).
+//!
+//! A backendRef that cannot be resolved keeps its share of the rule's requests and answers
+//! them with 500, as the spec requires; so does a rule with no backendRefs and no redirect.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+use super::conditions::Condition;
+use super::grants;
+use super::listeners::CompiledGateway;
+use super::parents::{self, Parent};
+use super::{RouteKind, RuleTable};
+use crate::compile::Compiler;
+use crate::compile::backend::Resolved;
+use crate::config::gateway::{
+    HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
+    HttpRouteRulesFiltersRequestHeaderModifier, HttpRouteRulesFiltersRequestRedirectScheme,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
+};
+use crate::config::{Kind, NamespacedName, ObjectRef, Stored};
+use crate::problem::Problem;
+use crate::snapshot::filters::{HeaderChanges, HeaderEdits, PathChange, RedirectParts};
+use crate::snapshot::gateway_router::{PathMatch, RuleMatch, ValueIs, ValueMatch};
+use crate::snapshot::{Action, FixedAnswer, Redirect, RedirectTo, Route, Split, Timeouts};
+
+/// Why a rule, or part of one, cannot be served: the field and the reason.
+struct Unsupported {
+    field: String,
+    reason: String,
+}
+
+/// A rule's backends, resolved: each with its weight and what it does.
+struct Backend {
+    weight: u32,
+    action: Action,
+    edits: Option<Arc<HeaderEdits>>,
+}
+
+impl Compiler<'_> {
+    /// Every HTTPRoute that names a Gateway of Gantry's: its rules into `table`, its status
+    /// into `statuses`, attached routes counted on the listeners.
+    pub(super) fn http_routes(
+        &mut self,
+        gateways: &mut [CompiledGateway],
+        table: &mut RuleTable,
+        statuses: &mut BTreeMap<ObjectRef, Value>,
+    ) {
+        let mut routes: Vec<(&NamespacedName, &Stored<HttpRoute>)> =
+            self.store.http_routes.iter().collect();
+        routes.sort_by(|(a_key, a), (b_key, b)| {
+            let a_time = a.object.metadata.creation_timestamp.as_ref();
+            let b_time = b.object.metadata.creation_timestamp.as_ref();
+            (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
+        });
+        for (age, (key, stored)) in routes.into_iter().enumerate() {
+            let route = &stored.object;
+            let reference = ObjectRef::new(Kind::HttpRoute, key);
+            let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+            let parents = parents::attach(
+                self.store,
+                gateways,
+                RouteKind::Http,
+                &key.namespace,
+                route.spec.parent_refs.as_deref().unwrap_or(&[]),
+                &hostnames,
+            );
+            if parents.is_empty() {
+                continue;
+            }
+            let mut resolved = Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved");
+            let mut unsupported = Vec::new();
+            let rules = route.spec.rules.as_deref().unwrap_or(&[]);
+            for parent in &parents {
+                for attachment in &parent.attachments {
+                    gateways[attachment.gateway].listeners[attachment.listener].attached += 1;
+                }
+            }
+            for (i, rule) in rules.iter().enumerate() {
+                let field = format!("spec.rules[{i}]");
+                let backends = self.rule_backends(key, &field, rule, &mut resolved);
+                for parent in &parents {
+                    for attachment in &parent.attachments {
+                        let listener = &gateways[attachment.gateway].listeners[attachment.listener];
+                        let Some(local_port) = listener.local_port else {
+                            continue;
+                        };
+                        for hostname in &attachment.hostnames {
+                            let built = self.rule_matches(
+                                key,
+                                &field,
+                                rule,
+                                &backends,
+                                hostname.as_deref(),
+                                listener.port,
+                            );
+                            match built {
+                                Ok(matches) => {
+                                    for (j, rule_match) in matches.into_iter().enumerate() {
+                                        table.add(
+                                            local_port,
+                                            hostname.clone(),
+                                            (age, i, j),
+                                            rule_match,
+                                        );
+                                    }
+                                }
+                                Err(error) => {
+                                    if !unsupported
+                                        .iter()
+                                        .any(|u: &Unsupported| u.field == error.field)
+                                    {
+                                        unsupported.push(error);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            for error in &unsupported {
+                self.problems.push(Problem::field(
+                    stored.file.clone(),
+                    reference.clone(),
+                    &error.field,
+                    &error.reason,
+                ));
+            }
+            if !resolved.holds {
+                self.problems.push(Problem::field(
+                    stored.file.clone(),
+                    reference.clone(),
+                    "spec.rules",
+                    resolved.message.clone(),
+                ));
+            }
+            for parent in &parents {
+                if let Some((_, message)) = &parent.refused {
+                    self.problems.push(Problem::field(
+                        stored.file.clone(),
+                        reference.clone(),
+                        "spec.parentRefs",
+                        message.clone(),
+                    ));
+                }
+            }
+            let refusal = (!unsupported.is_empty()).then(|| {
+                let reasons: Vec<String> = unsupported
+                    .iter()
+                    .map(|u| format!("{}: {}", u.field, u.reason))
+                    .collect();
+                Condition::no("Accepted", "UnsupportedValue", reasons.join("; "))
+            });
+            statuses.insert(
+                reference,
+                route_status(
+                    &parents,
+                    &resolved,
+                    refusal.as_ref(),
+                    route.metadata.generation,
+                ),
+            );
+        }
+    }
+
+    /// A rule's backendRefs, resolved; the first failure becomes `resolved`.
+    fn rule_backends(
+        &mut self,
+        key: &NamespacedName,
+        field: &str,
+        rule: &HttpRouteRules,
+        resolved: &mut Condition,
+    ) -> Vec<Backend> {
+        let mut backends = Vec::new();
+        for (k, backend) in rule.backend_refs.iter().flatten().enumerate() {
+            let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
+            let action = match self.backend_ref(key, backend) {
+                Ok(action) => action,
+                Err((reason, message)) => {
+                    if resolved.holds {
+                        *resolved = Condition::no(
+                            "ResolvedRefs",
+                            reason,
+                            format!("{field}.backendRefs[{k}]: {message}"),
+                        );
+                    }
+                    fail(500, &message)
+                }
+            };
+            let edits = backend
+                .filters
+                .as_deref()
+                .and_then(|filters| header_edits(filters).ok().flatten());
+            backends.push(Backend {
+                weight,
+                action,
+                edits,
+            });
+        }
+        backends
+    }
+
+    /// One backendRef's action, or why it cannot be resolved (reason, message).
+    fn backend_ref(
+        &mut self,
+        key: &NamespacedName,
+        backend: &HttpRouteRulesBackendRefs,
+    ) -> Result<Action, (&'static str, String)> {
+        let group = backend.group.as_deref().unwrap_or("");
+        let kind = backend.kind.as_deref().unwrap_or("Service");
+        if !group.is_empty() || kind != "Service" {
+            return Err((
+                "InvalidKind",
+                format!("{group}/{kind} is not a backend kind Gantry knows (core Service)"),
+            ));
+        }
+        let namespace = backend.namespace.as_deref().unwrap_or(&key.namespace);
+        grants::check(
+            self.store,
+            ("HTTPRoute", &key.namespace),
+            ("Service", namespace),
+            &backend.name,
+        )?;
+        let Some(port) = backend.port.and_then(|p| u16::try_from(p).ok()) else {
+            return Err((
+                "UnsupportedValue",
+                "a Service backendRef needs a port".to_owned(),
+            ));
+        };
+        let service = NamespacedName::new(namespace, &backend.name);
+        match self.backends.service_by_number(service, port) {
+            Resolved::Ok(action) => Ok(action),
+            Resolved::Unavailable { reason, .. } | Resolved::Invalid { reason, .. } => {
+                Err(("BackendNotFound", reason))
+            }
+        }
+    }
+
+    /// The routes of one rule on one listener hostname, one per match.
+    fn rule_matches(
+        &self,
+        key: &NamespacedName,
+        field: &str,
+        rule: &HttpRouteRules,
+        backends: &[Backend],
+        hostname: Option<&str>,
+        listener_port: u16,
+    ) -> Result<Vec<RuleMatch>, Unsupported> {
+        let filters = rule.filters.as_deref().unwrap_or(&[]);
+        let edits = header_edits(filters).map_err(|(i, reason)| Unsupported {
+            field: format!("{field}.filters[{i}]"),
+            reason,
+        })?;
+        let default_match = [HttpRouteRulesMatches {
+            headers: None,
+            method: None,
+            path: None,
+            query_params: None,
+        }];
+        let matches = match rule.matches.as_deref() {
+            Some(matches) if !matches.is_empty() => matches,
+            _ => &default_match,
+        };
+        let name = match &rule.name {
+            Some(name) => format!("{key}:{name}"),
+            None => format!("{key}:{field}"),
+        };
+        let mut built = Vec::new();
+        for (j, spec) in matches.iter().enumerate() {
+            let match_field = format!("{field}.matches[{j}]");
+            let compiled = compile_match(spec, &match_field)?;
+            let redirect =
+                redirect(filters, &compiled.path, listener_port).map_err(|(i, reason)| {
+                    Unsupported {
+                        field: format!("{field}.filters[{i}]"),
+                        reason,
+                    }
+                })?;
+            let route_name: Arc<str> = Arc::from(name.as_str());
+            let make = |action: Action, own: Option<Arc<HeaderEdits>>| {
+                let mut route = plain_route(route_name.clone(), key, hostname, action);
+                route.redirect = redirect.clone();
+                route.header_edits = merge_edits(edits.as_ref(), own.as_ref());
+                route
+            };
+            let live: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
+            let route = match (live.as_slice(), &redirect) {
+                (_, Some(_)) => make(Action::Unavailable(Arc::from("redirect")), None),
+                ([], None) => make(fail(500, "the rule has no backendRefs with weight"), None),
+                ([one], None) => make(one.action.clone(), one.edits.clone()),
+                (many, None) => {
+                    let routes: Vec<(u32, Arc<Route>)> = many
+                        .iter()
+                        .map(|b| (b.weight, Arc::new(make(b.action.clone(), b.edits.clone()))))
+                        .collect();
+                    let total = routes.iter().map(|(w, _)| *w).sum();
+                    let mut route = make(routes[0].1.action.clone(), None);
+                    route.split = Some(Arc::new(Split {
+                        backends: routes,
+                        total,
+                    }));
+                    route
+                }
+            };
+            built.push(RuleMatch {
+                path: compiled.path,
+                method: compiled.method,
+                headers: compiled.headers,
+                query: compiled.query,
+                route: Arc::new(route),
+            });
+        }
+        Ok(built)
+    }
+}
+
+/// A match's parts, compiled.
+struct CompiledMatch {
+    path: PathMatch,
+    method: Option<String>,
+    headers: Vec<ValueMatch>,
+    query: Vec<ValueMatch>,
+}
+
+fn compile_match(spec: &HttpRouteRulesMatches, field: &str) -> Result<CompiledMatch, Unsupported> {
+    let path = match &spec.path {
+        None => PathMatch::Prefix(String::new()),
+        Some(path) => {
+            let value = path.value.clone().unwrap_or_else(|| "/".to_owned());
+            match path.r#type {
+                Some(HttpRouteRulesMatchesPathType::Exact) => PathMatch::Exact(value),
+                None | Some(HttpRouteRulesMatchesPathType::PathPrefix) => {
+                    PathMatch::Prefix(value.trim_end_matches('/').to_owned())
+                }
+                Some(HttpRouteRulesMatchesPathType::RegularExpression) => {
+                    PathMatch::Regex(anchored(&value).map_err(|reason| Unsupported {
+                        field: format!("{field}.path.value"),
+                        reason,
+                    })?)
+                }
+            }
+        }
+    };
+    let method = spec.method.as_ref().map(|m| {
+        serde_json::to_value(m)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    });
+    let mut headers = Vec::new();
+    for (k, header) in spec.headers.iter().flatten().enumerate() {
+        let name = header.name.to_ascii_lowercase();
+        // The spec: only the first of equivalent names counts.
+        if headers.iter().any(|h: &ValueMatch| h.name == name) {
+            continue;
+        }
+        headers.push(ValueMatch {
+            name,
+            value: value_is(header.r#type.as_ref(), &header.value).map_err(|reason| {
+                Unsupported {
+                    field: format!("{field}.headers[{k}].value"),
+                    reason,
+                }
+            })?,
+        });
+    }
+    let mut query = Vec::new();
+    for (k, param) in spec.query_params.iter().flatten().enumerate() {
+        if query.iter().any(|q: &ValueMatch| q.name == param.name) {
+            continue;
+        }
+        query.push(ValueMatch {
+            name: param.name.clone(),
+            value: value_is(param.r#type.as_ref(), &param.value).map_err(|reason| Unsupported {
+                field: format!("{field}.queryParams[{k}].value"),
+                reason,
+            })?,
+        });
+    }
+    Ok(CompiledMatch {
+        path,
+        method,
+        headers,
+        query,
+    })
+}
+
+fn value_is(
+    kind: Option<&HttpRouteRulesMatchesHeadersType>,
+    value: &str,
+) -> Result<ValueIs, String> {
+    match kind {
+        Some(HttpRouteRulesMatchesHeadersType::RegularExpression) => {
+            anchored(value).map(ValueIs::Regex)
+        }
+        _ => Ok(ValueIs::Exact(value.to_owned())),
+    }
+}
+
+/// A RegularExpression match: the whole value must match (as Envoy's RE2 full match).
+fn anchored(pattern: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| format!("{pattern:?} is not a regular expression Gantry reads: {e}"))
+}
+
+/// The header changes of a list of filters (RequestHeaderModifier and
+/// ResponseHeaderModifier), or the index of a filter Gantry cannot apply and why.
+fn header_edits(
+    filters: &[HttpRouteRulesFilters],
+) -> Result<Option<Arc<HeaderEdits>>, (usize, String)> {
+    let mut edits = HeaderEdits::default();
+    for (i, filter) in filters.iter().enumerate() {
+        match filter.r#type {
+            HttpRouteRulesFiltersType::RequestHeaderModifier => {
+                if let Some(spec) = &filter.request_header_modifier {
+                    changes(spec, &mut edits.request).map_err(|r| (i, r))?;
+                }
+            }
+            HttpRouteRulesFiltersType::ResponseHeaderModifier => {
+                if let Some(spec) = &filter.response_header_modifier {
+                    changes(spec, &mut edits.response).map_err(|r| (i, r))?;
+                }
+            }
+            HttpRouteRulesFiltersType::RequestRedirect => {}
+            ref other => {
+                return Err((
+                    i,
+                    format!("filter type {other:?} is not supported by Gantry yet"),
+                ));
+            }
+        }
+    }
+    Ok((!edits.is_empty()).then(|| Arc::new(edits)))
+}
+
+fn changes(
+    spec: &HttpRouteRulesFiltersRequestHeaderModifier,
+    into: &mut HeaderChanges,
+) -> Result<(), String> {
+    let field = |name: &str, value: &str| -> Result<(HeaderName, HeaderValue), String> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("{name:?} is not a header name"))?;
+        let value =
+            HeaderValue::from_str(value).map_err(|_| format!("{value:?} is not a header value"))?;
+        Ok((name, value))
+    };
+    for pair in spec.set.iter().flatten() {
+        into.set.push(field(&pair.name, &pair.value)?);
+    }
+    for pair in spec.add.iter().flatten() {
+        into.add.push(field(&pair.name, &pair.value)?);
+    }
+    for name in spec.remove.iter().flatten() {
+        into.remove.push(field(name, "")?.0);
+    }
+    Ok(())
+}
+
+/// A rule's and a backend's header changes together, the rule's first.
+fn merge_edits(
+    rule: Option<&Arc<HeaderEdits>>,
+    backend: Option<&Arc<HeaderEdits>>,
+) -> Option<Arc<HeaderEdits>> {
+    match (rule, backend) {
+        (None, None) => None,
+        (Some(one), None) | (None, Some(one)) => Some(one.clone()),
+        (Some(rule), Some(backend)) => {
+            let join = |a: &HeaderChanges, b: &HeaderChanges| HeaderChanges {
+                set: a.set.iter().chain(&b.set).cloned().collect(),
+                add: a.add.iter().chain(&b.add).cloned().collect(),
+                remove: a.remove.iter().chain(&b.remove).cloned().collect(),
+            };
+            Some(Arc::new(HeaderEdits {
+                request: join(&rule.request, &backend.request),
+                response: join(&rule.response, &backend.response),
+            }))
+        }
+    }
+}
+
+/// The rule's RequestRedirect, if it has one.
+fn redirect(
+    filters: &[HttpRouteRulesFilters],
+    path: &PathMatch,
+    listener_port: u16,
+) -> Result<Option<Arc<Redirect>>, (usize, String)> {
+    let Some((i, spec)) = filters
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| f.request_redirect.as_ref().map(|r| (i, r)))
+    else {
+        return Ok(None);
+    };
+    let code = match spec.status_code.unwrap_or(302) {
+        code @ (301 | 302 | 303 | 307 | 308) => code as u16,
+        other => {
+            return Err((
+                i,
+                format!("statusCode {other} is not a redirect Gantry sends"),
+            ));
+        }
+    };
+    let path_change = match &spec.path {
+        None => None,
+        Some(p) => Some(match p.r#type {
+            HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => PathChange::Full(
+                p.replace_full_path
+                    .clone()
+                    .unwrap_or_else(|| "/".to_owned()),
+            ),
+            HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
+                let PathMatch::Prefix(matched) = path else {
+                    return Err((i, "ReplacePrefixMatch needs a PathPrefix match".to_owned()));
+                };
+                PathChange::Prefix {
+                    matched: matched.clone(),
+                    replacement: p.replace_prefix_match.clone().unwrap_or_default(),
+                }
+            }
+        }),
+    };
+    Ok(Some(Arc::new(Redirect {
+        code,
+        to: RedirectTo::Parts(RedirectParts {
+            scheme: spec.scheme.as_ref().map(|s| match s {
+                HttpRouteRulesFiltersRequestRedirectScheme::Http => "http".to_owned(),
+                HttpRouteRulesFiltersRequestRedirectScheme::Https => "https".to_owned(),
+            }),
+            hostname: spec.hostname.clone(),
+            port: spec.port.and_then(|p| u16::try_from(p).ok()),
+            path: path_change,
+            listener_port,
+        }),
+    })))
+}
+
+/// Gantry's answer for a backend that cannot be used.
+fn fail(status: u16, reason: &str) -> Action {
+    Action::Respond(Arc::new(FixedAnswer {
+        status,
+        headers: vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body: Bytes::from(format!("{reason}\n")),
+    }))
+}
+
+/// A route with Gantry's defaults and the group's own settings.
+pub(super) fn plain_route(
+    name: Arc<str>,
+    owner: &NamespacedName,
+    host: Option<&str>,
+    action: Action,
+) -> Route {
+    let (timeouts, balance) = match &action {
+        Action::Proxy(group) => (
+            group.timeouts.over(Timeouts::default()),
+            group.balance.clone().unwrap_or_default(),
+        ),
+        _ => (Timeouts::default(), Default::default()),
+    };
+    let mut route = Route::plain(name, owner.clone(), host.map(str::to_owned), action);
+    route.timeouts = timeouts;
+    route.balance = balance;
+    route
+}
+
+/// An HTTPRoute's (or GRPCRoute's) status: one entry per parent of Gantry's.
+pub(super) fn route_status(
+    parents: &[Parent],
+    resolved: &Condition,
+    refusal: Option<&Condition>,
+    generation: Option<i64>,
+) -> Value {
+    json!({
+        "parents": parents
+            .iter()
+            .map(|p| parents::status_entry(p, resolved, refusal, generation))
+            .collect::<Vec<_>>(),
+    })
+}

@@ -1,0 +1,220 @@
+//! The Gateway API pass: the GatewayClasses whose `controllerName` is Gantry's, their Gateways'
+//! listeners, and the routes that attach to them, compiled onto the same routes, upstream
+//! groups and certificates the Ingress pass makes; plus every one of those resources' status
+//! as the spec defines it, which `/status` shows and the kube-mode status writer applies.
+
+mod conditions;
+mod grants;
+mod hostnames;
+mod http;
+mod listeners;
+mod parents;
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::{Value, json};
+
+use super::Compiler;
+use crate::config::{Kind, ObjectRef};
+use crate::snapshot::gateway_router::{GatewayRouter, ListenerRoutes, RuleMatch};
+use conditions::Condition;
+
+/// The `controllerName` of Gantry's GatewayClasses.
+pub const CONTROLLER_NAME: &str = "gantry.dev/gateway-controller";
+/// The Gateway API's group.
+pub use crate::config::gateway::GROUP;
+
+/// The route kinds a listener can take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    Http,
+    Grpc,
+    Tls,
+    Tcp,
+    Udp,
+}
+
+impl RouteKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Http => "HTTPRoute",
+            RouteKind::Grpc => "GRPCRoute",
+            RouteKind::Tls => "TLSRoute",
+            RouteKind::Tcp => "TCPRoute",
+            RouteKind::Udp => "UDPRoute",
+        }
+    }
+
+    pub fn from_name(group: &str, kind: &str) -> Option<RouteKind> {
+        if group != GROUP {
+            return None;
+        }
+        [
+            RouteKind::Http,
+            RouteKind::Grpc,
+            RouteKind::Tls,
+            RouteKind::Tcp,
+            RouteKind::Udp,
+        ]
+        .into_iter()
+        .find(|k| k.name() == kind)
+    }
+}
+
+/// What the Gateway API pass gives the Snapshot.
+#[derive(Default)]
+pub struct GatewayOutput {
+    pub router: GatewayRouter,
+    /// Each resource's `status`, without `lastTransitionTime`s.
+    pub statuses: BTreeMap<ObjectRef, Value>,
+}
+
+/// Rule matches as they are added, by local port and hostname, each with what orders it
+/// among equals (the route's age, the rule's and the match's index).
+#[derive(Default)]
+pub(super) struct RuleTable {
+    ports: HashMap<u16, HashMap<Option<String>, Vec<Ordered>>>,
+}
+
+/// A rule match with the route's age and the rule's and match's indexes.
+type Ordered = ((usize, usize, usize), RuleMatch);
+
+impl RuleTable {
+    fn add(
+        &mut self,
+        port: u16,
+        hostname: Option<String>,
+        order: (usize, usize, usize),
+        rule: RuleMatch,
+    ) {
+        self.ports
+            .entry(port)
+            .or_default()
+            .entry(hostname)
+            .or_default()
+            .push((order, rule));
+    }
+
+    fn into_router(self) -> GatewayRouter {
+        let mut router = GatewayRouter::default();
+        for (port, hosts) in self.ports {
+            let mut routes = ListenerRoutes::default();
+            for (hostname, mut rules) in hosts {
+                rules.sort_by(|(a_order, a), (b_order, b)| {
+                    a.precedence()
+                        .cmp(&b.precedence())
+                        .then(a_order.cmp(b_order))
+                });
+                let rules: Vec<RuleMatch> = rules.into_iter().map(|(_, r)| r).collect();
+                match hostname {
+                    None => routes.any = rules,
+                    Some(name) => match name.strip_prefix('*') {
+                        Some(suffix) => routes.wildcard.push((suffix.to_owned(), rules)),
+                        None => {
+                            routes.exact.insert(name, rules);
+                        }
+                    },
+                }
+            }
+            routes
+                .wildcard
+                .sort_by(|(a, _), (b, _)| b.len().cmp(&a.len()).then(a.cmp(b)));
+            router.ports.insert(port, routes);
+        }
+        router
+    }
+}
+
+/// The features Gantry's GatewayClass reports in `status.supportedFeatures`, which the
+/// conformance suite reads to choose its tests.
+const SUPPORTED_FEATURES: &[&str] = &[
+    "Gateway",
+    "GatewayHTTPListenerIsolation",
+    "HTTPRoute",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteSchemeRedirect",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteParentRefPort",
+    "HTTPRouteNamedRouteRule",
+    "ReferenceGrant",
+];
+
+impl Compiler<'_> {
+    /// The Gateway API pass.
+    pub(super) fn gateway_api(&mut self, settings: &super::Settings) -> GatewayOutput {
+        let mut output = GatewayOutput::default();
+        let mut classes = Vec::new();
+        for (key, stored) in &self.store.gateway_classes {
+            let class = &stored.object;
+            if class.spec.controller_name != CONTROLLER_NAME {
+                continue;
+            }
+            let generation = class.metadata.generation;
+            let accepted = match &class.spec.parameters_ref {
+                None => {
+                    classes.push(key.name.clone());
+                    Condition::yes("Accepted", "Accepted", "Gantry serves this class")
+                }
+                Some(parameters) => {
+                    let reason = format!(
+                        "parametersRef {}/{} {}: Gantry's GatewayClass takes no parameters",
+                        parameters.group, parameters.kind, parameters.name
+                    );
+                    self.problems.push(crate::problem::Problem::field(
+                        stored.file.clone(),
+                        ObjectRef::new(Kind::GatewayClass, key),
+                        "spec.parametersRef",
+                        reason.clone(),
+                    ));
+                    Condition::no("Accepted", "InvalidParameters", reason)
+                }
+            };
+            let supported = Condition::yes(
+                "SupportedVersion",
+                "SupportedVersion",
+                "Gantry reads the Gateway API v1.6",
+            );
+            output.statuses.insert(
+                ObjectRef::new(Kind::GatewayClass, key),
+                json!({
+                    "conditions": conditions::list(&[accepted, supported], generation),
+                    "supportedFeatures": SUPPORTED_FEATURES.iter().map(|f| json!({"name": f})).collect::<Vec<_>>(),
+                }),
+            );
+        }
+        if classes.is_empty() {
+            return output;
+        }
+        let mut gateways = self.gateways(&classes, settings);
+        let mut table = RuleTable::default();
+        self.http_routes(&mut gateways, &mut table, &mut output.statuses);
+        let addresses = gateway_addresses(self.store, settings);
+        for gateway in &gateways {
+            output.statuses.insert(
+                ObjectRef::new(Kind::Gateway, &gateway.key),
+                gateway.status(&addresses),
+            );
+        }
+        output.router = table.into_router();
+        output
+    }
+}
+
+/// A Gateway's `status.addresses`: where clients reach Gantry, typed as the spec asks.
+fn gateway_addresses(store: &crate::config::Store, settings: &super::Settings) -> Vec<Value> {
+    super::ingress_addresses(store, settings)
+        .into_iter()
+        .filter_map(|lb| match (lb.ip, lb.hostname) {
+            (Some(ip), _) => Some(json!({"type": "IPAddress", "value": ip})),
+            (None, Some(hostname)) => Some(json!({"type": "Hostname", "value": hostname})),
+            (None, None) => None,
+        })
+        .collect()
+}

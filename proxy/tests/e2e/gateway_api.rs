@@ -1,0 +1,840 @@
+//! The Gateway API, checked with the conformance suite's scenarios (kubernetes-sigs/gateway-api
+//! v1.6.1, `conformance/tests/`; each test names the upstream tests it ports) against the real
+//! binary in folder mode: the suite's base manifests (`conformance/base/manifests.yaml`: its
+//! namespaces, Gateways and backend Services, each backend an echo server named after its
+//! Service), each test's own manifests, and its expectations of answers and status.
+
+use std::net::SocketAddr;
+
+use serde_json::Value;
+
+use crate::support::config::GANTRY_CLASS;
+use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
+
+const INFRA: &str = "gateway-conformance-infra";
+
+/// A Service on port 8080 whose EndpointSlice holds `addr` (as the suite's backends are
+/// reached: Service port 8080).
+fn backend(namespace: &str, name: &str, addr: SocketAddr) -> String {
+    format!(
+        "apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports: [{{name: http, port: 8080, targetPort: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-1
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+ports: [{{name: http, port: {port}}}]
+",
+        port = addr.port(),
+        ip = addr.ip(),
+    )
+}
+
+/// The suite's base: its GatewayClass (Gantry's), namespaces with their labels, the Gateways
+/// `same-namespace`, `all-namespaces` and `backend-namespaces`, and the backends, kept running
+/// for the test's length.
+struct Base {
+    config: ConfigDir,
+    _backends: Vec<upstream::Upstream>,
+}
+
+async fn base() -> Base {
+    let config = ConfigDir::new();
+    config.write("ingressclass.yaml", GANTRY_CLASS);
+    let mut manifests = String::from(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: gantry}
+spec: {controllerName: gantry.dev/gateway-controller}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: gateway-conformance-infra, labels: {gateway-conformance: infra}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: gateway-conformance-app-backend, labels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: gateway-conformance-web-backend, labels: {gateway-conformance: backend}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: all-namespaces, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: backend-namespaces, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector: {matchLabels: {gateway-conformance: backend}}
+",
+    );
+    let mut backends = Vec::new();
+    for (namespace, name) in [
+        (INFRA, "infra-backend-v1"),
+        (INFRA, "infra-backend-v2"),
+        (INFRA, "infra-backend-v3"),
+        ("gateway-conformance-app-backend", "app-backend-v1"),
+        ("gateway-conformance-app-backend", "app-backend-v2"),
+        ("gateway-conformance-web-backend", "web-backend"),
+    ] {
+        let echo = upstream::echo(name).await;
+        manifests.push_str("---\n");
+        manifests.push_str(&backend(namespace, name, echo.addr));
+        backends.push(echo);
+    }
+    config.write("base.yaml", &manifests);
+    Base {
+        config,
+        _backends: backends,
+    }
+}
+
+/// A request's answer: status, the echo backend that served it (if one did), its report.
+async fn ask(
+    gantry: &Gantry,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Option<String>, Value) {
+    let client = clients::not_following_redirects();
+    let response = gantry.send(&client, method, host, path, headers).await;
+    let status = response.status().as_u16();
+    let location = response
+        .headers()
+        .get("location")
+        .map(|l| l.to_str().unwrap().to_owned());
+    let text = response.text().await.unwrap();
+    let report: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let server = report["server"].as_str().map(str::to_owned);
+    match location {
+        Some(location) => (status, Some(location), report),
+        None => (status, server, report),
+    }
+}
+
+/// The status of a resource as `/status` shows it.
+async fn status_of(gantry: &Gantry, kind: &str, namespace: &str, name: &str) -> Value {
+    let listing: Vec<Value> = reqwest::get(gantry.admin_url("/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    listing
+        .into_iter()
+        .find(|r| {
+            r["kind"] == kind
+                && r["name"] == name
+                && r["namespace"].as_str().unwrap_or("") == namespace
+        })
+        .map(|r| r["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+/// The conditions of `route`'s status entry for Gateway `gateway`, as (type, status, reason).
+fn parent_conditions(status: &Value, gateway: &str) -> Vec<(String, String, String)> {
+    let parent = status["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["parentRef"]["name"] == gateway)
+        .unwrap_or_else(|| panic!("no parent {gateway} in {status}"));
+    assert_eq!(parent["controllerName"], "gantry.dev/gateway-controller");
+    assert_eq!(parent["parentRef"]["group"], "gateway.networking.k8s.io");
+    assert_eq!(parent["parentRef"]["kind"], "Gateway");
+    parent["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn condition(kind: &str, status: &str, reason: &str) -> (String, String, String) {
+    (kind.to_owned(), status.to_owned(), reason.to_owned())
+}
+
+/// A request (method, host, path, headers) and the backend that should serve it.
+type Case<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    &'a [(&'a str, &'a str)],
+    Option<String>,
+);
+
+/// HTTPRouteSimpleSameNamespace, HTTPRouteMatching, HTTPRouteExactPathMatching,
+/// HTTPRouteHeaderMatching, HTTPRouteQueryParamMatching, HTTPRouteMethodMatching and
+/// HTTPRouteMatchingAcrossRoutes: matches and their precedence, across rules and routes.
+#[tokio::test]
+async fn routes_match_paths_headers_query_parameters_and_methods_in_the_specs_order() {
+    let base = base().await;
+    base.config.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /}
+    - headers: [{name: version, value: one}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches:
+    - path: {type: PathPrefix, value: /v2}
+    - headers: [{name: version, value: two}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: exact-and-more, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [more.example.com]
+  rules:
+  - matches: [{path: {type: Exact, value: /one}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /two}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{queryParams: [{name: animal, value: dolphin}, {name: color, value: blue}]}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{queryParams: [{name: animal, type: RegularExpression, value: 'do.*n'}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{method: POST}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{headers: [{name: color, value: red}, {name: size, value: big}]}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: across-routes, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [more.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /prefix}}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: RegularExpression, value: '/regex/[0-9]+'}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let v1 = Some("infra-backend-v1".to_owned());
+    let v2 = Some("infra-backend-v2".to_owned());
+    let v3 = Some("infra-backend-v3".to_owned());
+    let cases: &[Case] = &[
+        // HTTPRouteMatching's cases.
+        ("GET", "any.example.com", "/", &[], v1.clone()),
+        ("GET", "any.example.com", "/example", &[], v1.clone()),
+        (
+            "GET",
+            "any.example.com",
+            "/",
+            &[("version", "one")],
+            v1.clone(),
+        ),
+        ("GET", "any.example.com", "/v2", &[], v2.clone()),
+        ("GET", "any.example.com", "/v2/example", &[], v2.clone()),
+        (
+            "GET",
+            "any.example.com",
+            "/",
+            &[("version", "two")],
+            v2.clone(),
+        ),
+        ("GET", "any.example.com", "/v2/", &[], v2.clone()),
+        ("GET", "any.example.com", "/v2example", &[], v1.clone()),
+        ("GET", "any.example.com", "/foo/v2/example", &[], v1.clone()),
+        // Exact paths; query parameters (more of them first); methods; headers.
+        ("GET", "more.example.com", "/one", &[], v1.clone()),
+        ("GET", "more.example.com", "/two", &[], v2.clone()),
+        ("GET", "more.example.com", "/?animal=whale", &[], v1.clone()),
+        (
+            "GET",
+            "more.example.com",
+            "/?animal=dolphin&color=blue",
+            &[],
+            v3.clone(),
+        ),
+        (
+            "GET",
+            "more.example.com",
+            "/?animal=dolphin",
+            &[],
+            v2.clone(),
+        ),
+        ("POST", "more.example.com", "/", &[], v3.clone()),
+        (
+            "GET",
+            "more.example.com",
+            "/",
+            &[("color", "red"), ("size", "big")],
+            v2.clone(),
+        ),
+        // Across routes: the longer prefix of the newer route, and a regular expression.
+        ("GET", "more.example.com", "/prefix/x", &[], v3.clone()),
+        ("GET", "more.example.com", "/regex/42", &[], v2.clone()),
+    ];
+    for (method, host, path, headers, expected) in cases {
+        let (status, served, _) = ask(&gantry, method, host, path, headers).await;
+        assert_eq!(
+            (status, &served),
+            (200, expected),
+            "{method} {host}{path} {headers:?}"
+        );
+    }
+    // A host with routes of its own is not matched by the routes of any host: a path none of
+    // its rules match is 404 there (GatewayHTTPListenerIsolation).
+    let (status, _, _) = ask(&gantry, "GET", "more.example.com", "/regex/x", &[]).await;
+    assert_eq!(status, 404, "more.example.com's routes stand alone");
+    let status = status_of(&gantry, "HTTPRoute", INFRA, "matching").await;
+    assert_eq!(
+        parent_conditions(&status, "same-namespace"),
+        [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
+}
+
+/// HTTPRouteCrossNamespace, HTTPRouteInvalidCrossNamespaceParentRef,
+/// HTTPRouteInvalidCrossNamespaceBackendRef, HTTPRouteReferenceGrant,
+/// HTTPRouteInvalidNonExistentBackendRef, HTTPRouteInvalidBackendRefUnknownKind,
+/// HTTPRouteInvalidParentRefNotMatchingSectionName and HTTPRouteNoBackendRefs: attachment
+/// across namespaces, grants, and the 500s and reasons of references that do not resolve.
+#[tokio::test]
+async fn references_attach_resolve_or_say_why_with_the_specs_reasons() {
+    let base = base().await;
+    base.config.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: cross-namespace, namespace: gateway-conformance-web-backend}
+spec:
+  parentRefs: [{name: backend-namespaces, namespace: gateway-conformance-infra}]
+  hostnames: [cross.example.com]
+  rules:
+  - backendRefs: [{name: web-backend, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: invalid-cross-namespace-parent-ref, namespace: gateway-conformance-web-backend}
+spec:
+  parentRefs: [{name: same-namespace, namespace: gateway-conformance-infra}]
+  hostnames: [parent.example.com]
+  rules:
+  - backendRefs: [{name: web-backend, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: invalid-cross-namespace-backend-ref, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [nogrant.example.com]
+  rules:
+  - backendRefs: [{name: web-backend, namespace: gateway-conformance-web-backend, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: reference-grant, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [granted.example.com]
+  rules:
+  - backendRefs: [{name: app-backend-v1, namespace: gateway-conformance-app-backend, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: reference-grant, namespace: gateway-conformance-app-backend}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateway-conformance-infra}]
+  to: [{group: '', kind: Service, name: app-backend-v1}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nonexistent-backend-ref, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [missing.example.com]
+  rules:
+  - backendRefs: [{name: nonexistent, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: invalid-backend-ref-unknown-kind, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [kind.example.com]
+  rules:
+  - backendRefs: [{group: unknownkind.example.com, kind: NonExistent, name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nonexistent-section-name, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: nonexistent}]
+  hostnames: [section.example.com]
+  rules:
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: no-backends, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [empty.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /omitted}}]
+  - matches: [{path: {type: PathPrefix, value: /empty}}]
+    backendRefs: []
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let served = |host: &'static str| {
+        let gantry = &gantry;
+        async move { ask(gantry, "GET", host, "/", &[]).await }
+    };
+    assert_eq!(
+        served("cross.example.com").await.1.as_deref(),
+        Some("web-backend")
+    );
+    assert_eq!(
+        served("granted.example.com").await.1.as_deref(),
+        Some("app-backend-v1")
+    );
+    for host in [
+        "nogrant.example.com",
+        "missing.example.com",
+        "kind.example.com",
+    ] {
+        assert_eq!(
+            served(host).await.0,
+            500,
+            "{host}: a backend that does not resolve"
+        );
+    }
+    for path in ["/omitted", "/empty"] {
+        let (status, _, _) = ask(&gantry, "GET", "empty.example.com", path, &[]).await;
+        assert_eq!(status, 500, "{path}: a rule without backends");
+    }
+    for host in ["parent.example.com", "section.example.com"] {
+        assert_eq!(served(host).await.0, 404, "{host}: not attached");
+    }
+
+    let expect = [
+        (
+            "cross-namespace",
+            "gateway-conformance-web-backend",
+            "backend-namespaces",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+        (
+            "invalid-cross-namespace-parent-ref",
+            "gateway-conformance-web-backend",
+            "same-namespace",
+            ("Accepted", "False", "NotAllowedByListeners"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+        (
+            "invalid-cross-namespace-backend-ref",
+            INFRA,
+            "same-namespace",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "RefNotPermitted"),
+        ),
+        (
+            "reference-grant",
+            INFRA,
+            "same-namespace",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+        (
+            "nonexistent-backend-ref",
+            INFRA,
+            "same-namespace",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ),
+        (
+            "invalid-backend-ref-unknown-kind",
+            INFRA,
+            "same-namespace",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "InvalidKind"),
+        ),
+        (
+            "nonexistent-section-name",
+            INFRA,
+            "same-namespace",
+            ("Accepted", "False", "NoMatchingParent"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+    ];
+    for (name, namespace, gateway, accepted, resolved) in expect {
+        let status = status_of(&gantry, "HTTPRoute", namespace, name).await;
+        assert_eq!(
+            parent_conditions(&status, gateway),
+            [
+                condition(accepted.0, accepted.1, accepted.2),
+                condition(resolved.0, resolved.1, resolved.2)
+            ],
+            "{name}"
+        );
+    }
+    // GatewayWithAttachedRoutes: the listeners count the routes attached.
+    let gateway = status_of(&gantry, "Gateway", INFRA, "same-namespace").await;
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 5, "{gateway}");
+    assert_eq!(
+        gateway["listeners"][0]["supportedKinds"],
+        serde_json::json!([
+            {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+            {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}
+        ])
+    );
+    // Every problem is also in the problems list, naming resource and field.
+    gantry
+        .assert_problems(&[
+            "HTTPRoute gateway-conformance-infra/invalid-cross-namespace-backend-ref: spec.rules: spec.rules[0].backendRefs[0]: Service gateway-conformance-web-backend/web-backend is in another namespace and no ReferenceGrant there allows it",
+        ])
+        .await;
+}
+
+/// HTTPRouteRequestHeaderModifier, HTTPRouteResponseHeaderModification,
+/// HTTPRouteRedirectHostAndStatus, HTTPRouteRedirectScheme, HTTPRouteRedirectPort,
+/// HTTPRouteRedirectPath and HTTPRouteWeight: filters and weighted backends.
+#[tokio::test]
+async fn filters_change_headers_redirect_and_weights_share_requests() {
+    let base = base().await;
+    base.config.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: filters, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [filters.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /set}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Header-Remove]
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        add: [{name: X-Header-Response, value: added}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /hostname-redirect}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /host-and-status}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {hostname: example.org, statusCode: 301}
+  - matches: [{path: {type: PathPrefix, value: /scheme-and-host}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https, hostname: example.org}
+  - matches: [{path: {type: PathPrefix, value: /port}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {port: 8083}
+  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
+  - matches: [{path: {type: PathPrefix, value: /full}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}
+  - matches: [{path: {type: PathPrefix, value: /weights}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 7}
+    - {name: infra-backend-v2, port: 8080, weight: 3}
+    - {name: infra-backend-v3, port: 8080, weight: 0}
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let client = clients::http1();
+    let response = gantry
+        .send(
+            &client,
+            "GET",
+            "filters.example.com",
+            "/set",
+            &[
+                ("x-header-set", "some-other-value"),
+                ("x-header-add", "something"),
+                ("x-header-remove", "gone"),
+            ],
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-header-response"], "added");
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(
+        report["headers"]["x-header-set"],
+        serde_json::json!(["set-overwrites-values"])
+    );
+    assert_eq!(
+        report["headers"]["x-header-add"],
+        serde_json::json!(["something", "add-appends-values"])
+    );
+    assert!(
+        report["headers"].get("x-header-remove").is_none(),
+        "{report}"
+    );
+
+    let redirects = [
+        (
+            "/hostname-redirect",
+            302,
+            "http://example.org/hostname-redirect",
+        ),
+        (
+            "/host-and-status",
+            301,
+            "http://example.org/host-and-status",
+        ),
+        (
+            "/scheme-and-host",
+            302,
+            "https://example.org/scheme-and-host",
+        ),
+        ("/port", 302, "http://filters.example.com:8083/port"),
+        ("/prefix/one/two", 302, "http://filters.example.com/one/two"),
+        (
+            "/full/x",
+            302,
+            "http://filters.example.com/full-path-replacement",
+        ),
+    ];
+    for (path, code, location) in redirects {
+        let (status, got, _) = ask(&gantry, "GET", "filters.example.com", path, &[]).await;
+        assert_eq!((status, got.as_deref()), (code, Some(location)), "{path}");
+    }
+
+    // HTTPRouteWeight: 7:3:0, each share within the suite's ±5 points over 500 requests.
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..500 {
+        let (status, served, _) = ask(&gantry, "GET", "filters.example.com", "/weights", &[]).await;
+        assert_eq!(status, 200);
+        *counts.entry(served.unwrap()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts.len(),
+        2,
+        "a backend of weight 0 gets nothing: {counts:?}"
+    );
+    let v1 = counts["infra-backend-v1"] as f64 / 500.0;
+    assert!((0.65..=0.75).contains(&v1), "{counts:?}");
+}
+
+/// A Gateway API route and an Ingress on the same host and port: the route's matches come
+/// first, and what none of them matches goes to the Ingress's paths; both are reported.
+#[tokio::test]
+async fn a_gateway_api_route_comes_before_an_ingress_on_the_same_host() {
+    let base = base().await;
+    base.config.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shared, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [shared.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /api}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shared, namespace: gateway-conformance-infra}
+spec:
+  ingressClassName: gantry
+  rules:
+  - host: shared.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: infra-backend-v2, port: {number: 8080}}}}
+      - {path: /api, pathType: Prefix, backend: {service: {name: infra-backend-v3, port: {number: 8080}}}}
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let (_, api, _) = ask(&gantry, "GET", "shared.example.com", "/api/x", &[]).await;
+    assert_eq!(api.as_deref(), Some("infra-backend-v1"));
+    let (_, rest, _) = ask(&gantry, "GET", "shared.example.com", "/other", &[]).await;
+    assert_eq!(rest.as_deref(), Some("infra-backend-v2"));
+    let route = status_of(&gantry, "HTTPRoute", INFRA, "shared").await;
+    assert_eq!(
+        parent_conditions(&route, "same-namespace")[0],
+        condition("Accepted", "True", "Accepted")
+    );
+    let table = gantry.status_table();
+    assert!(
+        table
+            .resource("Ingress gateway-conformance-infra/shared")
+            .contains("True")
+    );
+}
+
+/// GatewayClass Accepted (with the features the suite reads), the Gateway's conditions, and a
+/// broken listener (GatewayListenerUnsupportedProtocol, GatewayInvalidRouteKind) beside good
+/// ones, nothing else disturbed; an invalid regular expression (UnsupportedValue).
+#[tokio::test]
+async fn classes_gateways_and_bad_listeners_report_as_the_spec_says() {
+    let base = base().await;
+    base.config.write(
+        "broken.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gateway-supported-and-unsupported-protocols, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: supported.example.com}
+  - {name: unsupported, port: 1111, protocol: INVALID}
+  - name: invalid-kind
+    port: 80
+    protocol: HTTP
+    hostname: kinds.example.com
+    allowedRoutes: {kinds: [{kind: FooRoute}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: bad-regex, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [regex.example.com]
+  rules:
+  - matches: [{path: {type: RegularExpression, value: '/(unclosed'}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: good, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [good.example.com]
+  rules:
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let class = status_of(&gantry, "GatewayClass", "", "gantry").await;
+    assert_eq!(class["conditions"][0]["type"], "Accepted");
+    assert_eq!(class["conditions"][0]["status"], "True");
+    let features: Vec<&str> = class["supportedFeatures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["name"].as_str())
+        .collect();
+    assert!(
+        features.contains(&"HTTPRoute") && features.contains(&"Gateway"),
+        "{features:?}"
+    );
+
+    let gateway = status_of(
+        &gantry,
+        "Gateway",
+        INFRA,
+        "gateway-supported-and-unsupported-protocols",
+    )
+    .await;
+    let conditions = |v: &Value| -> Vec<(String, String, String)> {
+        v["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    c["type"].as_str().unwrap().to_owned(),
+                    c["status"].as_str().unwrap().to_owned(),
+                    c["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    assert!(
+        conditions(&gateway).contains(&condition("Accepted", "True", "ListenersNotValid")),
+        "{gateway}"
+    );
+    let listeners = gateway["listeners"].as_array().unwrap();
+    assert!(conditions(&listeners[1]).contains(&condition(
+        "Accepted",
+        "False",
+        "UnsupportedProtocol"
+    )));
+    assert_eq!(listeners[1]["supportedKinds"], serde_json::json!([]));
+    assert!(conditions(&listeners[2]).contains(&condition(
+        "ResolvedRefs",
+        "False",
+        "InvalidRouteKinds"
+    )));
+    assert!(conditions(&listeners[0]).contains(&condition("Programmed", "True", "Programmed")));
+
+    let regex = status_of(&gantry, "HTTPRoute", INFRA, "bad-regex").await;
+    assert_eq!(
+        parent_conditions(&regex, "same-namespace")[0],
+        condition("Accepted", "False", "UnsupportedValue")
+    );
+    let (_, served, _) = ask(&gantry, "GET", "good.example.com", "/", &[]).await;
+    assert_eq!(
+        served.as_deref(),
+        Some("infra-backend-v1"),
+        "the rest is served"
+    );
+    wait_until("the problems are listed", || async {
+        gantry
+            .problems()
+            .await
+            .iter()
+            .any(|p| p.contains("HTTPRoute gateway-conformance-infra/bad-regex: spec.rules[0].matches[0].path.value"))
+    })
+    .await;
+}
