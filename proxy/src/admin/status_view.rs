@@ -65,6 +65,8 @@ pub fn resources(snapshot: &Snapshot, certificates: &[CertificateStatus]) -> Vec
     snapshot
         .resources
         .keys()
+        // The Gateway API's kinds report as their spec says, when they are Gantry's.
+        .filter(|resource| !resource.kind.is_gateway_api())
         .map(|resource| {
             let problems: Vec<String> = snapshot
                 .problems

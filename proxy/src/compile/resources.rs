@@ -68,6 +68,46 @@ pub(super) fn held_resources(store: &Store) -> BTreeMap<ObjectRef, HeldResource>
     for (key, resource) in plain(&store.cluster_issuers, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::ClusterIssuer, key, resource);
     }
+    fn gateway_api<'a, K: 'a + serde::Serialize>(
+        map: &'a BTreeMap<NamespacedName, Stored<K>>,
+        metadata: impl Fn(&'a K) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    ) -> impl Iterator<Item = (&'a NamespacedName, HeldResource)> {
+        map.iter().map(move |(key, stored)| {
+            let mut resource = HeldResource::new(metadata(&stored.object), &[]);
+            resource.status = serde_json::to_value(&*stored.object)
+                .ok()
+                .map(|v| v["status"].clone())
+                .filter(|s| !s.is_null());
+            (key, resource)
+        })
+    }
+    for (key, resource) in gateway_api(&store.gateway_classes, |o| &o.metadata) {
+        add(Kind::GatewayClass, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.gateways, |o| &o.metadata) {
+        add(Kind::Gateway, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.http_routes, |o| &o.metadata) {
+        add(Kind::HttpRoute, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.grpc_routes, |o| &o.metadata) {
+        add(Kind::GrpcRoute, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.tls_routes, |o| &o.metadata) {
+        add(Kind::TlsRoute, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.tcp_routes, |o| &o.metadata) {
+        add(Kind::TcpRoute, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.udp_routes, |o| &o.metadata) {
+        add(Kind::UdpRoute, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.listener_sets, |o| &o.metadata) {
+        add(Kind::ListenerSet, key, resource);
+    }
+    for (key, resource) in gateway_api(&store.backend_tls_policies, |o| &o.metadata) {
+        add(Kind::BackendTlsPolicy, key, resource);
+    }
     for (key, stored) in &store.certificates {
         let certificate = &stored.object;
         let status = certificate.status.as_ref();

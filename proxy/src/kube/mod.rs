@@ -6,6 +6,7 @@
 
 pub mod challenges;
 pub mod document;
+mod gateway_status;
 pub mod leader;
 pub mod serials;
 pub mod state;

@@ -1,7 +1,8 @@
 //! In kube mode, what Gantry says back to the cluster, from each new Snapshot: every Gantry
 //! Ingress's `status.loadBalancer`, a `Ready` condition (reason, message, observedGeneration) on
 //! every Gantry resource, and the issued certificate's dates on Certificates, all written by
-//! server-side apply with field manager `gantry`; and a Warning Event for each problem found in a
+//! server-side apply with field manager `gantry`; the Gateway API's kinds get their status as
+//! that spec defines it instead ([`super::gateway_status`]); and a Warning Event for each problem found in a
 //! resource, each failed issuance and each DNSZone failing to publish into another server.
 //!
 //! Writes happen only when what the cluster holds differs from what it should, so a restart or a
@@ -119,6 +120,16 @@ impl StatusWriter {
                         continue;
                     }
                     ingress_body(&snapshot.ingress_addresses, current)
+                }
+                kind if kind.is_gateway_api() => {
+                    let Some(wanted) = &status.status else {
+                        continue;
+                    };
+                    // In whole seconds, as the API server keeps times.
+                    let now = jiff::Timestamp::now()
+                        .strftime("%Y-%m-%dT%H:%M:%SZ")
+                        .to_string();
+                    super::gateway_status::body(reference, wanted, current.status.as_ref(), &now)
                 }
                 _ => condition_body(&status, current, &certificates),
             };

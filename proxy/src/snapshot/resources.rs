@@ -20,6 +20,8 @@ pub struct HeldResource {
     pub load_balancer: Vec<IngressLoadBalancerIngress>,
     /// A Certificate's status as it stands.
     pub certificate: Option<CertificateStatus>,
+    /// A Gateway API resource's whole `status` as it stands.
+    pub status: Option<serde_json::Value>,
 }
 
 impl HeldResource {
@@ -32,6 +34,7 @@ impl HeldResource {
             conditions: conditions.to_vec(),
             load_balancer: Vec::new(),
             certificate: None,
+            status: None,
         }
     }
 }

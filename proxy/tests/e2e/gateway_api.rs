@@ -49,6 +49,16 @@ struct Base {
 async fn base() -> Base {
     let config = ConfigDir::new();
     config.write("ingressclass.yaml", GANTRY_CLASS);
+    let (manifests, backends) = base_manifests().await;
+    config.write("base.yaml", &manifests);
+    Base {
+        config,
+        _backends: backends,
+    }
+}
+
+/// The base manifests, and the backends they point to.
+async fn base_manifests() -> (String, Vec<upstream::Upstream>) {
     let mut manifests = String::from(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -112,11 +122,7 @@ spec:
         manifests.push_str(&backend(namespace, name, echo.addr));
         backends.push(echo);
     }
-    config.write("base.yaml", &manifests);
-    Base {
-        config,
-        _backends: backends,
-    }
+    (manifests, backends)
 }
 
 /// A request's answer: status, the echo backend that served it (if one did), its report.
@@ -337,17 +343,8 @@ spec:
     );
 }
 
-/// HTTPRouteCrossNamespace, HTTPRouteInvalidCrossNamespaceParentRef,
-/// HTTPRouteInvalidCrossNamespaceBackendRef, HTTPRouteReferenceGrant,
-/// HTTPRouteInvalidNonExistentBackendRef, HTTPRouteInvalidBackendRefUnknownKind,
-/// HTTPRouteInvalidParentRefNotMatchingSectionName and HTTPRouteNoBackendRefs: attachment
-/// across namespaces, grants, and the 500s and reasons of references that do not resolve.
-#[tokio::test]
-async fn references_attach_resolve_or_say_why_with_the_specs_reasons() {
-    let base = base().await;
-    base.config.write(
-        "routes.yaml",
-        "apiVersion: gateway.networking.k8s.io/v1
+/// The routes of the references test: one per way a reference attaches, resolves or does not.
+const REFERENCES: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: cross-namespace, namespace: gateway-conformance-web-backend}
 spec:
@@ -427,8 +424,17 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /omitted}}]
   - matches: [{path: {type: PathPrefix, value: /empty}}]
     backendRefs: []
-",
-    );
+";
+
+/// HTTPRouteCrossNamespace, HTTPRouteInvalidCrossNamespaceParentRef,
+/// HTTPRouteInvalidCrossNamespaceBackendRef, HTTPRouteReferenceGrant,
+/// HTTPRouteInvalidNonExistentBackendRef, HTTPRouteInvalidBackendRefUnknownKind,
+/// HTTPRouteInvalidParentRefNotMatchingSectionName and HTTPRouteNoBackendRefs: attachment
+/// across namespaces, grants, and the 500s and reasons of references that do not resolve.
+#[tokio::test]
+async fn references_attach_resolve_or_say_why_with_the_specs_reasons() {
+    let base = base().await;
+    base.config.write("routes.yaml", REFERENCES);
     let gantry = Gantry::start(base.config.path()).await;
     let served = |host: &'static str| {
         let gantry = &gantry;
@@ -837,4 +843,160 @@ spec:
             .any(|p| p.contains("HTTPRoute gateway-conformance-infra/bad-regex: spec.rules[0].matches[0].path.value"))
     })
     .await;
+}
+
+/// The references scenarios in kube mode, against the fake API server driven by the real
+/// kubectl (no real API server can be installed here): statuses written by server-side apply
+/// and read back with `kubectl get -o json`, each condition with a `lastTransitionTime` and the
+/// object's generation (HTTPRouteObservedGenerationBump, GatewayObservedGenerationBump,
+/// GatewayClassObservedGenerationBump), every call within deploy/rbac.yaml.
+#[tokio::test]
+async fn in_kube_mode_statuses_are_written_to_the_api_server() {
+    let (api, kubectl) = crate::kube::cluster().await;
+    let crds = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/gateway-api/standard.yaml"
+    );
+    kubectl.ok(&["apply", "--server-side", "-f", crds]).await;
+    let (manifests, _backends) = base_manifests().await;
+    kubectl.apply(&manifests).await;
+    kubectl.apply(REFERENCES).await;
+    let gantry = crate::kube::gantry(&api, &kubectl).await;
+
+    let parent = |route: Value, gateway: &str| -> Option<Value> {
+        route["status"]["parents"]
+            .as_array()?
+            .iter()
+            .find(|p| p["parentRef"]["name"] == gateway)
+            .cloned()
+    };
+    let written = |object: &Value, conditions: &Value| {
+        let generation = &object["metadata"]["generation"];
+        conditions.as_array().is_some_and(|list| {
+            !list.is_empty()
+                && list.iter().all(|c| {
+                    c["lastTransitionTime"].is_string() && c["observedGeneration"] == *generation
+                })
+        })
+    };
+    let expect = [
+        (
+            "reference-grant",
+            INFRA,
+            "same-namespace",
+            "ResolvedRefs",
+            "True",
+            "ResolvedRefs",
+        ),
+        (
+            "invalid-cross-namespace-backend-ref",
+            INFRA,
+            "same-namespace",
+            "ResolvedRefs",
+            "False",
+            "RefNotPermitted",
+        ),
+        (
+            "nonexistent-backend-ref",
+            INFRA,
+            "same-namespace",
+            "ResolvedRefs",
+            "False",
+            "BackendNotFound",
+        ),
+        (
+            "invalid-cross-namespace-parent-ref",
+            "gateway-conformance-web-backend",
+            "same-namespace",
+            "Accepted",
+            "False",
+            "NotAllowedByListeners",
+        ),
+        (
+            "nonexistent-section-name",
+            INFRA,
+            "same-namespace",
+            "Accepted",
+            "False",
+            "NoMatchingParent",
+        ),
+    ];
+    for (name, namespace, gateway, kind, status, reason) in expect {
+        wait_until(&format!("HTTPRoute {name}'s status"), || async {
+            let Some(route) = kubectl.get(&format!("httproute/{name}"), namespace).await else {
+                return false;
+            };
+            let Some(parent) = parent(route.clone(), gateway) else {
+                return false;
+            };
+            written(&route, &parent["conditions"])
+                && parent["conditions"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["type"] == kind && c["status"] == status && c["reason"] == reason)
+        })
+        .await;
+    }
+    wait_until("the Gateway's status", || async {
+        let Some(gateway) = kubectl.get("gateway/same-namespace", INFRA).await else {
+            return false;
+        };
+        let listener = &gateway["status"]["listeners"][0];
+        written(&gateway, &gateway["status"]["conditions"])
+            && written(&gateway, &listener["conditions"])
+            && listener["attachedRoutes"] == 5
+    })
+    .await;
+    wait_until("the GatewayClass's status", || async {
+        let Some(class) = kubectl.get("gatewayclass/gantry", "default").await else {
+            return false;
+        };
+        written(&class, &class["status"]["conditions"])
+            && class["status"]["conditions"][0]["status"] == "True"
+            && class["status"]["supportedFeatures"].is_array()
+    })
+    .await;
+    assert_eq!(
+        ask(&gantry, "GET", "granted.example.com", "/", &[])
+            .await
+            .1
+            .as_deref(),
+        Some("app-backend-v1")
+    );
+
+    // A change to the route's spec: its conditions follow the new generation, and the
+    // condition that held keeps its time.
+    let before = kubectl
+        .get("httproute/reference-grant", INFRA)
+        .await
+        .unwrap();
+    let before_time =
+        parent(before.clone(), "same-namespace").unwrap()["conditions"][0]["lastTransitionTime"]
+            .clone();
+    let changed = REFERENCES.replace(
+        "hostnames: [granted.example.com]",
+        "hostnames: [granted.example.com, also.example.com]",
+    );
+    kubectl.apply(&changed).await;
+    wait_until("the new generation in the route's conditions", || async {
+        let route = kubectl
+            .get("httproute/reference-grant", INFRA)
+            .await
+            .unwrap();
+        route["metadata"]["generation"] != before["metadata"]["generation"]
+            && parent(route.clone(), "same-namespace").is_some_and(|p| {
+                written(&route, &p["conditions"])
+                    && p["conditions"][0]["lastTransitionTime"] == before_time
+            })
+    })
+    .await;
+    assert_eq!(
+        ask(&gantry, "GET", "also.example.com", "/", &[])
+            .await
+            .1
+            .as_deref(),
+        Some("app-backend-v1")
+    );
+    crate::support::rbac::assert_allowed(&api.calls(), "gantry", "default");
 }
