@@ -115,6 +115,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         http_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Http),
         https_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Https),
         proxy_trusted: args.proxy_protocol_trusted.clone().into(),
+        generations: hub.generation_watch.clone(),
     };
     server.add_service(dataplane::proxy_service(
         &conf,

@@ -137,6 +137,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         generation: 0,
         router,
         gateway_status: gateway.statuses,
+        gateway_ports: gateway.ports,
         tls: compiler.tls,
         problems,
         ignored,

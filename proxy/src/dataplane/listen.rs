@@ -38,6 +38,8 @@ pub struct ProxyService<A> {
     /// Counts the connections refused for their header, by listener.
     refused: prometheus::IntCounterVec,
     app: Option<Arc<A>>,
+    /// The ports Gateway API listeners add.
+    gateway_ports: Option<super::gateway_ports::GatewayPorts>,
 }
 
 impl<A> ProxyService<A> {
@@ -54,7 +56,14 @@ impl<A> ProxyService<A> {
             trusted,
             refused,
             app: Some(Arc::new(app)),
+            gateway_ports: None,
         }
+    }
+
+    /// Also serves the ports Gateway API listeners want.
+    pub fn with_gateway_ports(mut self, ports: super::gateway_ports::GatewayPorts) -> Self {
+        self.gateway_ports = Some(ports);
+        self
     }
 }
 
@@ -128,7 +137,7 @@ async fn proxied_stream(
 
 /// Accepts on `listener` until shutdown, each connection served on a worker thread; with
 /// `proxy`, the peers trusted to start with a PROXY protocol header.
-async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+pub(super) async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<A>,
@@ -206,6 +215,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
             });
             let loop_ = accept_loop(listener, addr, app.clone(), proxy, shutdown.clone());
             loops.push(pingora_runtime::current_handle().spawn(loop_));
+        }
+        if let Some(ports) = self.gateway_ports.take() {
+            let serve = ports.serve(app.clone(), shutdown.clone());
+            loops.push(pingora_runtime::current_handle().spawn(serve));
         }
         futures_util::future::join_all(loops).await;
         app.cleanup().await;

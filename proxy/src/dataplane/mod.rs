@@ -8,6 +8,7 @@ pub mod client_cert;
 mod connections;
 mod external_auth;
 mod failure;
+mod gateway_ports;
 mod h1;
 pub mod headers;
 pub mod l4;
@@ -49,6 +50,8 @@ pub struct Listeners {
     pub http_proxy_protocol: bool,
     pub https_proxy_protocol: bool,
     pub proxy_trusted: Arc<[ipnet::IpNet]>,
+    /// Follows the Snapshots for the ports Gateway listeners add.
+    pub generations: tokio::sync::watch::Receiver<u64>,
 }
 
 pub fn proxy_service(
@@ -83,4 +86,9 @@ pub fn proxy_service(
         listeners.proxy_trusted.clone(),
         shared.metrics.proxy_protocol_refused.clone(),
     )
+    .with_gateway_ports(gateway_ports::GatewayPorts {
+        snapshots: shared.snapshots.clone(),
+        generations: listeners.generations.clone(),
+        host: listeners.http.ip(),
+    })
 }

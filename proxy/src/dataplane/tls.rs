@@ -142,8 +142,16 @@ impl<A> TlsApp<A> {
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
             .is_some_and(|local| {
-                local.port() == self.https.port()
-                    && (self.https.ip().is_unspecified() || local.ip() == self.https.ip())
+                let https = local.port() == self.https.port()
+                    && (self.https.ip().is_unspecified() || local.ip() == self.https.ip());
+                // Or a port an HTTPS Gateway listener adds.
+                https
+                    || self
+                        .snapshots
+                        .load()
+                        .gateway_ports
+                        .iter()
+                        .any(|p| p.tls && p.port == local.port())
             })
     }
 

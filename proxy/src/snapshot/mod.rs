@@ -67,6 +67,8 @@ pub struct Snapshot {
     /// The hosts whose handshakes differ from the HTTPS listener's default (client
     /// certificates, TLS versions and suites).
     pub host_tls: host_tls::HostTlsTable,
+    /// The ports Gateway API listeners are served on besides the HTTP and HTTPS listeners'.
+    pub gateway_ports: Vec<GatewayPort>,
     /// The Gateway API resources Gantry reports on, each with its `status` as the spec
     /// defines it (without `lastTransitionTime`s, which the status writer keeps).
     pub gateway_status: std::collections::BTreeMap<crate::config::ObjectRef, serde_json::Value>,
@@ -92,6 +94,14 @@ impl Snapshot {
             }
         }
     }
+}
+
+/// A port Gateway API listeners are served on, bound on the HTTP listener's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct GatewayPort {
+    pub port: u16,
+    /// Whether its connections are TLS (HTTPS listeners), handshaken as the HTTPS listener's.
+    pub tls: bool,
 }
 
 /// Records Gantry keeps in a zone of another DNS server.

@@ -1000,3 +1000,163 @@ async fn in_kube_mode_statuses_are_written_to_the_api_server() {
     );
     crate::support::rbac::assert_allowed(&api.calls(), "gantry", "default");
 }
+
+/// HTTPRouteListenerPortMatching and GatewayWithAttachedRoutesWithPort8080 (listeners on more
+/// ports than 80, each port bound on `--http-addr`'s host, routes picked by parentRef port),
+/// HTTPRouteHTTPSListener (an HTTPS listener's certificate by hostname, a wildcard listener,
+/// and 404 for an unknown host), an HTTPS listener on a port of its own, and a listener on a
+/// port Gantry itself uses, refused.
+#[tokio::test]
+async fn listeners_on_other_ports_and_https_listeners_serve_their_routes() {
+    let base = base().await;
+    let ca = crate::support::pki::TestCa::new();
+    let leaf = ca.leaf(&["second-example.org", "*.wildcard.org", "example.org"]);
+    let (second, third, tls_port) = (
+        crate::support::dns::free_port(),
+        crate::support::dns::free_port(),
+        crate::support::dns::free_port(),
+    );
+    base.config.write(
+        "tls.yaml",
+        &crate::support::pki::tls_secret(INFRA, "tls-validity-checks-certificate", &leaf),
+    );
+    base.config.write(
+        "ports.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: httproute-listener-port-matching, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {{name: http, port: 80, protocol: HTTP, hostname: ports.example.com}}
+  - {{name: second, port: {second}, protocol: HTTP}}
+  - {{name: third, port: {third}, protocol: HTTP}}
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: second-example.org
+    tls: {{certificateRefs: [{{name: tls-validity-checks-certificate}}]}}
+  - name: https-wildcard
+    port: 443
+    protocol: HTTPS
+    hostname: '*.wildcard.org'
+    tls: {{certificateRefs: [{{name: tls-validity-checks-certificate, namespace: gateway-conformance-infra}}]}}
+  - name: https-own-port
+    port: {tls_port}
+    protocol: HTTPS
+    tls: {{certificateRefs: [{{name: tls-validity-checks-certificate}}]}}
+  - {{name: admin, port: ADMIN_PORT, protocol: HTTP}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: on-80, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: httproute-listener-port-matching, port: 80}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: on-second, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: httproute-listener-port-matching, port: {second}}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v2, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: on-third, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: httproute-listener-port-matching, sectionName: third}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v3, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: https, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs:
+  - {{name: httproute-listener-port-matching, sectionName: https}}
+  - {{name: httproute-listener-port-matching, sectionName: https-wildcard}}
+  - {{name: httproute-listener-port-matching, sectionName: https-own-port}}
+  rules: [{{backendRefs: [{{name: app-backend-v1, namespace: gateway-conformance-app-backend, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {{name: from-infra, namespace: gateway-conformance-app-backend}}
+spec:
+  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateway-conformance-infra}}]
+  to: [{{group: '', kind: Service}}]
+"
+        ),
+    );
+    // The admin port is the test's to know only once Gantry runs: the listener asking for it
+    // is added then.
+    let gantry = Gantry::start(base.config.path()).await;
+    let admin_port = gantry.admin.port();
+    let generation = gantry.generation().await;
+    let text = std::fs::read_to_string(base.config.path().join("ports.yaml")).unwrap();
+    base.config.write(
+        "ports.yaml",
+        &text.replace("ADMIN_PORT", &admin_port.to_string()),
+    );
+    gantry.wait_generation_after(generation).await;
+
+    let on = |port: u16| {
+        let url = format!("http://127.0.0.1:{port}/");
+        async move {
+            let response = clients::http1()
+                .get(&url)
+                .header("host", "ports.example.com")
+                .send()
+                .await
+                .ok()?;
+            let report: Value = response.json().await.ok()?;
+            report["server"].as_str().map(str::to_owned)
+        }
+    };
+    assert_eq!(
+        on(gantry.http.port()).await.as_deref(),
+        Some("infra-backend-v1")
+    );
+    wait_until("the other ports serve their routes", || async {
+        on(second).await.as_deref() == Some("infra-backend-v2")
+            && on(third).await.as_deref() == Some("infra-backend-v3")
+    })
+    .await;
+
+    for (host, addr) in [
+        ("second-example.org", gantry.https),
+        ("foo.wildcard.org", gantry.https),
+        ("example.org", SocketAddr::from(([127, 0, 0, 1], tls_port))),
+    ] {
+        let client = clients::https(&ca, &[host], addr);
+        let url = format!("https://{host}:{}/", addr.port());
+        let response = client.get(&url).send().await.unwrap();
+        let report: Value = response.json().await.unwrap();
+        assert_eq!(report["server"], "app-backend-v1", "{host}");
+    }
+    let client = clients::https(&ca, &["unknown.example.org"], gantry.https);
+    let url = format!("https://unknown.example.org:{}/", gantry.https.port());
+    let status = client.get(&url).send().await.map(|r| r.status().as_u16());
+    assert!(
+        !matches!(status, Ok(200)),
+        "an unknown host is not served: {status:?}"
+    );
+
+    let gateway = status_of(
+        &gantry,
+        "Gateway",
+        INFRA,
+        "httproute-listener-port-matching",
+    )
+    .await;
+    let listeners = gateway["listeners"].as_array().unwrap();
+    let admin = listeners.iter().find(|l| l["name"] == "admin").unwrap();
+    assert_eq!(
+        admin["conditions"][0]["reason"], "PortUnavailable",
+        "{admin}"
+    );
+    for listener in listeners.iter().filter(|l| l["name"] != "admin") {
+        assert_eq!(listener["conditions"][1]["status"], "True", "{listener}");
+        assert_eq!(listener["attachedRoutes"], 1, "{listener}");
+    }
+}

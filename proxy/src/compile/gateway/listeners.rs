@@ -19,6 +19,7 @@ use crate::config::gateway::{
 };
 use crate::config::{Kind, NamespacedName, ObjectRef, Stored};
 use crate::snapshot::TlsCertificate;
+use crate::snapshot::l4::L4Protocol;
 
 /// What a listener speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -319,11 +320,17 @@ impl Compiler<'_> {
         let served = match (protocol, port) {
             (Protocol::Http, 80) => Ok(settings.http_port),
             (Protocol::Https, 443) => Ok(settings.https_port),
-            (Protocol::Http | Protocol::Https, _) => Err(format!(
-                "Gantry serves {} Gateway listeners on port {} only for now",
-                protocol.name(),
-                if protocol == Protocol::Http { 80 } else { 443 }
-            )),
+            (Protocol::Http | Protocol::Https, 0) => Err("port 0 cannot be served".to_owned()),
+            // Any other port is bound on the HTTP listener's address, unless Gantry's own
+            // listeners have it.
+            (Protocol::Http | Protocol::Https, port) => match settings
+                .listener_ports
+                .iter()
+                .find(|(p, transport, _)| *p == port && *transport == L4Protocol::Tcp)
+            {
+                Some((_, _, what)) => Err(format!("port {port} is Gantry's {what}")),
+                None => Ok(port),
+            },
             _ => Err(format!(
                 "{} listeners are not served by Gantry yet",
                 protocol.name()

@@ -67,6 +67,8 @@ pub struct GatewayOutput {
     pub router: GatewayRouter,
     /// Each resource's `status`, without `lastTransitionTime`s.
     pub statuses: BTreeMap<ObjectRef, Value>,
+    /// The ports besides the HTTP and HTTPS listeners' that Gateway listeners are served on.
+    pub ports: Vec<crate::snapshot::GatewayPort>,
 }
 
 /// Rule matches as they are added, by local port and hostname, each with what orders it
@@ -193,6 +195,7 @@ impl Compiler<'_> {
             return output;
         }
         let mut gateways = self.gateways(&classes, settings);
+        output.ports = extra_ports(&mut gateways, settings);
         let mut table = RuleTable::default();
         self.http_routes(&mut gateways, &mut table, &mut output.statuses);
         let addresses = gateway_addresses(self.store, settings);
@@ -205,6 +208,51 @@ impl Compiler<'_> {
         output.router = table.into_router();
         output
     }
+}
+
+/// The ports Gateway listeners need bound beyond Gantry's HTTP and HTTPS listeners, each
+/// plain or TLS. A port one Gateway's listener serves as HTTP and another's as HTTPS (or the
+/// other way round) is the first's: the later listener is refused.
+fn extra_ports(
+    gateways: &mut [listeners::CompiledGateway],
+    settings: &super::Settings,
+) -> Vec<crate::snapshot::GatewayPort> {
+    let mut ports: BTreeMap<u16, (bool, String)> = BTreeMap::new();
+    for gateway in gateways.iter_mut() {
+        for listener in &mut gateway.listeners {
+            let Some(port) = listener.local_port else {
+                continue;
+            };
+            if port == settings.http_port || port == settings.https_port {
+                continue;
+            }
+            let tls = listener.protocol == Some(listeners::Protocol::Https);
+            match ports.get(&port) {
+                None => {
+                    ports.insert(port, (tls, format!("Gateway {}", gateway.key)));
+                }
+                Some((theirs, _)) if *theirs == tls => {}
+                Some((_, owner)) => {
+                    let reason = format!(
+                        "port {port} is served {} for {owner}",
+                        if tls { "as plain HTTP" } else { "with TLS" }
+                    );
+                    listener.usable = false;
+                    listener.local_port = None;
+                    listener.conditions = vec![
+                        Condition::no("Accepted", "PortUnavailable", reason.clone()),
+                        Condition::no("Programmed", "Invalid", "not served"),
+                        Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved"),
+                        Condition::yes("Conflicted", "ProtocolConflict", reason),
+                    ];
+                }
+            }
+        }
+    }
+    ports
+        .into_iter()
+        .map(|(port, (tls, _))| crate::snapshot::GatewayPort { port, tls })
+        .collect()
 }
 
 /// A Gateway's `status.addresses`: where clients reach Gantry, typed as the spec asks.
