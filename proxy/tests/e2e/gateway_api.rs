@@ -16,12 +16,17 @@ const INFRA: &str = "gateway-conformance-infra";
 /// A Service on port 8080 whose EndpointSlice holds `addr` (as the suite's backends are
 /// reached: Service port 8080).
 fn backend(namespace: &str, name: &str, addr: SocketAddr) -> String {
+    backend_speaking(namespace, name, addr, "http")
+}
+
+/// [`backend`] with the Service port's `appProtocol` (`kubernetes.io/h2c` for gRPC's).
+fn backend_speaking(namespace: &str, name: &str, addr: SocketAddr, app_protocol: &str) -> String {
     format!(
         "apiVersion: v1
 kind: Service
 metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  ports: [{{name: http, port: 8080, targetPort: {port}}}]
+  ports: [{{name: http, port: 8080, targetPort: {port}, appProtocol: {app_protocol}}}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -1159,4 +1164,91 @@ spec:
         assert_eq!(listener["conditions"][1]["status"], "True", "{listener}");
         assert_eq!(listener["attachedRoutes"], 1, "{listener}");
     }
+}
+
+/// GRPCExactMethodMatching and GRPCRouteHeaderMatching: gRPC (h2c, prior knowledge, as the
+/// suite sends it) routed by service and method, and by metadata, to h2c backends.
+#[tokio::test]
+async fn grpc_routes_match_services_methods_and_metadata() {
+    let base = base().await;
+    let mut servers = Vec::new();
+    let mut manifests = String::new();
+    for name in [
+        "grpc-infra-backend-v1",
+        "grpc-infra-backend-v2",
+        "grpc-infra-backend-v3",
+    ] {
+        let server = crate::support::grpc::server(name).await;
+        manifests.push_str(&backend_speaking(
+            INFRA,
+            name,
+            server.addr,
+            "kubernetes.io/h2c",
+        ));
+        manifests.push_str("---\n");
+        servers.push(server);
+    }
+    manifests.push_str(
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: exact-matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: gantry.test.Echo, method: Unary}}]
+    backendRefs: [{name: grpc-infra-backend-v1, port: 8080}]
+  - matches: [{method: {service: gantry.test.Echo, method: Chat}}]
+    backendRefs: [{name: grpc-infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: header-matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [grpc-headers.example.com]
+  rules:
+  - matches: [{headers: [{name: version, value: one}]}]
+    backendRefs: [{name: grpc-infra-backend-v1, port: 8080}]
+  - matches: [{headers: [{name: version, value: two}]}]
+    backendRefs: [{name: grpc-infra-backend-v2, port: 8080}]
+  - matches: [{headers: [{name: version, value: three}, {name: color, value: blue}]}]
+    backendRefs: [{name: grpc-infra-backend-v3, port: 8080}]
+",
+    );
+    base.config.write("grpc.yaml", &manifests);
+    let gantry = Gantry::start(base.config.path()).await;
+    use crate::support::grpc;
+    let channel = grpc::channel(gantry.http, "grpc.example.com").await;
+    let reply = grpc::unary(channel.clone(), "hello").await.unwrap();
+    assert_eq!(reply.server, "grpc-infra-backend-v1");
+    let (sender, mut replies) = grpc::chat(channel).await;
+    let reply = grpc::say(&sender, &mut replies, "streamed").await;
+    assert_eq!(reply.server, "grpc-infra-backend-v2");
+
+    let channel = grpc::channel(gantry.http, "grpc-headers.example.com").await;
+    for (metadata, expected) in [
+        (vec![("version", "one")], Some("grpc-infra-backend-v1")),
+        (vec![("version", "two")], Some("grpc-infra-backend-v2")),
+        (
+            vec![("version", "three"), ("color", "blue")],
+            Some("grpc-infra-backend-v3"),
+        ),
+        (vec![("version", "three")], None),
+    ] {
+        let reply = grpc::unary_with(channel.clone(), "hi", &metadata).await;
+        assert_eq!(
+            reply.as_ref().ok().map(|r| r.server.as_str()),
+            expected,
+            "{metadata:?}"
+        );
+    }
+    let status = status_of(&gantry, "GRPCRoute", INFRA, "exact-matching").await;
+    assert_eq!(
+        parent_conditions(&status, "same-namespace"),
+        [
+            condition("Accepted", "True", "Accepted"),
+            condition("ResolvedRefs", "True", "ResolvedRefs")
+        ]
+    );
 }

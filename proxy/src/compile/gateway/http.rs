@@ -30,6 +30,7 @@ use crate::problem::Problem;
 use crate::snapshot::filters::{HeaderChanges, HeaderEdits, PathChange, RedirectParts};
 use crate::snapshot::gateway_router::{PathMatch, RuleMatch, ValueIs, ValueMatch};
 use crate::snapshot::{Action, FixedAnswer, Redirect, RedirectTo, Route, Split, Timeouts};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Why a rule, or part of one, cannot be served: the field and the reason.
 struct Unsupported {
@@ -44,40 +45,76 @@ struct Backend {
     edits: Option<Arc<HeaderEdits>>,
 }
 
+/// An HTTPRoute, or a GRPCRoute in HTTPRoute's terms (its methods as paths).
+pub(super) struct RouteInput<'a> {
+    pub kind: RouteKind,
+    pub key: &'a NamespacedName,
+    pub file: Option<Arc<std::path::Path>>,
+    pub metadata: &'a ObjectMeta,
+    pub parent_refs: Vec<parents::ParentRef>,
+    pub hostnames: Vec<String>,
+    pub rules: Vec<HttpRouteRules>,
+}
+
+impl<'a> RouteInput<'a> {
+    pub fn http(key: &'a NamespacedName, stored: &'a Stored<HttpRoute>) -> Self {
+        let spec = &stored.object.spec;
+        RouteInput {
+            kind: RouteKind::Http,
+            key,
+            file: stored.file.clone(),
+            metadata: &stored.object.metadata,
+            parent_refs: spec.parent_refs.clone().unwrap_or_default(),
+            hostnames: spec.hostnames.clone().unwrap_or_default(),
+            rules: spec.rules.clone().unwrap_or_default(),
+        }
+    }
+
+    fn kind(&self) -> Kind {
+        match self.kind {
+            RouteKind::Grpc => Kind::GrpcRoute,
+            _ => Kind::HttpRoute,
+        }
+    }
+}
+
 impl Compiler<'_> {
-    /// Every HTTPRoute that names a Gateway of Gantry's: its rules into `table`, its status
-    /// into `statuses`, attached routes counted on the listeners.
+    /// Every HTTPRoute and GRPCRoute that names a Gateway of Gantry's: its rules into `table`,
+    /// its status into `statuses`, attached routes counted on the listeners.
     pub(super) fn http_routes(
         &mut self,
         gateways: &mut [CompiledGateway],
         table: &mut RuleTable,
         statuses: &mut BTreeMap<ObjectRef, Value>,
+        mut routes: Vec<RouteInput<'_>>,
     ) {
-        let mut routes: Vec<(&NamespacedName, &Stored<HttpRoute>)> =
-            self.store.http_routes.iter().collect();
-        routes.sort_by(|(a_key, a), (b_key, b)| {
-            let a_time = a.object.metadata.creation_timestamp.as_ref();
-            let b_time = b.object.metadata.creation_timestamp.as_ref();
-            (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
+        routes.sort_by(|a, b| {
+            let a_time = a.metadata.creation_timestamp.as_ref();
+            let b_time = b.metadata.creation_timestamp.as_ref();
+            (a_time.is_none(), a_time, a.key, a.kind).cmp(&(
+                b_time.is_none(),
+                b_time,
+                b.key,
+                b.kind,
+            ))
         });
-        for (age, (key, stored)) in routes.into_iter().enumerate() {
-            let route = &stored.object;
-            let reference = ObjectRef::new(Kind::HttpRoute, key);
-            let hostnames = route.spec.hostnames.clone().unwrap_or_default();
+        for (age, input) in routes.iter().enumerate() {
+            let key = input.key;
+            let reference = ObjectRef::new(input.kind(), key);
             let parents = parents::attach(
                 self.store,
                 gateways,
-                RouteKind::Http,
+                input.kind,
                 &key.namespace,
-                route.spec.parent_refs.as_deref().unwrap_or(&[]),
-                &hostnames,
+                &input.parent_refs,
+                &input.hostnames,
             );
             if parents.is_empty() {
                 continue;
             }
             let mut resolved = Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved");
             let mut unsupported = Vec::new();
-            let rules = route.spec.rules.as_deref().unwrap_or(&[]);
+            let rules = &input.rules;
             for parent in &parents {
                 for attachment in &parent.attachments {
                     gateways[attachment.gateway].listeners[attachment.listener].attached += 1;
@@ -85,7 +122,7 @@ impl Compiler<'_> {
             }
             for (i, rule) in rules.iter().enumerate() {
                 let field = format!("spec.rules[{i}]");
-                let backends = self.rule_backends(key, &field, rule, &mut resolved);
+                let backends = self.rule_backends(input.kind, key, &field, rule, &mut resolved);
                 for parent in &parents {
                     for attachment in &parent.attachments {
                         let listener = &gateways[attachment.gateway].listeners[attachment.listener];
@@ -127,7 +164,7 @@ impl Compiler<'_> {
             }
             for error in &unsupported {
                 self.problems.push(Problem::field(
-                    stored.file.clone(),
+                    input.file.clone(),
                     reference.clone(),
                     &error.field,
                     &error.reason,
@@ -135,7 +172,7 @@ impl Compiler<'_> {
             }
             if !resolved.holds {
                 self.problems.push(Problem::field(
-                    stored.file.clone(),
+                    input.file.clone(),
                     reference.clone(),
                     "spec.rules",
                     resolved.message.clone(),
@@ -144,7 +181,7 @@ impl Compiler<'_> {
             for parent in &parents {
                 if let Some((_, message)) = &parent.refused {
                     self.problems.push(Problem::field(
-                        stored.file.clone(),
+                        input.file.clone(),
                         reference.clone(),
                         "spec.parentRefs",
                         message.clone(),
@@ -164,7 +201,7 @@ impl Compiler<'_> {
                     &parents,
                     &resolved,
                     refusal.as_ref(),
-                    route.metadata.generation,
+                    input.metadata.generation,
                 ),
             );
         }
@@ -173,6 +210,7 @@ impl Compiler<'_> {
     /// A rule's backendRefs, resolved; the first failure becomes `resolved`.
     fn rule_backends(
         &mut self,
+        kind: RouteKind,
         key: &NamespacedName,
         field: &str,
         rule: &HttpRouteRules,
@@ -181,7 +219,7 @@ impl Compiler<'_> {
         let mut backends = Vec::new();
         for (k, backend) in rule.backend_refs.iter().flatten().enumerate() {
             let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
-            let action = match self.backend_ref(key, backend) {
+            let action = match self.backend_ref(kind, key, backend) {
                 Ok(action) => action,
                 Err((reason, message)) => {
                     if resolved.holds {
@@ -210,21 +248,22 @@ impl Compiler<'_> {
     /// One backendRef's action, or why it cannot be resolved (reason, message).
     fn backend_ref(
         &mut self,
+        kind: RouteKind,
         key: &NamespacedName,
         backend: &HttpRouteRulesBackendRefs,
     ) -> Result<Action, (&'static str, String)> {
         let group = backend.group.as_deref().unwrap_or("");
-        let kind = backend.kind.as_deref().unwrap_or("Service");
-        if !group.is_empty() || kind != "Service" {
+        let backend_kind = backend.kind.as_deref().unwrap_or("Service");
+        if !group.is_empty() || backend_kind != "Service" {
             return Err((
                 "InvalidKind",
-                format!("{group}/{kind} is not a backend kind Gantry knows (core Service)"),
+                format!("{group}/{backend_kind} is not a backend kind Gantry knows (core Service)"),
             ));
         }
         let namespace = backend.namespace.as_deref().unwrap_or(&key.namespace);
         grants::check(
             self.store,
-            ("HTTPRoute", &key.namespace),
+            (kind.name(), &key.namespace),
             ("Service", namespace),
             &backend.name,
         )?;

@@ -5,6 +5,7 @@
 
 mod conditions;
 mod grants;
+mod grpc;
 mod hostnames;
 mod http;
 mod listeners;
@@ -132,6 +133,8 @@ impl RuleTable {
 const SUPPORTED_FEATURES: &[&str] = &[
     "Gateway",
     "GatewayHTTPListenerIsolation",
+    "GatewayPort8080",
+    "GRPCRoute",
     "HTTPRoute",
     "HTTPRouteMethodMatching",
     "HTTPRouteQueryParamMatching",
@@ -197,7 +200,19 @@ impl Compiler<'_> {
         let mut gateways = self.gateways(&classes, settings);
         output.ports = extra_ports(&mut gateways, settings);
         let mut table = RuleTable::default();
-        self.http_routes(&mut gateways, &mut table, &mut output.statuses);
+        let store = self.store;
+        let routes = store
+            .http_routes
+            .iter()
+            .map(|(key, stored)| http::RouteInput::http(key, stored))
+            .chain(
+                store
+                    .grpc_routes
+                    .iter()
+                    .map(|(key, stored)| grpc::input(key, stored)),
+            )
+            .collect();
+        self.http_routes(&mut gateways, &mut table, &mut output.statuses, routes);
         let addresses = gateway_addresses(self.store, settings);
         for gateway in &gateways {
             output.statuses.insert(
