@@ -720,7 +720,7 @@ impl Compiler<'_> {
             hsts: settings.hsts.clone(),
             canary: None,
             plugins: chain,
-            header_edits: None,
+            filters: None,
             metrics: OnceLock::new(),
         })
     }

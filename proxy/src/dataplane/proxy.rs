@@ -503,8 +503,22 @@ impl ProxyHttp for EdgeProxy {
             if let Some(prefix) = &route.forwarded_prefix {
                 upstream.insert_header("x-forwarded-prefix", prefix.clone())?;
             }
-            if let Some(edits) = &route.header_edits {
-                headers::edit(&edits.request, upstream)?;
+            if let Some(filters) = &route.filters {
+                headers::edit(&filters.headers.request, upstream)?;
+                if let Some(change) = &filters.path {
+                    let path = change.apply(upstream.uri.path());
+                    let target = match upstream.uri.query() {
+                        Some(query) => format!("{path}?{query}"),
+                        None => path,
+                    };
+                    let uri = target.parse::<http::Uri>().map_err(|e| {
+                        Error::explain(
+                            ErrorType::InternalError,
+                            format!("rewritten path {target:?}: {e}"),
+                        )
+                    })?;
+                    upstream.set_uri(uri);
+                }
             }
         }
         let h2c = ctx.route.as_ref().is_some_and(
@@ -651,8 +665,8 @@ impl ProxyHttp for EdgeProxy {
     ) -> Result<()> {
         headers::strip_response_hop_by_hop(upstream_response);
         super::answers::add_hsts(session, ctx, upstream_response)?;
-        if let Some(edits) = ctx.route.as_ref().and_then(|r| r.header_edits.as_ref()) {
-            headers::edit(&edits.response, upstream_response)?;
+        if let Some(filters) = ctx.route.as_ref().and_then(|r| r.filters.as_ref()) {
+            headers::edit(&filters.headers.response, upstream_response)?;
         }
         for cookie in &ctx.auth_cookies {
             upstream_response.append_header(http::header::SET_COOKIE, cookie.clone())?;

@@ -1,12 +1,20 @@
 //! What Gateway API route filters change: request and response headers
-//! (RequestHeaderModifier, ResponseHeaderModifier) and the parts of a redirect
-//! (RequestRedirect), as HTTPRoute's documentation defines them.
+//! (RequestHeaderModifier, ResponseHeaderModifier), the upstream's path (URLRewrite) and the
+//! parts of a redirect (RequestRedirect), as HTTPRoute's documentation defines them.
 
 use http::{HeaderName, HeaderValue};
 use serde::Serialize;
 
-/// A route's header changes, request and response.
+/// What a route's filters change in its requests and responses.
 #[derive(Debug, Default, PartialEq, Eq)]
+pub struct RouteFilters {
+    pub headers: HeaderEdits,
+    /// The path the upstream gets (URLRewrite), its query kept.
+    pub path: Option<PathChange>,
+}
+
+/// A route's header changes, request and response.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderEdits {
     pub request: HeaderChanges,
     pub response: HeaderChanges,
@@ -19,7 +27,7 @@ impl HeaderEdits {
 }
 
 /// Set (replacing every value), add (beside the values there) and remove, in that order.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct HeaderChanges {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub add: Vec<(HeaderName, HeaderValue)>,
@@ -46,7 +54,7 @@ pub struct RedirectParts {
 }
 
 /// How a redirect or rewrite changes the path.
-#[derive(Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub enum PathChange {
     /// The whole path becomes this.

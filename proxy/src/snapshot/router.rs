@@ -205,8 +205,8 @@ pub struct Route {
     pub hsts: Option<HeaderValue>,
     /// The client certificate its requests must come with (`auth-tls-*`).
     pub client_auth: Option<Arc<super::host_tls::ClientAuth>>,
-    /// Header changes to its requests and responses (Gateway API header modifier filters).
-    pub header_edits: Option<Arc<super::filters::HeaderEdits>>,
+    /// What Gateway API filters change in its requests and responses (headers, the path).
+    pub filters: Option<Arc<super::filters::RouteFilters>>,
     /// Proxy-wasm plugins, in the order they run.
     pub plugins: Option<crate::wasm::PluginChain>,
     /// Metric handles, looked up once per route rather than once per request.
@@ -374,7 +374,7 @@ impl Route {
             transport: None,
             client_auth: None,
             hsts: None,
-            header_edits: None,
+            filters: None,
             plugins: None,
             metrics: OnceLock::new(),
         }
@@ -407,7 +407,7 @@ impl Route {
             transport: self.transport.clone(),
             client_auth: self.client_auth.clone(),
             hsts: self.hsts.clone(),
-            header_edits: self.header_edits.clone(),
+            filters: self.filters.clone(),
             plugins: self.plugins.clone(),
             metrics: OnceLock::new(),
         }

@@ -554,7 +554,8 @@ async fn references_attach_resolve_or_say_why_with_the_specs_reasons() {
 
 /// HTTPRouteRequestHeaderModifier, HTTPRouteResponseHeaderModification,
 /// HTTPRouteRedirectHostAndStatus, HTTPRouteRedirectScheme, HTTPRouteRedirectPort,
-/// HTTPRouteRedirectPath and HTTPRouteWeight: filters and weighted backends.
+/// HTTPRouteRedirectPath, HTTPRouteRewriteHost, HTTPRouteRewritePath and HTTPRouteWeight:
+/// filters and weighted backends.
 #[tokio::test]
 async fn filters_change_headers_redirect_and_weights_share_requests() {
     let base = base().await;
@@ -602,6 +603,26 @@ spec:
     filters:
     - type: RequestRedirect
       requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /full-path-replacement}}
+  - matches: [{path: {type: PathPrefix, value: /rewrite-host}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: one.example.org}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /prefix-rewrite/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /full-rewrite}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
   - matches: [{path: {type: PathPrefix, value: /weights}}]
     backendRefs:
     - {name: infra-backend-v1, port: 8080, weight: 7}
@@ -667,6 +688,29 @@ spec:
     for (path, code, location) in redirects {
         let (status, got, _) = ask(&gantry, "GET", "filters.example.com", path, &[]).await;
         assert_eq!((status, got.as_deref()), (code, Some(location)), "{path}");
+    }
+
+    // HTTPRouteRewriteHost and HTTPRouteRewritePath: what the backend sees.
+    let rewrites = [
+        ("/rewrite-host/x", "one.example.org", "/rewrite-host/x"),
+        (
+            "/prefix-rewrite/one/two?x=1",
+            "filters.example.com",
+            "/one/two?x=1",
+        ),
+        ("/strip-prefix/three", "filters.example.com", "/three"),
+        ("/strip-prefix", "filters.example.com", "/"),
+        (
+            "/full-rewrite/any/thing?y=2",
+            "filters.example.com",
+            "/one?y=2",
+        ),
+    ];
+    for (path, host, seen) in rewrites {
+        let (status, _, report) = ask(&gantry, "GET", "filters.example.com", path, &[]).await;
+        assert_eq!(status, 200, "{path}");
+        assert_eq!(report["path"], seen, "{path}");
+        assert_eq!(report["headers"]["host"][0], host, "{path}");
     }
 
     // HTTPRouteWeight: 7:3:0, each share within the suite's ±5 points over 500 requests.

@@ -22,12 +22,15 @@ use crate::compile::backend::Resolved;
 use crate::config::gateway::{
     HttpRoute, HttpRouteRules, HttpRouteRulesBackendRefs, HttpRouteRulesFilters,
     HttpRouteRulesFiltersRequestHeaderModifier, HttpRouteRulesFiltersRequestRedirectScheme,
-    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
+    HttpRouteRulesFiltersType, HttpRouteRulesFiltersUrlRewritePath,
+    HttpRouteRulesFiltersUrlRewritePathType, HttpRouteRulesMatches,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPathType,
 };
 use crate::config::{Kind, NamespacedName, ObjectRef, Stored};
 use crate::problem::Problem;
-use crate::snapshot::filters::{HeaderChanges, HeaderEdits, PathChange, RedirectParts};
+use crate::snapshot::filters::{
+    HeaderChanges, HeaderEdits, PathChange, RedirectParts, RouteFilters,
+};
 use crate::snapshot::gateway_router::{PathMatch, RuleMatch, ValueIs, ValueMatch};
 use crate::snapshot::{Action, FixedAnswer, Redirect, RedirectTo, Route, Split, Timeouts};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -322,11 +325,23 @@ impl Compiler<'_> {
                         reason,
                     }
                 })?;
+            let (path_rewrite, host_rewrite) =
+                url_rewrite(filters, &compiled.path).map_err(|(i, reason)| Unsupported {
+                    field: format!("{field}.filters[{i}]"),
+                    reason,
+                })?;
             let route_name: Arc<str> = Arc::from(name.as_str());
             let make = |action: Action, own: Option<Arc<HeaderEdits>>| {
                 let mut route = plain_route(route_name.clone(), key, hostname, action);
                 route.redirect = redirect.clone();
-                route.header_edits = merge_edits(edits.as_ref(), own.as_ref());
+                route.upstream_host = host_rewrite.clone();
+                let headers = merge_edits(edits.as_ref(), own.as_ref());
+                if headers.is_some() || path_rewrite.is_some() {
+                    route.filters = Some(Arc::new(RouteFilters {
+                        headers: headers.map(|h| (*h).clone()).unwrap_or_default(),
+                        path: path_rewrite.clone(),
+                    }));
+                }
                 route
             };
             let live: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
@@ -467,7 +482,7 @@ fn header_edits(
                     changes(spec, &mut edits.response).map_err(|r| (i, r))?;
                 }
             }
-            HttpRouteRulesFiltersType::RequestRedirect => {}
+            HttpRouteRulesFiltersType::RequestRedirect | HttpRouteRulesFiltersType::UrlRewrite => {}
             ref other => {
                 return Err((
                     i,
@@ -548,22 +563,7 @@ fn redirect(
     };
     let path_change = match &spec.path {
         None => None,
-        Some(p) => Some(match p.r#type {
-            HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => PathChange::Full(
-                p.replace_full_path
-                    .clone()
-                    .unwrap_or_else(|| "/".to_owned()),
-            ),
-            HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
-                let PathMatch::Prefix(matched) = path else {
-                    return Err((i, "ReplacePrefixMatch needs a PathPrefix match".to_owned()));
-                };
-                PathChange::Prefix {
-                    matched: matched.clone(),
-                    replacement: p.replace_prefix_match.clone().unwrap_or_default(),
-                }
-            }
-        }),
+        Some(p) => Some(path_change(p, path).map_err(|reason| (i, reason))?),
     };
     Ok(Some(Arc::new(Redirect {
         code,
@@ -578,6 +578,54 @@ fn redirect(
             listener_port,
         }),
     })))
+}
+
+/// How a redirect or a rewrite changes the path, for a rule matching `matched`.
+fn path_change(
+    spec: &HttpRouteRulesFiltersUrlRewritePath,
+    matched: &PathMatch,
+) -> Result<PathChange, String> {
+    Ok(match spec.r#type {
+        HttpRouteRulesFiltersUrlRewritePathType::ReplaceFullPath => PathChange::Full(
+            spec.replace_full_path
+                .clone()
+                .unwrap_or_else(|| "/".to_owned()),
+        ),
+        HttpRouteRulesFiltersUrlRewritePathType::ReplacePrefixMatch => {
+            let PathMatch::Prefix(prefix) = matched else {
+                return Err("ReplacePrefixMatch needs a PathPrefix match".to_owned());
+            };
+            PathChange::Prefix {
+                matched: prefix.clone(),
+                replacement: spec.replace_prefix_match.clone().unwrap_or_default(),
+            }
+        }
+    })
+}
+
+/// The rule's URLRewrite, if it has one: the upstream's path and `Host`.
+fn url_rewrite(
+    filters: &[HttpRouteRulesFilters],
+    matched: &PathMatch,
+) -> Result<(Option<PathChange>, Option<HeaderValue>), (usize, String)> {
+    let Some((i, spec)) = filters
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| f.url_rewrite.as_ref().map(|r| (i, r)))
+    else {
+        return Ok((None, None));
+    };
+    let path = match &spec.path {
+        Some(p) => Some(path_change(p, matched).map_err(|reason| (i, reason))?),
+        None => None,
+    };
+    let host = match &spec.hostname {
+        Some(name) => Some(
+            HeaderValue::from_str(name).map_err(|_| (i, format!("{name:?} is not a hostname")))?,
+        ),
+        None => None,
+    };
+    Ok((path, host))
 }
 
 /// Gantry's answer for a backend that cannot be used.

@@ -468,7 +468,7 @@ fn fast_route(
             || route.compression.is_some()
             || route.mirror.is_some()
             || route.client_auth.is_some()
-            || route.header_edits.is_some()
+            || route.filters.is_some()
             || (route.app_root.is_some() && path == "/");
         let Action::Proxy(group) = &route.action else {
             return false;
