@@ -166,7 +166,7 @@ impl<'a> ConfigView<'a> {
                 compression: route.compression.as_deref(),
                 body_limit: route.body_limit,
                 external_auth: route.external_auth.as_deref().map(|a| a.url.as_str()),
-                mirror: route.mirror.as_deref().map(|m| m.target.as_str()),
+                mirror: route.mirrors.first().map(|m| m.target.as_str()),
                 error_backend: route.error_backend.as_deref().map(|b| ErrorBackendView {
                     upstream: &b.group.name,
                     codes: &b.codes,

@@ -714,7 +714,7 @@ impl Compiler<'_> {
             error_backend: settings.error_backend.clone(),
             external_auth: settings.external_auth.clone(),
             compression: settings.compression.clone(),
-            mirror: settings.mirror.clone(),
+            mirrors: settings.mirror.iter().cloned().collect(),
             transport: settings.transport.clone(),
             client_auth: settings.client_auth.clone(),
             hsts: settings.hsts.clone(),

@@ -36,6 +36,9 @@ pub(super) fn start(
     mirror: &Arc<Mirror>,
     session: &Session,
 ) -> Option<mpsc::Sender<Bytes>> {
+    if !mirror.takes_this_one() {
+        return None;
+    }
     let req = session.req_header();
     let host = super::headers::request_host(req);
     let request_uri = req.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -46,7 +49,17 @@ pub(super) fn start(
             .get(CONTENT_LENGTH)
             .is_some_and(|l| l.as_bytes() != b"0");
     let with_body = mirror.with_body && has_body;
-    let head = copy_head(req, &path, &mirror.host_field, with_body);
+    // A Service's copies keep the request's `Host`.
+    let host_field = match mirror.host_field.as_str() {
+        "" => req
+            .headers
+            .get(HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or(&host),
+        field => field,
+    };
+    let head = copy_head(req, &path, host_field, with_body);
+    let endpoint = mirror.group.as_ref().map(|g| g.next_endpoint());
     let (sender, body) = if with_body {
         let (sender, body) = mpsc::channel(QUEUED_CHUNKS);
         (Some(sender), Some(body))
@@ -60,16 +73,27 @@ pub(super) fn start(
     );
     let (mirror, timeouts, route_name) = (mirror.clone(), route.timeouts, route.name.clone());
     tokio::spawn(async move {
-        let result = match head {
-            Ok(head) => {
-                let target = Target {
-                    host: &mirror.host,
-                    port: mirror.port,
-                    tls: mirror.tls,
+        let result = match (head, endpoint) {
+            (Ok(_), Some(None)) => Err("the Service has no ready endpoint".to_owned()),
+            (Ok(head), endpoint) => {
+                let ip = endpoint
+                    .flatten()
+                    .map(|addr| (addr.ip().to_string(), addr.port()));
+                let target = match &ip {
+                    Some((ip, port)) => Target {
+                        host: ip,
+                        port: *port,
+                        tls: false,
+                    },
+                    None => Target {
+                        host: &mirror.host,
+                        port: mirror.port,
+                        tls: mirror.tls,
+                    },
                 };
                 client.send(&resolver, target, head, body, timeouts).await
             }
-            Err(e) => Err(e.to_string()),
+            (Err(e), _) => Err(e.to_string()),
         };
         let outcome = match &result {
             Ok(_) => "answered",

@@ -158,7 +158,7 @@ pub struct RequestCtx {
     pub(super) client_identity: Option<Arc<client_cert::ClientIdentity>>,
     pub(super) auth_cookies: Vec<HeaderValue>,
     /// Where the request's body chunks go for its mirrored copy.
-    pub(super) mirror_body: Option<tokio::sync::mpsc::Sender<Bytes>>,
+    pub(super) mirror_body: Vec<tokio::sync::mpsc::Sender<Bytes>>,
 }
 
 /// Why a request went to its Ingress's error backend.
@@ -221,7 +221,7 @@ impl ProxyHttp for EdgeProxy {
             auth_fields: Vec::new(),
             client_identity: None,
             auth_cookies: Vec::new(),
-            mirror_body: None,
+            mirror_body: Vec::new(),
         }
     }
 
@@ -332,8 +332,10 @@ impl ProxyHttp for EdgeProxy {
         if let Some(compression) = &route.compression {
             compress(session, compression)?;
         }
-        if let Some(copy) = &route.mirror {
-            ctx.mirror_body = mirror::start(&self.shared, &route, copy, session);
+        for copy in &route.mirrors {
+            if let Some(body) = mirror::start(&self.shared, &route, copy, session) {
+                ctx.mirror_body.push(body);
+            }
         }
         ctx.attempts = Attempts::new(
             route.balance.clone(),
@@ -561,15 +563,13 @@ impl ProxyHttp for EdgeProxy {
         if let Some(chunk) = body.as_ref() {
             ctx.body_bytes += chunk.len() as u64;
         }
-        if let Some(copy) = &ctx.mirror_body {
-            // A copy that cannot keep up is abandoned; the request never waits for it.
+        // A copy that cannot keep up is abandoned; the request never waits for it.
+        ctx.mirror_body.retain(|copy| {
             let keeps_up = body
                 .as_ref()
                 .is_none_or(|chunk| copy.try_send(chunk.clone()).is_ok());
-            if !keeps_up || end_of_stream {
-                ctx.mirror_body = None;
-            }
-        }
+            keeps_up && !end_of_stream
+        });
         if let Some(limit) = ctx.route.as_ref().and_then(|r| r.body_limit)
             && ctx.body_bytes > limit
         {

@@ -1,9 +1,13 @@
 //! Request mirroring on a route (ingress-nginx's `mirror-target`, `mirror-host`,
-//! `mirror-request-body`, as nginx's `mirror` module does it): a copy of each request goes to
-//! another URL, its answer is dropped, and the client's own answer never waits for it.
+//! `mirror-request-body`, as nginx's `mirror` module does it; the Gateway API's RequestMirror
+//! filter, to a Service's endpoints, for a share of the requests or all): a copy of each
+//! request goes to another URL, its answer is dropped, and the client's own answer never waits
+//! for it.
+
+use std::sync::Arc;
 
 /// Where copies go.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Mirror {
     /// `mirror-target` as written.
     pub target: String,
@@ -16,6 +20,11 @@ pub struct Mirror {
     pub host_field: String,
     /// `mirror-request-body` (default on): whether the copy carries the request's body.
     pub with_body: bool,
+    /// A Service's endpoints to send copies to instead of the URL's host (each copy to the
+    /// next in turn), with the request's own `Host`.
+    pub group: Option<Arc<super::UpstreamGroup>>,
+    /// The share of requests copied, as numerator and denominator; all when `None`.
+    pub fraction: Option<(u32, u32)>,
 }
 
 impl Mirror {
@@ -53,7 +62,35 @@ impl Mirror {
             host,
             path_template: path.to_owned(),
             with_body,
+            group: None,
+            fraction: None,
         })
+    }
+
+    /// Copies to a Service's endpoints (a Gateway API RequestMirror), for `fraction` of the
+    /// requests when given.
+    pub fn to_group(group: Arc<super::UpstreamGroup>, fraction: Option<(u32, u32)>) -> Mirror {
+        Mirror {
+            target: group.name.clone(),
+            tls: false,
+            host: String::new(),
+            port: 0,
+            path_template: "$request_uri".to_owned(),
+            host_field: String::new(),
+            with_body: true,
+            group: Some(group),
+            fraction,
+        }
+    }
+
+    /// Whether this request is copied.
+    pub fn takes_this_one(&self) -> bool {
+        match self.fraction {
+            None => true,
+            Some((numerator, denominator)) => {
+                numerator >= denominator || fastrand::u32(..denominator.max(1)) < numerator
+            }
+        }
     }
 
     /// The copy's path and query for a request to `host` with `request_uri`.

@@ -197,7 +197,7 @@ pub struct Route {
     /// How responses are compressed.
     pub compression: Option<Arc<super::compression::Compression>>,
     /// Where copies of its requests go (`mirror-target`).
-    pub mirror: Option<Arc<super::mirror::Mirror>>,
+    pub mirrors: Vec<Arc<super::mirror::Mirror>>,
     /// How its requests reach the endpoints, when not as the group's Service port says
     /// (`backend-protocol`, `proxy-ssl-*`).
     pub transport: Option<super::Transport>,
@@ -370,7 +370,7 @@ impl Route {
             error_backend: None,
             external_auth: None,
             compression: None,
-            mirror: None,
+            mirrors: Vec::new(),
             transport: None,
             client_auth: None,
             hsts: None,
@@ -403,7 +403,7 @@ impl Route {
             error_backend: self.error_backend.clone(),
             external_auth: self.external_auth.clone(),
             compression: self.compression.clone(),
-            mirror: self.mirror.clone(),
+            mirrors: self.mirrors.clone(),
             transport: self.transport.clone(),
             client_auth: self.client_auth.clone(),
             hsts: self.hsts.clone(),

@@ -48,7 +48,8 @@ ports: [{{name: http, port: {port}}}]
 /// for the test's length.
 struct Base {
     config: ConfigDir,
-    _backends: Vec<upstream::Upstream>,
+    /// infra-backend-v1, -v2, -v3, app-backend-v1, -v2, web-backend, in that order.
+    backends: Vec<upstream::Upstream>,
 }
 
 async fn base() -> Base {
@@ -56,10 +57,7 @@ async fn base() -> Base {
     config.write("ingressclass.yaml", GANTRY_CLASS);
     let (manifests, backends) = base_manifests().await;
     config.write("base.yaml", &manifests);
-    Base {
-        config,
-        _backends: backends,
-    }
+    Base { config, backends }
 }
 
 /// The base manifests, and the backends they point to.
@@ -1295,4 +1293,69 @@ spec:
             condition("ResolvedRefs", "True", "ResolvedRefs")
         ]
     );
+}
+
+/// HTTPRouteRequestMirror, HTTPRouteRequestMultipleMirrors and
+/// HTTPRouteRequestPercentageMirror: copies go to every mirror's Service (the client answered
+/// by the route's backend alone), and a percentage mirror copies about that share.
+#[tokio::test]
+async fn requests_are_mirrored_to_each_mirror_and_by_share() {
+    let base = base().await;
+    base.config.write(
+        "routes.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: mirrors, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [mirror.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /multiple}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: infra-backend-v2, port: 8080}}
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: infra-backend-v3, port: 8080}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /percent}}]
+    filters:
+    - type: RequestMirror
+      requestMirror: {backendRef: {name: app-backend-v1, namespace: gateway-conformance-app-backend, port: 8080}, percent: 20}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: mirror, namespace: gateway-conformance-app-backend}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: gateway-conformance-infra}]
+  to: [{group: '', kind: Service}]
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let requests = |i: usize| {
+        base.backends[i]
+            .seen
+            .requests
+            .load(std::sync::atomic::Ordering::SeqCst)
+    };
+    for _ in 0..3 {
+        let (status, served, _) = ask(&gantry, "GET", "mirror.example.com", "/multiple", &[]).await;
+        assert_eq!((status, served.as_deref()), (200, Some("infra-backend-v1")));
+    }
+    wait_until("both mirrors have their copies", || async {
+        requests(1) == 3 && requests(2) == 3
+    })
+    .await;
+
+    for _ in 0..200 {
+        let (status, _, _) = ask(&gantry, "GET", "mirror.example.com", "/percent", &[]).await;
+        assert_eq!(status, 200);
+    }
+    // 20% of 200, within the suite's tolerance of a few points either way; copies are sent
+    // on their own tasks, so wait for the count to settle.
+    wait_until("the share of copies settles", || async {
+        let copies = requests(3);
+        (20..=62).contains(&copies)
+    })
+    .await;
 }

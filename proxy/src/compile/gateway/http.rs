@@ -32,6 +32,7 @@ use crate::snapshot::filters::{
     HeaderChanges, HeaderEdits, PathChange, RedirectParts, RouteFilters,
 };
 use crate::snapshot::gateway_router::{PathMatch, RuleMatch, ValueIs, ValueMatch};
+use crate::snapshot::mirror::Mirror;
 use crate::snapshot::{Action, FixedAnswer, Redirect, RedirectTo, Route, Split, Timeouts};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
@@ -126,6 +127,7 @@ impl Compiler<'_> {
             for (i, rule) in rules.iter().enumerate() {
                 let field = format!("spec.rules[{i}]");
                 let backends = self.rule_backends(input.kind, key, &field, rule, &mut resolved);
+                let mirrors = self.rule_mirrors(input.kind, key, &field, rule, &mut resolved);
                 for parent in &parents {
                     for attachment in &parent.attachments {
                         let listener = &gateways[attachment.gateway].listeners[attachment.listener];
@@ -138,6 +140,7 @@ impl Compiler<'_> {
                                 &field,
                                 rule,
                                 &backends,
+                                &mirrors,
                                 hostname.as_deref(),
                                 listener.port,
                             );
@@ -248,6 +251,58 @@ impl Compiler<'_> {
         backends
     }
 
+    /// A rule's RequestMirror filters, each to its Service; one that cannot be resolved makes
+    /// `resolved` say why (the rule's requests go on without its copies).
+    fn rule_mirrors(
+        &mut self,
+        kind: RouteKind,
+        key: &NamespacedName,
+        field: &str,
+        rule: &HttpRouteRules,
+        resolved: &mut Condition,
+    ) -> Vec<Arc<Mirror>> {
+        let mut mirrors = Vec::new();
+        for (i, filter) in rule.filters.iter().flatten().enumerate() {
+            let Some(spec) = &filter.request_mirror else {
+                continue;
+            };
+            let target = &spec.backend_ref;
+            let as_backend = HttpRouteRulesBackendRefs {
+                filters: None,
+                group: target.group.clone(),
+                kind: target.kind.clone(),
+                name: target.name.clone(),
+                namespace: target.namespace.clone(),
+                port: target.port,
+                weight: None,
+            };
+            let fraction = match (&spec.fraction, spec.percent) {
+                (Some(f), _) => Some((
+                    u32::try_from(f.numerator).unwrap_or(0),
+                    u32::try_from(f.denominator.unwrap_or(100)).unwrap_or(100),
+                )),
+                (None, Some(p)) => Some((u32::try_from(p).unwrap_or(0), 100)),
+                (None, None) => None,
+            };
+            match self.backend_ref(kind, key, &as_backend) {
+                Ok(Action::Proxy(group)) => {
+                    mirrors.push(Arc::new(Mirror::to_group(group, fraction)))
+                }
+                Ok(_) => {}
+                Err((reason, message)) => {
+                    if resolved.holds {
+                        *resolved = Condition::no(
+                            "ResolvedRefs",
+                            reason,
+                            format!("{field}.filters[{i}].requestMirror.backendRef: {message}"),
+                        );
+                    }
+                }
+            }
+        }
+        mirrors
+    }
+
     /// One backendRef's action, or why it cannot be resolved (reason, message).
     fn backend_ref(
         &mut self,
@@ -292,6 +347,7 @@ impl Compiler<'_> {
         field: &str,
         rule: &HttpRouteRules,
         backends: &[Backend],
+        mirrors: &[Arc<Mirror>],
         hostname: Option<&str>,
         listener_port: u16,
     ) -> Result<Vec<RuleMatch>, Unsupported> {
@@ -335,6 +391,7 @@ impl Compiler<'_> {
                 let mut route = plain_route(route_name.clone(), key, hostname, action);
                 route.redirect = redirect.clone();
                 route.upstream_host = host_rewrite.clone();
+                route.mirrors = mirrors.to_vec();
                 let headers = merge_edits(edits.as_ref(), own.as_ref());
                 if headers.is_some() || path_rewrite.is_some() {
                     route.filters = Some(Arc::new(RouteFilters {
@@ -482,7 +539,9 @@ fn header_edits(
                     changes(spec, &mut edits.response).map_err(|r| (i, r))?;
                 }
             }
-            HttpRouteRulesFiltersType::RequestRedirect | HttpRouteRulesFiltersType::UrlRewrite => {}
+            HttpRouteRulesFiltersType::RequestRedirect
+            | HttpRouteRulesFiltersType::UrlRewrite
+            | HttpRouteRulesFiltersType::RequestMirror => {}
             ref other => {
                 return Err((
                     i,

@@ -466,7 +466,7 @@ fn fast_route(
             || route.error_backend.is_some()
             || route.external_auth.is_some()
             || route.compression.is_some()
-            || route.mirror.is_some()
+            || !route.mirrors.is_empty()
             || route.client_auth.is_some()
             || route.filters.is_some()
             || (route.app_root.is_some() && path == "/");
