@@ -42,6 +42,12 @@ struct Unsupported {
     reason: String,
 }
 
+/// What a rule's references resolved to.
+struct Targets {
+    backends: Vec<Backend>,
+    mirrors: Vec<Arc<Mirror>>,
+}
+
 /// A rule's backends, resolved: each with its weight and what it does.
 struct Backend {
     weight: u32,
@@ -126,8 +132,10 @@ impl Compiler<'_> {
             }
             for (i, rule) in rules.iter().enumerate() {
                 let field = format!("spec.rules[{i}]");
-                let backends = self.rule_backends(input.kind, key, &field, rule, &mut resolved);
-                let mirrors = self.rule_mirrors(input.kind, key, &field, rule, &mut resolved);
+                let targets = Targets {
+                    backends: self.rule_backends(input.kind, key, &field, rule, &mut resolved),
+                    mirrors: self.rule_mirrors(input.kind, key, &field, rule, &mut resolved),
+                };
                 for parent in &parents {
                     for attachment in &parent.attachments {
                         let listener = &gateways[attachment.gateway].listeners[attachment.listener];
@@ -139,8 +147,7 @@ impl Compiler<'_> {
                                 key,
                                 &field,
                                 rule,
-                                &backends,
-                                &mirrors,
+                                &targets,
                                 hostname.as_deref(),
                                 listener.port,
                             );
@@ -346,8 +353,7 @@ impl Compiler<'_> {
         key: &NamespacedName,
         field: &str,
         rule: &HttpRouteRules,
-        backends: &[Backend],
-        mirrors: &[Arc<Mirror>],
+        targets: &Targets,
         hostname: Option<&str>,
         listener_port: u16,
     ) -> Result<Vec<RuleMatch>, Unsupported> {
@@ -391,7 +397,7 @@ impl Compiler<'_> {
                 let mut route = plain_route(route_name.clone(), key, hostname, action);
                 route.redirect = redirect.clone();
                 route.upstream_host = host_rewrite.clone();
-                route.mirrors = mirrors.to_vec();
+                route.mirrors = targets.mirrors.clone();
                 let headers = merge_edits(edits.as_ref(), own.as_ref());
                 if headers.is_some() || path_rewrite.is_some() {
                     route.filters = Some(Arc::new(RouteFilters {
@@ -401,7 +407,7 @@ impl Compiler<'_> {
                 }
                 route
             };
-            let live: Vec<&Backend> = backends.iter().filter(|b| b.weight > 0).collect();
+            let live: Vec<&Backend> = targets.backends.iter().filter(|b| b.weight > 0).collect();
             let route = match (live.as_slice(), &redirect) {
                 (_, Some(_)) => make(Action::Unavailable(Arc::from("redirect")), None),
                 ([], None) => make(fail(500, "the rule has no backendRefs with weight"), None),
