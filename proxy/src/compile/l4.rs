@@ -28,7 +28,7 @@ const UDP_IDLE: Duration = Duration::from_secs(60);
 const CONNECT: Duration = Duration::from_secs(5);
 
 /// One port (or server names on a TLS port) asked for, by any of the resources.
-struct Wanted {
+pub(super) struct Wanted {
     /// For logs and metrics: `NAMESPACE/NAME` of an L4Service, with `:PORT` for a ConfigMap's
     /// and `:HOST` for an Ingress's.
     name: String,
@@ -59,6 +59,43 @@ enum Target {
     Group(Arc<UpstreamGroup>),
 }
 
+impl Wanted {
+    /// A Gateway API route's wish: its connections on a listener's `port` (for TLS, those
+    /// for `hostnames`) go to `group`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn gateway_route(
+        name: String,
+        reference: ObjectRef,
+        file: Option<Arc<std::path::Path>>,
+        created: Option<Time>,
+        port: u16,
+        protocol: L4Protocol,
+        hostnames: Vec<String>,
+        group: Arc<UpstreamGroup>,
+    ) -> Wanted {
+        let idle_timeout = match protocol {
+            L4Protocol::Udp => UDP_IDLE,
+            _ => TCP_IDLE,
+        };
+        Wanted {
+            name,
+            reference,
+            file,
+            created,
+            port_field: "spec.parentRefs".to_owned(),
+            backend_field: "spec.rules[0].backendRefs".to_owned(),
+            port,
+            protocol,
+            hostnames,
+            target: Target::Group(group),
+            idle_timeout,
+            accept_proxy: false,
+            send_proxy: None,
+            proxy_field: "spec".to_owned(),
+        }
+    }
+}
+
 /// The L4 services, and the HTTPS listener's passthrough hosts.
 pub(super) struct L4Compiled {
     pub services: Vec<Arc<L4Service>>,
@@ -66,14 +103,17 @@ pub(super) struct L4Compiled {
 }
 
 impl Compiler<'_> {
-    /// The L4 services, by port and protocol; `ingresses` for their `ssl-passthrough`.
+    /// The L4 services, by port and protocol; `ingresses` for their `ssl-passthrough`, and
+    /// the Gateway API's TCP, UDP and TLS routes.
     pub(super) fn l4_services(
         &mut self,
         settings: &super::Settings,
         ingresses: &[IngressCtx<'_>],
         nginx: &[NginxSettings],
+        gateway_routes: Vec<Wanted>,
     ) -> L4Compiled {
         let mut wanted = self.l4_resources();
+        wanted.extend(gateway_routes);
         wanted.extend(self.passthrough_ingresses(ingresses, nginx, settings.https_port));
         for (map, protocol) in [
             (&settings.tcp_services, L4Protocol::Tcp),

@@ -123,7 +123,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     compiler.add_host_routes();
     let gateway = compiler.gateway_api(settings);
     let host_tls = compiler.host_tls(&ours, &nginx);
-    let l4 = compiler.l4_services(settings, &ours, &nginx);
+    let l4 = compiler.l4_services(settings, &ours, &nginx, gateway.l4);
 
     let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);

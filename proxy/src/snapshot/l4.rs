@@ -69,8 +69,10 @@ pub enum ProxyVersion {
 #[derive(Debug, Default)]
 pub struct SniRoutes {
     pub exact: HashMap<String, Arc<L4Service>>,
-    /// Keyed by the part after `*.`.
+    /// Keyed by the part after `*.`; each covers every name under it, of one label or more.
     pub wildcard: HashMap<String, Arc<L4Service>>,
+    /// The service for every other name (a Gateway API TLS route without hostnames, `*`).
+    pub any: Option<Arc<L4Service>>,
 }
 
 impl SniRoutes {
@@ -79,6 +81,10 @@ impl SniRoutes {
         let mut routes = SniRoutes::default();
         for service in services {
             for host in &service.hostnames {
+                if host == "*" {
+                    routes.any.get_or_insert_with(|| service.clone());
+                    continue;
+                }
                 let table = match host.strip_prefix("*.") {
                     Some(parent) => routes.wildcard.entry(parent.to_owned()),
                     None => routes.exact.entry(host.clone()),
@@ -90,7 +96,7 @@ impl SniRoutes {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
+        self.exact.is_empty() && self.wildcard.is_empty() && self.any.is_none()
     }
 
     /// The service for a server name (any case, a trailing dot allowed), if one takes it.
@@ -99,7 +105,15 @@ impl SniRoutes {
         if let Some(service) = self.exact.get(&name) {
             return Some(service);
         }
-        self.wildcard.get(super::wildcard_parent(&name)?)
+        // The nearest wildcard first: `*.b.example.com` before `*.example.com`.
+        let mut parent = super::wildcard_parent(&name);
+        while let Some(suffix) = parent {
+            if let Some(service) = self.wildcard.get(suffix) {
+                return Some(service);
+            }
+            parent = super::wildcard_parent(suffix);
+        }
+        self.any.as_ref()
     }
 
     /// Whether the port's clients start with a PROXY protocol header (its services agree:
@@ -108,6 +122,7 @@ impl SniRoutes {
         self.exact
             .values()
             .chain(self.wildcard.values())
+            .chain(self.any.iter())
             .any(|s| s.accept_proxy)
     }
 }

@@ -1359,3 +1359,167 @@ spec:
     })
     .await;
 }
+
+/// The first line a TCP echo server (`upstream::tcp_echo`) sends: its name.
+async fn tcp_greeting(addr: SocketAddr) -> Option<String> {
+    use tokio::io::AsyncBufReadExt;
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut line = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut line)
+        .await
+        .ok()?;
+    Some(line.trim().to_owned()).filter(|l| !l.is_empty())
+}
+
+/// TCPRouteParentRefPortAndSectionName, TCPRouteMultipleRoutesAttachment (both accepted, the
+/// older served), TCPRouteInvalidBackendRefNonexistent, TLSRouteSimpleSameNamespace (TLS
+/// passed through by server name on 443 beside the hosts Gantry terminates, the backend's
+/// certificate seen by the client) and TLSRouteInvalidNoMatchingListenerHostname.
+#[tokio::test]
+async fn tcp_and_tls_routes_are_served_by_the_l4_listeners() {
+    let base = base().await;
+    let ca = crate::support::pki::TestCa::new();
+    let backend_cert = ca.leaf(&["abc.example.com"]);
+    let nginx =
+        crate::support::nginx::Nginx::https(&backend_cert.cert_pem, &backend_cert.key_pem, None)
+            .await;
+    let (tcp_one, tcp_two) = (
+        upstream::tcp_echo("127.0.0.1", "tcp-backend").await,
+        upstream::tcp_echo("127.0.0.1", "tcp-backend-2").await,
+    );
+    let (first, second) = (
+        crate::support::dns::free_port(),
+        crate::support::dns::free_port(),
+    );
+    base.config.write(
+        "l4.yaml",
+        &format!(
+            "{}---
+{}---
+{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: tcp-and-tls, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - {{name: tcp-one, port: {first}, protocol: TCP}}
+  - {{name: tcp-two, port: {second}, protocol: TCP}}
+  - {{name: tls, port: 443, protocol: TLS, hostname: '*.example.com', tls: {{mode: Passthrough}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {{name: by-port, namespace: gateway-conformance-infra, creationTimestamp: '2026-01-01T00:00:00Z'}}
+spec:
+  parentRefs: [{{name: tcp-and-tls, port: {first}}}]
+  rules: [{{backendRefs: [{{name: tcp-backend, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {{name: younger-same-listener, namespace: gateway-conformance-infra, creationTimestamp: '2026-02-01T00:00:00Z'}}
+spec:
+  parentRefs: [{{name: tcp-and-tls, sectionName: tcp-one}}]
+  rules: [{{backendRefs: [{{name: tcp-backend-2, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {{name: by-section, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: tcp-and-tls, sectionName: tcp-two}}]
+  rules: [{{backendRefs: [{{name: tcp-backend-2, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {{name: nonexistent-backend, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: tcp-and-tls, sectionName: tcp-two}}]
+  rules: [{{backendRefs: [{{name: nonexistent, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: passthrough, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: tcp-and-tls, sectionName: tls}}]
+  hostnames: [abc.example.com]
+  rules: [{{backendRefs: [{{name: tls-backend, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: no-matching-hostname, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: tcp-and-tls, sectionName: tls}}]
+  hostnames: [abc.example.net]
+  rules: [{{backendRefs: [{{name: tls-backend, port: 8080}}]}}]
+",
+            backend(INFRA, "tcp-backend", tcp_one.addr),
+            backend(INFRA, "tcp-backend-2", tcp_two.addr),
+            backend(INFRA, "tls-backend", nginx.addr()),
+        ),
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    wait_until(
+        "the TCP listeners forward to their routes' backends",
+        || async {
+            tcp_greeting(at(first)).await.as_deref() == Some("tcp-backend")
+                && tcp_greeting(at(second)).await.as_deref() == Some("tcp-backend-2")
+        },
+    )
+    .await;
+    assert_eq!(
+        clients::presented_certificate(gantry.https, "abc.example.com").await,
+        backend_cert.der(),
+        "passed through to the backend"
+    );
+
+    let expect = [
+        (
+            "TCPRoute",
+            "by-port",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+        (
+            "TCPRoute",
+            "younger-same-listener",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+        (
+            "TCPRoute",
+            "nonexistent-backend",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "False", "BackendNotFound"),
+        ),
+        (
+            "TLSRoute",
+            "passthrough",
+            ("Accepted", "True", "Accepted"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+        (
+            "TLSRoute",
+            "no-matching-hostname",
+            ("Accepted", "False", "NoMatchingListenerHostname"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+        ),
+    ];
+    for (kind, name, accepted, resolved) in expect {
+        let status = status_of(&gantry, kind, INFRA, name).await;
+        assert_eq!(
+            parent_conditions(&status, "tcp-and-tls"),
+            [
+                condition(accepted.0, accepted.1, accepted.2),
+                condition(resolved.0, resolved.1, resolved.2)
+            ],
+            "{kind} {name}"
+        );
+    }
+    let gateway = status_of(&gantry, "Gateway", INFRA, "tcp-and-tls").await;
+    assert_eq!(
+        gateway["listeners"][0]["supportedKinds"],
+        serde_json::json!([{"group": "gateway.networking.k8s.io", "kind": "TCPRoute"}])
+    );
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 2);
+}

@@ -319,22 +319,32 @@ impl Compiler<'_> {
         // Which of Gantry's listeners serves it.
         let served = match (protocol, port) {
             (Protocol::Http, 80) => Ok(settings.http_port),
-            (Protocol::Https, 443) => Ok(settings.https_port),
-            (Protocol::Http | Protocol::Https, 0) => Err("port 0 cannot be served".to_owned()),
+            (Protocol::Https | Protocol::TlsPassthrough, 443) => Ok(settings.https_port),
+            (Protocol::TlsTerminate, _) => Err((
+                "UnsupportedValue",
+                "TLS listeners that terminate (mode Terminate) are not served by Gantry yet; \
+                 use an HTTPS listener, or Passthrough"
+                    .to_owned(),
+            )),
+            (_, 0) => Err(("PortUnavailable", "port 0 cannot be served".to_owned())),
             // Any other port is bound on the HTTP listener's address, unless Gantry's own
             // listeners have it.
-            (Protocol::Http | Protocol::Https, port) => match settings
-                .listener_ports
-                .iter()
-                .find(|(p, transport, _)| *p == port && *transport == L4Protocol::Tcp)
-            {
-                Some((_, _, what)) => Err(format!("port {port} is Gantry's {what}")),
-                None => Ok(port),
-            },
-            _ => Err(format!(
-                "{} listeners are not served by Gantry yet",
-                protocol.name()
-            )),
+            (_, port) => {
+                let transport = match protocol {
+                    Protocol::Udp => L4Protocol::Udp,
+                    _ => L4Protocol::Tcp,
+                };
+                match settings
+                    .listener_ports
+                    .iter()
+                    .find(|(p, t, _)| *p == port && *t == transport)
+                {
+                    Some((_, _, what)) => {
+                        Err(("PortUnavailable", format!("port {port} is Gantry's {what}")))
+                    }
+                    None => Ok(port),
+                }
+            }
         };
 
         // HTTPS and terminated TLS: the certificates.
@@ -367,10 +377,10 @@ impl Compiler<'_> {
                     resolved,
                 ]
             }
-            Err(reason) => {
+            Err((why, reason)) => {
                 problem(self, ".port", reason.clone());
                 vec![
-                    Condition::no("Accepted", "PortUnavailable", reason.clone()),
+                    Condition::no("Accepted", why, reason.clone()),
                     Condition::no("Programmed", "Invalid", "not served"),
                     resolved,
                 ]

@@ -8,6 +8,7 @@ mod grants;
 mod grpc;
 mod hostnames;
 mod http;
+mod l4_routes;
 mod listeners;
 mod parents;
 
@@ -70,6 +71,8 @@ pub struct GatewayOutput {
     pub statuses: BTreeMap<ObjectRef, Value>,
     /// The ports besides the HTTP and HTTPS listeners' that Gateway listeners are served on.
     pub ports: Vec<crate::snapshot::GatewayPort>,
+    /// What TCP, UDP and TLS routes ask of the L4 services.
+    pub(in crate::compile) l4: Vec<super::l4::Wanted>,
 }
 
 /// Rule matches as they are added, by local port and hostname, each with what orders it
@@ -154,6 +157,9 @@ const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteParentRefPort",
     "HTTPRouteNamedRouteRule",
     "ReferenceGrant",
+    "TCPRoute",
+    "TLSRoute",
+    "UDPRoute",
 ];
 
 impl Compiler<'_> {
@@ -218,6 +224,7 @@ impl Compiler<'_> {
             )
             .collect();
         self.http_routes(&mut gateways, &mut table, &mut output.statuses, routes);
+        output.l4 = self.l4_routes(&mut gateways, &mut output.statuses);
         let addresses = gateway_addresses(self.store, settings);
         for gateway in &gateways {
             output.statuses.insert(
@@ -243,7 +250,12 @@ fn extra_ports(
             let Some(port) = listener.local_port else {
                 continue;
             };
-            if port == settings.http_port || port == settings.https_port {
+            // TCP, UDP and TLS listeners are the L4 services'.
+            let http = matches!(
+                listener.protocol,
+                Some(listeners::Protocol::Http | listeners::Protocol::Https)
+            );
+            if !http || port == settings.http_port || port == settings.https_port {
                 continue;
             }
             let tls = listener.protocol == Some(listeners::Protocol::Https);

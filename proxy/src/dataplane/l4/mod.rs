@@ -177,6 +177,7 @@ impl L4Listeners {
                     .exact
                     .values()
                     .chain(routes.wildcard.values())
+                    .chain(routes.any.iter())
                     .map(|s| s.name.clone())
                     .collect();
                 names.sort();

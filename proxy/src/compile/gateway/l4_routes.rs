@@ -1,0 +1,257 @@
+//! TCPRoutes, UDPRoutes and TLSRoutes: each attached to TCP, UDP or TLS (Passthrough)
+//! listeners becomes an L4 service on the listener's port (a TLSRoute's, for its hostnames, by
+//! the server name of the ClientHello: on 443 beside the hosts Gantry terminates), through the
+//! L4 pass that serves Gantry's L4Services; of two routes on one port (or one server name)
+//! the older is served, as the spec asks. Their status as for HTTPRoutes.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::conditions::Condition;
+use super::listeners::{CompiledGateway, Protocol};
+use super::parents::{self, ParentRef};
+use super::{RouteKind, grants};
+use crate::compile::Compiler;
+use crate::compile::backend::Resolved;
+use crate::compile::l4::Wanted;
+use crate::config::gateway::HttpRouteRulesBackendRefs;
+use crate::config::{Kind, NamespacedName, ObjectRef, Stored};
+use crate::problem::Problem;
+use crate::snapshot::Action;
+use crate::snapshot::l4::L4Protocol;
+
+/// A TCP, UDP or TLS route in the terms every one of them shares.
+struct L4Route<'a> {
+    kind: RouteKind,
+    key: &'a NamespacedName,
+    file: Option<std::sync::Arc<std::path::Path>>,
+    metadata: &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    parent_refs: Vec<ParentRef>,
+    hostnames: Vec<String>,
+    /// The first rule's backendRefs (the v1 kinds have one rule).
+    backend_refs: Vec<HttpRouteRulesBackendRefs>,
+}
+
+fn same_shape<A: Serialize, B: DeserializeOwned>(value: &A) -> Option<B> {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
+macro_rules! l4_route {
+    ($stored:expr, $key:expr, $kind:expr, $hostnames:expr, $rules:expr) => {{
+        let stored = $stored;
+        L4Route {
+            kind: $kind,
+            key: $key,
+            file: stored.file.clone(),
+            metadata: &stored.object.metadata,
+            parent_refs: stored
+                .object
+                .spec
+                .parent_refs
+                .iter()
+                .flatten()
+                .filter_map(same_shape)
+                .collect(),
+            hostnames: $hostnames,
+            backend_refs: $rules
+                .first()
+                .map(|rule| rule.backend_refs.iter().filter_map(same_shape).collect())
+                .unwrap_or_default(),
+        }
+    }};
+}
+
+impl Compiler<'_> {
+    /// The TCP, UDP and TLS routes that name Gateways of Gantry's: what they ask of the L4
+    /// services, and their status.
+    pub(super) fn l4_routes(
+        &mut self,
+        gateways: &mut [CompiledGateway],
+        statuses: &mut BTreeMap<ObjectRef, Value>,
+    ) -> Vec<Wanted> {
+        let store = self.store;
+        let mut routes: Vec<L4Route<'_>> = Vec::new();
+        for (key, stored) in &store.tcp_routes {
+            let stored: &Stored<_> = stored;
+            routes.push(l4_route!(
+                stored,
+                key,
+                RouteKind::Tcp,
+                Vec::new(),
+                &stored.object.spec.rules
+            ));
+        }
+        for (key, stored) in &store.udp_routes {
+            routes.push(l4_route!(
+                stored,
+                key,
+                RouteKind::Udp,
+                Vec::new(),
+                &stored.object.spec.rules
+            ));
+        }
+        for (key, stored) in &store.tls_routes {
+            let hostnames = stored.object.spec.hostnames.clone();
+            routes.push(l4_route!(
+                stored,
+                key,
+                RouteKind::Tls,
+                hostnames,
+                &stored.object.spec.rules
+            ));
+        }
+        let mut wanted = Vec::new();
+        for route in routes {
+            let kind = match route.kind {
+                RouteKind::Tcp => Kind::TcpRoute,
+                RouteKind::Udp => Kind::UdpRoute,
+                _ => Kind::TlsRoute,
+            };
+            let reference = ObjectRef::new(kind, route.key);
+            let parents = parents::attach(
+                self.store,
+                gateways,
+                route.kind,
+                &route.key.namespace,
+                &route.parent_refs,
+                &route.hostnames,
+            );
+            if parents.is_empty() {
+                continue;
+            }
+            let (resolved, group) = self.l4_backend(&route);
+            if !resolved.holds {
+                self.problems.push(Problem::field(
+                    route.file.clone(),
+                    reference.clone(),
+                    "spec.rules[0].backendRefs",
+                    resolved.message.clone(),
+                ));
+            }
+            for parent in &parents {
+                if let Some((_, message)) = &parent.refused {
+                    self.problems.push(Problem::field(
+                        route.file.clone(),
+                        reference.clone(),
+                        "spec.parentRefs",
+                        message.clone(),
+                    ));
+                }
+                for attachment in &parent.attachments {
+                    let listener = &mut gateways[attachment.gateway].listeners[attachment.listener];
+                    listener.attached += 1;
+                    let (Some(port), Some(group)) = (listener.local_port, &group) else {
+                        continue;
+                    };
+                    let protocol = match listener.protocol {
+                        Some(Protocol::Udp) => L4Protocol::Udp,
+                        Some(Protocol::TlsPassthrough) => L4Protocol::Tls,
+                        _ => L4Protocol::Tcp,
+                    };
+                    let hostnames = match protocol {
+                        // Any name: a listener and route without hostnames take every one.
+                        L4Protocol::Tls => attachment
+                            .hostnames
+                            .iter()
+                            .map(|h| h.clone().unwrap_or_else(|| "*".to_owned()))
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    wanted.push(Wanted::gateway_route(
+                        route.key.to_string(),
+                        reference.clone(),
+                        route.file.clone(),
+                        route.metadata.creation_timestamp.clone(),
+                        port,
+                        protocol,
+                        hostnames,
+                        group.clone(),
+                    ));
+                }
+            }
+            statuses.insert(
+                reference,
+                super::http::route_status(&parents, &resolved, None, route.metadata.generation),
+            );
+        }
+        wanted
+    }
+
+    /// The route's backend: the first backendRef with weight (traffic is not split between
+    /// several yet), or why it cannot be resolved.
+    fn l4_backend(
+        &mut self,
+        route: &L4Route<'_>,
+    ) -> (
+        Condition,
+        Option<std::sync::Arc<crate::snapshot::UpstreamGroup>>,
+    ) {
+        let Some(backend) = route
+            .backend_refs
+            .iter()
+            .find(|b| b.weight.unwrap_or(1) > 0)
+        else {
+            return (
+                Condition::no(
+                    "ResolvedRefs",
+                    "BackendNotFound",
+                    "no backendRef with weight",
+                ),
+                None,
+            );
+        };
+        let group_name = backend.group.as_deref().unwrap_or("");
+        let backend_kind = backend.kind.as_deref().unwrap_or("Service");
+        if !group_name.is_empty() || backend_kind != "Service" {
+            return (
+                Condition::no(
+                    "ResolvedRefs",
+                    "InvalidKind",
+                    format!(
+                        "{group_name}/{backend_kind} is not a backend kind Gantry knows (core Service)"
+                    ),
+                ),
+                None,
+            );
+        }
+        let namespace = backend.namespace.as_deref().unwrap_or(&route.key.namespace);
+        if let Err((reason, message)) = grants::check(
+            self.store,
+            (route.kind.name(), &route.key.namespace),
+            ("Service", namespace),
+            &backend.name,
+        ) {
+            return (Condition::no("ResolvedRefs", reason, message), None);
+        }
+        let Some(port) = backend.port.and_then(|p| u16::try_from(p).ok()) else {
+            return (
+                Condition::no(
+                    "ResolvedRefs",
+                    "UnsupportedValue",
+                    "a Service backendRef needs a port",
+                ),
+                None,
+            );
+        };
+        let service = NamespacedName::new(namespace, &backend.name);
+        match self.backends.service_by_number(service, port) {
+            Resolved::Ok(Action::Proxy(group)) => (
+                Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved"),
+                Some(group),
+            ),
+            Resolved::Ok(_) => (
+                Condition::no("ResolvedRefs", "BackendNotFound", "not a Service"),
+                None,
+            ),
+            Resolved::Unavailable { reason, .. } | Resolved::Invalid { reason, .. } => (
+                Condition::no("ResolvedRefs", "BackendNotFound", reason),
+                None,
+            ),
+        }
+    }
+}
