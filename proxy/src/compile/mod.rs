@@ -125,7 +125,8 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
     let host_tls = compiler.host_tls(&ours, &nginx);
     let l4 = compiler.l4_services(settings, &ours, &nginx, gateway.l4);
 
-    let (dns, dns_publications) = compiler.dns_zones(&ours, &settings.publish_addresses);
+    let (dns, dns_publications) =
+        compiler.dns_zones(&ours, &gateway.hosts, &settings.publish_addresses);
     let certificates = compiler.wanted_certificates(&ours, &dns, &dns_publications);
     let clusters = compiler.clusters();
     let mut problems = compiler.problems;

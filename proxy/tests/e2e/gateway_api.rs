@@ -1523,3 +1523,61 @@ spec:
     );
     assert_eq!(gateway["listeners"][0]["attachedRoutes"], 2);
 }
+
+/// DNS for the Gateway API (what external-dns's gateway-httproute source publishes): each
+/// hostname an accepted route serves gets the zone's addresses; a route that is refused
+/// publishes nothing.
+#[tokio::test]
+async fn accepted_routes_hostnames_are_published_in_dns_zones() {
+    use crate::support::dns::dig;
+    let base = base().await;
+    base.config.write(
+        "dns.yaml",
+        "apiVersion: gantry.dev/v1alpha1
+kind: DNSZone
+metadata: {name: example}
+spec:
+  zone: example.test
+  nameServers: [{name: ns1.example.test, addresses: [192.0.2.53]}]
+  soa: {email: admin@example.test}
+  ingressAddresses: [192.0.2.10]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: published, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [shop.example.test, '*.apps.example.test']
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refused, namespace: gateway-conformance-web-backend}
+spec:
+  parentRefs: [{name: same-namespace, namespace: gateway-conformance-infra}]
+  hostnames: [refused.example.test]
+  rules: [{backendRefs: [{name: web-backend, port: 8080}]}]
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    wait_until("the route's hosts are in the zone", || async {
+        dig(gantry.dns, &["shop.example.test", "A"])
+            .await
+            .answer()
+            .iter()
+            .any(|r| r.ends_with("192.0.2.10"))
+    })
+    .await;
+    let wildcard = dig(gantry.dns, &["web.apps.example.test", "A"]).await;
+    assert!(
+        wildcard.answer().iter().any(|r| r.ends_with("192.0.2.10")),
+        "{}",
+        wildcard.0
+    );
+    assert_eq!(
+        dig(gantry.dns, &["refused.example.test", "A"])
+            .await
+            .status(),
+        "NXDOMAIN"
+    );
+}

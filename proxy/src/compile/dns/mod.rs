@@ -1,4 +1,5 @@
-//! The DNS zones Gantry serves, from DNSZones, the hosts of Gantry's Ingresses, external-dns's
+//! The DNS zones Gantry serves, from DNSZones, the hosts of Gantry's Ingresses and of the
+//! Gateway API routes accepted by Gantry's Gateways, external-dns's
 //! annotations on Ingresses and Services, and DNSRecords. Each zone gets its SOA and apex NS
 //! (with addresses for name servers inside it), an A/AAAA set for every Ingress host inside it
 //! (a wildcard host gives a wildcard record), and the records DNSRecords ask for. Two sources
@@ -75,6 +76,7 @@ impl Compiler<'_> {
     pub(super) fn dns_zones(
         &mut self,
         ours: &[super::IngressCtx<'_>],
+        routes: &[super::gateway::RouteHosts],
         publish: &[IpAddr],
     ) -> (Vec<ZoneSpec>, Vec<Publication>) {
         let mut zones = self.zone_builds(self.store, publish);
@@ -111,6 +113,17 @@ impl Compiler<'_> {
                     ..claim.clone()
                 };
                 publish_host(&mut zones, &host, ttl, targets.as_ref(), &claim, problems);
+            }
+        }
+        // Gateway API routes' hostnames, after the Ingresses'.
+        for route in routes {
+            let claim = Claim {
+                file: route.file.clone(),
+                object: route.route.clone(),
+                field: "spec.hostnames".to_owned(),
+            };
+            for host in &route.hostnames {
+                publish_host(&mut zones, host, None, None, &claim, problems);
             }
         }
         for (key, stored) in &self.store.services {

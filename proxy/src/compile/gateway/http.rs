@@ -5,7 +5,6 @@
 //! A backendRef that cannot be resolved keeps its share of the rule's requests and answers
 //! them with 500, as the spec requires; so does a rule with no backendRefs and no redirect.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -95,7 +94,7 @@ impl Compiler<'_> {
         &mut self,
         gateways: &mut [CompiledGateway],
         table: &mut RuleTable,
-        statuses: &mut BTreeMap<ObjectRef, Value>,
+        output: &mut super::GatewayOutput,
         mut routes: Vec<RouteInput<'_>>,
     ) {
         routes.sort_by(|a, b| {
@@ -208,7 +207,12 @@ impl Compiler<'_> {
                     .collect();
                 Condition::no("Accepted", "UnsupportedValue", reasons.join("; "))
             });
-            statuses.insert(
+            output.hosts.extend(super::RouteHosts::of(
+                reference.clone(),
+                input.file.clone(),
+                &parents,
+            ));
+            output.statuses.insert(
                 reference,
                 route_status(
                     &parents,

@@ -4,11 +4,8 @@
 //! L4 pass that serves Gantry's L4Services; of two routes on one port (or one server name)
 //! the older is served, as the spec asks. Their status as for HTTPRoutes.
 
-use std::collections::BTreeMap;
-
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 use super::conditions::Condition;
 use super::listeners::{CompiledGateway, Protocol};
@@ -72,7 +69,7 @@ impl Compiler<'_> {
     pub(super) fn l4_routes(
         &mut self,
         gateways: &mut [CompiledGateway],
-        statuses: &mut BTreeMap<ObjectRef, Value>,
+        output: &mut super::GatewayOutput,
     ) -> Vec<Wanted> {
         let store = self.store;
         let mut routes: Vec<L4Route<'_>> = Vec::new();
@@ -174,7 +171,14 @@ impl Compiler<'_> {
                     ));
                 }
             }
-            statuses.insert(
+            if route.kind == RouteKind::Tls {
+                output.hosts.extend(super::RouteHosts::of(
+                    reference.clone(),
+                    route.file.clone(),
+                    &parents,
+                ));
+            }
+            output.statuses.insert(
                 reference,
                 super::http::route_status(&parents, &resolved, None, route.metadata.generation),
             );

@@ -73,6 +73,39 @@ pub struct GatewayOutput {
     pub ports: Vec<crate::snapshot::GatewayPort>,
     /// What TCP, UDP and TLS routes ask of the L4 services.
     pub(in crate::compile) l4: Vec<super::l4::Wanted>,
+    /// The hostnames each accepted route serves, which DNS zones publish (as external-dns's
+    /// Gateway API sources do).
+    pub hosts: Vec<RouteHosts>,
+}
+
+/// A route accepted somewhere, with the exact and wildcard hostnames it serves there.
+#[derive(Debug)]
+pub struct RouteHosts {
+    pub route: ObjectRef,
+    pub file: Option<std::sync::Arc<std::path::Path>>,
+    pub hostnames: Vec<String>,
+}
+
+impl RouteHosts {
+    /// Every hostname the parents' attachments serve, once each.
+    fn of(
+        route: ObjectRef,
+        file: Option<std::sync::Arc<std::path::Path>>,
+        parents: &[parents::Parent],
+    ) -> Option<RouteHosts> {
+        let mut hostnames: Vec<String> = parents
+            .iter()
+            .flat_map(|p| p.attachments.iter())
+            .flat_map(|a| a.hostnames.iter().flatten().cloned())
+            .collect();
+        hostnames.sort();
+        hostnames.dedup();
+        (!hostnames.is_empty()).then_some(RouteHosts {
+            route,
+            file,
+            hostnames,
+        })
+    }
 }
 
 /// Rule matches as they are added, by local port and hostname, each with what orders it
@@ -223,8 +256,8 @@ impl Compiler<'_> {
                     .map(|(key, stored)| grpc::input(key, stored)),
             )
             .collect();
-        self.http_routes(&mut gateways, &mut table, &mut output.statuses, routes);
-        output.l4 = self.l4_routes(&mut gateways, &mut output.statuses);
+        self.http_routes(&mut gateways, &mut table, &mut output, routes);
+        output.l4 = self.l4_routes(&mut gateways, &mut output);
         let addresses = gateway_addresses(self.store, settings);
         for gateway in &gateways {
             output.statuses.insert(
