@@ -1581,3 +1581,63 @@ spec:
         "NXDOMAIN"
     );
 }
+
+/// cert-manager's gateway-shim, as Gantry's certificate manager does it: a Gateway annotated
+/// with `cert-manager.io/issuer` gets the Secret its HTTPS listener names issued for the
+/// listener's hostname, and the listener serves it once it is there.
+#[tokio::test]
+async fn an_annotated_gateway_gets_its_listeners_certificates_issued() {
+    let base = base().await;
+    base.config.write(
+        "gateway.yaml",
+        "apiVersion: gantry.dev/v1alpha1
+kind: Issuer
+metadata: {name: self, namespace: gateway-conformance-infra}
+spec: {selfSigned: {}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: issued
+  namespace: gateway-conformance-infra
+  annotations: {cert-manager.io/issuer: self}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.org
+    tls: {certificateRefs: [{name: secure-tls}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: secure, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: issued}]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    wait_until(
+        "the listener's certificate is issued and served",
+        || async {
+            let Some(issued) = gantry.issued("gateway-conformance-infra_secure-tls") else {
+                return false;
+            };
+            let served = clients::presented_certificate(gantry.https, "secure.example.org").await;
+            crate::support::pki::pem_to_der(&issued) == served
+        },
+    )
+    .await;
+    wait_until("the listener resolves its certificate", || async {
+        let gateway = status_of(&gantry, "Gateway", INFRA, "issued").await;
+        gateway["listeners"][0]["conditions"]
+            .as_array()
+            .is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "ResolvedRefs" && c["status"] == "True")
+            })
+    })
+    .await;
+}

@@ -124,18 +124,9 @@ impl Compiler<'_> {
         }
         for ingress in ours {
             let named = Annotations::of(&ingress.stored.object.metadata);
-            let (kind, (annotation, name)) = match (
-                named.first(&[ISSUER, CM_ISSUER]),
-                named.first(&[CLUSTER_ISSUER, CM_CLUSTER_ISSUER]),
-            ) {
-                (Some(issuer), _) => ("Issuer", issuer),
-                (None, Some(issuer)) => ("ClusterIssuer", issuer),
-                (None, None) => continue,
-            };
-            let issuer_key = if kind == "Issuer" {
-                NamespacedName::new(&ingress.key.namespace, name)
-            } else {
-                NamespacedName::new("", name)
+            let Some((kind, annotation, issuer_key)) = named_issuer(named, &ingress.key.namespace)
+            else {
+                continue;
             };
             let field = annotations::field(annotation);
             let checked = self.issuer(&mut issuers, kind, &issuer_key);
@@ -202,6 +193,7 @@ impl Compiler<'_> {
                 );
             }
         }
+        self.gateway_certificates(&mut wanted, &mut issuers, zones, publications);
         // Issuers no certificate uses yet are checked too, so that their mistakes show now.
         for key in self.store.issuers.keys() {
             let _ = self.issuer(&mut issuers, "Issuer", key);
@@ -213,7 +205,129 @@ impl Compiler<'_> {
     }
 }
 
+/// The issuer an object's annotations name (Gantry's or cert-manager's): its kind, the
+/// annotation, and its key.
+fn named_issuer<'a>(
+    named: Annotations<'a>,
+    namespace: &str,
+) -> Option<(&'static str, &'a str, NamespacedName)> {
+    match (
+        named.first(&[ISSUER, CM_ISSUER]),
+        named.first(&[CLUSTER_ISSUER, CM_CLUSTER_ISSUER]),
+    ) {
+        (Some((annotation, name)), _) => {
+            Some(("Issuer", annotation, NamespacedName::new(namespace, name)))
+        }
+        (None, Some((annotation, name))) => {
+            Some(("ClusterIssuer", annotation, NamespacedName::new("", name)))
+        }
+        (None, None) => None,
+    }
+}
+
 impl Compiler<'_> {
+    /// cert-manager's gateway-shim: a Gateway of Gantry's classes that names an issuer gets a
+    /// certificate in each Secret its HTTPS listeners name (of its own namespace), for the
+    /// hostnames of the listeners that name it; listeners without a hostname add none.
+    fn gateway_certificates(
+        &mut self,
+        wanted: &mut BTreeMap<NamespacedName, WantedCertificate>,
+        issuers: &mut BTreeMap<(String, NamespacedName), Checked>,
+        zones: &[ZoneSpec],
+        publications: &[Publication],
+    ) {
+        let classes: Vec<&str> = self
+            .store
+            .gateway_classes
+            .iter()
+            .filter(|(_, c)| c.object.spec.controller_name == super::gateway::CONTROLLER_NAME)
+            .map(|(key, _)| key.name.as_str())
+            .collect();
+        for (key, stored) in &self.store.gateways {
+            let gateway = &stored.object;
+            if !classes.contains(&gateway.spec.gateway_class_name.as_str()) {
+                continue;
+            }
+            let named = Annotations::of(&gateway.metadata);
+            let Some((kind, annotation, issuer_key)) = named_issuer(named, &key.namespace) else {
+                continue;
+            };
+            let owner = ObjectRef::new(Kind::Gateway, key);
+            let problem = |field: &str, reason: String| {
+                Problem::field(stored.file.clone(), owner.clone(), field, reason)
+            };
+            let (issuing, issuer) = match self.issuer(issuers, kind, &issuer_key) {
+                Ok(found) => found,
+                Err(reason) => {
+                    self.problems.push(problem(
+                        &annotations::field(annotation),
+                        format!("{reason}; no certificate is issued"),
+                    ));
+                    continue;
+                }
+            };
+            let settings = match shim_settings(named) {
+                Ok(settings) => settings,
+                Err(error) => {
+                    self.problems.push(problem(
+                        &error.field,
+                        format!("{}; no certificate is issued", error.reason),
+                    ));
+                    continue;
+                }
+            };
+            // Each Secret with the hostnames of every listener naming it.
+            let mut secrets: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for listener in &gateway.spec.listeners {
+                let (Some(hostname), Some(tls)) = (&listener.hostname, &listener.tls) else {
+                    continue;
+                };
+                for reference in tls.certificate_refs.iter().flatten() {
+                    let own_namespace = reference
+                        .namespace
+                        .as_deref()
+                        .is_none_or(|ns| ns == key.namespace);
+                    let is_secret = reference.kind.as_deref().unwrap_or("Secret") == "Secret"
+                        && reference.group.as_deref().unwrap_or("").is_empty();
+                    if own_namespace && is_secret {
+                        let hosts = secrets.entry(reference.name.clone()).or_default();
+                        if !hosts.contains(hostname) {
+                            hosts.push(hostname.clone());
+                        }
+                    }
+                }
+            }
+            for (secret_name, hosts) in secrets {
+                let secret = NamespacedName::new(&key.namespace, &secret_name);
+                if wanted.contains_key(&secret) {
+                    continue;
+                }
+                if let Err((_, reason)) = provable(&issuing, &issuer, &hosts, zones, publications) {
+                    self.problems.push(problem("spec.listeners", reason));
+                    continue;
+                }
+                wanted.insert(
+                    secret.clone(),
+                    WantedCertificate {
+                        in_secret: secret_contents(self.store, &secret),
+                        secret,
+                        request: CertificateRequest {
+                            dns_names: hosts,
+                            key: settings.key.clone(),
+                            duration: settings.duration,
+                            reuse_key_pem: None,
+                        },
+                        issuing: issuing.clone(),
+                        issuer: issuer.clone(),
+                        renew_before: settings.renew_before,
+                        rotate_key: settings.rotate_key,
+                        owner: owner.clone(),
+                    },
+                );
+            }
+        }
+    }
+
     /// Whether Gantry issues the certificate kept in `secret` for `ingress` itself: the Ingress
     /// names an issuer, or a Certificate keeps its certificate there. Until it is issued, the
     /// hosts get the default certificate; that is no problem.
