@@ -313,7 +313,7 @@ impl Compiler<'_> {
                         secret,
                         request: CertificateRequest {
                             dns_names: hosts,
-                            key: settings.key.clone(),
+                            key: settings.key,
                             duration: settings.duration,
                             reuse_key_pem: None,
                         },
