@@ -3,7 +3,7 @@
 
 Run: ./bench/run.py            (all of it, ~6 minutes)
      ./bench/run.py --rounds 1 --duration 5   (a quick look)
-     ./bench/run.py --only scale              (just the 10,000-Ingress scale run)
+     ./bench/run.py --only scale              (just the scale runs: 10,000 Ingresses, HTTPRoutes)
      ./bench/run.py --baseline PATH   (also another gantry binary, e.g. an earlier commit's
                                       release build, in the same rounds, as "before")
 
@@ -23,7 +23,8 @@ Medians over the rounds are printed with the ratios Gantry/nginx and Gantry/HAPr
 
 The scale run starts Gantry on a small folder, writes 10,000 Ingresses (one host and two paths
 each, one file each) and measures the time from the first write to the last new route answering,
-and Gantry's RSS then.
+and Gantry's RSS then; then the same with 10,000 HTTPRoutes (one hostname and two matches each)
+on a fresh Gantry.
 
 Needs (installed when missing): nginx, haproxy, wrk, h2load (nghttp2-client), openssl, curl.
 """
@@ -455,17 +456,23 @@ def report(results, rounds):
     return "\n".join(lines)
 
 
-def scale(args, setup):
-    say(f"scale run: {args.ingresses} Ingresses written into a running Gantry's folder")
-    folder = setup.work / "scale-config"
-    setup.gantry_config(folder)
-    proc = setup.start_gantry(folder, setup.work / "scale-state")
-    if "upstream" not in setup.procs:
-        setup.start_upstream()
-    http, _ = PORTS["gantry"]
-    wait_http(f"http://127.0.0.1:{http}/")
-    rss_before = rss_kib(proc.pid) / 1024
-    template = """apiVersion: networking.k8s.io/v1
+# The HTTPRoute scale run's Gateway: Gantry's class, one HTTP listener taking the namespace's
+# routes.
+GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: gantry}
+spec: {controllerName: gantry.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: bench, namespace: bench}
+spec:
+  gatewayClassName: gantry
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"""
+
+TEMPLATES = {
+    "Ingresses": """apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata:
   name: app-{i}-{set}
@@ -477,7 +484,36 @@ spec:
         paths:
           - {{path: /api, pathType: Prefix, backend: {{service: {{name: up, port: {{name: http}}}}}}}}
           - {{path: /static, pathType: Prefix, backend: {{service: {{name: up, port: {{number: 80}}}}}}}}
-"""
+""",
+    # One hostname and two matches each, as the Ingresses have one host and two paths.
+    "HTTPRoutes": """apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: app-{i}-{set}, namespace: bench}}
+spec:
+  parentRefs: [{{name: bench}}]
+  hostnames: [app-{i}.{set}.scale.test]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /api}}}}]
+      backendRefs: [{{name: up, port: 80}}]
+    - matches: [{{path: {{type: PathPrefix, value: /static}}}}]
+      backendRefs: [{{name: up, port: 80}}]
+""",
+}
+
+
+def scale(args, setup, kind="Ingresses"):
+    say(f"scale run: {args.ingresses} {kind} written into a running Gantry's folder")
+    folder = setup.work / f"scale-config-{kind}"
+    setup.gantry_config(folder)
+    if kind == "HTTPRoutes":
+        (folder / "gateway.yaml").write_text(GATEWAY)
+    proc = setup.start_gantry(folder, setup.work / f"scale-state-{kind}")
+    if "upstream" not in setup.procs:
+        setup.start_upstream()
+    http, _ = PORTS["gantry"]
+    wait_http(f"http://127.0.0.1:{http}/")
+    rss_before = rss_kib(proc.pid) / 1024
+    template = TEMPLATES[kind]
     # 1. One file at a time into the watched folder, as a script or `kubectl cp` would.
     one_by_one = folder / "one-by-one"
     one_by_one.mkdir()
@@ -492,7 +528,7 @@ spec:
     rss_one = rss_kib(proc.pid) / 1024
 
     # 2. All files prepared aside and moved in with one rename, as a ConfigMap volume changes.
-    staging = setup.work / "staging"
+    staging = setup.work / f"staging-{kind}"
     staging.mkdir()
     for i in range(args.ingresses):
         (staging / f"app-{i}.yaml").write_text(template.format(i=i, set="b"))
@@ -505,13 +541,14 @@ spec:
     config = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{GANTRY_ADMIN}/config").read())
     routes = len(config["routes"])
     n = args.ingresses
+    what = "one host, two paths" if kind == "Ingresses" else "one hostname, two matches"
     lines = [
-        f"Scale run: {n} Ingresses (one host, two paths each, one file each) added to the watched",
+        f"Scale run: {n} {kind} ({what} each, one file each) added to the watched",
         "folder of a running Gantry (1 worker thread), twice:",
         f"  1. written one by one:    writing took {written - start:5.2f} s; last route served "
         f"{served - written:5.2f} s after the last write ({served - start:5.2f} s after the first)",
         f"  2. moved in at once:      last route served {moved_served - moved:5.2f} s after the rename",
-        f"  RSS: {rss_before:.1f} MiB before, {rss_one:.1f} MiB with {n} Ingresses, "
+        f"  RSS: {rss_before:.1f} MiB before, {rss_one:.1f} MiB with {n} {kind}, "
         f"{rss_after:.1f} MiB with {2 * n}; {routes} routes serving",
     ]
     setup.stop("gantry")
@@ -524,7 +561,10 @@ def main():
     parser.add_argument("--duration", type=int, default=10, help="seconds per wrk/h2load run")
     parser.add_argument("--handshakes", type=int, default=1000,
                         help="TLS connections per handshake measurement")
-    parser.add_argument("--ingresses", type=int, default=10000)
+    parser.add_argument("--ingresses", type=int, default=10000,
+                        help="how many resources the scale run writes (of each kind)")
+    parser.add_argument("--scale-kinds", default="Ingresses,HTTPRoutes",
+                        help="what the scale run writes: Ingresses, HTTPRoutes or both")
     parser.add_argument("--only", choices=["compare", "scale"])
     parser.add_argument("--no-build", action="store_true",
                         help="use target/release/gantry as it is")
@@ -547,7 +587,8 @@ def main():
             if args.only != "scale":
                 out.append(report(comparison(args, setup), args.rounds))
             if args.only != "compare":
-                out.append(scale(args, setup))
+                for kind in args.scale_kinds.split(","):
+                    out.append(scale(args, setup, kind))
         finally:
             setup.stop()
     text = "\n\n".join(out)

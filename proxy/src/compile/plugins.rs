@@ -3,7 +3,9 @@
 //! namespace) or when the Ingress lists it in `gantry.dev/plugins`. The chain is ordered by
 //! phase (AUTHN, AUTHZ, STATS, then unspecified), then priority (higher first), then the order of
 //! the annotation, then name. Plugins that ingress-nginx annotations ask for join the chain too.
-//! SERVICE plugins run on no route: an Ingress that lists one gets a problem.
+//! SERVICE plugins run on no route: an Ingress that lists one gets a problem. A Gateway API
+//! route's plugins are those its rules' ExtensionRef filters name and those whose targets name
+//! the route or a Gateway it is attached to.
 
 use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
@@ -80,29 +82,55 @@ impl Compiler<'_> {
                 chosen.push((usize::MAX, key, load));
             }
         }
-        if chosen.is_empty() {
-            return Ok(None);
-        }
-        let order = |load: &PluginLoad| match load {
-            PluginLoad::Ready(plugin) => (plugin.phase, -plugin.priority),
-            PluginLoad::Broken {
-                phase, priority, ..
-            } => (*phase, -priority),
-        };
-        chosen.sort_by(|a, b| (order(a.2), a.0, a.1).cmp(&(order(b.2), b.0, b.1)));
-        let mut chain = Vec::with_capacity(chosen.len());
-        for (_, _, load) in chosen {
-            match load {
-                PluginLoad::Ready(plugin) => chain.push(plugin.clone()),
-                PluginLoad::Broken {
-                    reason,
-                    policy: FailurePolicy::FailClosed,
-                    ..
-                } => return Err(Arc::from(reason.as_str())),
-                PluginLoad::Broken { .. } => {}
+        chain_of(chosen)
+    }
+
+    /// The plugins of a Gateway API route: the WasmPlugins its rule's ExtensionRef filters
+    /// name (in its namespace), and those whose `spec.targets` name the route or a Gateway it
+    /// is attached to; in the same order as an Ingress's.
+    pub(super) fn route_plugin_chain(
+        &self,
+        route: &NamespacedName,
+        extension_refs: &[String],
+        gateways: &[NamespacedName],
+    ) -> Result<ChainResult, String> {
+        let mut chosen: Vec<(usize, &NamespacedName, &PluginLoad)> = Vec::new();
+        let mut seen = HashSet::new();
+        for (position, name) in extension_refs.iter().enumerate() {
+            let key = NamespacedName::new(&route.namespace, name);
+            if self.is_service(&key) {
+                return Err(format!(
+                    "WasmPlugin {key} is of type SERVICE: it runs on its own, on no route"
+                ));
+            }
+            match self.plugins.get_key_value(&key) {
+                Some((key, load)) => {
+                    if seen.insert(key) {
+                        chosen.push((position, key, load));
+                    }
+                }
+                None => return Err(format!("WasmPlugin {key} not found")),
             }
         }
-        Ok((!chain.is_empty()).then(|| PluginChain::from(chain)))
+        for (key, stored) in &self.store.wasm_plugins {
+            let spec = &stored.object.spec;
+            let Some(targets) = spec.targets.as_ref() else {
+                continue;
+            };
+            let names_route =
+                key.namespace == route.namespace && targets.routes.contains(&route.name);
+            let names_gateway = gateways
+                .iter()
+                .any(|g| g.namespace == key.namespace && targets.gateways.contains(&g.name));
+            if spec.plugin_type == WasmPluginType::Http
+                && (names_route || names_gateway)
+                && seen.insert(key)
+                && let Some(load) = self.plugins.get(key)
+            {
+                chosen.push((usize::MAX, key, load));
+            }
+        }
+        Ok(chain_of(chosen))
     }
 
     /// Whether the WasmPlugin `key` is a service (runs on no route).
@@ -144,4 +172,33 @@ impl Compiler<'_> {
         }
         clusters
     }
+}
+
+/// The chain of the plugins chosen (with their place in a list that names them, `usize::MAX`
+/// for the others): by phase, then priority, then that place, then name. A broken plugin that
+/// fails closed closes the routes; one that fails open is left out.
+fn chain_of(mut chosen: Vec<(usize, &NamespacedName, &PluginLoad)>) -> ChainResult {
+    if chosen.is_empty() {
+        return Ok(None);
+    }
+    let order = |load: &PluginLoad| match load {
+        PluginLoad::Ready(plugin) => (plugin.phase, -plugin.priority),
+        PluginLoad::Broken {
+            phase, priority, ..
+        } => (*phase, -priority),
+    };
+    chosen.sort_by(|a, b| (order(a.2), a.0, a.1).cmp(&(order(b.2), b.0, b.1)));
+    let mut chain = Vec::with_capacity(chosen.len());
+    for (_, _, load) in chosen {
+        match load {
+            PluginLoad::Ready(plugin) => chain.push(plugin.clone()),
+            PluginLoad::Broken {
+                reason,
+                policy: FailurePolicy::FailClosed,
+                ..
+            } => return Err(Arc::from(reason.as_str())),
+            PluginLoad::Broken { .. } => {}
+        }
+    }
+    Ok((!chain.is_empty()).then(|| PluginChain::from(chain)))
 }

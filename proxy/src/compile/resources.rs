@@ -68,44 +68,52 @@ pub(super) fn held_resources(store: &Store) -> BTreeMap<ObjectRef, HeldResource>
     for (key, resource) in plain(&store.cluster_issuers, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::ClusterIssuer, key, resource);
     }
-    fn gateway_api<'a, K: 'a + serde::Serialize>(
+    /// A Gateway API resource: its metadata and its `status` as JSON (only the status is
+    /// serialised: the writer compares it with the compiled one).
+    fn gateway_api<'a, K: 'a, S: serde::Serialize + 'a>(
         map: &'a BTreeMap<NamespacedName, Stored<K>>,
-        metadata: impl Fn(&'a K) -> &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+        parts: impl Fn(
+            &'a K,
+        ) -> (
+            &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+            Option<&'a S>,
+        ),
     ) -> impl Iterator<Item = (&'a NamespacedName, HeldResource)> {
         map.iter().map(move |(key, stored)| {
-            let mut resource = HeldResource::new(metadata(&stored.object), &[]);
-            resource.status = serde_json::to_value(&*stored.object)
-                .ok()
-                .map(|v| v["status"].clone())
-                .filter(|s| !s.is_null());
+            let (metadata, status) = parts(&stored.object);
+            let mut resource = HeldResource::new(metadata, &[]);
+            resource.status = status.and_then(|s| serde_json::to_value(s).ok());
             (key, resource)
         })
     }
-    for (key, resource) in gateway_api(&store.gateway_classes, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.gateway_classes, |o| (&o.metadata, o.status.as_ref()))
+    {
         add(Kind::GatewayClass, key, resource);
     }
-    for (key, resource) in gateway_api(&store.gateways, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.gateways, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::Gateway, key, resource);
     }
-    for (key, resource) in gateway_api(&store.http_routes, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.http_routes, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::HttpRoute, key, resource);
     }
-    for (key, resource) in gateway_api(&store.grpc_routes, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.grpc_routes, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::GrpcRoute, key, resource);
     }
-    for (key, resource) in gateway_api(&store.tls_routes, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.tls_routes, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::TlsRoute, key, resource);
     }
-    for (key, resource) in gateway_api(&store.tcp_routes, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.tcp_routes, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::TcpRoute, key, resource);
     }
-    for (key, resource) in gateway_api(&store.udp_routes, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.udp_routes, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::UdpRoute, key, resource);
     }
-    for (key, resource) in gateway_api(&store.listener_sets, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.listener_sets, |o| (&o.metadata, o.status.as_ref())) {
         add(Kind::ListenerSet, key, resource);
     }
-    for (key, resource) in gateway_api(&store.backend_tls_policies, |o| &o.metadata) {
+    for (key, resource) in gateway_api(&store.backend_tls_policies, |o| {
+        (&o.metadata, o.status.as_ref())
+    }) {
         add(Kind::BackendTlsPolicy, key, resource);
     }
     for (key, stored) in &store.certificates {

@@ -545,7 +545,7 @@ async fn references_attach_resolve_or_say_why_with_the_specs_reasons() {
     // Every problem is also in the problems list, naming resource and field.
     gantry
         .assert_problems(&[
-            "HTTPRoute gateway-conformance-infra/invalid-cross-namespace-backend-ref: spec.rules: spec.rules[0].backendRefs[0]: Service gateway-conformance-web-backend/web-backend is in another namespace and no ReferenceGrant there allows it",
+            "HTTPRoute gateway-conformance-infra/invalid-cross-namespace-backend-ref: spec.rules[0].backendRefs[0]: Service gateway-conformance-web-backend/web-backend is in another namespace and no ReferenceGrant there allows it",
         ])
         .await;
 }
@@ -1640,4 +1640,100 @@ spec:
             })
     })
     .await;
+}
+
+/// WasmPlugins on Gateway API routes: named by a rule's ExtensionRef filter, or targeting the
+/// route or its Gateway by name; a missing one refuses the route (UnsupportedValue).
+#[tokio::test]
+async fn wasm_plugins_run_on_routes_by_extension_ref_and_targets() {
+    let base = base().await;
+    base.config.write(
+        "plugins.yaml",
+        "apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: by-ref, namespace: gateway-conformance-infra}
+spec:
+  module: builtin:headers
+  config: {response: {add: {x-by-ref: 'yes'}}}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: by-route, namespace: gateway-conformance-infra}
+spec:
+  module: builtin:headers
+  config: {response: {add: {x-by-route: 'yes'}}}
+  targets: {routes: [plugged]}
+---
+apiVersion: gantry.dev/v1alpha1
+kind: WasmPlugin
+metadata: {name: by-gateway, namespace: gateway-conformance-infra}
+spec:
+  module: builtin:headers
+  config: {response: {add: {x-by-gateway: 'yes'}}}
+  targets: {gateways: [all-namespaces]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: plugged, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [plugged.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /ref}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: gantry.dev, kind: WasmPlugin, name: by-ref}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - backendRefs: [{name: infra-backend-v1, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: on-all-namespaces, namespace: gateway-conformance-web-backend}
+spec:
+  parentRefs: [{name: all-namespaces, namespace: gateway-conformance-infra}]
+  hostnames: [gateway-wide.example.com]
+  rules: [{backendRefs: [{name: web-backend, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: missing-plugin, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [missing-plugin.example.com]
+  rules:
+  - filters: [{type: ExtensionRef, extensionRef: {group: gantry.dev, kind: WasmPlugin, name: nowhere}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let client = clients::http1();
+    let headers = |response: &reqwest::Response, name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let ref_answer = gantry
+        .send(&client, "GET", "plugged.example.com", "/ref", &[])
+        .await;
+    assert_eq!(headers(&ref_answer, "x-by-ref").as_deref(), Some("yes"));
+    assert_eq!(headers(&ref_answer, "x-by-route").as_deref(), Some("yes"));
+    let plain = gantry
+        .send(&client, "GET", "plugged.example.com", "/other", &[])
+        .await;
+    assert_eq!(
+        headers(&plain, "x-by-ref"),
+        None,
+        "the filter is its rule's alone"
+    );
+    assert_eq!(headers(&plain, "x-by-route").as_deref(), Some("yes"));
+    let wide = gantry
+        .send(&client, "GET", "gateway-wide.example.com", "/", &[])
+        .await;
+    assert_eq!(headers(&wide, "x-by-gateway").as_deref(), Some("yes"));
+    assert_eq!(headers(&wide, "x-by-route"), None);
+
+    let status = status_of(&gantry, "HTTPRoute", INFRA, "missing-plugin").await;
+    assert_eq!(
+        parent_conditions(&status, "same-namespace")[0],
+        condition("Accepted", "False", "UnsupportedValue")
+    );
 }

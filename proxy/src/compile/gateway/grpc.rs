@@ -37,7 +37,7 @@ pub(super) fn input<'a>(key: &'a NamespacedName, stored: &'a Stored<GrpcRoute>) 
             .filter_map(same_shape)
             .collect(),
         hostnames: spec.hostnames.clone().unwrap_or_default(),
-        rules: spec.rules.iter().flatten().map(rule).collect(),
+        rules: std::borrow::Cow::Owned(spec.rules.iter().flatten().map(rule).collect()),
     }
 }
 

@@ -41,10 +41,36 @@ struct Unsupported {
     reason: String,
 }
 
+/// What came of a route's references: its ResolvedRefs condition (the first failure's) and
+/// every failure, by field.
+struct Refs {
+    condition: Condition,
+    failures: Vec<(String, String)>,
+}
+
+impl Refs {
+    fn new() -> Self {
+        Refs {
+            condition: Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved"),
+            failures: Vec::new(),
+        }
+    }
+
+    fn fail(&mut self, reason: &'static str, field: String, message: String) {
+        if self.condition.holds {
+            self.condition = Condition::no("ResolvedRefs", reason, format!("{field}: {message}"));
+        }
+        self.failures.push((field, message));
+    }
+}
+
 /// What a rule's references resolved to.
 struct Targets {
     backends: Vec<Backend>,
     mirrors: Vec<Arc<Mirror>>,
+    /// Its plugins (ExtensionRef filters, WasmPlugins targeting the route or its Gateways),
+    /// or why they cannot run.
+    plugins: Result<super::super::plugins::ChainResult, Unsupported>,
 }
 
 /// A rule's backends, resolved: each with its weight and what it does.
@@ -62,7 +88,9 @@ pub(super) struct RouteInput<'a> {
     pub metadata: &'a ObjectMeta,
     pub parent_refs: Vec<parents::ParentRef>,
     pub hostnames: Vec<String>,
-    pub rules: Vec<HttpRouteRules>,
+    /// An HTTPRoute's own (borrowed: compiled on every change, so not copied), a GRPCRoute's
+    /// made.
+    pub rules: std::borrow::Cow<'a, [HttpRouteRules]>,
 }
 
 impl<'a> RouteInput<'a> {
@@ -75,7 +103,7 @@ impl<'a> RouteInput<'a> {
             metadata: &stored.object.metadata,
             parent_refs: spec.parent_refs.clone().unwrap_or_default(),
             hostnames: spec.hostnames.clone().unwrap_or_default(),
-            rules: spec.rules.clone().unwrap_or_default(),
+            rules: std::borrow::Cow::Borrowed(spec.rules.as_deref().unwrap_or(&[])),
         }
     }
 
@@ -121,7 +149,7 @@ impl Compiler<'_> {
             if parents.is_empty() {
                 continue;
             }
-            let mut resolved = Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved");
+            let mut refs = Refs::new();
             let mut unsupported = Vec::new();
             let rules = &input.rules;
             for parent in &parents {
@@ -129,11 +157,17 @@ impl Compiler<'_> {
                     gateways[attachment.gateway].listeners[attachment.listener].attached += 1;
                 }
             }
+            let parent_gateways: Vec<NamespacedName> = parents
+                .iter()
+                .flat_map(|p| p.attachments.iter())
+                .map(|a| gateways[a.gateway].key.clone())
+                .collect();
             for (i, rule) in rules.iter().enumerate() {
                 let field = format!("spec.rules[{i}]");
                 let targets = Targets {
-                    backends: self.rule_backends(input.kind, key, &field, rule, &mut resolved),
-                    mirrors: self.rule_mirrors(input.kind, key, &field, rule, &mut resolved),
+                    backends: self.rule_backends(input.kind, key, &field, rule, &mut refs),
+                    mirrors: self.rule_mirrors(input.kind, key, &field, rule, &mut refs),
+                    plugins: self.rule_plugins(key, &field, rule, &parent_gateways),
                 };
                 for parent in &parents {
                     for attachment in &parent.attachments {
@@ -182,14 +216,15 @@ impl Compiler<'_> {
                     &error.reason,
                 ));
             }
-            if !resolved.holds {
+            for (field, message) in &refs.failures {
                 self.problems.push(Problem::field(
                     input.file.clone(),
                     reference.clone(),
-                    "spec.rules",
-                    resolved.message.clone(),
+                    field,
+                    message,
                 ));
             }
+            let resolved = refs.condition;
             for parent in &parents {
                 if let Some((_, message)) = &parent.refused {
                     self.problems.push(Problem::field(
@@ -231,7 +266,7 @@ impl Compiler<'_> {
         key: &NamespacedName,
         field: &str,
         rule: &HttpRouteRules,
-        resolved: &mut Condition,
+        refs: &mut Refs,
     ) -> Vec<Backend> {
         let mut backends = Vec::new();
         for (k, backend) in rule.backend_refs.iter().flatten().enumerate() {
@@ -239,14 +274,9 @@ impl Compiler<'_> {
             let action = match self.backend_ref(kind, key, backend) {
                 Ok(action) => action,
                 Err((reason, message)) => {
-                    if resolved.holds {
-                        *resolved = Condition::no(
-                            "ResolvedRefs",
-                            reason,
-                            format!("{field}.backendRefs[{k}]: {message}"),
-                        );
-                    }
-                    fail(500, &message)
+                    let action = fail(500, &message);
+                    refs.fail(reason, format!("{field}.backendRefs[{k}]"), message);
+                    action
                 }
             };
             let edits = backend
@@ -270,7 +300,7 @@ impl Compiler<'_> {
         key: &NamespacedName,
         field: &str,
         rule: &HttpRouteRules,
-        resolved: &mut Condition,
+        refs: &mut Refs,
     ) -> Vec<Arc<Mirror>> {
         let mut mirrors = Vec::new();
         for (i, filter) in rule.filters.iter().flatten().enumerate() {
@@ -300,18 +330,48 @@ impl Compiler<'_> {
                     mirrors.push(Arc::new(Mirror::to_group(group, fraction)))
                 }
                 Ok(_) => {}
-                Err((reason, message)) => {
-                    if resolved.holds {
-                        *resolved = Condition::no(
-                            "ResolvedRefs",
-                            reason,
-                            format!("{field}.filters[{i}].requestMirror.backendRef: {message}"),
-                        );
-                    }
-                }
+                Err((reason, message)) => refs.fail(
+                    reason,
+                    format!("{field}.filters[{i}].requestMirror.backendRef"),
+                    message,
+                ),
             }
         }
         mirrors
+    }
+
+    /// A rule's plugins: its ExtensionRef filters (Gantry's WasmPlugins) and the WasmPlugins
+    /// targeting the route or one of `gateways`.
+    fn rule_plugins(
+        &self,
+        key: &NamespacedName,
+        field: &str,
+        rule: &HttpRouteRules,
+        gateways: &[NamespacedName],
+    ) -> Result<super::super::plugins::ChainResult, Unsupported> {
+        let mut named = Vec::new();
+        for (i, filter) in rule.filters.iter().flatten().enumerate() {
+            let Some(extension) = &filter.extension_ref else {
+                continue;
+            };
+            if extension.group != crate::config::crd::GROUP || extension.kind != "WasmPlugin" {
+                return Err(Unsupported {
+                    field: format!("{field}.filters[{i}].extensionRef"),
+                    reason: format!(
+                        "{}/{} is not an extension Gantry knows ({}/WasmPlugin)",
+                        extension.group,
+                        extension.kind,
+                        crate::config::crd::GROUP
+                    ),
+                });
+            }
+            named.push(extension.name.clone());
+        }
+        self.route_plugin_chain(key, &named, gateways)
+            .map_err(|reason| Unsupported {
+                field: format!("{field}.filters"),
+                reason,
+            })
     }
 
     /// One backendRef's action, or why it cannot be resolved (reason, message).
@@ -380,6 +440,15 @@ impl Compiler<'_> {
             Some(name) => format!("{key}:{name}"),
             None => format!("{key}:{field}"),
         };
+        let plugins = match &targets.plugins {
+            Ok(chain) => chain.clone(),
+            Err(error) => {
+                return Err(Unsupported {
+                    field: error.field.clone(),
+                    reason: error.reason.clone(),
+                });
+            }
+        };
         let mut built = Vec::new();
         for (j, spec) in matches.iter().enumerate() {
             let match_field = format!("{field}.matches[{j}]");
@@ -402,6 +471,11 @@ impl Compiler<'_> {
                 route.redirect = redirect.clone();
                 route.upstream_host = host_rewrite.clone();
                 route.mirrors = targets.mirrors.clone();
+                match &plugins {
+                    Ok(chain) => route.plugins = chain.clone(),
+                    // A fail-closed plugin that cannot run closes the route, as on an Ingress.
+                    Err(reason) => route.action = Action::Unavailable(reason.clone()),
+                }
                 let headers = merge_edits(edits.as_ref(), own.as_ref());
                 if headers.is_some() || path_rewrite.is_some() {
                     route.filters = Some(Arc::new(RouteFilters {
@@ -527,8 +601,16 @@ fn value_is(
 
 /// A RegularExpression match: the whole value must match (as Envoy's RE2 full match).
 fn anchored(pattern: &str) -> Result<regex::Regex, String> {
-    regex::Regex::new(&format!("^(?:{pattern})$"))
-        .map_err(|e| format!("{pattern:?} is not a regular expression Gantry reads: {e}"))
+    regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+        // The regex crate's message draws a caret under the fault; its last line says what.
+        let text = e.to_string();
+        let what = text
+            .lines()
+            .last()
+            .unwrap_or("")
+            .trim_start_matches("error: ");
+        format!("{pattern:?} is not a regular expression Gantry reads: {what}")
+    })
 }
 
 /// The header changes of a list of filters (RequestHeaderModifier and
@@ -551,7 +633,8 @@ fn header_edits(
             }
             HttpRouteRulesFiltersType::RequestRedirect
             | HttpRouteRulesFiltersType::UrlRewrite
-            | HttpRouteRulesFiltersType::RequestMirror => {}
+            | HttpRouteRulesFiltersType::RequestMirror
+            | HttpRouteRulesFiltersType::ExtensionRef => {}
             ref other => {
                 return Err((
                     i,

@@ -151,6 +151,20 @@ impl Compiler<'_> {
             .map(|(i, l)| self.listener(key, &reference, stored, i, l, settings))
             .collect();
         mark_conflicts(&mut listeners);
+        for (i, listener) in listeners.iter().enumerate() {
+            if let Some(conflict) = listener
+                .conditions
+                .iter()
+                .find(|c| c.kind == "Conflicted" && c.holds)
+            {
+                self.problems.push(crate::problem::Problem::field(
+                    stored.file.clone(),
+                    reference.clone(),
+                    format!("spec.listeners[{i}]"),
+                    conflict.message.clone(),
+                ));
+            }
+        }
         let valid = listeners.iter().filter(|l| l.usable).count();
         let conditions = if listeners.is_empty() || valid == listeners.len() {
             vec![

@@ -132,4 +132,10 @@ pub struct WasmPluginTargets {
     /// Every Ingress in the namespace.
     #[serde(default)]
     pub all_ingresses: bool,
+    /// Gateway API HTTPRoutes and GRPCRoutes of the namespace, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// Gateways of the namespace, by name: every HTTP route attached to them, wherever it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateways: Vec<String>,
 }
