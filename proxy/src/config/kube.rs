@@ -307,6 +307,9 @@ fn parse_one(
     }
 }
 
+/// How often a kind whose CRD is missing is looked for again.
+const MISSING_CRD_RETRY: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Where a watch tells of changes: a counter for [`KubeSource::rescan`], and the reloader.
 struct Announce {
     changes: Arc<AtomicU64>,
@@ -336,7 +339,10 @@ async fn run_watch(
                     info!(%kind, scope, "watch is back");
                     failing = false;
                 }
-                missing_crd = false;
+                // A relist starts with `Init` whether or not the kind is there.
+                if !matches!(event, watcher::Event::Init) {
+                    missing_crd = false;
+                }
                 let announce = match event {
                     watcher::Event::Apply(_) | watcher::Event::Delete(_) => true,
                     watcher::Event::InitDone => {
@@ -368,6 +374,9 @@ async fn run_watch(
                         missing_crd = true;
                     }
                     synced.send_replace(true);
+                    // Looked for again now and then, not at the watcher's pace: a cluster
+                    // without the Gateway API would otherwise be asked ten times a second.
+                    tokio::time::sleep(MISSING_CRD_RETRY).await;
                 } else if !failing {
                     warn!(%kind, scope, "watch failed, retrying with backoff: {error}");
                     failing = true;
