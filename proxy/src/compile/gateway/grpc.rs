@@ -3,25 +3,14 @@
 //! prefix; a method alone or a RegularExpression: a regular expression over the path), header
 //! matches and filters keep their shapes (the spec defines them alike), and backendRefs too.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::RouteKind;
 use super::http::RouteInput;
+use super::{RouteKind, same_shape};
 use crate::config::gateway::{
     GrpcRoute, GrpcRouteRules, GrpcRouteRulesMatches, GrpcRouteRulesMatchesMethodType,
     HttpRouteRules, HttpRouteRulesMatches, HttpRouteRulesMatchesHeaders,
     HttpRouteRulesMatchesHeadersType, HttpRouteRulesMatchesPath, HttpRouteRulesMatchesPathType,
 };
 use crate::config::{NamespacedName, Stored};
-
-/// The same value in a type of the same shape (GRPCRoute's and HTTPRoute's parentRefs,
-/// backendRefs and filters); `None` if the shapes differ after all.
-fn same_shape<A: Serialize, B: DeserializeOwned>(value: &A) -> Option<B> {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
-}
 
 pub(super) fn input<'a>(key: &'a NamespacedName, stored: &'a Stored<GrpcRoute>) -> RouteInput<'a> {
     let spec = &stored.object.spec;

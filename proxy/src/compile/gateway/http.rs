@@ -32,7 +32,9 @@ use crate::snapshot::filters::{
 };
 use crate::snapshot::gateway_router::{PathMatch, RuleMatch, ValueIs, ValueMatch};
 use crate::snapshot::mirror::Mirror;
-use crate::snapshot::{Action, FixedAnswer, Redirect, RedirectTo, Route, Split, Timeouts};
+use crate::snapshot::{
+    Action, FixedAnswer, PathType, Redirect, RedirectTo, Route, Split, Timeouts,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Why a rule, or part of one, cannot be served: the field and the reason.
@@ -259,7 +261,7 @@ impl Compiler<'_> {
         }
     }
 
-    /// A rule's backendRefs, resolved; the first failure becomes `resolved`.
+    /// A rule's backendRefs, resolved; those that cannot be go into `refs`.
     fn rule_backends(
         &mut self,
         kind: RouteKind,
@@ -292,8 +294,8 @@ impl Compiler<'_> {
         backends
     }
 
-    /// A rule's RequestMirror filters, each to its Service; one that cannot be resolved makes
-    /// `resolved` say why (the rule's requests go on without its copies).
+    /// A rule's RequestMirror filters, each to its Service; one that cannot be resolved goes
+    /// into `refs` (the rule's requests go on without its copies).
     fn rule_mirrors(
         &mut self,
         kind: RouteKind,
@@ -466,8 +468,16 @@ impl Compiler<'_> {
                     reason,
                 })?;
             let route_name: Arc<str> = Arc::from(name.as_str());
+            // As `/config` shows it (and where an affinity cookie applies).
+            let shown_path = match &compiled.path {
+                PathMatch::Exact(p) => (PathType::Exact, p.clone()),
+                PathMatch::Prefix(p) if p.is_empty() => (PathType::Prefix, "/".to_owned()),
+                PathMatch::Prefix(p) => (PathType::Prefix, p.clone()),
+                PathMatch::Regex(r) => (PathType::Regex, r.as_str().to_owned()),
+            };
             let make = |action: Action, own: Option<Arc<HeaderEdits>>| {
                 let mut route = plain_route(route_name.clone(), key, hostname, action);
+                route.path = Some(shown_path.clone());
                 route.redirect = redirect.clone();
                 route.upstream_host = host_rewrite.clone();
                 route.mirrors = targets.mirrors.clone();

@@ -4,13 +4,10 @@
 //! L4 pass that serves Gantry's L4Services; of two routes on one port (or one server name)
 //! the older is served, as the spec asks. Their status as for HTTPRoutes.
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
 use super::conditions::Condition;
 use super::listeners::{CompiledGateway, Protocol};
 use super::parents::{self, ParentRef};
-use super::{RouteKind, grants};
+use super::{RouteKind, grants, same_shape};
 use crate::compile::Compiler;
 use crate::compile::backend::Resolved;
 use crate::compile::l4::Wanted;
@@ -30,12 +27,6 @@ struct L4Route<'a> {
     hostnames: Vec<String>,
     /// The first rule's backendRefs (the v1 kinds have one rule).
     backend_refs: Vec<HttpRouteRulesBackendRefs>,
-}
-
-fn same_shape<A: Serialize, B: DeserializeOwned>(value: &A) -> Option<B> {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())
 }
 
 macro_rules! l4_route {

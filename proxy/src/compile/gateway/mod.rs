@@ -164,6 +164,15 @@ impl RuleTable {
     }
 }
 
+/// The same value in a type of the same shape (one route kind's parentRefs, backendRefs and
+/// filters as another's, which the generated types keep apart); `None` if the shapes differ
+/// after all.
+fn same_shape<A: serde::Serialize, B: serde::de::DeserializeOwned>(value: &A) -> Option<B> {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| serde_json::from_value(v).ok())
+}
+
 /// The features Gantry's GatewayClass reports in `status.supportedFeatures`, which the
 /// conformance suite reads to choose its tests.
 const SUPPORTED_FEATURES: &[&str] = &[
