@@ -70,7 +70,7 @@ impl GatewayPorts {
             }
             tokio::select! {
                 changed = self.generations.changed() => if changed.is_err() { break },
-                _ = shutdown.changed() => if *shutdown.borrow() { break },
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
             }
         }
         for (_, task) in bound {
