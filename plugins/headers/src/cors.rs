@@ -1,6 +1,10 @@
 //! CORS: an `OPTIONS` request from an allowed origin is a preflight and is answered 204 here,
 //! without the upstream; other requests from an allowed origin get the `Access-Control-*`
-//! headers on their response. Requests from other origins pass untouched.
+//! headers on their response. Requests from other origins pass untouched. A `*` among the
+//! methods or headers is answered with what the preflight asks for, which browsers take even
+//! with credentials. Two sets of rules: ingress-nginx's (an origin's wildcard stands for one
+//! label, `*` is sent as `*`) and the Gateway API's HTTPCORSFilter (a wildcard stands for any
+//! number of labels, the origin itself is sent back).
 
 use gantry_sdk::{ConfigError, LocalResponse, Request};
 use serde::Deserialize;
@@ -23,6 +27,17 @@ pub struct CorsConfig {
     /// Seconds a browser may keep a preflight's answer.
     #[serde(default)]
     pub max_age: Option<u64>,
+    #[serde(default)]
+    pub rules: Rules,
+}
+
+/// Whose rules the answers follow where ingress-nginx and the Gateway API differ.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rules {
+    #[default]
+    IngressNginx,
+    GatewayApi,
 }
 
 fn any_origin() -> Vec<String> {
@@ -49,6 +64,10 @@ pub struct Cors {
     origins: Vec<Origin>,
     /// Headers every CORS answer carries, besides `Access-Control-Allow-Origin`.
     headers: Vec<(&'static str, String)>,
+    /// `*` among the methods (headers): a preflight is allowed the one it asks for.
+    any_method: bool,
+    any_header: bool,
+    rules: Rules,
 }
 
 pub enum Outcome {
@@ -118,13 +137,15 @@ impl Cors {
         if config.allow_credentials {
             headers.push(("access-control-allow-credentials", "true".to_owned()));
         }
-        if !config.allow_methods.is_empty() {
+        let any_method = config.allow_methods.iter().any(|m| m == "*");
+        let any_header = config.allow_headers.iter().any(|h| h == "*");
+        if !config.allow_methods.is_empty() && !any_method {
             headers.push((
                 "access-control-allow-methods",
                 config.allow_methods.join(", "),
             ));
         }
-        if !config.allow_headers.is_empty() {
+        if !config.allow_headers.is_empty() && !any_header {
             headers.push((
                 "access-control-allow-headers",
                 config.allow_headers.join(", "),
@@ -139,7 +160,13 @@ impl Cors {
         if let Some(age) = config.max_age {
             headers.push(("access-control-max-age", age.to_string()));
         }
-        Ok(Cors { origins, headers })
+        Ok(Cors {
+            origins,
+            headers,
+            any_method,
+            any_header,
+            rules: config.rules,
+        })
     }
 
     /// The value of `Access-Control-Allow-Origin` for `origin`, if it is allowed.
@@ -154,12 +181,14 @@ impl Cors {
                     if let Some(authority) = lower
                         .strip_prefix(scheme.as_str())
                         .and_then(|r| r.strip_prefix("://"))
-                        && let Some((label, tail)) = authority.split_once('.')
-                        && tail == rest
-                        && !label.is_empty()
-                        && label
+                        && let Some(labels) = authority
+                            .strip_suffix(rest.as_str())
+                            .and_then(|l| l.strip_suffix('.'))
+                        && !labels.is_empty()
+                        && (self.rules == Rules::GatewayApi || !labels.contains('.'))
+                        && labels
                             .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
                     {
                         return Some(origin.to_owned());
                     }
@@ -167,7 +196,10 @@ impl Cors {
                 Origin::Exact(_) => {}
             }
         }
-        any.then(|| "*".to_owned())
+        match self.rules {
+            Rules::IngressNginx => any.then(|| "*".to_owned()),
+            Rules::GatewayApi => any.then(|| origin.to_owned()),
+        }
     }
 
     pub fn on_request(&self, request: &Request) -> Outcome {
@@ -184,6 +216,17 @@ impl Cors {
         headers.push(("access-control-allow-origin", allowed));
         headers.extend(self.headers.iter().cloned());
         if request.method().eq_ignore_ascii_case("OPTIONS") {
+            let asked = |name: &str| request.header(name).filter(|v| !v.trim().is_empty());
+            if self.any_method
+                && let Some(method) = asked("access-control-request-method")
+            {
+                headers.push(("access-control-allow-methods", method));
+            }
+            if self.any_header
+                && let Some(names) = asked("access-control-request-headers")
+            {
+                headers.push(("access-control-allow-headers", names));
+            }
             let mut answer = LocalResponse::new(204);
             for (name, value) in headers {
                 answer = answer.header(name, value);
@@ -206,6 +249,7 @@ mod tests {
             expose_headers: vec![],
             allow_credentials: false,
             max_age: None,
+            rules: Rules::IngressNginx,
         })
         .unwrap()
     }
@@ -235,6 +279,24 @@ mod tests {
     }
 
     #[test]
+    fn under_the_gateway_apis_rules_a_wildcard_covers_any_labels_and_origins_are_echoed() {
+        let mut c = cors(&["https://*.bar.com", "*"]);
+        c.rules = Rules::GatewayApi;
+        assert_eq!(
+            c.allow_origin("https://xpto.www.bar.com").as_deref(),
+            Some("https://xpto.www.bar.com")
+        );
+        assert_eq!(
+            c.allow_origin("https://foobar.com:12345").as_deref(),
+            Some("https://foobar.com:12345")
+        );
+        let mut c = cors(&["https://*.bar.com"]);
+        c.rules = Rules::GatewayApi;
+        assert_eq!(c.allow_origin("https://bar.com"), None);
+        assert_eq!(c.allow_origin("https://evilbar.com"), None);
+    }
+
+    #[test]
     fn bad_origins_are_refused_with_their_index() {
         let e = Cors::new(CorsConfig {
             allow_origins: vec!["*".into(), "example.com".into()],
@@ -243,6 +305,7 @@ mod tests {
             expose_headers: vec![],
             allow_credentials: false,
             max_age: None,
+            rules: Rules::IngressNginx,
         })
         .err()
         .unwrap();

@@ -706,7 +706,11 @@ fn retry_policy(spec: &Retry) -> Result<RetryPolicy, FieldError> {
                     "is shorter than baseInterval",
                 ));
             }
-            policy.backoff = Some(Backoff { base, max });
+            policy.backoff = Some(Backoff {
+                base,
+                max,
+                floor: Duration::ZERO,
+            });
         }
     }
     if let Some(budget) = &spec.budget {

@@ -1,6 +1,7 @@
 //! The plugins to load, worked out from the store before the loader compiles them: every
-//! WasmPlugin (with the Secret a `builtin:acl` names read into its configuration) and every
-//! plugin an Ingress's ingress-nginx annotations ask for. Pure, like the rest of `compile`.
+//! WasmPlugin (with the Secret a `builtin:acl` names read into its configuration), every
+//! plugin an Ingress's ingress-nginx annotations ask for and every HTTPRoute CORS filter.
+//! Pure, like the rest of `compile`.
 
 use serde_json::Value;
 
@@ -38,6 +39,18 @@ pub fn wanted_plugins(store: &Store) -> Vec<WantedPlugin> {
                 file: stored.file.clone(),
                 object: ObjectRef::new(Kind::Ingress, key),
                 field: Some(derived.field),
+                problem: None,
+            });
+        }
+    }
+    for (key, stored) in &store.http_routes {
+        for (plugin, spec, field) in super::gateway::cors::wanted(key, &stored.object) {
+            wanted.push(WantedPlugin {
+                key: plugin,
+                spec,
+                file: stored.file.clone(),
+                object: ObjectRef::new(Kind::HttpRoute, key),
+                field: Some(field),
                 problem: None,
             });
         }

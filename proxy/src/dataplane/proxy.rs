@@ -410,11 +410,7 @@ impl ProxyHttp for EdgeProxy {
         let options = &mut peer.options;
         options.connection_timeout = Some(route.timeouts.connect);
         // Pingora's client has one read timeout: a per-try limit bounds every read here.
-        options.read_timeout = Some(
-            ctx.attempts
-                .per_try_timeout(group)
-                .map_or(route.timeouts.read, |t| t.min(route.timeouts.read)),
-        );
+        options.read_timeout = Some(ctx.attempts.read_timeout(group, route.timeouts.read));
         options.write_timeout = Some(route.timeouts.send);
         options.idle_timeout = Some(UPSTREAM_IDLE_TIMEOUT);
         if protocol == UpstreamProtocol::H2 {

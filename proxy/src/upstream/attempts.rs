@@ -114,6 +114,9 @@ impl Attempts {
                             limit,
                         })?;
                 }
+                if self.tried_count >= addrs.len() && self.policy(group).revisit {
+                    self.tried_count = 0;
+                }
                 // A request of an existing session (its cookie, or its hash key).
                 let sticky = self.key.is_some() && self.set_cookie.is_none();
                 if let Balance::Cookie(affinity) = &self.balance
@@ -280,11 +283,19 @@ impl Attempts {
         };
         let policy = self.policy(group);
         let tries = usize::try_from(policy.tries).unwrap_or(usize::MAX);
-        let in_time = match (policy.window, self.first) {
-            (Some(window), Some(first)) => first.elapsed() < window,
-            _ => true,
+        let in_time = match (policy.window, policy.deadline, self.first) {
+            (None, None, _) | (_, _, None) => true,
+            (window, deadline, Some(first)) => {
+                let elapsed = first.elapsed();
+                window.is_none_or(|w| elapsed < w) && deadline.is_none_or(|d| elapsed < d)
+            }
         };
-        in_time && self.made < endpoints.min(tries)
+        let most = if policy.revisit {
+            tries
+        } else {
+            endpoints.min(tries)
+        };
+        in_time && self.made < most
     }
 
     /// Whether the attempt that just `failed` goes again on another endpoint: the policy
@@ -349,9 +360,19 @@ impl Attempts {
         self.held.unwrap_or(Failed::Status(self.last_status))
     }
 
-    /// How long each attempt may wait for its response head, when the policy says.
-    pub fn per_try_timeout(&self, group: &UpstreamGroup) -> Option<Duration> {
-        self.policy(group).per_try_timeout
+    /// How long the attempt about to start may wait for each read (`read`, the route's), cut
+    /// to the policy's per-try timeout and to what is left before its deadline.
+    pub fn read_timeout(&self, group: &UpstreamGroup, read: Duration) -> Duration {
+        let policy = self.policy(group);
+        let mut timeout = policy.per_try_timeout.map_or(read, |t| t.min(read));
+        if let (Some(deadline), Some(first)) = (policy.deadline, self.first) {
+            // Never zero: Pingora and the fast path read a zero timeout as "none".
+            let left = deadline
+                .saturating_sub(first.elapsed())
+                .max(Duration::from_millis(1));
+            timeout = timeout.min(left);
+        }
+        timeout
     }
 }
 

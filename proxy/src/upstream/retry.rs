@@ -59,6 +59,10 @@ pub struct RetryPolicy {
     pub tries: u32,
     /// Whether a request that is not idempotent goes again once it has reached an endpoint.
     pub non_idempotent: bool,
+    /// Whether retries go back to endpoints already tried once every one has been, as Envoy's
+    /// and the Gateway API's do; ingress-nginx's next upstream is never one tried before.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub revisit: bool,
     /// No new attempt once this long has passed since the first began.
     #[serde(
         serialize_with = "serialize_optional_duration",
@@ -71,7 +75,16 @@ pub struct RetryPolicy {
         skip_serializing_if = "Option::is_none"
     )]
     pub per_try_timeout: Option<Duration>,
-    /// The pause before retry n is a random time up to `base * 2^(n-1)`, capped at `max`.
+    /// The response must have begun this long after the first attempt did, or the client gets
+    /// 504 (a Gateway API route's `timeouts.request`): no attempt waits past it, none starts
+    /// after it.
+    #[serde(
+        serialize_with = "serialize_optional_duration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub deadline: Option<Duration>,
+    /// The pause before retry n is a random time up to `base * 2^(n-1)`, capped at `max`, and
+    /// never shorter than `floor`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     pub budget: Budget,
@@ -85,6 +98,13 @@ pub struct Backoff {
     pub base: Duration,
     #[serde(serialize_with = "crate::duration::serialize")]
     pub max: Duration,
+    /// The shortest pause (a Gateway API route's `retry.backoff` is a minimum); zero for
+    /// Envoy's full jitter.
+    #[serde(
+        serialize_with = "crate::duration::serialize",
+        skip_serializing_if = "Duration::is_zero"
+    )]
+    pub floor: Duration,
 }
 
 /// Retries in flight at a group may be at most `percent` of its requests in flight, or
@@ -130,8 +150,10 @@ impl Default for RetryPolicy {
             },
             tries: 3,
             non_idempotent: false,
+            revisit: false,
             window: None,
             per_try_timeout: None,
+            deadline: None,
             backoff: None,
             budget: Budget::default(),
         }
@@ -182,7 +204,7 @@ impl RetryPolicy {
             .base
             .saturating_mul(1u32 << n.saturating_sub(1).min(16))
             .min(backoff.max);
-        ceiling.mul_f64(fastrand::f64())
+        ceiling.mul_f64(fastrand::f64()).max(backoff.floor)
     }
 
     /// Whether the budget lets one more retry start at a group with these endpoints: counts
@@ -347,6 +369,7 @@ mod tests {
             backoff: Some(Backoff {
                 base: Duration::from_millis(25),
                 max: Duration::from_millis(60),
+                floor: Duration::ZERO,
             }),
             ..RetryPolicy::default()
         };

@@ -15,7 +15,7 @@ use super::conditions::Condition;
 use super::grants;
 use super::listeners::CompiledGateway;
 use super::parents::{self, Parent};
-use super::{RouteKind, RuleTable};
+use super::{RouteKind, RuleTable, cors, traffic};
 use crate::compile::Compiler;
 use crate::compile::backend::Resolved;
 use crate::config::gateway::{
@@ -35,6 +35,7 @@ use crate::snapshot::mirror::Mirror;
 use crate::snapshot::{
     Action, FixedAnswer, PathType, Redirect, RedirectTo, Route, Split, Timeouts,
 };
+use crate::upstream::balance::Balance;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 /// Why a rule, or part of one, cannot be served: the field and the reason.
@@ -169,7 +170,7 @@ impl Compiler<'_> {
                 let targets = Targets {
                     backends: self.rule_backends(input.kind, key, &field, rule, &mut refs),
                     mirrors: self.rule_mirrors(input.kind, key, &field, rule, &mut refs),
-                    plugins: self.rule_plugins(key, &field, rule, &parent_gateways),
+                    plugins: self.rule_plugins(key, (i, &field), rule, &parent_gateways),
                 };
                 for parent in &parents {
                     for attachment in &parent.attachments {
@@ -347,11 +348,14 @@ impl Compiler<'_> {
     fn rule_plugins(
         &self,
         key: &NamespacedName,
-        field: &str,
+        (index, field): (usize, &str),
         rule: &HttpRouteRules,
         gateways: &[NamespacedName],
     ) -> Result<super::super::plugins::ChainResult, Unsupported> {
         let mut named = Vec::new();
+        if cors::filter_of(rule).is_some() {
+            named.push(cors::plugin_name(&key.name, index));
+        }
         for (i, filter) in rule.filters.iter().flatten().enumerate() {
             let Some(extension) = &filter.extension_ref else {
                 continue;
@@ -468,6 +472,18 @@ impl Compiler<'_> {
                     reason,
                 })?;
             let route_name: Arc<str> = Arc::from(name.as_str());
+            let unsupported = |(at, reason): traffic::FieldFault| Unsupported {
+                field: format!("{field}.{at}"),
+                reason,
+            };
+            // Checked once here; each backend's routes build on its group's own policy.
+            traffic::retry_policy(rule, None).map_err(unsupported)?;
+            let affinity = match &rule.session_persistence {
+                Some(spec) => Some(Arc::new(
+                    traffic::session_affinity(spec, &name).map_err(unsupported)?,
+                )),
+                None => None,
+            };
             // As `/config` shows it (and where an affinity cookie applies).
             let shown_path = match &compiled.path {
                 PathMatch::Exact(p) => (PathType::Exact, p.clone()),
@@ -476,8 +492,18 @@ impl Compiler<'_> {
                 PathMatch::Regex(r) => (PathType::Regex, r.as_str().to_owned()),
             };
             let make = |action: Action, own: Option<Arc<HeaderEdits>>| {
+                let retry = match &action {
+                    Action::Proxy(group) => traffic::retry_policy(rule, group.retry.as_deref())
+                        .ok()
+                        .flatten(),
+                    _ => None,
+                };
                 let mut route = plain_route(route_name.clone(), key, hostname, action);
                 route.path = Some(shown_path.clone());
+                route.retry = retry;
+                if let (Some(affinity), Action::Proxy(_)) = (&affinity, &route.action) {
+                    route.balance = Balance::Cookie(affinity.clone());
+                }
                 route.redirect = redirect.clone();
                 route.upstream_host = host_rewrite.clone();
                 route.mirrors = targets.mirrors.clone();
@@ -496,6 +522,15 @@ impl Compiler<'_> {
                 route
             };
             let live: Vec<&Backend> = targets.backends.iter().filter(|b| b.weight > 0).collect();
+            if affinity.is_some() && live.len() > 1 {
+                // Each request picks its backend by weight: a session could not stay on one.
+                return Err(Unsupported {
+                    field: format!("{field}.sessionPersistence"),
+                    reason: "sessions across several weighted backendRefs are not supported \
+                             by Gantry (one backendRef is)"
+                        .to_owned(),
+                });
+            }
             let route = match (live.as_slice(), &redirect) {
                 (_, Some(_)) => make(Action::Unavailable(Arc::from("redirect")), None),
                 ([], None) => make(fail(500, "the rule has no backendRefs with weight"), None),
@@ -644,6 +679,7 @@ fn header_edits(
             HttpRouteRulesFiltersType::RequestRedirect
             | HttpRouteRulesFiltersType::UrlRewrite
             | HttpRouteRulesFiltersType::RequestMirror
+            | HttpRouteRulesFiltersType::Cors
             | HttpRouteRulesFiltersType::ExtensionRef => {}
             ref other => {
                 return Err((

@@ -267,22 +267,33 @@ fn derived(
             &ingress.namespace,
             &format!("{}:nginx-{kind}", ingress.name),
         ),
-        spec: WasmPluginSpec {
-            module: format!("builtin:{kind}"),
-            plugin_type: Default::default(),
-            sha256: None,
-            config: Some(config),
-            vm_config: None,
-            root_id: String::new(),
-            vm_id: String::new(),
-            failure_policy: FailurePolicy::FailClosed,
-            phase: Phase::Authn,
-            priority,
-            timeout: Some(timeout.to_owned()),
-            memory_limit: None,
-            targets: None,
-        },
+        spec: builtin_spec(kind, config, priority, timeout),
         field,
+    }
+}
+
+/// A built-in plugin that a resource's fields stand for: it runs first (AUTHN at `priority`)
+/// and fails closed.
+pub(crate) fn builtin_spec(
+    kind: &str,
+    config: Value,
+    priority: i32,
+    timeout: &str,
+) -> WasmPluginSpec {
+    WasmPluginSpec {
+        module: format!("builtin:{kind}"),
+        plugin_type: Default::default(),
+        sha256: None,
+        config: Some(config),
+        vm_config: None,
+        root_id: String::new(),
+        vm_id: String::new(),
+        failure_policy: FailurePolicy::FailClosed,
+        phase: Phase::Authn,
+        priority,
+        timeout: Some(timeout.to_owned()),
+        memory_limit: None,
+        targets: None,
     }
 }
 

@@ -328,10 +328,7 @@ async fn proxy(
             buffered,
         };
         let set_cookie = ctx.attempts.set_cookie(route.cookie_path());
-        let head_timeout = ctx
-            .attempts
-            .per_try_timeout(group)
-            .map_or(timeouts.read, |t| t.min(timeouts.read));
+        let head_timeout = ctx.attempts.read_timeout(group, timeouts.read);
         match exchange(
             client,
             upstream,

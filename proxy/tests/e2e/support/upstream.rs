@@ -31,6 +31,8 @@ pub struct Seen {
     /// While set, the echo server holds every request it gets until [`Seen::release`].
     pub holding: std::sync::atomic::AtomicBool,
     released: tokio::sync::Notify,
+    /// The Gateway API conformance echo's retry simulator: attempts seen per `uuid`.
+    attempts: std::sync::Mutex<std::collections::HashMap<String, u32>>,
 }
 
 impl Seen {
@@ -89,7 +91,10 @@ impl Drop for Upstream {
 /// An HTTP server answering every request with JSON describing it:
 /// `{"server", "method", "path", "version", "headers": {name: [values]}, "body", "connection"}`.
 /// `/slow/MS` waits MS milliseconds first; `/status/CODE` answers CODE; `/hop` answers with
-/// hop-by-hop fields that a proxy must remove.
+/// hop-by-hop fields that a proxy must remove. As the Gateway API conformance suite's echo
+/// server: `?delay=DURATION` waits first, and a path under `/retry/` with
+/// `?uuid=U&succeedAfter=N` fails the first N requests of `U` (after `delayRetry`) with
+/// `responseCode`, or by closing the connection without an answer when it has none.
 pub async fn echo(name: &str) -> Upstream {
     slow_echo(name, Duration::ZERO).await
 }
@@ -128,7 +133,9 @@ async fn echo_on(ip: std::net::IpAddr, name: &str, delay: Duration) -> Upstream 
                         // Slow on purpose: the endpoint's slowness is what the test is about.
                         tokio::time::sleep(delay).await;
                     }
-                    Ok::<_, Infallible>(answer(req, &name, connection, &seen).await)
+                    answer(req, &name, connection, &seen)
+                        .await
+                        .ok_or_else(|| std::io::Error::other("the retry simulator's failure"))
                 }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
@@ -139,16 +146,17 @@ async fn echo_on(ip: std::net::IpAddr, name: &str, delay: Duration) -> Upstream 
     .await
 }
 
+/// `None`: the connection is to be closed without an answer.
 async fn answer(
     req: Request<Incoming>,
     name: &str,
     connection: usize,
     seen: &Seen,
-) -> Response<Full<Bytes>> {
+) -> Option<Response<Full<Bytes>>> {
     seen.requests.fetch_add(1, Ordering::SeqCst);
     seen.in_flight.fetch_add(1, Ordering::SeqCst);
     seen.wait_if_holding().await;
-    let failing = seen.fail_with.load(Ordering::SeqCst);
+    let mut failing = seen.fail_with.load(Ordering::SeqCst);
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -158,6 +166,46 @@ async fn answer(
     if let Some(ms) = path.strip_prefix("/slow/").and_then(|ms| ms.parse().ok()) {
         // The upstream is slow on purpose: this is the behaviour under test, not synchronisation.
         tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let query: BTreeMap<String, String> = parts
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(delay) = query.get("delay").and_then(|d| go_duration(d)) {
+        // As above: the conformance suite's slow backend.
+        tokio::time::sleep(delay).await;
+    }
+    if parts.uri.path().starts_with("/retry/")
+        && let (Some(uuid), Some(after)) = (
+            query.get("uuid"),
+            query
+                .get("succeedAfter")
+                .and_then(|n| n.parse::<u32>().ok()),
+        )
+    {
+        let seen_before = {
+            let mut attempts = seen.attempts.lock().unwrap();
+            let count = attempts.entry(uuid.clone()).or_default();
+            *count += 1;
+            *count - 1
+        };
+        if seen_before < after {
+            if let Some(delay) = query.get("delayRetry").and_then(|d| go_duration(d)) {
+                tokio::time::sleep(delay).await;
+            }
+            match query.get("responseCode").and_then(|c| c.parse().ok()) {
+                Some(code) => failing = code,
+                None => {
+                    seen.in_flight.fetch_sub(1, Ordering::SeqCst);
+                    return None;
+                }
+            }
+        }
     }
     let body = body
         .collect()
@@ -197,9 +245,24 @@ async fn answer(
             .header("keep-alive", "timeout=5");
     }
     seen.in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
-        .body(Full::new(Bytes::from(report.to_string())))
-        .unwrap()
+    Some(
+        response
+            .body(Full::new(Bytes::from(report.to_string())))
+            .unwrap(),
+    )
+}
+
+/// A Go duration of one unit (`300ms`, `1s`), as the conformance suite writes them.
+fn go_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(number)),
+        "s" => Some(Duration::from_secs(number)),
+        "m" => Some(Duration::from_secs(number * 60)),
+        _ => None,
+    }
 }
 
 /// A WebSocket server echoing every text message back as `NAME: MESSAGE`.

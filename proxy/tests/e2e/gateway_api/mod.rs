@@ -11,11 +11,13 @@ use serde_json::Value;
 use crate::support::config::GANTRY_CLASS;
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
+mod traffic;
+
 const INFRA: &str = "gateway-conformance-infra";
 
 /// A Service on port 8080 whose EndpointSlice holds `addr` (as the suite's backends are
 /// reached: Service port 8080).
-fn backend(namespace: &str, name: &str, addr: SocketAddr) -> String {
+pub(super) fn backend(namespace: &str, name: &str, addr: SocketAddr) -> String {
     backend_speaking(namespace, name, addr, "http")
 }
 
@@ -46,13 +48,13 @@ ports: [{{name: http, port: {port}}}]
 /// The suite's base: its GatewayClass (Gantry's), namespaces with their labels, the Gateways
 /// `same-namespace`, `all-namespaces` and `backend-namespaces`, and the backends, kept running
 /// for the test's length.
-struct Base {
-    config: ConfigDir,
+pub(super) struct Base {
+    pub(super) config: ConfigDir,
     /// infra-backend-v1, -v2, -v3, app-backend-v1, -v2, web-backend, in that order.
-    backends: Vec<upstream::Upstream>,
+    pub(super) backends: Vec<upstream::Upstream>,
 }
 
-async fn base() -> Base {
+pub(super) async fn base() -> Base {
     let config = ConfigDir::new();
     config.write("ingressclass.yaml", GANTRY_CLASS);
     let (manifests, backends) = base_manifests().await;
@@ -129,7 +131,7 @@ spec:
 }
 
 /// A request's answer: status, the echo backend that served it (if one did), its report.
-async fn ask(
+pub(super) async fn ask(
     gantry: &Gantry,
     method: &str,
     host: &str,
@@ -153,7 +155,7 @@ async fn ask(
 }
 
 /// The status of a resource as `/status` shows it.
-async fn status_of(gantry: &Gantry, kind: &str, namespace: &str, name: &str) -> Value {
+pub(super) async fn status_of(gantry: &Gantry, kind: &str, namespace: &str, name: &str) -> Value {
     let listing: Vec<Value> = reqwest::get(gantry.admin_url("/status"))
         .await
         .unwrap()
@@ -172,7 +174,7 @@ async fn status_of(gantry: &Gantry, kind: &str, namespace: &str, name: &str) -> 
 }
 
 /// The conditions of `route`'s status entry for Gateway `gateway`, as (type, status, reason).
-fn parent_conditions(status: &Value, gateway: &str) -> Vec<(String, String, String)> {
+pub(super) fn parent_conditions(status: &Value, gateway: &str) -> Vec<(String, String, String)> {
     let parent = status["parents"]
         .as_array()
         .into_iter()
@@ -196,7 +198,7 @@ fn parent_conditions(status: &Value, gateway: &str) -> Vec<(String, String, Stri
         .collect()
 }
 
-fn condition(kind: &str, status: &str, reason: &str) -> (String, String, String) {
+pub(super) fn condition(kind: &str, status: &str, reason: &str) -> (String, String, String) {
     (kind.to_owned(), status.to_owned(), reason.to_owned())
 }
 
