@@ -38,6 +38,9 @@ pub enum Command {
     /// Work with proxy-wasm plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Print other resources equivalent to a folder's.
+    #[command(subcommand)]
+    Convert(ConvertCommand),
     /// Print the CustomResourceDefinitions of Gantry's resources (YAML), as deploy/crds.yaml
     /// holds them.
     Crds,
@@ -243,6 +246,27 @@ pub enum PluginCommand {
     /// Run a plugin in Gantry's proxy-wasm host against the cases in a YAML file, without a
     /// proxy; exit 1 if any case fails.
     Test(PluginTestArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConvertCommand {
+    /// Print the Gateway API resources (and Gantry WasmPlugins) that do what the folder's
+    /// Ingresses and their ingress-nginx annotations do, as YAML; list on stderr what could
+    /// not be carried over, one line per Ingress field.
+    Ingress(ConvertIngressArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConvertIngressArgs {
+    /// Folder of Kubernetes resource files (the Services too, to resolve named ports).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// The GatewayClass of the Gateways (printed too, with Gantry's controller).
+    #[arg(long, default_value = "gantry", value_name = "NAME")]
+    pub gateway_class: String,
+    /// The name of each namespace's Gateway.
+    #[arg(long, default_value = "gantry", value_name = "NAME")]
+    pub gateway_name: String,
 }
 
 #[derive(Debug, Args)]

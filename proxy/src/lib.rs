@@ -14,6 +14,7 @@ pub mod cli;
 pub mod cmd;
 pub mod compile;
 pub mod config;
+pub mod convert;
 pub mod dataplane;
 pub mod dns;
 pub mod duration;

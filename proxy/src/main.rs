@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use gantry::cli::{Cli, Command, EndpointsCommand, LogArgs, LogFormat, PluginCommand};
+use gantry::cli::{
+    Cli, Command, ConvertCommand, EndpointsCommand, LogArgs, LogFormat, PluginCommand,
+};
 
 /// Pingora allocates many small objects per request; mimalloc serves them faster than glibc's
 /// malloc and hands memory back after load (see bench/README.md for the measurements). It is
@@ -81,6 +83,22 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("gantry endpoints: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Convert(ConvertCommand::Ingress(args)) => {
+            let options = gantry::convert::Options {
+                gateway_class: args.gateway_class.clone(),
+                gateway_name: args.gateway_name.clone(),
+            };
+            let mut out = std::io::stdout();
+            let mut err = std::io::stderr();
+            match gantry::cmd::convert::ingress(&args.dir, &options, &mut out, &mut err) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("gantry convert ingress: {e}");
                     ExitCode::from(2)
                 }
             }

@@ -11,13 +11,13 @@ struct Side<'a> {
     pub namespace: &'a str,
 }
 
-/// Whether a Gateway API object of `from_kind` in `from_namespace` may refer to the core
-/// object (a Service, a Secret) of `to_kind` named `to_namespace`/`name`; if not, the spec's
-/// reason and a message.
+/// Whether a Gateway API object of `from_kind` in `from_namespace` may refer to the object
+/// of `to_group` (`""`: a core Service or Secret) and `to_kind` named `to_namespace`/`name`;
+/// if not, the spec's reason and a message.
 pub fn check(
     store: &Store,
     (from_kind, from_namespace): (&str, &str),
-    (to_kind, to_namespace): (&str, &str),
+    (to_group, to_kind, to_namespace): (&str, &str, &str),
     name: &str,
 ) -> Result<(), (&'static str, String)> {
     let from = Side {
@@ -26,7 +26,7 @@ pub fn check(
         namespace: from_namespace,
     };
     let to = Side {
-        group: "",
+        group: to_group,
         kind: to_kind,
         namespace: to_namespace,
     };

@@ -389,17 +389,36 @@ impl Compiler<'_> {
     ) -> Result<Action, (&'static str, String)> {
         let group = backend.group.as_deref().unwrap_or("");
         let backend_kind = backend.kind.as_deref().unwrap_or("Service");
+        let namespace = backend.namespace.as_deref().unwrap_or(&key.namespace);
+        if group == crate::config::crd::GROUP && backend_kind == "FixedResponse" {
+            // Gantry's own kind: the answer, as an Ingress's resource backend gives it.
+            grants::check(
+                self.store,
+                (kind.name(), &key.namespace),
+                (crate::config::crd::GROUP, "FixedResponse", namespace),
+                &backend.name,
+            )?;
+            let answer = NamespacedName::new(namespace, &backend.name);
+            return self
+                .backends
+                .answer(&answer)
+                .map(Action::Respond)
+                .map_err(|reason| ("BackendNotFound", reason));
+        }
         if !group.is_empty() || backend_kind != "Service" {
             return Err((
                 "InvalidKind",
-                format!("{group}/{backend_kind} is not a backend kind Gantry knows (core Service)"),
+                format!(
+                    "{group}/{backend_kind} is not a backend kind Gantry knows (core Service, \
+                     {}/FixedResponse)",
+                    crate::config::crd::GROUP
+                ),
             ));
         }
-        let namespace = backend.namespace.as_deref().unwrap_or(&key.namespace);
         grants::check(
             self.store,
             (kind.name(), &key.namespace),
-            ("Service", namespace),
+            ("", "Service", namespace),
             &backend.name,
         )?;
         let Some(port) = backend.port.and_then(|p| u16::try_from(p).ok()) else {

@@ -218,7 +218,7 @@ impl Compiler<'_> {
         if let Err((reason, message)) = grants::check(
             self.store,
             (route.kind.name(), &route.key.namespace),
-            ("Service", namespace),
+            ("", "Service", namespace),
             &backend.name,
         ) {
             return (Condition::no("ResolvedRefs", reason, message), None);

@@ -439,7 +439,7 @@ impl Compiler<'_> {
             grants::check(
                 self.store,
                 ("Gateway", &gateway.namespace),
-                ("Secret", namespace),
+                ("", "Secret", namespace),
                 &reference.name,
             )?;
             let key = NamespacedName::new(namespace, &reference.name);

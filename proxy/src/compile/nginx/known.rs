@@ -11,7 +11,7 @@ pub(super) const SNIPPETS: [&str; 5] = [
 ];
 
 /// Honoured (see the module's comment).
-pub(super) const HONOURED: [&str; 82] = [
+pub(crate) const HONOURED: [&str; 82] = [
     "limit-rps",
     "limit-rpm",
     "limit-burst-multiplier",

@@ -67,7 +67,8 @@ mod client_auth;
 mod known;
 mod plugins;
 
-use known::{HONOURED, NOT_HONOURED, SNIPPETS};
+pub(crate) use known::HONOURED;
+use known::{NOT_HONOURED, SNIPPETS};
 pub use plugins::{HtpasswdForm, htpasswd};
 use plugins::{access, cors, rate_limit, rewrites};
 
