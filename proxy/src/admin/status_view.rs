@@ -27,14 +27,16 @@ pub struct ResourceStatus {
 }
 
 /// A Gateway API resource's readiness from its status: a GatewayClass's `Accepted`, a
-/// Gateway's `Accepted` and `Programmed`, a route's conditions on every parent; the first that
-/// does not hold says why.
+/// Gateway's `Accepted` and `Programmed`, a route's conditions on every parent (a policy's on
+/// every ancestor); the first that does not hold says why.
 fn gateway_readiness(status: &serde_json::Value) -> (&'static str, String, String) {
     let mut conditions: Vec<&serde_json::Value> = Vec::new();
     if let Some(own) = status["conditions"].as_array() {
         conditions.extend(own.iter().filter(|c| c["type"] != "SupportedVersion"));
     }
-    for parent in status["parents"].as_array().into_iter().flatten() {
+    let parents = status["parents"].as_array().into_iter().flatten();
+    let ancestors = status["ancestors"].as_array().into_iter().flatten();
+    for parent in parents.chain(ancestors) {
         conditions.extend(parent["conditions"].as_array().into_iter().flatten());
     }
     let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();

@@ -15,6 +15,7 @@ use crate::config::crd::{FixedResponse, GROUP};
 use crate::config::{NamespacedName, Store};
 use crate::problem::FieldError;
 
+use super::gateway::backend_tls::{BackendTls, BackendTlsPolicies};
 use super::policies::BackendPolicies;
 use crate::snapshot::{Action, FixedAnswer, UpstreamGroup, UpstreamProtocol, UpstreamTarget};
 
@@ -41,10 +42,15 @@ pub struct Backends<'a> {
     groups: HashMap<(NamespacedName, String), Arc<UpstreamGroup>>,
     answers: HashMap<NamespacedName, Result<Arc<FixedAnswer>, FieldError>>,
     policies: BackendPolicies,
+    backend_tls: BackendTlsPolicies,
 }
 
 impl<'a> Backends<'a> {
-    pub fn new(store: &'a Store, policies: BackendPolicies) -> Self {
+    pub fn new(
+        store: &'a Store,
+        policies: BackendPolicies,
+        backend_tls: BackendTlsPolicies,
+    ) -> Self {
         let mut slices: HashMap<NamespacedName, Vec<&EndpointSlice>> = HashMap::new();
         for (key, slice) in &store.endpoint_slices {
             let service = slice
@@ -66,6 +72,7 @@ impl<'a> Backends<'a> {
             groups: HashMap::new(),
             answers: HashMap::new(),
             policies,
+            backend_tls,
         }
     }
 
@@ -126,6 +133,11 @@ impl<'a> Backends<'a> {
                 }
             }
         }
+    }
+
+    /// The BackendTLSPolicies, for their status.
+    pub fn backend_tls(&self) -> &BackendTlsPolicies {
+        &self.backend_tls
     }
 
     /// Every upstream group made, once each, by name.
@@ -245,13 +257,29 @@ impl<'a> Backends<'a> {
             Some(name) if !name.is_empty() => name.clone(),
             _ => p.port.to_string(),
         });
+        let policy_tls = service_port.and_then(|p| self.backend_tls.for_port(&key, p));
+        if let Some(BackendTls::Invalid(reason)) = policy_tls {
+            // Never plain HTTP to a backend that a policy says speaks TLS.
+            return Resolved::Ok(Action::Respond(Arc::new(FixedAnswer {
+                status: 500,
+                headers: vec![(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                )],
+                body: Bytes::from(format!("{reason}\n")),
+            })));
+        }
+        let policy_tls = match policy_tls {
+            Some(BackendTls::Tls(tls)) => Some(tls.clone()),
+            _ => None,
+        };
         let canonical = (key.clone(), port_name);
         let group = match self.groups.get(&canonical) {
             Some(group) => group.clone(),
             None => {
                 let mut group =
                     UpstreamGroup::new(format!("{key}:{}", canonical.1), target, protocol);
-                group.tls = service_port.and_then(tls_of);
+                group.tls = policy_tls.or_else(|| service_port.and_then(tls_of));
                 if let Some(port) = service_port.and_then(|p| u16::try_from(p.port).ok()) {
                     let policy = self.policies.for_port(&key, port);
                     if policy.tls.is_some() {

@@ -69,6 +69,7 @@ pub struct Settings {
 pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> Snapshot {
     let mut problems = store.problems.clone();
     let policies = policies::BackendPolicies::new(store, &mut problems);
+    let backend_tls = gateway::backend_tls::BackendTlsPolicies::new(store, &mut problems);
     let route_policies = route_policies::RoutePolicies::new(store, &mut problems);
     let mut applied = policies.applied();
     applied.extend(route_policies.applied());
@@ -76,7 +77,7 @@ pub fn compile(store: &Store, plugins: &LoadedPlugins, settings: &Settings) -> S
         store,
         plugins,
         problems,
-        backends: Backends::new(store, policies),
+        backends: Backends::new(store, policies, backend_tls),
         secrets: HashMap::new(),
         tls: TlsTable::default(),
         tls_hosts: HashSet::new(),

@@ -166,6 +166,18 @@ impl Compiler<'_> {
                 .map(|a| gateways[a.gateway].key.clone())
                 .collect();
             for (i, rule) in rules.iter().enumerate() {
+                for backend in rule.backend_refs.iter().flatten() {
+                    if backend.group.as_deref().unwrap_or("").is_empty()
+                        && backend.kind.as_deref().unwrap_or("Service") == "Service"
+                    {
+                        let namespace = backend.namespace.as_deref().unwrap_or(&key.namespace);
+                        output
+                            .backend_gateways
+                            .entry(NamespacedName::new(namespace, &backend.name))
+                            .or_default()
+                            .extend(parent_gateways.iter().cloned());
+                    }
+                }
                 let field = format!("spec.rules[{i}]");
                 let targets = Targets {
                     backends: self.rule_backends(input.kind, key, &field, rule, &mut refs),

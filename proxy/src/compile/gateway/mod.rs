@@ -3,6 +3,7 @@
 //! groups and certificates the Ingress pass makes; plus every one of those resources' status
 //! as the spec defines it, which `/status` shows and the kube-mode status writer applies.
 
+pub(super) mod backend_tls;
 mod conditions;
 pub(super) mod cors;
 mod grants;
@@ -14,12 +15,12 @@ mod listeners;
 mod parents;
 mod traffic;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
 use super::Compiler;
-use crate::config::{Kind, ObjectRef};
+use crate::config::{Kind, NamespacedName, ObjectRef};
 use crate::snapshot::gateway_router::{GatewayRouter, ListenerRoutes, RuleMatch};
 use conditions::Condition;
 
@@ -78,6 +79,8 @@ pub struct GatewayOutput {
     /// The hostnames each accepted route serves, which DNS zones publish (as external-dns's
     /// Gateway API sources do).
     pub hosts: Vec<RouteHosts>,
+    /// The Gateways each Service is a backend of (for BackendTLSPolicies' ancestors).
+    pub(super) backend_gateways: BTreeMap<NamespacedName, BTreeSet<NamespacedName>>,
 }
 
 /// A route accepted somewhere, with the exact and wildcard hostnames it serves there.
@@ -178,6 +181,7 @@ fn same_shape<A: serde::Serialize, B: serde::de::DeserializeOwned>(value: &A) ->
 /// The features Gantry's GatewayClass reports in `status.supportedFeatures`, which the
 /// conformance suite reads to choose its tests; in ascending order, as the spec asks.
 const SUPPORTED_FEATURES: &[&str] = &[
+    "BackendTLSPolicy",
     "GRPCRoute",
     "Gateway",
     "GatewayHTTPListenerIsolation",
@@ -280,6 +284,13 @@ impl Compiler<'_> {
                 ObjectRef::new(Kind::Gateway, &gateway.key),
                 gateway.status(&addresses),
             );
+        }
+        for (reference, status) in self
+            .backends
+            .backend_tls()
+            .statuses(self.store, &output.backend_gateways)
+        {
+            output.statuses.insert(reference, status);
         }
         output.router = table.into_router();
         output

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::support::config::GANTRY_CLASS;
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
+mod backend_tls;
 mod convert;
 mod traffic;
 
