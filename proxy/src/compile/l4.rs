@@ -57,11 +57,13 @@ enum Target {
     },
     /// An Ingress route's backend, resolved already.
     Group(Arc<UpstreamGroup>),
+    /// A Gateway API route's backends, resolved already, each with its weight.
+    Weighted(Vec<(u32, Arc<UpstreamGroup>)>),
 }
 
 impl Wanted {
     /// A Gateway API route's wish: its connections on a listener's `port` (for TLS, those
-    /// for `hostnames`) go to `group`.
+    /// for `hostnames`) go to `backends`, shared by weight.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn gateway_route(
         name: String,
@@ -71,7 +73,7 @@ impl Wanted {
         port: u16,
         protocol: L4Protocol,
         hostnames: Vec<String>,
-        group: Arc<UpstreamGroup>,
+        backends: Vec<(u32, Arc<UpstreamGroup>)>,
     ) -> Wanted {
         let idle_timeout = match protocol {
             L4Protocol::Udp => UDP_IDLE,
@@ -87,7 +89,7 @@ impl Wanted {
             port,
             protocol,
             hostnames,
-            target: Target::Group(group),
+            target: Target::Weighted(backends),
             idle_timeout,
             accept_proxy: false,
             send_proxy: None,
@@ -180,8 +182,18 @@ impl Compiler<'_> {
                 self.problems.push(problem(&want.port_field, reason));
                 continue;
             }
+            let mut shares = Vec::new();
             let group = match &want.target {
                 Target::Group(group) => group.clone(),
+                Target::Weighted(weighted) => {
+                    let Some((_, first)) = weighted.first() else {
+                        continue;
+                    };
+                    if weighted.len() > 1 {
+                        shares = weighted.clone();
+                    }
+                    first.clone()
+                }
                 Target::Service { service, port } => {
                     let backend = IngressBackend {
                         service: Some(IngressServiceBackend {
@@ -215,6 +227,7 @@ impl Compiler<'_> {
                     protocol: want.protocol,
                     hostnames: want.hostnames,
                     group,
+                    shares,
                     idle_timeout: want.idle_timeout,
                     connect_timeout,
                     accept_proxy: want.accept_proxy,

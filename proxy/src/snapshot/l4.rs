@@ -48,6 +48,9 @@ pub struct L4Service {
     pub hostnames: Vec<String>,
     /// The Service port's endpoints, shared with the routes that send there.
     pub group: Arc<UpstreamGroup>,
+    /// Weighted Service ports sharing its connections (a Gateway API route's backendRefs),
+    /// `group` among them; empty when `group` takes every connection.
+    pub shares: Vec<(u32, Arc<UpstreamGroup>)>,
     /// A connection (or UDP session) that passes nothing for this long is closed.
     pub idle_timeout: Duration,
     /// Longest wait for a connection to an endpoint.
@@ -56,6 +59,25 @@ pub struct L4Service {
     pub accept_proxy: bool,
     /// The PROXY protocol header sent to the endpoint first, if any.
     pub send_proxy: Option<ProxyVersion>,
+}
+
+impl L4Service {
+    /// The Service port a new connection (or UDP session) goes to: by weight when several
+    /// share them.
+    pub fn pick_group(&self) -> &Arc<UpstreamGroup> {
+        let total: u32 = self.shares.iter().map(|(w, _)| *w).sum();
+        if total == 0 {
+            return &self.group;
+        }
+        let mut at = fastrand::u32(..total);
+        for (weight, group) in &self.shares {
+            if at < *weight {
+                return group;
+            }
+            at -= weight;
+        }
+        &self.group
+    }
 }
 
 /// A PROXY protocol version.

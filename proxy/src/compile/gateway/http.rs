@@ -163,7 +163,14 @@ impl Compiler<'_> {
             let parent_gateways: Vec<NamespacedName> = parents
                 .iter()
                 .flat_map(|p| p.attachments.iter())
-                .map(|a| gateways[a.gateway].key.clone())
+                .map(|a| {
+                    // A ListenerSet's routes are its Gateway's.
+                    let gateway = &gateways[a.gateway];
+                    gateway
+                        .parent
+                        .map_or(&gateway.key, |p| &gateways[p].key)
+                        .clone()
+                })
                 .collect();
             for (i, rule) in rules.iter().enumerate() {
                 for backend in rule.backend_refs.iter().flatten() {

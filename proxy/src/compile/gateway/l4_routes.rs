@@ -2,7 +2,8 @@
 //! listeners becomes an L4 service on the listener's port (a TLSRoute's, for its hostnames, by
 //! the server name of the ClientHello: on 443 beside the hosts Gantry terminates), through the
 //! L4 pass that serves Gantry's L4Services; of two routes on one port (or one server name)
-//! the older is served, as the spec asks. Their status as for HTTPRoutes.
+//! the older is served, as the spec asks; its backendRefs share the connections by weight.
+//! Their status as for HTTPRoutes.
 
 use super::conditions::Condition;
 use super::listeners::{CompiledGateway, Protocol};
@@ -112,7 +113,7 @@ impl Compiler<'_> {
             if parents.is_empty() {
                 continue;
             }
-            let (resolved, group) = self.l4_backend(&route);
+            let (resolved, backends) = self.l4_backends(&route);
             if !resolved.holds {
                 self.problems.push(Problem::field(
                     route.file.clone(),
@@ -133,7 +134,7 @@ impl Compiler<'_> {
                 for attachment in &parent.attachments {
                     let listener = &mut gateways[attachment.gateway].listeners[attachment.listener];
                     listener.attached += 1;
-                    let (Some(port), Some(group)) = (listener.local_port, &group) else {
+                    let Some(port) = listener.local_port.filter(|_| !backends.is_empty()) else {
                         continue;
                     };
                     let protocol = match listener.protocol {
@@ -158,7 +159,7 @@ impl Compiler<'_> {
                         port,
                         protocol,
                         hostnames,
-                        group.clone(),
+                        backends.clone(),
                     ));
                 }
             }
@@ -177,42 +178,57 @@ impl Compiler<'_> {
         wanted
     }
 
-    /// The route's backend: the first backendRef with weight (traffic is not split between
-    /// several yet), or why it cannot be resolved.
-    fn l4_backend(
+    /// The route's backends with weight, each with its share, and whether they all resolve
+    /// (the first that does not says why: its share of the connections is not served).
+    fn l4_backends(
         &mut self,
         route: &L4Route<'_>,
     ) -> (
         Condition,
-        Option<std::sync::Arc<crate::snapshot::UpstreamGroup>>,
+        Vec<(u32, std::sync::Arc<crate::snapshot::UpstreamGroup>)>,
     ) {
-        let Some(backend) = route
-            .backend_refs
-            .iter()
-            .find(|b| b.weight.unwrap_or(1) > 0)
-        else {
-            return (
-                Condition::no(
-                    "ResolvedRefs",
-                    "BackendNotFound",
-                    "no backendRef with weight",
-                ),
-                None,
+        let mut resolved = Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved");
+        let mut groups = Vec::new();
+        for backend in &route.backend_refs {
+            let weight = u32::try_from(backend.weight.unwrap_or(1)).unwrap_or(0);
+            if weight == 0 {
+                continue;
+            }
+            match self.l4_backend(route, backend) {
+                Ok(group) => groups.push((weight, group)),
+                Err(failed) => {
+                    if resolved.holds {
+                        resolved = failed;
+                    }
+                }
+            }
+        }
+        if groups.is_empty() && resolved.holds {
+            resolved = Condition::no(
+                "ResolvedRefs",
+                "BackendNotFound",
+                "no backendRef with weight",
             );
-        };
+        }
+        (resolved, groups)
+    }
+
+    /// One backendRef's Service port, or the condition saying why it cannot be used.
+    fn l4_backend(
+        &mut self,
+        route: &L4Route<'_>,
+        backend: &HttpRouteRulesBackendRefs,
+    ) -> Result<std::sync::Arc<crate::snapshot::UpstreamGroup>, Condition> {
         let group_name = backend.group.as_deref().unwrap_or("");
         let backend_kind = backend.kind.as_deref().unwrap_or("Service");
         if !group_name.is_empty() || backend_kind != "Service" {
-            return (
-                Condition::no(
-                    "ResolvedRefs",
-                    "InvalidKind",
-                    format!(
-                        "{group_name}/{backend_kind} is not a backend kind Gantry knows (core Service)"
-                    ),
+            return Err(Condition::no(
+                "ResolvedRefs",
+                "InvalidKind",
+                format!(
+                    "{group_name}/{backend_kind} is not a backend kind Gantry knows (core Service)"
                 ),
-                None,
-            );
+            ));
         }
         let namespace = backend.namespace.as_deref().unwrap_or(&route.key.namespace);
         if let Err((reason, message)) = grants::check(
@@ -221,32 +237,26 @@ impl Compiler<'_> {
             ("", "Service", namespace),
             &backend.name,
         ) {
-            return (Condition::no("ResolvedRefs", reason, message), None);
+            return Err(Condition::no("ResolvedRefs", reason, message));
         }
         let Some(port) = backend.port.and_then(|p| u16::try_from(p).ok()) else {
-            return (
-                Condition::no(
-                    "ResolvedRefs",
-                    "UnsupportedValue",
-                    "a Service backendRef needs a port",
-                ),
-                None,
-            );
+            return Err(Condition::no(
+                "ResolvedRefs",
+                "UnsupportedValue",
+                "a Service backendRef needs a port",
+            ));
         };
         let service = NamespacedName::new(namespace, &backend.name);
         match self.backends.service_by_number(service, port) {
-            Resolved::Ok(Action::Proxy(group)) => (
-                Condition::yes("ResolvedRefs", "ResolvedRefs", "resolved"),
-                Some(group),
-            ),
-            Resolved::Ok(_) => (
-                Condition::no("ResolvedRefs", "BackendNotFound", "not a Service"),
-                None,
-            ),
-            Resolved::Unavailable { reason, .. } | Resolved::Invalid { reason, .. } => (
-                Condition::no("ResolvedRefs", "BackendNotFound", reason),
-                None,
-            ),
+            Resolved::Ok(Action::Proxy(group)) => Ok(group),
+            Resolved::Ok(_) => Err(Condition::no(
+                "ResolvedRefs",
+                "BackendNotFound",
+                "not a Service",
+            )),
+            Resolved::Unavailable { reason, .. } | Resolved::Invalid { reason, .. } => {
+                Err(Condition::no("ResolvedRefs", "BackendNotFound", reason))
+            }
         }
     }
 }

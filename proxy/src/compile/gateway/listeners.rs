@@ -67,7 +67,7 @@ pub enum From {
 }
 
 /// One listener of a Gateway.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Listener {
     pub name: String,
     /// As the Gateway says.
@@ -88,14 +88,19 @@ pub struct Listener {
 /// One Gateway of Gantry's classes, compiled.
 #[derive(Debug)]
 pub struct CompiledGateway {
+    /// A Gateway, or a ListenerSet of one (whose listeners it adds).
+    pub kind: Kind,
     pub key: NamespacedName,
     pub generation: Option<i64>,
     pub listeners: Vec<Listener>,
     pub conditions: Vec<Condition>,
+    /// A ListenerSet's Gateway, by index; a Gateway's accepted ListenerSets, counted.
+    pub parent: Option<usize>,
+    pub attached_sets: u32,
 }
 
 impl CompiledGateway {
-    /// Its status as the spec defines it.
+    /// Its status as the spec defines it (a ListenerSet's has no addresses).
     pub fn status(&self, addresses: &[Value]) -> Value {
         let listeners: Vec<Value> = self
             .listeners
@@ -109,11 +114,18 @@ impl CompiledGateway {
                 })
             })
             .collect();
-        json!({
-            "addresses": addresses,
-            "conditions": conditions::list(&self.conditions, self.generation),
-            "listeners": listeners,
-        })
+        match self.kind {
+            Kind::ListenerSet => json!({
+                "conditions": conditions::list(&self.conditions, self.generation),
+                "listeners": listeners,
+            }),
+            _ => json!({
+                "addresses": addresses,
+                "attachedListenerSets": self.attached_sets,
+                "conditions": conditions::list(&self.conditions, self.generation),
+                "listeners": listeners,
+            }),
+        }
     }
 }
 
@@ -148,7 +160,7 @@ impl Compiler<'_> {
             .listeners
             .iter()
             .enumerate()
-            .map(|(i, l)| self.listener(key, &reference, stored, i, l, settings))
+            .map(|(i, l)| self.listener(key, &reference, &stored.file, i, l, settings))
             .collect();
         mark_conflicts(&mut listeners);
         for (i, listener) in listeners.iter().enumerate() {
@@ -191,18 +203,21 @@ impl Compiler<'_> {
             ]
         };
         CompiledGateway {
+            kind: Kind::Gateway,
             key: key.clone(),
             generation: gateway.metadata.generation,
             listeners,
             conditions,
+            parent: None,
+            attached_sets: 0,
         }
     }
 
-    fn listener(
+    pub(super) fn listener(
         &mut self,
         key: &NamespacedName,
         reference: &ObjectRef,
-        stored: &Stored<Gateway>,
+        file: &Option<Arc<std::path::Path>>,
         index: usize,
         spec: &GatewayListeners,
         settings: &crate::compile::Settings,
@@ -210,7 +225,7 @@ impl Compiler<'_> {
         let field = format!("spec.listeners[{index}]");
         let problem = |this: &mut Self, what: &str, reason: String| {
             this.problems.push(crate::problem::Problem::field(
-                stored.file.clone(),
+                file.clone(),
                 reference.clone(),
                 format!("{field}{what}"),
                 reason,
@@ -363,7 +378,7 @@ impl Compiler<'_> {
 
         // HTTPS and terminated TLS: the certificates.
         if matches!(protocol, Protocol::Https | Protocol::TlsTerminate) {
-            match self.listener_certificates(key, spec) {
+            match self.listener_certificates(reference.kind.name(), key, spec) {
                 Ok(certificates) => {
                     for certificate in certificates {
                         self.add_listener_certificate(listener.hostname.as_deref(), certificate);
@@ -409,6 +424,7 @@ impl Compiler<'_> {
     /// The certificates an HTTPS listener names, or why they cannot be used (reason, message).
     fn listener_certificates(
         &mut self,
+        from_kind: &str,
         gateway: &NamespacedName,
         spec: &GatewayListeners,
     ) -> Result<Vec<Arc<TlsCertificate>>, (&'static str, String)> {
@@ -438,7 +454,7 @@ impl Compiler<'_> {
             let namespace = reference.namespace.as_deref().unwrap_or(&gateway.namespace);
             grants::check(
                 self.store,
-                ("Gateway", &gateway.namespace),
+                (from_kind, &gateway.namespace),
                 ("", "Secret", namespace),
                 &reference.name,
             )?;
@@ -481,7 +497,7 @@ impl Compiler<'_> {
 
 /// Listeners of one Gateway that share a port: a protocol conflict (HTTP and TCP on one port,
 /// say) or the same hostname twice; the later listener loses, as the spec orders them.
-fn mark_conflicts(listeners: &mut [Listener]) {
+pub(super) fn mark_conflicts(listeners: &mut [Listener]) {
     // What each port has so far: each listener's protocol and hostname.
     let mut seen: HashMap<u16, Vec<(Protocol, Option<String>)>> = HashMap::new();
     for listener in listeners.iter_mut() {

@@ -11,6 +11,7 @@ mod grpc;
 mod hostnames;
 mod http;
 mod l4_routes;
+mod listener_sets;
 mod listeners;
 mod parents;
 mod traffic;
@@ -209,6 +210,7 @@ const SUPPORTED_FEATURES: &[&str] = &[
     "HTTPRouteRetry",
     "HTTPRouteRetryBackendTimeout",
     "HTTPRouteSchemeRedirect",
+    "ListenerSet",
     "ReferenceGrant",
     "TCPRoute",
     "TLSRoute",
@@ -262,6 +264,7 @@ impl Compiler<'_> {
             return output;
         }
         let mut gateways = self.gateways(&classes, settings);
+        self.listener_sets(&mut gateways, settings);
         output.ports = extra_ports(&mut gateways, settings);
         let mut table = RuleTable::default();
         let store = self.store;
@@ -281,7 +284,7 @@ impl Compiler<'_> {
         let addresses = gateway_addresses(self.store, settings);
         for gateway in &gateways {
             output.statuses.insert(
-                ObjectRef::new(Kind::Gateway, &gateway.key),
+                ObjectRef::new(gateway.kind, &gateway.key),
                 gateway.status(&addresses),
             );
         }

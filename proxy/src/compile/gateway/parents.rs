@@ -12,7 +12,7 @@ use super::hostnames;
 use super::listeners::{CompiledGateway, From, Listener};
 use super::{GROUP, RouteKind};
 use crate::config::gateway::HttpRouteParentRefs;
-use crate::config::{NamespacedName, Store};
+use crate::config::{Kind, NamespacedName, Store};
 
 /// A parentRef as every route kind writes it.
 pub type ParentRef = HttpRouteParentRefs;
@@ -69,6 +69,16 @@ fn selected(
             })
 }
 
+/// Whether `namespace`'s labels meet a label selector.
+pub fn selects(
+    store: &Store,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+    expressions: &[(String, String, Vec<String>)],
+) -> bool {
+    selected(&namespace_labels(store, namespace), labels, expressions)
+}
+
 /// Whether a route of `kind` in `namespace` may attach to `listener` of a Gateway in
 /// `gateway_namespace`.
 fn allows(
@@ -102,21 +112,26 @@ pub fn attach(
     let mut parents = Vec::new();
     for parent in parent_refs {
         let group = parent.group.as_deref().unwrap_or(GROUP);
-        let parent_kind = parent.kind.as_deref().unwrap_or("Gateway");
-        if group != GROUP || parent_kind != "Gateway" {
+        let parent_kind = match parent.kind.as_deref().unwrap_or("Gateway") {
+            "Gateway" => Kind::Gateway,
+            "ListenerSet" => Kind::ListenerSet,
+            _ => continue,
+        };
+        if group != GROUP {
             continue;
         }
         let gateway_namespace = parent.namespace.as_deref().unwrap_or(namespace);
-        let Some(index) = gateways
-            .iter()
-            .position(|g| g.key.namespace == gateway_namespace && g.key.name == parent.name)
-        else {
+        let Some(index) = gateways.iter().position(|g| {
+            g.kind == parent_kind
+                && g.key.namespace == gateway_namespace
+                && g.key.name == parent.name
+        }) else {
             continue;
         };
         let gateway = &gateways[index];
         let mut reference = json!({
             "group": GROUP,
-            "kind": "Gateway",
+            "kind": parent_kind.name(),
             "namespace": gateway_namespace,
             "name": parent.name,
         });
@@ -144,13 +159,20 @@ pub fn attach(
                 "NoMatchingParent",
                 match (&parent.section_name, parent.port) {
                     (Some(s), _) => format!(
-                        "Gateway {} has no listener {s:?} (on that port)",
+                        "{} {} has no listener {s:?} (on that port)",
+                        gateway.kind.name(),
                         gateway.key
                     ),
                     (None, Some(p)) => {
-                        format!("Gateway {} has no listener on port {p}", gateway.key)
+                        format!(
+                            "{} {} has no listener on port {p}",
+                            gateway.kind.name(),
+                            gateway.key
+                        )
                     }
-                    (None, None) => format!("Gateway {} has no listeners", gateway.key),
+                    (None, None) => {
+                        format!("{} {} has no listeners", gateway.kind.name(), gateway.key)
+                    }
                 },
             ));
             parents.push(result);
@@ -167,7 +189,8 @@ pub fn attach(
             result.refused = Some((
                 "NotAllowedByListeners",
                 format!(
-                    "no listener of Gateway {} allows {} from namespace {namespace}",
+                    "no listener of {} {} allows {} from namespace {namespace}",
+                    gateway.kind.name(),
                     gateway.key,
                     kind.name()
                 ),
@@ -190,7 +213,8 @@ pub fn attach(
             result.refused = Some((
                 "NoMatchingListenerHostname",
                 format!(
-                    "its hostnames meet no listener's hostname on Gateway {}",
+                    "its hostnames meet no listener's hostname on {} {}",
+                    gateway.kind.name(),
                     gateway.key
                 ),
             ));

@@ -105,7 +105,7 @@ where
         early,
         refuse_header,
     } = inbound;
-    let group = &service.group;
+    let group = service.pick_group();
     let balance = group.balance.clone().unwrap_or_default();
     // Consistent hashing keeps a client's connections on one endpoint, by its address.
     let key = matches!(balance, Balance::Hash(_) | Balance::Cookie(_))

@@ -97,7 +97,7 @@ async fn open(
         shared.metrics.failed(&service.name, "sessions_full");
         return None;
     }
-    let group = &service.group;
+    let group = service.pick_group();
     let balance = group.balance.clone().unwrap_or_default();
     let key = matches!(balance, Balance::Hash(_) | Balance::Cookie(_))
         .then(|| affinity::session_hash(client.ip().to_string().as_bytes()));

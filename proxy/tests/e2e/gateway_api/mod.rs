@@ -13,6 +13,7 @@ use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
 mod backend_tls;
 mod convert;
+mod listener_sets;
 mod traffic;
 
 const INFRA: &str = "gateway-conformance-infra";
