@@ -1,6 +1,6 @@
-//! Gantry's own answers: a short text of its own (404 for no route, 503 for no endpoint, the
-//! errors of a failed request), a FixedResponse, the redirect to HTTPS, and the writing of any
-//! answer Gantry makes instead of the upstream.
+//! Gantry's own answers: a short text of its own (404 for no route, as gRPC's UNIMPLEMENTED to
+//! a gRPC client; 503 for no endpoint, the errors of a failed request), a FixedResponse, the
+//! redirect to HTTPS, and the writing of any answer Gantry makes instead of the upstream.
 
 use std::sync::{Arc, LazyLock};
 
@@ -25,6 +25,17 @@ impl EdgeProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<bool> {
+        if headers::is_grpc(session.req_header()) {
+            // A gRPC client reads its status from `grpc-status`, as Envoy's local replies give
+            // it: 12, UNIMPLEMENTED, is what the gRPC spec maps a 404 to.
+            let mut resp = ResponseHeader::build(200, Some(4))?;
+            resp.insert_header(CONTENT_TYPE, "application/grpc")?;
+            resp.insert_header("grpc-status", "12")?;
+            resp.insert_header("grpc-message", "no route for this host and method")?;
+            self.finish_own_response(session, ctx, resp, Bytes::new())
+                .await?;
+            return Ok(true);
+        }
         respond_text(session, ctx, 404, "no route for this host and path\n").await?;
         Ok(true)
     }

@@ -178,7 +178,31 @@ impl Compiler<'_> {
             }
         }
         let valid = listeners.iter().filter(|l| l.usable).count();
-        let conditions = if listeners.is_empty() || valid == listeners.len() {
+        let parameters = gateway
+            .spec
+            .infrastructure
+            .as_ref()
+            .and_then(|i| i.parameters_ref.as_ref());
+        let conditions = if let Some(parameters) = parameters {
+            // Gantry has no parameters kind: a Gateway that asks for one is not what it says.
+            let reason = format!(
+                "{}/{} {} is not a kind of parameters Gantry reads (it reads none)",
+                parameters.group, parameters.kind, parameters.name
+            );
+            self.problems.push(crate::problem::Problem::field(
+                stored.file.clone(),
+                reference.clone(),
+                "spec.infrastructure.parametersRef",
+                reason.clone(),
+            ));
+            for listener in &mut listeners {
+                listener.usable = false;
+            }
+            vec![
+                Condition::no("Accepted", "InvalidParameters", reason),
+                Condition::no("Programmed", "Invalid", "not accepted"),
+            ]
+        } else if listeners.is_empty() || valid == listeners.len() {
             vec![
                 Condition::yes("Accepted", "Accepted", "accepted by Gantry"),
                 Condition::yes("Programmed", "Programmed", "served by Gantry"),
@@ -408,6 +432,10 @@ impl Compiler<'_> {
             }
             Err((why, reason)) => {
                 problem(self, ".port", reason.clone());
+                if *why == "UnsupportedValue" {
+                    // A listener Gantry cannot serve in that mode carries no kind.
+                    listener.kinds.clear();
+                }
                 vec![
                     Condition::no("Accepted", why, reason.clone()),
                     Condition::no("Programmed", "Invalid", "not served"),

@@ -4,47 +4,8 @@
 //! attached to a set served on its listeners only, conflicts with the Gateway's listeners and
 //! older sets' refused.
 
-use serde_json::Value;
-
-use super::{INFRA, ask, base, condition, status_of};
+use super::{INFRA, ask, base, condition, listener_conditions, own_conditions, status_of};
 use crate::support::Gantry;
-
-/// The (type, status, reason) of each condition of `listener` in a status's `listeners`.
-fn listener_conditions(status: &Value, listener: &str) -> Vec<(String, String, String)> {
-    let entry = status["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|l| l["name"] == listener)
-        .unwrap_or_else(|| panic!("no listener {listener} in {status}"));
-    entry["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
-fn own_conditions(status: &Value) -> Vec<(String, String, String)> {
-    status["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn listener_sets_add_listeners_to_the_gateways_that_allow_them() {

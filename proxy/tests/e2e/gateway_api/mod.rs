@@ -13,6 +13,8 @@ use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
 mod backend_tls;
 mod convert;
+mod core_gateways;
+mod core_routes;
 mod listener_sets;
 mod traffic;
 
@@ -25,7 +27,12 @@ pub(super) fn backend(namespace: &str, name: &str, addr: SocketAddr) -> String {
 }
 
 /// [`backend`] with the Service port's `appProtocol` (`kubernetes.io/h2c` for gRPC's).
-fn backend_speaking(namespace: &str, name: &str, addr: SocketAddr, app_protocol: &str) -> String {
+pub(super) fn backend_speaking(
+    namespace: &str,
+    name: &str,
+    addr: SocketAddr,
+    app_protocol: &str,
+) -> String {
     format!(
         "apiVersion: v1
 kind: Service
@@ -191,6 +198,43 @@ pub(super) fn parent_conditions(status: &Value, gateway: &str) -> Vec<(String, S
         .as_array()
         .unwrap()
         .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// The (type, status, reason) of each condition of `listener` in a status's `listeners`.
+pub(super) fn listener_conditions(status: &Value, listener: &str) -> Vec<(String, String, String)> {
+    let entry = status["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["name"] == listener)
+        .unwrap_or_else(|| panic!("no listener {listener} in {status}"));
+    entry["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap().to_owned(),
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+pub(super) fn own_conditions(status: &Value) -> Vec<(String, String, String)> {
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
         .map(|c| {
             (
                 c["type"].as_str().unwrap().to_owned(),
