@@ -14,6 +14,7 @@ use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 mod backend_tls;
 mod convert;
 mod core_gateways;
+mod core_l4;
 mod core_routes;
 mod listener_sets;
 mod traffic;
