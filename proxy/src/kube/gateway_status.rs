@@ -2,11 +2,18 @@
 //! clock) with each condition's `lastTransitionTime` carried over from what the cluster holds
 //! when the condition's status has not changed, and now when it has (as the API's conventions
 //! ask). Conditions are matched by their place: the object's own, a listener's (by name) or a
-//! route parent's (by parentRef), then by type.
+//! route parent's (by parentRef), then by type. A route's `parents` and a policy's `ancestors`
+//! are lists other controllers write too, and that are applied whole: their entries are kept
+//! as the cluster holds them, Gantry's replaced, and withdrawn once the object is no longer
+//! Gantry's.
 
 use serde_json::{Value, json};
 
+use crate::compile::gateway::CONTROLLER_NAME;
 use crate::config::ObjectRef;
+
+/// The lists of status entries shared between controllers, each entry naming its own.
+const SHARED_LISTS: [&str; 2] = ["parents", "ancestors"];
 
 /// The body to apply, or `None` when the cluster holds this status already.
 pub fn body(
@@ -16,16 +23,57 @@ pub fn body(
     now: &str,
 ) -> Option<Value> {
     let held = held.cloned().unwrap_or(Value::Null);
-    if without_times(&held) == *wanted {
+    let mut status = wanted.clone();
+    keep_foreign_entries(&mut status, &held);
+    if without_times(&held) == status {
         return None;
     }
-    let mut status = wanted.clone();
     stamp(&mut status, &held, now);
     Some(json!({
         "apiVersion": reference.kind.api_version(),
         "kind": reference.kind.name(),
         "status": status,
     }))
+}
+
+/// The body that takes Gantry's entries out of an object that is no longer Gantry's (a route
+/// whose parents are all another controller's now), or `None` when it holds none.
+pub fn withdrawal(reference: &ObjectRef, held: Option<&Value>) -> Option<Value> {
+    let held = held?;
+    let ours = |entry: &Value| entry["controllerName"] == CONTROLLER_NAME;
+    let list = SHARED_LISTS
+        .iter()
+        .find(|list| held[**list].as_array().is_some_and(|l| l.iter().any(ours)))?;
+    let kept: Vec<Value> = held[*list]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| !ours(e))
+        .cloned()
+        .collect();
+    Some(json!({
+        "apiVersion": reference.kind.api_version(),
+        "kind": reference.kind.name(),
+        "status": {*list: kept},
+    }))
+}
+
+/// Puts the entries other controllers hold in `held`'s shared lists before Gantry's own.
+fn keep_foreign_entries(wanted: &mut Value, held: &Value) {
+    for list in SHARED_LISTS {
+        let Some(ours) = wanted.get_mut(list).and_then(Value::as_array_mut) else {
+            continue;
+        };
+        let mut entries: Vec<Value> = held[list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["controllerName"] != CONTROLLER_NAME)
+            .cloned()
+            .collect();
+        entries.append(ours);
+        *ours = entries;
+    }
 }
 
 /// `status` without its `lastTransitionTime`s, to compare with a compiled one.
@@ -97,6 +145,33 @@ fn stamp_conditions(wanted: &mut Value, held: &Value, now: &str) {
 mod tests {
     use super::*;
     use crate::config::Kind;
+
+    #[test]
+    fn other_controllers_parents_are_kept_and_ours_withdrawn_when_the_route_is_not_ours() {
+        let reference = ObjectRef {
+            kind: Kind::HttpRoute,
+            namespace: "ns".to_owned(),
+            name: "route".to_owned(),
+        };
+        let foreign = json!({"parentRef": {"name": "theirs"}, "controllerName": "example.com/other",
+            "conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "then"}]});
+        let stale = json!({"parentRef": {"name": "old"}, "controllerName": CONTROLLER_NAME,
+            "conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "then"}]});
+        let held = json!({"parents": [foreign.clone(), stale]});
+        let wanted = json!({"parents": [{"parentRef": {"name": "ours"}, "controllerName": CONTROLLER_NAME,
+            "conditions": [{"type": "Accepted", "status": "True"}]}]});
+        let applied = body(&reference, &wanted, Some(&held), "now").unwrap();
+        let parents = applied["status"]["parents"].as_array().unwrap();
+        assert_eq!(parents.len(), 2);
+        assert_eq!(parents[0], foreign);
+        assert_eq!(parents[1]["parentRef"]["name"], "ours");
+        let withdrawn = withdrawal(&reference, Some(&held)).unwrap();
+        assert_eq!(withdrawn["status"]["parents"], json!([foreign]));
+        assert_eq!(
+            withdrawal(&reference, Some(&json!({"parents": [foreign]}))),
+            None
+        );
+    }
 
     #[test]
     fn times_are_kept_while_a_condition_holds_and_renewed_when_it_changes() {

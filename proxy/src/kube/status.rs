@@ -153,6 +153,9 @@ impl StatusWriter {
             }
         }
         if result.is_ok() {
+            result = self.withdraw(&snapshot, memory).await;
+        }
+        if result.is_ok() {
             result = self
                 .events(&snapshot, &certificates, recorder, memory)
                 .await;
@@ -169,6 +172,35 @@ impl StatusWriter {
             }
             Err(_) => {}
         }
+    }
+
+    /// Takes Gantry's entries out of the statuses of Gateway API objects that are no longer
+    /// Gantry's (a route moved to another controller's Gateway).
+    async fn withdraw(
+        &self,
+        snapshot: &crate::snapshot::Snapshot,
+        memory: &mut Memory,
+    ) -> Result<(), kube::Error> {
+        for (reference, current) in &snapshot.resources {
+            if !reference.kind.is_gateway_api() || snapshot.gateway_status.contains_key(reference) {
+                continue;
+            }
+            let Some(body) = super::gateway_status::withdrawal(reference, current.status.as_ref())
+            else {
+                continue;
+            };
+            let version = current.resource_version.clone();
+            if memory
+                .written
+                .get(reference)
+                .is_some_and(|(at, written)| *at == version && *written == body)
+            {
+                continue;
+            }
+            self.write(reference, &body).await?;
+            memory.written.insert(reference.clone(), (version, body));
+        }
+        Ok(())
     }
 
     async fn write(&self, reference: &ObjectRef, body: &Value) -> Result<(), kube::Error> {

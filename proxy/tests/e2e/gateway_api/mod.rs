@@ -1095,6 +1095,74 @@ async fn in_kube_mode_statuses_are_written_to_the_api_server() {
             .as_deref(),
         Some("app-backend-v1")
     );
+
+    // Another controller's parent entry stays through Gantry's writes (the list is applied
+    // whole); once the route names only that controller's Gateway, Gantry's entry goes.
+    let foreign = serde_json::json!({
+        "parentRef": {"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                      "namespace": INFRA, "name": "elsewhere"},
+        "controllerName": "example.com/other-controller",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                        "message": "theirs", "lastTransitionTime": "2026-01-01T00:00:00Z"}],
+    });
+    let route = kubectl
+        .get("httproute/reference-grant", INFRA)
+        .await
+        .unwrap();
+    let mut parents = route["status"]["parents"].as_array().cloned().unwrap();
+    parents.push(foreign.clone());
+    let patch = serde_json::json!({"status": {"parents": parents}}).to_string();
+    kubectl
+        .ok(&[
+            "patch",
+            "httproute/reference-grant",
+            "-n",
+            INFRA,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &patch,
+        ])
+        .await;
+    let foreign_kept = |route: &Value| {
+        route["status"]["parents"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["controllerName"] == "example.com/other-controller")
+    };
+    kubectl
+        .apply(&changed.replace("also.example.com]", "also.example.com, third.example.com]"))
+        .await;
+    wait_until("Gantry's write of the third generation", || async {
+        let route = kubectl
+            .get("httproute/reference-grant", INFRA)
+            .await
+            .unwrap();
+        parent(route.clone(), "same-namespace").is_some_and(|p| {
+            p["conditions"][0]["observedGeneration"] == route["metadata"]["generation"]
+        })
+    })
+    .await;
+    let route = kubectl
+        .get("httproute/reference-grant", INFRA)
+        .await
+        .unwrap();
+    assert!(foreign_kept(&route), "{route}");
+    kubectl
+        .apply(&changed.replace(
+            "  parentRefs: [{name: same-namespace}]\n  hostnames: [granted.example.com",
+            "  parentRefs: [{name: elsewhere}]\n  hostnames: [granted.example.com",
+        ))
+        .await;
+    wait_until("Gantry's parent entry withdrawn", || async {
+        let route = kubectl
+            .get("httproute/reference-grant", INFRA)
+            .await
+            .unwrap();
+        parent(route.clone(), "same-namespace").is_none() && foreign_kept(&route)
+    })
+    .await;
     crate::support::rbac::assert_allowed(&api.calls(), "gantry", "default");
 }
 
