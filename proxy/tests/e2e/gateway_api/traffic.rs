@@ -617,3 +617,82 @@ spec:
         ])
         .await;
 }
+
+/// HTTPRouteBackendProtocolH2C (a Service port with `appProtocol: kubernetes.io/h2c` is spoken
+/// to in HTTP/2 without TLS, whatever the client spoke) and HTTPRouteBackendProtocolWebSocket
+/// (`kubernetes.io/ws`: a WebSocket reaches the backend, text and binary messages).
+#[tokio::test]
+async fn backend_protocols_follow_the_service_ports_app_protocol() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let base = base().await;
+    let h2c = upstream::echo("h2c-backend").await;
+    let ws = upstream::websocket("ws-backend").await;
+    base.config.write(
+        "backends.yaml",
+        &format!(
+            "{}---\n{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: backend-protocol-h2c, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [h2c.example.com]
+  rules: [{{backendRefs: [{{name: h2c-backend, port: 8080}}]}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: backend-protocol-ws, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [ws.example.com]
+  rules: [{{backendRefs: [{{name: ws-backend, port: 8080}}]}}]
+",
+            super::backend_speaking(INFRA, "h2c-backend", h2c.addr, "kubernetes.io/h2c"),
+            super::backend_speaking(INFRA, "ws-backend", ws.addr, "kubernetes.io/ws"),
+        ),
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    // The suite's client: h2c with prior knowledge, the host as its :authority.
+    let prior_knowledge = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("h2c.example.com", gantry.http)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let http1 = reqwest::Client::builder()
+        .http1_only()
+        .resolve("h2c.example.com", gantry.http)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let url = format!("http://h2c.example.com:{}/", gantry.http.port());
+    for client in [prior_knowledge, http1] {
+        let response = client.get(&url).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let report: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(report["server"], "h2c-backend");
+        assert_eq!(report["version"], "HTTP/2.0", "{report}");
+    }
+
+    let mut request = format!("ws://{}/ws", gantry.http)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("host", "ws.example.com".parse().unwrap());
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(response.status(), 101);
+    socket
+        .send(Message::text("Websocket Support!"))
+        .await
+        .unwrap();
+    let reply = socket.next().await.unwrap().unwrap();
+    assert_eq!(
+        reply.into_text().unwrap().as_str(),
+        "ws-backend: Websocket Support!"
+    );
+    socket.close(None).await.unwrap();
+}
