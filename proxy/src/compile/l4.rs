@@ -47,6 +47,8 @@ pub(super) struct Wanted {
     send_proxy: Option<ProxyVersion>,
     /// Where the PROXY protocol is said, for problems about it.
     proxy_field: String,
+    /// For a TLS listener that terminates: how.
+    terminate: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Where a service's connections go.
@@ -74,6 +76,7 @@ impl Wanted {
         protocol: L4Protocol,
         hostnames: Vec<String>,
         backends: Vec<(u32, Arc<UpstreamGroup>)>,
+        terminate: Option<Arc<rustls::ServerConfig>>,
     ) -> Wanted {
         let idle_timeout = match protocol {
             L4Protocol::Udp => UDP_IDLE,
@@ -94,6 +97,7 @@ impl Wanted {
             accept_proxy: false,
             send_proxy: None,
             proxy_field: "spec".to_owned(),
+            terminate,
         }
     }
 }
@@ -232,6 +236,7 @@ impl Compiler<'_> {
                     connect_timeout,
                     accept_proxy: want.accept_proxy,
                     send_proxy,
+                    terminate: want.terminate.clone(),
                 }));
         }
         let passthrough = by_port
@@ -295,6 +300,7 @@ impl Compiler<'_> {
                     accept_proxy: false,
                     send_proxy: None,
                     proxy_field: field.clone(),
+                    terminate: None,
                 });
             }
         }
@@ -387,6 +393,7 @@ impl Compiler<'_> {
                 accept_proxy: proxy.accept,
                 send_proxy,
                 proxy_field: "spec.proxyProtocol".to_owned(),
+                terminate: None,
                 name: key.to_string(),
                 reference: reference.clone(),
                 file: stored.file.clone(),
@@ -440,6 +447,7 @@ impl Compiler<'_> {
                 accept_proxy,
                 send_proxy,
                 proxy_field: field.clone(),
+                terminate: None,
                 name: format!("{key}:{port}"),
                 reference: reference.clone(),
                 file: stored.file.clone(),

@@ -59,6 +59,23 @@ pub struct L4Service {
     pub accept_proxy: bool,
     /// The PROXY protocol header sent to the endpoint first, if any.
     pub send_proxy: Option<ProxyVersion>,
+    /// For TLS that Gantry terminates (a Gateway's TLS listener in mode Terminate): how; the
+    /// endpoints get the decrypted bytes.
+    pub terminate: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// How a TLS listener that terminates handshakes: its one certificate, whatever the server
+/// name (the routes' hostnames chose the service already), TLS 1.2 and 1.3.
+pub fn terminating(
+    certificate: Arc<rustls::sign::CertifiedKey>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certificate)));
+    Ok(Arc::new(config))
 }
 
 impl L4Service {

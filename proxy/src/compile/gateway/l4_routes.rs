@@ -139,8 +139,27 @@ impl Compiler<'_> {
                     };
                     let protocol = match listener.protocol {
                         Some(Protocol::Udp) => L4Protocol::Udp,
-                        Some(Protocol::TlsPassthrough) => L4Protocol::Tls,
+                        Some(Protocol::TlsPassthrough | Protocol::TlsTerminate) => L4Protocol::Tls,
                         _ => L4Protocol::Tcp,
+                    };
+                    let terminate = match (&listener.protocol, &listener.certificate) {
+                        (Some(Protocol::TlsTerminate), Some(certificate)) => {
+                            match crate::snapshot::l4::terminating(certificate.presented()) {
+                                Ok(config) => Some(config),
+                                Err(e) => {
+                                    self.problems.push(Problem::field(
+                                        route.file.clone(),
+                                        reference.clone(),
+                                        "spec.parentRefs",
+                                        format!("the listener's certificate cannot be used: {e}"),
+                                    ));
+                                    continue;
+                                }
+                            }
+                        }
+                        // Never passed through in the clear when it was to be terminated.
+                        (Some(Protocol::TlsTerminate), None) => continue,
+                        _ => None,
                     };
                     let hostnames = match protocol {
                         // Any name: a listener and route without hostnames take every one.
@@ -160,6 +179,7 @@ impl Compiler<'_> {
                         protocol,
                         hostnames,
                         backends.clone(),
+                        terminate,
                     ));
                 }
             }

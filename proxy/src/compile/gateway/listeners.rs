@@ -83,6 +83,9 @@ pub struct Listener {
     /// Whether routes may attach to it.
     pub usable: bool,
     pub attached: u32,
+    /// A TLS listener's that terminates: the certificate it presents (its first
+    /// certificateRef's).
+    pub certificate: Option<Arc<TlsCertificate>>,
 }
 
 /// One Gateway of Gantry's classes, compiled.
@@ -306,6 +309,7 @@ impl Compiler<'_> {
             conditions: Vec::new(),
             usable: false,
             attached: 0,
+            certificate: None,
         };
         let Some(protocol) = protocol else {
             listener.conditions = vec![
@@ -373,10 +377,10 @@ impl Compiler<'_> {
         let served = match (protocol, port) {
             (Protocol::Http, 80) => Ok(settings.http_port),
             (Protocol::Https | Protocol::TlsPassthrough, 443) => Ok(settings.https_port),
-            (Protocol::TlsTerminate, _) => Err((
+            (Protocol::TlsTerminate, 443) => Err((
                 "UnsupportedValue",
-                "TLS listeners that terminate (mode Terminate) are not served by Gantry yet; \
-                 use an HTTPS listener, or Passthrough"
+                "on port 443 a TLS listener passes connections through (mode Passthrough); one \
+                 that terminates them needs a port of its own (or use an HTTPS listener)"
                     .to_owned(),
             )),
             (_, 0) => Err(("PortUnavailable", "port 0 cannot be served".to_owned())),
@@ -403,6 +407,11 @@ impl Compiler<'_> {
         // HTTPS and terminated TLS: the certificates.
         if matches!(protocol, Protocol::Https | Protocol::TlsTerminate) {
             match self.listener_certificates(reference.kind.name(), key, spec) {
+                // A TLS listener's certificate is its own; an HTTPS listener's joins the
+                // HTTPS listener's table.
+                Ok(certificates) if protocol == Protocol::TlsTerminate => {
+                    listener.certificate = certificates.into_iter().next();
+                }
                 Ok(certificates) => {
                     for certificate in certificates {
                         self.add_listener_certificate(listener.hostname.as_deref(), certificate);

@@ -216,6 +216,7 @@ const SUPPORTED_FEATURES: &[&str] = &[
     "ReferenceGrant",
     "TCPRoute",
     "TLSRoute",
+    "TLSRouteModeTerminate",
     "UDPRoute",
 ];
 

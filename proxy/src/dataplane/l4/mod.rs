@@ -8,6 +8,7 @@ pub mod client_hello;
 mod metrics;
 mod passthrough;
 mod tcp;
+mod terminate;
 mod udp;
 
 use std::collections::HashMap;

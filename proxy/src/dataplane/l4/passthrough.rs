@@ -1,6 +1,6 @@
 //! TLS passthrough: a connection whose ClientHello names a server a TLS service takes is
 //! forwarded to that service undecrypted, the ClientHello first, so that the client and the
-//! backend handshake with each other. Serves the TLS services' own ports here, and the HTTPS
+//! backend handshake with each other (unless the service terminates TLS: [`super::terminate`]). Serves the TLS services' own ports here, and the HTTPS
 //! listener's passthrough hosts through [`pass_through`].
 
 use std::net::SocketAddr;
@@ -77,7 +77,22 @@ async fn serve(
         return;
     };
     let destination = client.local_addr().ok();
-    pass_through(client, hello, source, destination, service, shared).await;
+    match &service.terminate {
+        Some(config) => {
+            let config = config.clone();
+            super::terminate::terminate(
+                client,
+                hello,
+                source,
+                destination,
+                service,
+                config,
+                shared,
+            )
+            .await;
+        }
+        None => pass_through(client, hello, source, destination, service, shared).await,
+    }
 }
 
 /// Forwards a connection whose ClientHello was read to `service`, undecrypted.

@@ -2,7 +2,9 @@
 //! with their manifests (v1.6.1): TLSRouteHostnameIntersection,
 //! TLSRouteInvalidBackendRefNonexistent, TLSRouteInvalidBackendRefUnknownKind,
 //! TLSRouteInvalidNoMatchingListener, TLSRouteInvalidReferenceGrant,
-//! TLSRouteListenerPassthroughSupportedKinds, TLSRouteListenerTerminateNotSupported,
+//! TLSRouteListenerPassthroughSupportedKinds, TLSRouteListenerTerminateNotSupported (on 443,
+//! where Gantry only passes TLS through), TLSRouteListenerTerminateSupportedKinds,
+//! TLSRouteTerminateSimpleSameNamespace,
 //! TCPRouteInvalidCrossNamespaceBackendRef, TCPRouteInvalidNonTCPListener,
 //! TCPRouteParentRefAttachAll, TCPRouteReferenceGrant and TCPRouteWeightedRouting.
 //!
@@ -222,7 +224,8 @@ async fn tls_routes_meet_listener_hostnames_as_the_suite_expects() {
 
 /// TLSRouteInvalidBackendRefNonexistent, -UnknownKind, TLSRouteInvalidNoMatchingListener,
 /// TLSRouteInvalidReferenceGrant, TLSRouteListenerPassthroughSupportedKinds and
-/// TLSRouteListenerTerminateNotSupported: each condition as the suite reads it.
+/// TLSRouteListenerTerminateNotSupported (its Gateway's listener moved to 443, the one port on
+/// which Gantry does not terminate TLS listeners): each condition as the suite reads it.
 #[tokio::test]
 async fn tls_routes_and_listeners_that_cannot_be_served_say_why() {
     let ca = TestCa::new();
@@ -344,7 +347,7 @@ kind: Gateway
 metadata: {name: gateway-tlsroute-terminate-unsupported, namespace: gateway-conformance-infra}
 spec:
   gatewayClassName: gantry
-  listeners: [{name: tls-terminate, port: 8443, protocol: TLS, hostname: terminate.example.com, allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}, tls: {mode: Terminate, certificateRefs: [{name: tls-terminate-checks-certificate}]}}]
+  listeners: [{name: tls-terminate, port: 443, protocol: TLS, hostname: terminate.example.com, allowedRoutes: {namespaces: {from: Same}, kinds: [{kind: TLSRoute}]}, tls: {mode: Terminate, certificateRefs: [{name: tls-terminate-checks-certificate}]}}]
 ---
 ",
     );
@@ -712,4 +715,83 @@ spec:
         )),
         "{withdrawn}"
     );
+}
+
+/// TLSRouteTerminateSimpleSameNamespace and TLSRouteListenerTerminateSupportedKinds: a TLS
+/// listener in mode Terminate on a port of its own presents its certificate, and its routes'
+/// backends get the connection decrypted (the suite's plain-text TCP backend); a server name
+/// no route takes is refused.
+#[tokio::test]
+async fn tls_listeners_that_terminate_forward_the_decrypted_connection() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let ca = TestCa::new();
+    let leaf = ca.leaf(&["tls.example.com"]);
+    let base = base().await;
+    let echo = upstream::tcp_echo("127.0.0.1", "tcp-backend").await;
+    let port = free_port();
+    base.config.write(
+        "terminate.yaml",
+        &format!(
+            "{}---\n{}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gateway-tlsroute-terminate, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: gantry
+  listeners:
+  - name: tls-terminate
+    port: {port}
+    protocol: TLS
+    hostname: tls.example.com
+    allowedRoutes: {{namespaces: {{from: Same}}, kinds: [{{kind: TLSRoute}}]}}
+    tls: {{mode: Terminate, certificateRefs: [{{name: tls-terminate-checks-certificate}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {{name: tlsroute-terminated-test, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: gateway-tlsroute-terminate, namespace: gateway-conformance-infra}}]
+  hostnames: [tls.example.com]
+  rules: [{{backendRefs: [{{name: tcp-backend, port: 3000}}]}}]
+",
+            tls_secret(INFRA, "tls-terminate-checks-certificate", &leaf),
+            backend(INFRA, "tcp-backend", echo.addr).replace("port: 8080", "port: 3000"),
+        ),
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let gateway = status_of(&gantry, "Gateway", INFRA, "gateway-tlsroute-terminate").await;
+    let conditions = listener_conditions(&gateway, "tls-terminate");
+    assert!(
+        conditions.contains(&condition("Programmed", "True", "Programmed")),
+        "{gateway}"
+    );
+    assert_eq!(
+        gateway["listeners"][0]["supportedKinds"][0]["kind"],
+        "TLSRoute"
+    );
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 1);
+
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(ca.client_config()));
+    wait_until("the terminating listener", || async {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("tls.example.com").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    // The certificate is the listener's; the backend speaks plain text behind it.
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(presented, pem_to_der(&leaf.cert_pem));
+    let mut lines = tokio::io::BufReader::new(tls);
+    let mut greeting = String::new();
+    lines.read_line(&mut greeting).await.unwrap();
+    assert_eq!(greeting.trim(), "tcp-backend");
+    lines.get_mut().write_all(b"PING\n").await.unwrap();
+    let mut echoed = String::new();
+    lines.read_line(&mut echoed).await.unwrap();
+    assert_eq!(echoed.trim(), "PING");
+
+    // Another server name: no route takes it, the handshake is refused.
+    assert!(tls_handshake(addr, "other.example.com").await.is_err());
 }
