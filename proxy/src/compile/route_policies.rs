@@ -1,7 +1,7 @@
-//! RoutePolicies resolved to what each Ingress's routes get: every policy checked field by
-//! field, its targets found, and each Ingress given the oldest policy that targets it (the
-//! newer ones are reported for that target). An invalid policy applies nowhere and its problem
-//! names the field.
+//! RoutePolicies resolved to what each Ingress's routes get (and each Gateway API HTTPRoute's
+//! or GRPCRoute's): every policy checked field by field, its targets found, and each target
+//! given the oldest policy that targets it (the newer ones are reported for that target). An
+//! invalid policy applies nowhere and its problem names the field.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -72,11 +72,18 @@ pub struct WeightedBackend {
 #[derive(Debug, Default)]
 pub struct RoutePolicies {
     by_ingress: HashMap<NamespacedName, Arc<RouteOverrides>>,
+    /// By the route's kind (HTTPRoute, GRPCRoute) and name.
+    by_route: HashMap<(Kind, NamespacedName), Arc<RouteOverrides>>,
 }
 
 impl RoutePolicies {
     pub fn for_ingress(&self, ingress: &NamespacedName) -> Option<&RouteOverrides> {
         self.by_ingress.get(ingress).map(|o| &**o)
+    }
+
+    /// The policy of a Gateway API route (`kind` HTTPRoute or GRPCRoute).
+    pub fn for_route(&self, kind: Kind, route: &NamespacedName) -> Option<Arc<RouteOverrides>> {
+        self.by_route.get(&(kind, route.clone())).cloned()
     }
 
     /// What each policy applies to, for its status: `Ingress NS/NAME`, in order.
@@ -90,6 +97,14 @@ impl RoutePolicies {
                 .or_default()
                 .push(format!("Ingress {ingress}"));
         }
+        let mut routes: Vec<_> = self.by_route.iter().collect();
+        routes.sort_by(|a, b| a.0.cmp(b.0));
+        for ((kind, route), overrides) in routes {
+            applied
+                .entry(overrides.policy.clone())
+                .or_default()
+                .push(format!("{} {route}", kind.name()));
+        }
         applied
     }
 
@@ -102,7 +117,7 @@ impl RoutePolicies {
             (a_time.is_none(), a_time, a_key).cmp(&(b_time.is_none(), b_time, b_key))
         });
         let mut resolved = RoutePolicies::default();
-        let mut holders: HashMap<NamespacedName, NamespacedName> = HashMap::new();
+        let mut holders: HashMap<(Kind, NamespacedName), NamespacedName> = HashMap::new();
         for (key, stored) in policies {
             let problem = |error: FieldError| {
                 Problem::at(
@@ -127,36 +142,74 @@ impl RoutePolicies {
             }
             for (i, target) in stored.object.spec.target_refs.iter().enumerate() {
                 let field = |name: &str| format!("spec.targetRefs[{i}].{name}");
-                if target.group != "networking.k8s.io" || target.kind != "Ingress" {
-                    problems.push(problem(FieldError::new(
-                        field("kind"),
-                        format!(
-                            "{:?} of group {:?} cannot be targeted: a RoutePolicy targets \
-                             Ingresses (group networking.k8s.io, kind Ingress)",
-                            target.kind, target.group
-                        ),
-                    )));
-                    continue;
-                }
-                let ingress = NamespacedName::new(&key.namespace, &target.name);
-                if !store.ingresses.contains_key(&ingress) {
+                let gateway_api = crate::config::gateway::GROUP;
+                let kind = match (target.group.as_str(), target.kind.as_str()) {
+                    ("networking.k8s.io", "Ingress") => Kind::Ingress,
+                    (group, "HTTPRoute") if group == gateway_api => Kind::HttpRoute,
+                    (group, "GRPCRoute") if group == gateway_api => Kind::GrpcRoute,
+                    _ => {
+                        problems.push(problem(FieldError::new(
+                            field("kind"),
+                            format!(
+                                "{:?} of group {:?} cannot be targeted: a RoutePolicy targets \
+                                 Ingresses (group networking.k8s.io), HTTPRoutes and GRPCRoutes \
+                                 (group {gateway_api})",
+                                target.kind, target.group
+                            ),
+                        )));
+                        continue;
+                    }
+                };
+                let name = NamespacedName::new(&key.namespace, &target.name);
+                let exists = match kind {
+                    Kind::Ingress => store.ingresses.contains_key(&name),
+                    Kind::HttpRoute => store.http_routes.contains_key(&name),
+                    _ => store.grpc_routes.contains_key(&name),
+                };
+                if !exists {
                     problems.push(problem(FieldError::new(
                         field("name"),
-                        format!("Ingress {ingress} not found"),
+                        format!("{} {name} not found", kind.name()),
                     )));
                     continue;
                 }
-                match holders.get(&ingress) {
+                if kind != Kind::Ingress {
+                    // A route has its own backendRefs; an error backend is an Ingress's.
+                    let spec = &stored.object.spec;
+                    for (set, what) in [
+                        (!spec.backend_refs.is_empty(), "spec.backendRefs"),
+                        (spec.error_backend.is_some(), "spec.errorBackend"),
+                        (
+                            spec.tls.as_ref().is_some_and(|t| {
+                                t.min_version.is_some() || !t.cipher_suites.is_empty()
+                            }),
+                            "spec.tls",
+                        ),
+                    ] {
+                        if set {
+                            problems.push(problem(FieldError::new(
+                                what,
+                                format!("applies to Ingresses only: not to {} {name}", kind.name()),
+                            )));
+                        }
+                    }
+                }
+                match holders.get(&(kind, name.clone())) {
                     Some(older) => problems.push(problem(FieldError::new(
                         field("name"),
                         format!(
                             "conflicts with RoutePolicy {older}, which is older and targets \
-                             Ingress {ingress} as well: that one applies"
+                             {} {name} as well: that one applies",
+                            kind.name()
                         ),
                     ))),
                     None => {
-                        holders.insert(ingress.clone(), key.clone());
-                        resolved.by_ingress.insert(ingress, overrides.clone());
+                        holders.insert((kind, name.clone()), key.clone());
+                        if kind == Kind::Ingress {
+                            resolved.by_ingress.insert(name, overrides.clone());
+                        } else {
+                            resolved.by_route.insert((kind, name), overrides.clone());
+                        }
                     }
                 }
             }

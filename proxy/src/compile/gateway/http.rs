@@ -74,6 +74,8 @@ struct Targets {
     /// Its plugins (ExtensionRef filters, WasmPlugins targeting the route or its Gateways),
     /// or why they cannot run.
     plugins: Result<super::super::plugins::ChainResult, Unsupported>,
+    /// The RoutePolicy targeting the route, if one does.
+    policy: Option<Arc<crate::compile::route_policies::RouteOverrides>>,
 }
 
 /// A rule's backends, resolved: each with its weight and what it does.
@@ -172,6 +174,11 @@ impl Compiler<'_> {
                         .clone()
                 })
                 .collect();
+            let policy_kind = match input.kind {
+                RouteKind::Grpc => Kind::GrpcRoute,
+                _ => Kind::HttpRoute,
+            };
+            let policy = self.route_policies.for_route(policy_kind, key);
             for (i, rule) in rules.iter().enumerate() {
                 for backend in rule.backend_refs.iter().flatten() {
                     if backend.group.as_deref().unwrap_or("").is_empty()
@@ -186,10 +193,13 @@ impl Compiler<'_> {
                     }
                 }
                 let field = format!("spec.rules[{i}]");
+                let mut mirrors = self.rule_mirrors(input.kind, key, &field, rule, &mut refs);
+                mirrors.extend(policy.as_ref().and_then(|p| p.mirror.clone()));
                 let targets = Targets {
                     backends: self.rule_backends(input.kind, key, &field, rule, &mut refs),
-                    mirrors: self.rule_mirrors(input.kind, key, &field, rule, &mut refs),
+                    mirrors,
                     plugins: self.rule_plugins(key, (i, &field), rule, &parent_gateways),
+                    policy: policy.clone(),
                 };
                 for parent in &parents {
                     for attachment in &parent.attachments {
@@ -539,6 +549,17 @@ impl Compiler<'_> {
                 let mut route = plain_route(route_name.clone(), key, hostname, action);
                 route.path = Some(shown_path.clone());
                 route.retry = retry;
+                if let Some(policy) = &targets.policy {
+                    // What a RoutePolicy targeting the route sets, over Gantry's defaults; the
+                    // route's own redirect wins.
+                    route.compression = policy.compression.clone().or(route.compression);
+                    route.body_limit = policy.body_limit.or(route.body_limit);
+                    route.external_auth = policy.external_auth.clone().or(route.external_auth);
+                    route.hsts = policy.hsts.clone().or(route.hsts);
+                    if route.redirect.is_none() {
+                        route.redirect = policy.redirect.clone();
+                    }
+                }
                 if let (Some(affinity), Action::Proxy(_)) = (&affinity, &route.action) {
                     route.balance = Balance::Cookie(affinity.clone());
                 }

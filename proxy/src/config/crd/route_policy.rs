@@ -117,13 +117,14 @@ pub struct MirrorPolicy {
     pub request_body: Option<bool>,
 }
 
-/// An Ingress, as the Gateway API's `LocalPolicyTargetReference`.
+/// An Ingress, HTTPRoute or GRPCRoute of the policy's namespace, as the Gateway API's
+/// `LocalPolicyTargetReference`.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoutePolicyTarget {
-    /// `networking.k8s.io`.
+    /// `networking.k8s.io` (an Ingress) or `gateway.networking.k8s.io` (a route).
     pub group: String,
-    /// `Ingress`.
+    /// `Ingress`, `HTTPRoute` or `GRPCRoute`.
     pub kind: String,
     pub name: String,
 }

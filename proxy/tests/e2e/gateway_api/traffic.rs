@@ -696,3 +696,68 @@ spec:
     );
     socket.close(None).await.unwrap();
 }
+
+/// A RoutePolicy targeting HTTPRoutes as it targets Ingresses: its compression and request
+/// body limit on the route's requests; the fields that are an Ingress's refused by name.
+#[tokio::test]
+async fn route_policies_apply_to_gateway_api_routes() {
+    let base = base().await;
+    base.config.write(
+        "policies.yaml",
+        "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: with-policy, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [policy.example.com]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: without-policy, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [plain.example.com]
+  rules: [{backendRefs: [{name: infra-backend-v1, port: 8080}]}]
+---
+apiVersion: gantry.dev/v1alpha1
+kind: RoutePolicy
+metadata: {name: limits, namespace: gateway-conformance-infra}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: HTTPRoute, name: with-policy}]
+  compression: {minContentLength: 100}
+  requestBodyLimit: 1Ki
+  errorBackend: {service: infra-backend-v2}
+",
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let client = clients::http1();
+    let big = format!("/?pad={}", "a".repeat(1000));
+    for (host, coding) in [("policy.example.com", "gzip"), ("plain.example.com", "")] {
+        let response = gantry
+            .send(&client, "GET", host, &big, &[("accept-encoding", "gzip")])
+            .await;
+        assert_eq!(response.status(), 200);
+        let got = response
+            .headers()
+            .get("content-encoding")
+            .map_or("", |v| v.to_str().unwrap_or(""));
+        assert_eq!(got, coding, "{host}");
+    }
+    let body = "x".repeat(2048);
+    for (host, status) in [("policy.example.com", 413), ("plain.example.com", 200)] {
+        let response = client
+            .post(gantry.url("/upload"))
+            .header("host", host)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{host}");
+    }
+    gantry
+        .assert_problems(&[
+            "RoutePolicy gateway-conformance-infra/limits: spec.errorBackend: applies to Ingresses only",
+        ])
+        .await;
+}
