@@ -761,3 +761,125 @@ spec:
         ])
         .await;
 }
+
+/// HTTPRouteBackendRequestHeaderModifier (a backendRef's own RequestHeaderModifier: set, add,
+/// remove, several, names in any case), HTTPRouteRequestHeaderModifierBackendWeights (each
+/// weighted backend gets its own header) and HTTPRoute303Redirect, -307Redirect and
+/// -308Redirect.
+#[tokio::test]
+async fn backend_filters_and_redirect_codes_follow_the_suite() {
+    let base = base().await;
+    let modifier = |path: &str, spec: &str| {
+        format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {spec}}}]
+"
+        )
+    };
+    let mut rules = String::new();
+    rules.push_str(&modifier("/set", "{set: [{name: X-Header-Set, value: set-overwrites-values}]}"));
+    rules.push_str(&modifier("/add", "{add: [{name: X-Header-Add, value: add-appends-values}]}"));
+    rules.push_str(&modifier("/remove", "{remove: [X-Header-Remove]}"));
+    rules.push_str(&modifier(
+        "/multiple",
+        "{set: [{name: X-Header-Set-1, value: header-set-1}, {name: X-Header-Set-2, value: header-set-2}], add: [{name: X-Header-Add-1, value: header-add-1}, {name: X-Header-Add-2, value: header-add-2}, {name: X-Header-Add-3, value: header-add-3}], remove: [X-Header-Remove-1, X-Header-Remove-2]}",
+    ));
+    rules.push_str(&modifier(
+        "/case-insensitivity",
+        "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}",
+    ));
+    for (path, code) in [("/see-other", 303), ("/temporary", 307), ("/permanent", 308)] {
+        rules.push_str(&format!(
+            "  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+    filters: [{{type: RequestRedirect, requestRedirect: {{statusCode: {code}}}}}]
+"
+        ));
+    }
+    base.config.write(
+        "routes.yaml",
+        &format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: request-header-modifier, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [modifiers.example.com]
+  rules:
+{rules}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: request-header-modifier-backend-weights, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [weights.example.com]
+  rules:
+  - backendRefs:
+    - name: infra-backend-v1
+      port: 8080
+      weight: 10
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Backend, value: infra-backend-v1}}]}}}}]
+    - name: infra-backend-v2
+      port: 8080
+      weight: 10
+      filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Backend, value: infra-backend-v2}}]}}}}]
+"
+        ),
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    // (path, request headers, headers the backend must see (joined as the suite joins them),
+    // headers it must not see).
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: &[Case] = &[
+        ("/set", &[("Some-Other-Header", "val")], &[("some-other-header", "val"), ("x-header-set", "set-overwrites-values")], &[]),
+        ("/set", &[("Some-Other-Header", "val"), ("X-Header-Set", "some-other-value")], &[("some-other-header", "val"), ("x-header-set", "set-overwrites-values")], &[]),
+        ("/add", &[("Some-Other-Header", "val")], &[("some-other-header", "val"), ("x-header-add", "add-appends-values")], &[]),
+        ("/add", &[("Some-Other-Header", "val"), ("X-Header-Add", "some-other-value")], &[("x-header-add", "some-other-value,add-appends-values")], &[]),
+        ("/remove", &[("X-Header-Remove", "val")], &[], &["x-header-remove"]),
+        (
+            "/multiple",
+            &[("X-Header-Set-2", "set-val"), ("X-Header-Add-2", "add-val"), ("X-Header-Remove-1", "val"), ("X-Header-Remove-2", "val")],
+            &[("x-header-set-1", "header-set-1"), ("x-header-set-2", "header-set-2"), ("x-header-add-1", "header-add-1"), ("x-header-add-2", "add-val,header-add-2"), ("x-header-add-3", "header-add-3")],
+            &["x-header-remove-1", "x-header-remove-2"],
+        ),
+        (
+            "/case-insensitivity",
+            &[("x-header-set", "original-val-set"), ("x-header-add", "original-val-add"), ("x-header-remove", "original-val-remove")],
+            &[("x-header-set", "header-set"), ("x-header-add", "original-val-add,header-add")],
+            &["x-header-remove"],
+        ),
+    ];
+    for (path, sent, seen, absent) in cases {
+        let (status, server, report) = ask(&gantry, "GET", "modifiers.example.com", path, sent).await;
+        assert_eq!((status, server.as_deref()), (200, Some("infra-backend-v1")), "{path}");
+        for (name, value) in *seen {
+            let values: Vec<&str> = report["headers"][name]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect();
+            assert_eq!(values.join(","), *value, "{path}: {name} in {report}");
+        }
+        for name in *absent {
+            assert!(report["headers"].get(name).is_none(), "{path}: {name} in {report}");
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..40 {
+        let (status, server, report) = ask(&gantry, "GET", "weights.example.com", "/", &[]).await;
+        assert_eq!(status, 200);
+        let server = server.unwrap();
+        assert_eq!(report["headers"]["backend"][0], server.as_str(), "{report}");
+        seen.insert(server);
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    for (path, code) in [("/see-other", 303), ("/temporary", 307), ("/permanent", 308)] {
+        let (status, location, _) = ask(&gantry, "GET", "modifiers.example.com", path, &[]).await;
+        assert_eq!(status, code, "{path}");
+        let location = location.unwrap_or_default();
+        assert!(location.ends_with(path), "{path}: {location}");
+    }
+}
