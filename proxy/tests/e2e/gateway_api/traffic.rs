@@ -780,8 +780,14 @@ async fn backend_filters_and_redirect_codes_follow_the_suite() {
         )
     };
     let mut rules = String::new();
-    rules.push_str(&modifier("/set", "{set: [{name: X-Header-Set, value: set-overwrites-values}]}"));
-    rules.push_str(&modifier("/add", "{add: [{name: X-Header-Add, value: add-appends-values}]}"));
+    rules.push_str(&modifier(
+        "/set",
+        "{set: [{name: X-Header-Set, value: set-overwrites-values}]}",
+    ));
+    rules.push_str(&modifier(
+        "/add",
+        "{add: [{name: X-Header-Add, value: add-appends-values}]}",
+    ));
     rules.push_str(&modifier("/remove", "{remove: [X-Header-Remove]}"));
     rules.push_str(&modifier(
         "/multiple",
@@ -791,7 +797,11 @@ async fn backend_filters_and_redirect_codes_follow_the_suite() {
         "/case-insensitivity",
         "{set: [{name: X-Header-Set, value: header-set}], add: [{name: X-Header-Add, value: header-add}], remove: [X-Header-Remove]}",
     ));
-    for (path, code) in [("/see-other", 303), ("/temporary", 307), ("/permanent", 308)] {
+    for (path, code) in [
+        ("/see-other", 303),
+        ("/temporary", 307),
+        ("/permanent", 308),
+    ] {
         rules.push_str(&format!(
             "  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
     filters: [{{type: RequestRedirect, requestRedirect: {{statusCode: {code}}}}}]
@@ -831,29 +841,97 @@ spec:
     let gantry = Gantry::start(base.config.path()).await;
     // (path, request headers, headers the backend must see (joined as the suite joins them),
     // headers it must not see).
-    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [(&'a str, &'a str)], &'a [&'a str]);
+    type Case<'a> = (
+        &'a str,
+        &'a [(&'a str, &'a str)],
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+    );
     let cases: &[Case] = &[
-        ("/set", &[("Some-Other-Header", "val")], &[("some-other-header", "val"), ("x-header-set", "set-overwrites-values")], &[]),
-        ("/set", &[("Some-Other-Header", "val"), ("X-Header-Set", "some-other-value")], &[("some-other-header", "val"), ("x-header-set", "set-overwrites-values")], &[]),
-        ("/add", &[("Some-Other-Header", "val")], &[("some-other-header", "val"), ("x-header-add", "add-appends-values")], &[]),
-        ("/add", &[("Some-Other-Header", "val"), ("X-Header-Add", "some-other-value")], &[("x-header-add", "some-other-value,add-appends-values")], &[]),
-        ("/remove", &[("X-Header-Remove", "val")], &[], &["x-header-remove"]),
+        (
+            "/set",
+            &[("Some-Other-Header", "val")],
+            &[
+                ("some-other-header", "val"),
+                ("x-header-set", "set-overwrites-values"),
+            ],
+            &[],
+        ),
+        (
+            "/set",
+            &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Set", "some-other-value"),
+            ],
+            &[
+                ("some-other-header", "val"),
+                ("x-header-set", "set-overwrites-values"),
+            ],
+            &[],
+        ),
+        (
+            "/add",
+            &[("Some-Other-Header", "val")],
+            &[
+                ("some-other-header", "val"),
+                ("x-header-add", "add-appends-values"),
+            ],
+            &[],
+        ),
+        (
+            "/add",
+            &[
+                ("Some-Other-Header", "val"),
+                ("X-Header-Add", "some-other-value"),
+            ],
+            &[("x-header-add", "some-other-value,add-appends-values")],
+            &[],
+        ),
+        (
+            "/remove",
+            &[("X-Header-Remove", "val")],
+            &[],
+            &["x-header-remove"],
+        ),
         (
             "/multiple",
-            &[("X-Header-Set-2", "set-val"), ("X-Header-Add-2", "add-val"), ("X-Header-Remove-1", "val"), ("X-Header-Remove-2", "val")],
-            &[("x-header-set-1", "header-set-1"), ("x-header-set-2", "header-set-2"), ("x-header-add-1", "header-add-1"), ("x-header-add-2", "add-val,header-add-2"), ("x-header-add-3", "header-add-3")],
+            &[
+                ("X-Header-Set-2", "set-val"),
+                ("X-Header-Add-2", "add-val"),
+                ("X-Header-Remove-1", "val"),
+                ("X-Header-Remove-2", "val"),
+            ],
+            &[
+                ("x-header-set-1", "header-set-1"),
+                ("x-header-set-2", "header-set-2"),
+                ("x-header-add-1", "header-add-1"),
+                ("x-header-add-2", "add-val,header-add-2"),
+                ("x-header-add-3", "header-add-3"),
+            ],
             &["x-header-remove-1", "x-header-remove-2"],
         ),
         (
             "/case-insensitivity",
-            &[("x-header-set", "original-val-set"), ("x-header-add", "original-val-add"), ("x-header-remove", "original-val-remove")],
-            &[("x-header-set", "header-set"), ("x-header-add", "original-val-add,header-add")],
+            &[
+                ("x-header-set", "original-val-set"),
+                ("x-header-add", "original-val-add"),
+                ("x-header-remove", "original-val-remove"),
+            ],
+            &[
+                ("x-header-set", "header-set"),
+                ("x-header-add", "original-val-add,header-add"),
+            ],
             &["x-header-remove"],
         ),
     ];
     for (path, sent, seen, absent) in cases {
-        let (status, server, report) = ask(&gantry, "GET", "modifiers.example.com", path, sent).await;
-        assert_eq!((status, server.as_deref()), (200, Some("infra-backend-v1")), "{path}");
+        let (status, server, report) =
+            ask(&gantry, "GET", "modifiers.example.com", path, sent).await;
+        assert_eq!(
+            (status, server.as_deref()),
+            (200, Some("infra-backend-v1")),
+            "{path}"
+        );
         for (name, value) in *seen {
             let values: Vec<&str> = report["headers"][name]
                 .as_array()
@@ -864,7 +942,10 @@ spec:
             assert_eq!(values.join(","), *value, "{path}: {name} in {report}");
         }
         for name in *absent {
-            assert!(report["headers"].get(name).is_none(), "{path}: {name} in {report}");
+            assert!(
+                report["headers"].get(name).is_none(),
+                "{path}: {name} in {report}"
+            );
         }
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -876,7 +957,11 @@ spec:
         seen.insert(server);
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
-    for (path, code) in [("/see-other", 303), ("/temporary", 307), ("/permanent", 308)] {
+    for (path, code) in [
+        ("/see-other", 303),
+        ("/temporary", 307),
+        ("/permanent", 308),
+    ] {
         let (status, location, _) = ask(&gantry, "GET", "modifiers.example.com", path, &[]).await;
         assert_eq!(status, code, "{path}");
         let location = location.unwrap_or_default();
