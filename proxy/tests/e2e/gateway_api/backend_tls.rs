@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use super::{INFRA, base, condition, status_of};
+use super::{INFRA, base, condition, status_of, triples};
 use crate::support::nginx::Nginx;
 use crate::support::pki::TestCa;
 use crate::support::{Gantry, clients};
@@ -71,18 +71,7 @@ fn ancestor_conditions(status: &Value) -> Vec<(String, String, String)> {
         .unwrap_or_else(|| panic!("no ancestor same-namespace in {status}"));
     assert_eq!(ancestor["controllerName"], "gantry.dev/gateway-controller");
     assert_eq!(ancestor["ancestorRef"]["kind"], "Gateway");
-    ancestor["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    triples(&ancestor["conditions"])
 }
 
 /// BackendTLSPolicy (a verified backend, a hostname that does not match its certificate, a CA

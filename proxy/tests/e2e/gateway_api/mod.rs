@@ -195,18 +195,7 @@ pub(super) fn parent_conditions(status: &Value, gateway: &str) -> Vec<(String, S
     assert_eq!(parent["controllerName"], "gantry.dev/gateway-controller");
     assert_eq!(parent["parentRef"]["group"], "gateway.networking.k8s.io");
     assert_eq!(parent["parentRef"]["kind"], "Gateway");
-    parent["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    triples(&parent["conditions"])
 }
 
 /// The (type, status, reason) of each condition of `listener` in a status's `listeners`.
@@ -217,31 +206,22 @@ pub(super) fn listener_conditions(status: &Value, listener: &str) -> Vec<(String
         .flatten()
         .find(|l| l["name"] == listener)
         .unwrap_or_else(|| panic!("no listener {listener} in {status}"));
-    entry["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["reason"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
+    triples(&entry["conditions"])
 }
 
 pub(super) fn own_conditions(status: &Value) -> Vec<(String, String, String)> {
-    status["conditions"]
+    triples(&status["conditions"])
+}
+
+/// A list of conditions as (type, status, reason).
+pub(super) fn triples(conditions: &Value) -> Vec<(String, String, String)> {
+    conditions
         .as_array()
         .into_iter()
         .flatten()
         .map(|c| {
-            (
-                c["type"].as_str().unwrap().to_owned(),
-                c["status"].as_str().unwrap().to_owned(),
-                c["reason"].as_str().unwrap().to_owned(),
-            )
+            let text = |field: &str| c[field].as_str().unwrap_or("").to_owned();
+            (text("type"), text("status"), text("reason"))
         })
         .collect()
 }
@@ -889,20 +869,7 @@ spec:
         "gateway-supported-and-unsupported-protocols",
     )
     .await;
-    let conditions = |v: &Value| -> Vec<(String, String, String)> {
-        v["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| {
-                (
-                    c["type"].as_str().unwrap().to_owned(),
-                    c["status"].as_str().unwrap().to_owned(),
-                    c["reason"].as_str().unwrap().to_owned(),
-                )
-            })
-            .collect()
-    };
+    let conditions = |v: &Value| -> Vec<(String, String, String)> { triples(&v["conditions"]) };
     assert!(
         conditions(&gateway).contains(&condition("Accepted", "True", "ListenersNotValid")),
         "{gateway}"
