@@ -153,6 +153,27 @@ impl<'a> Backends<'a> {
         self.service(key, PortRef::Number(port))
     }
 
+    /// A Service port by number for datagrams: the one of that number whose protocol is UDP
+    /// when the Service has one (a DNS Service has 53 twice), else as [`Self::service_by_number`].
+    pub fn service_for_udp(&mut self, key: NamespacedName, port: u16) -> Resolved {
+        let udp_name = self
+            .store
+            .services
+            .get(&key)
+            .and_then(|s| s.object.spec.as_ref()?.ports.as_ref())
+            .and_then(|ports| {
+                ports
+                    .iter()
+                    .find(|p| i32::from(port) == p.port && p.protocol.as_deref() == Some("UDP"))
+            })
+            .and_then(|p| p.name.clone())
+            .filter(|name| !name.is_empty());
+        match udp_name {
+            Some(name) => self.service(key, PortRef::Name(name)),
+            None => self.service_by_number(key, port),
+        }
+    }
+
     /// The upstream group of a Service's port, if the Service and port exist.
     pub fn service_port(&mut self, key: NamespacedName, port: u16) -> Option<Arc<UpstreamGroup>> {
         match self.service(key, PortRef::Number(port)) {
@@ -307,6 +328,9 @@ impl<'a> Backends<'a> {
     /// (an unset condition means ready, as the API says).
     fn ready_endpoints(&self, key: &NamespacedName, service_port: &ServicePort) -> Vec<SocketAddr> {
         let port_name = service_port.name.as_deref().unwrap_or("");
+        // The endpoints' port is the one of the Service port's protocol (a DNS Service has
+        // the same port for TCP and UDP, under two names).
+        let protocol = service_port.protocol.as_deref().unwrap_or("TCP");
         let mut addrs = Vec::new();
         if let Some(slices) = self.slices.get(key) {
             for slice in slices {
@@ -315,7 +339,7 @@ impl<'a> Backends<'a> {
                 }
                 let port = slice.ports.iter().flatten().find(|p| {
                     p.name.as_deref().unwrap_or("") == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
                 });
                 let Some(port) = port
                     .and_then(|p| p.port)
@@ -341,7 +365,7 @@ impl<'a> Backends<'a> {
             for subset in endpoints.object.subsets.iter().flatten() {
                 let port = subset.ports.iter().flatten().find(|p| {
                     p.name.as_deref().unwrap_or("") == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
                 });
                 let Some(port) = port.and_then(|p| u16::try_from(p.port).ok()) else {
                     continue;

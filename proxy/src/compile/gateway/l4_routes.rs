@@ -267,7 +267,11 @@ impl Compiler<'_> {
             ));
         };
         let service = NamespacedName::new(namespace, &backend.name);
-        match self.backends.service_by_number(service, port) {
+        let resolved = match route.kind {
+            RouteKind::Udp => self.backends.service_for_udp(service, port),
+            _ => self.backends.service_by_number(service, port),
+        };
+        match resolved {
             Resolved::Ok(Action::Proxy(group)) => Ok(group),
             Resolved::Ok(_) => Err(Condition::no(
                 "ResolvedRefs",

@@ -795,3 +795,80 @@ spec:
     // Another server name: no route takes it, the handshake is refused.
     assert!(tls_handshake(addr, "other.example.com").await.is_err());
 }
+
+/// A UDPRoute on a UDP listener (no test of the suite's profiles has one): DNS queries to a
+/// real BIND behind a Service with port 53 for TCP and for UDP, the UDP one taken, each query
+/// answered; the route's status accepted.
+#[tokio::test]
+async fn udp_routes_carry_datagrams_to_their_backends() {
+    use crate::support::dns::dig;
+    let bind_port = free_port();
+    let bind = crate::dns_publish::named_primary(bind_port);
+    wait_until("BIND answering", || async {
+        dig(bind.addr, &["manual.example.test", "A", "+short"])
+            .await
+            .0
+            .trim()
+            == "198.51.100.1"
+    })
+    .await;
+    let base = base().await;
+    let port = free_port();
+    // The Service's TCP port of the same number goes nowhere: the UDP port is the one used.
+    let elsewhere = free_port();
+    base.config.write(
+        "udp.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Service
+metadata: {{name: dns-backend, namespace: gateway-conformance-infra}}
+spec:
+  ports:
+  - {{name: dns-tcp, port: 53, protocol: TCP}}
+  - {{name: dns, port: 53, protocol: UDP}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: dns-backend-1
+  namespace: gateway-conformance-infra
+  labels: {{kubernetes.io/service-name: dns-backend}}
+addressType: IPv4
+endpoints: [{{addresses: [\"127.0.0.1\"], conditions: {{ready: true}}}}]
+ports: [{{name: dns-tcp, port: {elsewhere}, protocol: TCP}}, {{name: dns, port: {bind_port}, protocol: UDP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: udp-gateway, namespace: gateway-conformance-infra}}
+spec:
+  gatewayClassName: gantry
+  listeners: [{{name: dns, protocol: UDP, port: {port}, allowedRoutes: {{kinds: [{{kind: UDPRoute}}]}}}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: UDPRoute
+metadata: {{name: dns, namespace: gateway-conformance-infra}}
+spec:
+  parentRefs: [{{name: udp-gateway, sectionName: dns}}]
+  rules: [{{backendRefs: [{{name: dns-backend, port: 53}}]}}]
+"
+        ),
+    );
+    let gantry = Gantry::start(base.config.path()).await;
+    let status = status_of(&gantry, "UDPRoute", INFRA, "dns").await;
+    assert!(
+        parent_conditions(&status, "udp-gateway").contains(&condition(
+            "ResolvedRefs",
+            "True",
+            "ResolvedRefs"
+        )),
+        "{status}"
+    );
+    let through = SocketAddr::from(([127, 0, 0, 1], port));
+    for (name, wanted) in [
+        ("manual.example.test", "198.51.100.1"),
+        ("taken.example.test", "198.51.100.2"),
+    ] {
+        let answer = dig(through, &[name, "A", "+short", "+notcp"]).await;
+        assert_eq!(answer.0.trim(), wanted, "{name}");
+    }
+}

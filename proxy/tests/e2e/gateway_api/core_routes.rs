@@ -30,7 +30,7 @@ async fn expect_all(gantry: &Gantry, cases: &[Expect<'_>]) {
     }
 }
 
-const INTERSECTION: &str = "apiVersion: gateway.networking.k8s.io/v1
+pub(super) const INTERSECTION: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: httproute-hostname-intersection, namespace: gateway-conformance-infra}
 spec:
@@ -98,7 +98,7 @@ spec:
 ---
 ";
 
-const LISTENER_HOSTNAMES: &str = "apiVersion: gateway.networking.k8s.io/v1
+pub(super) const LISTENER_HOSTNAMES: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {name: httproute-listener-hostname-matching, namespace: gateway-conformance-infra}
 spec:
@@ -134,7 +134,21 @@ spec:
 ---
 ";
 
-const PATH_ORDER: &str = "apiVersion: gateway.networking.k8s.io/v1
+pub(super) const NAMED_RULES: &str = "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: http-named-rules, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - name: named-rule
+    matches: [{path: {type: PathPrefix, value: /named}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /unnamed}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+";
+
+pub(super) const PATH_ORDER: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: path-matching-order, namespace: gateway-conformance-infra}
 spec:
@@ -216,14 +230,15 @@ ports: [{{name: first-port, port: {port}, protocol: TCP}}]
 
 /// HTTPRouteHostnameIntersection (every case of its table, the route that meets no listener,
 /// attachedRoutes only for accepted routes, a listener without hostname),
-/// HTTPRouteListenerHostnameMatching, HTTPRoutePathMatchOrder and HTTPRouteServiceTypes
+/// HTTPRouteListenerHostnameMatching, HTTPRoutePathMatchOrder, HTTPRouteNamedRule (the rule's
+/// name names its routes in `/config`) and HTTPRouteServiceTypes
 /// (Services without endpoints resolve; a headless Service and manual EndpointSlices serve).
 #[tokio::test]
 async fn routes_meet_listener_hostnames_paths_and_service_types_as_the_suite_expects() {
     let base = base().await;
     base.config.write(
         "routes.yaml",
-        &format!("{INTERSECTION}{LISTENER_HOSTNAMES}{PATH_ORDER}"),
+        &format!("{INTERSECTION}{LISTENER_HOSTNAMES}{PATH_ORDER}{NAMED_RULES}"),
     );
     base.config
         .write("service-types.yaml", &service_types(None));
@@ -285,9 +300,17 @@ async fn routes_meet_listener_hostnames_paths_and_service_types_as_the_suite_exp
             ("paths.example.com", "/match/prefix/one/any", 200, v2),
             ("paths.example.com", "/match/prefix/any", 200, v1),
             ("paths.example.com", "/match/any", 200, v3),
+            // HTTPRouteNamedRule.
+            ("named.example.com", "/named", 200, v1),
+            ("named.example.com", "/unnamed", 200, v2),
         ],
     )
     .await;
+    let config = gantry.config().await.to_string();
+    assert!(
+        config.contains("gateway-conformance-infra/http-named-rules:named-rule"),
+        "the named rule's routes are not named after it"
+    );
     // The backend sees the Host as sent, port included.
     let (_, _, report) = ask(&gantry, "GET", "very.specific.com:1234", "/s1", &[]).await;
     assert_eq!(report["headers"]["host"][0], "very.specific.com:1234");

@@ -16,6 +16,7 @@ mod convert;
 mod core_gateways;
 mod core_l4;
 mod core_routes;
+mod kube_parity;
 mod listener_sets;
 mod traffic;
 
@@ -74,7 +75,7 @@ pub(super) async fn base() -> Base {
 }
 
 /// The base manifests, and the backends they point to.
-async fn base_manifests() -> (String, Vec<upstream::Upstream>) {
+pub(super) async fn base_manifests() -> (String, Vec<upstream::Upstream>) {
     let mut manifests = String::from(
         "apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
@@ -377,7 +378,7 @@ spec:
 }
 
 /// The routes of the references test: one per way a reference attaches, resolves or does not.
-const REFERENCES: &str = "apiVersion: gateway.networking.k8s.io/v1
+pub(super) const REFERENCES: &str = "apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: cross-namespace, namespace: gateway-conformance-web-backend}
 spec:
