@@ -14,7 +14,6 @@ use requests::{request, shim_settings};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gantry_acme::CertificateRequest;
 use gantry_acme::challenge::ChallengeKind;
 use gantry_dns::ZoneSpec;
 
@@ -173,24 +172,14 @@ impl Compiler<'_> {
                         .push(ingress.problem(format!("spec.tls[{i}].hosts[{h}]"), reason));
                     continue;
                 }
-                wanted.insert(
+                let certificate = settings.wanted(
+                    self.store,
                     secret.clone(),
-                    WantedCertificate {
-                        in_secret: secret_contents(self.store, &secret),
-                        secret,
-                        request: CertificateRequest {
-                            dns_names: hosts,
-                            key: settings.key,
-                            duration: settings.duration,
-                            reuse_key_pem: None,
-                        },
-                        issuing: issuing.clone(),
-                        issuer: issuer.clone(),
-                        renew_before: settings.renew_before,
-                        rotate_key: settings.rotate_key,
-                        owner: ingress.reference.clone(),
-                    },
+                    hosts,
+                    (&issuing, &issuer),
+                    ingress.reference.clone(),
                 );
+                wanted.insert(secret, certificate);
             }
         }
         self.gateway_certificates(&mut wanted, &mut issuers, zones, publications);
@@ -306,24 +295,14 @@ impl Compiler<'_> {
                     self.problems.push(problem("spec.listeners", reason));
                     continue;
                 }
-                wanted.insert(
+                let certificate = settings.wanted(
+                    self.store,
                     secret.clone(),
-                    WantedCertificate {
-                        in_secret: secret_contents(self.store, &secret),
-                        secret,
-                        request: CertificateRequest {
-                            dns_names: hosts,
-                            key: settings.key,
-                            duration: settings.duration,
-                            reuse_key_pem: None,
-                        },
-                        issuing: issuing.clone(),
-                        issuer: issuer.clone(),
-                        renew_before: settings.renew_before,
-                        rotate_key: settings.rotate_key,
-                        owner: owner.clone(),
-                    },
+                    hosts,
+                    (&issuing, &issuer),
+                    owner.clone(),
                 );
+                wanted.insert(secret, certificate);
             }
         }
     }

@@ -54,6 +54,35 @@ pub(super) struct ShimSettings {
     pub(super) rotate_key: bool,
 }
 
+impl ShimSettings {
+    /// The certificate a shim asks for: `hosts` in `secret`, from the issuer the annotations
+    /// name, for `owner` (the Ingress or Gateway).
+    pub(super) fn wanted(
+        &self,
+        store: &crate::config::Store,
+        secret: crate::config::NamespacedName,
+        hosts: Vec<String>,
+        (issuing, issuer): (&crate::snapshot::certificates::Issuing, &String),
+        owner: crate::config::ObjectRef,
+    ) -> crate::snapshot::certificates::WantedCertificate {
+        crate::snapshot::certificates::WantedCertificate {
+            in_secret: super::secret_contents(store, &secret),
+            secret,
+            request: gantry_acme::CertificateRequest {
+                dns_names: hosts,
+                key: self.key,
+                duration: self.duration,
+                reuse_key_pem: None,
+            },
+            issuing: issuing.clone(),
+            issuer: issuer.clone(),
+            renew_before: self.renew_before,
+            rotate_key: self.rotate_key,
+            owner,
+        }
+    }
+}
+
 const CM_DURATION: &str = "cert-manager.io/duration";
 const CM_RENEW_BEFORE: &str = "cert-manager.io/renew-before";
 const CM_KEY_ALGORITHM: &str = "cert-manager.io/private-key-algorithm";

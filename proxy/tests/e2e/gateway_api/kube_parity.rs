@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::core_routes::{INTERSECTION, LISTENER_HOSTNAMES, NAMED_RULES, PATH_ORDER};
 use super::{REFERENCES, base_manifests};
-use crate::support::{ConfigDir, Gantry};
+use crate::support::{ConfigDir, Gantry, wait_until};
 
 /// A ListenerSet scenario: one allowed set with a conflicting listener, one not allowed, and a
 /// route on the allowed set.
@@ -119,49 +119,21 @@ async fn kube_mode_writes_the_statuses_folder_mode_reports() {
     let _gantry = crate::kube::gantry(&api, &kubectl).await;
     for ((kind, namespace, name), status) in &wanted {
         let what = format!("{}/{name}", kind.to_ascii_lowercase());
-        let mut last = Value::Null;
-        let matched = wait_until_or_last(
-            &mut last,
+        let namespace = if kind == "GatewayClass" {
+            ""
+        } else {
+            namespace
+        };
+        wait_until(
+            &format!("kube mode to write {kind} {namespace}/{name}'s status as folder mode reports it: {status}"),
             || async {
-                let namespace = if kind == "GatewayClass" {
-                    ""
-                } else {
-                    namespace
-                };
                 kubectl
                     .get(&what, namespace)
                     .await
-                    .map(|object| comparable(&object["status"]))
+                    .is_some_and(|object| comparable(&object["status"]) == *status)
             },
-            status,
         )
         .await;
-        assert!(
-            matched,
-            "{kind} {namespace}/{name}: kube mode wrote\n{last:#}\nfolder mode reports\n{status:#}"
-        );
     }
     crate::support::rbac::assert_allowed(&api.calls(), "gantry", "default");
-}
-
-/// Polls `read` until it gives `wanted` (true), or the deadline passes with `last` the last
-/// value read (false), so that a mismatch shows both sides.
-async fn wait_until_or_last<F, Fut>(last: &mut Value, read: F, wanted: &Value) -> bool
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Option<Value>>,
-{
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        if let Some(value) = read().await {
-            if value == *wanted {
-                return true;
-            }
-            *last = value;
-        }
-        if std::time::Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }
