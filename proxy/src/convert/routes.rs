@@ -23,7 +23,7 @@ pub(super) struct Routes {
 }
 
 /// `host` as a DNS label: what listener and route names are made of.
-pub fn dns_label(host: &str) -> String {
+pub(super) fn dns_label(host: &str) -> String {
     let label: String = host
         .to_ascii_lowercase()
         .replace('*', "wildcard")
