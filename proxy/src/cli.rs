@@ -185,7 +185,61 @@ pub struct RunArgs {
     #[arg(long, env = "GANTRY_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,
     #[command(flatten)]
+    pub limits: LimitArgs,
+    #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// What a client may ask of the proxy's listeners, and when Gantry sheds load
+/// (docs/limits.md).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Client limits and overload")]
+pub struct LimitArgs {
+    /// Longest a request head may take to arrive whole, from the connection's start (or a
+    /// kept-alive connection's first byte of it); 408 after.
+    #[arg(long, env = "GANTRY_REQUEST_HEADER_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub request_header_timeout: Duration,
+    /// Longest a kept-alive connection (HTTP/1.1 or HTTP/2) may wait for its next request.
+    #[arg(long, env = "GANTRY_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_timeout)]
+    pub keepalive_timeout: Duration,
+    /// Longest wait between two reads of a request body.
+    #[arg(long, env = "GANTRY_REQUEST_BODY_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub request_body_timeout: Duration,
+    /// Longest wait between two writes of a response the client is slow to read.
+    #[arg(long, env = "GANTRY_SEND_TIMEOUT", default_value = "60s", value_parser = parse_timeout)]
+    pub send_timeout: Duration,
+    /// Longest a TLS handshake may take, from the connection's start.
+    #[arg(long, env = "GANTRY_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_timeout)]
+    pub tls_handshake_timeout: Duration,
+    /// Largest request head, request line and header fields together (431 over it; HTTP/2:
+    /// the header list's size).
+    #[arg(long, env = "GANTRY_MAX_REQUEST_HEADER_BYTES", default_value = "32Ki", value_parser = parse_head_bytes)]
+    pub max_request_header_bytes: usize,
+    /// Most header fields in a request head (431 over it).
+    #[arg(long, env = "GANTRY_MAX_REQUEST_HEADERS", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_request_headers: u16,
+    /// Longest request target, path and query (414 over it).
+    #[arg(long, env = "GANTRY_MAX_URI_BYTES", default_value = "8Ki", value_parser = parse_head_bytes)]
+    pub max_uri_bytes: usize,
+    /// Most streams open at once on one HTTP/2 connection.
+    #[arg(long, env = "GANTRY_H2_MAX_CONCURRENT_STREAMS", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_concurrent_streams: u32,
+    /// Most client connections open at once, over every listener; more are closed as soon as
+    /// they are accepted (default: half the open-files limit, which Gantry raises to its hard
+    /// limit, less 256 kept for everything else).
+    #[arg(long, env = "GANTRY_MAX_CONNECTIONS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: Option<u64>,
+    /// Most connections open at once from one client address (0: no limit; clients behind one
+    /// NAT, or a load balancer that does not send the PROXY protocol, share an address).
+    #[arg(long, env = "GANTRY_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 0)]
+    pub max_connections_per_client: usize,
+    /// Shed new requests with 503 while this many are in flight (0: never).
+    #[arg(long, env = "GANTRY_OVERLOAD_MAX_REQUESTS", default_value_t = 0)]
+    pub overload_max_requests: usize,
+    /// Shed new requests with 503 while the process's resident memory is over this, like
+    /// `900Mi` (default: 90% of its cgroup's memory limit, when it has one; 0: never).
+    #[arg(long, env = "GANTRY_OVERLOAD_MEMORY", value_parser = crate::quantity::parse_bytes)]
+    pub overload_memory: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -293,6 +347,22 @@ pub struct LogArgs {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A timeout: a duration longer than zero.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("a timeout must be longer than 0".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+/// A size limit of a request head: at least 1Ki, at most 1Mi (Pingora's own limit).
+fn parse_head_bytes(text: &str) -> Result<usize, String> {
+    match crate::quantity::parse_bytes(text)? {
+        bytes @ 1024..=1_048_575 => Ok(bytes),
+        _ => Err(format!("{text:?} is not between 1Ki and 1Mi - 1")),
+    }
 }
 
 fn parse_namespaced_name(text: &str) -> Result<crate::config::NamespacedName, String> {

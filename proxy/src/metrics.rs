@@ -40,6 +40,10 @@ pub struct Metrics {
     /// Connections refused for their PROXY protocol header (missing from a trusted peer,
     /// malformed, or sent by an untrusted one), by listener address.
     pub proxy_protocol_refused: IntCounterVec,
+    /// Connections closed as soon as they were accepted, by the limit they were over.
+    pub connections_refused: IntCounterVec,
+    /// Request heads refused (408, 414, 431) and TLS handshakes cut, by the limit.
+    pub requests_refused: IntCounterVec,
     /// DNS queries answered, by query type and response code.
     pub dns_queries: IntCounterVec,
     /// NOTIFYs sent to secondaries, by result (`answered`, `failed`).
@@ -158,6 +162,22 @@ impl Metrics {
             &["listener"],
         )?;
         registry.register(Box::new(proxy_protocol_refused.clone()))?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new(
+                "gantry_connections_refused_total",
+                "Client connections closed as soon as they were accepted, by the limit they were over",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(connections_refused.clone()))?;
+        let requests_refused = IntCounterVec::new(
+            Opts::new(
+                "gantry_requests_refused_total",
+                "Request heads refused (408, 414, 431) and TLS handshakes cut, by the client limit they were over",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(requests_refused.clone()))?;
         let dns_queries = IntCounterVec::new(
             Opts::new(
                 "gantry_dns_queries_total",
@@ -237,6 +257,8 @@ impl Metrics {
             config_generation,
             open_connections,
             proxy_protocol_refused,
+            connections_refused,
+            requests_refused,
             dns_queries,
             dns_notifies,
             dns_updates,

@@ -26,6 +26,7 @@ use crate::cli::RunArgs;
 use crate::cmd::drain::Drain;
 use crate::config::folder::{FolderError, FolderSource};
 use crate::config::kube::{KubeError, KubeSource};
+use crate::dataplane::limits::ClientLimits;
 use crate::dataplane::{self, Shared, headers::RequestIds};
 use crate::dns::publish::PublishFailures;
 use crate::dns::service::SharedSerials;
@@ -93,6 +94,11 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
 
     let mut server = server(&args, threads);
     let conf = server.configuration.clone();
+    let Guards {
+        limits,
+        admission,
+        overload,
+    } = client_limits(&args.limits, &hub.metrics)?;
     let shared = Shared {
         acme: hub.responses.clone(),
         snapshots: hub.snapshots.clone(),
@@ -102,12 +108,15 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         wasm,
         resolver,
         side_client: Arc::default(),
+        limits,
+        overload: overload.clone(),
     };
     let l4 = Arc::new(dataplane::l4::L4Shared {
         resolver: shared.resolver.clone(),
         metrics: dataplane::l4::L4Metrics::new(&hub.metrics.registry)?,
         proxy_metrics: hub.metrics.clone(),
         proxy_trusted: args.proxy_protocol_trusted.clone().into(),
+        admission: admission.clone(),
     });
     let listeners = dataplane::Listeners {
         http: args.http_addr,
@@ -116,6 +125,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         https_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Https),
         proxy_trusted: args.proxy_protocol_trusted.clone().into(),
         generations: hub.generation_watch.clone(),
+        admission,
     };
     server.add_service(dataplane::proxy_service(
         &conf,
@@ -144,6 +154,10 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         certificates(&args, &hub, kube.as_ref(), reloader.changes()),
     ));
     server.add_service(background_service("gantry config reloader", reloader));
+    server.add_service(background_service(
+        "gantry overload",
+        dataplane::overload::OverloadWatch(overload),
+    ));
     server.add_service(background_service(
         "gantry OCSP stapling",
         crate::certs::ocsp::Stapler {
@@ -187,6 +201,59 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let _kube = kube;
     let _hub = hub;
     server.run_forever()
+}
+
+/// What guards the listeners: the client limits, the connection counts, the overload
+/// thresholds.
+struct Guards {
+    limits: Arc<ClientLimits>,
+    admission: Arc<dataplane::admission::Admission>,
+    overload: Arc<dataplane::overload::Overload>,
+}
+
+/// The guards the flags ask for.
+fn client_limits(args: &crate::cli::LimitArgs, metrics: &Metrics) -> Result<Guards, RunError> {
+    let limits = ClientLimits {
+        request_header_timeout: args.request_header_timeout,
+        keepalive_timeout: args.keepalive_timeout,
+        request_body_timeout: args.request_body_timeout,
+        send_timeout: args.send_timeout,
+        tls_handshake_timeout: args.tls_handshake_timeout,
+        max_request_header_bytes: args.max_request_header_bytes,
+        max_request_headers: usize::from(args.max_request_headers),
+        max_uri_bytes: args.max_uri_bytes,
+        h2_max_concurrent_streams: args.h2_max_concurrent_streams,
+    };
+    let for_open_files = dataplane::admission::max_connections_for_open_files();
+    let max_connections = args.max_connections.map_or(for_open_files, |max| {
+        usize::try_from(max).unwrap_or(usize::MAX)
+    });
+    let admission = dataplane::admission::Admission::new(
+        max_connections,
+        args.max_connections_per_client,
+        &metrics.connections_refused,
+    );
+    let max_memory = match args.overload_memory {
+        Some(bytes) => bytes as u64,
+        None => dataplane::overload::default_memory_threshold().unwrap_or(0),
+    };
+    let overload = dataplane::overload::Overload::new(
+        args.overload_max_requests,
+        max_memory,
+        &metrics.registry,
+    )?;
+    info!(
+        max_connections,
+        max_connections_per_client = args.max_connections_per_client,
+        overload_max_requests = args.overload_max_requests,
+        overload_memory = max_memory,
+        "client limits"
+    );
+    Ok(Guards {
+        limits: Arc::new(limits),
+        admission: Arc::new(admission),
+        overload: Arc::new(overload),
+    })
 }
 
 /// What the subsystems share, made once: the Snapshot and its generations, the metrics, who

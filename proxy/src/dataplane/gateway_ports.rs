@@ -21,6 +21,7 @@ pub struct GatewayPorts {
     pub snapshots: SnapshotHandle,
     pub generations: watch::Receiver<u64>,
     pub host: IpAddr,
+    pub admission: Arc<super::admission::Admission>,
 }
 
 impl GatewayPorts {
@@ -60,6 +61,7 @@ impl GatewayPorts {
                             addr,
                             app.clone(),
                             None,
+                            self.admission.clone(),
                             shutdown.clone(),
                         );
                         bound.insert(port, pingora_runtime::current_handle().spawn(serve));

@@ -8,7 +8,8 @@
 //! handshakes), so the loop here accepts, sets the socket up as Pingora's listener does (no
 //! Nagle, the socket digest with the connection's addresses, no read buffer) and hands the
 //! stream to the same app on a worker thread chosen as Pingora chooses one. Pingora stays the
-//! server around it: the worker runtime, shutdown and its grace period.
+//! server around it: the worker runtime, shutdown and its grace period. A connection past the
+//! most the listeners hold ([`super::admission`]) is closed as soon as it is accepted.
 
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
@@ -23,6 +24,7 @@ use pingora::services::Service;
 use tokio::net::{TcpListener, TcpSocket};
 use tracing::{debug, error, info};
 
+use super::admission::Admission;
 use super::proxy_protocol;
 
 /// Connections waiting to be accepted, per listener (Pingora's listeners ask for as many).
@@ -37,6 +39,7 @@ pub struct ProxyService<A> {
     trusted: Arc<[ipnet::IpNet]>,
     /// Counts the connections refused for their header, by listener.
     refused: prometheus::IntCounterVec,
+    admission: Arc<Admission>,
     app: Option<Arc<A>>,
     /// The ports Gateway API listeners add.
     gateway_ports: Option<super::gateway_ports::GatewayPorts>,
@@ -49,12 +52,14 @@ impl<A> ProxyService<A> {
         addrs: Vec<(SocketAddr, bool)>,
         trusted: Arc<[ipnet::IpNet]>,
         refused: prometheus::IntCounterVec,
+        admission: Arc<Admission>,
     ) -> Self {
         ProxyService {
             name,
             addrs,
             trusted,
             refused,
+            admission,
             app: Some(Arc::new(app)),
             gateway_ports: None,
         }
@@ -135,13 +140,14 @@ async fn proxied_stream(
     Ok(Box::new(stream))
 }
 
-/// Accepts on `listener` until shutdown, each connection served on a worker thread; with
-/// `proxy`, the peers trusted to start with a PROXY protocol header.
+/// Accepts on `listener` until shutdown, each connection admitted served on a worker thread;
+/// with `proxy`, the peers trusted to start with a PROXY protocol header.
 pub(super) async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<A>,
     proxy: Option<(Arc<[ipnet::IpNet]>, prometheus::IntCounter)>,
+    admission: Arc<Admission>,
     mut shutdown: ShutdownWatch,
 ) {
     loop {
@@ -164,6 +170,15 @@ pub(super) async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                 continue;
             }
         };
+        let Some(mut permit) = admission.connection() else {
+            debug!(%peer, "refused on {addr}: {} connections open already", admission.max());
+            continue;
+        };
+        let per_client = admission.max_per_client() > 0;
+        if per_client && proxy.is_none() && !permit.client(peer.ip()) {
+            debug!(%peer, "refused on {addr}: the client has {} connections open already", admission.max_per_client());
+            continue;
+        }
         let app = app.clone();
         let shutdown = shutdown.clone();
         let proxy = proxy.clone();
@@ -179,6 +194,18 @@ pub(super) async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
                     }
                 },
             };
+            // Behind the PROXY protocol, the client is the one its header named.
+            let client = per_client
+                .then(|| stream.get_socket_digest())
+                .flatten()
+                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+            if let Some(client) = client
+                && !permit.client(client)
+            {
+                debug!(%client, "refused on {addr}: the client has its most connections open already");
+                return;
+            }
+            let _permit = permit;
             let mut next = app.process_new(stream, &shutdown).await;
             while let Some(reused) = next {
                 next = app.process_new(reused, &shutdown).await;
@@ -213,7 +240,14 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
                 let refused = self.refused.with_label_values(&[&addr.to_string()]);
                 (self.trusted.clone(), refused)
             });
-            let loop_ = accept_loop(listener, addr, app.clone(), proxy, shutdown.clone());
+            let loop_ = accept_loop(
+                listener,
+                addr,
+                app.clone(),
+                proxy,
+                self.admission.clone(),
+                shutdown.clone(),
+            );
             loops.push(pingora_runtime::current_handle().spawn(loop_));
         }
         if let Some(ports) = self.gateway_ports.take() {

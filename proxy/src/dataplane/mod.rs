@@ -2,6 +2,7 @@
 //! one pool of `--threads` workers), reading the current Snapshot on every request.
 
 mod access_log;
+pub mod admission;
 mod answers;
 mod cert_resolver;
 pub mod client_cert;
@@ -12,8 +13,10 @@ mod gateway_ports;
 mod h1;
 pub mod headers;
 pub mod l4;
+pub mod limits;
 mod listen;
 mod mirror;
+pub mod overload;
 mod plugins;
 mod proxy;
 pub mod proxy_protocol;
@@ -52,6 +55,8 @@ pub struct Listeners {
     pub proxy_trusted: Arc<[ipnet::IpNet]>,
     /// Follows the Snapshots for the ports Gateway listeners add.
     pub generations: tokio::sync::watch::Receiver<u64>,
+    /// How many connections the listeners (and the L4 listeners) hold.
+    pub admission: Arc<admission::Admission>,
 }
 
 pub fn proxy_service(
@@ -65,7 +70,9 @@ pub fn proxy_service(
     // h2c applies to plain connections only; TLS connections choose by ALPN.
     let mut options = HttpServerOptions::default();
     options.h2c = true;
+    options.h2_idle_timeout = Some(shared.limits.keepalive_timeout);
     proxy.server_options = Some(options);
+    proxy.h2_options = Some(h2_options(&shared.limits));
     let app = H1App::new(proxy, shared.clone(), listeners.https.port());
     let app = CountedApp::new(app, shared.metrics.open_connections.clone());
     let resolver = Arc::new(SniResolver::new(
@@ -75,7 +82,18 @@ pub fn proxy_service(
     ));
     // Both listeners are plain TCP to the accept loops: TlsApp does the HTTPS listener's
     // handshakes.
-    let app = TlsApp::new(app, listeners.https, resolver, shared.snapshots.clone(), l4);
+    let handshakes_cut = shared
+        .metrics
+        .requests_refused
+        .with_label_values(&["tls_handshake_timeout"]);
+    let app = TlsApp::new(
+        app,
+        listeners.https,
+        resolver,
+        shared.snapshots.clone(),
+        l4,
+        (shared.limits.tls_handshake_timeout, handshakes_cut),
+    );
     listen::ProxyService::new(
         "gantry proxy".to_owned(),
         app,
@@ -85,10 +103,24 @@ pub fn proxy_service(
         ],
         listeners.proxy_trusted.clone(),
         shared.metrics.proxy_protocol_refused.clone(),
+        listeners.admission.clone(),
     )
     .with_gateway_ports(gateway_ports::GatewayPorts {
         snapshots: shared.snapshots.clone(),
         generations: listeners.generations.clone(),
         host: listeners.http.ip(),
+        admission: listeners.admission.clone(),
     })
+}
+
+/// HTTP/2 settings from the client limits: Pingora's bounded defaults with Gantry's numbers.
+/// The `h2` crate also bounds what CVE-2023-44487 (rapid reset: streams the client resets
+/// before they are accepted, `max_pending_accept_reset_streams`) and the CONTINUATION flood
+/// (a header block in endless frames, cut at the header list's size) would grow.
+fn h2_options(limits: &limits::ClientLimits) -> pingora::protocols::http::v2::server::H2Options {
+    let mut options = pingora::protocols::http::v2::server::default_h2_options();
+    options
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(limits.max_request_header_bytes).unwrap_or(u32::MAX));
+    options
 }

@@ -59,6 +59,10 @@ pub struct Shared {
     pub resolver: Resolver,
     /// Pooled connections for side requests (external auth, mirrored copies).
     pub side_client: Arc<side_client::SideClient>,
+    /// What a client may ask of the listeners.
+    pub limits: Arc<super::limits::ClientLimits>,
+    /// Whether new requests are shed.
+    pub overload: Arc<super::overload::Overload>,
 }
 
 /// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).
@@ -159,6 +163,8 @@ pub struct RequestCtx {
     pub(super) auth_cookies: Vec<HeaderValue>,
     /// Where the request's body chunks go for its mirrored copy.
     pub(super) mirror_body: Vec<tokio::sync::mpsc::Sender<Bytes>>,
+    /// Counted as in flight until done.
+    pub(super) in_flight: Option<super::overload::InFlight>,
 }
 
 /// Why a request went to its Ingress's error backend.
@@ -222,10 +228,32 @@ impl ProxyHttp for EdgeProxy {
             client_identity: None,
             auth_cookies: Vec::new(),
             mirror_body: Vec::new(),
+            in_flight: None,
         }
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // ACME's validation requests are answered whatever the load.
+        if !session
+            .req_header()
+            .uri
+            .path()
+            .starts_with(ACME_CHALLENGE_PATH)
+        {
+            match self.shared.overload.admit() {
+                Ok(in_flight) => ctx.in_flight = Some(in_flight),
+                Err(resource) => {
+                    ctx.overloaded = Some(resource.label());
+                    ctx.note = Some(Arc::from(format!("shed: {} overloaded", resource.label())));
+                    session.as_downstream_mut().set_keepalive(None);
+                    respond_text(session, ctx, 503, "overloaded\n").await?;
+                    return Ok(true);
+                }
+            }
+            if self.shared.overload.active() {
+                session.as_downstream_mut().set_keepalive(None);
+            }
+        }
         let req = session.req_header();
         ctx.request_id = Some(match req.headers.get(&X_REQUEST_ID) {
             Some(id) if headers::acceptable_request_id(id) => id.clone(),

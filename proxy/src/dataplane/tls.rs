@@ -43,6 +43,9 @@ pub struct TlsApp<A> {
     /// names them, L4's forwarding takes the former.
     snapshots: SnapshotHandle,
     l4: Arc<L4Shared>,
+    /// From the connection's start to the handshake's end, and what counts the ones cut.
+    handshake_timeout: std::time::Duration,
+    handshakes_cut: prometheus::IntCounter,
 }
 
 /// What reading a ClientHello decided.
@@ -120,6 +123,7 @@ impl<A> TlsApp<A> {
         resolver: Arc<dyn ResolvesServerCert>,
         snapshots: SnapshotHandle,
         l4: Arc<L4Shared>,
+        (handshake_timeout, handshakes_cut): (std::time::Duration, prometheus::IntCounter),
     ) -> Self {
         let ticketer = rustls::crypto::ring::Ticketer::new().unwrap_or_else(|e| {
             // Only when the system has no randomness; resumption by session id still works.
@@ -134,6 +138,8 @@ impl<A> TlsApp<A> {
             shared,
             snapshots,
             l4,
+            handshake_timeout,
+            handshakes_cut,
         }
     }
 
@@ -191,6 +197,7 @@ impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
+        let deadline = tokio::time::Instant::now() + self.handshake_timeout;
         let Ok(mut l4) = stream.into_any().downcast::<L4Stream>() else {
             debug!("a connection on the HTTPS listener is not a plain socket");
             return None;
@@ -219,10 +226,18 @@ impl<A: ServerApp + Send + Sync + 'static> TlsApp<A> {
             }
             None => &self.acceptor,
         };
-        let tls = match acceptor.tls_handshake(*l4).await {
-            Ok(tls) => tls,
-            Err(e) => {
+        let tls = match tokio::time::timeout_at(deadline, acceptor.tls_handshake(*l4)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
                 debug!("TLS handshake failed: {e}");
+                return None;
+            }
+            Err(_) => {
+                debug!(
+                    "TLS handshake cut: not done within {:?}",
+                    self.handshake_timeout
+                );
+                self.handshakes_cut.inc();
                 return None;
             }
         };

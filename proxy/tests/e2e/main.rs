@@ -10,6 +10,7 @@ mod canary;
 mod certificates;
 mod circuit_breaking;
 mod client_certificates;
+mod client_limits;
 mod compression;
 mod deploy;
 mod dns;

@@ -19,7 +19,8 @@ use crate::dataplane::headers::X_REQUEST_ID;
 const MOST_HEADERS: usize = 256;
 
 pub(super) enum Client<'a> {
-    H1(&'a mut Stream),
+    /// With the longest a write may wait for the client to read.
+    H1(&'a mut Stream, std::time::Duration),
     H2(&'a mut ServerSession),
 }
 
@@ -30,24 +31,28 @@ impl Client<'_> {
 
     pub fn tls(&self) -> bool {
         match self {
-            Client::H1(stream) => stream.get_ssl_digest().is_some(),
+            Client::H1(stream, _) => stream.get_ssl_digest().is_some(),
             Client::H2(session) => session.digest().is_some_and(|d| d.ssl_digest.is_some()),
         }
     }
 
     /// HTTP/1.1 bytes as they are; nothing for an HTTP/2 stream, which gets heads and data.
     pub async fn write_h1(&mut self, bytes: &[u8]) -> Result<(), BError> {
-        let Client::H1(stream) = self else {
+        let Client::H1(stream, send_timeout) = self else {
             return Ok(());
         };
-        stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| client_error("writing to the client", e))?;
-        stream
-            .flush()
-            .await
-            .map_err(|e| client_error("writing to the client", e))
+        let write = async {
+            stream.write_all(bytes).await?;
+            stream.flush().await
+        };
+        match tokio::time::timeout(*send_timeout, write).await {
+            Ok(written) => written.map_err(|e| client_error("writing to the client", e)),
+            Err(_) => Err(Error::explain(
+                ErrorType::WriteTimedout,
+                "the client did not read its response",
+            )
+            .into_down()),
+        }
     }
 
     /// The response head of an HTTP/2 stream, from its HTTP/1.1 bytes; `end` when no body
@@ -81,7 +86,7 @@ impl Client<'_> {
     ) -> Result<(), BError> {
         let head_only = ours.head_request;
         let session = match self {
-            Client::H1(_) => {
+            Client::H1(..) => {
                 write_head(&head, ClientFraming::AsFields, ours, out);
                 if !head_only {
                     out.extend_from_slice(body);

@@ -326,6 +326,7 @@ async fn proxy(
         let body = Body {
             received: &mut *received,
             buffered,
+            read_timeout: edge.shared.limits.request_body_timeout,
         };
         let set_cookie = ctx.attempts.set_cookie(route.cookie_path());
         let head_timeout = ctx.attempts.read_timeout(group, timeouts.read);
@@ -455,6 +456,8 @@ struct Body<'a> {
     received: &'a mut BytesMut,
     /// `received` holds the whole body: it is sent from there and left in place.
     buffered: bool,
+    /// Longest wait for each read of the rest from the client.
+    read_timeout: Duration,
 }
 
 /// What an attempt's exchange needs of the retry policy.
@@ -513,7 +516,7 @@ async fn exchange(
         }
     })?;
 
-    if let (true, Client::H1(stream)) = (req.body_len > 0, &mut *client) {
+    if let (true, Client::H1(stream, _)) = (req.body_len > 0, &mut *client) {
         send_body(
             stream,
             &mut upstream,
@@ -681,9 +684,6 @@ async fn exchange(
     })
 }
 
-/// How long a client may take to send each part of its request body (Pingora's read timeout).
-const CLIENT_READ_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Sends the request body to the upstream: from the client's buffer when it holds it whole,
 /// else as the client sends it (bytes past the body, a pipelined request, go back to the
 /// buffer). A failure to read the client is the client's: nothing is answered.
@@ -702,6 +702,7 @@ async fn send_body(
         status: 0,
         body_bytes: 0,
     };
+    let read_timeout = body.read_timeout;
     let received = body.received;
     let mut left = length;
     let first = take(received.len(), &mut left);
@@ -722,7 +723,7 @@ async fn send_body(
     while left > 0 {
         scratch.clear();
         scratch.reserve(READ_SIZE);
-        let n = match tokio::time::timeout(CLIENT_READ_TIMEOUT, client.read_buf(scratch)).await {
+        let n = match tokio::time::timeout(read_timeout, client.read_buf(scratch)).await {
             Ok(Ok(n)) if n > 0 => n,
             Ok(Ok(_)) => {
                 let e = Error::explain(

@@ -31,9 +31,14 @@ pub(super) struct H2Streams {
 }
 
 impl H2Streams {
-    pub fn new(proxy: Arc<HttpProxy<EdgeProxy>>, edge: EdgeProxy) -> Self {
+    pub fn new(
+        proxy: Arc<HttpProxy<EdgeProxy>>,
+        edge: EdgeProxy,
+        limits: &crate::dataplane::limits::ClientLimits,
+    ) -> Self {
         let mut options = HttpServerOptions::default();
         options.h2c = true;
+        options.h2_idle_timeout = Some(limits.keepalive_timeout);
         H2Streams {
             proxy,
             edge,
@@ -44,6 +49,10 @@ impl H2Streams {
     /// The request of a stream the fast path takes; its upstream head and id are in `work`.
     fn plan(&self, session: &mut ServerSession, work: &mut Work) -> Option<Request> {
         if !session.is_http2() || !session.is_body_empty() {
+            return None;
+        }
+        // Pingora's path sheds it, and counts it.
+        if self.edge.shared.overload.active() {
             return None;
         }
         let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
@@ -74,6 +83,7 @@ impl H2Streams {
             fields: &req.headers,
         };
         let fast = fast_route(shared, &request, tls, false)?;
+        let in_flight = shared.overload.admit().ok()?;
         let theirs = req.headers.get(X_REQUEST_ID).map(|v| v.as_bytes());
         set_request_id(work, theirs, &shared.request_ids);
         let plugged = match fast.plugins {
@@ -139,6 +149,7 @@ impl H2Streams {
             plugged,
             hash,
             log,
+            _in_flight: in_flight,
         })
     }
 }
@@ -150,6 +161,9 @@ impl HttpServerApp for H2Streams {
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let limits = &self.edge.shared.limits;
+        session.set_read_timeout(Some(limits.request_body_timeout));
+        session.set_write_timeout(Some(limits.send_timeout));
         let mut work = Work::take();
         let Some(mut request) = self.plan(&mut session, &mut work) else {
             work.give_back();

@@ -8,9 +8,13 @@
 //! pooled upstream connection with the forwarding fields, the response head relayed with
 //! Gantry's fields and the body copied as it comes, with no per-request session, header maps or
 //! tasks. A route's plugins run there too ([`plugged`]), on header maps built for them only.
-//! Every other request is handed, as the bytes read so far, to Pingora's proxy on the same
+//! Every other request is handed, as its head's bytes, to Pingora's proxy on the same
 //! connection, whose phases serve it exactly as before; when it is done the connection comes
 //! back here for the next request.
+//!
+//! Every head is read whole here first, within the client limits ([`super::limits`]): by its
+//! deadline (else 408), no larger than allowed (else 431 or 414); a connection waits for its
+//! next request no longer than the keep-alive timeout.
 //!
 //! bench/README.md ("A request path of Gantry's own") has what this saves and where the time
 //! goes now.
@@ -26,7 +30,7 @@ mod response;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Buf, BytesMut};
@@ -39,6 +43,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tracing::debug;
 
 use super::headers;
+use super::limits::{ClientLimits, HeadExtent, Refusal};
+use super::overload;
 use super::proxy::{ACME_CHALLENGE_PATH, EdgeProxy, Shared};
 use crate::snapshot::gateway_router::RouteRequest;
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup, UpstreamProtocol};
@@ -48,12 +54,8 @@ use request::Parse;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4), which starts an h2c connection.
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// How long a client's connection may wait for its next request, and for each read of a head.
-const KEEPALIVE: Duration = Duration::from_secs(60);
 /// The first read of a request, into the stack.
 const FIRST_READ: usize = 2048;
-/// A head longer than this is left to Pingora's path, which has its own limit.
-const MOST_HEAD_BYTES: usize = 16 * 1024;
 
 /// The listeners' app: Gantry's HTTP/1.1 path in front of Pingora's proxy.
 pub struct H1App {
@@ -71,6 +73,7 @@ impl H1App {
             h2: Arc::new(h2::H2Streams::new(
                 proxy.clone(),
                 EdgeProxy::new(shared.clone(), https_port),
+                &shared.limits,
             )),
             proxy,
             edge: EdgeProxy::new(shared, https_port),
@@ -97,15 +100,21 @@ impl ServerApp for H1App {
                 return self.proxy.process_new(stream, shutdown).await;
             }
         } else {
-            // Pingora's own test for h2c, which keeps the bytes for whoever reads next.
+            // Pingora's own test for h2c, which keeps the bytes for whoever reads next; a client
+            // that sends nothing has as long as it would have for a request head.
             let mut preface = [0u8; H2_PREFACE.len()];
-            match stream.try_peek(&mut preface).await {
-                Ok(true) if preface == *H2_PREFACE => {
+            let limit = self.shared().limits.request_header_timeout;
+            match tokio::time::timeout(limit, stream.try_peek(&mut preface)).await {
+                Ok(Ok(true)) if preface == *H2_PREFACE => {
                     return self.h2.process_new(stream, shutdown).await;
                 }
-                Ok(_) => {}
-                Err(e) => {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
                     debug!("read error while peeking for an h2c preface: {e}");
+                    return None;
+                }
+                Err(_) => {
+                    debug!("nothing sent within {limit:?}: closed");
                     return None;
                 }
             }
@@ -180,6 +189,8 @@ struct Request {
     hash: Option<u64>,
     /// What the access log says of the request, kept only when the log is on.
     log: Option<LogHead>,
+    /// Counted as in flight until done.
+    _in_flight: overload::InFlight,
 }
 
 struct LogHead {
@@ -192,11 +203,17 @@ enum Planned {
     Partial,
     Fast(Request),
     Elsewhere,
+    /// Over a client limit: answered and closed.
+    Refused(Refusal),
+    /// Shed for overload: answered 503 and closed.
+    Shed(overload::Resource),
 }
 
 /// The client connection's loop: one request after another until the client or Gantry closes.
 async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
     let mut shutdown = shutdown.clone();
+    let shared = app.shared();
+    let limits = &*shared.limits;
     let peer = stream
         .get_socket_digest()
         .and_then(|d| d.peer_addr().cloned());
@@ -206,11 +223,20 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
     let mut connection = None;
     // What the client sent and is not yet handled.
     let mut received = BytesMut::new();
+    // The first request's head is due from the connection's start; a later one's from its
+    // first byte, which may come up to the keep-alive timeout after the last response.
+    let mut deadline = Instant::now() + limits.request_header_timeout;
     loop {
-        if received.is_empty() && !read_more(&mut stream, &mut received, &mut shutdown).await {
-            return;
+        if received.is_empty() {
+            match read_more(&mut stream, &mut received, &mut shutdown, deadline).await {
+                Read::More => deadline = Instant::now() + limits.request_header_timeout,
+                // Nothing of a request was sent: closed without an answer.
+                Read::Done | Read::Late => return,
+            }
         }
         let mut work = Work::take();
+        // Whether the head is known to be Pingora's path's, which needs it whole.
+        let mut elsewhere = false;
         let planned = loop {
             let client = Downstream {
                 stream: &stream,
@@ -218,24 +244,56 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                 tls,
                 connection: &mut connection,
             };
-            match plan(app, &received, client, &mut work) {
-                Planned::Partial if received.len() > MOST_HEAD_BYTES => break Planned::Elsewhere,
-                Planned::Partial => {}
+            let planned = match elsewhere {
+                false => plan(app, &received, client, &mut work),
+                true => Planned::Elsewhere,
+            };
+            match planned {
+                Planned::Partial | Planned::Elsewhere => match limits.check_raw(&received) {
+                    HeadExtent::Refused(refusal) => break Planned::Refused(refusal),
+                    HeadExtent::Complete if matches!(planned, Planned::Elsewhere) => {
+                        break Planned::Elsewhere;
+                    }
+                    // The fast path's parser may want more than the line ends show (a
+                    // folded line): it decides once the rest came.
+                    HeadExtent::Complete | HeadExtent::Incomplete => {
+                        elsewhere = matches!(planned, Planned::Elsewhere);
+                    }
+                },
                 planned => break planned,
             }
-            if !read_more(&mut stream, &mut received, &mut shutdown).await {
-                return;
+            match read_more(&mut stream, &mut received, &mut shutdown, deadline).await {
+                Read::More => {}
+                Read::Done => return,
+                Read::Late => break Planned::Refused(Refusal::HeaderTimeout),
             }
         };
         match planned {
+            Planned::Refused(refusal) => {
+                work.give_back();
+                shared
+                    .metrics
+                    .requests_refused
+                    .with_label_values(&[refusal.label()])
+                    .inc();
+                debug!(client = ?client_ip, "request refused: {}", refusal.label());
+                answer_and_close(&mut stream, refusal.response(), limits).await;
+                return;
+            }
+            Planned::Shed(resource) => {
+                work.give_back();
+                debug!(client = ?client_ip, "request shed: {} overloaded", resource.label());
+                answer_and_close(&mut stream, overload::response(resource), limits).await;
+                return;
+            }
             Planned::Fast(mut request) => {
                 received.advance(request.head_len);
-                let keep_alive = !request.close && !*shutdown.borrow();
+                let keep_alive = !request.close && !*shutdown.borrow() && !shared.overload.active();
                 // Boxed: the forwarding's state is needed only while a request is under way,
                 // and this loop's future is held by the connection for as long as it is open.
                 let kept = Box::pin(forward::forward(
                     &app.edge,
-                    client::Client::H1(&mut stream),
+                    client::Client::H1(&mut stream, limits.send_timeout),
                     &mut request,
                     &mut received,
                     &mut work,
@@ -256,7 +314,10 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
             Planned::Partial | Planned::Elsewhere => {
                 work.give_back();
                 let mut session = ServerSession::new_http1(stream);
-                session.set_keepalive((!*shutdown.borrow()).then_some(KEEPALIVE.as_secs()));
+                let keepalive = limits.keepalive_timeout.as_secs().max(1);
+                session.set_keepalive((!*shutdown.borrow()).then_some(keepalive));
+                session.set_read_timeout(Some(limits.request_body_timeout));
+                session.set_write_timeout(Some(limits.send_timeout));
                 session.set_pipelined_prefix(std::mem::take(&mut received));
                 let Some(reused) = app.proxy.process_new_http(session, &shutdown).await else {
                     return;
@@ -264,7 +325,30 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                 stream = reused.consume().0;
             }
         }
+        // The next request's first byte may wait as long as a kept-alive connection may.
+        deadline = Instant::now() + limits.keepalive_timeout;
     }
+}
+
+/// Writes Gantry's answer to a request it will not serve, then closes the connection.
+async fn answer_and_close(stream: &mut Stream, response: &[u8], limits: &ClientLimits) {
+    let write = async {
+        stream.write_all(response).await?;
+        stream.flush().await?;
+        stream.shutdown().await
+    };
+    if let Err(e) = tokio::time::timeout(limits.send_timeout, write).await {
+        debug!("answering a refused request: {e}");
+    }
+}
+
+/// What a read of the client brought.
+enum Read {
+    More,
+    /// Closed, broken, or Gantry shutting down while the connection waits between requests.
+    Done,
+    /// Nothing came by the deadline.
+    Late,
 }
 
 thread_local! {
@@ -274,14 +358,24 @@ thread_local! {
         std::cell::RefCell::new(vec![0; FIRST_READ].into_boxed_slice());
 }
 
-/// Reads the client's next bytes: `false` when the connection is done (closed, idle too long,
-/// broken, or Gantry shutting down while it waits between requests).
+/// Reads the client's next bytes, by `deadline`.
 ///
 /// Between requests the wait reads into room the worker thread lends for each poll, so that a
 /// connection that is only waiting holds no buffer, in its task or anywhere (the first bytes are
 /// copied out once they came); most request heads fit in one such read, and a longer one is
 /// read on into the connection's buffer.
-async fn read_more(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut ShutdownWatch) -> bool {
+async fn read_more(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    shutdown: &mut ShutdownWatch,
+    deadline: Instant,
+) -> Read {
+    let outcome = |read: Result<std::io::Result<usize>, _>| match read {
+        Ok(Ok(n)) if n > 0 => Read::More,
+        Ok(_) => Read::Done,
+        Err(_) => Read::Late,
+    };
+    let deadline = tokio::time::Instant::from_std(deadline);
     if buf.is_empty() {
         let first = std::future::poll_fn(|cx| {
             FIRST_READ_ROOM.with_borrow_mut(|room| {
@@ -296,17 +390,16 @@ async fn read_more(stream: &mut Stream, buf: &mut BytesMut, shutdown: &mut Shutd
                 }
             })
         });
-        let read = tokio::time::timeout(KEEPALIVE, first);
+        let read = tokio::time::timeout_at(deadline, first);
         return tokio::select! {
-            read = read => matches!(read, Ok(Ok(n)) if n > 0),
-            _ = shutdown.changed() => false,
+            read = read => outcome(read),
+            _ = shutdown.changed() => Read::Done,
         };
     }
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(4096);
     }
-    let read = tokio::time::timeout(KEEPALIVE, stream.read_buf(buf)).await;
-    matches!(read, Ok(Ok(n)) if n > 0)
+    outcome(tokio::time::timeout_at(deadline, stream.read_buf(buf)).await)
 }
 
 /// The client's connection, as [`plan`] needs it.
@@ -346,6 +439,13 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
         Parse::Head(head) => head,
     };
     let shared = app.shared();
+    if let Some(refusal) =
+        shared
+            .limits
+            .check_parsed(head.len, head.target.len(), head.headers.len())
+    {
+        return Planned::Refused(refusal);
+    }
     let host = headers::normalise_host(head.host);
     let snapshot = shared.snapshots.load();
     // Gateway API routes depend on the port too.
@@ -410,6 +510,10 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
         }),
         _ => None,
     };
+    let in_flight = match shared.overload.admit() {
+        Ok(in_flight) => in_flight,
+        Err(resource) => return Planned::Shed(resource),
+    };
     let log = shared.access_log.then(|| LogHead {
         method: head.method.to_owned(),
         host: host.into_owned(),
@@ -427,6 +531,7 @@ fn plan(app: &H1App, buf: &[u8], mut client: Downstream<'_>, work: &mut Work) ->
         plugged,
         hash,
         log,
+        _in_flight: in_flight,
     })
 }
 

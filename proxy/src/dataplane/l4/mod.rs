@@ -38,6 +38,8 @@ pub struct L4Shared {
     pub proxy_metrics: Arc<crate::metrics::Metrics>,
     /// The peers whose PROXY protocol headers are believed.
     pub proxy_trusted: Arc<[ipnet::IpNet]>,
+    /// The connection counts, shared with the proxy's listeners.
+    pub admission: Arc<crate::dataplane::admission::Admission>,
 }
 
 /// The L4 services' listeners, bound on the HTTP listener's address.
@@ -196,10 +198,10 @@ impl L4Listeners {
     }
 }
 
-/// Accepts on `listener` until the task is aborted, each connection (Nagle's algorithm off:
-/// a relay's writes are small ones that it would hold back) served by `serve` on a worker
-/// thread.
-async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, serve: F)
+/// Accepts on `listener` until the task is aborted, each connection admitted (Nagle's
+/// algorithm off: a relay's writes are small ones that it would hold back) served by `serve`
+/// on a worker thread.
+async fn accept_each<F, Fut>(listener: tokio::net::TcpListener, shared: Arc<L4Shared>, serve: F)
 where
     F: Fn(tokio::net::TcpStream, SocketAddr) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -212,10 +214,22 @@ where
                 continue;
             }
         };
+        let Some(mut permit) = shared.admission.connection() else {
+            tracing::debug!(%peer, "refused: the most connections are open already");
+            continue;
+        };
+        if !permit.client(peer.ip()) {
+            tracing::debug!(%peer, "refused: the client has its most connections open already");
+            continue;
+        }
         if let Err(e) = client.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
         }
-        pingora_runtime::current_handle().spawn(serve(client, peer));
+        let serving = serve(client, peer);
+        pingora_runtime::current_handle().spawn(async move {
+            let _permit = permit;
+            serving.await
+        });
     }
 }
 

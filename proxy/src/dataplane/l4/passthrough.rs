@@ -25,7 +25,7 @@ pub(super) async fn accept_loop(
     routes: Arc<ArcSwap<SniRoutes>>,
     shared: Arc<L4Shared>,
 ) {
-    super::accept_each(listener, move |client, peer| {
+    super::accept_each(listener, shared.clone(), move |client, peer| {
         let routes = routes.load_full();
         let shared = shared.clone();
         async move { serve(client, peer, port, &routes, &shared).await }

@@ -37,7 +37,7 @@ pub(super) async fn accept_loop(
     service: Arc<ArcSwap<L4Service>>,
     shared: Arc<L4Shared>,
 ) {
-    super::accept_each(listener, move |client, peer| {
+    super::accept_each(listener, shared.clone(), move |client, peer| {
         let service = service.load_full();
         let shared = shared.clone();
         async move { forward(client, peer, &service, &shared).await }

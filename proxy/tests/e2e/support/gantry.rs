@@ -248,6 +248,17 @@ impl Gantry {
             .unwrap()
     }
 
+    /// The value of one series in `/metrics`, written as Prometheus writes it (like
+    /// `gantry_requests_refused_total{reason="max_uri_bytes"}`); 0 when there is none yet.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let prefix = format!("{series} ");
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0.0, |value| value.trim().parse().unwrap())
+    }
+
     /// The value of `family` for endpoint `addr` of upstream `upstream` (`namespace/name:port`)
     /// in `/metrics`; NaN when there is none.
     pub async fn endpoint_metric(&self, family: &str, upstream: &str, addr: SocketAddr) -> f64 {

@@ -6,6 +6,7 @@ pub mod config;
 pub mod dns;
 pub mod gantry;
 pub mod grpc;
+pub mod h2_frames;
 pub mod kubectl;
 pub mod nginx;
 pub mod pebble;

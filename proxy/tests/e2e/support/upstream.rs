@@ -226,7 +226,9 @@ async fn answer(
             .unwrap_or(200),
         failing => failing,
     };
-    let report = json!({
+    // `?pad=N`: a response N bytes longer, for clients that are slow to read one.
+    let pad = query.get("pad").and_then(|n| n.parse().ok()).unwrap_or(0);
+    let mut report = json!({
         "server": name,
         "method": parts.method.as_str(),
         "path": path,
@@ -235,6 +237,9 @@ async fn answer(
         "body": String::from_utf8_lossy(&body),
         "connection": connection,
     });
+    if pad > 0 {
+        report["pad"] = json!("x".repeat(pad));
+    }
     let mut response = Response::builder()
         .status(status)
         .header("content-type", "application/json");
