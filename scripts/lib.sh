@@ -55,6 +55,11 @@ needs_redis() {
     needs redis-cli redis-tools
 }
 
+# The slow-client tests attack Gantry with slowhttptest (slowloris, slow body, slow read).
+needs_slowhttptest() {
+    needs slowhttptest slowhttptest
+}
+
 # The PROXY protocol tests have nginx's stream module, as a backend, say what address it was
 # given.
 needs_nginx_stream() {

@@ -13,6 +13,7 @@ needs_npm
 needs_http_client
 needs_redis
 needs_nginx_stream
+needs_slowhttptest
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

@@ -43,6 +43,7 @@ mod request_policies;
 mod retries;
 mod routing;
 mod runtime_control;
+mod slow_clients;
 mod support;
 mod tls;
 mod tls_passthrough;
