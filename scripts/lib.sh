@@ -55,6 +55,14 @@ needs_redis() {
     needs redis-cli redis-tools
 }
 
+# The fuzz targets are built and run by cargo-fuzz (libFuzzer).
+needs_fuzz_tools() {
+    if ! cargo fuzz --version >/dev/null 2>&1; then
+        echo "==> cargo-fuzz is missing: installing it from crates.io"
+        cargo install cargo-fuzz --locked
+    fi
+}
+
 # The slow-client tests attack Gantry with slowhttptest (slowloris, slow body, slow read).
 needs_slowhttptest() {
     needs slowhttptest slowhttptest

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: formatting, lints, unit tests and the end-to-end tests (which start
-# the real binary on loopback ports against upstreams they start themselves).
+# Runs the whole test suite: formatting, lints, unit tests, the end-to-end tests (which start
+# the real binary on loopback ports against upstreams they start themselves) and a bounded slice
+# of every fuzz target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -17,7 +18,7 @@ needs_slowhttptest
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check
-for manifest in plugins/Cargo.toml examples/plugins/api-key/Cargo.toml proxy/tests/plugins/Cargo.toml; do
+for manifest in plugins/Cargo.toml examples/plugins/api-key/Cargo.toml proxy/tests/plugins/Cargo.toml fuzz/Cargo.toml; do
     cargo fmt --all --manifest-path "$manifest" -- --check
 done
 echo "==> cargo clippy (all targets, warnings are errors; the SDK and the built-in plugins also as wasm32)"
@@ -32,3 +33,5 @@ echo "==> the built-in plugins' own unit tests"
 cargo test --manifest-path plugins/Cargo.toml --target-dir target/plugins
 echo "==> cargo test (the end-to-end tests build the test and example plugins to wasm32-wasip1 first)"
 cargo test --workspace
+echo "==> every fuzz target for a bounded slice (scripts/fuzz.sh SECONDS runs them longer)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-30}"

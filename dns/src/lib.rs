@@ -6,6 +6,8 @@
 //! the hickory-server request handler and listeners; `udp` is the batched UDP loop.
 
 pub mod answer;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod notify;
 pub mod publish;
 pub mod server;

@@ -172,7 +172,11 @@ fn same(a: &[Record], b: &[Record]) -> bool {
 }
 
 /// The update that makes `current` hold `wanted` for what Gantry may touch; and the report.
-fn plan(target: &Target, current: &[Record], wanted: &[Record]) -> (Vec<Record>, Report) {
+pub(crate) fn plan(
+    target: &Target,
+    current: &[Record],
+    wanted: &[Record],
+) -> (Vec<Record>, Report) {
     let owned = owned(current, &target.owner);
     let current_sets = group(current);
     let mut names: BTreeMap<&LowerName, Vec<RecordType>> = BTreeMap::new();

@@ -18,6 +18,8 @@ pub mod convert;
 pub mod dataplane;
 pub mod dns;
 pub mod duration;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod kube;
 pub mod logging;
 pub mod metrics;

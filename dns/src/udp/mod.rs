@@ -29,7 +29,7 @@ use tracing::{debug, error, warn};
 
 use crate::server::{Handler, MAX_UDP_PAYLOAD};
 
-mod cache;
+pub(crate) mod cache;
 
 use cache::AnswerCache;
 
@@ -174,10 +174,10 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
 }
 
 /// What the answer to a query is known by, when it may be kept: the query type and the code.
-type Keep = Option<(RecordType, ResponseCode)>;
+pub(crate) type Keep = Option<(RecordType, ResponseCode)>;
 
 /// Answers one query into `out`; `None` when it gets no answer.
-async fn answer(
+pub(crate) async fn answer(
     handler: &Handler,
     query: &[u8],
     src: SocketAddr,

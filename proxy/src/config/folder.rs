@@ -112,6 +112,19 @@ impl FolderSource {
         &self.root
     }
 
+    /// A folder of one file with `contents`, read from memory: what the fuzz target (`fuzz/`)
+    /// gives the parser and compile without touching the disk.
+    pub fn of_one_file(name: &str, contents: Vec<u8>) -> Self {
+        let path = PathBuf::from(name);
+        let file = parse_file(Arc::from(path.as_path()), contents, None);
+        FolderSource {
+            root: PathBuf::new(),
+            files: HashMap::from([(path.clone(), file)]),
+            order: vec![path],
+            walk_problems: Vec::new(),
+        }
+    }
+
     /// Reads the folder again, parsing only files whose contents changed (a file whose stamp is
     /// unchanged is not even read). Returns whether anything changed.
     pub fn rescan(&mut self) -> bool {

@@ -35,6 +35,7 @@ use rustls::sign::CertifiedKey;
 pub use cert_resolver::SniResolver;
 pub use connections::CountedApp;
 pub use h1::H1App;
+pub use h1::fuzz as fuzz_http1;
 pub use proxy::{EdgeProxy, Shared};
 pub use tls::TlsApp;
 

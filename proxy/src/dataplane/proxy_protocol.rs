@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ppp::v2::{Builder, Command, Protocol, Version};
 use ppp::{HeaderResult, PartialResult};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::TcpStream;
 
 /// The longest header read: a v1 header is at most 107 bytes; a v2 header's TLVs are not used
@@ -45,13 +45,13 @@ pub struct Received {
 }
 
 /// Reads the header a trusted peer must send first on `stream`.
-pub async fn read_header(stream: &mut TcpStream) -> Result<Received, HeaderError> {
+pub async fn read_header<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Received, HeaderError> {
     tokio::time::timeout(HEADER_TIMEOUT, read(stream))
         .await
         .map_err(|_| HeaderError::Timeout)?
 }
 
-async fn read(stream: &mut TcpStream) -> Result<Received, HeaderError> {
+async fn read<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Received, HeaderError> {
     let mut buf = Vec::with_capacity(256);
     loop {
         let mut chunk = [0u8; 512];
@@ -103,6 +103,24 @@ fn v2_source(header: &ppp::v2::Header<'_>) -> Option<SocketAddr> {
         ppp::v2::Addresses::IPv6(a) => Some((a.source_address, a.source_port).into()),
         _ => None,
     }
+}
+
+/// The fuzz target's entry (`fuzz/`): `bytes` as what a trusted peer sends first. A header
+/// read must leave exactly the bytes read after it.
+pub fn fuzz_read(mut bytes: &[u8]) {
+    use futures_util::FutureExt;
+    let all = bytes;
+    // A slice is always ready: the read never waits.
+    let Some(Ok(received)) = read(&mut bytes).now_or_never() else {
+        return;
+    };
+    let consumed = all.len() - bytes.len();
+    assert!(received.rest.len() < consumed, "no header taken");
+    assert_eq!(
+        &all[consumed - received.rest.len()..consumed],
+        &received.rest[..],
+        "bytes after the header lost"
+    );
 }
 
 /// Whether `bytes` (a client's first) start as a PROXY protocol header would.

@@ -22,6 +22,7 @@
 mod chunked;
 mod client;
 mod forward;
+pub mod fuzz;
 mod h2;
 mod plugged;
 mod pool;
