@@ -16,6 +16,7 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 use crate::answer::Zones;
 use crate::server::{Handler, MAX_UDP_PAYLOAD};
 use crate::udp::cache::AnswerCache;
+use crate::udp::rate_limit::{Limiter, RateLimit, Verdict, truncate};
 use crate::zone::{Secondary, Soa, TsigKey, Zone, ZoneSpec};
 
 /// A server with one zone of every kind of record it answers, a delegation, a wildcard and a
@@ -25,6 +26,8 @@ pub struct DnsTarget {
     runtime: tokio::runtime::Runtime,
     out: Arc<Mutex<Vec<u8>>>,
     cache: Mutex<AnswerCache>,
+    /// One response a second, every other one slipped: most answers are truncated too.
+    limiter: Mutex<Limiter>,
 }
 
 fn name(text: &str) -> Name {
@@ -97,6 +100,11 @@ impl DnsTarget {
             runtime,
             out: Arc::new(Mutex::new(Vec::new())),
             cache: Mutex::new(AnswerCache::default()),
+            limiter: Mutex::new(Limiter::new(RateLimit {
+                responses_per_second: 1,
+                slip: 1,
+                ..RateLimit::OFF
+            })),
         }
     }
 
@@ -112,6 +120,12 @@ impl DnsTarget {
         };
         let answer = self.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
         check_answer(bytes, &answer);
+        let mut limiter = self.limiter.lock().unwrap_or_else(|p| p.into_inner());
+        let verdict = limiter.check(src.ip(), bytes, &answer, std::time::Instant::now());
+        let mut slipped = answer.clone();
+        if verdict == Verdict::Slip && truncate(&mut slipped) {
+            check_answer(bytes, &slipped);
+        }
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         cache.serving(self.handler.zones.load_full());
         if keep.is_some() {

@@ -17,4 +17,5 @@ pub mod zone;
 
 pub use answer::{Answer, Zones};
 pub use hickory_proto as proto;
+pub use udp::rate_limit::RateLimit;
 pub use zone::{Secondary, Soa, TsigKey, Zone, ZoneProblem, ZoneSpec};

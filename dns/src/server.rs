@@ -43,6 +43,9 @@ pub trait QueryObserver: Send + Sync + 'static {
     /// What counts one more answer of this type and code, for answers given many times over
     /// (those the UDP loop keeps): it skips the lookup `answered` makes.
     fn counter(&self, query_type: RecordType, response_code: ResponseCode) -> Counter;
+
+    /// A UDP response held back by the rate limit: sent truncated (`slipped`) or dropped.
+    fn rate_limited(&self, _slipped: bool) {}
 }
 
 /// Counts one more answer of a given type and code.
@@ -102,10 +105,12 @@ async fn bind_pair(
 
 impl DnsServer {
     /// Binds UDP and TCP on `addr` (port 0 picks one, the same for both) and starts answering.
+    /// UDP responses are limited by `rate_limit` ([`crate::RateLimit`]).
     pub async fn bind(
         addr: SocketAddr,
         zones: ZonesHandle,
         observer: Arc<dyn QueryObserver>,
+        rate_limit: crate::RateLimit,
     ) -> Result<DnsServer, ServeError> {
         let mut attempts = 0;
         let (udp, udp_addr, tcp, tcp_addr) = loop {
@@ -123,7 +128,7 @@ impl DnsServer {
             }
         };
         let handler = Handler { zones, observer };
-        let udp = tokio::spawn(crate::udp::serve(udp, handler.clone()));
+        let udp = tokio::spawn(crate::udp::serve(udp, handler.clone(), rate_limit));
         let mut server = hickory_server::Server::new(handler);
         server.register_listener(tcp, TCP_IDLE, TCP_QUEUE);
         Ok(DnsServer {

@@ -8,6 +8,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use gantry_dns::RateLimit;
 use gantry_dns::proto::rr::rdata::{A, CNAME, NS, TXT};
 use gantry_dns::proto::rr::{Name, RData, Record};
 use gantry_dns::server::DnsServer;
@@ -120,9 +121,14 @@ fn section(out: &str, title: &str) -> Vec<String> {
 
 async fn start() -> DnsServer {
     let zones = Arc::new(ArcSwap::from_pointee(Zones::new([zone()])));
-    DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones, Arc::new(()))
-        .await
-        .unwrap()
+    DnsServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        zones,
+        Arc::new(()),
+        RateLimit::OFF,
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use gantry_dns::RateLimit;
 use gantry_dns::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use gantry_dns::proto::rr::{DNSClass, RecordType};
 use gantry_dns::server::DnsServer;
@@ -20,9 +21,14 @@ use support::{name, small_zone};
 
 async fn start() -> DnsServer {
     let zones = Arc::new(ArcSwap::from_pointee(small_zone(1, 1)));
-    DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones, Arc::new(()))
-        .await
-        .unwrap()
+    DnsServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        zones,
+        Arc::new(()),
+        RateLimit::OFF,
+    )
+    .await
+    .unwrap()
 }
 
 fn query(id: u16, qname: &str, qtype: RecordType, class: DNSClass) -> Vec<u8> {

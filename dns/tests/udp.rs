@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use gantry_dns::RateLimit;
 use gantry_dns::proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use gantry_dns::proto::rr::rdata::A;
 use gantry_dns::proto::rr::{RData, RecordType};
@@ -19,9 +20,14 @@ mod support;
 use support::{name, small_zone};
 
 async fn start(zones: &ZonesHandle) -> DnsServer {
-    DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones.clone(), Arc::new(()))
-        .await
-        .unwrap()
+    DnsServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        zones.clone(),
+        Arc::new(()),
+        RateLimit::OFF,
+    )
+    .await
+    .unwrap()
 }
 
 /// Counts NOERROR answers to A questions, as the query metrics do.
@@ -157,9 +163,14 @@ async fn kept_answers_are_counted() {
     let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(small_zone(1, 1)));
     let answered = Answered::default();
     let count = answered.0.clone();
-    let server = DnsServer::bind("127.0.0.1:0".parse().unwrap(), zones, Arc::new(answered))
-        .await
-        .unwrap();
+    let server = DnsServer::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        zones,
+        Arc::new(answered),
+        RateLimit::OFF,
+    )
+    .await
+    .unwrap();
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for id in 1..=3 {
         let answer = ask(&socket, server.udp_addr, id, "www.example.test.").await;

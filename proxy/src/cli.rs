@@ -87,6 +87,15 @@ pub struct RunArgs {
     /// Address of the authoritative DNS listener (UDP and TCP).
     #[arg(long, env = "GANTRY_DNS_ADDR", default_value = "0.0.0.0:53")]
     pub dns_addr: SocketAddr,
+    /// UDP responses per second to one client network (/24, /56) for one name and type (all
+    /// NXDOMAINs and errors count as one), past which responses are dropped: response-rate
+    /// limiting against amplification, as BIND's and NSD's (0: no limit; TCP is never limited).
+    #[arg(long, env = "GANTRY_DNS_RATE_LIMIT", default_value_t = 200)]
+    pub dns_rate_limit: u32,
+    /// Of the responses past the rate limit, every Nth is sent truncated, so that a real client
+    /// asks again over TCP (0: none, 1: all).
+    #[arg(long, env = "GANTRY_DNS_RATE_LIMIT_SLIP", default_value_t = 2)]
+    pub dns_rate_limit_slip: u32,
     /// Addresses Ingress hosts resolve to in DNS zones that do not name their own (repeatable,
     /// or comma-separated in the variable).
     #[arg(long, env = "GANTRY_PUBLISH_ADDRESS", value_delimiter = ',')]

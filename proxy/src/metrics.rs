@@ -46,6 +46,8 @@ pub struct Metrics {
     pub requests_refused: IntCounterVec,
     /// DNS queries answered, by query type and response code.
     pub dns_queries: IntCounterVec,
+    /// UDP responses held back by the rate limit, by action (`dropped`, `slipped`).
+    pub dns_rate_limited: IntCounterVec,
     /// NOTIFYs sent to secondaries, by result (`answered`, `failed`).
     pub dns_notifies: IntCounterVec,
     /// Publishing passes into other DNS servers, by server and result.
@@ -186,6 +188,14 @@ impl Metrics {
             &["type", "rcode"],
         )?;
         registry.register(Box::new(dns_queries.clone()))?;
+        let dns_rate_limited = IntCounterVec::new(
+            Opts::new(
+                "gantry_dns_rate_limited_total",
+                "UDP responses held back by response-rate limiting: dropped, or sent truncated (slipped)",
+            ),
+            &["action"],
+        )?;
+        registry.register(Box::new(dns_rate_limited.clone()))?;
         let dns_notifies = IntCounterVec::new(
             Opts::new(
                 "gantry_dns_notifies_total",
@@ -260,6 +270,7 @@ impl Metrics {
             connections_refused,
             requests_refused,
             dns_queries,
+            dns_rate_limited,
             dns_notifies,
             dns_updates,
             certificates_issued,

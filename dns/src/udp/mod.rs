@@ -30,8 +30,10 @@ use tracing::{debug, error, warn};
 use crate::server::{Handler, MAX_UDP_PAYLOAD};
 
 pub(crate) mod cache;
+pub(crate) mod rate_limit;
 
 use cache::AnswerCache;
+use rate_limit::{Limiter, RateLimit, Verdict};
 
 /// Datagrams read (and answers sent) per system call.
 const BATCH: usize = 32;
@@ -119,13 +121,14 @@ fn socket_addr(address: &SockaddrStorage) -> Option<SocketAddr> {
 }
 
 /// Serves queries on `socket` until the task is dropped.
-pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
+pub(crate) async fn serve(socket: UdpSocket, handler: Handler, limit: RateLimit) {
     let mut queries = vec![[0u8; MAX_QUERY]; BATCH];
     let mut answers: Vec<Vec<u8>> = (0..BATCH).map(|_| Vec::with_capacity(512)).collect();
     let mut received: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
     let mut to_send: Vec<(usize, SocketAddr)> = Vec::with_capacity(BATCH);
     let out = Arc::new(Mutex::new(Vec::with_capacity(512)));
     let mut cache = AnswerCache::default();
+    let mut limiter = Limiter::new(limit);
     loop {
         received.clear();
         let read = receive(&socket, &mut queries, &mut received).await;
@@ -144,6 +147,7 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
         }
         to_send.clear();
         cache.serving(handler.zones.load_full());
+        let now = std::time::Instant::now();
         for (slot, &(len, src)) in received.iter().enumerate() {
             let Some(query) = queries[slot].get(..len) else {
                 continue;
@@ -154,17 +158,27 @@ pub(crate) async fn serve(socket: UdpSocket, handler: Handler) {
             }
             if let Some(kept) = cache.answer(query, &mut answers[slot]) {
                 (kept.count)();
-                to_send.push((slot, src));
-                continue;
-            }
-            if let Some(keep) = answer(&handler, query, src, &out).await {
+            } else if let Some(keep) = answer(&handler, query, src, &out).await {
                 let mut answer = out.lock().unwrap_or_else(|p| p.into_inner());
                 std::mem::swap(&mut *answer, &mut answers[slot]);
                 if let Some((query_type, code)) = keep {
                     let count = handler.observer.counter(query_type, code);
                     cache.keep(query, &answers[slot], count);
                 }
-                to_send.push((slot, src));
+            } else {
+                continue;
+            }
+            let verdict = match limiter.is_on() {
+                false => Verdict::Send,
+                true => limiter.check(src.ip(), query, &answers[slot], now),
+            };
+            match verdict {
+                Verdict::Send => to_send.push((slot, src)),
+                Verdict::Slip if rate_limit::truncate(&mut answers[slot]) => {
+                    handler.observer.rate_limited(true);
+                    to_send.push((slot, src));
+                }
+                Verdict::Slip | Verdict::Drop => handler.observer.rate_limited(false),
             }
         }
         if let Err(error) = send(&socket, &answers, &to_send).await {

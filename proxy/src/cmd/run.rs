@@ -625,6 +625,11 @@ fn dns(args: &RunArgs, hub: &Hub, kube: Option<&Kube>) -> DnsService {
     }
     DnsService {
         addr: args.dns_addr,
+        rate_limit: gantry_dns::RateLimit {
+            responses_per_second: args.dns_rate_limit,
+            slip: args.dns_rate_limit_slip,
+            ..gantry_dns::RateLimit::OFF
+        },
         snapshots: hub.snapshots.clone(),
         generations: hub.generation_watch.clone(),
         book: std::sync::Mutex::new(book),

@@ -238,20 +238,31 @@ fn notify_secondaries(zones: Vec<Arc<Zone>>, metrics: &Arc<Metrics>) {
 }
 
 /// Counts queries for `/metrics`.
-struct QueryCounter(prometheus::IntCounterVec);
+struct QueryCounter {
+    queries: prometheus::IntCounterVec,
+    dropped: prometheus::IntCounter,
+    slipped: prometheus::IntCounter,
+}
 
 impl QueryObserver for QueryCounter {
     fn answered(&self, query_type: RecordType, response_code: ResponseCode) {
-        self.0
+        self.queries
             .with_label_values(&[&query_type.to_string(), &rcode_label(response_code)])
             .inc();
     }
 
     fn counter(&self, query_type: RecordType, response_code: ResponseCode) -> Counter {
         let counter = self
-            .0
+            .queries
             .with_label_values(&[&query_type.to_string(), &rcode_label(response_code)]);
         Box::new(move || counter.inc())
+    }
+
+    fn rate_limited(&self, slipped: bool) {
+        match slipped {
+            true => self.slipped.inc(),
+            false => self.dropped.inc(),
+        }
     }
 }
 
@@ -272,6 +283,8 @@ fn rcode_label(code: ResponseCode) -> String {
 /// The DNS server as a background service of the process.
 pub struct DnsService {
     pub addr: SocketAddr,
+    /// The UDP response-rate limit.
+    pub rate_limit: gantry_dns::RateLimit,
     pub snapshots: SnapshotHandle,
     pub generations: watch::Receiver<u64>,
     pub book: std::sync::Mutex<SerialBook>,
@@ -303,8 +316,19 @@ impl BackgroundService for DnsService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let (first, changed, publications) = self.zones(&Zones::default());
         let zones: ZonesHandle = Arc::new(ArcSwap::from_pointee(first));
-        let observer = Arc::new(QueryCounter(self.metrics.dns_queries.clone()));
-        let server = match DnsServer::bind(self.addr, zones.clone(), observer).await {
+        let observer = Arc::new(QueryCounter {
+            queries: self.metrics.dns_queries.clone(),
+            dropped: self
+                .metrics
+                .dns_rate_limited
+                .with_label_values(&["dropped"]),
+            slipped: self
+                .metrics
+                .dns_rate_limited
+                .with_label_values(&["slipped"]),
+        });
+        let bound = DnsServer::bind(self.addr, zones.clone(), observer, self.rate_limit).await;
+        let server = match bound {
             Ok(server) => server,
             Err(e) => {
                 error!("{e}");

@@ -343,3 +343,82 @@ async fn the_serial_grows_on_every_change_and_never_goes_back_across_restarts() 
         "NXDOMAIN"
     );
 }
+
+/// A DNS query (type A, class IN) for `name` with `id`, as a datagram.
+fn a_query(id: u16, name: &str) -> Vec<u8> {
+    let mut query = id.to_be_bytes().to_vec();
+    query.extend_from_slice(&[0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        query.push(u8::try_from(label.len()).unwrap());
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    query
+}
+
+#[tokio::test]
+async fn udp_responses_past_the_rate_are_dropped_or_slipped_and_tcp_still_answers() {
+    // Response-rate limiting as BIND's RRL (its ARM, "Response Rate Limiting"): per client
+    // network and answer, responses past the rate dropped, every `slip`th sent truncated (TC)
+    // so that a real client retries over TCP.
+    let gantry = Gantry::start_with(
+        folder().path(),
+        Options {
+            args: vec!["--dns-rate-limit", "5", "--dns-rate-limit-slip", "2"],
+            ..Default::default()
+        },
+    )
+    .await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket.connect(gantry.dns).await.unwrap();
+    const BURST: u16 = 60;
+    for id in 0..BURST {
+        socket.send(&a_query(id, "www.example.test")).await.unwrap();
+    }
+    // Another name has a count of its own, so its answer comes; and as the server answers in
+    // the order it reads, once it came every answer to the burst that was sent has come.
+    const SENTINEL: u16 = 9999;
+    socket
+        .send(&a_query(SENTINEL, "mail.example.test"))
+        .await
+        .unwrap();
+    let (mut full, mut truncated) = (0, 0);
+    let mut datagram = [0u8; 1500];
+    loop {
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            socket.recv(&mut datagram),
+        );
+        let n = read.await.expect("the other name's answer").unwrap();
+        let id = u16::from_be_bytes([datagram[0], datagram[1]]);
+        if id == SENTINEL {
+            break;
+        }
+        let answers = u16::from_be_bytes([datagram[6], datagram[7]]);
+        match datagram[2] & 0x02 != 0 {
+            true => {
+                assert_eq!(answers, 0, "a truncated response carries no records");
+                truncated += 1;
+            }
+            false => {
+                assert!(answers > 0, "{:?}", &datagram[..n]);
+                full += 1;
+            }
+        }
+    }
+    assert!(full >= 5, "the rate's worth is answered: {full}");
+    assert!(truncated > 0, "none slipped");
+    assert!(
+        full + truncated < BURST,
+        "none dropped: {full} + {truncated}"
+    );
+    // TCP is never limited.
+    let over_tcp = dig(gantry.dns, &["+tcp", "www.example.test", "A"]).await;
+    assert_eq!(over_tcp.status(), "NOERROR");
+    assert_eq!(over_tcp.answer().len(), 1);
+    let metrics = gantry.metrics().await;
+    for action in ["dropped", "slipped"] {
+        let series = format!("gantry_dns_rate_limited_total{{action=\"{action}\"}}");
+        assert!(gantry.metric(&series).await > 0.0, "{action}:\n{metrics}");
+    }
+}
