@@ -39,6 +39,7 @@ mod proxy_protocol;
 mod quickstart;
 mod redirects;
 mod reload;
+mod reload_soak;
 mod request_policies;
 mod retries;
 mod routing;
