@@ -10,11 +10,11 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use hickory_proto::op::{Edns, Header, HeaderCounts, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, LowerName, RecordType};
-use hickory_proto::serialize::binary::BinEncoder;
+use hickory_proto::serialize::binary::{BinDecoder, BinEncoder};
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use tokio::net::{TcpListener, UdpSocket};
 use tracing::{debug, info, warn};
 
@@ -287,6 +287,30 @@ async fn send_refusal<'q, R: ResponseHandler>(
     sent.unwrap_or_else(|_| failed(request, code))
 }
 
+/// Whether a question section's names are all written out, label by label, with no compression
+/// pointer (or reserved label type).
+fn plain_questions(section: &[u8]) -> bool {
+    let mut at = 0;
+    while at < section.len() {
+        loop {
+            let Some(&length) = section.get(at) else {
+                return false;
+            };
+            at += 1;
+            if length == 0 {
+                break;
+            }
+            if length & 0xc0 != 0 {
+                return false;
+            }
+            at += usize::from(length);
+        }
+        // The type and class.
+        at += 4;
+    }
+    at == section.len()
+}
+
 fn failed(request: &Request, code: ResponseCode) -> ResponseInfo {
     let mut metadata = Metadata::response_from_request(&request.metadata);
     metadata.response_code = code;
@@ -319,6 +343,26 @@ impl RequestHandler for Handler {
         } else {
             None
         };
+        if !plain_questions(request.queries.as_bytes()) {
+            // Answers echo the question section as it was sent, so a compression pointer in it
+            // (into the header, the only place before it) would point at the answer's own header
+            // and no longer parse (found by the `dns_query` fuzz target). FORMERR, with no
+            // question section.
+            let none = Queries::read(&mut BinDecoder::new(&[]), 0);
+            let sent = match &none {
+                Ok(none) => {
+                    let builder = MessageResponseBuilder::new(none, response_edns.as_ref());
+                    let refusal = builder.error_msg(&request.metadata, ResponseCode::FormErr);
+                    response_handle.send_response(refusal).await
+                }
+                Err(_) => {
+                    response_handle
+                        .send_response(refuse(ResponseCode::FormErr))
+                        .await
+                }
+            };
+            return sent.unwrap_or_else(|_| failed(request, ResponseCode::FormErr));
+        }
         let query = match (code, request.request_info()) {
             (Some(code), _) => {
                 let sent = response_handle.send_response(refuse(code)).await;
