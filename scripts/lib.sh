@@ -63,6 +63,11 @@ needs_fuzz_tools() {
     fi
 }
 
+# The restart test puts HAProxy, a real load balancer, in front of two replicas.
+needs_haproxy() {
+    needs haproxy haproxy
+}
+
 # The slow-client tests attack Gantry with slowhttptest (slowloris, slow body, slow read).
 needs_slowhttptest() {
     needs slowhttptest slowhttptest

@@ -15,6 +15,7 @@ needs_http_client
 needs_redis
 needs_nginx_stream
 needs_slowhttptest
+needs_haproxy
 
 echo "==> cargo fmt --check (Gantry, the built-in plugins, the example and test plugins)"
 cargo fmt --all -- --check

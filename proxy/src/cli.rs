@@ -190,6 +190,11 @@ pub struct RunArgs {
     /// Longest wait, on SIGTERM, for open requests to finish before exiting.
     #[arg(long, env = "GANTRY_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+    /// How long, on SIGTERM, the proxy keeps accepting connections before it drains: time for
+    /// load balancers to take the replica out (its admin listener and readiness stop at once;
+    /// responses meanwhile close their connections). The Helm chart sets 5s.
+    #[arg(long, env = "GANTRY_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
     /// Write one access log line per request.
     #[arg(long, env = "GANTRY_ACCESS_LOG", default_value_t = true, action = clap::ArgAction::Set)]
     pub access_log: bool,

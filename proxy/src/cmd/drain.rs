@@ -15,6 +15,8 @@ const POLL: Duration = Duration::from_millis(20);
 
 pub struct Drain {
     pub open_connections: IntGaugeVec,
+    /// How long the listeners accept on after SIGTERM, before the drain proper.
+    pub delay: Duration,
     pub timeout: Duration,
     /// In kube mode: the Lease to give up first, so another replica leads while this drains.
     pub lease: Option<crate::kube::leader::LeaseRelease>,
@@ -39,6 +41,13 @@ impl BackgroundService for Drain {
         }
         if let Some(lease) = &self.lease {
             lease.release().await;
+        }
+        if !self.delay.is_zero() {
+            info!(
+                "shutting down: readiness fails; accepting for {:?} more before draining",
+                self.delay
+            );
+            tokio::time::sleep(self.delay).await;
         }
         info!(
             open_connections = self.open(),

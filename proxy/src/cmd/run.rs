@@ -110,6 +110,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         side_client: Arc::default(),
         limits,
         overload: overload.clone(),
+        shutdown_delay: args.shutdown_delay,
     };
     let l4 = Arc::new(dataplane::l4::L4Shared {
         resolver: shared.resolver.clone(),
@@ -182,6 +183,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         "gantry drain",
         Drain {
             open_connections: hub.metrics.open_connections.clone(),
+            delay: args.shutdown_delay,
             timeout: args.drain_timeout,
             lease,
         },
@@ -482,7 +484,7 @@ fn server(args: &RunArgs, threads: usize) -> Server {
         threads,
         // Pingora sleeps this long after SIGTERM before it stops; the drain watcher exits as
         // soon as the connections are done, so this is only the backstop.
-        grace_period_seconds: Some(args.drain_timeout.as_secs() + 5),
+        grace_period_seconds: Some((args.shutdown_delay + args.drain_timeout).as_secs() + 5),
         graceful_shutdown_timeout_seconds: Some(1),
         // Each connection stays on one worker thread, where its plugins' instances live.
         work_stealing: false,

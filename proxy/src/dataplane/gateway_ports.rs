@@ -30,6 +30,7 @@ impl GatewayPorts {
         mut self,
         app: Arc<A>,
         mut shutdown: ShutdownWatch,
+        shutdown_delay: std::time::Duration,
     ) {
         let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
         loop {
@@ -61,7 +62,7 @@ impl GatewayPorts {
                             addr,
                             app.clone(),
                             None,
-                            self.admission.clone(),
+                            (self.admission.clone(), shutdown_delay),
                             shutdown.clone(),
                         );
                         bound.insert(port, pingora_runtime::current_handle().spawn(serve));
@@ -72,7 +73,11 @@ impl GatewayPorts {
             }
             tokio::select! {
                 changed = self.generations.changed() => if changed.is_err() { break },
-                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() { break },
+                changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {
+                    // The ports' loops accept on for the delay by themselves.
+                    tokio::time::sleep(shutdown_delay).await;
+                    break
+                },
             }
         }
         for (_, task) in bound {

@@ -40,6 +40,8 @@ pub struct ProxyService<A> {
     /// Counts the connections refused for their header, by listener.
     refused: prometheus::IntCounterVec,
     admission: Arc<Admission>,
+    /// How long the listeners keep accepting once shutdown has begun.
+    shutdown_delay: std::time::Duration,
     app: Option<Arc<A>>,
     /// The ports Gateway API listeners add.
     gateway_ports: Option<super::gateway_ports::GatewayPorts>,
@@ -53,6 +55,7 @@ impl<A> ProxyService<A> {
         trusted: Arc<[ipnet::IpNet]>,
         refused: prometheus::IntCounterVec,
         admission: Arc<Admission>,
+        shutdown_delay: std::time::Duration,
     ) -> Self {
         ProxyService {
             name,
@@ -60,6 +63,7 @@ impl<A> ProxyService<A> {
             trusted,
             refused,
             admission,
+            shutdown_delay,
             app: Some(Arc::new(app)),
             gateway_ports: None,
         }
@@ -140,25 +144,40 @@ async fn proxied_stream(
     Ok(Box::new(stream))
 }
 
-/// Accepts on `listener` until shutdown, each connection admitted served on a worker thread;
-/// with `proxy`, the peers trusted to start with a PROXY protocol header.
+/// Accepts on `listener` until shutdown (and `delay` after it), each connection admitted
+/// served on a worker thread; with `proxy`, the peers trusted to start with a PROXY protocol
+/// header.
+///
+/// Accepting on for `delay` gives load balancers time to notice that the replica is going (its
+/// admin listener, readiness included, stops at once) before new connections would be refused;
+/// what is accepted meanwhile is served as during the drain, each response closing its
+/// connection.
 pub(super) async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<A>,
     proxy: Option<(Arc<[ipnet::IpNet]>, prometheus::IntCounter)>,
-    admission: Arc<Admission>,
+    (admission, delay): (Arc<Admission>, std::time::Duration),
     mut shutdown: ShutdownWatch,
 ) {
+    let mut stop_at: Option<tokio::time::Instant> = None;
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            changed = shutdown.changed() => {
+            changed = shutdown.changed(), if stop_at.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    info!("no longer accepting on {addr}");
-                    return;
+                    if delay.is_zero() {
+                        info!("no longer accepting on {addr}");
+                        return;
+                    }
+                    info!("shutting down: accepting on {addr} for {delay:?} more");
+                    stop_at = Some(tokio::time::Instant::now() + delay);
                 }
                 continue;
+            }
+            _ = tokio::time::sleep_until(stop_at.unwrap_or_else(tokio::time::Instant::now)), if stop_at.is_some() => {
+                info!("no longer accepting on {addr}");
+                return;
             }
         };
         let (tcp, peer) = match accepted {
@@ -245,13 +264,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
                 addr,
                 app.clone(),
                 proxy,
-                self.admission.clone(),
+                (self.admission.clone(), self.shutdown_delay),
                 shutdown.clone(),
             );
             loops.push(pingora_runtime::current_handle().spawn(loop_));
         }
         if let Some(ports) = self.gateway_ports.take() {
-            let serve = ports.serve(app.clone(), shutdown.clone());
+            let serve = ports.serve(app.clone(), shutdown.clone(), self.shutdown_delay);
             loops.push(pingora_runtime::current_handle().spawn(serve));
         }
         futures_util::future::join_all(loops).await;

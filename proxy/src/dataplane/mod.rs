@@ -105,6 +105,7 @@ pub fn proxy_service(
         listeners.proxy_trusted.clone(),
         shared.metrics.proxy_protocol_refused.clone(),
         listeners.admission.clone(),
+        shared.shutdown_delay,
     )
     .with_gateway_ports(gateway_ports::GatewayPorts {
         snapshots: shared.snapshots.clone(),

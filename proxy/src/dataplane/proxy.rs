@@ -63,6 +63,9 @@ pub struct Shared {
     pub limits: Arc<super::limits::ClientLimits>,
     /// Whether new requests are shed.
     pub overload: Arc<super::overload::Overload>,
+    /// How long the listeners keep accepting, and idle connections stay open, once shutdown
+    /// has begun.
+    pub shutdown_delay: std::time::Duration,
 }
 
 /// Where ACME HTTP-01 tokens are asked for (RFC 8555, section 8.3).

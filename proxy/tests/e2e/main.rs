@@ -41,6 +41,7 @@ mod redirects;
 mod reload;
 mod reload_soak;
 mod request_policies;
+mod restarts;
 mod retries;
 mod routing;
 mod runtime_control;

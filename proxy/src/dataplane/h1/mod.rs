@@ -229,7 +229,14 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
     let mut deadline = Instant::now() + limits.request_header_timeout;
     loop {
         if received.is_empty() {
-            match read_more(&mut stream, &mut received, &mut shutdown, deadline).await {
+            match read_more(
+                &mut stream,
+                &mut received,
+                (&mut shutdown, shared.shutdown_delay),
+                deadline,
+            )
+            .await
+            {
                 Read::More => deadline = Instant::now() + limits.request_header_timeout,
                 // Nothing of a request was sent: closed without an answer.
                 Read::Done | Read::Late => return,
@@ -263,7 +270,14 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                 },
                 planned => break planned,
             }
-            match read_more(&mut stream, &mut received, &mut shutdown, deadline).await {
+            match read_more(
+                &mut stream,
+                &mut received,
+                (&mut shutdown, shared.shutdown_delay),
+                deadline,
+            )
+            .await
+            {
                 Read::More => {}
                 Read::Done => return,
                 Read::Late => break Planned::Refused(Refusal::HeaderTimeout),
@@ -359,7 +373,9 @@ thread_local! {
         std::cell::RefCell::new(vec![0; FIRST_READ].into_boxed_slice());
 }
 
-/// Reads the client's next bytes, by `deadline`.
+/// Reads the client's next bytes, by `deadline`. A connection waiting between requests when
+/// shutdown begins is closed once the shutdown delay has passed: until then a load balancer may
+/// still send on it, and its request is answered (closing the connection).
 ///
 /// Between requests the wait reads into room the worker thread lends for each poll, so that a
 /// connection that is only waiting holds no buffer, in its task or anywhere (the first bytes are
@@ -368,7 +384,7 @@ thread_local! {
 async fn read_more(
     stream: &mut Stream,
     buf: &mut BytesMut,
-    shutdown: &mut ShutdownWatch,
+    (shutdown, delay): (&mut ShutdownWatch, std::time::Duration),
     deadline: Instant,
 ) -> Read {
     let outcome = |read: Result<std::io::Result<usize>, _>| match read {
@@ -394,7 +410,10 @@ async fn read_more(
         let read = tokio::time::timeout_at(deadline, first);
         return tokio::select! {
             read = read => outcome(read),
-            _ = shutdown.changed() => Read::Done,
+            _ = async {
+                let _ = shutdown.changed().await;
+                tokio::time::sleep(delay).await;
+            } => Read::Done,
         };
     }
     if buf.capacity() - buf.len() < 1024 {

@@ -10,6 +10,8 @@ use super::wait_until;
 
 pub struct Gantry {
     child: Child,
+    /// How it was started, to start it again the same way (same ports, same state).
+    command: Command,
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub admin: SocketAddr,
@@ -109,15 +111,11 @@ impl Gantry {
             for (key, value) in &options.env {
                 command.env(key, value);
             }
-            let log_file = std::fs::File::create(&log).unwrap();
-            command
-                .env("GANTRY_LOG", "info,pingora_core=warn,pingora_proxy=warn")
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().unwrap())
-                .stderr(log_file);
-            let child = command.spawn().expect("start gantry");
+            command.env("GANTRY_LOG", "info,pingora_core=warn,pingora_proxy=warn");
+            let child = spawn(&mut command, &log);
             let mut gantry = Gantry {
                 child,
+                command,
                 http,
                 https,
                 admin,
@@ -384,6 +382,18 @@ impl Gantry {
         nix::sys::signal::kill(self.pid(), nix::sys::signal::Signal::SIGTERM).unwrap();
     }
 
+    /// Stops it with SIGTERM (it must exit 0 within `limit`) and starts it again as it was
+    /// started: the same ports, state and arguments; ready once it answers again.
+    pub async fn restart(&mut self, limit: Duration) {
+        self.sigterm();
+        let status = self.wait_exit(limit).await;
+        assert!(status.success(), "exited with {status}:\n{}", self.log());
+        self.child = spawn(&mut self.command, &self.log);
+        if let Err(log) = self.wait_ready().await {
+            panic!("gantry did not become ready again:\n{log}");
+        }
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
@@ -409,6 +419,21 @@ impl Drop for Gantry {
             eprintln!("---- gantry log ----\n{}", self.log());
         }
     }
+}
+
+/// Starts `command` with its output appended to `log`.
+fn spawn(command: &mut Command, log: &Path) -> Child {
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    command
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().unwrap())
+        .stderr(log_file)
+        .spawn()
+        .expect("start gantry")
 }
 
 /// The output of `gantry status`.
