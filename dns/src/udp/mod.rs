@@ -67,13 +67,16 @@ impl ResponseHandler for Responder {
         out.clear();
         let mut encoder = BinEncoder::new(&mut out);
         encoder.set_max_size(self.max_size);
+        let metadata = response.metadata().clone();
         match response.destructive_emit(&mut encoder) {
             Ok(info) => Ok(info),
             Err(error) => {
-                // As hickory-server does: an answer that cannot be encoded is a SERVFAIL.
+                // As hickory-server does: an answer that cannot be encoded is a SERVFAIL, with
+                // the query's id (an id of 0 here was the `dns_query` fuzz target's third
+                // finding: no client would have taken it as its answer).
                 warn!(%error, "encoding a DNS answer failed");
                 out.clear();
-                Ok(emit_header(&mut out, ResponseCode::ServFail, None)?)
+                Ok(emit_header(&mut out, ResponseCode::ServFail, Some(&metadata))?)
             }
         }
     }
