@@ -76,7 +76,11 @@ impl ResponseHandler for Responder {
                 // finding: no client would have taken it as its answer).
                 warn!(%error, "encoding a DNS answer failed");
                 out.clear();
-                Ok(emit_header(&mut out, ResponseCode::ServFail, Some(&metadata))?)
+                Ok(emit_header(
+                    &mut out,
+                    ResponseCode::ServFail,
+                    Some(&metadata),
+                )?)
             }
         }
     }

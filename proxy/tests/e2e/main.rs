@@ -46,6 +46,7 @@ mod retries;
 mod routing;
 mod runtime_control;
 mod slow_clients;
+mod soak;
 mod support;
 mod tls;
 mod tls_passthrough;
