@@ -185,26 +185,30 @@ pub fn peer_answer(bytes: &[u8]) {
     }
 }
 
+/// Every input in the repository's `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET` (the
+/// inputs of failures found and fixed) through `entry`, as the fuzz target calls it: what the
+/// unit tests of both crates run on every run of the suite. Returns how many there were.
+pub fn replay(target: &str, mut entry: impl FnMut(&[u8])) -> usize {
+    let fuzz = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
+    let mut replayed = 0;
+    for folder in ["seeds", "regressions"] {
+        let Ok(inputs) = std::fs::read_dir(fuzz.join(folder).join(target)) else {
+            continue;
+        };
+        for input in inputs.filter_map(Result::ok) {
+            match std::fs::read(input.path()) {
+                Ok(bytes) => entry(&bytes),
+                Err(e) => panic!("{}: {e}", input.path().display()),
+            }
+            replayed += 1;
+        }
+    }
+    replayed
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    /// Every input in `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET`, through `entry`.
-    fn replay(target: &str, mut entry: impl FnMut(&[u8])) -> usize {
-        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut replayed = 0;
-        for folder in ["seeds", "regressions"] {
-            let Ok(inputs) = std::fs::read_dir(fuzz.join(folder).join(target)) else {
-                continue;
-            };
-            for input in inputs {
-                let path = input.expect("an input").path();
-                entry(&std::fs::read(&path).expect("read an input"));
-                replayed += 1;
-            }
-        }
-        replayed
-    }
+    use super::replay;
 
     #[test]
     fn the_fuzz_targets_seeds_and_past_crashes_pass() {

@@ -31,23 +31,7 @@ pub fn folder_file(bytes: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    /// Every input in `fuzz/seeds/TARGET` and `fuzz/regressions/TARGET` (the inputs of crashes
-    /// found and fixed), through the entry point as the fuzz target calls it.
-    fn replay(target: &str, entry: fn(&[u8])) -> usize {
-        let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz");
-        let mut replayed = 0;
-        for folder in ["seeds", "regressions"] {
-            let Ok(inputs) = std::fs::read_dir(fuzz.join(folder).join(target)) else {
-                continue;
-            };
-            for input in inputs {
-                let path = input.expect("an input").path();
-                entry(&std::fs::read(&path).expect("read an input"));
-                replayed += 1;
-            }
-        }
-        replayed
-    }
+    use gantry_dns::fuzzing::replay;
 
     #[test]
     fn the_fuzz_targets_seeds_and_past_crashes_pass() {

@@ -67,7 +67,7 @@ impl ResponseHandler for Responder {
         out.clear();
         let mut encoder = BinEncoder::new(&mut out);
         encoder.set_max_size(self.max_size);
-        let metadata = response.metadata().clone();
+        let metadata = *response.metadata();
         match response.destructive_emit(&mut encoder) {
             Ok(info) => Ok(info),
             Err(error) => {

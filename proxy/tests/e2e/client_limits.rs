@@ -393,7 +393,7 @@ async fn http2_rapid_resets_and_continuation_floods_are_cut_off() {
     let client = clients::http1();
     let response = gantry.send(&client, "GET", "app.test", "/", &[]).await;
     assert_eq!(response.status(), 200);
-    let before = rss_kib(&gantry);
+    let before = gantry.rss_kib();
 
     // Rapid reset: streams opened and cancelled at once, thousands of them.
     let stream = h2_frames::connect(gantry.http).await;
@@ -447,16 +447,6 @@ async fn http2_rapid_resets_and_continuation_floods_are_cut_off() {
     let response = gantry.send(&client, "GET", "app.test", "/", &[]).await;
     assert_eq!(response.status(), 200);
     // What the floods cost is gone with their connections, or never grew.
-    let grown = rss_kib(&gantry).saturating_sub(before);
+    let grown = gantry.rss_kib().saturating_sub(before);
     assert!(grown < 64 * 1024, "resident memory grew by {grown} KiB");
-}
-
-/// Gantry's resident memory, in KiB.
-fn rss_kib(gantry: &Gantry) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gantry.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
 }

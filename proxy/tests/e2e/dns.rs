@@ -3,7 +3,7 @@
 //! grows on every change and never goes back across a restart.
 
 use crate::support::config::{GANTRY_CLASS, ingress, service};
-use crate::support::dns::dig;
+use crate::support::dns::{a_query, dig};
 use crate::support::gantry::Options;
 use crate::support::{ConfigDir, Gantry, upstream, wait_until};
 
@@ -342,18 +342,6 @@ async fn the_serial_grows_on_every_change_and_never_goes_back_across_restarts() 
         dig(gantry.dns, &["api.example.test", "A"]).await.status(),
         "NXDOMAIN"
     );
-}
-
-/// A DNS query (type A, class IN) for `name` with `id`, as a datagram.
-fn a_query(id: u16, name: &str) -> Vec<u8> {
-    let mut query = id.to_be_bytes().to_vec();
-    query.extend_from_slice(&[0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        query.push(u8::try_from(label.len()).unwrap());
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    query
 }
 
 #[tokio::test]

@@ -43,16 +43,6 @@ async fn ask_once(gantry: &Gantry) -> TcpStream {
     stream
 }
 
-/// Gantry's resident memory, in KiB.
-fn rss_kib(gantry: &Gantry) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gantry.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 #[tokio::test]
 async fn an_idle_keep_alive_connection_holds_only_a_few_kib() {
     let config = ConfigDir::new();
@@ -67,11 +57,11 @@ async fn an_idle_keep_alive_connection_holds_only_a_few_kib() {
     for _ in 0..WARM_UP {
         open.push(ask_once(&gantry).await);
     }
-    let before = rss_kib(&gantry);
+    let before = gantry.rss_kib();
     for _ in 0..CLIENTS {
         open.push(ask_once(&gantry).await);
     }
-    let per_client = rss_kib(&gantry).saturating_sub(before) / CLIENTS as u64;
+    let per_client = gantry.rss_kib().saturating_sub(before) / CLIENTS as u64;
     assert!(
         per_client < LIMIT_KIB,
         "each idle keep-alive client holds {per_client} KiB (at most {LIMIT_KIB} expected)"

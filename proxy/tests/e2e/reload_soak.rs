@@ -22,16 +22,6 @@ const CYCLES: usize = 100;
 /// Cycles made before the memory is first measured: every kind of change made, and undone.
 const WARM_UP: usize = 5;
 
-/// Gantry's resident memory, in KiB.
-fn rss_kib(gantry: &Gantry) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gantry.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
 /// Asks for `url` with `client` until `stop`, counting answers; returns what failed.
 fn steady_load(
     client: reqwest::Client,
@@ -150,7 +140,7 @@ async fn a_thousand_changes_under_load_fail_no_request_and_keep_streams_and_memo
     let mut changes = 0;
     for cycle in 0..CYCLES {
         if cycle == WARM_UP {
-            baseline = Some(rss_kib(&gantry));
+            baseline = Some(gantry.rss_kib());
         }
         let steps: [(&str, Option<&str>); 10] = [
             ("churn.yaml", Some(&plain)),
@@ -186,7 +176,7 @@ async fn a_thousand_changes_under_load_fail_no_request_and_keep_streams_and_memo
         failures.extend(client.await.unwrap());
     }
     let served = ok.load(Ordering::Relaxed);
-    let (start, end) = (baseline.unwrap(), rss_kib(&gantry));
+    let (start, end) = (baseline.unwrap(), gantry.rss_kib());
     eprintln!(
         "{changes} changes, {served} requests served, resident memory {start} KiB after \
          {WARM_UP} cycles, {end} KiB at the end"

@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::config::{GANTRY_CLASS, ingress, service};
+use crate::support::dns::a_query;
 use crate::support::gantry::Options;
 use crate::support::pki::{TestCa, tls_secret};
 use crate::support::plugins::{builtin_plugin, ingress_with_plugins};
@@ -29,15 +30,6 @@ spec:
     - {name: ns1.example.test, addresses: [192.0.2.53]}
   ingressAddresses: [192.0.2.10]
 ";
-
-fn rss_kib(gantry: &Gantry) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", gantry.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
 
 /// One kind of load: runs `step` until `stop`, counting what succeeded and keeping the first
 /// failures.
@@ -61,18 +53,6 @@ where
         }
         (what, ok, failures)
     })
-}
-
-/// A DNS query (type A) for `name` with `id`.
-fn a_query(id: u16, name: &str) -> Vec<u8> {
-    let mut query = id.to_be_bytes().to_vec();
-    query.extend_from_slice(&[0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for label in name.split('.') {
-        query.push(u8::try_from(label.len()).unwrap());
-        query.extend_from_slice(label.as_bytes());
-    }
-    query.extend_from_slice(&[0, 0, 1, 0, 1]);
-    query
 }
 
 #[tokio::test]
@@ -294,7 +274,7 @@ async fn mixed_load_for_a_while_fails_nothing_and_memory_stays_flat() {
     ticks.tick().await;
     while samples.len() < usize::try_from(length.as_secs() / every.as_secs().max(1)).unwrap_or(10) {
         ticks.tick().await;
-        samples.push(rss_kib(&gantry));
+        samples.push(gantry.rss_kib());
     }
     stop.store(true, Ordering::Relaxed);
     let mut failed = Vec::new();
