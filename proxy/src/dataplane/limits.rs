@@ -126,15 +126,22 @@ impl ClientLimits {
     }
 
     /// The start of a head as received, whatever it holds: how far it got and whether it is
-    /// over a limit. Lines end at `\n` (a `\r` before it is part of the line end), and the head
-    /// at its first empty line, as RFC 9112 section 2.2 lets a recipient read them.
+    /// over a limit. Lines end at `\n` (a `\r` before it is part of the line end), empty lines
+    /// before the request line are passed over, and the head ends at the first empty line after
+    /// it, as RFC 9112 section 2.2 lets a recipient read them (and as the parsers do: a head
+    /// taken as whole at a leading empty line would escape the size limit while the rest of it
+    /// trickled in).
     pub fn check_raw(&self, buf: &[u8]) -> HeadExtent {
+        let leading = buf
+            .iter()
+            .position(|b| !matches!(b, b'\r' | b'\n'))
+            .unwrap_or(buf.len());
         let mut request_line = None;
         let mut fields = 0usize;
         let mut end = None;
-        for newline in memchr::memchr_iter(b'\n', buf) {
+        for newline in memchr::memchr_iter(b'\n', buf).filter(|at| *at >= leading) {
             match request_line {
-                None => request_line = Some(&buf[..newline]),
+                None => request_line = Some(&buf[leading..newline]),
                 Some(_) => fields += 1,
             }
             let rest = &buf[newline + 1..];
@@ -219,6 +226,16 @@ mod tests {
         assert_eq!(
             limits.check_raw(endless.as_bytes()),
             HeadExtent::Refused(Refusal::UriTooLong)
+        );
+        // Empty lines first do not end the head: its size still counts as it grows.
+        let after_empty_lines = format!("\r\n\r\nGET / HTTP/1.1\r\nA: {}", "x".repeat(200));
+        assert_eq!(
+            limits.check_raw(after_empty_lines.as_bytes()),
+            HeadExtent::Refused(Refusal::HeaderTooLarge)
+        );
+        assert_eq!(
+            limits.check_raw(b"\r\n\r\nGET / HT"),
+            HeadExtent::Incomplete
         );
         let many = b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\n";
         assert_eq!(

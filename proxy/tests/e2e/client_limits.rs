@@ -120,6 +120,16 @@ async fn heads_over_the_limits_are_refused_on_every_path() {
         status_of(&exchange(gantry.http, endless.as_bytes()).await),
         "431"
     );
+    // Nor after empty lines, which a server passes over before the request line (RFC 9112
+    // section 2.2): they do not end the head.
+    let leading = format!(
+        "\r\n\r\nGET / HTTP/1.1\r\nhost: app.test\r\nx: {}",
+        "y".repeat(8000)
+    );
+    assert_eq!(
+        status_of(&exchange(gantry.http, leading.as_bytes()).await),
+        "431"
+    );
 
     // HTTP/2 (h2c with prior knowledge): a header list over the size is not served.
     let h2 = reqwest::Client::builder()
@@ -141,7 +151,7 @@ async fn heads_over_the_limits_are_refused_on_every_path() {
     assert_eq!(gantry.metric(&refused("max_uri_bytes")).await, 2.0);
     assert_eq!(
         gantry.metric(&refused("max_request_header_bytes")).await,
-        3.0
+        4.0
     );
 }
 

@@ -262,8 +262,11 @@ async fn serve(app: &Arc<H1App>, mut stream: Stream, shutdown: &ShutdownWatch) {
                     HeadExtent::Complete if matches!(planned, Planned::Elsewhere) => {
                         break Planned::Elsewhere;
                     }
-                    // The fast path's parser may want more than the line ends show (a
-                    // folded line): it decides once the rest came.
+                    // The fast path's parser may want more than the line ends show: it
+                    // decides once the rest came, within the size a head may have.
+                    _ if received.len() > limits.max_request_header_bytes => {
+                        break Planned::Refused(Refusal::HeaderTooLarge);
+                    }
                     HeadExtent::Complete | HeadExtent::Incomplete => {
                         elsewhere = matches!(planned, Planned::Elsewhere);
                     }
