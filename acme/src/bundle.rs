@@ -24,19 +24,29 @@ pub enum BundleError {
     Empty,
     #[error("the certificate does not parse: {0}")]
     Parse(String),
+    #[error("the private key does not parse: {0}")]
+    Key(String),
+    #[error("the private key is not the certificate's")]
+    KeyMismatch,
 }
 
 impl Bundle {
-    /// A bundle from PEM, its validity and names read from the leaf.
+    /// A bundle from PEM, its validity and names read from the leaf. Every certificate of the
+    /// chain must parse, so that a chain cut short is not taken for a whole one.
     pub fn from_pem(
         chain_pem: String,
         key_pem: String,
         ca_pem: Option<String>,
     ) -> Result<Bundle, BundleError> {
-        let first = Pem::iter_from_buffer(chain_pem.as_bytes())
-            .next()
-            .ok_or(BundleError::Empty)?
+        let blocks = Pem::iter_from_buffer(chain_pem.as_bytes())
+            .collect::<Result<Vec<Pem>, _>>()
             .map_err(|e| BundleError::Parse(e.to_string()))?;
+        let first = blocks.first().ok_or(BundleError::Empty)?;
+        for block in &blocks[1..] {
+            block
+                .parse_x509()
+                .map_err(|e| BundleError::Parse(e.to_string()))?;
+        }
         let certificate = first
             .parse_x509()
             .map_err(|e| BundleError::Parse(e.to_string()))?;
@@ -68,6 +78,25 @@ impl Bundle {
             ca_pem,
             dns_names,
         })
+    }
+
+    /// Checks that the key is the leaf certificate's: a chain and key from different issuances
+    /// would be served and fail every handshake.
+    pub fn check_key(&self) -> Result<(), BundleError> {
+        let key =
+            rcgen::KeyPair::from_pem(&self.key_pem).map_err(|e| BundleError::Key(e.to_string()))?;
+        let leaf = Pem::iter_from_buffer(self.chain_pem.as_bytes())
+            .next()
+            .ok_or(BundleError::Empty)?
+            .map_err(|e| BundleError::Parse(e.to_string()))?;
+        let certificate = leaf
+            .parse_x509()
+            .map_err(|e| BundleError::Parse(e.to_string()))?;
+        if certificate.public_key().subject_public_key.data.as_ref() == key.public_key_raw() {
+            Ok(())
+        } else {
+            Err(BundleError::KeyMismatch)
+        }
     }
 
     /// Whether it covers exactly these names (in any order).
