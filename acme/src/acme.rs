@@ -13,7 +13,7 @@ use instant_acme::{
     ExternalAccountKey, Identifier, NewAccount, NewOrder, Order, OrderStatus, RetryPolicy,
 };
 use serde::{Deserialize, Serialize};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::bundle::{Bundle, BundleError};
 use crate::challenge::{Challenge, ChallengeKind, Solver, alpn_certificate};
@@ -164,6 +164,12 @@ pub struct PendingOrder {
     pub dns_names: Vec<String>,
     /// The certificate's key, made before the order so that finalising after a restart uses it.
     pub key_pem: String,
+    /// Whether the CA has been asked to validate the order's challenges. A resumed order then
+    /// waits for that validation rather than asking again: a second validation can end after
+    /// the first, and a CA may take back an order it has already finalised when the second
+    /// fails (Pebble does), which would have the certificate issued twice.
+    #[serde(default)]
+    pub validation_requested: bool,
 }
 
 fn file_name(name: &str) -> String {
@@ -191,9 +197,13 @@ impl AcmeStore {
         AcmeStore { state }
     }
 
+    /// What is kept as `kind`/`name`; a document that does not parse (torn or tampered with) is
+    /// reported and taken as absent, so an account is registered or an order placed anew.
     async fn read<T: for<'de> Deserialize<'de>>(&self, kind: &str, name: &str) -> Option<T> {
         let bytes = self.state.read(kind, name).await?;
-        serde_json::from_slice(&bytes).ok()
+        serde_json::from_slice(&bytes)
+            .inspect_err(|e| warn!(kind, name, "kept ACME state unreadable, not used: {e}"))
+            .ok()
     }
 
     async fn write<T: Serialize>(
@@ -223,7 +233,8 @@ impl AcmeStore {
         self.state.remove("accounts", issuer).await;
     }
 
-    async fn forget_order(&self, name: &str) {
+    /// Forgets the order for the certificate `name`: once its certificate is stored.
+    pub async fn forget_order(&self, name: &str) {
         self.state.remove("orders", name).await;
     }
 }
@@ -238,6 +249,8 @@ pub struct AcmeIssuer {
 /// How long one order may wait on the CA (validation, then issuance) before it is left for
 /// the next attempt, which resumes it.
 const ORDER_WAIT: Duration = Duration::from_secs(90);
+/// How long a resumed order waits for a validation asked for before the restart.
+const EARLIER_VALIDATION_WAIT: Duration = Duration::from_secs(20);
 
 impl AcmeIssuer {
     /// The account of `issuer` on `server`: the stored one when it was made on the same server,
@@ -315,7 +328,8 @@ impl AcmeIssuer {
     }
 
     /// Issues `request` as the certificate `name` (by `issuer`), resuming the order saved for
-    /// it when that order is for the same names and still usable.
+    /// it when that order is for the same names and still usable. The caller forgets the order
+    /// ([`AcmeStore::forget_order`]) once it has stored the certificate.
     pub async fn issue(
         &self,
         name: &str,
@@ -352,7 +366,7 @@ impl AcmeIssuer {
             }
             None => None,
         };
-        let (mut order, saved) = match resumed {
+        let (mut order, mut saved) = match resumed {
             Some(found) => found,
             None => {
                 let key = request.private_key()?;
@@ -371,17 +385,20 @@ impl AcmeIssuer {
                     issuer: issuer.to_owned(),
                     dns_names: request.dns_names.clone(),
                     key_pem: key.serialize_pem(),
+                    validation_requested: false,
                 };
                 store.save_order(name, &saved).await?;
                 (order, saved)
             }
         };
-        let result = self.complete(&mut order, &saved, solver).await;
-        match &result {
-            Ok(_) => store.forget_order(name).await,
-            // A failed order cannot be finished; the next attempt starts a new one.
-            Err(AcmeError::Invalid { .. } | AcmeError::Order(_)) => store.forget_order(name).await,
-            Err(_) => {}
+        let result = self
+            .complete(&mut order, &mut saved, solver, store, name)
+            .await;
+        // A failed order cannot be finished; the next attempt starts a new one. A finished one
+        // is kept until the caller has stored its certificate: a crash before that resumes it
+        // and fetches the same certificate instead of having another issued.
+        if let Err(AcmeError::Invalid { .. } | AcmeError::Order(_)) = &result {
+            store.forget_order(name).await;
         }
         result
     }
@@ -389,8 +406,10 @@ impl AcmeIssuer {
     async fn complete(
         &self,
         order: &mut Order,
-        saved: &PendingOrder,
+        saved: &mut PendingOrder,
         solver: &dyn Solver,
+        store: &AcmeStore,
+        name: &str,
     ) -> Result<Bundle, AcmeError> {
         let url = self.server.directory_url.as_str();
         let retries = RetryPolicy::new()
@@ -399,20 +418,13 @@ impl AcmeIssuer {
             .timeout(ORDER_WAIT);
         if order.state().status == OrderStatus::Pending {
             let mut published = Vec::new();
-            let proved = self.prove(order, solver, &mut published).await;
-            let status = match proved {
-                Ok(()) => order.poll_ready(&retries).await,
-                Err(e) => {
-                    for challenge in &published {
-                        solver.remove(challenge).await;
-                    }
-                    return Err(e);
-                }
-            };
+            let validated = self
+                .validate(order, saved, solver, store, name, &mut published)
+                .await;
             for challenge in &published {
                 solver.remove(challenge).await;
             }
-            match status {
+            match validated? {
                 Ok(OrderStatus::Invalid) | Err(instant_acme::Error::Api(_)) => {
                     return Err(self.why_invalid(order, solver).await);
                 }
@@ -445,12 +457,49 @@ impl AcmeIssuer {
         Ok(Bundle::from_pem(chain, saved.key_pem.clone(), None)?)
     }
 
-    /// Publishes a response for every pending authorization and tells the CA to look.
+    /// Publishes the responses to the order's challenges and waits until the CA has validated
+    /// them (the order is ready) or failed one. The CA is asked to look once per order, the
+    /// request saved first: a resumed order whose CA was asked before the restart waits for that
+    /// validation, and asks again only if nothing came of it.
+    async fn validate(
+        &self,
+        order: &mut Order,
+        saved: &mut PendingOrder,
+        solver: &dyn Solver,
+        store: &AcmeStore,
+        name: &str,
+        published: &mut Vec<Challenge>,
+    ) -> Result<Result<OrderStatus, instant_acme::Error>, AcmeError> {
+        let retries = RetryPolicy::new()
+            .initial_delay(Duration::from_millis(250))
+            .backoff(1.5);
+        if saved.validation_requested {
+            self.prove(order, solver, published, false).await?;
+            match order
+                .poll_ready(&retries.timeout(EARLIER_VALIDATION_WAIT))
+                .await
+            {
+                Err(instant_acme::Error::Timeout(_)) => {
+                    info!(certificate = name, order = %saved.url, "no validation came of the request before the restart: asking again");
+                }
+                status => return Ok(status),
+            }
+        } else {
+            saved.validation_requested = true;
+            store.save_order(name, saved).await?;
+        }
+        self.prove(order, solver, published, true).await?;
+        Ok(order.poll_ready(&retries.timeout(ORDER_WAIT)).await)
+    }
+
+    /// Publishes a response for every pending authorization and, when `ask`, tells the CA to
+    /// look.
     async fn prove(
         &self,
         order: &mut Order,
         solver: &dyn Solver,
         published: &mut Vec<Challenge>,
+        ask: bool,
     ) -> Result<(), AcmeError> {
         let url = self.server.directory_url.as_str();
         let mut authorizations = order.authorizations();
@@ -506,7 +555,7 @@ impl AcmeIssuer {
                 })?;
             let pending = handle.status == ChallengeStatus::Pending;
             published.push(challenge);
-            if pending {
+            if pending && ask {
                 // A CA that validates at once answers with the challenge's error here.
                 handle.set_ready().await.map_err(|e| match e {
                     instant_acme::Error::Api(problem) => AcmeError::Invalid {

@@ -459,6 +459,11 @@ impl Manager<'_> {
         let metrics = &self.service.metrics;
         match stored {
             Ok(bundle) => {
+                if matches!(wanted.issuing, Issuing::Acme(_)) {
+                    let store = self.service.acme_store.clone();
+                    let name = name.clone();
+                    tokio::spawn(async move { store.forget_order(&name).await });
+                }
                 self.failures.remove(&name);
                 self.service.statuses.set(status(
                     &wanted,
