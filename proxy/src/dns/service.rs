@@ -66,14 +66,16 @@ impl SerialBook {
     /// Reads the book from the state dir (an unreadable one starts empty, with a warning).
     pub fn open(state_dir: &Path) -> SerialBook {
         let path = state_dir.join(SERIALS_FILE);
+        // A book that does not parse is not trusted in part: serials then start again from the
+        // clock, which is ahead of any serial numbered more than one change a second ago.
         let entries = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(file = %path.display(), "DNS serials unreadable, starting afresh: {e}");
+                error!(file = %path.display(), "DNS serials unreadable, numbering from the clock: {e}");
                 BTreeMap::new()
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
             Err(e) => {
-                warn!(file = %path.display(), "DNS serials unreadable, starting afresh: {e}");
+                error!(file = %path.display(), "DNS serials unreadable, numbering from the clock: {e}");
                 BTreeMap::new()
             }
         };
@@ -116,12 +118,15 @@ impl SerialBook {
         }
     }
 
-    /// Writes the book: to a temporary file, then renamed over the old one.
-    fn save(&self) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(&self.entries).map_err(std::io::Error::other)?;
-        let temporary = self.path.with_extension("json.tmp");
-        std::fs::write(&temporary, bytes)?;
-        std::fs::rename(&temporary, &self.path)
+    /// Writes the book: to a temporary file, synced, then renamed over the old one.
+    fn save(&self) -> Result<(), gantry_acme::storage::StorageError> {
+        let bytes = serde_json::to_vec_pretty(&self.entries).map_err(|e| {
+            gantry_acme::storage::StorageError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other(e),
+            }
+        })?;
+        gantry_acme::storage::write_atomically(&self.path, &bytes)
     }
 }
 
