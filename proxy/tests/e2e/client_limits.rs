@@ -205,7 +205,19 @@ async fn slow_heads_idle_connections_and_stalled_handshakes_are_closed() {
     stalled.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
     assert_eq!(read_to_close(&mut stalled).await, "");
 
-    assert_eq!(gantry.metric(&refused("request_header_timeout")).await, 1.0);
+    // An HTTP/2 client over TLS that finishes its handshake and never sends the connection
+    // preface: closed at the request-head deadline, with the server's SETTINGS and a GOAWAY at
+    // most (RFC 9113 section 3.4).
+    let mut quiet = clients::tls_connection(gantry.https, "app.test", &[b"h2"])
+        .await
+        .unwrap();
+    assert_eq!(quiet.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut said = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, quiet.read_to_end(&mut said)).await;
+    assert!(read.is_ok(), "still open after {PATIENCE:?}: {said:?}");
+
+    // The slow head, the silent connection and the silent HTTP/2 one.
+    assert_eq!(gantry.metric(&refused("request_header_timeout")).await, 3.0);
     assert_eq!(gantry.metric(&refused("tls_handshake_timeout")).await, 1.0);
 }
 

@@ -26,6 +26,7 @@ pub mod fuzz;
 mod h2;
 mod plugged;
 mod pool;
+mod preface_deadline;
 mod request;
 mod response;
 
@@ -51,6 +52,7 @@ use crate::snapshot::gateway_router::RouteRequest;
 use crate::snapshot::{Action, Route, Snapshot, UpstreamGroup, UpstreamProtocol};
 use crate::upstream::balance;
 use plugged::{Connection, Plugged};
+use preface_deadline::PrefaceDeadline;
 use request::Parse;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4), which starts an h2c connection.
@@ -95,6 +97,15 @@ impl ServerApp for H1App {
     ) -> Option<Stream> {
         if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+                let shared = self.shared();
+                let stream = PrefaceDeadline::wrap(
+                    stream,
+                    shared.limits.request_header_timeout,
+                    shared
+                        .metrics
+                        .requests_refused
+                        .with_label_values(&[Refusal::HeaderTimeout.label()]),
+                );
                 return self.h2.process_new(stream, shutdown).await;
             }
             if !matches!(stream.selected_alpn_proto(), None | Some(ALPN::H1)) {
@@ -116,6 +127,11 @@ impl ServerApp for H1App {
                 }
                 Err(_) => {
                     debug!("nothing sent within {limit:?}: closed");
+                    self.shared()
+                        .metrics
+                        .requests_refused
+                        .with_label_values(&[Refusal::HeaderTimeout.label()])
+                        .inc();
                     return None;
                 }
             }

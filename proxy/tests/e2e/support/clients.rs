@@ -66,7 +66,18 @@ pub async fn presented_certificate(addr: SocketAddr, sni: &str) -> Vec<u8> {
 
 /// Completes a TLS handshake with `sni`, accepting any certificate, and returns the leaf's DER.
 pub async fn tls_handshake(addr: SocketAddr, sni: &str) -> std::io::Result<Vec<u8>> {
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let tls = tls_connection(addr, sni, &[]).await?;
+    let (_, session) = tls.get_ref();
+    Ok(session.peer_certificates().unwrap()[0].to_vec())
+}
+
+/// A TLS connection with `sni` offering the protocols `alpn`, accepting any certificate.
+pub async fn tls_connection(
+    addr: SocketAddr,
+    sni: &str,
+    alpn: &[&[u8]],
+) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
@@ -74,12 +85,11 @@ pub async fn tls_handshake(addr: SocketAddr, sni: &str) -> std::io::Result<Vec<u
     .dangerous()
     .with_custom_certificate_verifier(Arc::new(AcceptAnything))
     .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = TcpStream::connect(addr).await?;
     let name = rustls::pki_types::ServerName::try_from(sni.to_owned()).unwrap();
-    let tls = connector.connect(name, tcp).await?;
-    let (_, session) = tls.get_ref();
-    Ok(session.peer_certificates().unwrap()[0].to_vec())
+    connector.connect(name, tcp).await
 }
 
 /// Sends raw bytes and reads until the server closes (send `Connection: close`).
