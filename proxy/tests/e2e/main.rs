@@ -12,6 +12,7 @@ mod circuit_breaking;
 mod client_certificates;
 mod client_limits;
 mod compression;
+mod crash_safety;
 mod deploy;
 mod dns;
 mod dns_publish;

@@ -404,6 +404,19 @@ impl Gantry {
         }
     }
 
+    /// Starts it again, after it exited, as it was started (the same ports, state and
+    /// arguments), without waiting for it to be ready.
+    pub fn spawn_again(&mut self) {
+        self.child = spawn(&mut self.command, &self.log);
+    }
+
+    /// Waits until it is ready after [`Gantry::spawn_again`].
+    pub async fn ready(&mut self) {
+        if let Err(log) = self.wait_ready().await {
+            panic!("gantry did not become ready again:\n{log}");
+        }
+    }
+
     /// Waits for the process to exit, at most `limit`.
     pub async fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let deadline = Instant::now() + limit;
