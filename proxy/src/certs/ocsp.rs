@@ -225,57 +225,68 @@ impl Stapler {
         // connection open), or to the end without one.
         let mut answer = Vec::new();
         let mut chunk = [0u8; 4096];
-        let (start, length) = loop {
-            let read = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if read == 0 {
-                return Err("closed before the answer's head ended".to_owned());
-            }
-            answer.extend_from_slice(&chunk[..read]);
-            if answer.len() > MOST_ANSWER {
-                return Err(format!("an answer over {MOST_ANSWER} bytes"));
-            }
-            let mut fields = [httparse::EMPTY_HEADER; 32];
-            let mut response = httparse::Response::new(&mut fields);
-            match response.parse(&answer) {
-                Ok(httparse::Status::Complete(start)) => {
-                    if response.code != Some(200) {
-                        return Err(format!("answered {}", response.code.unwrap_or(0)));
-                    }
-                    let field = |name: &str| {
-                        response
-                            .headers
-                            .iter()
-                            .find(|h| h.name.eq_ignore_ascii_case(name))
-                            .map(|h| String::from_utf8_lossy(h.value).into_owned())
-                    };
-                    if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-                        return Err("a chunked answer (not read)".to_owned());
-                    }
-                    let length = field("content-length").and_then(|v| v.trim().parse().ok());
-                    break (start, length);
-                }
-                Ok(httparse::Status::Partial) => {}
-                Err(e) => return Err(format!("not an HTTP response: {e}")),
-            }
-        };
         loop {
-            if length.is_some_and(|length: usize| answer.len() >= start + length) {
-                break;
-            }
             let read = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
-            if read == 0 {
-                if length.is_some() {
-                    return Err("closed before the answer's body ended".to_owned());
-                }
-                break;
-            }
             answer.extend_from_slice(&chunk[..read]);
-            if answer.len() > MOST_ANSWER {
-                return Err(format!("an answer over {MOST_ANSWER} bytes"));
+            match read_answer(&answer, read == 0) {
+                Answer::More => {}
+                Answer::Body(body) => return Ok(answer[body].to_vec()),
+                Answer::Refused(reason) => return Err(reason),
             }
         }
-        let end = length.map_or(answer.len(), |length| start + length);
-        Ok(answer[start..end].to_vec())
+    }
+}
+
+/// What the bytes a responder has sent so far make.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    More,
+    /// Where the body lies in them.
+    Body(std::ops::Range<usize>),
+    Refused(String),
+}
+
+/// Reads `answer`, what a responder sent so far (`ended`: and then closed): an HTTP/1.1 response
+/// whose body is the OCSP answer, delimited by its Content-Length or by the end.
+pub(crate) fn read_answer(answer: &[u8], ended: bool) -> Answer {
+    if answer.len() > MOST_ANSWER {
+        return Answer::Refused(format!("an answer over {MOST_ANSWER} bytes"));
+    }
+    let mut fields = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut fields);
+    let start = match response.parse(answer) {
+        Ok(httparse::Status::Complete(start)) => start,
+        Ok(httparse::Status::Partial) if ended => {
+            return Answer::Refused("closed before the answer's head ended".to_owned());
+        }
+        Ok(httparse::Status::Partial) => return Answer::More,
+        Err(e) => return Answer::Refused(format!("not an HTTP response: {e}")),
+    };
+    if response.code != Some(200) {
+        return Answer::Refused(format!("answered {}", response.code.unwrap_or(0)));
+    }
+    let field = |name: &str| {
+        response
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    if field("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
+        return Answer::Refused("a chunked answer (not read)".to_owned());
+    }
+    match field("content-length").and_then(|v| v.trim().parse::<usize>().ok()) {
+        // A length no answer can have is refused as it is, not waited for.
+        Some(length) => match start.checked_add(length) {
+            Some(end) if end <= MOST_ANSWER && answer.len() >= end => Answer::Body(start..end),
+            Some(end) if end <= MOST_ANSWER && !ended => Answer::More,
+            Some(end) if end <= MOST_ANSWER => {
+                Answer::Refused("closed before the answer's body ended".to_owned())
+            }
+            _ => Answer::Refused(format!("an answer over {MOST_ANSWER} bytes")),
+        },
+        None if ended => Answer::Body(start..answer.len()),
+        None => Answer::More,
     }
 }
 
@@ -355,7 +366,7 @@ fn cert_id(
 }
 
 /// Whether `answer` says `leaf` is good: its `thisUpdate` and `nextUpdate` if so, else why not.
-fn good(
+pub(crate) fn good(
     answer: &[u8],
     leaf: &rustls::pki_types::CertificateDer<'_>,
 ) -> Result<(SystemTime, Option<SystemTime>), String> {
@@ -387,4 +398,45 @@ fn good(
         return Err("an answer already past its nextUpdate".to_owned());
     }
     Ok((this_update, next_update))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Answer, read_answer};
+
+    #[test]
+    fn a_responders_answer_is_read_by_its_length_or_to_the_end() {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: application/ocsp-response\r\n";
+        let sized = format!("{head}Content-Length: 3\r\n\r\nabc");
+        let end = sized.len();
+        assert_eq!(
+            read_answer(sized.as_bytes(), false),
+            Answer::Body(end - 3..end)
+        );
+        assert_eq!(
+            read_answer(&sized.as_bytes()[..end - 1], false),
+            Answer::More
+        );
+        assert!(matches!(
+            read_answer(&sized.as_bytes()[..end - 1], true),
+            Answer::Refused(_)
+        ));
+        let unsized_ = format!("{head}\r\nabcd");
+        let end = unsized_.len();
+        assert_eq!(read_answer(unsized_.as_bytes(), false), Answer::More);
+        assert_eq!(
+            read_answer(unsized_.as_bytes(), true),
+            Answer::Body(end - 4..end)
+        );
+        // A length past any answer, which once overflowed the body's end.
+        let huge = format!("{head}Content-Length: {}\r\n\r\nabc", usize::MAX);
+        assert!(matches!(
+            read_answer(huge.as_bytes(), false),
+            Answer::Refused(r) if r.contains("over")
+        ));
+        assert!(matches!(
+            read_answer(b"HTTP/1.1 500 No\r\n\r\n", true),
+            Answer::Refused(r) if r.contains("500")
+        ));
+    }
 }
