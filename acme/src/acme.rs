@@ -249,6 +249,13 @@ pub struct AcmeIssuer {
 /// How long one order may wait on the CA (validation, then issuance) before it is left for
 /// the next attempt, which resumes it.
 const ORDER_WAIT: Duration = Duration::from_secs(90);
+/// How an order's state is polled: soon, then less and less often.
+fn polling() -> RetryPolicy {
+    RetryPolicy::new()
+        .initial_delay(Duration::from_millis(250))
+        .backoff(1.5)
+}
+
 /// How long a resumed order waits for a validation asked for before the restart.
 const EARLIER_VALIDATION_WAIT: Duration = Duration::from_secs(20);
 
@@ -412,10 +419,7 @@ impl AcmeIssuer {
         name: &str,
     ) -> Result<Bundle, AcmeError> {
         let url = self.server.directory_url.as_str();
-        let retries = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .backoff(1.5)
-            .timeout(ORDER_WAIT);
+        let retries = polling().timeout(ORDER_WAIT);
         if order.state().status == OrderStatus::Pending {
             let mut published = Vec::new();
             let validated = self
@@ -470,9 +474,7 @@ impl AcmeIssuer {
         name: &str,
         published: &mut Vec<Challenge>,
     ) -> Result<Result<OrderStatus, instant_acme::Error>, AcmeError> {
-        let retries = RetryPolicy::new()
-            .initial_delay(Duration::from_millis(250))
-            .backoff(1.5);
+        let retries = polling();
         if saved.validation_requested {
             self.prove(order, solver, published, false).await?;
             match order

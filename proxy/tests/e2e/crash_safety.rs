@@ -12,36 +12,13 @@ use std::time::Duration;
 
 use crate::acme::{ISSUANCE, certificate, issuer};
 use crate::support::config::{GANTRY_CLASS, service, tls_ingress};
-use crate::support::dns::{TSIG_SECRET, dig, free_port};
+use crate::support::dns::{dig, free_port};
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::pki::client_config_trusting;
 use crate::support::plugins::builtin_plugin;
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until, wait_until_within};
 
 const KILLS: usize = 50;
-
-/// `example.test`, served with 127.0.0.1 for every Ingress host (where Pebble validates) and
-/// published into BIND on `bind_port`.
-fn zone(bind_port: u16) -> String {
-    format!(
-        "apiVersion: gantry.dev/v1alpha1
-kind: DNSZone
-metadata: {{name: example}}
-spec:
-  zone: example.test
-  nameServers: [{{name: ns1.example.test, addresses: [127.0.0.1]}}]
-  ingressAddresses: [127.0.0.1]
-  publish:
-    - server: 127.0.0.1:{bind_port}
-      tsigKey: {{name: pub-key, secretName: pub-key}}
----
-apiVersion: v1
-kind: Secret
-metadata: {{name: pub-key, namespace: default}}
-stringData: {{secret: \"{TSIG_SECRET}\"}}
-"
-    )
-}
 
 fn host(i: usize) -> String {
     format!("h{i}.example.test")
@@ -130,7 +107,11 @@ async fn sigkill_at_random_moments_loses_nothing_and_issues_nothing_twice() {
         "echo.yaml",
         &service("default", "echo", "http", None, &[(echo.addr, true)]),
     );
-    config.write("zone.yaml", &zone(bind_port));
+    // Served with 127.0.0.1 for every host, where Pebble validates.
+    config.write(
+        "zone.yaml",
+        &crate::dns_publish::zone_with_addresses(bind_port, "127.0.0.1", "127.0.0.1"),
+    );
     config.write(
         "marks.yaml",
         &builtin_plugin(

@@ -93,14 +93,20 @@ log:
 }
 
 pub fn zone(port: u16) -> String {
+    zone_with_addresses(port, "192.0.2.53", "192.0.2.10")
+}
+
+/// `example.test` published into the server on `port`, its name server at `ns` and every
+/// Ingress host at `ingress`.
+pub fn zone_with_addresses(port: u16, ns: &str, ingress: &str) -> String {
     format!(
         "apiVersion: gantry.dev/v1alpha1
 kind: DNSZone
 metadata: {{name: example}}
 spec:
   zone: example.test
-  nameServers: [{{name: ns1.example.test, addresses: [192.0.2.53]}}]
-  ingressAddresses: [192.0.2.10]
+  nameServers: [{{name: ns1.example.test, addresses: [{ns}]}}]
+  ingressAddresses: [{ingress}]
   publish:
     - server: 127.0.0.1:{port}
       tsigKey: {{name: pub-key, secretName: pub-key}}
