@@ -11,12 +11,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::acme::{ISSUANCE, certificate, issuer};
-use crate::support::config::{GANTRY_CLASS, service, tls_ingress};
+use crate::support::config::tls_ingress;
 use crate::support::dns::{dig, free_port};
 use crate::support::pebble::{Pebble, PebbleOptions};
 use crate::support::pki::client_config_trusting;
 use crate::support::plugins::builtin_plugin;
-use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until, wait_until_within};
+use crate::support::{Gantry, clients, upstream, wait_until, wait_until_within};
 
 const KILLS: usize = 50;
 
@@ -101,12 +101,7 @@ async fn sigkill_at_random_moments_loses_nothing_and_issues_nothing_twice() {
     let bind_port = free_port();
     let bind = crate::dns_publish::named_primary(bind_port);
     let echo = upstream::echo("echo").await;
-    let config = ConfigDir::new();
-    config.write("class.yaml", GANTRY_CLASS);
-    config.write(
-        "echo.yaml",
-        &service("default", "echo", "http", None, &[(echo.addr, true)]),
-    );
+    let config = crate::support::plugins::folder(&echo);
     // Served with 127.0.0.1 for every host, where Pebble validates.
     config.write(
         "zone.yaml",
