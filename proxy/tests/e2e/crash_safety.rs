@@ -158,9 +158,26 @@ async fn sigkill_at_random_moments_loses_nothing_and_issues_nothing_twice() {
         }
         gantry.spawn_again();
     }
+    // Where the kills fell, from each killed run's log.
+    let log = gantry.log();
+    let runs: Vec<&str> = log.split(" starting http=").skip(1).collect();
+    let killed = &runs[..runs.len().saturating_sub(1)];
+    let during = |started: &str, finished: &str| {
+        killed
+            .iter()
+            .filter(|run| run.matches(started).count() > run.matches(finished).count())
+            .count()
+    };
     println!(
-        "{KILLS} kills: {} certificates kept at the last, serial {last_serial}",
-        seen.len()
+        "{KILLS} kills: {} certificates kept at the last, serial {last_serial}; killed while \
+         starting {}, with an order in flight {}, with a zone change not yet published {}",
+        seen.len(),
+        killed
+            .iter()
+            .filter(|run| !run.contains("DNS listening"))
+            .count(),
+        during("ordering a certificate", "certificate issued"),
+        during("DNS zone changed", "published DNS records"),
     );
 
     gantry.ready().await;
