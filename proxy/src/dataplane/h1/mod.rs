@@ -88,6 +88,16 @@ impl H1App {
     }
 }
 
+impl H1App {
+    /// Counts connections that sent no request (or no HTTP/2 preface) within the head's time.
+    fn late_heads(&self) -> prometheus::IntCounter {
+        self.shared()
+            .metrics
+            .requests_refused
+            .with_label_values(&[Refusal::HeaderTimeout.label()])
+    }
+}
+
 #[async_trait]
 impl ServerApp for H1App {
     async fn process_new(
@@ -97,14 +107,10 @@ impl ServerApp for H1App {
     ) -> Option<Stream> {
         if stream.get_ssl_digest().is_some() {
             if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-                let shared = self.shared();
                 let stream = PrefaceDeadline::wrap(
                     stream,
-                    shared.limits.request_header_timeout,
-                    shared
-                        .metrics
-                        .requests_refused
-                        .with_label_values(&[Refusal::HeaderTimeout.label()]),
+                    self.shared().limits.request_header_timeout,
+                    self.late_heads(),
                 );
                 return self.h2.process_new(stream, shutdown).await;
             }
@@ -127,11 +133,7 @@ impl ServerApp for H1App {
                 }
                 Err(_) => {
                     debug!("nothing sent within {limit:?}: closed");
-                    self.shared()
-                        .metrics
-                        .requests_refused
-                        .with_label_values(&[Refusal::HeaderTimeout.label()])
-                        .inc();
+                    self.late_heads().inc();
                     return None;
                 }
             }
