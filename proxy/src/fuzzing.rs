@@ -6,6 +6,7 @@ mod wasm_host;
 
 use crate::config::folder::FolderSource;
 
+pub use crate::dataplane::fuzz_h2::frames as h2_frames;
 pub use crate::dataplane::fuzz_http1::{
     request_head as http1_request_head, response as http1_response,
 };
@@ -85,6 +86,7 @@ mod tests {
         assert!(replay("proxy_protocol_header", super::proxy_protocol_header) > 0);
         assert!(replay("wasm_host", super::wasm_host) > 0);
         assert!(replay("acme_peer_answer", super::acme_peer_answer) > 0);
+        assert!(replay("h2_frames", super::h2_frames) > 0);
         replay("folder_file", super::folder_file);
         let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compile/routes");
         let some = std::fs::read_dir(fixtures)

@@ -36,6 +36,7 @@ pub use cert_resolver::SniResolver;
 pub use connections::CountedApp;
 pub use h1::H1App;
 pub use h1::fuzz as fuzz_http1;
+pub use h1::fuzz_h2;
 pub use proxy::{EdgeProxy, Shared};
 pub use tls::TlsApp;
 

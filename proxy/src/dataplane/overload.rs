@@ -166,6 +166,11 @@ impl Overload {
         Ok(InFlight(self.clone()))
     }
 
+    /// How many requests are being served now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Whether connections should close after their request: some resource is at its
     /// threshold.
     pub fn active(&self) -> bool {

@@ -23,6 +23,7 @@ mod chunked;
 mod client;
 mod forward;
 pub mod fuzz;
+pub mod fuzz_h2;
 mod h2;
 mod plugged;
 mod pool;
