@@ -188,12 +188,12 @@ fn exchange_records(bytes: &[u8]) -> Vec<u8> {
     let harness = harness();
     let mut wire = PREFACE.to_vec();
     frame(&mut wire, 0x4, 0, 0, &[]);
-    let opened = records(bytes, &mut wire);
+    let client = records(bytes, &mut wire);
     let whole = ends_on_a_frame(&wire[PREFACE.len()..]);
     frame(&mut wire, PING, 0, 0, &LAST_PING);
     harness.runtime.block_on(async {
         let answer = exchange(harness, wire, whole).await;
-        check_frames(&answer, &opened);
+        check_frames(&answer, &client);
         new_client_is_served(harness).await;
         answer
     })
@@ -265,8 +265,8 @@ async fn exchange(harness: &Harness, wire: Vec<u8>, whole: bool) -> Vec<u8> {
     answer
 }
 
-/// The records as frames on `wire`; returns the streams the client opened (HEADERS frames).
-fn records(mut bytes: &[u8], wire: &mut Vec<u8>) -> Vec<u32> {
+/// The records as frames on `wire`, and the streams they open and name.
+fn records(mut bytes: &[u8], wire: &mut Vec<u8>) -> Streams {
     while let Some((&[kind, flags, stream, low, high], rest)) = bytes.split_first_chunk::<5>() {
         let length = usize::from(u16::from_le_bytes([low, high])).min(rest.len());
         let (payload, rest) = rest.split_at(length);
@@ -283,13 +283,21 @@ fn records(mut bytes: &[u8], wire: &mut Vec<u8>) -> Vec<u32> {
             kind => frame(wire, kind, flags, stream, payload),
         }
     }
-    let mut opened = Vec::new();
+    let mut client = Streams::default();
     for (kind, _, stream, _) in walk(&wire[PREFACE.len()..]) {
         if kind == HEADERS {
-            opened.push(stream);
+            client.opened.push(stream);
         }
+        client.last_named = client.last_named.max(stream);
     }
-    opened
+    client
+}
+
+/// The streams the client's frames opened (HEADERS) and the highest any of them named.
+#[derive(Default)]
+struct Streams {
+    opened: Vec<u32>,
+    last_named: u32,
 }
 
 fn frame(wire: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
@@ -366,19 +374,20 @@ fn last_ping_acked(answer: &[u8]) -> bool {
 }
 
 /// No frame the server sent is a push; its answers (HEADERS and DATA) are on streams the client
-/// opened, and nothing it sends is on a stream above the last the client opened (streams below
-/// it are closed, and may be reset: RFC 9113, section 5.1.1). A last frame may be cut short, as
-/// when a connection is aborted.
-fn check_frames(answer: &[u8], opened: &[u32]) {
-    let last = opened.iter().copied().max().unwrap_or(0);
+/// opened, and nothing it sends is on a stream above the last the client named in any frame
+/// (streams below one the client opened are closed and may be reset, RFC 9113, section 5.1.1;
+/// a frame the server cannot read gets its stream reset). A last frame may be cut short, as when
+/// a connection is aborted.
+fn check_frames(answer: &[u8], client: &Streams) {
     for (kind, _, stream, _) in walk(answer) {
         assert_ne!(kind, PUSH_PROMISE, "the server pushed");
         assert!(
-            stream <= last,
-            "a frame of type {kind} on stream {stream}, above the client's last ({last})"
+            stream <= client.last_named,
+            "a frame of type {kind} on stream {stream}, above the client's last ({})",
+            client.last_named
         );
         assert!(
-            !matches!(kind, 0x0 | HEADERS) || opened.contains(&stream),
+            !matches!(kind, 0x0 | HEADERS) || client.opened.contains(&stream),
             "an answer (frame type {kind}) on stream {stream}, which the client did not open"
         );
     }
