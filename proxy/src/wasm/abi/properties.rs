@@ -164,13 +164,14 @@ fn head_bytes(pairs: &[(Vec<u8>, Vec<u8>)]) -> u64 {
     pairs.iter().map(|(k, v)| (k.len() + v.len()) as u64).sum()
 }
 
-/// A property path arrives as NUL-separated segments; it is looked up by its dotted form.
+/// A property path arrives as NUL-separated segments; it is looked up by its dotted form. In
+/// one pass: a NUL is never part of a UTF-8 sequence, so replacing the separators first leaves
+/// what a bad sequence is replaced with unchanged.
 fn dotted(raw: &[u8]) -> String {
     let raw = raw.strip_suffix(b"\0").unwrap_or(raw);
-    raw.split(|b| *b == 0)
-        .map(String::from_utf8_lossy)
-        .collect::<Vec<_>>()
-        .join(".")
+    let path: Vec<u8> = raw.iter().map(|&b| if b == 0 { b'.' } else { b }).collect();
+    String::from_utf8(path)
+        .unwrap_or_else(|bad| String::from_utf8_lossy(bad.as_bytes()).into_owned())
 }
 
 pub fn add_to(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -225,5 +226,7 @@ mod tests {
     fn paths_are_dotted() {
         assert_eq!(super::dotted(b"request\0path\0"), "request.path");
         assert_eq!(super::dotted(b"plugin_name"), "plugin_name");
+        // A sequence cut by a separator is replaced up to it, as segment by segment.
+        assert_eq!(super::dotted(b"a\xe2\x82\0b\xff\0"), "a\u{fffd}.b\u{fffd}");
     }
 }
