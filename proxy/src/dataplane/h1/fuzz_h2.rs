@@ -180,11 +180,15 @@ fn harness() -> &'static Harness {
 /// Any bytes as the records above, sent on a new HTTP/2 connection (after the preface and an
 /// empty SETTINGS) and followed by a PING.
 pub fn frames(bytes: &[u8]) {
-    exchange_records(bytes);
+    exchange_records(bytes, FUZZ_SETTLE);
 }
 
-/// What the server sent back.
-fn exchange_records(bytes: &[u8]) -> Vec<u8> {
+/// How long a fuzz input's streams get for their answers before the client goes (a stream
+/// waiting for a body that will not come takes all of it).
+const FUZZ_SETTLE: Duration = Duration::from_millis(10);
+
+/// What the server sent back; the streams get up to `settle` to answer.
+fn exchange_records(bytes: &[u8], settle: Duration) -> Vec<u8> {
     let harness = harness();
     let mut wire = PREFACE.to_vec();
     frame(&mut wire, 0x4, 0, 0, &[]);
@@ -192,7 +196,7 @@ fn exchange_records(bytes: &[u8]) -> Vec<u8> {
     let whole = ends_on_a_frame(&wire[PREFACE.len()..]);
     frame(&mut wire, PING, 0, 0, &LAST_PING);
     harness.runtime.block_on(async {
-        let answer = exchange(harness, wire, whole).await;
+        let answer = exchange(harness, wire, whole, settle).await;
         check_frames(&answer, &client);
         new_client_is_served(harness).await;
         answer
@@ -200,7 +204,7 @@ fn exchange_records(bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Writes `wire` to a new connection, reads what comes back until the connection ends.
-async fn exchange(harness: &Harness, wire: Vec<u8>, whole: bool) -> Vec<u8> {
+async fn exchange(harness: &Harness, wire: Vec<u8>, whole: bool, settle: Duration) -> Vec<u8> {
     let (client, server) = tokio::io::duplex(1 << 16);
     let app = harness.app.clone();
     let shutdown = harness.shutdown.clone();
@@ -232,13 +236,12 @@ async fn exchange(harness: &Harness, wire: Vec<u8>, whole: bool) -> Vec<u8> {
             waited.is_ok(),
             "the last PING went unanswered on an open connection"
         );
-        // The streams' answers that come at once, before the client goes: until no request
-        // has been in flight for a while (a yield lets the runtime poll its sockets once), or
-        // longer while one waits for a body that will not come.
+        // The streams' answers, before the client goes: until no request has been in flight
+        // for a hundred turns of the runtime (each polls its sockets once), or `settle` passes.
+        let until = tokio::time::Instant::now() + settle;
         let mut quiet = 0;
-        for _ in 0..5000 {
+        while quiet < 100 && tokio::time::Instant::now() < until {
             match harness.overload.in_flight() {
-                0 if quiet == 100 => break,
                 0 => quiet += 1,
                 _ => quiet = 0,
             }
@@ -511,7 +514,7 @@ mod tests {
         input.extend(get("pingora.test", 3));
         input.extend(get("fixed.test", 5));
         input.extend(get("other.test", 7));
-        let answer = exchange_records(&input);
+        let answer = exchange_records(&input, HANG);
         let answered: Vec<u32> = walk(&answer)
             .filter(|&(kind, ..)| kind == HEADERS)
             .map(|(_, _, stream, _)| stream)
@@ -533,7 +536,7 @@ mod tests {
             input.extend(get("fast.test", stream));
             input.extend([0x3, 0, stream, 4, 0, 0, 0, 0, 8]);
         }
-        let answer = exchange_records(&input);
+        let answer = exchange_records(&input, HANG);
         let goaway = walk(&answer).find(|&(kind, ..)| kind == 0x7);
         let Some((.., payload)) = goaway else {
             panic!("no GOAWAY");
