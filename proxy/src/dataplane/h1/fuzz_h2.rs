@@ -113,6 +113,8 @@ struct Harness {
     _shutdown: tokio::sync::watch::Sender<bool>,
 }
 
+/// Every `expect` here is the harness's own setup, made once from fixed values; a failure is a
+/// broken machine, not a finding, and the fuzzed bytes never reach it.
 fn harness() -> &'static Harness {
     static HARNESS: OnceLock<Harness> = OnceLock::new();
     HARNESS.get_or_init(|| {
@@ -120,11 +122,14 @@ fn harness() -> &'static Harness {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("a runtime");
+            .expect("the harness needs a runtime; the fuzzed bytes play no part in it");
         let listener = runtime
             .block_on(TcpListener::bind("127.0.0.1:0"))
-            .expect("a port for the upstream");
-        let port = listener.local_addr().expect("the upstream's port").port();
+            .expect("the harness needs a loopback port for its upstream");
+        let port = listener
+            .local_addr()
+            .expect("a bound listener has an address")
+            .port();
         runtime.spawn(upstream(listener));
         let config = CONFIG.replace("UPSTREAM_PORT", &port.to_string());
         let source = crate::config::folder::FolderSource::of_one_file("fuzz.yaml", config.into());
@@ -132,18 +137,23 @@ fn harness() -> &'static Harness {
             crate::compile::compile(&source.store(), &Default::default(), &Default::default());
         assert!(snapshot.problems.is_empty(), "{:?}", snapshot.problems);
         let snapshots = Arc::new(ArcSwap::from_pointee(snapshot));
-        let metrics = crate::metrics::Metrics::new().expect("metrics");
-        let resolver = crate::upstream::Resolver::from_system().expect("a resolver");
-        let engine = crate::wasm::runtime::engine(None).expect("a wasm engine");
+        let metrics =
+            crate::metrics::Metrics::new().expect("a fresh registry takes Gantry's metrics");
+        let resolver = crate::upstream::Resolver::from_system()
+            .expect("the harness needs the system resolver's configuration");
+        let engine =
+            crate::wasm::runtime::engine(None).expect("the engine is built from fixed settings");
         let wasm = crate::wasm::Shared::new(
             engine,
             &metrics.registry,
             snapshots.clone(),
             resolver.clone(),
         )
-        .expect("the wasm runtime");
-        let overload =
-            Arc::new(Overload::new(0, 0, &metrics.registry).expect("the overload metrics"));
+        .expect("the plugin runtime registers in a fresh registry");
+        let overload = Arc::new(
+            Overload::new(0, 0, &metrics.registry)
+                .expect("the overload metrics register once, in a fresh registry"),
+        );
         let limits = Arc::new(ClientLimits::default());
         let shared = Shared {
             snapshots,
@@ -254,8 +264,8 @@ async fn exchange(harness: &Harness, wire: Vec<u8>, whole: bool, settle: Duratio
     assert!(served.is_ok(), "the connection outlived its client");
     let answer = tokio::time::timeout(HANG, reading)
         .await
-        .expect("the connection's end reaches the client")
-        .expect("the reading task");
+        .expect("the connection ended, so its reader sees the end (a hang here is a finding)")
+        .expect("the reading task does not panic");
     let deadline = tokio::time::Instant::now() + HANG;
     while harness.overload.in_flight() > 0 {
         assert!(
