@@ -74,7 +74,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     prepare_state_dir(&mut args)?;
     let default_cert = default_cert::load_or_create(&args.state_dir)?;
-    check_addresses(&args)?;
+    let (http, https) = bind_listeners(&args)?;
     let threads = args
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
@@ -120,8 +120,8 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         admission: admission.clone(),
     });
     let listeners = dataplane::Listeners {
-        http: args.http_addr,
-        https: args.https_addr,
+        http,
+        https,
         http_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Http),
         https_proxy_protocol: args.accept_proxy_protocol.contains(&ProxyListener::Https),
         proxy_trusted: args.proxy_protocol_trusted.clone().into(),
@@ -131,7 +131,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     server.add_service(dataplane::proxy_service(
         &conf,
         &shared,
-        &listeners,
+        listeners,
         default_cert,
         l4.clone(),
     ));
@@ -334,12 +334,24 @@ fn prepare_state_dir(args: &mut RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Pingora cannot report a failed bind except by panicking inside its runtime, so each address
-/// is tried first, while a clear error can still be given.
-fn check_addresses(args: &RunArgs) -> Result<(), RunError> {
+/// Binds the proxy's HTTP and HTTPS listeners, which take connections from here on (into the
+/// backlog until the proxy's service accepts): readiness, which answers once the admin listener
+/// is up, can then never come before them. The admin and DNS addresses, which Pingora and the
+/// DNS server bind later, are tried first: Pingora cannot report a failed bind except by
+/// panicking inside its runtime, and here a clear error can still be given.
+fn bind_listeners(
+    args: &RunArgs,
+) -> Result<(dataplane::BoundListener, dataplane::BoundListener), RunError> {
+    let bind = |addr, flag| {
+        dataplane::BoundListener::new(addr).map_err(|source| RunError::Listen {
+            addr,
+            flag,
+            source,
+        })
+    };
+    let http = bind(args.http_addr, "--http-addr")?;
+    let https = bind(args.https_addr, "--https-addr")?;
     for (addr, flag) in [
-        (args.http_addr, "--http-addr"),
-        (args.https_addr, "--https-addr"),
         (args.admin_addr, "--admin-addr"),
         (args.dns_addr, "--dns-addr"),
     ] {
@@ -350,7 +362,7 @@ fn check_addresses(args: &RunArgs) -> Result<(), RunError> {
         flag: "--dns-addr",
         source,
     })?;
-    Ok(())
+    Ok((http, https))
 }
 
 /// The folder, or in kube mode the API server's watches (started on their own runtime).

@@ -21,20 +21,20 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora::server::{ListenFds, ShutdownWatch};
 use pingora::services::Service;
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tracing::{debug, error, info};
 
 use super::admission::Admission;
 use super::proxy_protocol;
 
 /// Connections waiting to be accepted, per listener (Pingora's listeners ask for as many).
-const BACKLOG: u32 = 65535;
+const BACKLOG: i32 = 65535;
 
 /// The proxy's listeners and the app that serves their connections.
 pub struct ProxyService<A> {
     name: String,
-    /// Each listener's address, and whether it reads the PROXY protocol.
-    addrs: Vec<(SocketAddr, bool)>,
+    /// Each listener's socket, and whether it reads the PROXY protocol.
+    listeners: Vec<(BoundListener, bool)>,
     /// The peers whose PROXY protocol headers are believed.
     trusted: Arc<[ipnet::IpNet]>,
     /// Counts the connections refused for their header, by listener.
@@ -51,7 +51,7 @@ impl<A> ProxyService<A> {
     pub fn new(
         name: String,
         app: A,
-        addrs: Vec<(SocketAddr, bool)>,
+        listeners: Vec<(BoundListener, bool)>,
         trusted: Arc<[ipnet::IpNet]>,
         refused: prometheus::IntCounterVec,
         admission: Arc<Admission>,
@@ -59,7 +59,7 @@ impl<A> ProxyService<A> {
     ) -> Self {
         ProxyService {
             name,
-            addrs,
+            listeners,
             trusted,
             refused,
             admission,
@@ -76,17 +76,39 @@ impl<A> ProxyService<A> {
     }
 }
 
-/// A listening socket as Pingora's listener makes one: the address reusable at once after a
-/// restart, and a long backlog.
+/// A listener's socket, bound and listening before the server starts: from then on the kernel
+/// takes its connections (into the backlog), so a load balancer that finds the replica ready
+/// never finds its ports closed, however late the proxy's service starts accepting.
+pub struct BoundListener {
+    pub addr: SocketAddr,
+    socket: std::net::TcpListener,
+}
+
+impl BoundListener {
+    /// A listening socket as Pingora's listener makes one: the address reusable at once after
+    /// a restart, and a long backlog.
+    pub fn new(addr: SocketAddr) -> std::io::Result<BoundListener> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(BACKLOG)?;
+        socket.set_nonblocking(true)?;
+        Ok(BoundListener {
+            addr,
+            socket: socket.into(),
+        })
+    }
+
+    /// The socket for an accept loop; needs the runtime it will run on.
+    fn into_listener(self) -> std::io::Result<TcpListener> {
+        TcpListener::from_std(self.socket)
+    }
+}
+
+/// A listener bound now, for a port a configuration asks for.
 pub(super) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+    BoundListener::new(addr)?.into_listener()
 }
 
 /// The stream Pingora's listener would hand its app for an accepted socket.
@@ -245,13 +267,13 @@ impl<A: ServerApp + Send + Sync + 'static> Service for ProxyService<A> {
             return;
         };
         let mut loops = Vec::new();
-        for &(addr, reads_proxy) in &self.addrs {
-            let listener = match listen(addr) {
+        for (bound, reads_proxy) in std::mem::take(&mut self.listeners) {
+            let addr = bound.addr;
+            let listener = match bound.into_listener() {
                 Ok(listener) => listener,
                 Err(e) => {
-                    // The addresses were tried before the server started (`check_addresses`);
-                    // one taken since leaves nothing to serve it with.
-                    error!("cannot listen on {addr}: {e}");
+                    // Only a runtime without I/O could refuse the socket bound before it.
+                    error!("cannot accept on {addr}: {e}");
                     std::process::exit(1);
                 }
             };

@@ -24,7 +24,6 @@ pub mod side_client;
 mod tls;
 mod websocket;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use pingora::apps::HttpServerOptions;
@@ -37,6 +36,7 @@ pub use connections::CountedApp;
 pub use h1::H1App;
 pub use h1::fuzz as fuzz_http1;
 pub use h1::fuzz_h2;
+pub use listen::BoundListener;
 pub use proxy::{EdgeProxy, Shared};
 pub use tls::TlsApp;
 
@@ -47,10 +47,10 @@ pub type ProxyService = listen::ProxyService<TlsApp<CountedApp<H1App>>>;
 /// Where the proxy listens.
 pub struct Listeners {
     /// Plain HTTP: HTTP/1.1, and HTTP/2 with prior knowledge (h2c).
-    pub http: SocketAddr,
+    pub http: BoundListener,
     /// HTTPS: TLS with the certificate chosen by SNI, HTTP/2 or HTTP/1.1 by ALPN (and ACME's
     /// `acme-tls/1`).
-    pub https: SocketAddr,
+    pub https: BoundListener,
     /// Whether each reads the PROXY protocol (from `proxy_trusted` peers).
     pub http_proxy_protocol: bool,
     pub https_proxy_protocol: bool,
@@ -64,18 +64,21 @@ pub struct Listeners {
 pub fn proxy_service(
     conf: &Arc<ServerConf>,
     shared: &Shared,
-    listeners: &Listeners,
+    listeners: Listeners,
     default_cert: Arc<CertifiedKey>,
     l4: Arc<l4::L4Shared>,
 ) -> ProxyService {
-    let mut proxy = http_proxy(conf, EdgeProxy::new(shared.clone(), listeners.https.port()));
+    let mut proxy = http_proxy(
+        conf,
+        EdgeProxy::new(shared.clone(), listeners.https.addr.port()),
+    );
     // h2c applies to plain connections only; TLS connections choose by ALPN.
     let mut options = HttpServerOptions::default();
     options.h2c = true;
     options.h2_idle_timeout = Some(shared.limits.keepalive_timeout);
     proxy.server_options = Some(options);
     proxy.h2_options = Some(h2_options(&shared.limits));
-    let app = H1App::new(proxy, shared.clone(), listeners.https.port());
+    let app = H1App::new(proxy, shared.clone(), listeners.https.addr.port());
     let app = CountedApp::new(app, shared.metrics.open_connections.clone());
     let resolver = Arc::new(SniResolver::new(
         shared.snapshots.clone(),
@@ -90,12 +93,18 @@ pub fn proxy_service(
         .with_label_values(&["tls_handshake_timeout"]);
     let app = TlsApp::new(
         app,
-        listeners.https,
+        listeners.https.addr,
         resolver,
         shared.snapshots.clone(),
         l4,
         (shared.limits.tls_handshake_timeout, handshakes_cut),
     );
+    let gateway_ports = gateway_ports::GatewayPorts {
+        snapshots: shared.snapshots.clone(),
+        generations: listeners.generations.clone(),
+        host: listeners.http.addr.ip(),
+        admission: listeners.admission.clone(),
+    };
     listen::ProxyService::new(
         "gantry proxy".to_owned(),
         app,
@@ -108,12 +117,7 @@ pub fn proxy_service(
         listeners.admission.clone(),
         shared.shutdown_delay,
     )
-    .with_gateway_ports(gateway_ports::GatewayPorts {
-        snapshots: shared.snapshots.clone(),
-        generations: listeners.generations.clone(),
-        host: listeners.http.ip(),
-        admission: listeners.admission.clone(),
-    })
+    .with_gateway_ports(gateway_ports)
 }
 
 /// HTTP/2 settings from the client limits: Pingora's bounded defaults with Gantry's numbers.
