@@ -22,7 +22,7 @@ struct Balancer {
     child: Child,
     port: u16,
     stats: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Balancer {
@@ -39,8 +39,13 @@ impl Balancer {
         let config = format!(
             "global
     maxconn 200
+    log stderr format iso local0
 defaults
     mode http
+    # Only what went wrong: a failed request's line says how it ended (its termination state).
+    log global
+    option httplog
+    option dontlog-normal
     timeout connect 5s
     timeout client 60s
     timeout server 60s
@@ -66,20 +71,32 @@ backend replicas
         );
         let path = dir.path().join("haproxy.cfg");
         std::fs::write(&path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
         let child = Command::new("haproxy")
             .arg("-f")
             .arg(&path)
             .arg("-db")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("run haproxy (scripts/test.sh installs it)");
         Balancer {
             child,
             port,
             stats,
-            _dir: dir,
+            dir,
         }
+    }
+
+    /// HAProxy's lines for the requests that failed (the servers' ups and downs left out).
+    fn failed_requests(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default();
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains(" front "))
+            .take(20)
+            .collect();
+        lines.join("\n")
     }
 
     /// Whether HAProxy has `server` up.
@@ -186,6 +203,26 @@ async fn restarting_one_of_two_replicas_a_hundred_times_fails_no_request() {
     }
     let served = ok.load(Ordering::Relaxed);
     eprintln!("{RESTARTS} restarts, {served} requests answered");
-    assert!(failures.is_empty(), "requests failed: {failures:?}");
-    drop(steady);
+    if !failures.is_empty() {
+        let report = format!(
+            "requests failed: {failures:#?}\nHAProxy's lines for them:\n{}\n\
+             the restarted replica's warnings and errors:\n{}",
+            balancer.failed_requests(),
+            warnings(&restarted.log()),
+        );
+        // Stopped before the panic, so that the report ends the output rather than the
+        // replicas' whole logs.
+        drop((balancer, restarted, steady));
+        panic!("{report}");
+    }
+}
+
+/// A replica's log lines above INFO.
+fn warnings(log: &str) -> String {
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|line| line.contains(" WARN ") || line.contains(" ERROR "))
+        .take(20)
+        .collect();
+    lines.join("\n")
 }
