@@ -7,10 +7,10 @@
 
 pub(crate) mod config_view;
 pub mod endpoints;
+pub mod readiness;
 pub mod status_view;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use async_trait::async_trait;
 use http::{Response, StatusCode, header};
@@ -20,14 +20,12 @@ use pingora::protocols::http::ServerSession;
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotHandle;
 
-/// Becomes true once the first Snapshot serves; `/readyz` answers 503 until then.
-pub type Readiness = Arc<AtomicBool>;
-
 pub struct AdminApp {
     pub certificates: crate::certs::status::CertStatuses,
     pub snapshots: SnapshotHandle,
     pub metrics: Arc<Metrics>,
-    pub ready: Readiness,
+    /// `/readyz` answers 503 until it is ready.
+    pub ready: Arc<readiness::Readiness>,
     /// What a write must carry as `Authorization: Bearer TOKEN`.
     pub token: Option<String>,
     /// Whether the admin listener is on a loopback address (writes need no token then).
@@ -71,7 +69,7 @@ impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/healthz" => text(StatusCode::OK, "ok\n"),
-            "/readyz" if self.ready.load(Ordering::Acquire) => text(StatusCode::OK, "ready\n"),
+            "/readyz" if self.ready.is_ready() => text(StatusCode::OK, "ready\n"),
             "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
             "/metrics" => {
                 let mut text = self.metrics.render();

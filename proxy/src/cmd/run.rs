@@ -16,6 +16,7 @@ use pingora::services::listening::Service;
 use tracing::info;
 
 use crate::admin::AdminApp;
+use crate::admin::readiness::Readiness;
 use crate::certs::challenges::Challenges;
 use crate::certs::default_cert::{self, DefaultCertError};
 use crate::certs::manager::CertService;
@@ -90,7 +91,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     if !kube_mode && let Some(snapshot) = sources.read(true) {
         install(&hub.snapshots, &hub.metrics, &hub.generations, snapshot);
     }
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(Readiness::default());
 
     let mut server = server(&args, threads);
     let conf = server.configuration.clone();
@@ -127,6 +128,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         proxy_trusted: args.proxy_protocol_trusted.clone().into(),
         generations: hub.generation_watch.clone(),
         admission,
+        ready: ready.clone(),
     };
     server.add_service(dataplane::proxy_service(
         &conf,
@@ -140,6 +142,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
         hub.generation_watch.clone(),
         args.http_addr.ip(),
         l4,
+        ready.clone(),
     ));
     server.add_service(admin(&args, &hub, ready.clone()));
     let reloader = ConfigReloader::new(
@@ -509,7 +512,7 @@ fn server(args: &RunArgs, threads: usize) -> Server {
 }
 
 /// The admin listener, on one thread.
-fn admin(args: &RunArgs, hub: &Hub, ready: Arc<AtomicBool>) -> Service<HttpServer<AdminApp>> {
+fn admin(args: &RunArgs, hub: &Hub, ready: Arc<Readiness>) -> Service<HttpServer<AdminApp>> {
     let app = AdminApp {
         certificates: hub.statuses.clone(),
         snapshots: hub.snapshots.clone(),

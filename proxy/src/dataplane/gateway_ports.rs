@@ -14,6 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use crate::admin::readiness::{PortKeeper, Readiness};
 use crate::snapshot::SnapshotHandle;
 
 /// What the extra ports follow: the Snapshots, and the host they are bound on.
@@ -22,6 +23,8 @@ pub struct GatewayPorts {
     pub generations: watch::Receiver<u64>,
     pub host: IpAddr,
     pub admission: Arc<super::admission::Admission>,
+    /// Told each generation whose ports are bound.
+    pub ready: Arc<Readiness>,
 }
 
 impl GatewayPorts {
@@ -34,13 +37,11 @@ impl GatewayPorts {
     ) {
         let mut bound: HashMap<u16, JoinHandle<()>> = HashMap::new();
         loop {
-            let wanted: Vec<u16> = self
-                .snapshots
-                .load()
-                .gateway_ports
-                .iter()
-                .map(|p| p.port)
-                .collect();
+            let (wanted, generation) = {
+                let snapshot = self.snapshots.load();
+                let wanted: Vec<u16> = snapshot.gateway_ports.iter().map(|p| p.port).collect();
+                (wanted, snapshot.generation)
+            };
             bound.retain(|port, task| {
                 let keep = wanted.contains(port);
                 if !keep {
@@ -71,6 +72,8 @@ impl GatewayPorts {
                     Err(e) => error!(%addr, "cannot listen for Gateway listeners: {e}"),
                 }
             }
+            self.ready
+                .ports_bound(PortKeeper::GatewayListeners, generation);
             tokio::select! {
                 changed = self.generations.changed() => if changed.is_err() { break },
                 changed = shutdown.changed() => if changed.is_err() || *shutdown.borrow() {

@@ -59,6 +59,8 @@ pub struct Listeners {
     pub generations: tokio::sync::watch::Receiver<u64>,
     /// How many connections the listeners (and the L4 listeners) hold.
     pub admission: Arc<admission::Admission>,
+    /// Told when the Gateway listeners' ports of a configuration are bound.
+    pub ready: Arc<crate::admin::readiness::Readiness>,
 }
 
 pub fn proxy_service(
@@ -104,6 +106,7 @@ pub fn proxy_service(
         generations: listeners.generations.clone(),
         host: listeners.http.addr.ip(),
         admission: listeners.admission.clone(),
+        ready: listeners.ready.clone(),
     };
     listen::ProxyService::new(
         "gantry proxy".to_owned(),

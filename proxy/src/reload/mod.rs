@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
 use tracing::{error, info, warn};
 
-use crate::admin::Readiness;
+use crate::admin::readiness::Readiness;
 use crate::compile::compile;
 use crate::config::folder::FolderSource;
 use crate::config::kube::KubeSource;
@@ -174,7 +174,7 @@ pub struct ConfigReloader {
     source: Arc<Mutex<Sources>>,
     snapshots: SnapshotHandle,
     metrics: Arc<Metrics>,
-    ready: Readiness,
+    ready: Arc<Readiness>,
     generations: watch::Sender<u64>,
     /// Told when something besides the folder changed (a certificate was issued).
     changes: mpsc::UnboundedSender<()>,
@@ -192,7 +192,7 @@ impl ConfigReloader {
         source: Sources,
         snapshots: SnapshotHandle,
         metrics: Arc<Metrics>,
-        ready: Readiness,
+        ready: Arc<Readiness>,
         generations: watch::Sender<u64>,
         (changes, changed): (mpsc::UnboundedSender<()>, mpsc::UnboundedReceiver<()>),
     ) -> Self {
@@ -310,7 +310,7 @@ impl BackgroundService for ConfigReloader {
         };
         match &root {
             // The first Snapshot was installed before the listeners started.
-            Some(_) => self.ready.store(true, std::sync::atomic::Ordering::Release),
+            Some(_) => self.ready.installed(self.snapshots.load().generation),
             None => {
                 let synced = {
                     let source = self
@@ -332,8 +332,8 @@ impl BackgroundService for ConfigReloader {
                 self.reload(true).await;
                 // Ready from now on, also while the API server is away: the last good
                 // configuration keeps serving.
-                self.ready.store(true, std::sync::atomic::Ordering::Release);
-                info!("resources listed from the Kubernetes API; ready");
+                self.ready.installed(self.snapshots.load().generation);
+                info!("resources listed from the Kubernetes API; ready once their ports are bound");
             }
         }
         let changes = self.changes.clone();

@@ -23,8 +23,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
-use crate::snapshot::SnapshotHandle;
+use crate::admin::readiness::{PortKeeper, Readiness};
 use crate::snapshot::l4::{L4Protocol, L4Service, SniRoutes};
+use crate::snapshot::{Snapshot, SnapshotHandle};
 use crate::upstream::Resolver;
 
 pub use metrics::L4Metrics;
@@ -48,6 +49,8 @@ pub struct L4Listeners {
     generations: watch::Receiver<u64>,
     host: IpAddr,
     shared: Arc<L4Shared>,
+    /// Told each generation whose ports are bound.
+    ready: Arc<Readiness>,
 }
 
 /// One port being served.
@@ -79,19 +82,27 @@ impl L4Listeners {
         generations: watch::Receiver<u64>,
         host: IpAddr,
         shared: Arc<L4Shared>,
+        ready: Arc<Readiness>,
     ) -> Self {
         L4Listeners {
             snapshots,
             generations,
             host,
             shared,
+            ready,
         }
     }
 
     /// Binds the ports the Snapshot wants that are not bound, hands the new settings to those
-    /// that are, and closes those it no longer wants.
+    /// that are, and closes those it no longer wants; then tells readiness.
     fn reconcile(&self, listening: &mut HashMap<(u16, L4Protocol), Listening>) {
         let snapshot = self.snapshots.load();
+        self.follow(&snapshot, listening);
+        self.ready
+            .ports_bound(PortKeeper::L4Services, snapshot.generation);
+    }
+
+    fn follow(&self, snapshot: &Snapshot, listening: &mut HashMap<(u16, L4Protocol), Listening>) {
         let mut wanted: HashMap<(u16, L4Protocol), Vec<Arc<L4Service>>> = HashMap::new();
         for service in &snapshot.l4 {
             wanted
