@@ -80,27 +80,75 @@ pub struct DnsServer {
 /// How many ports to try when asked for any port and the one UDP got is taken for TCP.
 const PICK_ATTEMPTS: u32 = 16;
 
-/// UDP on `addr`, then TCP on the port UDP got, as clients expect one port for both.
-async fn bind_pair(
-    addr: SocketAddr,
-) -> Result<(UdpSocket, SocketAddr, TcpListener, SocketAddr), ServeError> {
-    let listen_error = |addr, protocol| {
-        move |source| ServeError::Listen {
-            addr,
-            protocol,
-            source,
+/// Connections waiting to be accepted on the TCP listener: what tokio's bind (as the standard
+/// library's) asks for, which this listener had when tokio bound it.
+const TCP_BACKLOG: i32 = 128;
+
+/// The DNS sockets, bound and not served yet: UDP and TCP on one port. From the moment they are
+/// bound the kernel keeps what clients send (queries in the UDP socket's buffer, connections in
+/// the backlog), so a process that binds them before it reports ready never has a client's
+/// query refused, however late the server starts answering.
+pub struct DnsListeners {
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    /// The port both are bound to.
+    pub addr: SocketAddr,
+}
+
+impl DnsListeners {
+    /// Binds UDP on `addr`, then TCP on the port UDP got, as clients expect one port for both
+    /// (port 0 picks one, the same for both).
+    pub fn bind(addr: SocketAddr) -> Result<DnsListeners, ServeError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match Self::bind_pair(addr) {
+                // Port 0: the port UDP got may be taken for TCP by another process; pick again.
+                Err(ServeError::Listen {
+                    protocol: "TCP",
+                    source,
+                    ..
+                }) if addr.port() == 0
+                    && source.kind() == std::io::ErrorKind::AddrInUse
+                    && attempts < PICK_ATTEMPTS => {}
+                other => return other,
+            }
         }
-    };
-    let udp = UdpSocket::bind(addr)
-        .await
-        .map_err(listen_error(addr, "UDP"))?;
-    let udp_addr = udp.local_addr().map_err(listen_error(addr, "UDP"))?;
-    let tcp_wanted = SocketAddr::new(addr.ip(), udp_addr.port());
-    let tcp = TcpListener::bind(tcp_wanted)
-        .await
+    }
+
+    fn bind_pair(addr: SocketAddr) -> Result<DnsListeners, ServeError> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let listen_error = |addr, protocol| {
+            move |source| ServeError::Listen {
+                addr,
+                protocol,
+                source,
+            }
+        };
+        let udp = std::net::UdpSocket::bind(addr).map_err(listen_error(addr, "UDP"))?;
+        udp.set_nonblocking(true)
+            .map_err(listen_error(addr, "UDP"))?;
+        let udp_addr = udp.local_addr().map_err(listen_error(addr, "UDP"))?;
+        let tcp_wanted = SocketAddr::new(addr.ip(), udp_addr.port());
+        let tcp = (|| {
+            let socket = Socket::new(
+                Domain::for_address(tcp_wanted),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
+            socket.bind(&tcp_wanted.into())?;
+            socket.listen(TCP_BACKLOG)?;
+            socket.set_nonblocking(true)?;
+            Ok(socket.into())
+        })()
         .map_err(listen_error(tcp_wanted, "TCP"))?;
-    let tcp_addr = tcp.local_addr().map_err(listen_error(tcp_wanted, "TCP"))?;
-    Ok((udp, udp_addr, tcp, tcp_addr))
+        Ok(DnsListeners {
+            udp,
+            tcp,
+            addr: udp_addr,
+        })
+    }
 }
 
 impl DnsServer {
@@ -112,21 +160,27 @@ impl DnsServer {
         observer: Arc<dyn QueryObserver>,
         rate_limit: crate::RateLimit,
     ) -> Result<DnsServer, ServeError> {
-        let mut attempts = 0;
-        let (udp, udp_addr, tcp, tcp_addr) = loop {
-            attempts += 1;
-            match bind_pair(addr).await {
-                // Port 0: the port UDP got may be taken for TCP by another process; pick again.
-                Err(ServeError::Listen {
-                    protocol: "TCP",
-                    source,
-                    ..
-                }) if addr.port() == 0
-                    && source.kind() == std::io::ErrorKind::AddrInUse
-                    && attempts < PICK_ATTEMPTS => {}
-                other => break other?,
-            }
-        };
+        Self::serve(DnsListeners::bind(addr)?, zones, observer, rate_limit)
+    }
+
+    /// Starts answering on `listeners`, on the runtime it is called from.
+    pub fn serve(
+        listeners: DnsListeners,
+        zones: ZonesHandle,
+        observer: Arc<dyn QueryObserver>,
+        rate_limit: crate::RateLimit,
+    ) -> Result<DnsServer, ServeError> {
+        let addr = listeners.addr;
+        let udp = UdpSocket::from_std(listeners.udp).map_err(|source| ServeError::Listen {
+            addr,
+            protocol: "UDP",
+            source,
+        })?;
+        let tcp = TcpListener::from_std(listeners.tcp).map_err(|source| ServeError::Listen {
+            addr,
+            protocol: "TCP",
+            source,
+        })?;
         let handler = Handler { zones, observer };
         let udp = tokio::spawn(crate::udp::serve(udp, handler.clone(), rate_limit));
         let mut server = hickory_server::Server::new(handler);
@@ -134,8 +188,8 @@ impl DnsServer {
         Ok(DnsServer {
             server,
             udp,
-            udp_addr,
-            tcp_addr,
+            udp_addr: addr,
+            tcp_addr: addr,
         })
     }
 

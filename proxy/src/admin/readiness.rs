@@ -1,8 +1,8 @@
 //! What `/readyz` answers from. Gantry is ready once its first configuration serves and the
 //! ports that configuration asks for (L4 services, Gateway listeners) have been bound for it: a
 //! load balancer or kube-proxy that finds the replica ready must find every port it serves
-//! taking connections. (The HTTP and HTTPS ports are bound before anything starts.) Ready stays
-//! ready: later configurations, and an API server that goes away, do not change it.
+//! taking connections. (The HTTP, HTTPS and DNS ports are bound before anything starts.)
+//! Ready stays ready: later configurations, and an API server that goes away, do not change it.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 

@@ -75,7 +75,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     prepare_state_dir(&mut args)?;
     let default_cert = default_cert::load_or_create(&args.state_dir)?;
-    let (http, https) = bind_listeners(&args)?;
+    let (http, https, dns_listeners) = bind_listeners(&args)?;
     let threads = args
         .threads
         .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
@@ -180,7 +180,7 @@ pub fn run(mut args: RunArgs) -> Result<(), RunError> {
     let lease = kube.as_ref().map(|kube| kube_tasks(&args, &hub, kube));
     server.add_service(background_service(
         "gantry dns",
-        dns(&args, &hub, kube.as_ref()),
+        dns(&args, &hub, kube.as_ref(), dns_listeners),
     ));
     server.add_service(background_service(
         "gantry drain",
@@ -337,14 +337,22 @@ fn prepare_state_dir(args: &mut RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Binds the proxy's HTTP and HTTPS listeners, which take connections from here on (into the
-/// backlog until the proxy's service accepts): readiness, which answers once the admin listener
-/// is up, can then never come before them. The admin and DNS addresses, which Pingora and the
-/// DNS server bind later, are tried first: Pingora cannot report a failed bind except by
-/// panicking inside its runtime, and here a clear error can still be given.
+/// Binds the proxy's HTTP and HTTPS listeners and the DNS server's UDP and TCP sockets, which
+/// take connections and queries from here on (into the backlog and the socket's buffer until
+/// their services start): readiness, which answers once the admin listener is up, can then
+/// never come before them. The admin address, which Pingora binds later, is tried first:
+/// Pingora cannot report a failed bind except by panicking inside its runtime, and here a clear
+/// error can still be given.
 fn bind_listeners(
     args: &RunArgs,
-) -> Result<(dataplane::BoundListener, dataplane::BoundListener), RunError> {
+) -> Result<
+    (
+        dataplane::BoundListener,
+        dataplane::BoundListener,
+        gantry_dns::server::DnsListeners,
+    ),
+    RunError,
+> {
     let bind = |addr, flag| {
         dataplane::BoundListener::new(addr).map_err(|source| RunError::Listen {
             addr,
@@ -354,18 +362,27 @@ fn bind_listeners(
     };
     let http = bind(args.http_addr, "--http-addr")?;
     let https = bind(args.https_addr, "--https-addr")?;
-    for (addr, flag) in [
-        (args.admin_addr, "--admin-addr"),
-        (args.dns_addr, "--dns-addr"),
-    ] {
-        TcpListener::bind(addr).map_err(|source| RunError::Listen { addr, flag, source })?;
-    }
-    std::net::UdpSocket::bind(args.dns_addr).map_err(|source| RunError::Listen {
-        addr: args.dns_addr,
-        flag: "--dns-addr",
+    TcpListener::bind(args.admin_addr).map_err(|source| RunError::Listen {
+        addr: args.admin_addr,
+        flag: "--admin-addr",
         source,
     })?;
-    Ok((http, https))
+    let dns = gantry_dns::server::DnsListeners::bind(args.dns_addr).map_err(|error| {
+        let gantry_dns::server::ServeError::Listen {
+            addr,
+            protocol,
+            source,
+        } = error;
+        RunError::Listen {
+            addr,
+            flag: match protocol {
+                "TCP" => "--dns-addr, TCP",
+                _ => "--dns-addr, UDP",
+            },
+            source,
+        }
+    })?;
+    Ok((http, https, dns))
 }
 
 /// The folder, or in kube mode the API server's watches (started on their own runtime).
@@ -635,13 +652,18 @@ fn kube_tasks(args: &RunArgs, hub: &Hub, kube: &Kube) -> LeaseRelease {
 
 /// The DNS service: the Snapshot's zones with serials kept in the state dir (and, in kube mode,
 /// numbered as the leader numbers them).
-fn dns(args: &RunArgs, hub: &Hub, kube: Option<&Kube>) -> DnsService {
+fn dns(
+    args: &RunArgs,
+    hub: &Hub,
+    kube: Option<&Kube>,
+    listeners: gantry_dns::server::DnsListeners,
+) -> DnsService {
     let mut book = SerialBook::open(&args.state_dir);
     if kube.is_some() {
         book.shared = Some(hub.shared_serials.clone());
     }
     DnsService {
-        addr: args.dns_addr,
+        listeners: std::sync::Mutex::new(Some(listeners)),
         rate_limit: gantry_dns::RateLimit {
             responses_per_second: args.dns_rate_limit,
             slip: args.dns_rate_limit_slip,

@@ -8,7 +8,6 @@
 //! Unix time, so that even a lost state dir moves serials forward.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -287,7 +286,8 @@ fn rcode_label(code: ResponseCode) -> String {
 
 /// The DNS server as a background service of the process.
 pub struct DnsService {
-    pub addr: SocketAddr,
+    /// The sockets, bound before the process reported ready; taken when the service starts.
+    pub listeners: std::sync::Mutex<Option<gantry_dns::server::DnsListeners>>,
     /// The UDP response-rate limit.
     pub rate_limit: gantry_dns::RateLimit,
     pub snapshots: SnapshotHandle,
@@ -332,8 +332,16 @@ impl BackgroundService for DnsService {
                 .dns_rate_limited
                 .with_label_values(&["slipped"]),
         });
-        let bound = DnsServer::bind(self.addr, zones.clone(), observer, self.rate_limit).await;
-        let server = match bound {
+        let listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let Some(listeners) = listeners else {
+            error!("the DNS service was started twice; its sockets serve the first");
+            return;
+        };
+        let server = match DnsServer::serve(listeners, zones.clone(), observer, self.rate_limit) {
             Ok(server) => server,
             Err(e) => {
                 error!("{e}");
