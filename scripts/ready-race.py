@@ -1,21 +1,30 @@
 #!/usr/bin/env python3
-"""How often a freshly started Gantry answers /readyz 200 while its HTTP port still refuses.
+"""How often a freshly started Gantry answers /readyz 200 while its HTTP or DNS port still refuses.
 
-Starts BINARY COUNT times on an empty configuration folder, asks /readyz as fast as it answers,
-and at the first 200 connects to the HTTP port once; prints how many of those connections were
-taken and how many refused. A load balancer sends traffic at that same moment, so anything but
-0 refused is a failed request in a rolling restart (the test
+Starts BINARY COUNT times, each with a new state dir, on a folder holding one DNS zone, asks /readyz as fast as it answers,
+and at the first 200 connects to the HTTP port once and sends one DNS query over UDP; prints how
+many of each were taken (answered) and how many refused. A load balancer sends traffic at that
+same moment, so anything but 0 refused is a failed request in a rolling restart (the test
 lifecycle::at_the_first_ready_answer_every_port_takes_connections checks the same in the suite,
 for the L4 and Gateway ports too). Run it on a busy machine, e.g. beside `yes > /dev/null`
 loops, to widen any window:
 
     scripts/ready-race.py target/debug/gantry 100
 """
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+ZONE = """apiVersion: gantry.dev/v1alpha1
+kind: DNSZone
+metadata: {name: example}
+spec:
+  zone: example.test
+  nameServers: [{name: ns1.example.test, addresses: [192.0.2.53]}]
+"""
 
 
 def free_port():
@@ -33,11 +42,27 @@ def ready(admin):
         return False
 
 
+def dns_answers(port):
+    """One query for `ready.invalid A` over UDP; refused if the port is not bound yet."""
+    query = bytes.fromhex("abcd01000001000000000000") + b"\x05ready\x07invalid\x00\x00\x01\x00\x01"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(30)
+        s.connect(("127.0.0.1", port))
+        try:
+            s.send(query)
+            return s.recv(1500)[:2] == b"\xab\xcd"
+        except OSError:
+            return False
+
+
 def main():
     binary, count = sys.argv[1], int(sys.argv[2])
-    config, state = tempfile.mkdtemp(), tempfile.mkdtemp()
-    taken = refused = 0
+    config = tempfile.mkdtemp()
+    with open(f"{config}/zone.yaml", "w") as zone:
+        zone.write(ZONE)
+    taken = refused = answered = unanswered = 0
     for _ in range(count):
+        state = tempfile.mkdtemp()
         http, https, admin, dns = (free_port() for _ in range(4))
         gantry = subprocess.Popen(
             [binary, "run", "--config", config, "--state-dir", state,
@@ -53,9 +78,16 @@ def main():
             taken += 1
         except OSError:
             refused += 1
+        if dns_answers(dns):
+            answered += 1
+        else:
+            unanswered += 1
         gantry.terminate()
         gantry.wait()
-    print(f"at the first ready answer, the HTTP port: {taken} taken, {refused} refused")
+        shutil.rmtree(state)
+    shutil.rmtree(config)
+    print(f"at the first ready answer, the HTTP port: {taken} taken, {refused} refused; "
+          f"DNS over UDP: {answered} answered, {unanswered} refused")
 
 
 if __name__ == "__main__":

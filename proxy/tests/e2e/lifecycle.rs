@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::config::{GANTRY_CLASS, echo_folder, ingress, service, stopped_service};
-use crate::support::dns::free_port;
+use crate::support::dns::{a_query, free_port};
 use crate::support::gantry::Options;
 use crate::support::{ConfigDir, Gantry, clients, upstream, wait_until};
 
@@ -54,7 +54,9 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_zero() {
 /// L4 service's port and a Gateway listener's port must each take a connection. On a busy
 /// machine (three busy loops beside it), before the ports were bound ahead of readiness, the
 /// HTTP port refused in 7 of 100 starts (`scripts/ready-race.py`), which is how the restarts
-/// test once failed in CI, and this test failed 1 run in 5 on the Gateway listener's port.
+/// test once failed in CI, and this test failed 1 run in 5 on the Gateway listener's port. The
+/// DNS port is asked too: a query over UDP must be answered, not refused (the DNS rate-limit test
+/// once failed in CI on a query sent before the DNS server had bound its port).
 #[tokio::test]
 async fn at_the_first_ready_answer_every_port_takes_connections() {
     const STARTS: usize = 10;
@@ -87,16 +89,40 @@ spec:
 "
         ),
     );
+    // A zone, whose serial is kept (written and synced) before the DNS server starts
+    // answering; a record that changes with every start makes a new serial each time.
+    config.write(
+        "zone.yaml",
+        "apiVersion: gantry.dev/v1alpha1
+kind: DNSZone
+metadata: {name: example}
+spec:
+  zone: example.test
+  nameServers: [{name: ns1.example.test, addresses: [192.0.2.53]}]
+",
+    );
     let mut gantry = Gantry::start(config.path()).await;
     let ports = [
         ("HTTP", gantry.http),
         ("L4 service", ([127, 0, 0, 1], l4_port).into()),
         ("Gateway listener", ([127, 0, 0, 1], gateway_port).into()),
+        ("DNS (TCP)", gantry.dns),
     ];
     for start in 0..STARTS {
         gantry.sigterm();
         let status = gantry.wait_exit(Duration::from_secs(60)).await;
         assert!(status.success(), "exited with {status}");
+        config.write(
+            "record.yaml",
+            &format!(
+                "apiVersion: gantry.dev/v1alpha1
+kind: DNSRecord
+metadata: {{name: changing, namespace: default}}
+spec:
+  endpoints: [{{dnsName: www.example.test, recordType: A, targets: [192.0.2.{start}]}}]
+"
+            ),
+        );
         gantry.spawn_again();
         let admin = gantry.admin;
         wait_until("/readyz to answer 200", || readyz_answers_200(admin)).await;
@@ -107,6 +133,28 @@ spec:
                 "start {start}: ready, but the {name} port refused: {connected:?}\n{}",
                 gantry.log()
             );
+        }
+        let answered = dns_answers_over_udp(gantry.dns, start as u16).await;
+        assert!(
+            answered.is_ok(),
+            "start {start}: ready, but the DNS port did not answer over UDP: {answered:?}\n{}",
+            gantry.log()
+        );
+    }
+}
+
+/// Sends one query over UDP and waits for its answer: a port not bound yet is refused (the
+/// kernel's ICMP error comes back on the connected socket).
+async fn dns_answers_over_udp(dns: std::net::SocketAddr, id: u16) -> std::io::Result<()> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket.connect(dns).await?;
+    socket.send(&a_query(id, "ready.invalid")).await?;
+    let mut answer = [0u8; 1500];
+    let wait = Duration::from_secs(30);
+    loop {
+        let n = tokio::time::timeout(wait, socket.recv(&mut answer)).await??;
+        if answer.get(..2) == Some(&id.to_be_bytes()[..]) && n > 2 {
+            return Ok(());
         }
     }
 }
